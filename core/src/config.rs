@@ -1,0 +1,128 @@
+//! Every limit and default of SPEC, in one place. The engine checks them all.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Limits and defaults of an engine. `Config::default()` holds SPEC's values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Largest payload of one event, bytes (SPEC 1: 1 MiB).
+    pub max_payload_bytes: usize,
+    /// Longest event type, bytes (256).
+    pub max_event_type_bytes: usize,
+    /// Longest key, bytes (1 KiB).
+    pub max_key_bytes: usize,
+    /// Longest correlation or causation id, bytes (256).
+    pub max_correlation_bytes: usize,
+    /// Longest content type, bytes (256).
+    pub max_content_type_bytes: usize,
+    /// Most header entries per event (64).
+    pub max_headers: usize,
+    /// Largest total of header names and values per event, bytes (16 KiB).
+    pub max_headers_bytes: usize,
+    /// Most events in one append (1,000).
+    pub max_batch_events: usize,
+    /// Largest append, bytes of payloads, keys and headers (4 MiB).
+    pub max_batch_bytes: usize,
+    /// Most streams in one engine.
+    pub max_streams: usize,
+    /// Most partitions of one stream.
+    pub max_partitions: u32,
+    /// Most subscriptions in one engine.
+    pub max_subscriptions: usize,
+    /// Most consumers known to one subscription (attached, or with a broadcast position).
+    pub max_consumers_per_subscription: usize,
+    /// Default dedup window of new streams (10 min; zero turns dedup off).
+    pub default_dedup_window: Duration,
+    /// Most event ids held in one stream's dedup window; past it appends with ids get `Busy`.
+    pub max_dedup_ids_per_stream: usize,
+    /// Most client events waiting for a stream's write in flight (group commit queue).
+    pub max_pending_append_events: usize,
+    /// Most events written to the store in one append request.
+    pub max_write_events: usize,
+    /// Events of each partition of a persistent stream kept in memory for delivery.
+    pub tail_cache_events: usize,
+    /// Events read from the store at once for a subscription or a page.
+    pub read_batch_events: usize,
+    /// Default ack wait (30 s).
+    pub default_ack_wait: Duration,
+    /// Default deliveries before the dead letter stream (5).
+    pub default_max_deliveries: u32,
+    /// Default events in flight per consumer (1,000).
+    pub default_max_in_flight: u32,
+    /// Most unacknowledged events (delivered or waiting for redelivery) per subscription cursor
+    /// and partition: the window between the ack floor and the next fresh offset.
+    pub max_ack_pending: u64,
+    /// First back-off step of a nack without delay (1 s; doubles per attempt).
+    pub backoff_base: Duration,
+    /// Longest back-off (5 min).
+    pub backoff_max: Duration,
+    /// Default replay batch size (100).
+    pub default_replay_batch: u32,
+    /// Default replay progress interval (1 s).
+    pub default_progress_interval: Duration,
+    /// Most replays running at once.
+    pub max_replays: usize,
+    /// Most storage operations outstanding at once.
+    pub max_storage_ops: usize,
+    /// Most client commands held while the engine recovers.
+    pub max_queued_commands: usize,
+    /// Most events returned by one read.
+    pub max_read_events: u32,
+    /// Back-off before a failed background storage request is tried again (first step).
+    pub storage_retry_base: Duration,
+    /// Longest such back-off.
+    pub storage_retry_max: Duration,
+    /// Dedup ids loaded per storage request during recovery.
+    pub recovery_page: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_payload_bytes: 1 << 20,
+            max_event_type_bytes: 256,
+            max_key_bytes: 1024,
+            max_correlation_bytes: 256,
+            max_content_type_bytes: 256,
+            max_headers: 64,
+            max_headers_bytes: 16 << 10,
+            max_batch_events: 1000,
+            max_batch_bytes: 4 << 20,
+            max_streams: 10_000,
+            max_partitions: 1024,
+            max_subscriptions: 10_000,
+            max_consumers_per_subscription: 1024,
+            default_dedup_window: Duration::from_secs(600),
+            max_dedup_ids_per_stream: 20_000_000,
+            max_pending_append_events: 100_000,
+            max_write_events: 10_000,
+            tail_cache_events: 4096,
+            read_batch_events: 512,
+            default_ack_wait: Duration::from_secs(30),
+            default_max_deliveries: 5,
+            default_max_in_flight: 1000,
+            max_ack_pending: 10_000,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            default_replay_batch: 100,
+            default_progress_interval: Duration::from_secs(1),
+            max_replays: 1024,
+            max_storage_ops: 100_000,
+            max_queued_commands: 10_000,
+            max_read_events: 1000,
+            storage_retry_base: Duration::from_millis(50),
+            storage_retry_max: Duration::from_secs(5),
+            recovery_page: 10_000,
+        }
+    }
+}
+
+impl Config {
+    /// Exponential back-off: `base x 2^attempt`, capped at `max`.
+    pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        base.checked_mul(factor).map_or(max, |d| d.min(max))
+    }
+}

@@ -1,0 +1,584 @@
+//! The engine: one pure, synchronous state machine that owns every decision.
+//!
+//! Drive it like this (after every input, drain the outputs):
+//!
+//! ```text
+//! loop {
+//!     while let Some(o) = engine.poll_output() { dispatch(o) }
+//!     wait for: a storage completion, a client command, or engine.poll_timeout()
+//!     engine.handle_input(now(), input)        // Input::Tick when only the deadline passed
+//! }
+//! ```
+//!
+//! Submodules hold one concern each: `streams` (create, delete, append pipeline, reads),
+//! `dedup` (the idempotency window), `cursor` (one subscription position in one partition),
+//! `subscriptions` (modes, delivery, acks, dead letters, resets), `replay`, `recovery`, and
+//! `resolve` (turning start positions into offsets).
+
+mod cursor;
+mod dedup;
+mod recovery;
+mod replay;
+mod resolve;
+mod streams;
+mod subscriptions;
+
+use crate::api::{Command, Input, Notice, Output, Reply};
+use crate::config::Config;
+use crate::error::{Error, InvalidInput};
+use crate::ids::{ConnId, OpId, ReplayId, ReqId, SubId};
+use crate::names::{ConsumerId, StreamName, SubscriptionName};
+use crate::storage::{StorageError, StorageRequest, StorageResult};
+use crate::time::{MonoNanos, Now};
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+pub(crate) use cursor::SlotKey;
+use replay::Replay;
+use resolve::Resolve;
+pub use streams::partition_of_key;
+use streams::{AppendFlight, Stream};
+use subscriptions::Subscription;
+
+/// A client request waiting for its reply.
+pub(crate) type Origin = (ConnId, ReqId);
+
+/// What the engine does when a storage request completes.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Recover,
+    LoadDedup {
+        stream: StreamName,
+    },
+    CreateStream {
+        name: StreamName,
+        origin: Option<Origin>,
+    },
+    DeleteStream {
+        name: StreamName,
+        origin: Origin,
+    },
+    Append {
+        stream: StreamName,
+        flight: Box<AppendFlight>,
+    },
+    ReadPage {
+        origin: Origin,
+    },
+    FindOffset {
+        resolve: u64,
+        partition: u32,
+    },
+    SaveSubscription {
+        sub: SubId,
+        origin: Origin,
+    },
+    DeleteSubscription {
+        sub: SubId,
+        origin: Origin,
+    },
+    SaveCursor {
+        key: cursor::CursorKey,
+    },
+    Fetch {
+        key: cursor::CursorKey,
+        generation: u64,
+    },
+    ReplayRead {
+        replay: ReplayId,
+    },
+}
+
+/// A storage request in flight.
+#[derive(Debug)]
+pub(crate) struct PendingOp {
+    op: Op,
+    /// Kept for writes that are repeated after `Unknown` (or a background failure).
+    retry: Option<StorageRequest>,
+    /// Times this request was sent before.
+    attempt: u32,
+    /// An earlier attempt ended `Unknown`: the write may already be applied.
+    uncertain: bool,
+}
+
+/// A deadline.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    /// An in-flight delivery's ack wait ends.
+    AckWait(SlotKey),
+    /// A nacked delivery's delay ends.
+    Redeliver(SlotKey),
+    /// A failed storage request is sent again.
+    Retry(u64),
+    /// A replay may send again (rate limit) or report progress.
+    Replay(ReplayId),
+}
+
+/// How far the engine is in its life.
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    /// Loading state from the store: streams still loading dedup ids.
+    Recovering { dedup_loading: usize, loaded: bool },
+    /// Serving.
+    Ready,
+}
+
+/// What a connection holds in the engine.
+#[derive(Debug, Default)]
+struct Conn {
+    attached: BTreeSet<(SubId, ConsumerId)>,
+    replays: BTreeSet<ReplayId>,
+}
+
+/// Acks waiting for their cursor saves before they are answered.
+#[derive(Debug)]
+struct AckWait {
+    origin: Origin,
+    acked: u32,
+    ignored: u32,
+    saves: u32,
+    /// Answer `Done` instead of `Acked` (resets).
+    done: bool,
+}
+
+/// Tributary's engine. See the module documentation for how to drive it.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: Config,
+    rng: ChaCha8Rng,
+    now: Now,
+    phase: Phase,
+    queued: VecDeque<(ConnId, ReqId, Command)>,
+    streams: BTreeMap<StreamName, Stream>,
+    subs: BTreeMap<SubId, Subscription>,
+    sub_names: BTreeMap<(StreamName, SubscriptionName), SubId>,
+    next_sub: u64,
+    ops: BTreeMap<OpId, PendingOp>,
+    next_op: u64,
+    retries: BTreeMap<u64, PendingOp>,
+    next_retry: u64,
+    timers: BTreeSet<(MonoNanos, Timer)>,
+    out: VecDeque<Output>,
+    conns: BTreeMap<ConnId, Conn>,
+    replays: BTreeMap<ReplayId, Replay>,
+    next_replay: u64,
+    resolves: BTreeMap<u64, Resolve>,
+    next_resolve: u64,
+    ack_waits: BTreeMap<u64, AckWait>,
+    next_ack_wait: u64,
+    seed: u64,
+}
+
+impl Engine {
+    /// A new engine. It starts by recovering its state from the store: the first output is
+    /// `StorageRequest::Recover`. Client commands sent meanwhile are held (up to
+    /// `max_queued_commands`) and served once recovery ends.
+    pub fn new(cfg: Config, seed: u64, now: Now) -> Result<Engine, InvalidInput> {
+        validate_config(&cfg)?;
+        let mut e = Engine {
+            cfg,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            now,
+            phase: Phase::Recovering {
+                dedup_loading: 0,
+                loaded: false,
+            },
+            queued: VecDeque::new(),
+            streams: BTreeMap::new(),
+            subs: BTreeMap::new(),
+            sub_names: BTreeMap::new(),
+            next_sub: 1,
+            ops: BTreeMap::new(),
+            next_op: 1,
+            retries: BTreeMap::new(),
+            next_retry: 1,
+            timers: BTreeSet::new(),
+            out: VecDeque::new(),
+            conns: BTreeMap::new(),
+            replays: BTreeMap::new(),
+            next_replay: 1,
+            resolves: BTreeMap::new(),
+            next_resolve: 1,
+            ack_waits: BTreeMap::new(),
+            next_ack_wait: 1,
+            seed,
+        };
+        e.storage(Op::Recover, StorageRequest::Recover, false);
+        Ok(e)
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Whether recovery is over and commands are served.
+    pub fn is_ready(&self) -> bool {
+        self.phase == Phase::Ready
+    }
+
+    /// Handles one input at `now`, then fires every timer that is due.
+    pub fn handle_input(&mut self, now: Now, input: Input) {
+        self.now = Now {
+            mono: self.now.mono.max(now.mono),
+            wall: now.wall,
+        };
+        match input {
+            Input::Client { conn, req, cmd } => {
+                if self.phase == Phase::Ready {
+                    self.command(conn, req, cmd);
+                } else if self.queued.len() >= self.cfg.max_queued_commands {
+                    let limit = self.cfg.max_queued_commands as u64;
+                    self.reply(
+                        conn,
+                        req,
+                        Err(Error::Busy {
+                            what: "commands held during recovery",
+                            limit,
+                        }),
+                    );
+                } else {
+                    self.queued.push_back((conn, req, cmd));
+                }
+            }
+            Input::ConnClosed { conn } => self.conn_closed(conn),
+            Input::StorageDone { op, result } => self.storage_done(op, result),
+            Input::Tick => {}
+        }
+        self.fire_timers();
+    }
+
+    /// The next thing the driver must do, if any. Drain it after every input.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When the engine next needs `Input::Tick`: now while outputs wait, else the earliest timer.
+    pub fn poll_timeout(&self) -> Option<MonoNanos> {
+        if !self.out.is_empty() {
+            return Some(self.now.mono);
+        }
+        self.timers.first().map(|(t, _)| (*t).max(self.now.mono))
+    }
+
+    fn command(&mut self, conn: ConnId, req: ReqId, cmd: Command) {
+        let needs_storage = !matches!(
+            cmd,
+            Command::Ack { .. }
+                | Command::Nack { .. }
+                | Command::Term { .. }
+                | Command::Attach { .. }
+                | Command::Detach { .. }
+                | Command::DescribeStream(_)
+                | Command::DescribeSubscription { .. }
+                | Command::ListStreams
+                | Command::CancelReplay(_)
+        );
+        if needs_storage && self.ops.len() >= self.cfg.max_storage_ops {
+            let limit = self.cfg.max_storage_ops as u64;
+            self.reply(
+                conn,
+                req,
+                Err(Error::Busy {
+                    what: "storage requests in flight",
+                    limit,
+                }),
+            );
+            return;
+        }
+        let origin = (conn, req);
+        match cmd {
+            Command::CreateStream(c) => self.create_stream(origin, c),
+            Command::DeleteStream(n) => self.delete_stream(origin, n),
+            Command::DescribeStream(n) => {
+                let r = self.describe_stream(&n).map(Reply::Stream);
+                self.reply(conn, req, r);
+            }
+            Command::ListStreams => {
+                let list = self
+                    .streams
+                    .keys()
+                    .filter_map(|n| self.describe_stream(n).ok())
+                    .collect();
+                self.reply(conn, req, Ok(Reply::Streams(list)));
+            }
+            Command::Append(a) => self.append(origin, a),
+            Command::Read {
+                stream,
+                partition,
+                from,
+                max,
+            } => self.read_page(origin, stream, partition, from, max),
+            Command::CreateSubscription(c) => self.create_subscription(origin, c),
+            Command::DeleteSubscription {
+                stream,
+                subscription,
+            } => self.delete_subscription(origin, stream, subscription),
+            Command::DescribeSubscription {
+                stream,
+                subscription,
+            } => {
+                let r = self
+                    .describe_subscription(&stream, &subscription)
+                    .map(Reply::Subscription);
+                self.reply(conn, req, r);
+            }
+            Command::Attach {
+                stream,
+                subscription,
+                consumer,
+                max_in_flight,
+            } => self.attach(origin, stream, subscription, consumer, max_in_flight),
+            Command::Detach {
+                stream,
+                subscription,
+                consumer,
+            } => self.detach(origin, stream, subscription, consumer),
+            Command::Ack {
+                stream,
+                subscription,
+                consumer,
+                positions,
+            } => self.ack(origin, stream, subscription, consumer, positions),
+            Command::Nack {
+                stream,
+                subscription,
+                consumer,
+                positions,
+                delay,
+                error,
+            } => self.nack(
+                origin,
+                stream,
+                subscription,
+                consumer,
+                positions,
+                delay,
+                error,
+            ),
+            Command::Term {
+                stream,
+                subscription,
+                consumer,
+                positions,
+                reason,
+            } => self.term(origin, stream, subscription, consumer, positions, reason),
+            Command::ResetSubscription {
+                stream,
+                subscription,
+                consumer,
+                to,
+            } => self.reset(origin, stream, subscription, consumer, to),
+            Command::Replay {
+                stream,
+                from,
+                options,
+            } => self.start_replay(origin, stream, from, options),
+            Command::CancelReplay(id) => self.cancel_replay(origin, id),
+        }
+    }
+
+    fn conn_closed(&mut self, conn: ConnId) {
+        self.queued.retain(|(c, _, _)| *c != conn);
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        for (sub, consumer) in c.attached {
+            self.detach_consumer(sub, &consumer);
+        }
+        for id in c.replays {
+            self.replays.remove(&id);
+        }
+    }
+
+    fn conn(&mut self, conn: ConnId) -> &mut Conn {
+        self.conns.entry(conn).or_default()
+    }
+
+    // ---- outputs -------------------------------------------------------------------------
+
+    pub(crate) fn reply(&mut self, conn: ConnId, req: ReqId, reply: Result<Reply, Error>) {
+        self.out.push_back(Output::Reply { conn, req, reply });
+    }
+
+    fn reply_to(&mut self, origin: Origin, reply: Result<Reply, Error>) {
+        self.reply(origin.0, origin.1, reply);
+    }
+
+    fn notice(&mut self, n: Notice) {
+        self.out.push_back(Output::Notice(n));
+    }
+
+    /// 16 bytes from the engine's seeded generator.
+    fn random_bytes(&mut self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        self.rng.fill_bytes(&mut b);
+        b
+    }
+
+    // ---- storage -------------------------------------------------------------------------
+
+    /// Sends a storage request; `retry` keeps a copy so it can be repeated.
+    fn storage(&mut self, op: Op, req: StorageRequest, retry: bool) -> OpId {
+        self.storage_attempt(
+            PendingOp {
+                op,
+                retry: None,
+                attempt: 0,
+                uncertain: false,
+            },
+            req,
+            retry,
+        )
+    }
+
+    fn storage_attempt(&mut self, mut p: PendingOp, req: StorageRequest, retry: bool) -> OpId {
+        let id = OpId(self.next_op);
+        self.next_op += 1;
+        p.retry = retry.then(|| req.clone());
+        self.ops.insert(id, p);
+        self.out.push_back(Output::Storage { op: id, req });
+        id
+    }
+
+    /// Schedules a failed request to be sent again after a back-off.
+    fn retry_later(&mut self, mut p: PendingOp, what: &'static str, error: String) {
+        p.attempt += 1;
+        let delay = Config::backoff(
+            self.cfg.storage_retry_base,
+            self.cfg.storage_retry_max,
+            p.attempt - 1,
+        );
+        let id = self.next_retry;
+        self.next_retry += 1;
+        self.retries.insert(id, p);
+        self.timers
+            .insert((self.now.mono.add(delay), Timer::Retry(id)));
+        self.notice(Notice::StorageRetry { what, error });
+    }
+
+    fn fire_retry(&mut self, id: u64) {
+        let Some(mut p) = self.retries.remove(&id) else {
+            return;
+        };
+        let Some(req) = p.retry.take() else { return };
+        if !self.op_still_wanted(&p.op) {
+            return;
+        }
+        self.storage_attempt(p, req, true);
+    }
+
+    /// Whether a request to be repeated still has a purpose (its subject may be gone).
+    fn op_still_wanted(&self, op: &Op) -> bool {
+        match op {
+            Op::SaveCursor { key } | Op::Fetch { key, .. } => self.subs.contains_key(&key.sub),
+            Op::ReplayRead { replay } => self.replays.contains_key(replay),
+            _ => true,
+        }
+    }
+
+    fn storage_done(&mut self, op: OpId, result: StorageResult) {
+        let Some(p) = self.ops.remove(&op) else {
+            return;
+        };
+        match p.op {
+            Op::Recover | Op::LoadDedup { .. } => self.recovery_done(p, result),
+            Op::CreateStream { .. } | Op::DeleteStream { .. } => self.stream_op_done(p, result),
+            Op::Append { .. } => self.append_done(p, result),
+            Op::ReadPage { .. } => self.read_page_done(p, result),
+            Op::FindOffset { .. } => self.find_offset_done(p, result),
+            Op::SaveSubscription { .. } | Op::DeleteSubscription { .. } => {
+                self.subscription_op_done(p, result)
+            }
+            Op::SaveCursor { .. } => self.save_cursor_done(p, result),
+            Op::Fetch { .. } => self.fetch_done(p, result),
+            Op::ReplayRead { .. } => self.replay_read_done(p, result),
+        }
+    }
+
+    // ---- timers --------------------------------------------------------------------------
+
+    fn fire_timers(&mut self) {
+        while let Some((at, _)) = self.timers.first() {
+            if *at > self.now.mono {
+                break;
+            }
+            let Some((_, t)) = self.timers.pop_first() else {
+                break;
+            };
+            match t {
+                Timer::AckWait(k) => self.ack_wait_expired(k),
+                Timer::Redeliver(k) => self.redeliver_due(k),
+                Timer::Retry(id) => self.fire_retry(id),
+                Timer::Replay(id) => self.replay_wake(id),
+            }
+        }
+    }
+
+    /// Number of timers set (for tests of boundedness).
+    #[doc(hidden)]
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Number of storage requests in flight.
+    pub fn storage_in_flight(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Bytes held by the dedup windows of all streams (for the memory benchmark).
+    #[doc(hidden)]
+    pub fn dedup_heap_bytes(&self) -> usize {
+        self.streams.values().map(|s| s.dedup.heap_bytes()).sum()
+    }
+
+    /// Ids held by the dedup windows of all streams.
+    #[doc(hidden)]
+    pub fn dedup_ids(&self) -> usize {
+        self.streams.values().map(|s| s.dedup.len()).sum()
+    }
+}
+
+/// Treats a storage failure as the client sees it.
+pub(crate) fn unavailable(e: &StorageError) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+fn validate_config(c: &Config) -> Result<(), InvalidInput> {
+    let positive: [(&'static str, u64); 12] = [
+        ("max_batch_events", c.max_batch_events as u64),
+        ("max_batch_bytes", c.max_batch_bytes as u64),
+        ("max_streams", c.max_streams as u64),
+        ("max_partitions", c.max_partitions as u64),
+        ("max_subscriptions", c.max_subscriptions as u64),
+        ("max_write_events", c.max_write_events as u64),
+        ("read_batch_events", c.read_batch_events as u64),
+        ("max_ack_pending", c.max_ack_pending),
+        ("max_storage_ops", c.max_storage_ops as u64),
+        ("max_read_events", c.max_read_events as u64),
+        ("recovery_page", c.recovery_page as u64),
+        ("default_max_in_flight", c.default_max_in_flight as u64),
+    ];
+    for (field, v) in positive {
+        if v == 0 {
+            return Err(InvalidInput::Range {
+                field,
+                value: 0,
+                min: 1,
+                max: u64::MAX,
+            });
+        }
+    }
+    if c.max_write_events < c.max_batch_events {
+        return Err(InvalidInput::Conflict {
+            field: "max_write_events",
+            reason: "must be at least max_batch_events (one append is written whole)",
+        });
+    }
+    Ok(())
+}
+
+/// A shared event.
+pub(crate) type EventRef = Arc<crate::event::Event>;

@@ -1,0 +1,906 @@
+//! Streams: create, delete, describe; the append pipeline; reading pages.
+//!
+//! Persistent appends go through a per-stream queue with at most one write in flight (group
+//! commit): offsets are assigned when a write is built, from the committed heads, so a failed
+//! write never leaves a hole, and every request queued while a write is in flight shares the
+//! next one. A write whose outcome is `Unknown` is repeated, identical, until the store gives
+//! a definite answer; stores accept an identical repeat, so it never makes a second copy.
+
+use super::dedup::DedupWindow;
+use super::{Engine, EventRef, Op, Origin, PendingOp, SlotKey, unavailable};
+use crate::api::{
+    AppendOutcome, AppendRequest, Notice, PartitionInfo, Position, Reply, StreamInfo,
+};
+use crate::error::{Error, InvalidInput};
+use crate::event::{Event, NewEvent, validate_batch};
+use crate::ids::{EventId, SubId};
+use crate::names::StreamName;
+use crate::storage::{AppendWrite, DedupRecord, StorageReply, StorageRequest, StorageResult};
+use crate::stream_config::{Overflow, StreamConfig, StreamKind};
+use crate::time::UnixMillis;
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+/// Where a stream is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamStatus {
+    /// Its creation is being written; appends wait in its queue.
+    Creating,
+    /// Serving.
+    Ready,
+    /// Its deletion waits for the write in flight, or is being written.
+    Deleting,
+}
+
+/// One partition's head, and the events of it held in memory (ephemeral: all of them;
+/// persistent: a tail cache).
+#[derive(Debug, Default)]
+pub(crate) struct Partition {
+    pub(crate) first: u64,
+    pub(crate) next: u64,
+    pub(crate) last_ts: UnixMillis,
+    pub(crate) cache: VecDeque<EventRef>,
+    /// Bytes of the cached events (ephemeral limits).
+    pub(crate) bytes: u64,
+}
+
+impl Partition {
+    pub(crate) fn cache_start(&self) -> u64 {
+        self.next - self.cache.len() as u64
+    }
+    pub(crate) fn cached(&self, offset: u64) -> Option<&EventRef> {
+        let start = self.cache_start();
+        if offset < start {
+            return None;
+        }
+        self.cache.get((offset - start) as usize)
+    }
+}
+
+/// Who asked for an append.
+#[derive(Debug, Clone)]
+pub(crate) enum AppendOrigin {
+    Client(Origin),
+    /// The engine, moving a subscription's event to the dead letter stream.
+    DeadLetter(SlotKey),
+}
+
+#[derive(Debug)]
+pub(crate) struct QueuedAppend {
+    origin: AppendOrigin,
+    events: Vec<NewEvent>,
+    expected_offset: Option<u64>,
+}
+
+/// A write in flight and the requests it answers.
+#[derive(Debug)]
+pub(crate) struct AppendFlight {
+    requests: Vec<(AppendOrigin, Vec<AppendOutcome>)>,
+    write: Arc<AppendWrite>,
+    nexts: Vec<u64>,
+    last_ts: Vec<UnixMillis>,
+    clock: UnixMillis,
+}
+
+/// A stream in the engine.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub(crate) config: StreamConfig,
+    pub(crate) status: StreamStatus,
+    pub(crate) parts: Vec<Partition>,
+    pub(crate) dedup: DedupWindow,
+    pub(crate) subs: BTreeSet<SubId>,
+    rr: u32,
+    queue: VecDeque<QueuedAppend>,
+    queued_events: usize,
+    writing: bool,
+    /// Monotonic wall clock of the stream: dedup expiries never go back.
+    pub(crate) clock: UnixMillis,
+    delete_waiting: Option<Origin>,
+}
+
+impl Stream {
+    pub(crate) fn new(config: StreamConfig, status: StreamStatus, seed: u64) -> Stream {
+        let parts = (0..config.partitions)
+            .map(|_| Partition::default())
+            .collect();
+        Stream {
+            config,
+            status,
+            parts,
+            dedup: DedupWindow::new(seed),
+            subs: BTreeSet::new(),
+            rr: 0,
+            queue: VecDeque::new(),
+            queued_events: 0,
+            writing: false,
+            clock: UnixMillis(0),
+            delete_waiting: None,
+        }
+    }
+
+    fn dedup_on(&self) -> bool {
+        !self.config.dedup_window.is_zero()
+    }
+
+    pub(crate) fn info(&self) -> StreamInfo {
+        StreamInfo {
+            config: self.config.clone(),
+            partitions: self
+                .parts
+                .iter()
+                .map(|p| PartitionInfo {
+                    first: p.first,
+                    next: p.next,
+                })
+                .collect(),
+            subscriptions: self.subs.len(),
+        }
+    }
+}
+
+/// The partition of a key: xxh3-64 (seed 0) of the key bytes, modulo the partition count.
+/// Stable across versions and platforms; a stream's partition count never changes.
+pub fn partition_of_key(key: &[u8], partitions: u32) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(key) % u64::from(partitions)) as u32
+}
+
+fn pick_partition(key: Option<&Bytes>, partitions: u32, rr: &mut u32) -> u32 {
+    match key {
+        Some(k) => partition_of_key(k, partitions),
+        None => {
+            let p = *rr % partitions;
+            *rr = rr.wrapping_add(1);
+            p
+        }
+    }
+}
+
+/// The events of one request after dedup: what to write, and each event's outcome so far.
+enum Planned {
+    Write(Box<Event>, Option<DedupRecord>),
+    Duplicate(Position),
+}
+
+impl Engine {
+    pub(crate) fn create_stream(&mut self, origin: Origin, config: StreamConfig) {
+        if let Err(e) = config.validate(&self.cfg) {
+            return self.reply_to(origin, Err(e.into()));
+        }
+        if self.streams.contains_key(&config.name) {
+            return self.reply_to(origin, Err(Error::StreamExists(config.name)));
+        }
+        if self.streams.len() >= self.cfg.max_streams {
+            let limit = self.cfg.max_streams as u64;
+            return self.reply_to(
+                origin,
+                Err(Error::Busy {
+                    what: "streams",
+                    limit,
+                }),
+            );
+        }
+        self.create_stream_inner(Some(origin), config);
+    }
+
+    /// Creates a stream; `origin` is `None` for streams the engine creates itself (dead letters).
+    fn create_stream_inner(&mut self, origin: Option<Origin>, config: StreamConfig) {
+        let name = config.name.clone();
+        if config.is_ephemeral() {
+            let seed = self.seed ^ self.streams.len() as u64;
+            self.streams
+                .insert(name, Stream::new(config, StreamStatus::Ready, seed));
+            if let Some(o) = origin {
+                self.reply_to(o, Ok(Reply::Done));
+            }
+            return;
+        }
+        let seed = self.seed ^ xxhash_rust::xxh3::xxh3_64(name.as_str().as_bytes());
+        self.streams.insert(
+            name.clone(),
+            Stream::new(config.clone(), StreamStatus::Creating, seed),
+        );
+        self.storage(
+            Op::CreateStream { name, origin },
+            StorageRequest::CreateStream(config),
+            true,
+        );
+    }
+
+    pub(crate) fn delete_stream(&mut self, origin: Origin, name: StreamName) {
+        let Some(s) = self.streams.get_mut(&name) else {
+            return self.reply_to(origin, Err(Error::StreamNotFound(name)));
+        };
+        if s.status != StreamStatus::Ready {
+            return self.reply_to(
+                origin,
+                Err(Error::FailedPrecondition {
+                    stream: name,
+                    reason: "is being created or deleted",
+                }),
+            );
+        }
+        if s.config.is_ephemeral() {
+            self.remove_stream(&name);
+            return self.reply_to(origin, Ok(Reply::Done));
+        }
+        s.status = StreamStatus::Deleting;
+        let queued: Vec<QueuedAppend> = s.queue.drain(..).collect();
+        s.queued_events = 0;
+        let writing = s.writing;
+        if writing {
+            s.delete_waiting = Some(origin);
+        }
+        for q in queued {
+            self.append_failed(q.origin, Error::StreamNotFound(name.clone()));
+        }
+        if !writing {
+            self.storage(
+                Op::DeleteStream {
+                    name: name.clone(),
+                    origin,
+                },
+                StorageRequest::DeleteStream(name),
+                true,
+            );
+        }
+    }
+
+    /// Drops a stream and its subscriptions from memory.
+    fn remove_stream(&mut self, name: &StreamName) {
+        let Some(s) = self.streams.remove(name) else {
+            return;
+        };
+        for sub in s.subs {
+            self.remove_subscription(sub);
+        }
+    }
+
+    pub(crate) fn stream_op_done(&mut self, mut p: PendingOp, result: StorageResult) {
+        match (&p.op, result) {
+            (Op::CreateStream { name, origin }, StorageResult::Ok(_)) => {
+                let (name, origin) = (name.clone(), *origin);
+                if let Some(s) = self.streams.get_mut(&name) {
+                    s.status = StreamStatus::Ready;
+                }
+                if let Some(o) = origin {
+                    self.reply_to(o, Ok(Reply::Done));
+                }
+                self.flush(&name);
+            }
+            (Op::DeleteStream { name, origin }, StorageResult::Ok(_)) => {
+                let (name, origin) = (name.clone(), *origin);
+                self.remove_stream(&name);
+                self.reply_to(origin, Ok(Reply::Done));
+            }
+            (
+                Op::CreateStream {
+                    name,
+                    origin: Some(o),
+                },
+                StorageResult::Err(e),
+            ) if !p.uncertain => {
+                let (name, o) = (name.clone(), *o);
+                if let Some(s) = self.streams.remove(&name) {
+                    for q in s.queue {
+                        self.append_failed(q.origin, unavailable(&e));
+                    }
+                }
+                self.reply_to(o, Err(unavailable(&e)));
+            }
+            (Op::DeleteStream { name, origin }, StorageResult::Err(e)) if !p.uncertain => {
+                let (name, origin) = (name.clone(), *origin);
+                if let Some(s) = self.streams.get_mut(&name) {
+                    s.status = StreamStatus::Ready;
+                }
+                self.reply_to(origin, Err(unavailable(&e)));
+            }
+            (_, StorageResult::Ok(_)) => {}
+            (_, StorageResult::Err(e)) => self.retry_later(p, "stream", e.to_string()),
+            (_, StorageResult::Unknown) => {
+                p.uncertain = true;
+                self.retry_later(p, "stream", "outcome unknown".into())
+            }
+        }
+    }
+
+    pub(crate) fn describe_stream(
+        &self,
+        name: &StreamName,
+    ) -> Result<crate::api::StreamInfo, Error> {
+        match self.streams.get(name) {
+            Some(s) if s.status != StreamStatus::Creating => Ok(s.info()),
+            _ => Err(Error::StreamNotFound(name.clone())),
+        }
+    }
+
+    // ---- append ----------------------------------------------------------------------------
+
+    pub(crate) fn append(&mut self, origin: Origin, a: AppendRequest) {
+        if let Err(e) = validate_batch(&a.events, &self.cfg) {
+            return self.reply_to(origin, Err(e.into()));
+        }
+        let Some(s) = self.streams.get(&a.stream) else {
+            return self.reply_to(origin, Err(Error::StreamNotFound(a.stream)));
+        };
+        if s.status == StreamStatus::Deleting {
+            return self.reply_to(origin, Err(Error::StreamNotFound(a.stream)));
+        }
+        if a.expected_offset.is_some() && s.config.partitions > 1 {
+            let p = a.events[0]
+                .key
+                .as_ref()
+                .map(|k| partition_of_key(k, s.config.partitions));
+            let one = p.is_some()
+                && a.events.iter().all(|e| {
+                    e.key
+                        .as_ref()
+                        .map(|k| partition_of_key(k, s.config.partitions))
+                        == p
+                });
+            if !one {
+                return self.reply_to(
+                    origin,
+                    Err(InvalidInput::Conflict {
+                        field: "expected_offset",
+                        reason: "on a stream with several partitions every event needs a key of one partition",
+                    }
+                    .into()),
+                );
+            }
+        }
+        let q = QueuedAppend {
+            origin: AppendOrigin::Client(origin),
+            events: a.events,
+            expected_offset: a.expected_offset,
+        };
+        self.enqueue_append(&a.stream, q);
+    }
+
+    /// Queues an append (persistent) or applies it at once (ephemeral).
+    pub(crate) fn enqueue_append(&mut self, name: &StreamName, q: QueuedAppend) {
+        let Some(s) = self.streams.get_mut(name) else {
+            return self.append_failed(q.origin, Error::StreamNotFound(name.clone()));
+        };
+        if s.config.is_ephemeral() {
+            return self.append_ephemeral(name, q);
+        }
+        if s.queued_events + q.events.len() > self.cfg.max_pending_append_events {
+            let limit = self.cfg.max_pending_append_events as u64;
+            return self.append_failed(
+                q.origin,
+                Error::Busy {
+                    what: "appends waiting for the store",
+                    limit,
+                },
+            );
+        }
+        s.queued_events += q.events.len();
+        s.queue.push_back(q);
+        self.flush(name);
+    }
+
+    pub(crate) fn queue_dead_letter(&mut self, dlq: &StreamName, key: SlotKey, event: NewEvent) {
+        let q = QueuedAppend {
+            origin: AppendOrigin::DeadLetter(key),
+            events: vec![event],
+            expected_offset: None,
+        };
+        if !self.streams.contains_key(dlq) {
+            let mut config = StreamConfig::persistent(dlq.clone());
+            config.dedup_window = self.cfg.default_dedup_window;
+            self.create_stream_inner(None, config);
+        }
+        self.enqueue_append(dlq, q);
+    }
+
+    fn append_failed(&mut self, origin: AppendOrigin, e: Error) {
+        match origin {
+            AppendOrigin::Client(o) => self.reply_to(o, Err(e)),
+            AppendOrigin::DeadLetter(key) => self.dead_letter_failed(key, e),
+        }
+    }
+
+    fn append_succeeded(&mut self, origin: AppendOrigin, outcomes: Vec<AppendOutcome>) {
+        match origin {
+            AppendOrigin::Client(o) => self.reply_to(o, Ok(Reply::Appended(outcomes))),
+            AppendOrigin::DeadLetter(key) => self.dead_letter_done(key),
+        }
+    }
+
+    /// Checks one request against the dedup window (and the ids planned before it in the same
+    /// write), its expected offset and the window's capacity, then assigns partitions,
+    /// offsets and timestamps. `Err` refuses the whole request; nothing of it is planned.
+    #[allow(clippy::too_many_arguments)]
+    fn plan(
+        &mut self,
+        name: &StreamName,
+        q: &mut QueuedAppend,
+        nexts: &mut [u64],
+        last_ts: &mut [UnixMillis],
+        clock: UnixMillis,
+        planned_ids: &mut BTreeMap<EventId, Position>,
+        dedup_pending: usize,
+    ) -> Result<Vec<Planned>, Error> {
+        let wall = self.now.wall;
+        let mut ids = Vec::with_capacity(q.events.len());
+        for _ in 0..q.events.len() {
+            ids.push(None);
+        }
+        let s = self
+            .streams
+            .get(name)
+            .ok_or_else(|| Error::StreamNotFound(name.clone()))?;
+        let dedup_on = s.dedup_on();
+        let window = s.config.dedup_window;
+        // Duplicates first: an append that only repeats earlier events answers as they did.
+        let mut dup_in_req: BTreeMap<EventId, usize> = BTreeMap::new();
+        let mut fresh_ids = 0usize;
+        for (i, e) in q.events.iter().enumerate() {
+            let Some(id) = e.event_id else { continue };
+            if !dedup_on {
+                continue;
+            }
+            if let Some((partition, offset)) = s.dedup.get(&id) {
+                ids[i] = Some(Position { partition, offset });
+            } else if let Some(pos) = planned_ids.get(&id) {
+                ids[i] = Some(*pos);
+            } else if dup_in_req.insert(id, i).is_none() {
+                fresh_ids += 1;
+            }
+        }
+        let all_dup = ids.iter().all(Option::is_some);
+        if !all_dup {
+            if fresh_ids > 0
+                && s.dedup.len() + dedup_pending + fresh_ids > self.cfg.max_dedup_ids_per_stream
+            {
+                let limit = self.cfg.max_dedup_ids_per_stream as u64;
+                return Err(Error::Busy {
+                    what: "dedup window",
+                    limit,
+                });
+            }
+            if let Some(expected) = q.expected_offset {
+                let p = q.events[0]
+                    .key
+                    .as_ref()
+                    .map_or(0, |k| partition_of_key(k, s.config.partitions));
+                let actual = nexts[p as usize];
+                if actual != expected {
+                    return Err(Error::WrongExpectedOffset {
+                        partition: p,
+                        expected,
+                        actual,
+                    });
+                }
+            }
+        }
+        let partitions = s.config.partitions;
+        let mut rr = s.rr;
+        let mut out = Vec::with_capacity(q.events.len());
+        let events = std::mem::take(&mut q.events);
+        for (i, e) in events.into_iter().enumerate() {
+            if let Some(pos) = ids[i] {
+                out.push(Planned::Duplicate(pos));
+                continue;
+            }
+            let given = e.event_id;
+            if let Some(id) = given
+                && let Some(pos) = planned_ids.get(&id).copied().filter(|_| dedup_on)
+            {
+                out.push(Planned::Duplicate(pos));
+                continue;
+            }
+            let p = pick_partition(e.key.as_ref(), partitions, &mut rr);
+            let offset = nexts[p as usize];
+            nexts[p as usize] += 1;
+            let ts = wall.max(last_ts[p as usize]);
+            last_ts[p as usize] = ts;
+            let id = given.unwrap_or_else(|| EventId::from_random(self.random_bytes()));
+            let rec = match given {
+                Some(id) if dedup_on => {
+                    planned_ids.insert(
+                        id,
+                        Position {
+                            partition: p,
+                            offset,
+                        },
+                    );
+                    Some(DedupRecord {
+                        event_id: id,
+                        partition: p,
+                        offset,
+                        expires_at: clock.add(window),
+                    })
+                }
+                _ => None,
+            };
+            out.push(Planned::Write(
+                Box::new(Event::from_new(e, id, name.clone(), p, offset, ts)),
+                rec,
+            ));
+        }
+        if let Some(s) = self.streams.get_mut(name) {
+            s.rr = rr;
+        }
+        Ok(out)
+    }
+
+    /// Builds the next write of a persistent stream from its queue, if none is in flight.
+    pub(crate) fn flush(&mut self, name: &StreamName) {
+        loop {
+            let Some(s) = self.streams.get_mut(name) else {
+                return;
+            };
+            if s.writing || s.status != StreamStatus::Ready || s.queue.is_empty() {
+                return;
+            }
+            s.dedup.expire(self.now.wall);
+            let clock = s.clock.max(self.now.wall);
+            let mut nexts: Vec<u64> = s.parts.iter().map(|p| p.next).collect();
+            let mut last_ts: Vec<UnixMillis> = s.parts.iter().map(|p| p.last_ts).collect();
+            let mut planned_ids = BTreeMap::new();
+            let mut requests = Vec::new();
+            let mut events: Vec<Arc<Event>> = Vec::new();
+            let mut dedup = Vec::new();
+            let max = self.cfg.max_write_events;
+            loop {
+                let Some(s) = self.streams.get_mut(name) else {
+                    return;
+                };
+                let Some(front) = s.queue.front() else { break };
+                if !events.is_empty() && events.len() + front.events.len() > max {
+                    break;
+                }
+                let Some(mut q) = s.queue.pop_front() else {
+                    break;
+                };
+                s.queued_events -= q.events.len();
+                let pending = dedup.len();
+                match self.plan(
+                    name,
+                    &mut q,
+                    &mut nexts,
+                    &mut last_ts,
+                    clock,
+                    &mut planned_ids,
+                    pending,
+                ) {
+                    Err(e) => self.append_failed(q.origin, e),
+                    Ok(planned) => {
+                        let mut outcomes = Vec::with_capacity(planned.len());
+                        for p in planned {
+                            match p {
+                                Planned::Duplicate(original) => {
+                                    outcomes.push(AppendOutcome::Duplicate { original })
+                                }
+                                Planned::Write(ev, rec) => {
+                                    outcomes.push(AppendOutcome::Appended(Position {
+                                        partition: ev.partition,
+                                        offset: ev.offset,
+                                    }));
+                                    events.push(Arc::new(*ev));
+                                    dedup.extend(rec);
+                                }
+                            }
+                        }
+                        requests.push((q.origin, outcomes));
+                    }
+                }
+            }
+            if events.is_empty() {
+                for (origin, outcomes) in requests {
+                    self.append_succeeded(origin, outcomes);
+                }
+                continue;
+            }
+            let write = Arc::new(AppendWrite {
+                stream: name.clone(),
+                events,
+                dedup,
+            });
+            let flight = AppendFlight {
+                requests,
+                write: write.clone(),
+                nexts,
+                last_ts,
+                clock,
+            };
+            if let Some(s) = self.streams.get_mut(name) {
+                s.writing = true;
+            }
+            self.storage(
+                Op::Append {
+                    stream: name.clone(),
+                    flight: Box::new(flight),
+                },
+                StorageRequest::Append(write),
+                true,
+            );
+            return;
+        }
+    }
+
+    pub(crate) fn append_done(&mut self, mut p: PendingOp, result: StorageResult) {
+        match result {
+            StorageResult::Ok(_) => {
+                let Op::Append { stream, flight } = p.op else {
+                    return;
+                };
+                self.commit_append(&stream, *flight);
+                self.after_write(&stream);
+            }
+            StorageResult::Err(e) if !p.uncertain => {
+                let Op::Append { stream, flight } = p.op else {
+                    return;
+                };
+                let err = unavailable(&e);
+                for (origin, _) in flight.requests {
+                    self.append_failed(origin, err.clone());
+                }
+                self.after_write(&stream);
+            }
+            StorageResult::Err(e) => {
+                self.retry_later(p, "append (outcome unknown before)", e.to_string())
+            }
+            StorageResult::Unknown => {
+                p.uncertain = true;
+                self.retry_later(p, "append", "outcome unknown".into());
+            }
+        }
+    }
+
+    fn after_write(&mut self, name: &StreamName) {
+        let Some(s) = self.streams.get_mut(name) else {
+            return;
+        };
+        s.writing = false;
+        if s.status == StreamStatus::Deleting {
+            if let Some(origin) = s.delete_waiting.take() {
+                self.storage(
+                    Op::DeleteStream {
+                        name: name.clone(),
+                        origin,
+                    },
+                    StorageRequest::DeleteStream(name.clone()),
+                    true,
+                );
+            }
+            return;
+        }
+        self.flush(name);
+    }
+
+    fn commit_append(&mut self, name: &StreamName, flight: AppendFlight) {
+        let cache_max = self.cfg.tail_cache_events;
+        if let Some(s) = self.streams.get_mut(name) {
+            for (part, (next, ts)) in s
+                .parts
+                .iter_mut()
+                .zip(flight.nexts.iter().zip(&flight.last_ts))
+            {
+                part.next = *next;
+                part.last_ts = *ts;
+            }
+            for ev in &flight.write.events {
+                let part = &mut s.parts[ev.partition as usize];
+                part.cache.push_back(ev.clone());
+                if part.cache.len() > cache_max {
+                    part.cache.pop_front();
+                }
+            }
+            for r in &flight.write.dedup {
+                s.dedup.insert(r);
+            }
+            s.clock = flight.clock;
+        }
+        for (origin, outcomes) in flight.requests {
+            self.append_succeeded(origin, outcomes);
+        }
+        self.stream_grew(name);
+    }
+
+    fn append_ephemeral(&mut self, name: &StreamName, mut q: QueuedAppend) {
+        let Some(s) = self.streams.get_mut(name) else {
+            return;
+        };
+        let StreamKind::Ephemeral(limits) = s.config.kind else {
+            return;
+        };
+        s.dedup.expire(self.now.wall);
+        let clock = s.clock.max(self.now.wall);
+        let mut nexts = vec![s.parts[0].next];
+        let mut last_ts = vec![s.parts[0].last_ts];
+        let mut planned_ids = BTreeMap::new();
+        let planned = match self.plan(
+            name,
+            &mut q,
+            &mut nexts,
+            &mut last_ts,
+            clock,
+            &mut planned_ids,
+            0,
+        ) {
+            Ok(p) => p,
+            Err(e) => return self.append_failed(q.origin, e),
+        };
+        let (count, bytes) = planned.iter().fold((0u64, 0u64), |(c, b), p| match p {
+            Planned::Write(e, _) => (c + 1, b + e.size() as u64),
+            Planned::Duplicate(_) => (c, b),
+        });
+        let Some(s) = self.streams.get_mut(name) else {
+            return;
+        };
+        let part = &mut s.parts[0];
+        let held = part.next - part.first;
+        let fits = held + count <= limits.max_events && part.bytes + bytes <= limits.max_bytes;
+        let mut dropped = 0u64;
+        if !fits {
+            let could_fit = count <= limits.max_events && bytes <= limits.max_bytes;
+            if limits.overflow == Overflow::Reject || !could_fit {
+                let limit = if held + count > limits.max_events {
+                    format!("max_events {}", limits.max_events)
+                } else {
+                    format!("max_bytes {}", limits.max_bytes)
+                };
+                let stream = name.clone();
+                // Undo the round-robin and random draws? They change no visible state.
+                return self.append_failed(q.origin, Error::StreamFull { stream, limit });
+            }
+            while part.next - part.first + count > limits.max_events
+                || part.bytes + bytes > limits.max_bytes
+            {
+                let Some(e) = part.cache.pop_front() else {
+                    break;
+                };
+                part.bytes -= e.size() as u64;
+                part.first += 1;
+                dropped += 1;
+            }
+        }
+        let mut outcomes = Vec::with_capacity(planned.len());
+        for p in planned {
+            match p {
+                Planned::Duplicate(original) => {
+                    outcomes.push(AppendOutcome::Duplicate { original })
+                }
+                Planned::Write(ev, rec) => {
+                    outcomes.push(AppendOutcome::Appended(Position {
+                        partition: 0,
+                        offset: ev.offset,
+                    }));
+                    part.bytes += ev.size() as u64;
+                    part.cache.push_back(Arc::new(*ev));
+                    if let Some(r) = rec {
+                        s.dedup.insert(&r);
+                    }
+                }
+            }
+        }
+        part.next = nexts[0];
+        part.last_ts = last_ts[0];
+        s.clock = clock;
+        if dropped > 0 {
+            self.notice(Notice::Dropped {
+                stream: name.clone(),
+                count: dropped,
+            });
+        }
+        self.append_succeeded(q.origin, outcomes);
+        self.stream_grew(name);
+        self.trim_ephemeral(name);
+    }
+
+    /// Removes from an ephemeral stream the prefix every subscription has acknowledged.
+    pub(crate) fn trim_ephemeral(&mut self, name: &StreamName) {
+        let Some(s) = self.streams.get(name) else {
+            return;
+        };
+        if !s.config.is_ephemeral() {
+            return;
+        }
+        let keep_from = s
+            .subs
+            .iter()
+            .filter_map(|id| self.subs.get(id))
+            .map(|sub| sub.retention_floor(0))
+            .min();
+        let Some(s) = self.streams.get_mut(name) else {
+            return;
+        };
+        let part = &mut s.parts[0];
+        let until = keep_from.unwrap_or(part.next).min(part.next);
+        while part.first < until {
+            let Some(e) = part.cache.pop_front() else {
+                break;
+            };
+            part.bytes -= e.size() as u64;
+            part.first += 1;
+        }
+    }
+
+    // ---- read ------------------------------------------------------------------------------
+
+    pub(crate) fn read_page(
+        &mut self,
+        origin: Origin,
+        stream: StreamName,
+        partition: u32,
+        from: u64,
+        max: u32,
+    ) {
+        let Some(s) = self
+            .streams
+            .get(&stream)
+            .filter(|s| s.status != StreamStatus::Creating)
+        else {
+            return self.reply_to(origin, Err(Error::StreamNotFound(stream)));
+        };
+        if partition >= s.config.partitions {
+            let e = InvalidInput::Range {
+                field: "partition",
+                value: partition.into(),
+                min: 0,
+                max: u64::from(s.config.partitions - 1),
+            };
+            return self.reply_to(origin, Err(e.into()));
+        }
+        if max == 0 || max > self.cfg.max_read_events {
+            let e = InvalidInput::Range {
+                field: "max",
+                value: max.into(),
+                min: 1,
+                max: self.cfg.max_read_events.into(),
+            };
+            return self.reply_to(origin, Err(e.into()));
+        }
+        let part = &s.parts[partition as usize];
+        if from < part.first {
+            return self.reply_to(
+                origin,
+                Err(Error::Truncated {
+                    first_available: part.first,
+                }),
+            );
+        }
+        if from > part.next {
+            let e = InvalidInput::Range {
+                field: "from",
+                value: from,
+                min: part.first,
+                max: part.next,
+            };
+            return self.reply_to(origin, Err(e.into()));
+        }
+        let end = part.next.min(from.saturating_add(max.into()));
+        if s.config.is_ephemeral() || from >= part.cache_start() {
+            let events: Vec<EventRef> = (from..end)
+                .filter_map(|o| part.cached(o).cloned())
+                .collect();
+            return self.reply_to(origin, Ok(Reply::Events(events)));
+        }
+        let req = StorageRequest::Read {
+            stream: stream.clone(),
+            partition,
+            from,
+            max,
+        };
+        self.storage(Op::ReadPage { origin }, req, false);
+    }
+
+    pub(crate) fn read_page_done(&mut self, p: PendingOp, result: StorageResult) {
+        let Op::ReadPage { origin, .. } = p.op else {
+            return;
+        };
+        let r = match result {
+            StorageResult::Ok(StorageReply::Events(ev)) => Ok(Reply::Events(ev)),
+            StorageResult::Ok(other) => Err(Error::Unavailable(format!(
+                "store answered a read with {other:?}"
+            ))),
+            StorageResult::Err(e) => Err(unavailable(&e)),
+            StorageResult::Unknown => Err(Error::Unavailable("read outcome unknown".into())),
+        };
+        self.reply_to(origin, r);
+    }
+}

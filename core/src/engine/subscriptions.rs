@@ -1,0 +1,1429 @@
+//! Subscriptions: create, delete, attach, deliver, ack, nack, term, dead letters, reset.
+//!
+//! Broadcast: one cursor per consumer id (durable, kept when the consumer detaches).
+//! Exclusive: one cursor shared by every consumer; events go round-robin, one at a time, to
+//! consumers with credit (`max_in_flight`). `ordered_by_key`: an event whose key has an
+//! earlier pending event waits (`Blocked`) until that one is acknowledged or dead-lettered.
+
+use super::cursor::{CursorKey, PartCursor, Pending, SlotKey, SlotState};
+use super::resolve::Purpose;
+use super::streams::Stream;
+use super::{AckWait, Engine, EventRef, Op, Origin, PendingOp, Timer};
+use crate::api::{CursorInfo, Delivered, Notice, Output, Position, Reply, SubscriptionInfo};
+use crate::config::Config;
+use crate::error::{Error, InvalidInput};
+use crate::event::NewEvent;
+use crate::ids::{ConnId, EventId, SubId};
+use crate::names::{ConsumerId, StreamName, SubscriptionName};
+use crate::storage::{StorageRequest, StorageResult, SubscriptionRecord};
+use crate::stream_config::DeliverySemantics;
+use crate::subscription_config::{StartPosition, SubscriptionConfig, SubscriptionMode};
+use crate::time::MonoNanos;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubStatus {
+    /// Start offsets being resolved or the record being written.
+    Creating,
+    Ready,
+    Deleting,
+}
+
+/// An attached consumer.
+#[derive(Debug)]
+pub(crate) struct Consumer {
+    pub(crate) conn: ConnId,
+    pub(crate) max_in_flight: u32,
+    pub(crate) in_flight: u32,
+    pub(crate) cursor: u32,
+}
+
+/// A position in every partition of the stream.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    pub(crate) consumer: Option<ConsumerId>,
+    pub(crate) parts: Vec<PartCursor>,
+}
+
+/// A subscription in the engine.
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub(crate) id: SubId,
+    pub(crate) config: SubscriptionConfig,
+    pub(crate) status: SubStatus,
+    pub(crate) start_offsets: Vec<u64>,
+    pub(crate) delivery: DeliverySemantics,
+    /// Persistent stream: positions are saved in the store.
+    pub(crate) durable: bool,
+    pub(crate) cursors: Vec<Cursor>,
+    pub(crate) cursor_of: BTreeMap<ConsumerId, u32>,
+    pub(crate) consumers: BTreeMap<ConsumerId, Consumer>,
+    /// The stream's next offsets when the subscription was created (ephemeral trimming).
+    pub(crate) created_next: Vec<u64>,
+    rr: usize,
+    part_rr: usize,
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        id: SubId,
+        config: SubscriptionConfig,
+        stream: &Stream,
+        status: SubStatus,
+    ) -> Subscription {
+        Subscription {
+            id,
+            config,
+            status,
+            start_offsets: Vec::new(),
+            delivery: stream.config.delivery,
+            durable: !stream.config.is_ephemeral(),
+            cursors: Vec::new(),
+            cursor_of: BTreeMap::new(),
+            consumers: BTreeMap::new(),
+            created_next: stream.parts.iter().map(|p| p.next).collect(),
+            rr: 0,
+            part_rr: 0,
+        }
+    }
+
+    /// Lowest offset of `partition` this subscription still needs (ephemeral trimming).
+    pub(crate) fn retention_floor(&self, partition: usize) -> u64 {
+        let floor = match self
+            .cursors
+            .iter()
+            .map(|c| c.parts[partition].floor())
+            .min()
+        {
+            Some(f) => f,
+            None => self.start_offsets.get(partition).copied().unwrap_or(0),
+        };
+        floor.max(self.created_next.get(partition).copied().unwrap_or(0))
+    }
+
+    fn key(&self, cursor: u32, partition: usize) -> CursorKey {
+        CursorKey {
+            sub: self.id,
+            cursor,
+            partition: partition as u32,
+        }
+    }
+
+    pub(crate) fn new_cursor(&mut self, consumer: Option<ConsumerId>) -> u32 {
+        let parts = self
+            .start_offsets
+            .iter()
+            .map(|&o| PartCursor::at(o, &[]))
+            .collect();
+        self.cursors.push(Cursor {
+            consumer: consumer.clone(),
+            parts,
+        });
+        let i = (self.cursors.len() - 1) as u32;
+        if let Some(c) = consumer {
+            self.cursor_of.insert(c, i);
+        }
+        i
+    }
+
+    fn info(&self) -> SubscriptionInfo {
+        SubscriptionInfo {
+            config: self.config.clone(),
+            cursors: self
+                .cursors
+                .iter()
+                .map(|c| CursorInfo {
+                    consumer: c.consumer.clone(),
+                    floors: c.parts.iter().map(PartCursor::floor).collect(),
+                    next: c.parts.iter().map(|p| p.next).collect(),
+                    pending: c.parts.iter().map(PartCursor::pending_count).sum(),
+                })
+                .collect(),
+            attached: self.consumers.keys().cloned().collect(),
+        }
+    }
+}
+
+/// What delivery needs from the rest of the engine.
+struct Ctx<'a> {
+    stream: &'a Stream,
+    cfg: &'a Config,
+    now: MonoNanos,
+    timers: &'a mut BTreeSet<(MonoNanos, Timer)>,
+    fetches: Vec<(CursorKey, u64, u64)>,
+    saves: BTreeSet<CursorKey>,
+}
+
+/// The next event of a partition, for the first time.
+enum Fresh {
+    Event(EventRef),
+    /// Nothing now (caught up, window full, or a read was started).
+    None,
+}
+
+impl Subscription {
+    /// Sends what can be sent to every attached consumer with credit.
+    fn pump(&mut self, ctx: &mut Ctx<'_>, out: &mut VecDeque<Output>) {
+        if self.status != SubStatus::Ready || self.consumers.is_empty() {
+            return;
+        }
+        let ids: Vec<ConsumerId> = self.consumers.keys().cloned().collect();
+        let mut batches: Vec<Vec<Delivered>> = ids.iter().map(|_| Vec::new()).collect();
+        match self.config.mode {
+            SubscriptionMode::Broadcast => {
+                for (i, id) in ids.iter().enumerate() {
+                    while self.has_credit(id) {
+                        let Some(d) = self.take_next(id, ctx) else {
+                            break;
+                        };
+                        batches[i].push(d);
+                    }
+                }
+            }
+            SubscriptionMode::Exclusive => {
+                let n = ids.len();
+                let mut i = self.rr % n;
+                let mut idle = 0;
+                while idle < n {
+                    if self.has_credit(&ids[i]) {
+                        match self.take_next(&ids[i], ctx) {
+                            Some(d) => {
+                                batches[i].push(d);
+                                idle = 0;
+                            }
+                            None => break,
+                        }
+                    } else {
+                        idle += 1;
+                    }
+                    i = (i + 1) % n;
+                }
+                self.rr = i;
+            }
+        }
+        for (id, events) in ids.into_iter().zip(batches) {
+            if events.is_empty() {
+                continue;
+            }
+            let Some(c) = self.consumers.get(&id) else {
+                continue;
+            };
+            out.push_back(Output::Deliver {
+                conn: c.conn,
+                stream: self.config.stream.clone(),
+                subscription: self.config.name.clone(),
+                consumer: id,
+                events,
+            });
+        }
+    }
+
+    fn has_credit(&self, id: &ConsumerId) -> bool {
+        self.consumers
+            .get(id)
+            .is_some_and(|c| c.in_flight < c.max_in_flight)
+    }
+
+    /// Takes the next event for `consumer`: redeliveries first, then fresh events, rotating
+    /// over partitions. Marks it in flight.
+    fn take_next(&mut self, consumer: &ConsumerId, ctx: &mut Ctx<'_>) -> Option<Delivered> {
+        let ci = self.consumers.get(consumer)?.cursor;
+        let parts = self.cursors[ci as usize].parts.len();
+        for k in 0..parts {
+            let p = (self.part_rr + k) % parts;
+            let Some(offset) = self.cursors[ci as usize].parts[p].ready.pop_first() else {
+                continue;
+            };
+            self.part_rr = p + 1;
+            return self.send(ci, p, offset, None, consumer, ctx);
+        }
+        for k in 0..parts {
+            let p = (self.part_rr + k) % parts;
+            loop {
+                match self.fresh(ci, p, ctx) {
+                    Fresh::None => break,
+                    Fresh::Event(ev) => {
+                        let offset = ev.offset;
+                        if self.delivery == DeliverySemantics::AtMostOnce {
+                            ctx.saves.insert(self.key(ci, p));
+                            self.part_rr = p + 1;
+                            if let Some(c) = self.consumers.get_mut(consumer) {
+                                // At-most-once holds no credit: the event counts as acknowledged.
+                                let _ = c;
+                            }
+                            return Some(Delivered {
+                                event: ev,
+                                attempt: 1,
+                            });
+                        }
+                        let key_hash = if self.config.ordered_by_key {
+                            ev.key.as_ref().map(|k| xxhash_rust::xxh3::xxh3_64(k))
+                        } else {
+                            None
+                        };
+                        let pc = &mut self.cursors[ci as usize].parts[p];
+                        let blocked = match key_hash {
+                            Some(h) => {
+                                let q = pc.keys.entry(h).or_default();
+                                q.push_back(offset);
+                                q.len() > 1
+                            }
+                            None => false,
+                        };
+                        pc.window.push_back(super::cursor::Slot {
+                            offset,
+                            pending: Some(Pending {
+                                event: ev.clone(),
+                                deliveries: 0,
+                                state: SlotState::Blocked,
+                                last_error: None,
+                                key_hash,
+                            }),
+                        });
+                        if blocked {
+                            continue;
+                        }
+                        self.part_rr = p + 1;
+                        return self.send(ci, p, offset, Some(ev), consumer, ctx);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Marks a pending slot in flight to `consumer` and makes its delivery.
+    fn send(
+        &mut self,
+        ci: u32,
+        p: usize,
+        offset: u64,
+        ev: Option<EventRef>,
+        consumer: &ConsumerId,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<Delivered> {
+        let key = SlotKey {
+            key: self.key(ci, p),
+            offset,
+        };
+        let deadline = ctx.now.add(self.config.ack_wait);
+        let slot = self.cursors[ci as usize].parts[p].slot_mut(offset)?;
+        let pending = slot.pending.as_mut()?;
+        pending.deliveries += 1;
+        pending.state = SlotState::InFlight {
+            consumer: consumer.clone(),
+            deadline,
+        };
+        let d = Delivered {
+            event: ev.unwrap_or_else(|| pending.event.clone()),
+            attempt: pending.deliveries,
+        };
+        ctx.timers.insert((deadline, Timer::AckWait(key)));
+        if let Some(c) = self.consumers.get_mut(consumer) {
+            c.in_flight += 1;
+        }
+        Some(d)
+    }
+
+    fn fresh(&mut self, ci: u32, p: usize, ctx: &mut Ctx<'_>) -> Fresh {
+        let key = self.key(ci, p);
+        let durable = self.durable;
+        let pc = &mut self.cursors[ci as usize].parts[p];
+        let part = &ctx.stream.parts[p];
+        loop {
+            if pc.next >= part.next || pc.next - pc.floor() >= ctx.cfg.max_ack_pending {
+                return Fresh::None;
+            }
+            if pc.next < part.first {
+                pc.next = part.first;
+                pc.fetched.clear();
+                continue;
+            }
+            let ev = if pc.fetched.front().is_some_and(|e| e.offset == pc.next) {
+                pc.fetched.pop_front()
+            } else {
+                pc.fetched.clear();
+                part.cached(pc.next).cloned()
+            };
+            let Some(ev) = ev else {
+                if durable && !pc.fetching {
+                    pc.fetching = true;
+                    ctx.fetches.push((key, pc.next, pc.generation));
+                }
+                return Fresh::None;
+            };
+            pc.next += 1;
+            if pc.skip.remove(&ev.offset) {
+                continue;
+            }
+            return Fresh::Event(ev);
+        }
+    }
+}
+
+impl Engine {
+    fn sub_id(&self, stream: &StreamName, name: &SubscriptionName) -> Result<SubId, Error> {
+        self.sub_names
+            .get(&(stream.clone(), name.clone()))
+            .copied()
+            .filter(|id| {
+                self.subs
+                    .get(id)
+                    .is_some_and(|s| s.status == SubStatus::Ready)
+            })
+            .ok_or_else(|| Error::SubscriptionNotFound {
+                stream: stream.clone(),
+                subscription: name.clone(),
+            })
+    }
+
+    pub(crate) fn create_subscription(&mut self, origin: Origin, config: SubscriptionConfig) {
+        if let Err(e) = config.validate() {
+            return self.reply_to(origin, Err(e.into()));
+        }
+        let Some(stream) = self
+            .streams
+            .get(&config.stream)
+            .filter(|s| s.status == super::streams::StreamStatus::Ready)
+        else {
+            return self.reply_to(origin, Err(Error::StreamNotFound(config.stream)));
+        };
+        let key = (config.stream.clone(), config.name.clone());
+        if self.sub_names.contains_key(&key) {
+            let e = Error::SubscriptionExists {
+                stream: key.0,
+                subscription: key.1,
+            };
+            return self.reply_to(origin, Err(e));
+        }
+        if self.subs.len() >= self.cfg.max_subscriptions {
+            let limit = self.cfg.max_subscriptions as u64;
+            return self.reply_to(
+                origin,
+                Err(Error::Busy {
+                    what: "subscriptions",
+                    limit,
+                }),
+            );
+        }
+        let id = SubId(self.next_sub);
+        self.next_sub += 1;
+        let start = config.start;
+        let sub = Subscription::new(id, config, stream, SubStatus::Creating);
+        self.sub_names.insert(key.clone(), id);
+        self.subs.insert(id, sub);
+        if let Some(s) = self.streams.get_mut(&key.0) {
+            s.subs.insert(id);
+        }
+        self.resolve_start(
+            &key.0,
+            start,
+            Purpose::CreateSubscription { sub: id, origin },
+        );
+    }
+
+    /// Continues a creation once the start offsets are known.
+    pub(crate) fn subscription_resolved(
+        &mut self,
+        id: SubId,
+        origin: Origin,
+        offsets: Result<Vec<u64>, Error>,
+    ) {
+        let offsets = match offsets {
+            Ok(o) => o,
+            Err(e) => {
+                self.remove_subscription(id);
+                return self.reply_to(origin, Err(e));
+            }
+        };
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        sub.start_offsets = offsets;
+        if sub.config.mode == SubscriptionMode::Exclusive {
+            sub.new_cursor(None);
+        }
+        if !sub.durable {
+            sub.status = SubStatus::Ready;
+            return self.reply_to(origin, Ok(Reply::Done));
+        }
+        let rec = SubscriptionRecord {
+            id,
+            config: sub.config.clone(),
+            start_offsets: sub.start_offsets.clone(),
+        };
+        self.storage(
+            Op::SaveSubscription { sub: id, origin },
+            StorageRequest::SaveSubscription(rec),
+            true,
+        );
+    }
+
+    pub(crate) fn delete_subscription(
+        &mut self,
+        origin: Origin,
+        stream: StreamName,
+        name: SubscriptionName,
+    ) {
+        let id = match self.sub_id(&stream, &name) {
+            Ok(id) => id,
+            Err(e) => return self.reply_to(origin, Err(e)),
+        };
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        if !sub.durable {
+            self.remove_subscription(id);
+            self.trim_ephemeral(&stream);
+            return self.reply_to(origin, Ok(Reply::Done));
+        }
+        sub.status = SubStatus::Deleting;
+        self.storage(
+            Op::DeleteSubscription { sub: id, origin },
+            StorageRequest::DeleteSubscription(id),
+            true,
+        );
+    }
+
+    pub(crate) fn subscription_op_done(&mut self, mut p: PendingOp, result: StorageResult) {
+        match (&p.op, result) {
+            (Op::SaveSubscription { sub, origin }, StorageResult::Ok(_)) => {
+                let (id, origin) = (*sub, *origin);
+                if let Some(s) = self.subs.get_mut(&id) {
+                    s.status = SubStatus::Ready;
+                }
+                self.reply_to(origin, Ok(Reply::Done));
+            }
+            (Op::DeleteSubscription { sub, origin }, StorageResult::Ok(_)) => {
+                let (id, origin) = (*sub, *origin);
+                self.remove_subscription(id);
+                self.reply_to(origin, Ok(Reply::Done));
+            }
+            (Op::SaveSubscription { sub, origin }, StorageResult::Err(e)) if !p.uncertain => {
+                let (id, origin) = (*sub, *origin);
+                self.remove_subscription(id);
+                self.reply_to(origin, Err(super::unavailable(&e)));
+            }
+            (Op::DeleteSubscription { sub, origin }, StorageResult::Err(e)) if !p.uncertain => {
+                let (id, origin) = (*sub, *origin);
+                if let Some(s) = self.subs.get_mut(&id) {
+                    s.status = SubStatus::Ready;
+                }
+                self.reply_to(origin, Err(super::unavailable(&e)));
+                self.pump(id);
+            }
+            (_, StorageResult::Ok(_)) => {}
+            (_, StorageResult::Err(e)) => self.retry_later(p, "subscription", e.to_string()),
+            (_, StorageResult::Unknown) => {
+                p.uncertain = true;
+                self.retry_later(p, "subscription", "outcome unknown".into());
+            }
+        }
+    }
+
+    /// Drops a subscription from memory: detaches its consumers, clears its timers, and
+    /// answers acks that wait for its saves.
+    pub(crate) fn remove_subscription(&mut self, id: SubId) {
+        let Some(sub) = self.subs.remove(&id) else {
+            return;
+        };
+        self.sub_names
+            .remove(&(sub.config.stream.clone(), sub.config.name.clone()));
+        if let Some(s) = self.streams.get_mut(&sub.config.stream) {
+            s.subs.remove(&id);
+        }
+        for (cid, c) in &sub.consumers {
+            if let Some(conn) = self.conns.get_mut(&c.conn) {
+                conn.attached.remove(&(id, cid.clone()));
+            }
+        }
+        let gone = Error::SubscriptionNotFound {
+            stream: sub.config.stream.clone(),
+            subscription: sub.config.name.clone(),
+        };
+        for (ci, cursor) in sub.cursors.iter().enumerate() {
+            for (p, pc) in cursor.parts.iter().enumerate() {
+                for slot in &pc.window {
+                    let key = SlotKey {
+                        key: sub.key(ci as u32, p),
+                        offset: slot.offset,
+                    };
+                    if let Some(pending) = &slot.pending {
+                        self.clear_timer(key, &pending.state);
+                    }
+                }
+                for w in pc.save.waiting.iter().chain(&pc.save.flying) {
+                    if let Some(aw) = self.ack_waits.remove(w) {
+                        self.reply_to(aw.origin, Err(gone.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn describe_subscription(
+        &self,
+        stream: &StreamName,
+        name: &SubscriptionName,
+    ) -> Result<SubscriptionInfo, Error> {
+        let id = self.sub_id(stream, name)?;
+        self.subs
+            .get(&id)
+            .map(Subscription::info)
+            .ok_or_else(|| Error::SubscriptionNotFound {
+                stream: stream.clone(),
+                subscription: name.clone(),
+            })
+    }
+
+    // ---- consumers -------------------------------------------------------------------------
+
+    pub(crate) fn attach(
+        &mut self,
+        origin: Origin,
+        stream: StreamName,
+        name: SubscriptionName,
+        consumer: ConsumerId,
+        max_in_flight: Option<u32>,
+    ) {
+        let id = match self.sub_id(&stream, &name) {
+            Ok(id) => id,
+            Err(e) => return self.reply_to(origin, Err(e)),
+        };
+        let max_in_flight = max_in_flight.unwrap_or(self.cfg.default_max_in_flight);
+        if max_in_flight == 0 {
+            let e = InvalidInput::Range {
+                field: "max_in_flight",
+                value: 0,
+                min: 1,
+                max: u32::MAX.into(),
+            };
+            return self.reply_to(origin, Err(e.into()));
+        }
+        let max_consumers = self.cfg.max_consumers_per_subscription;
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        if sub.consumers.contains_key(&consumer) {
+            return self.reply_to(origin, Err(Error::AlreadyAttached(consumer)));
+        }
+        let cursor = match sub.config.mode {
+            SubscriptionMode::Exclusive => {
+                if sub.consumers.len() >= max_consumers {
+                    let limit = max_consumers as u64;
+                    return self.reply_to(
+                        origin,
+                        Err(Error::Busy {
+                            what: "consumers of the subscription",
+                            limit,
+                        }),
+                    );
+                }
+                0
+            }
+            SubscriptionMode::Broadcast => match sub.cursor_of.get(&consumer) {
+                Some(&c) => c,
+                None if sub.cursors.len() >= max_consumers => {
+                    let limit = max_consumers as u64;
+                    return self.reply_to(
+                        origin,
+                        Err(Error::Busy {
+                            what: "consumers of the subscription",
+                            limit,
+                        }),
+                    );
+                }
+                None => sub.new_cursor(Some(consumer.clone())),
+            },
+        };
+        sub.consumers.insert(
+            consumer.clone(),
+            Consumer {
+                conn: origin.0,
+                max_in_flight,
+                in_flight: 0,
+                cursor,
+            },
+        );
+        self.conn(origin.0).attached.insert((id, consumer));
+        self.reply_to(origin, Ok(Reply::Done));
+        self.pump(id);
+    }
+
+    /// Checks that `consumer` is attached to the subscription on `conn`.
+    fn attached(
+        &self,
+        conn: ConnId,
+        stream: &StreamName,
+        name: &SubscriptionName,
+        consumer: &ConsumerId,
+    ) -> Result<SubId, Error> {
+        let id = self.sub_id(stream, name)?;
+        match self.subs.get(&id).and_then(|s| s.consumers.get(consumer)) {
+            Some(c) if c.conn == conn => Ok(id),
+            _ => Err(Error::NotAttached(consumer.clone())),
+        }
+    }
+
+    pub(crate) fn detach(
+        &mut self,
+        origin: Origin,
+        stream: StreamName,
+        name: SubscriptionName,
+        consumer: ConsumerId,
+    ) {
+        match self.attached(origin.0, &stream, &name, &consumer) {
+            Ok(id) => {
+                self.conn(origin.0).attached.remove(&(id, consumer.clone()));
+                self.detach_consumer(id, &consumer);
+                self.reply_to(origin, Ok(Reply::Done));
+            }
+            Err(e) => self.reply_to(origin, Err(e)),
+        }
+    }
+
+    /// Detaches a consumer: what it had in flight is ready for redelivery at once.
+    pub(crate) fn detach_consumer(&mut self, id: SubId, consumer: &ConsumerId) {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        let Some(c) = sub.consumers.remove(consumer) else {
+            return;
+        };
+        let ci = c.cursor;
+        let mut cleared = Vec::new();
+        for (p, pc) in sub.cursors[ci as usize].parts.iter_mut().enumerate() {
+            for slot in pc.window.iter_mut() {
+                let Some(pending) = slot.pending.as_mut() else {
+                    continue;
+                };
+                if let SlotState::InFlight {
+                    consumer: holder,
+                    deadline,
+                } = &pending.state
+                    && holder == consumer
+                {
+                    cleared.push((
+                        *deadline,
+                        SlotKey {
+                            key: CursorKey {
+                                sub: id,
+                                cursor: ci,
+                                partition: p as u32,
+                            },
+                            offset: slot.offset,
+                        },
+                    ));
+                    pending.state = SlotState::Ready;
+                    pc.ready.insert(slot.offset);
+                }
+            }
+        }
+        for (deadline, key) in cleared {
+            self.timers.remove(&(deadline, Timer::AckWait(key)));
+        }
+        self.pump(id);
+    }
+
+    // ---- delivery --------------------------------------------------------------------------
+
+    /// Delivers what can be delivered on a subscription.
+    pub(crate) fn pump(&mut self, id: SubId) {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        let Some(stream) = self.streams.get(&sub.config.stream) else {
+            return;
+        };
+        let mut ctx = Ctx {
+            stream,
+            cfg: &self.cfg,
+            now: self.now.mono,
+            timers: &mut self.timers,
+            fetches: Vec::new(),
+            saves: BTreeSet::new(),
+        };
+        sub.pump(&mut ctx, &mut self.out);
+        let (fetches, saves) = (ctx.fetches, ctx.saves);
+        for (key, from, generation) in fetches {
+            self.fetch(key, from, generation);
+        }
+        for key in saves {
+            self.save_cursor(key);
+        }
+    }
+
+    /// New events were committed on a stream: deliver them.
+    pub(crate) fn stream_grew(&mut self, name: &StreamName) {
+        let Some(s) = self.streams.get(name) else {
+            return;
+        };
+        let ids: Vec<SubId> = s.subs.iter().copied().collect();
+        for id in ids {
+            self.pump(id);
+        }
+    }
+
+    fn fetch(&mut self, key: CursorKey, from: u64, generation: u64) {
+        let Some(sub) = self.subs.get(&key.sub) else {
+            return;
+        };
+        let req = StorageRequest::Read {
+            stream: sub.config.stream.clone(),
+            partition: key.partition,
+            from,
+            max: self.cfg.read_batch_events as u32,
+        };
+        self.storage(Op::Fetch { key, generation }, req, true);
+    }
+
+    pub(crate) fn fetch_done(&mut self, p: PendingOp, result: StorageResult) {
+        let Op::Fetch { key, generation } = p.op else {
+            return;
+        };
+        match result {
+            StorageResult::Ok(crate::storage::StorageReply::Events(events)) => {
+                let Some(pc) = self.part_cursor(key) else {
+                    return;
+                };
+                if pc.generation != generation {
+                    return;
+                }
+                pc.fetching = false;
+                if events.first().is_some_and(|e| e.offset == pc.next) {
+                    pc.fetched = events.into();
+                }
+                self.pump(key.sub);
+            }
+            StorageResult::Ok(_) => {}
+            StorageResult::Err(e) => self.retry_later(p, "subscription read", e.to_string()),
+            StorageResult::Unknown => {
+                self.retry_later(p, "subscription read", "outcome unknown".into())
+            }
+        }
+    }
+
+    fn part_cursor(&mut self, key: CursorKey) -> Option<&mut PartCursor> {
+        self.subs
+            .get_mut(&key.sub)?
+            .cursors
+            .get_mut(key.cursor as usize)?
+            .parts
+            .get_mut(key.partition as usize)
+    }
+
+    // ---- acks ------------------------------------------------------------------------------
+
+    /// Checks a list of positions and finds the acking consumer's cursor.
+    fn positions_for(
+        &self,
+        origin: Origin,
+        stream: &StreamName,
+        name: &SubscriptionName,
+        consumer: &ConsumerId,
+        positions: &[Position],
+    ) -> Result<(SubId, u32), Error> {
+        let id = self.attached(origin.0, stream, name, consumer)?;
+        let max = self.cfg.max_ack_pending as usize;
+        if positions.is_empty() || positions.len() > max {
+            return Err(InvalidInput::Length {
+                field: "positions",
+                len: positions.len(),
+                min: 1,
+                max,
+            }
+            .into());
+        }
+        let sub = self
+            .subs
+            .get(&id)
+            .ok_or_else(|| Error::NotAttached(consumer.clone()))?;
+        let parts = sub.start_offsets.len() as u32;
+        if let Some(bad) = positions.iter().find(|p| p.partition >= parts) {
+            let e = InvalidInput::Range {
+                field: "partition",
+                value: bad.partition.into(),
+                min: 0,
+                max: u64::from(parts.saturating_sub(1)),
+            };
+            return Err(e.into());
+        }
+        let ci = sub.consumers.get(consumer).map_or(0, |c| c.cursor);
+        Ok((id, ci))
+    }
+
+    pub(crate) fn ack(
+        &mut self,
+        origin: Origin,
+        stream: StreamName,
+        name: SubscriptionName,
+        consumer: ConsumerId,
+        positions: Vec<Position>,
+    ) {
+        let (id, ci) = match self.positions_for(origin, &stream, &name, &consumer, &positions) {
+            Ok(x) => x,
+            Err(e) => return self.reply_to(origin, Err(e)),
+        };
+        let (mut acked, mut ignored) = (0u32, 0u32);
+        let mut touched = BTreeSet::new();
+        for pos in positions {
+            let key = SlotKey {
+                key: CursorKey {
+                    sub: id,
+                    cursor: ci,
+                    partition: pos.partition,
+                },
+                offset: pos.offset,
+            };
+            if self.settle(key, |s| {
+                !matches!(s, SlotState::Blocked | SlotState::DeadLettering)
+            }) {
+                acked += 1;
+                touched.insert(key.key);
+            } else {
+                ignored += 1;
+            }
+        }
+        let durable = self.subs.get(&id).is_some_and(|s| s.durable);
+        if durable && !touched.is_empty() {
+            self.wait_for_saves(origin, acked, ignored, false, touched);
+        } else {
+            self.reply_to(origin, Ok(Reply::Acked { acked, ignored }));
+        }
+        self.trim_ephemeral(&stream);
+        self.pump(id);
+    }
+
+    /// Answers `origin` once every cursor in `keys` is saved.
+    fn wait_for_saves(
+        &mut self,
+        origin: Origin,
+        acked: u32,
+        ignored: u32,
+        done: bool,
+        keys: BTreeSet<CursorKey>,
+    ) {
+        let w = self.next_ack_wait;
+        self.next_ack_wait += 1;
+        self.ack_waits.insert(
+            w,
+            AckWait {
+                origin,
+                acked,
+                ignored,
+                saves: keys.len() as u32,
+                done,
+            },
+        );
+        for key in keys {
+            if let Some(pc) = self.part_cursor(key) {
+                pc.save.waiting.push(w);
+            }
+            self.save_cursor(key);
+        }
+    }
+
+    /// Resolves a pending slot (acknowledged or dead-lettered) if `allowed` accepts its state:
+    /// clears its timer, returns the consumer's credit, unblocks its key.
+    fn settle(&mut self, key: SlotKey, allowed: impl Fn(&SlotState) -> bool) -> bool {
+        let Some(pc) = self.part_cursor(key.key) else {
+            return false;
+        };
+        let ok = pc
+            .slot_mut(key.offset)
+            .and_then(|s| s.pending.as_ref())
+            .is_some_and(|p| allowed(&p.state));
+        if !ok {
+            return false;
+        }
+        let Some(pending) = pc.settle(key.offset) else {
+            return false;
+        };
+        if let Some(h) = pending.key_hash {
+            if let Some(q) = pc.keys.get_mut(&h) {
+                q.retain(|&o| o != key.offset);
+                match q.front().copied() {
+                    None => {
+                        pc.keys.remove(&h);
+                    }
+                    Some(next) => {
+                        if let Some(p) = pc.slot_mut(next).and_then(|s| s.pending.as_mut())
+                            && p.state == SlotState::Blocked
+                        {
+                            p.state = SlotState::Ready;
+                            pc.ready.insert(next);
+                        }
+                    }
+                }
+            }
+        }
+        self.release(key, &pending.state);
+        true
+    }
+
+    /// Clears the timer of a slot leaving `state` and returns its consumer's credit.
+    fn release(&mut self, key: SlotKey, state: &SlotState) {
+        self.clear_timer(key, state);
+        if let SlotState::InFlight { consumer, .. } = state
+            && let Some(c) = self
+                .subs
+                .get_mut(&key.key.sub)
+                .and_then(|s| s.consumers.get_mut(consumer))
+        {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+    }
+
+    fn clear_timer(&mut self, key: SlotKey, state: &SlotState) {
+        match state {
+            SlotState::InFlight { deadline, .. } => {
+                self.timers.remove(&(*deadline, Timer::AckWait(key)));
+            }
+            SlotState::Waiting { due } => {
+                self.timers.remove(&(*due, Timer::Redeliver(key)));
+            }
+            _ => {}
+        }
+    }
+
+    fn save_cursor(&mut self, key: CursorKey) {
+        let Some(sub) = self.subs.get_mut(&key.sub) else {
+            return;
+        };
+        if !sub.durable {
+            return;
+        }
+        let consumer = sub
+            .cursors
+            .get(key.cursor as usize)
+            .and_then(|c| c.consumer.clone());
+        let Some(pc) = sub
+            .cursors
+            .get_mut(key.cursor as usize)
+            .and_then(|c| c.parts.get_mut(key.partition as usize))
+        else {
+            return;
+        };
+        if pc.save.in_flight {
+            pc.save.dirty = true;
+            return;
+        }
+        pc.save.in_flight = true;
+        pc.save.dirty = false;
+        pc.save.flying = std::mem::take(&mut pc.save.waiting);
+        let rec = pc.record(key.sub, consumer, key.partition);
+        self.storage(
+            Op::SaveCursor { key },
+            StorageRequest::SaveCursor(rec),
+            true,
+        );
+    }
+
+    pub(crate) fn save_cursor_done(&mut self, p: PendingOp, result: StorageResult) {
+        let Op::SaveCursor { key } = p.op else { return };
+        match result {
+            StorageResult::Ok(_) => {
+                let Some(pc) = self.part_cursor(key) else {
+                    return;
+                };
+                pc.save.in_flight = false;
+                let flying = std::mem::take(&mut pc.save.flying);
+                let again = pc.save.dirty || !pc.save.waiting.is_empty();
+                for w in flying {
+                    let Some(aw) = self.ack_waits.get_mut(&w) else {
+                        continue;
+                    };
+                    aw.saves -= 1;
+                    if aw.saves == 0
+                        && let Some(aw) = self.ack_waits.remove(&w)
+                    {
+                        let reply = if aw.done {
+                            Reply::Done
+                        } else {
+                            Reply::Acked {
+                                acked: aw.acked,
+                                ignored: aw.ignored,
+                            }
+                        };
+                        self.reply_to(aw.origin, Ok(reply));
+                    }
+                }
+                if again {
+                    self.save_cursor(key);
+                }
+            }
+            StorageResult::Err(crate::storage::StorageError::NotFound(_)) => {}
+            StorageResult::Err(e) => self.retry_later(p, "cursor", e.to_string()),
+            StorageResult::Unknown => self.retry_later(p, "cursor", "outcome unknown".into()),
+        }
+    }
+
+    // ---- nack, term, timers, dead letters --------------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn nack(
+        &mut self,
+        origin: Origin,
+        stream: StreamName,
+        name: SubscriptionName,
+        consumer: ConsumerId,
+        positions: Vec<Position>,
+        delay: Option<Duration>,
+        error: String,
+    ) {
+        let (id, ci) = match self.positions_for(origin, &stream, &name, &consumer, &positions) {
+            Ok(x) => x,
+            Err(e) => return self.reply_to(origin, Err(e)),
+        };
+        for pos in positions {
+            let key = SlotKey {
+                key: CursorKey {
+                    sub: id,
+                    cursor: ci,
+                    partition: pos.partition,
+                },
+                offset: pos.offset,
+            };
+            self.failed_delivery(key, delay, &error, true);
+        }
+        self.reply_to(origin, Ok(Reply::Done));
+        self.pump(id);
+    }
+
+    pub(crate) fn term(
+        &mut self,
+        origin: Origin,
+        stream: StreamName,
+        name: SubscriptionName,
+        consumer: ConsumerId,
+        positions: Vec<Position>,
+        reason: String,
+    ) {
+        let (id, ci) = match self.positions_for(origin, &stream, &name, &consumer, &positions) {
+            Ok(x) => x,
+            Err(e) => return self.reply_to(origin, Err(e)),
+        };
+        for pos in positions {
+            let key = SlotKey {
+                key: CursorKey {
+                    sub: id,
+                    cursor: ci,
+                    partition: pos.partition,
+                },
+                offset: pos.offset,
+            };
+            let state = self
+                .part_cursor(key.key)
+                .and_then(|pc| pc.slot_mut(key.offset))
+                .and_then(|s| s.pending.as_ref())
+                .map(|p| p.state.clone());
+            if let Some(
+                state @ (SlotState::InFlight { .. } | SlotState::Waiting { .. } | SlotState::Ready),
+            ) = state
+            {
+                self.release(key, &state);
+                if let Some(pc) = self.part_cursor(key.key) {
+                    pc.ready.remove(&key.offset);
+                }
+                self.dead_letter(key, reason.clone());
+            }
+        }
+        self.reply_to(origin, Ok(Reply::Done));
+        self.pump(id);
+    }
+
+    /// A delivery failed (nack, or ack wait expired): redeliver later, or dead-letter it once
+    /// it was delivered `max_deliveries` times. `nack`: only slots in flight count.
+    fn failed_delivery(&mut self, key: SlotKey, delay: Option<Duration>, error: &str, nack: bool) {
+        let Some(sub) = self.subs.get(&key.key.sub) else {
+            return;
+        };
+        let max_deliveries = sub.config.max_deliveries;
+        let Some(pc) = self.part_cursor(key.key) else {
+            return;
+        };
+        let Some(pending) = pc.slot_mut(key.offset).and_then(|s| s.pending.as_mut()) else {
+            return;
+        };
+        let SlotState::InFlight { .. } = pending.state else {
+            return;
+        };
+        let _ = nack;
+        let state = pending.state.clone();
+        pending.last_error = Some(error.to_string());
+        let deliveries = pending.deliveries;
+        self.release(key, &state);
+        if deliveries >= max_deliveries {
+            return self.dead_letter(key, error.to_string());
+        }
+        let backoff = delay.unwrap_or_else(|| {
+            Config::backoff(
+                self.cfg.backoff_base,
+                self.cfg.backoff_max,
+                deliveries.saturating_sub(1),
+            )
+        });
+        let due = self.now.mono.add(backoff);
+        let Some(pc) = self.part_cursor(key.key) else {
+            return;
+        };
+        let Some(pending) = pc.slot_mut(key.offset).and_then(|s| s.pending.as_mut()) else {
+            return;
+        };
+        if backoff.is_zero() {
+            pending.state = SlotState::Ready;
+            pc.ready.insert(key.offset);
+        } else {
+            pending.state = SlotState::Waiting { due };
+            self.timers.insert((due, Timer::Redeliver(key)));
+        }
+    }
+
+    pub(crate) fn ack_wait_expired(&mut self, key: SlotKey) {
+        // The timer was removed from the set already; `release` finds nothing to remove.
+        let Some(pc) = self.part_cursor(key.key) else {
+            return;
+        };
+        let Some(pending) = pc.slot_mut(key.offset).and_then(|s| s.pending.as_mut()) else {
+            return;
+        };
+        if !matches!(pending.state, SlotState::InFlight { .. }) {
+            return;
+        }
+        let Some(sub) = self.subs.get(&key.key.sub) else {
+            return;
+        };
+        let max = sub.config.max_deliveries;
+        let Some(pc) = self.part_cursor(key.key) else {
+            return;
+        };
+        let Some(pending) = pc.slot_mut(key.offset).and_then(|s| s.pending.as_mut()) else {
+            return;
+        };
+        let state = pending.state.clone();
+        let deliveries = pending.deliveries;
+        pending.last_error = Some("ack wait expired".into());
+        if deliveries >= max {
+            self.release(key, &state);
+            self.dead_letter(key, "ack wait expired".into());
+        } else {
+            pending.state = SlotState::Ready;
+            pc.ready.insert(key.offset);
+            self.release(key, &state);
+        }
+        self.pump(key.key.sub);
+    }
+
+    pub(crate) fn redeliver_due(&mut self, key: SlotKey) {
+        let Some(pc) = self.part_cursor(key.key) else {
+            return;
+        };
+        let Some(pending) = pc.slot_mut(key.offset).and_then(|s| s.pending.as_mut()) else {
+            return;
+        };
+        if !matches!(pending.state, SlotState::Waiting { .. }) {
+            return;
+        }
+        pending.state = SlotState::Ready;
+        pc.ready.insert(key.offset);
+        self.pump(key.key.sub);
+    }
+
+    /// Appends a copy of the slot's event to `<stream>.dlq`; the slot settles when it commits.
+    fn dead_letter(&mut self, key: SlotKey, error: String) {
+        let Some(sub) = self.subs.get(&key.key.sub) else {
+            return;
+        };
+        let sub_name = sub.config.name.clone();
+        let stream = sub.config.stream.clone();
+        let Some(pc) = self.part_cursor(key.key) else {
+            return;
+        };
+        let Some(pending) = pc.slot_mut(key.offset).and_then(|s| s.pending.as_mut()) else {
+            return;
+        };
+        pending.state = SlotState::DeadLettering;
+        let ev = pending.event.clone();
+        let deliveries = pending.deliveries;
+        let mut headers = ev.headers.clone();
+        headers.insert("x-original-stream".into(), stream.to_string());
+        headers.insert("x-original-partition".into(), ev.partition.to_string());
+        headers.insert("x-original-offset".into(), ev.offset.to_string());
+        headers.insert("x-original-event-id".into(), ev.event_id.to_string());
+        headers.insert("x-subscription".into(), sub_name.to_string());
+        headers.insert("x-deliveries".into(), deliveries.to_string());
+        headers.insert("x-last-error".into(), truncate(&error, 1024));
+        let mut seed = ev.event_id.as_bytes().to_vec();
+        seed.extend_from_slice(sub_name.as_str().as_bytes());
+        let id = EventId::from_random(xxhash_rust::xxh3::xxh3_128(&seed).to_le_bytes());
+        let dead = NewEvent {
+            event_id: Some(id),
+            event_type: ev.event_type.clone(),
+            schema_version: ev.schema_version,
+            key: ev.key.clone(),
+            correlation_id: ev.correlation_id.clone(),
+            causation_id: ev.causation_id.clone(),
+            headers,
+            content_type: ev.content_type.clone(),
+            payload: ev.payload.clone(),
+        };
+        match stream.dlq() {
+            Some(dlq) => self.queue_dead_letter(&dlq, key, dead),
+            // A dead letter stream's own name is too long for another `.dlq`: the event stays
+            // in its stream and the subscription moves past it.
+            None => self.dead_letter_done(key),
+        }
+    }
+
+    pub(crate) fn dead_letter_done(&mut self, key: SlotKey) {
+        let deliveries = self
+            .part_cursor(key.key)
+            .and_then(|pc| pc.slot_mut(key.offset))
+            .and_then(|s| s.pending.as_ref())
+            .map_or(0, |p| p.deliveries);
+        if !self.settle(key, |s| *s == SlotState::DeadLettering) {
+            return;
+        }
+        let Some(sub) = self.subs.get(&key.key.sub) else {
+            return;
+        };
+        let (stream, subscription) = (sub.config.stream.clone(), sub.config.name.clone());
+        self.notice(Notice::DeadLettered {
+            stream: stream.clone(),
+            subscription,
+            position: Position {
+                partition: key.key.partition,
+                offset: key.offset,
+            },
+            deliveries,
+        });
+        self.save_cursor(key.key);
+        self.trim_ephemeral(&stream);
+        self.pump(key.key.sub);
+    }
+
+    /// The dead letter append failed: the event waits, then is delivered again.
+    pub(crate) fn dead_letter_failed(&mut self, key: SlotKey, _e: Error) {
+        let delay = self.cfg.storage_retry_max;
+        let due = self.now.mono.add(delay);
+        let Some(pc) = self.part_cursor(key.key) else {
+            return;
+        };
+        let Some(pending) = pc.slot_mut(key.offset).and_then(|s| s.pending.as_mut()) else {
+            return;
+        };
+        if pending.state != SlotState::DeadLettering {
+            return;
+        }
+        pending.state = SlotState::Waiting { due };
+        self.timers.insert((due, Timer::Redeliver(key)));
+    }
+
+    // ---- reset -----------------------------------------------------------------------------
+
+    pub(crate) fn reset(
+        &mut self,
+        origin: Origin,
+        stream: StreamName,
+        name: SubscriptionName,
+        consumer: Option<ConsumerId>,
+        to: StartPosition,
+    ) {
+        let id = match self.sub_id(&stream, &name) {
+            Ok(id) => id,
+            Err(e) => return self.reply_to(origin, Err(e)),
+        };
+        let Some(sub) = self.subs.get(&id) else {
+            return;
+        };
+        let cursors: Vec<u32> = match (&consumer, sub.config.mode) {
+            (Some(_), SubscriptionMode::Exclusive) => {
+                let e = InvalidInput::Conflict {
+                    field: "consumer",
+                    reason: "an exclusive subscription has one position: name no consumer",
+                };
+                return self.reply_to(origin, Err(e.into()));
+            }
+            (Some(c), SubscriptionMode::Broadcast) => match sub.cursor_of.get(c) {
+                Some(&i) => vec![i],
+                None => return self.reply_to(origin, Err(Error::NotAttached(c.clone()))),
+            },
+            (None, _) => (0..sub.cursors.len() as u32).collect(),
+        };
+        self.resolve_start(
+            &stream,
+            to,
+            Purpose::Reset {
+                sub: id,
+                cursors,
+                origin,
+            },
+        );
+    }
+
+    pub(crate) fn reset_resolved(
+        &mut self,
+        id: SubId,
+        cursors: Vec<u32>,
+        origin: Origin,
+        offsets: Result<Vec<u64>, Error>,
+    ) {
+        let offsets = match offsets {
+            Ok(o) => o,
+            Err(e) => return self.reply_to(origin, Err(e)),
+        };
+        let mut touched = BTreeSet::new();
+        let mut dropped = Vec::new();
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return self.reply_to(
+                origin,
+                Err(Error::Unavailable(
+                    "subscription deleted during reset".into(),
+                )),
+            );
+        };
+        for &ci in &cursors {
+            let Some(cursor) = sub.cursors.get_mut(ci as usize) else {
+                continue;
+            };
+            for (p, pc) in cursor.parts.iter_mut().enumerate() {
+                let key = CursorKey {
+                    sub: id,
+                    cursor: ci,
+                    partition: p as u32,
+                };
+                for slot in pc.reset(offsets[p]) {
+                    if let Some(pending) = slot.pending {
+                        dropped.push((
+                            SlotKey {
+                                key,
+                                offset: slot.offset,
+                            },
+                            pending.state,
+                        ));
+                    }
+                }
+                touched.insert(key);
+            }
+        }
+        let durable = sub.durable;
+        for (key, state) in dropped {
+            self.release(key, &state);
+        }
+        if durable && !touched.is_empty() {
+            self.wait_for_saves(origin, 0, 0, true, touched);
+        } else {
+            self.reply_to(origin, Ok(Reply::Done));
+        }
+        self.pump(id);
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

@@ -1,0 +1,51 @@
+//! # tributary-core
+//!
+//! Tributary's engine as a pure, synchronous state machine (sans-IO). It owns every decision
+//! about streams, offsets, dedup, subscriptions, acknowledgements, redelivery, dead letters
+//! and replay; it does no I/O, reads no clock, draws no OS randomness and spawns nothing.
+//! Time comes in with every input ([`Now`]), randomness from a seed, storage as requests
+//! ([`StorageRequest`]) that the driver carries out and completes in any order.
+//!
+//! ```
+//! use tributary_core::*;
+//!
+//! let now = Now { mono: MonoNanos(0), wall: UnixMillis(1_700_000_000_000) };
+//! let mut engine = Engine::new(Config::default(), 42, now).unwrap();
+//! // The first output asks the store for the state to recover from.
+//! let Some(Output::Storage { op, req: StorageRequest::Recover }) = engine.poll_output() else { panic!() };
+//! engine.handle_input(now, Input::StorageDone {
+//!     op,
+//!     result: StorageResult::Ok(StorageReply::Recovered(RecoveredState::default())),
+//! });
+//! assert!(engine.is_ready());
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod api;
+mod config;
+mod engine;
+mod error;
+mod event;
+mod ids;
+mod names;
+mod storage;
+mod stream_config;
+mod subscription_config;
+mod time;
+
+pub use api::*;
+pub use config::Config;
+pub use engine::Engine;
+pub use engine::partition_of_key;
+pub use error::{Error, ErrorClass, InvalidInput};
+pub use event::{Event, JSON, NewEvent, validate_batch};
+pub use ids::{ConnId, EventId, OpId, ReplayId, ReqId, SubId};
+pub use names::{ConsumerId, DLQ_SUFFIX, MAX_NAME_LEN, StreamName, SubscriptionName};
+pub use storage::*;
+pub use stream_config::{
+    DeliverySemantics, EphemeralLimits, Overflow, Scope, StreamConfig, StreamKind,
+};
+pub use subscription_config::{StartPosition, SubscriptionConfig, SubscriptionMode};
+pub use time::{MonoNanos, Now, UnixMillis};

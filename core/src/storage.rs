@@ -1,0 +1,196 @@
+//! What the core asks of a store, and what the store answers. A store carries out each
+//! request and completes it with `Input::StorageDone { op, result }`, in any order.
+//!
+//! Every write is idempotent when repeated with the same content (the core repeats a write
+//! whose outcome was `Unknown` until it gets a definite answer); `Append` in particular must
+//! succeed when the very same events are already stored at those offsets, and fail with
+//! `StorageError::Conflict` when other events are.
+
+use crate::event::Event;
+use crate::ids::{EventId, SubId};
+use crate::names::{ConsumerId, StreamName};
+use crate::stream_config::StreamConfig;
+use crate::subscription_config::SubscriptionConfig;
+use crate::time::UnixMillis;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// One id kept by the dedup window of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupRecord {
+    /// The producer's event id.
+    pub event_id: EventId,
+    /// Where it was appended.
+    pub partition: u32,
+    /// Its offset.
+    pub offset: u64,
+    /// When the id leaves the window.
+    pub expires_at: UnixMillis,
+}
+
+/// The events and dedup ids of one append, written in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendWrite {
+    /// The stream.
+    pub stream: StreamName,
+    /// Events with their offsets; per partition dense and in order.
+    pub events: Vec<Arc<Event>>,
+    /// Producer ids to keep for the dedup window.
+    pub dedup: Vec<DedupRecord>,
+}
+
+/// The durable position of a subscription cursor in one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorRecord {
+    /// The subscription.
+    pub sub: SubId,
+    /// Broadcast: the consumer this position belongs to. Exclusive: `None`.
+    pub consumer: Option<ConsumerId>,
+    /// The partition.
+    pub partition: u32,
+    /// The ack floor: the lowest offset not yet acknowledged.
+    pub floor: u64,
+    /// Offsets above the floor that are acknowledged, ascending.
+    pub acked: Vec<u64>,
+}
+
+/// A subscription as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    /// Its durable id.
+    pub id: SubId,
+    /// Its configuration.
+    pub config: SubscriptionConfig,
+    /// The start offset of each partition, resolved at creation.
+    pub start_offsets: Vec<u64>,
+}
+
+/// What a store knows of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionHead {
+    /// The first offset still stored.
+    pub first: u64,
+    /// The offset the next event will get.
+    pub next: u64,
+    /// The timestamp of the last event (zero when empty).
+    pub last_timestamp: UnixMillis,
+}
+
+/// A stream as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRecord {
+    /// Its configuration.
+    pub config: StreamConfig,
+    /// One head per partition.
+    pub heads: Vec<PartitionHead>,
+}
+
+/// Everything the core rebuilds its state from, except dedup ids (loaded in pages).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RecoveredState {
+    /// Persistent streams.
+    pub streams: Vec<StreamRecord>,
+    /// Subscriptions of persistent streams.
+    pub subscriptions: Vec<SubscriptionRecord>,
+    /// Their cursors.
+    pub cursors: Vec<CursorRecord>,
+}
+
+/// A request to the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StorageRequest {
+    /// Load streams, subscriptions and cursors. Answer: `Recovered`.
+    Recover,
+    /// Load dedup ids of a stream that expire after `live_at`, ordered by (partition, offset),
+    /// after the position `after`, at most `limit`. Answer: `Dedup`.
+    LoadDedup {
+        /// The stream.
+        stream: StreamName,
+        /// Only ids whose expiry is later than this.
+        live_at: UnixMillis,
+        /// Resume after this (partition, offset).
+        after: Option<(u32, u64)>,
+        /// Page size.
+        limit: u32,
+    },
+    /// Create a stream (idempotent for an identical configuration). Answer: `Done`.
+    CreateStream(StreamConfig),
+    /// Delete a stream with its events, dedup ids, subscriptions and cursors. Answer: `Done`.
+    DeleteStream(StreamName),
+    /// Append events and dedup ids atomically. Answer: `Done`.
+    Append(Arc<AppendWrite>),
+    /// Read events of a partition from `from`, ascending, at most `max`. Answer: `Events`.
+    Read {
+        /// The stream.
+        stream: StreamName,
+        /// The partition.
+        partition: u32,
+        /// First offset wanted.
+        from: u64,
+        /// Most events.
+        max: u32,
+    },
+    /// The first offset of a partition whose timestamp is at or after `at` (the partition's
+    /// next offset if none). Answer: `Offset`.
+    FindOffset {
+        /// The stream.
+        stream: StreamName,
+        /// The partition.
+        partition: u32,
+        /// The time.
+        at: UnixMillis,
+    },
+    /// Create or replace a subscription (idempotent). Answer: `Done`.
+    SaveSubscription(SubscriptionRecord),
+    /// Delete a subscription and its cursors. Answer: `Done`.
+    DeleteSubscription(SubId),
+    /// Upsert a cursor position; a store refuses it if the subscription is gone. Answer: `Done`.
+    SaveCursor(CursorRecord),
+}
+
+/// A store's answer to a request that succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StorageReply {
+    /// A write is committed.
+    Done,
+    /// The state to recover from.
+    Recovered(RecoveredState),
+    /// A page of dedup ids.
+    Dedup(Vec<DedupRecord>),
+    /// Events read.
+    Events(Vec<Arc<Event>>),
+    /// An offset found.
+    Offset(u64),
+}
+
+/// Why a store request failed. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StorageError {
+    /// The store cannot be reached or failed; the message says why.
+    Unavailable(String),
+    /// Other data is where the write wanted to put its own (an append at taken offsets).
+    Conflict(String),
+    /// What the request names does not exist in the store.
+    NotFound(String),
+}
+
+/// The outcome of a storage request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StorageResult {
+    /// Done; here is the answer.
+    Ok(StorageReply),
+    /// Failed; nothing was written.
+    Err(StorageError),
+    /// The outcome cannot be known (the reply was lost): the write may or may not have happened.
+    Unknown,
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageError::Unavailable(m) => write!(f, "unavailable: {m}"),
+            StorageError::Conflict(m) => write!(f, "conflict: {m}"),
+            StorageError::NotFound(m) => write!(f, "not found: {m}"),
+        }
+    }
+}

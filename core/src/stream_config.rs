@@ -1,0 +1,158 @@
+//! How a stream is configured (SPEC 2).
+
+use crate::config::Config;
+use crate::error::InvalidInput;
+use crate::names::{MAX_DLQ_SOURCE_NAME_LEN, StreamName};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Where a stream's events live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamKind {
+    /// Durable in the store; an append is acknowledged after the store committed it.
+    Persistent,
+    /// In memory only, one partition, gone on restart.
+    Ephemeral(EphemeralLimits),
+}
+
+/// Bounds of an ephemeral stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EphemeralLimits {
+    /// Most events held.
+    pub max_events: u64,
+    /// Most bytes held (payloads, keys, headers).
+    pub max_bytes: u64,
+    /// What an append does when the stream is full.
+    pub overflow: Overflow,
+}
+
+/// What an append to a full ephemeral stream does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Overflow {
+    /// Refuse the append with `StreamFull` (back-pressure).
+    Reject,
+    /// Remove the oldest events, delivered or not, to make room.
+    DropOldest,
+}
+
+/// Delivery guarantee of a stream's subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DeliverySemantics {
+    /// Delivered once, no acks kept: an event counts as acknowledged when it is sent.
+    AtMostOnce,
+    /// Redelivered until acknowledged.
+    #[default]
+    AtLeastOnce,
+    /// At-least-once, plus idempotent appends and no redelivery of an acknowledged event.
+    ExactlyOnce,
+}
+
+/// Whether a stream is mirrored to other services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Scope {
+    /// Only this service's subscribers.
+    #[default]
+    Internal,
+    /// Also relayed over AMQP (SPEC 9).
+    CrossService,
+}
+
+/// A stream's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamConfig {
+    /// Its name.
+    pub name: StreamName,
+    /// Persistent or ephemeral.
+    pub kind: StreamKind,
+    /// Number of partitions (ephemeral streams: 1).
+    pub partitions: u32,
+    /// Delivery guarantee.
+    pub delivery: DeliverySemantics,
+    /// Idempotent-append window; zero turns dedup off.
+    pub dedup_window: Duration,
+    /// Internal or cross-service.
+    pub scope: Scope,
+}
+
+impl StreamConfig {
+    /// A persistent, single-partition, at-least-once stream with the default dedup window.
+    pub fn persistent(name: StreamName) -> Self {
+        StreamConfig {
+            name,
+            kind: StreamKind::Persistent,
+            partitions: 1,
+            delivery: DeliverySemantics::AtLeastOnce,
+            dedup_window: Config::default().default_dedup_window,
+            scope: Scope::Internal,
+        }
+    }
+
+    /// An ephemeral stream with the given bounds.
+    pub fn ephemeral(
+        name: StreamName,
+        max_events: u64,
+        max_bytes: u64,
+        overflow: Overflow,
+    ) -> Self {
+        StreamConfig {
+            kind: StreamKind::Ephemeral(EphemeralLimits {
+                max_events,
+                max_bytes,
+                overflow,
+            }),
+            ..StreamConfig::persistent(name)
+        }
+    }
+
+    /// Whether events live only in memory.
+    pub fn is_ephemeral(&self) -> bool {
+        matches!(self.kind, StreamKind::Ephemeral(_))
+    }
+
+    /// Checks the configuration against the engine's limits.
+    pub fn validate(&self, config: &Config) -> Result<(), InvalidInput> {
+        if self.partitions == 0 || self.partitions > config.max_partitions {
+            return Err(InvalidInput::Range {
+                field: "partitions",
+                value: self.partitions.into(),
+                min: 1,
+                max: config.max_partitions.into(),
+            });
+        }
+        if !self.name.is_dlq() && self.name.as_str().len() > MAX_DLQ_SOURCE_NAME_LEN {
+            return Err(InvalidInput::Length {
+                field: "stream (its dead letter stream <stream>.dlq must be a valid name)",
+                len: self.name.as_str().len(),
+                min: 1,
+                max: MAX_DLQ_SOURCE_NAME_LEN,
+            });
+        }
+        if let StreamKind::Ephemeral(l) = self.kind {
+            if self.partitions != 1 {
+                return Err(InvalidInput::Range {
+                    field: "partitions (ephemeral streams have one)",
+                    value: self.partitions.into(),
+                    min: 1,
+                    max: 1,
+                });
+            }
+            if l.max_events == 0 {
+                return Err(InvalidInput::Range {
+                    field: "max_events",
+                    value: 0,
+                    min: 1,
+                    max: u64::MAX,
+                });
+            }
+            if l.max_bytes == 0 {
+                return Err(InvalidInput::Range {
+                    field: "max_bytes",
+                    value: 0,
+                    min: 1,
+                    max: u64::MAX,
+                });
+            }
+        }
+        Ok(())
+    }
+}
