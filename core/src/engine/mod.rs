@@ -95,7 +95,8 @@ pub(crate) enum Op {
 #[derive(Debug)]
 pub(crate) struct PendingOp {
     op: Op,
-    /// Kept for writes that are repeated after `Unknown` (or a background failure).
+    /// The request, kept so it can be repeated after `Unknown` or a background failure
+    /// (cheap: appends share their events through an `Arc`).
     retry: Option<StorageRequest>,
     /// Times this request was sent before.
     attempt: u32,
@@ -205,7 +206,7 @@ impl Engine {
             next_ack_wait: 1,
             seed,
         };
-        e.storage(Op::Recover, StorageRequest::Recover, false);
+        e.storage(Op::Recover, StorageRequest::Recover);
         Ok(e)
     }
 
@@ -420,8 +421,8 @@ impl Engine {
 
     // ---- storage -------------------------------------------------------------------------
 
-    /// Sends a storage request; `retry` keeps a copy so it can be repeated.
-    fn storage(&mut self, op: Op, req: StorageRequest, retry: bool) -> OpId {
+    /// Sends a storage request, keeping a copy so it can be repeated.
+    fn storage(&mut self, op: Op, req: StorageRequest) -> OpId {
         self.storage_attempt(
             PendingOp {
                 op,
@@ -430,14 +431,13 @@ impl Engine {
                 uncertain: false,
             },
             req,
-            retry,
         )
     }
 
-    fn storage_attempt(&mut self, mut p: PendingOp, req: StorageRequest, retry: bool) -> OpId {
+    fn storage_attempt(&mut self, mut p: PendingOp, req: StorageRequest) -> OpId {
         let id = OpId(self.next_op);
         self.next_op += 1;
-        p.retry = retry.then(|| req.clone());
+        p.retry = Some(req.clone());
         self.ops.insert(id, p);
         self.out.push_back(Output::Storage { op: id, req });
         id
@@ -467,7 +467,7 @@ impl Engine {
         if !self.op_still_wanted(&p.op) {
             return;
         }
-        self.storage_attempt(p, req, true);
+        self.storage_attempt(p, req);
     }
 
     /// Whether a request to be repeated still has a purpose (its subject may be gone).

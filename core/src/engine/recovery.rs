@@ -49,7 +49,6 @@ impl Engine {
                 stream: stream.clone(),
             },
             req,
-            true,
         );
     }
 

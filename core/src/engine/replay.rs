@@ -331,7 +331,7 @@ impl Engine {
                     from,
                     max: r.batch,
                 };
-                self.storage(Op::ReplayRead { replay: id }, req, false);
+                self.storage(Op::ReplayRead { replay: id }, req);
                 return;
             }
             let mut n = r.buffer.len().min(r.batch as usize);

@@ -100,7 +100,6 @@ impl Engine {
                     partition,
                 },
                 req,
-                false,
             );
         }
     }

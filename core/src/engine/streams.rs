@@ -204,7 +204,6 @@ impl Engine {
         self.storage(
             Op::CreateStream { name, origin },
             StorageRequest::CreateStream(config),
-            true,
         );
     }
 
@@ -242,7 +241,6 @@ impl Engine {
                     origin,
                 },
                 StorageRequest::DeleteStream(name),
-                true,
             );
         }
     }
@@ -616,7 +614,6 @@ impl Engine {
                     flight: Box::new(flight),
                 },
                 StorageRequest::Append(write),
-                true,
             );
             return;
         }
@@ -664,7 +661,6 @@ impl Engine {
                         origin,
                     },
                     StorageRequest::DeleteStream(name.clone()),
-                    true,
                 );
             }
             return;
@@ -886,7 +882,7 @@ impl Engine {
             from,
             max,
         };
-        self.storage(Op::ReadPage { origin }, req, false);
+        self.storage(Op::ReadPage { origin }, req);
     }
 
     pub(crate) fn read_page_done(&mut self, p: PendingOp, result: StorageResult) {

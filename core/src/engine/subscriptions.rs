@@ -456,7 +456,6 @@ impl Engine {
         self.storage(
             Op::SaveSubscription { sub: id, origin },
             StorageRequest::SaveSubscription(rec),
-            true,
         );
     }
 
@@ -482,7 +481,6 @@ impl Engine {
         self.storage(
             Op::DeleteSubscription { sub: id, origin },
             StorageRequest::DeleteSubscription(id),
-            true,
         );
     }
 
@@ -775,7 +773,7 @@ impl Engine {
             from,
             max: self.cfg.read_batch_events as u32,
         };
-        self.storage(Op::Fetch { key, generation }, req, true);
+        self.storage(Op::Fetch { key, generation }, req);
     }
 
     pub(crate) fn fetch_done(&mut self, p: PendingOp, result: StorageResult) {
@@ -1013,11 +1011,7 @@ impl Engine {
         pc.save.dirty = false;
         pc.save.flying = std::mem::take(&mut pc.save.waiting);
         let rec = pc.record(key.sub, consumer, key.partition);
-        self.storage(
-            Op::SaveCursor { key },
-            StorageRequest::SaveCursor(rec),
-            true,
-        );
+        self.storage(Op::SaveCursor { key }, StorageRequest::SaveCursor(rec));
     }
 
     pub(crate) fn save_cursor_done(&mut self, p: PendingOp, result: StorageResult) {
