@@ -66,6 +66,11 @@ impl DedupWindow {
     /// Adds an id. Expiries must be given in non-decreasing order (the core's stream clock
     /// is monotonic); an earlier one is raised to the last.
     pub(crate) fn insert(&mut self, r: &DedupRecord) {
+        let h = self.hash(r.event_id.as_bytes());
+        self.push(r, h);
+    }
+
+    fn push(&mut self, r: &DedupRecord, h: u64) {
         let mut expires_at = r.expires_at.0;
         if let Some(last) = self.ring.back() {
             expires_at = expires_at.max(last.expires_at);
@@ -77,11 +82,37 @@ impl DedupWindow {
             expires_at,
             partition: r.partition,
         });
-        let h = self.hash(r.event_id.as_bytes());
         let (ring, front, seed) = (&self.ring, self.front_seq, self.seed);
         self.index.insert_unique(h, seq, |&s| {
             xxhash_rust::xxh3::xxh3_64_with_seed(&ring[s.wrapping_sub(front) as usize].id, seed)
         });
+    }
+
+    /// Adds an id unless it is there already; then returns where the one there was appended.
+    /// Hashes the id once.
+    pub(crate) fn insert_if_absent(&mut self, r: &DedupRecord) -> Option<(u32, u64)> {
+        let b = r.event_id.as_bytes();
+        let h = self.hash(b);
+        let front = self.front_seq;
+        if let Some(&seq) = self.index.find(h, |&seq| &self.ring[seq.wrapping_sub(front) as usize].id == b) {
+            let e = &self.ring[seq.wrapping_sub(front) as usize];
+            return Some((e.partition, e.offset));
+        }
+        self.push(r, h);
+        None
+    }
+
+    /// Removes the `n` newest ids (the tentative ids of a write that failed).
+    pub(crate) fn pop_back(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(e) = self.ring.back() else { return };
+            let seq = self.front_seq.wrapping_add(self.ring.len() as u32 - 1);
+            let h = self.hash(&e.id);
+            if let Ok(entry) = self.index.find_entry(h, |&s| s == seq) {
+                entry.remove();
+            }
+            self.ring.pop_back();
+        }
     }
 
     /// Removes every id whose expiry is at or before `now`.
@@ -140,6 +171,12 @@ mod tests {
         assert_eq!(w.len(), 149);
         w.expire(UnixMillis(10_000));
         assert_eq!(w.len(), 0);
+        assert_eq!(w.insert_if_absent(&rec(2, 7, 20_000)), None);
+        assert_eq!(w.insert_if_absent(&rec(2, 8, 20_000)), Some((0, 7)));
+        assert_eq!(w.insert_if_absent(&rec(3, 9, 20_000)), None);
+        w.pop_back(1);
+        assert_eq!(w.get(&EventId::from_bytes([3; 16])), None);
+        assert_eq!(w.get(&EventId::from_bytes([2; 16])), Some((0, 7)));
         w.insert(&rec(1, 9, 20_000));
         assert_eq!(w.get(&EventId::from_bytes([1; 16])), Some((0, 9)));
     }

@@ -31,7 +31,7 @@ use crate::names::{ConsumerId, StreamName, SubscriptionName};
 use crate::storage::{StorageError, StorageRequest, StorageResult};
 use crate::time::{MonoNanos, Now};
 use rand_chacha::ChaCha8Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -410,13 +410,6 @@ impl Engine {
 
     fn notice(&mut self, n: Notice) {
         self.out.push_back(Output::Notice(n));
-    }
-
-    /// 16 bytes from the engine's seeded generator.
-    fn random_bytes(&mut self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        self.rng.fill_bytes(&mut b);
-        b
     }
 
     // ---- storage -------------------------------------------------------------------------

@@ -18,8 +18,8 @@ use crate::names::StreamName;
 use crate::storage::{AppendWrite, DedupRecord, StorageReply, StorageRequest, StorageResult};
 use crate::stream_config::{Overflow, StreamConfig, StreamKind};
 use crate::time::UnixMillis;
-use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use rand_core::RngCore;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 /// Where a stream is in its life.
@@ -81,6 +81,8 @@ pub(crate) struct AppendFlight {
     nexts: Vec<u64>,
     last_ts: Vec<UnixMillis>,
     clock: UnixMillis,
+    /// Ids this write added to the back of the dedup window (popped if it fails).
+    tentative: usize,
 }
 
 /// A stream in the engine.
@@ -144,17 +146,6 @@ impl Stream {
 /// Stable across versions and platforms; a stream's partition count never changes.
 pub fn partition_of_key(key: &[u8], partitions: u32) -> u32 {
     (xxhash_rust::xxh3::xxh3_64(key) % u64::from(partitions)) as u32
-}
-
-fn pick_partition(key: Option<&Bytes>, partitions: u32, rr: &mut u32) -> u32 {
-    match key {
-        Some(k) => partition_of_key(k, partitions),
-        None => {
-            let p = *rr % partitions;
-            *rr = rr.wrapping_add(1);
-            p
-        }
-    }
 }
 
 /// The events of one request after dedup: what to write, and each event's outcome so far.
@@ -407,10 +398,12 @@ impl Engine {
         }
     }
 
-    /// Checks one request against the dedup window (and the ids planned before it in the same
-    /// write), its expected offset and the window's capacity, then assigns partitions,
-    /// offsets and timestamps. `Err` refuses the whole request; nothing of it is planned.
-    #[allow(clippy::too_many_arguments)]
+    /// Checks one request against the dedup window, its expected offset and the window's
+    /// capacity, then assigns partitions, offsets and timestamps. The ids it appends go into the
+    /// window at once, as tentative entries at its back (they are the newest): the ids of the
+    /// write being built are found like committed ones, and a write that definitely fails pops
+    /// them again. Returns the plan and the number of ids added. `Err` refuses the whole request
+    /// and changes nothing.
     fn plan(
         &mut self,
         name: &StreamName,
@@ -418,111 +411,67 @@ impl Engine {
         nexts: &mut [u64],
         last_ts: &mut [UnixMillis],
         clock: UnixMillis,
-        planned_ids: &mut BTreeMap<EventId, Position>,
-        dedup_pending: usize,
-    ) -> Result<Vec<Planned>, Error> {
+    ) -> Result<(Vec<Planned>, usize), Error> {
         let wall = self.now.wall;
-        let mut ids = Vec::with_capacity(q.events.len());
-        for _ in 0..q.events.len() {
-            ids.push(None);
-        }
-        let s = self
-            .streams
-            .get(name)
-            .ok_or_else(|| Error::StreamNotFound(name.clone()))?;
+        let max_ids = self.cfg.max_dedup_ids_per_stream;
+        let Some(s) = self.streams.get_mut(name) else {
+            return Err(Error::StreamNotFound(name.clone()));
+        };
         let dedup_on = s.dedup_on();
         let window = s.config.dedup_window;
-        // Duplicates first: an append that only repeats earlier events answers as they did.
-        let mut dup_in_req: BTreeMap<EventId, usize> = BTreeMap::new();
-        let mut fresh_ids = 0usize;
-        for (i, e) in q.events.iter().enumerate() {
-            let Some(id) = e.event_id else { continue };
-            if !dedup_on {
-                continue;
+        let with_ids = if dedup_on { q.events.iter().filter(|e| e.event_id.is_some()).count() } else { 0 };
+        // Room is counted for every id, duplicate or not (a conservative bound).
+        let over_capacity = with_ids > 0 && s.dedup.len() + with_ids > max_ids;
+        if over_capacity || q.expected_offset.is_some() {
+            // An append that only repeats earlier events answers as they did.
+            let all_dup = with_ids == q.events.len()
+                && q.events.iter().all(|e| e.event_id.is_some_and(|id| s.dedup.get(&id).is_some()));
+            if !all_dup && over_capacity {
+                return Err(Error::Busy { what: "dedup window", limit: max_ids as u64 });
             }
-            if let Some((partition, offset)) = s.dedup.get(&id) {
-                ids[i] = Some(Position { partition, offset });
-            } else if let Some(pos) = planned_ids.get(&id) {
-                ids[i] = Some(*pos);
-            } else if dup_in_req.insert(id, i).is_none() {
-                fresh_ids += 1;
-            }
-        }
-        let all_dup = ids.iter().all(Option::is_some);
-        if !all_dup {
-            if fresh_ids > 0
-                && s.dedup.len() + dedup_pending + fresh_ids > self.cfg.max_dedup_ids_per_stream
-            {
-                let limit = self.cfg.max_dedup_ids_per_stream as u64;
-                return Err(Error::Busy {
-                    what: "dedup window",
-                    limit,
-                });
-            }
-            if let Some(expected) = q.expected_offset {
-                let p = q.events[0]
-                    .key
-                    .as_ref()
-                    .map_or(0, |k| partition_of_key(k, s.config.partitions));
+            if let (false, Some(expected)) = (all_dup, q.expected_offset) {
+                let p = q.events[0].key.as_ref().map_or(0, |k| partition_of_key(k, s.config.partitions));
                 let actual = nexts[p as usize];
                 if actual != expected {
-                    return Err(Error::WrongExpectedOffset {
-                        partition: p,
-                        expected,
-                        actual,
-                    });
+                    return Err(Error::WrongExpectedOffset { partition: p, expected, actual });
                 }
             }
         }
         let partitions = s.config.partitions;
-        let mut rr = s.rr;
         let mut out = Vec::with_capacity(q.events.len());
-        let events = std::mem::take(&mut q.events);
-        for (i, e) in events.into_iter().enumerate() {
-            if let Some(pos) = ids[i] {
-                out.push(Planned::Duplicate(pos));
-                continue;
-            }
-            let given = e.event_id;
-            if let Some(id) = given
-                && let Some(pos) = planned_ids.get(&id).copied().filter(|_| dedup_on)
-            {
-                out.push(Planned::Duplicate(pos));
-                continue;
-            }
-            let p = pick_partition(e.key.as_ref(), partitions, &mut rr);
+        let mut added = 0;
+        for e in std::mem::take(&mut q.events) {
+            let p = match &e.key {
+                Some(k) => partition_of_key(k, partitions),
+                None => s.rr % partitions,
+            };
             let offset = nexts[p as usize];
+            let (id, rec) = match e.event_id {
+                Some(id) if dedup_on => {
+                    let rec = DedupRecord { event_id: id, partition: p, offset, expires_at: clock.add(window) };
+                    if let Some((partition, offset)) = s.dedup.insert_if_absent(&rec) {
+                        out.push(Planned::Duplicate(Position { partition, offset }));
+                        continue;
+                    }
+                    added += 1;
+                    (id, Some(rec))
+                }
+                Some(id) => (id, None),
+                None => {
+                    let mut b = [0u8; 16];
+                    self.rng.fill_bytes(&mut b);
+                    (EventId::from_random(b), None)
+                }
+            };
+            if e.key.is_none() {
+                s.rr = s.rr.wrapping_add(1);
+            }
             nexts[p as usize] += 1;
             let ts = wall.max(last_ts[p as usize]);
             last_ts[p as usize] = ts;
-            let id = given.unwrap_or_else(|| EventId::from_random(self.random_bytes()));
-            let rec = match given {
-                Some(id) if dedup_on => {
-                    planned_ids.insert(
-                        id,
-                        Position {
-                            partition: p,
-                            offset,
-                        },
-                    );
-                    Some(DedupRecord {
-                        event_id: id,
-                        partition: p,
-                        offset,
-                        expires_at: clock.add(window),
-                    })
-                }
-                _ => None,
-            };
-            out.push(Planned::Write(
-                Box::new(Event::from_new(e, id, name.clone(), p, offset, ts)),
-                rec,
-            ));
+            out.push(Planned::Write(Box::new(Event::from_new(e, id, name.clone(), p, offset, ts)), rec));
         }
-        if let Some(s) = self.streams.get_mut(name) {
-            s.rr = rr;
-        }
-        Ok(out)
+        Ok((out, added))
     }
 
     /// Builds the next write of a persistent stream from its queue, if none is in flight.
@@ -538,7 +487,7 @@ impl Engine {
             let clock = s.clock.max(self.now.wall);
             let mut nexts: Vec<u64> = s.parts.iter().map(|p| p.next).collect();
             let mut last_ts: Vec<UnixMillis> = s.parts.iter().map(|p| p.last_ts).collect();
-            let mut planned_ids = BTreeMap::new();
+            let mut tentative = 0;
             let mut requests = Vec::new();
             let mut events: Vec<Arc<Event>> = Vec::new();
             let mut dedup = Vec::new();
@@ -555,18 +504,10 @@ impl Engine {
                     break;
                 };
                 s.queued_events -= q.events.len();
-                let pending = dedup.len();
-                match self.plan(
-                    name,
-                    &mut q,
-                    &mut nexts,
-                    &mut last_ts,
-                    clock,
-                    &mut planned_ids,
-                    pending,
-                ) {
+                match self.plan(name, &mut q, &mut nexts, &mut last_ts, clock) {
                     Err(e) => self.append_failed(q.origin, e),
-                    Ok(planned) => {
+                    Ok((planned, added)) => {
+                        tentative += added;
                         let mut outcomes = Vec::with_capacity(planned.len());
                         for p in planned {
                             match p {
@@ -604,6 +545,7 @@ impl Engine {
                 nexts,
                 last_ts,
                 clock,
+                tentative,
             };
             if let Some(s) = self.streams.get_mut(name) {
                 s.writing = true;
@@ -632,6 +574,9 @@ impl Engine {
                 let Op::Append { stream, flight } = p.op else {
                     return;
                 };
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    s.dedup.pop_back(flight.tentative);
+                }
                 let err = unavailable(&e);
                 for (origin, _) in flight.requests {
                     self.append_failed(origin, err.clone());
@@ -686,9 +631,6 @@ impl Engine {
                     part.cache.pop_front();
                 }
             }
-            for r in &flight.write.dedup {
-                s.dedup.insert(r);
-            }
             s.clock = flight.clock;
         }
         for (origin, outcomes) in flight.requests {
@@ -708,16 +650,7 @@ impl Engine {
         let clock = s.clock.max(self.now.wall);
         let mut nexts = vec![s.parts[0].next];
         let mut last_ts = vec![s.parts[0].last_ts];
-        let mut planned_ids = BTreeMap::new();
-        let planned = match self.plan(
-            name,
-            &mut q,
-            &mut nexts,
-            &mut last_ts,
-            clock,
-            &mut planned_ids,
-            0,
-        ) {
+        let (planned, added) = match self.plan(name, &mut q, &mut nexts, &mut last_ts, clock) {
             Ok(p) => p,
             Err(e) => return self.append_failed(q.origin, e),
         };
@@ -740,8 +673,8 @@ impl Engine {
                 } else {
                     format!("max_bytes {}", limits.max_bytes)
                 };
+                s.dedup.pop_back(added);
                 let stream = name.clone();
-                // Undo the round-robin and random draws? They change no visible state.
                 return self.append_failed(q.origin, Error::StreamFull { stream, limit });
             }
             while part.next - part.first + count > limits.max_events
@@ -761,16 +694,13 @@ impl Engine {
                 Planned::Duplicate(original) => {
                     outcomes.push(AppendOutcome::Duplicate { original })
                 }
-                Planned::Write(ev, rec) => {
+                Planned::Write(ev, _) => {
                     outcomes.push(AppendOutcome::Appended(Position {
                         partition: 0,
                         offset: ev.offset,
                     }));
                     part.bytes += ev.size() as u64;
                     part.cache.push_back(Arc::new(*ev));
-                    if let Some(r) = rec {
-                        s.dedup.insert(&r);
-                    }
                 }
             }
         }
