@@ -40,7 +40,10 @@ static ALLOC: Counting = Counting;
 const PAYLOAD: usize = 256;
 
 fn now(i: u64) -> Now {
-    Now { mono: MonoNanos(1_000_000_000 + i * 1000), wall: UnixMillis(1_700_000_000_000 + i / 1000) }
+    Now {
+        mono: MonoNanos(1_000_000_000 + i * 1000),
+        wall: UnixMillis(1_700_000_000_000 + i / 1000),
+    }
 }
 
 /// Completes every storage request at once; keeps nothing.
@@ -52,7 +55,13 @@ fn drain(e: &mut Engine, at: Now, sink: &mut Vec<Output>) {
                     StorageRequest::Recover => StorageReply::Recovered(RecoveredState::default()),
                     _ => StorageReply::Done,
                 };
-                e.handle_input(at, Input::StorageDone { op, result: StorageResult::Ok(reply) });
+                e.handle_input(
+                    at,
+                    Input::StorageDone {
+                        op,
+                        result: StorageResult::Ok(reply),
+                    },
+                );
             }
             other => sink.push(other),
         }
@@ -66,7 +75,14 @@ fn engine(config: Config) -> Engine {
 }
 
 fn cmd(e: &mut Engine, at: Now, c: Command, sink: &mut Vec<Output>) {
-    e.handle_input(at, Input::Client { conn: ConnId(1), req: ReqId(0), cmd: c });
+    e.handle_input(
+        at,
+        Input::Client {
+            conn: ConnId(1),
+            req: ReqId(0),
+            cmd: c,
+        },
+    );
     drain(e, at, sink);
 }
 
@@ -93,7 +109,12 @@ fn bench_append(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut e = engine(Config::default());
             let mut sink = Vec::new();
-            cmd(&mut e, now(0), Command::CreateStream(StreamConfig::persistent(stream())), &mut sink);
+            cmd(
+                &mut e,
+                now(0),
+                Command::CreateStream(StreamConfig::persistent(stream())),
+                &mut sink,
+            );
             let cmds: Vec<Command> = (0..iters)
                 .map(|i| {
                     Command::Append(AppendRequest {
@@ -125,20 +146,35 @@ fn bench_deliver_ack(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let config = Config { tail_cache_events: N as usize, ..Config::default() };
+                let config = Config {
+                    tail_cache_events: N as usize,
+                    ..Config::default()
+                };
                 let mut e = engine(config);
                 let mut sink = Vec::new();
                 let mut sc = StreamConfig::persistent(stream());
                 sc.dedup_window = Duration::ZERO;
                 cmd(&mut e, now(0), Command::CreateStream(sc), &mut sink);
                 for _ in 0..N / 1000 {
-                    let events = (0..1000).map(|_| NewEvent::new("bench.event", payload.clone())).collect();
-                    let a = AppendRequest { stream: stream(), events, expected_offset: None };
+                    let events = (0..1000)
+                        .map(|_| NewEvent::new("bench.event", payload.clone()))
+                        .collect();
+                    let a = AppendRequest {
+                        stream: stream(),
+                        events,
+                        expected_offset: None,
+                    };
                     cmd(&mut e, now(0), Command::Append(a), &mut sink);
                 }
                 let sub = SubscriptionName::new("s").expect("name");
-                let config = SubscriptionConfig::new(stream(), sub.clone(), SubscriptionMode::Exclusive);
-                cmd(&mut e, now(0), Command::CreateSubscription(config), &mut sink);
+                let config =
+                    SubscriptionConfig::new(stream(), sub.clone(), SubscriptionMode::Exclusive);
+                cmd(
+                    &mut e,
+                    now(0),
+                    Command::CreateSubscription(config),
+                    &mut sink,
+                );
                 sink.clear();
                 let consumer = ConsumerId::new("c").expect("id");
                 let start = Instant::now();
@@ -157,7 +193,10 @@ fn bench_deliver_ack(c: &mut Criterion) {
                         if let Output::Deliver { events, .. } = o {
                             let positions: Vec<Position> = events
                                 .iter()
-                                .map(|d| Position { partition: d.event.partition, offset: d.event.offset })
+                                .map(|d| Position {
+                                    partition: d.event.partition,
+                                    offset: d.event.offset,
+                                })
                                 .collect();
                             acked += positions.len() as u64;
                             for chunk in positions.chunks(100) {
@@ -171,7 +210,10 @@ fn bench_deliver_ack(c: &mut Criterion) {
                             }
                         }
                     }
-                    assert!(!next.is_empty() || acked >= N, "delivery stalled at {acked}");
+                    assert!(
+                        !next.is_empty() || acked >= N,
+                        "delivery stalled at {acked}"
+                    );
                     pending = next;
                 }
                 total += start.elapsed();
@@ -186,22 +228,38 @@ fn bench_deliver_ack(c: &mut Criterion) {
 /// memory in use across the appends (the tail cache is one event, so events are not kept).
 fn dedup_memory() {
     let payload = bytes::Bytes::from(vec![7u8; PAYLOAD]);
-    let config = Config { tail_cache_events: 1, ..Config::default() };
+    let config = Config {
+        tail_cache_events: 1,
+        ..Config::default()
+    };
     let mut e = engine(config);
     let mut sink = Vec::new();
-    cmd(&mut e, now(0), Command::CreateStream(StreamConfig::persistent(stream())), &mut sink);
+    cmd(
+        &mut e,
+        now(0),
+        Command::CreateStream(StreamConfig::persistent(stream())),
+        &mut sink,
+    );
     sink.clear();
     let ids = 1_000_000u64;
     let before = IN_USE.load(Ordering::Relaxed);
     for i in 0..ids / 1000 {
-        let a = AppendRequest { stream: stream(), events: batch(i * 1000, 1000, &payload), expected_offset: None };
+        let a = AppendRequest {
+            stream: stream(),
+            events: batch(i * 1000, 1000, &payload),
+            expected_offset: None,
+        };
         cmd(&mut e, now(i), Command::Append(a), &mut sink);
         sink.clear();
     }
     let after = IN_USE.load(Ordering::Relaxed);
     assert_eq!(e.dedup_ids() as u64, ids);
     let per_id = (after - before) as f64 / ids as f64;
-    println!("dedup/memory_per_id: {per_id:.1} bytes per id held ({} ids, {} bytes in use)", ids, after - before);
+    println!(
+        "dedup/memory_per_id: {per_id:.1} bytes per id held ({} ids, {} bytes in use)",
+        ids,
+        after - before
+    );
 }
 
 criterion_group!(benches, bench_append, bench_deliver_ack);

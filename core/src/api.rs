@@ -73,7 +73,7 @@ pub enum ReplayFrom {
 }
 
 /// Options of a replay.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ReplayOptions {
     /// Events per batch sent (default 100).
     pub batch_size: Option<u32>,
@@ -88,19 +88,6 @@ pub struct ReplayOptions {
     /// Start at the first available offset instead of answering `Truncated` when the asked
     /// offset was removed.
     pub from_first_available: bool,
-}
-
-impl Default for ReplayOptions {
-    fn default() -> Self {
-        ReplayOptions {
-            batch_size: None,
-            max_events: None,
-            max_events_per_second: None,
-            event_types: Vec::new(),
-            progress_interval: None,
-            from_first_available: false,
-        }
-    }
 }
 
 /// What a client asks of the engine.

@@ -27,7 +27,7 @@ pub struct Now {
 
 impl MonoNanos {
     /// This instant plus a duration, saturating at the end of time.
-    pub fn add(self, d: Duration) -> MonoNanos {
+    pub fn saturating_add(self, d: Duration) -> MonoNanos {
         MonoNanos(
             self.0
                 .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
@@ -42,7 +42,7 @@ impl MonoNanos {
 
 impl UnixMillis {
     /// This instant plus a duration, saturating.
-    pub fn add(self, d: Duration) -> UnixMillis {
+    pub fn saturating_add(self, d: Duration) -> UnixMillis {
         UnixMillis(
             self.0
                 .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),

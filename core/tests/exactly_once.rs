@@ -466,7 +466,7 @@ fn poll_timeout_says_now_while_outputs_wait_and_never_goes_back() {
     h.append_n("s", 1);
     assert_eq!(
         h.engine.poll_timeout(),
-        Some(h.now.mono.add(Duration::from_secs(5)))
+        Some(h.now.mono.saturating_add(Duration::from_secs(5)))
     );
     h.engine.handle_input(
         h.now,
@@ -484,7 +484,7 @@ fn poll_timeout_says_now_while_outputs_wait_and_never_goes_back() {
     h.pump();
     // Time passed far beyond the deadline: the timeout is clamped to now, not in the past.
     let late = Now {
-        mono: h.now.mono.add(Duration::from_secs(60)),
+        mono: h.now.mono.saturating_add(Duration::from_secs(60)),
         wall: h.now.wall,
     };
     h.now = late;
@@ -499,25 +499,60 @@ fn ids_of_a_failed_write_leave_the_window() {
     let mut h = Harness::new();
     h.create_persistent("s", 1);
     h.hold_storage = true;
-    let a = h.send(1, Command::Append(AppendRequest { stream: s("s"), events: vec![ev_id("t", 1), ev_id("t", 2)], expected_offset: None }));
+    let a = h.send(
+        1,
+        Command::Append(AppendRequest {
+            stream: s("s"),
+            events: vec![ev_id("t", 1), ev_id("t", 2)],
+            expected_offset: None,
+        }),
+    );
     // A repeat of id 2 waits in the queue while the write is in flight.
-    let b = h.send(2, Command::Append(AppendRequest { stream: s("s"), events: vec![ev_id("t", 2)], expected_offset: None }));
-    h.complete(0, Some(StorageResult::Err(StorageError::Unavailable("disk full".into()))));
+    let b = h.send(
+        2,
+        Command::Append(AppendRequest {
+            stream: s("s"),
+            events: vec![ev_id("t", 2)],
+            expected_offset: None,
+        }),
+    );
+    h.complete(
+        0,
+        Some(StorageResult::Err(StorageError::Unavailable(
+            "disk full".into(),
+        ))),
+    );
     assert!(matches!(h.reply(a), Some(Err(Error::Unavailable(_)))));
     // `b` was queued behind the failed write: it is planned afresh and written.
     h.hold_storage = false;
     h.complete(0, None);
-    assert_eq!(h.reply(b), Some(Ok(Reply::Appended(vec![AppendOutcome::Appended(pos(0, 0))]))));
+    assert_eq!(
+        h.reply(b),
+        Some(Ok(Reply::Appended(vec![AppendOutcome::Appended(pos(
+            0, 0
+        ))])))
+    );
     assert_eq!(h.engine.dedup_ids(), 1);
-    assert_eq!(h.append("s", vec![ev_id("t", 1)]), Ok(vec![AppendOutcome::Appended(pos(0, 1))]));
+    assert_eq!(
+        h.append("s", vec![ev_id("t", 1)]),
+        Ok(vec![AppendOutcome::Appended(pos(0, 1))])
+    );
 }
 
 #[test]
 fn ids_of_a_full_ephemeral_append_leave_the_window() {
     let mut h = Harness::new();
-    h.create(StreamConfig::ephemeral(s("e"), 1, 1 << 20, Overflow::Reject));
+    h.create(StreamConfig::ephemeral(
+        s("e"),
+        1,
+        1 << 20,
+        Overflow::Reject,
+    ));
     h.subscribe(h.sub_config("e", "keep", SubscriptionMode::Exclusive));
     h.append("e", vec![ev_id("t", 1)]).unwrap();
-    assert!(matches!(h.append("e", vec![ev_id("t", 2)]), Err(Error::StreamFull { .. })));
+    assert!(matches!(
+        h.append("e", vec![ev_id("t", 2)]),
+        Err(Error::StreamFull { .. })
+    ));
     assert_eq!(h.engine.dedup_ids(), 1);
 }

@@ -94,7 +94,9 @@ impl DedupWindow {
         let b = r.event_id.as_bytes();
         let h = self.hash(b);
         let front = self.front_seq;
-        if let Some(&seq) = self.index.find(h, |&seq| &self.ring[seq.wrapping_sub(front) as usize].id == b) {
+        if let Some(&seq) = self.index.find(h, |&seq| {
+            &self.ring[seq.wrapping_sub(front) as usize].id == b
+        }) {
             let e = &self.ring[seq.wrapping_sub(front) as usize];
             return Some((e.partition, e.offset));
         }

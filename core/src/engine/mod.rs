@@ -448,7 +448,7 @@ impl Engine {
         self.next_retry += 1;
         self.retries.insert(id, p);
         self.timers
-            .insert((self.now.mono.add(delay), Timer::Retry(id)));
+            .insert((self.now.mono.saturating_add(delay), Timer::Retry(id)));
         self.notice(Notice::StorageRetry { what, error });
     }
 

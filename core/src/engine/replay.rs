@@ -40,7 +40,6 @@ pub(crate) struct Replay {
     buffer: VecDeque<EventRef>,
     reading: bool,
     sent: u64,
-    total: u64,
     wake: Option<MonoNanos>,
     resolving: bool,
 }
@@ -96,7 +95,7 @@ impl Engine {
                 _ => None,
             },
             progress_every,
-            next_progress: now.add(progress_every),
+            next_progress: now.saturating_add(progress_every),
             started: now,
             partition: 0,
             ends: s.parts.iter().map(|p| p.next).collect(),
@@ -104,7 +103,6 @@ impl Engine {
             buffer: VecDeque::new(),
             reading: false,
             sent: 0,
-            total: 0,
             wake: None,
             resolving,
         };
@@ -200,12 +198,6 @@ impl Engine {
             Ok(_) => {}
         }
         r.resolving = false;
-        r.total = r
-            .ends
-            .iter()
-            .zip(&r.positions)
-            .map(|(e, p)| e.saturating_sub(*p))
-            .sum();
         self.replay_pump(id);
     }
 
@@ -261,20 +253,20 @@ impl Engine {
                 let elapsed = now.since(r.started).max(1);
                 let rate = u64::try_from(u128::from(r.sent) * 1_000_000_000 / u128::from(elapsed))
                     .unwrap_or(u64::MAX);
-                let scanned: u64 = r
-                    .positions
+                // Not yet read, plus read and not yet sent.
+                let unread: u64 = r
+                    .ends
                     .iter()
-                    .zip(&r.ends)
-                    .map(|(p, e)| p.min(e))
-                    .sum::<u64>();
-                let start_sum = r.ends.iter().sum::<u64>().saturating_sub(r.total);
-                let remaining = r.total.saturating_sub(scanned.saturating_sub(start_sum));
+                    .zip(&r.positions)
+                    .map(|(e, p)| e.saturating_sub(*p))
+                    .sum();
+                let remaining = unread + r.buffer.len() as u64;
                 let eta = if rate == 0 {
                     Duration::ZERO
                 } else {
                     Duration::from_secs_f64(remaining as f64 / rate as f64)
                 };
-                r.next_progress = now.add(r.progress_every);
+                r.next_progress = now.saturating_add(r.progress_every);
                 let item = ReplayItem::Progress {
                     done: r.sent,
                     rate,
@@ -344,7 +336,9 @@ impl Engine {
             if n == 0 {
                 let rate = r.rate.unwrap_or(1).max(1);
                 let wait = (UNIT - r.tokens % UNIT).div_ceil(rate);
-                let at = now.add(Duration::from_nanos(wait)).min(r.next_progress);
+                let at = now
+                    .saturating_add(Duration::from_nanos(wait))
+                    .min(r.next_progress);
                 return self.replay_sleep(id, at);
             }
             let events: Vec<EventRef> = r.buffer.drain(..n).collect();
@@ -377,10 +371,14 @@ impl Engine {
             return;
         };
         let p = r.partition;
-        let mut next = read_upto.max(events.last().map_or(0, |e| e.offset + 1));
+        let end = r.ends[p];
+        let mut next = read_upto
+            .max(events.last().map_or(0, |e| e.offset + 1))
+            .min(end);
         for e in events {
-            if r.end_time.is_some_and(|end| e.timestamp >= end) {
-                next = r.ends[p];
+            // Past the heads the replay started with, or past the end of its time range.
+            if e.offset >= end || r.end_time.is_some_and(|t| e.timestamp >= t) {
+                next = end;
                 break;
             }
             if r.types.is_empty() || r.types.contains(&e.event_type) {

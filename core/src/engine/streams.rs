@@ -419,21 +419,37 @@ impl Engine {
         };
         let dedup_on = s.dedup_on();
         let window = s.config.dedup_window;
-        let with_ids = if dedup_on { q.events.iter().filter(|e| e.event_id.is_some()).count() } else { 0 };
+        let with_ids = if dedup_on {
+            q.events.iter().filter(|e| e.event_id.is_some()).count()
+        } else {
+            0
+        };
         // Room is counted for every id, duplicate or not (a conservative bound).
         let over_capacity = with_ids > 0 && s.dedup.len() + with_ids > max_ids;
         if over_capacity || q.expected_offset.is_some() {
             // An append that only repeats earlier events answers as they did.
             let all_dup = with_ids == q.events.len()
-                && q.events.iter().all(|e| e.event_id.is_some_and(|id| s.dedup.get(&id).is_some()));
+                && q.events
+                    .iter()
+                    .all(|e| e.event_id.is_some_and(|id| s.dedup.get(&id).is_some()));
             if !all_dup && over_capacity {
-                return Err(Error::Busy { what: "dedup window", limit: max_ids as u64 });
+                return Err(Error::Busy {
+                    what: "dedup window",
+                    limit: max_ids as u64,
+                });
             }
             if let (false, Some(expected)) = (all_dup, q.expected_offset) {
-                let p = q.events[0].key.as_ref().map_or(0, |k| partition_of_key(k, s.config.partitions));
+                let p = q.events[0]
+                    .key
+                    .as_ref()
+                    .map_or(0, |k| partition_of_key(k, s.config.partitions));
                 let actual = nexts[p as usize];
                 if actual != expected {
-                    return Err(Error::WrongExpectedOffset { partition: p, expected, actual });
+                    return Err(Error::WrongExpectedOffset {
+                        partition: p,
+                        expected,
+                        actual,
+                    });
                 }
             }
         }
@@ -448,7 +464,12 @@ impl Engine {
             let offset = nexts[p as usize];
             let (id, rec) = match e.event_id {
                 Some(id) if dedup_on => {
-                    let rec = DedupRecord { event_id: id, partition: p, offset, expires_at: clock.add(window) };
+                    let rec = DedupRecord {
+                        event_id: id,
+                        partition: p,
+                        offset,
+                        expires_at: clock.saturating_add(window),
+                    };
                     if let Some((partition, offset)) = s.dedup.insert_if_absent(&rec) {
                         out.push(Planned::Duplicate(Position { partition, offset }));
                         continue;
@@ -469,7 +490,10 @@ impl Engine {
             nexts[p as usize] += 1;
             let ts = wall.max(last_ts[p as usize]);
             last_ts[p as usize] = ts;
-            out.push(Planned::Write(Box::new(Event::from_new(e, id, name.clone(), p, offset, ts)), rec));
+            out.push(Planned::Write(
+                Box::new(Event::from_new(e, id, name.clone(), p, offset, ts)),
+                rec,
+            ));
         }
         Ok((out, added))
     }

@@ -248,10 +248,7 @@ impl Subscription {
                         if self.delivery == DeliverySemantics::AtMostOnce {
                             ctx.saves.insert(self.key(ci, p));
                             self.part_rr = p + 1;
-                            if let Some(c) = self.consumers.get_mut(consumer) {
-                                // At-most-once holds no credit: the event counts as acknowledged.
-                                let _ = c;
-                            }
+                            // At-most-once holds no slot and no credit: sent is acknowledged.
                             return Some(Delivered {
                                 event: ev,
                                 attempt: 1,
@@ -307,7 +304,7 @@ impl Subscription {
             key: self.key(ci, p),
             offset,
         };
-        let deadline = ctx.now.add(self.config.ack_wait);
+        let deadline = ctx.now.saturating_add(self.config.ack_wait);
         let slot = self.cursors[ci as usize].parts[p].slot_mut(offset)?;
         let pending = slot.pending.as_mut()?;
         pending.deliveries += 1;
@@ -744,11 +741,17 @@ impl Engine {
         };
         sub.pump(&mut ctx, &mut self.out);
         let (fetches, saves) = (ctx.fetches, ctx.saves);
+        let stream = sub.config.stream.clone();
         for (key, from, generation) in fetches {
             self.fetch(key, from, generation);
         }
+        // At-most-once deliveries are acknowledgements: positions moved.
+        let moved = !saves.is_empty();
         for key in saves {
             self.save_cursor(key);
+        }
+        if moved {
+            self.trim_ephemeral(&stream);
         }
     }
 
@@ -938,20 +941,20 @@ impl Engine {
         let Some(pending) = pc.settle(key.offset) else {
             return false;
         };
-        if let Some(h) = pending.key_hash {
-            if let Some(q) = pc.keys.get_mut(&h) {
-                q.retain(|&o| o != key.offset);
-                match q.front().copied() {
-                    None => {
-                        pc.keys.remove(&h);
-                    }
-                    Some(next) => {
-                        if let Some(p) = pc.slot_mut(next).and_then(|s| s.pending.as_mut())
-                            && p.state == SlotState::Blocked
-                        {
-                            p.state = SlotState::Ready;
-                            pc.ready.insert(next);
-                        }
+        if let Some(h) = pending.key_hash
+            && let Some(q) = pc.keys.get_mut(&h)
+        {
+            q.retain(|&o| o != key.offset);
+            match q.front().copied() {
+                None => {
+                    pc.keys.remove(&h);
+                }
+                Some(next) => {
+                    if let Some(p) = pc.slot_mut(next).and_then(|s| s.pending.as_mut())
+                        && p.state == SlotState::Blocked
+                    {
+                        p.state = SlotState::Ready;
+                        pc.ready.insert(next);
                     }
                 }
             }
@@ -1079,7 +1082,7 @@ impl Engine {
                 },
                 offset: pos.offset,
             };
-            self.failed_delivery(key, delay, &error, true);
+            self.failed_delivery(key, delay, &error);
         }
         self.reply_to(origin, Ok(Reply::Done));
         self.pump(id);
@@ -1127,9 +1130,9 @@ impl Engine {
         self.pump(id);
     }
 
-    /// A delivery failed (nack, or ack wait expired): redeliver later, or dead-letter it once
-    /// it was delivered `max_deliveries` times. `nack`: only slots in flight count.
-    fn failed_delivery(&mut self, key: SlotKey, delay: Option<Duration>, error: &str, nack: bool) {
+    /// A nack: redeliver after `delay` (or the back-off), or dead-letter the event once it was
+    /// delivered `max_deliveries` times. Only slots in flight can be nacked.
+    fn failed_delivery(&mut self, key: SlotKey, delay: Option<Duration>, error: &str) {
         let Some(sub) = self.subs.get(&key.key.sub) else {
             return;
         };
@@ -1143,7 +1146,6 @@ impl Engine {
         let SlotState::InFlight { .. } = pending.state else {
             return;
         };
-        let _ = nack;
         let state = pending.state.clone();
         pending.last_error = Some(error.to_string());
         let deliveries = pending.deliveries;
@@ -1158,7 +1160,7 @@ impl Engine {
                 deliveries.saturating_sub(1),
             )
         });
-        let due = self.now.mono.add(backoff);
+        let due = self.now.mono.saturating_add(backoff);
         let Some(pc) = self.part_cursor(key.key) else {
             return;
         };
@@ -1300,7 +1302,7 @@ impl Engine {
     /// The dead letter append failed: the event waits, then is delivered again.
     pub(crate) fn dead_letter_failed(&mut self, key: SlotKey, _e: Error) {
         let delay = self.cfg.storage_retry_max;
-        let due = self.now.mono.add(delay);
+        let due = self.now.mono.saturating_add(delay);
         let Some(pc) = self.part_cursor(key.key) else {
             return;
         };

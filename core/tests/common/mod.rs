@@ -157,8 +157,8 @@ impl Harness {
     }
 
     pub fn advance(&mut self, d: Duration) {
-        self.now.mono = self.now.mono.add(d);
-        self.now.wall = self.now.wall.add(d);
+        self.now.mono = self.now.mono.saturating_add(d);
+        self.now.wall = self.now.wall.saturating_add(d);
         self.engine.handle_input(self.now, Input::Tick);
         self.pump();
     }
