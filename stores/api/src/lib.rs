@@ -1,0 +1,34 @@
+//! # tributary-store-api
+//!
+//! What every store shares: the [`Store`] trait that executors drive (runtime-neutral: it
+//! returns a `Send` future and names no runtime), and the row codec of the SQL stores, so that
+//! SQLite and PostgreSQL encode events, configurations and positions the same way.
+//!
+//! ## The contract a store keeps (see `tributary_core::StorageRequest`)
+//!
+//! - Every request is carried out atomically: all of it or nothing.
+//! - `StorageResult::Err` means nothing was written. When the outcome cannot be known (the
+//!   connection dropped while the commit was in flight), the answer is `Unknown`, never a guess.
+//! - Writes are idempotent when repeated with the same content: an `Append` of events already
+//!   stored at those offsets with the same ids succeeds without writing; other events there
+//!   are a `Conflict`, and nothing of the request is written.
+//! - A cursor of a subscription that does not exist is `NotFound`.
+//! - One engine owns a store's streams at a time.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod codec;
+
+pub use codec::{CodecError, EventRow, decode_acked, decode_event, encode_acked, encode_headers, from_json, to_json};
+
+use std::future::Future;
+use tributary_core::{StorageRequest, StorageResult};
+
+/// A store: carries out the core's storage requests. Requests may run concurrently; the core
+/// never sends two that conflict (one append in flight per stream, one save per cursor).
+pub trait Store: Send + Sync + 'static {
+    /// Carries out one request. Never panics on bad data or a lost connection: it answers
+    /// `Err` (nothing written) or `Unknown` (maybe written).
+    fn execute(&self, req: StorageRequest) -> impl Future<Output = StorageResult> + Send;
+}

@@ -1,0 +1,160 @@
+//! # tributary-store-postgres
+//!
+//! Tributary's production store: carries out the core's storage requests on PostgreSQL.
+//!
+//! - Versioned migrations (`migrations/`, applied at [`PgStore::open`] unless turned off; sqlx
+//!   records the applied versions in `_sqlx_migrations`).
+//! - Appends are one transaction each: events by a multi-row `INSERT ... SELECT FROM UNNEST`
+//!   of column arrays, then the dedup ids, then one `pg_notify` (a wake-up hint for readers in
+//!   other processes, see [`Notifications`]). The core already merges the appends of many
+//!   producers into one request per stream (group commit).
+//! - An outcome that cannot be known (the connection dropped during `COMMIT`) is `Unknown`.
+//! - A deleted stream disappears in one short transaction; its events are then removed in
+//!   bounded batches in the background (resumed at the next open after a crash).
+//! - [`Inbox`] records "event processed" inside a consumer's own transaction (exactly-once
+//!   processing, SPEC 5).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod errors;
+mod inbox;
+mod notify;
+mod requests;
+
+pub use inbox::Inbox;
+pub use notify::{Notifications, Wakeup};
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tributary_core::{StorageRequest, StorageResult, StreamName};
+use tributary_store_api::Store;
+
+/// The channel of the wake-up notifications sent after each append.
+pub const NOTIFY_CHANNEL: &str = "tributary_events";
+/// Rows removed per statement when a deleted stream's events are cleaned up.
+pub const DELETE_BATCH: i64 = 10_000;
+
+/// How to reach and use the database.
+#[derive(Debug, Clone)]
+pub struct PgStoreConfig {
+    /// `postgres://user@host:port/db`.
+    pub url: String,
+    /// Connections in the pool.
+    pub pool_size: u32,
+    /// Server-side limit of one statement.
+    pub statement_timeout: Duration,
+    /// How long to wait for a connection from the pool before answering `Unavailable`.
+    pub acquire_timeout: Duration,
+    /// Apply the migrations at open.
+    pub migrate: bool,
+    /// Send a `pg_notify` after each append.
+    pub notify: bool,
+    /// Keep Tributary's tables in this schema (created if missing) instead of `public`.
+    /// Letters, digits and `_`, starting with a letter or `_`.
+    pub schema: Option<String>,
+}
+
+impl PgStoreConfig {
+    /// Defaults for a URL: 16 connections, 30 s statement timeout, 5 s acquire timeout,
+    /// migrations and notifications on.
+    pub fn new(url: impl Into<String>) -> Self {
+        PgStoreConfig {
+            url: url.into(),
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(5),
+            migrate: true,
+            notify: true,
+            schema: None,
+        }
+    }
+}
+
+/// Why the store could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The URL does not parse.
+    #[error("bad PostgreSQL URL: {0}")]
+    Url(#[source] sqlx::Error),
+    /// The server cannot be reached or refused us.
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// The schema name is not a plain identifier.
+    #[error("schema name {0:?}: use letters, digits and _, starting with a letter or _")]
+    Schema(String),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// The PostgreSQL store. Cheap to clone (a pool handle).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pub(crate) pool: PgPool,
+    pub(crate) notify: bool,
+    /// Stream name to its surrogate id; one engine owns the streams, so it stays true.
+    pub(crate) ids: Arc<Mutex<HashMap<StreamName, i64>>>,
+}
+
+impl PgStore {
+    /// Connects, applies the migrations (unless turned off) and resumes unfinished deletions.
+    pub async fn open(config: &PgStoreConfig) -> Result<PgStore, OpenError> {
+        let timeout_ms = config.statement_timeout.as_millis().to_string();
+        let mut options = PgConnectOptions::from_str(&config.url)
+            .map_err(OpenError::Url)?
+            .options([("statement_timeout", timeout_ms.as_str())]);
+        if let Some(schema) = &config.schema {
+            let plain = schema.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !plain || schema.len() > 63 {
+                return Err(OpenError::Schema(schema.clone()));
+            }
+            let mut admin = PgConnection::connect_with(&options).await.map_err(OpenError::Connect)?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
+                .execute(&mut admin)
+                .await
+                .map_err(OpenError::Connect)?;
+            let _ = admin.close().await;
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool_size.max(1))
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(OpenError::Connect)?;
+        if config.migrate {
+            MIGRATOR.run(&pool).await.map_err(OpenError::Migrate)?;
+        }
+        let store = PgStore { pool, notify: config.notify, ids: Arc::default() };
+        store.resume_deletions().await;
+        Ok(store)
+    }
+
+    /// The pool, for callers that keep their own data next to Tributary's (the inbox).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The versions of the migrations applied to the database, ascending.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>, sqlx::Error> {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&self.pool)
+            .await
+    }
+}
+
+/// The migrations, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl Store for PgStore {
+    fn execute(&self, req: StorageRequest) -> impl std::future::Future<Output = StorageResult> + Send {
+        let store = self.clone();
+        async move { store.run(req).await }
+    }
+}

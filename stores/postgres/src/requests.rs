@@ -1,0 +1,552 @@
+//! Each storage request as SQL.
+
+use crate::errors::{codec, committed, failed};
+use crate::{DELETE_BATCH, NOTIFY_CHANNEL, PgStore};
+use sqlx::{PgConnection, Row};
+use std::collections::BTreeMap;
+use tributary_core::{
+    AppendWrite, ConsumerId, CursorRecord, DedupRecord, EventId, PartitionHead, RecoveredState, StorageError,
+    StorageReply, StorageRequest, StorageResult, StreamConfig, StreamName, StreamRecord, SubId, SubscriptionRecord,
+    UnixMillis,
+};
+use tributary_store_api::{EventRow, decode_acked, decode_event, encode_acked, encode_headers, from_json, to_json};
+
+type Res<T> = Result<T, StorageError>;
+
+const EVENT_COLUMNS: &str = r#"partition, "offset", event_id, ts, event_type, schema_version, key, correlation_id,
+    causation_id, headers, content_type, payload"#;
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl PgStore {
+    pub(crate) async fn run(&self, req: StorageRequest) -> StorageResult {
+        let r = match req {
+            StorageRequest::Recover => self.recover().await.map(StorageReply::Recovered),
+            StorageRequest::LoadDedup { stream, live_at, after, limit } => {
+                self.load_dedup(&stream, live_at, after, limit).await.map(StorageReply::Dedup)
+            }
+            StorageRequest::CreateStream(config) => return self.create_stream(&config).await,
+            StorageRequest::DeleteStream(name) => return self.delete_stream(&name).await,
+            StorageRequest::Append(w) => return self.append(&w).await,
+            StorageRequest::Read { stream, partition, from, max } => {
+                self.read(&stream, partition, from, max).await.map(StorageReply::Events)
+            }
+            StorageRequest::FindOffset { stream, partition, at } => {
+                self.find_offset(&stream, partition, at).await.map(StorageReply::Offset)
+            }
+            StorageRequest::SaveSubscription(rec) => return self.save_subscription(&rec).await,
+            StorageRequest::DeleteSubscription(id) => return self.delete_subscription(id).await,
+            StorageRequest::SaveCursor(c) => return self.save_cursor(&c).await,
+        };
+        match r {
+            Ok(reply) => StorageResult::Ok(reply),
+            Err(e) => StorageResult::Err(e),
+        }
+    }
+
+    async fn stream_id(&self, conn: &mut PgConnection, name: &StreamName) -> Res<i64> {
+        if let Some(id) = self.ids.lock().ok().and_then(|m| m.get(name).copied()) {
+            return Ok(id);
+        }
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM tributary_streams WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| failed(&e))?;
+        let id = id.ok_or_else(|| StorageError::NotFound(format!("stream {name}")))?;
+        if let Ok(mut m) = self.ids.lock() {
+            m.insert(name.clone(), id);
+        }
+        Ok(id)
+    }
+
+    async fn conn(&self) -> Res<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        self.pool.acquire().await.map_err(|e| failed(&e))
+    }
+
+    async fn recover(&self) -> Res<RecoveredState> {
+        let mut c = self.conn().await?;
+        let rows = sqlx::query(
+            r#"SELECT s.id, s.name, s.config, p.partition, p.first_offset, p.next_floor, p.last_ts,
+                 (SELECT e."offset" FROM tributary_events e WHERE e.stream_id = p.stream_id
+                    AND e.partition = p.partition ORDER BY e."offset" ASC LIMIT 1) AS lo,
+                 (SELECT e."offset" FROM tributary_events e WHERE e.stream_id = p.stream_id
+                    AND e.partition = p.partition ORDER BY e."offset" DESC LIMIT 1) AS hi,
+                 (SELECT e.ts FROM tributary_events e WHERE e.stream_id = p.stream_id
+                    AND e.partition = p.partition ORDER BY e."offset" DESC LIMIT 1) AS hi_ts
+               FROM tributary_streams s JOIN tributary_partitions p ON p.stream_id = s.id
+               ORDER BY s.name, p.partition"#,
+        )
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        let mut streams: BTreeMap<String, StreamRecord> = BTreeMap::new();
+        let mut ids = Vec::new();
+        for r in rows {
+            let name: String = r.get("name");
+            if !streams.contains_key(&name) {
+                let config: StreamConfig = from_json("stream config", r.get::<&str, _>("config")).map_err(codec)?;
+                ids.push((config.name.clone(), r.get::<i64, _>("id")));
+                streams.insert(name.clone(), StreamRecord { config, heads: Vec::new() });
+            }
+            let floor = u64_of(r.get("next_floor"));
+            let hi: Option<i64> = r.get("hi");
+            let lo: Option<i64> = r.get("lo");
+            let next = floor.max(hi.map_or(0, |h| u64_of(h) + 1));
+            let first = lo.map_or(next, |l| u64_of(l).max(u64_of(r.get("first_offset"))));
+            let last = u64_of(r.get("last_ts")).max(r.get::<Option<i64>, _>("hi_ts").map_or(0, u64_of));
+            if let Some(s) = streams.get_mut(&name) {
+                s.heads.push(PartitionHead { first, next, last_timestamp: UnixMillis(last) });
+            }
+        }
+        if let Ok(mut m) = self.ids.lock() {
+            m.extend(ids);
+        }
+        let subs = sqlx::query(
+            "SELECT id, config, start_offsets FROM tributary_subscriptions ORDER BY id",
+        )
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        let mut subscriptions = Vec::with_capacity(subs.len());
+        for r in subs {
+            subscriptions.push(SubscriptionRecord {
+                id: SubId(u64_of(r.get("id"))),
+                config: from_json("subscription config", r.get::<&str, _>("config")).map_err(codec)?,
+                start_offsets: from_json("start offsets", r.get::<&str, _>("start_offsets")).map_err(codec)?,
+            });
+        }
+        let rows = sqlx::query(
+            "SELECT sub_id, consumer, partition, floor, acked FROM tributary_cursors ORDER BY sub_id, consumer, partition",
+        )
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        let mut cursors = Vec::with_capacity(rows.len());
+        for r in rows {
+            let consumer: String = r.get("consumer");
+            let consumer = if consumer.is_empty() {
+                None
+            } else {
+                Some(ConsumerId::new(&consumer).map_err(|e| codec(tributary_store_api::CodecError(e.to_string())))?)
+            };
+            cursors.push(CursorRecord {
+                sub: SubId(u64_of(r.get("sub_id"))),
+                consumer,
+                partition: u32::try_from(r.get::<i32, _>("partition")).unwrap_or(0),
+                floor: u64_of(r.get("floor")),
+                acked: decode_acked(r.get::<&str, _>("acked")).map_err(codec)?,
+            });
+        }
+        Ok(RecoveredState { streams: streams.into_values().collect(), subscriptions, cursors })
+    }
+
+    async fn load_dedup(
+        &self,
+        stream: &StreamName,
+        live_at: UnixMillis,
+        after: Option<(u32, u64)>,
+        limit: u32,
+    ) -> Res<Vec<DedupRecord>> {
+        let mut c = self.conn().await?;
+        let id = match self.stream_id(&mut c, stream).await {
+            Ok(id) => id,
+            Err(StorageError::NotFound(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let (ap, ao) = after.map_or((-1i64, -1i64), |(p, o)| (i64::from(p), i64_of(o)));
+        let rows = sqlx::query(
+            r#"SELECT partition, "offset", event_id, expires_at FROM tributary_dedup
+               WHERE stream_id = $1 AND expires_at > $2 AND (partition, "offset") > ($3::int, $4::bigint)
+               ORDER BY partition, "offset" LIMIT $5"#,
+        )
+        .bind(id)
+        .bind(i64_of(live_at.0))
+        .bind(i32::try_from(ap).unwrap_or(-1))
+        .bind(ao)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        rows.into_iter()
+            .map(|r| {
+                let idb: Vec<u8> = r.get("event_id");
+                let idb: [u8; 16] = idb
+                    .try_into()
+                    .map_err(|_| StorageError::Unavailable("a dedup id is not 16 bytes".into()))?;
+                Ok(DedupRecord {
+                    event_id: EventId::from_bytes(idb),
+                    partition: u32::try_from(r.get::<i32, _>("partition")).unwrap_or(0),
+                    offset: u64_of(r.get("offset")),
+                    expires_at: UnixMillis(u64_of(r.get("expires_at"))),
+                })
+            })
+            .collect()
+    }
+
+    async fn create_stream(&self, config: &StreamConfig) -> StorageResult {
+        let json = match to_json(config) {
+            Ok(j) => j,
+            Err(e) => return StorageResult::Err(codec(e)),
+        };
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let existing: Result<Option<String>, _> =
+            sqlx::query_scalar("SELECT config FROM tributary_streams WHERE name = $1")
+                .bind(config.name.as_str())
+                .fetch_optional(&mut *tx)
+                .await;
+        match existing {
+            Err(e) => return StorageResult::Err(failed(&e)),
+            Ok(Some(stored)) => {
+                let same = from_json::<StreamConfig>("stream config", &stored).is_ok_and(|c| c == *config);
+                return if same {
+                    StorageResult::Ok(StorageReply::Done)
+                } else {
+                    StorageResult::Err(StorageError::Conflict(format!(
+                        "stream {} exists with another configuration",
+                        config.name
+                    )))
+                };
+            }
+            Ok(None) => {}
+        }
+        let id: Result<i64, _> = sqlx::query_scalar(
+            "INSERT INTO tributary_streams (name, config, partitions) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(config.name.as_str())
+        .bind(&json)
+        .bind(i32::try_from(config.partitions).unwrap_or(i32::MAX))
+        .fetch_one(&mut *tx)
+        .await;
+        let id = match id {
+            Ok(id) => id,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let r = sqlx::query(
+            "INSERT INTO tributary_partitions (stream_id, partition) SELECT $1, generate_series(0, $2 - 1)",
+        )
+        .bind(id)
+        .bind(i32::try_from(config.partitions).unwrap_or(i32::MAX))
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = r {
+            return StorageResult::Err(failed(&e));
+        }
+        let r = committed(tx.commit().await);
+        if matches!(r, StorageResult::Ok(_))
+            && let Ok(mut m) = self.ids.lock()
+        {
+            m.insert(config.name.clone(), id);
+        }
+        r
+    }
+
+    async fn delete_stream(&self, name: &StreamName) -> StorageResult {
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let id: Result<Option<i64>, _> = sqlx::query_scalar("DELETE FROM tributary_streams WHERE name = $1 RETURNING id")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await;
+        let id = match id {
+            Ok(Some(id)) => id,
+            Ok(None) => return StorageResult::Ok(StorageReply::Done),
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        if let Err(e) = sqlx::query("INSERT INTO tributary_deleted_streams (stream_id) VALUES ($1)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+        {
+            return StorageResult::Err(failed(&e));
+        }
+        let r = committed(tx.commit().await);
+        if let Ok(mut m) = self.ids.lock() {
+            m.remove(name);
+        }
+        if matches!(r, StorageResult::Ok(_)) {
+            let store = self.clone();
+            tokio::spawn(async move { store.purge(id).await });
+        }
+        r
+    }
+
+    /// Resumes the removal of deleted streams' rows (after a crash during one).
+    pub(crate) async fn resume_deletions(&self) {
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT stream_id FROM tributary_deleted_streams")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap_or_default();
+        for id in ids {
+            let store = self.clone();
+            tokio::spawn(async move { store.purge(id).await });
+        }
+    }
+
+    /// Removes a deleted stream's events and dedup ids, `DELETE_BATCH` rows per statement, so
+    /// no statement holds its locks for long.
+    pub(crate) async fn purge(&self, id: i64) {
+        for table in ["tributary_events", "tributary_dedup"] {
+            let sql = format!(
+                r#"DELETE FROM {table} WHERE stream_id = $1 AND (partition, "offset") IN
+                   (SELECT partition, "offset" FROM {table} WHERE stream_id = $1 LIMIT $2)"#
+            );
+            loop {
+                match sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(id).bind(DELETE_BATCH).execute(&self.pool).await {
+                    Ok(r) if r.rows_affected() > 0 => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(code = 1003, stream_id = id, error = %e, "removing a deleted stream's rows failed; resumed at next open");
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = sqlx::query("DELETE FROM tributary_deleted_streams WHERE stream_id = $1").bind(id).execute(&self.pool).await;
+    }
+
+    async fn append(&self, w: &AppendWrite) -> StorageResult {
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let id = match self.stream_id(&mut tx, &w.stream).await {
+            Ok(id) => id,
+            Err(e) => return StorageResult::Err(e),
+        };
+        let n = w.events.len();
+        let mut partition = Vec::with_capacity(n);
+        let mut offset = Vec::with_capacity(n);
+        let mut event_id = Vec::with_capacity(n);
+        let mut ts = Vec::with_capacity(n);
+        let mut event_type = Vec::with_capacity(n);
+        let mut schema_version = Vec::with_capacity(n);
+        let mut key = Vec::with_capacity(n);
+        let mut correlation = Vec::with_capacity(n);
+        let mut causation = Vec::with_capacity(n);
+        let mut headers = Vec::with_capacity(n);
+        let mut content_type = Vec::with_capacity(n);
+        let mut payload = Vec::with_capacity(n);
+        for e in &w.events {
+            partition.push(i32::try_from(e.partition).unwrap_or(i32::MAX));
+            offset.push(i64_of(e.offset));
+            event_id.push(e.event_id.as_bytes().to_vec());
+            ts.push(i64_of(e.timestamp.0));
+            event_type.push(e.event_type.clone());
+            schema_version.push(i32::try_from(e.schema_version).unwrap_or(i32::MAX));
+            key.push(e.key.as_ref().map(|k| k.to_vec()));
+            correlation.push(e.correlation_id.clone());
+            causation.push(e.causation_id.clone());
+            headers.push(encode_headers(&e.headers));
+            content_type.push(e.content_type.clone());
+            payload.push(e.payload.to_vec());
+        }
+        let inserted = sqlx::query(
+            r#"INSERT INTO tributary_events (stream_id, partition, "offset", event_id, ts, event_type,
+                   schema_version, key, correlation_id, causation_id, headers, content_type, payload)
+               SELECT $1, * FROM UNNEST($2::int[], $3::bigint[], $4::bytea[], $5::bigint[], $6::text[],
+                   $7::int[], $8::bytea[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[])
+               ON CONFLICT DO NOTHING"#,
+        )
+        .bind(id)
+        .bind(&partition)
+        .bind(&offset)
+        .bind(&event_id)
+        .bind(&ts)
+        .bind(&event_type)
+        .bind(&schema_version)
+        .bind(&key)
+        .bind(&correlation)
+        .bind(&causation)
+        .bind(&headers)
+        .bind(&content_type)
+        .bind(&payload)
+        .execute(&mut *tx)
+        .await;
+        let inserted = match inserted {
+            Ok(r) => r.rows_affected() as usize,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        if inserted < n {
+            // Some offsets were taken: a repeat of this very write is fine, anything else is not.
+            let rows = sqlx::query(
+                r#"SELECT partition, "offset", event_id FROM tributary_events
+                   WHERE stream_id = $1 AND (partition, "offset") IN (SELECT * FROM UNNEST($2::int[], $3::bigint[]))"#,
+            )
+            .bind(id)
+            .bind(&partition)
+            .bind(&offset)
+            .fetch_all(&mut *tx)
+            .await;
+            let rows = match rows {
+                Ok(r) => r,
+                Err(e) => return StorageResult::Err(failed(&e)),
+            };
+            let want: BTreeMap<(i32, i64), &Vec<u8>> =
+                partition.iter().zip(&offset).map(|(p, o)| (*p, *o)).zip(&event_id).collect();
+            for r in rows {
+                let at = (r.get::<i32, _>("partition"), r.get::<i64, _>("offset"));
+                let have: Vec<u8> = r.get("event_id");
+                if want.get(&at).is_some_and(|w| **w != have) {
+                    return StorageResult::Err(StorageError::Conflict(format!(
+                        "stream {} partition {} offset {} holds another event",
+                        w.stream, at.0, at.1
+                    )));
+                }
+            }
+        }
+        if !w.dedup.is_empty() {
+            let dp: Vec<i32> = w.dedup.iter().map(|d| i32::try_from(d.partition).unwrap_or(i32::MAX)).collect();
+            let doff: Vec<i64> = w.dedup.iter().map(|d| i64_of(d.offset)).collect();
+            let did: Vec<Vec<u8>> = w.dedup.iter().map(|d| d.event_id.as_bytes().to_vec()).collect();
+            let dexp: Vec<i64> = w.dedup.iter().map(|d| i64_of(d.expires_at.0)).collect();
+            let r = sqlx::query(
+                r#"INSERT INTO tributary_dedup (stream_id, partition, "offset", event_id, expires_at)
+                   SELECT $1, * FROM UNNEST($2::int[], $3::bigint[], $4::bytea[], $5::bigint[])
+                   ON CONFLICT DO NOTHING"#,
+            )
+            .bind(id)
+            .bind(&dp)
+            .bind(&doff)
+            .bind(&did)
+            .bind(&dexp)
+            .execute(&mut *tx)
+            .await;
+            if let Err(e) = r {
+                return StorageResult::Err(failed(&e));
+            }
+        }
+        if self.notify
+            && let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(w.stream.as_str())
+                .execute(&mut *tx)
+                .await
+        {
+            return StorageResult::Err(failed(&e));
+        }
+        committed(tx.commit().await)
+    }
+
+    async fn read(&self, stream: &StreamName, partition: u32, from: u64, max: u32) -> Res<Vec<std::sync::Arc<tributary_core::Event>>> {
+        let mut c = self.conn().await?;
+        let id = self.stream_id(&mut c, stream).await?;
+        let sql = format!(
+            r#"SELECT {EVENT_COLUMNS} FROM tributary_events
+               WHERE stream_id = $1 AND partition = $2 AND "offset" >= $3 ORDER BY "offset" LIMIT $4"#
+        );
+        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(i32::try_from(partition).unwrap_or(i32::MAX))
+            .bind(i64_of(from))
+            .bind(i64::from(max))
+            .fetch_all(&mut *c)
+            .await
+            .map_err(|e| failed(&e))?;
+        rows.into_iter().map(|r| decode_event(stream, r).map_err(codec)).collect()
+    }
+
+    async fn find_offset(&self, stream: &StreamName, partition: u32, at: UnixMillis) -> Res<u64> {
+        let mut c = self.conn().await?;
+        let id = self.stream_id(&mut c, stream).await?;
+        let p = i32::try_from(partition).unwrap_or(i32::MAX);
+        let found: Option<i64> = sqlx::query_scalar(
+            r#"SELECT "offset" FROM tributary_events WHERE stream_id = $1 AND partition = $2 AND ts >= $3
+               ORDER BY ts, "offset" LIMIT 1"#,
+        )
+        .bind(id)
+        .bind(p)
+        .bind(i64_of(at.0))
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        if let Some(o) = found {
+            return Ok(u64_of(o));
+        }
+        let next: Option<i64> = sqlx::query_scalar(
+            r#"SELECT GREATEST(p.next_floor, COALESCE((SELECT e."offset" + 1 FROM tributary_events e
+                 WHERE e.stream_id = p.stream_id AND e.partition = p.partition ORDER BY e."offset" DESC LIMIT 1), 0))
+               FROM tributary_partitions p WHERE p.stream_id = $1 AND p.partition = $2"#,
+        )
+        .bind(id)
+        .bind(p)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        next.map(u64_of).ok_or_else(|| StorageError::NotFound(format!("stream {stream} partition {partition}")))
+    }
+
+    async fn save_subscription(&self, rec: &SubscriptionRecord) -> StorageResult {
+        let (config, starts) = match (to_json(&rec.config), to_json(&rec.start_offsets)) {
+            (Ok(c), Ok(s)) => (c, s),
+            (Err(e), _) | (_, Err(e)) => return StorageResult::Err(codec(e)),
+        };
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let r = sqlx::query(
+            r#"INSERT INTO tributary_subscriptions (id, stream_id, config, start_offsets)
+               VALUES ($1, (SELECT id FROM tributary_streams WHERE name = $2), $3, $4)
+               ON CONFLICT (id) DO UPDATE SET config = EXCLUDED.config, start_offsets = EXCLUDED.start_offsets"#,
+        )
+        .bind(i64_of(rec.id.0))
+        .bind(rec.config.stream.as_str())
+        .bind(&config)
+        .bind(&starts)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = r {
+            return StorageResult::Err(failed(&e));
+        }
+        committed(tx.commit().await)
+    }
+
+    async fn delete_subscription(&self, id: SubId) -> StorageResult {
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        if let Err(e) = sqlx::query("DELETE FROM tributary_subscriptions WHERE id = $1")
+            .bind(i64_of(id.0))
+            .execute(&mut *tx)
+            .await
+        {
+            return StorageResult::Err(failed(&e));
+        }
+        committed(tx.commit().await)
+    }
+
+    async fn save_cursor(&self, c: &CursorRecord) -> StorageResult {
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let r = sqlx::query(
+            r#"INSERT INTO tributary_cursors (sub_id, consumer, partition, floor, acked) VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (sub_id, consumer, partition) DO UPDATE SET floor = EXCLUDED.floor, acked = EXCLUDED.acked"#,
+        )
+        .bind(i64_of(c.sub.0))
+        .bind(c.consumer.as_ref().map_or("", |c| c.as_str()))
+        .bind(i32::try_from(c.partition).unwrap_or(i32::MAX))
+        .bind(i64_of(c.floor))
+        .bind(encode_acked(&c.acked))
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = r {
+            return StorageResult::Err(failed(&e));
+        }
+        committed(tx.commit().await)
+    }
+}
