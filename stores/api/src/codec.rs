@@ -47,24 +47,32 @@ pub struct EventRow {
 
 /// Headers as stored: `None` when empty, else a JSON object.
 pub fn encode_headers(h: &BTreeMap<String, String>) -> Option<String> {
-    if h.is_empty() { None } else { serde_json::to_string(h).ok() }
+    if h.is_empty() {
+        None
+    } else {
+        serde_json::to_string(h).ok()
+    }
 }
 
 /// An event from its row.
 pub fn decode_event(stream: &StreamName, r: EventRow) -> Result<Arc<Event>, CodecError> {
-    let id: [u8; 16] = r
-        .event_id
-        .as_slice()
-        .try_into()
-        .map_err(|_| CodecError(format!("event id of {} bytes at offset {}", r.event_id.len(), r.offset)))?;
+    let id: [u8; 16] = r.event_id.as_slice().try_into().map_err(|_| {
+        CodecError(format!(
+            "event id of {} bytes at offset {}",
+            r.event_id.len(),
+            r.offset
+        ))
+    })?;
     let headers = match r.headers {
-        Some(h) => serde_json::from_str(&h).map_err(|e| CodecError(format!("headers at offset {}: {e}", r.offset)))?,
+        Some(h) => serde_json::from_str(&h)
+            .map_err(|e| CodecError(format!("headers at offset {}: {e}", r.offset)))?,
         None => BTreeMap::new(),
     };
     Ok(Arc::new(Event {
         event_id: EventId::from_bytes(id),
         stream: stream.clone(),
-        partition: u32::try_from(r.partition).map_err(|_| CodecError(format!("partition {}", r.partition)))?,
+        partition: u32::try_from(r.partition)
+            .map_err(|_| CodecError(format!("partition {}", r.partition)))?,
         offset: u64::try_from(r.offset).map_err(|_| CodecError(format!("offset {}", r.offset)))?,
         timestamp: UnixMillis(u64::try_from(r.ts).unwrap_or(0)),
         event_type: r.event_type,

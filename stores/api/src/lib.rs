@@ -19,8 +19,15 @@
 #![warn(missing_docs)]
 
 mod codec;
+mod records;
+mod sql_errors;
 
-pub use codec::{CodecError, EventRow, decode_acked, decode_event, encode_acked, encode_headers, from_json, to_json};
+pub use codec::{
+    CodecError, EventRow, decode_acked, decode_event, encode_acked, encode_headers, from_json,
+    to_json,
+};
+pub use records::{cursor_record, dedup_record, partition_head, subscription_record};
+pub use sql_errors::{codec, committed, failed};
 
 use std::future::Future;
 use tributary_core::{StorageRequest, StorageResult};

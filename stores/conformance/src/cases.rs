@@ -23,7 +23,11 @@ fn event(stream: &str, partition: u32, offset: u64, id: u8, ts: u64) -> Arc<Even
 }
 
 fn append(stream: &str, events: Vec<Arc<Event>>, dedup: Vec<DedupRecord>) -> StorageRequest {
-    StorageRequest::Append(Arc::new(AppendWrite { stream: name(stream), events, dedup }))
+    StorageRequest::Append(Arc::new(AppendWrite {
+        stream: name(stream),
+        events,
+        dedup,
+    }))
 }
 
 fn persistent(stream: &str, partitions: u32) -> StreamConfig {
@@ -36,7 +40,10 @@ async fn ok<S: Store>(s: &S, req: StorageRequest) -> StorageReply {
     let what = format!("{req:?}");
     match s.execute(req).await {
         StorageResult::Ok(r) => r,
-        other => panic!("{}: expected success, got {other:?}", &what[..what.len().min(200)]),
+        other => panic!(
+            "{}: expected success, got {other:?}",
+            &what[..what.len().min(200)]
+        ),
     }
 }
 
@@ -47,8 +54,24 @@ async fn recover<S: Store>(s: &S) -> RecoveredState {
     }
 }
 
-async fn read<S: Store>(s: &S, stream: &str, partition: u32, from: u64, max: u32) -> Vec<Arc<Event>> {
-    match ok(s, StorageRequest::Read { stream: name(stream), partition, from, max }).await {
+async fn read<S: Store>(
+    s: &S,
+    stream: &str,
+    partition: u32,
+    from: u64,
+    max: u32,
+) -> Vec<Arc<Event>> {
+    match ok(
+        s,
+        StorageRequest::Read {
+            stream: name(stream),
+            partition,
+            from,
+            max,
+        },
+    )
+    .await
+    {
         StorageReply::Events(e) => e,
         other => panic!("Read answered {other:?}"),
     }
@@ -59,8 +82,13 @@ async fn read<S: Store>(s: &S, stream: &str, partition: u32, from: u64, max: u32
 pub async fn create_stream_is_idempotent_and_refuses_another_config<S: Store>(s: &S) {
     ok(s, StorageRequest::CreateStream(persistent("a", 2))).await;
     ok(s, StorageRequest::CreateStream(persistent("a", 2))).await;
-    let r = s.execute(StorageRequest::CreateStream(persistent("a", 3))).await;
-    assert!(matches!(r, StorageResult::Err(StorageError::Conflict(_))), "another config: {r:?}");
+    let r = s
+        .execute(StorageRequest::CreateStream(persistent("a", 3)))
+        .await;
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::Conflict(_))),
+        "another config: {r:?}"
+    );
     let rec = recover(s).await;
     assert_eq!(rec.streams.len(), 1);
     assert_eq!(rec.streams[0].config, persistent("a", 2));
@@ -71,18 +99,54 @@ pub async fn create_stream_is_idempotent_and_refuses_another_config<S: Store>(s:
 pub async fn append_then_read_and_recover_heads<S: Store>(s: &S) {
     ok(s, StorageRequest::CreateStream(persistent("a", 2))).await;
     ok(s, StorageRequest::CreateStream(persistent("empty", 1))).await;
-    let evs = vec![event("a", 0, 0, 1, 100), event("a", 1, 0, 2, 100), event("a", 0, 1, 3, 250)];
+    let evs = vec![
+        event("a", 0, 0, 1, 100),
+        event("a", 1, 0, 2, 100),
+        event("a", 0, 1, 3, 250),
+    ];
     ok(s, append("a", evs.clone(), vec![])).await;
     ok(s, append("a", vec![event("a", 0, 2, 4, 300)], vec![])).await;
     let p0 = read(s, "a", 0, 0, 100).await;
-    assert_eq!(p0.iter().map(|e| e.offset).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(
+        p0.iter().map(|e| e.offset).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
     assert_eq!(p0[1], evs[2], "an event reads back whole");
     let rec = recover(s).await;
-    let a = rec.streams.iter().find(|r| r.config.name == name("a")).expect("stream a");
-    assert_eq!(a.heads[0], PartitionHead { first: 0, next: 3, last_timestamp: UnixMillis(300) });
-    assert_eq!(a.heads[1], PartitionHead { first: 0, next: 1, last_timestamp: UnixMillis(100) });
-    let e = rec.streams.iter().find(|r| r.config.name == name("empty")).expect("stream empty");
-    assert_eq!(e.heads[0], PartitionHead { first: 0, next: 0, last_timestamp: UnixMillis(0) });
+    let a = rec
+        .streams
+        .iter()
+        .find(|r| r.config.name == name("a"))
+        .expect("stream a");
+    assert_eq!(
+        a.heads[0],
+        PartitionHead {
+            first: 0,
+            next: 3,
+            last_timestamp: UnixMillis(300)
+        }
+    );
+    assert_eq!(
+        a.heads[1],
+        PartitionHead {
+            first: 0,
+            next: 1,
+            last_timestamp: UnixMillis(100)
+        }
+    );
+    let e = rec
+        .streams
+        .iter()
+        .find(|r| r.config.name == name("empty"))
+        .expect("stream empty");
+    assert_eq!(
+        e.heads[0],
+        PartitionHead {
+            first: 0,
+            next: 0,
+            last_timestamp: UnixMillis(0)
+        }
+    );
 }
 
 /// The same write twice succeeds once; other events at taken offsets are a conflict and
@@ -93,29 +157,73 @@ pub async fn a_repeated_append_is_idempotent_and_a_conflict_writes_nothing<S: St
     ok(s, append("a", w.clone(), vec![])).await;
     ok(s, append("a", w, vec![])).await;
     assert_eq!(read(s, "a", 0, 0, 10).await.len(), 2);
-    let r = s.execute(append("a", vec![event("a", 0, 2, 3, 1), event("a", 0, 1, 9, 1)], vec![])).await;
-    assert!(matches!(r, StorageResult::Err(StorageError::Conflict(_))), "conflict expected: {r:?}");
+    let r = s
+        .execute(append(
+            "a",
+            vec![event("a", 0, 2, 3, 1), event("a", 0, 1, 9, 1)],
+            vec![],
+        ))
+        .await;
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::Conflict(_))),
+        "conflict expected: {r:?}"
+    );
     let got = read(s, "a", 0, 0, 10).await;
-    assert_eq!(got.len(), 2, "offset 2 of the refused request is not written");
+    assert_eq!(
+        got.len(),
+        2,
+        "offset 2 of the refused request is not written"
+    );
     assert_eq!(got[1].event_id, EventId::from_bytes([2; 16]));
 }
 
 /// Requests naming a stream that does not exist answer `NotFound` and write nothing.
 pub async fn requests_on_a_missing_stream_are_not_found<S: Store>(s: &S) {
-    let r = s.execute(append("nope", vec![event("nope", 0, 0, 1, 1)], vec![])).await;
-    assert!(matches!(r, StorageResult::Err(StorageError::NotFound(_))), "append: {r:?}");
-    let r = s.execute(StorageRequest::Read { stream: name("nope"), partition: 0, from: 0, max: 1 }).await;
-    assert!(matches!(r, StorageResult::Err(StorageError::NotFound(_))), "read: {r:?}");
+    let r = s
+        .execute(append("nope", vec![event("nope", 0, 0, 1, 1)], vec![]))
+        .await;
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::NotFound(_))),
+        "append: {r:?}"
+    );
+    let r = s
+        .execute(StorageRequest::Read {
+            stream: name("nope"),
+            partition: 0,
+            from: 0,
+            max: 1,
+        })
+        .await;
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::NotFound(_))),
+        "read: {r:?}"
+    );
     let sub = SubscriptionRecord {
         id: SubId(1),
-        config: SubscriptionConfig::new(name("nope"), SubscriptionName::new("s").expect("name"), SubscriptionMode::Exclusive),
+        config: SubscriptionConfig::new(
+            name("nope"),
+            SubscriptionName::new("s").expect("name"),
+            SubscriptionMode::Exclusive,
+        ),
         start_offsets: vec![0],
     };
     let r = s.execute(StorageRequest::SaveSubscription(sub)).await;
-    assert!(matches!(r, StorageResult::Err(StorageError::NotFound(_))), "subscription: {r:?}");
-    let cursor = CursorRecord { sub: SubId(77), consumer: None, partition: 0, floor: 1, acked: vec![] };
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::NotFound(_))),
+        "subscription: {r:?}"
+    );
+    let cursor = CursorRecord {
+        sub: SubId(77),
+        consumer: None,
+        partition: 0,
+        floor: 1,
+        acked: vec![],
+    };
     let r = s.execute(StorageRequest::SaveCursor(cursor)).await;
-    assert!(matches!(r, StorageResult::Err(StorageError::NotFound(_))), "cursor: {r:?}");
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::NotFound(_))),
+        "cursor: {r:?}"
+    );
     assert!(recover(s).await.streams.is_empty());
 }
 
@@ -136,28 +244,69 @@ pub async fn dedup_ids_load_in_pages_and_expire<S: Store>(s: &S) {
         });
     }
     ok(s, append("a", events, dedup.clone())).await;
-    let load = |after, live_at, limit| StorageRequest::LoadDedup { stream: name("a"), live_at: UnixMillis(live_at), after, limit };
-    let StorageReply::Dedup(page1) = ok(s, load(None, 0, 4)).await else { panic!("LoadDedup") };
+    let load = |after, live_at, limit| StorageRequest::LoadDedup {
+        stream: name("a"),
+        live_at: UnixMillis(live_at),
+        after,
+        limit,
+    };
+    let StorageReply::Dedup(page1) = ok(s, load(None, 0, 4)).await else {
+        panic!("LoadDedup")
+    };
     let mut want = dedup.clone();
     want.sort_by_key(|d| (d.partition, d.offset));
     assert_eq!(page1, want[..4].to_vec());
     let last = page1.last().map(|d| (d.partition, d.offset));
-    let StorageReply::Dedup(page2) = ok(s, load(last, 0, 4)).await else { panic!("LoadDedup") };
+    let StorageReply::Dedup(page2) = ok(s, load(last, 0, 4)).await else {
+        panic!("LoadDedup")
+    };
     assert_eq!(page2, want[4..].to_vec());
-    let StorageReply::Dedup(live) = ok(s, load(None, 1020, 100)).await else { panic!("LoadDedup") };
+    let StorageReply::Dedup(live) = ok(s, load(None, 1020, 100)).await else {
+        panic!("LoadDedup")
+    };
     assert!(live.iter().all(|d| d.expires_at > UnixMillis(1020)));
     assert_eq!(live.len(), 3);
-    let StorageReply::Dedup(none) = ok(s, StorageRequest::LoadDedup { stream: name("zz"), live_at: UnixMillis(0), after: None, limit: 9 }).await else { panic!() };
+    let StorageReply::Dedup(none) = ok(
+        s,
+        StorageRequest::LoadDedup {
+            stream: name("zz"),
+            live_at: UnixMillis(0),
+            after: None,
+            limit: 9,
+        },
+    )
+    .await
+    else {
+        panic!()
+    };
     assert!(none.is_empty(), "a missing stream has no ids");
 }
 
 /// `FindOffset` is the first offset with a timestamp at or after the time, or the next offset.
 pub async fn find_offset_by_time<S: Store>(s: &S) {
     ok(s, StorageRequest::CreateStream(persistent("a", 1))).await;
-    let evs = (0..5u8).map(|i| event("a", 0, u64::from(i), i + 1, [10, 20, 20, 30, 40][usize::from(i)])).collect();
+    let evs = (0..5u8)
+        .map(|i| {
+            event(
+                "a",
+                0,
+                u64::from(i),
+                i + 1,
+                [10, 20, 20, 30, 40][usize::from(i)],
+            )
+        })
+        .collect();
     ok(s, append("a", evs, vec![])).await;
     for (at, want) in [(0, 0), (10, 0), (11, 1), (20, 1), (21, 3), (40, 4), (41, 5)] {
-        let r = ok(s, StorageRequest::FindOffset { stream: name("a"), partition: 0, at: UnixMillis(at) }).await;
+        let r = ok(
+            s,
+            StorageRequest::FindOffset {
+                stream: name("a"),
+                partition: 0,
+                at: UnixMillis(at),
+            },
+        )
+        .await;
         assert_eq!(r, StorageReply::Offset(want), "time {at}");
     }
 }
@@ -165,54 +314,125 @@ pub async fn find_offset_by_time<S: Store>(s: &S) {
 /// Subscriptions and cursors are kept, replaced, recovered, and go with their subscription.
 pub async fn subscriptions_and_cursors_round_trip<S: Store>(s: &S) {
     ok(s, StorageRequest::CreateStream(persistent("a", 2))).await;
-    let mut config = SubscriptionConfig::new(name("a"), SubscriptionName::new("s").expect("name"), SubscriptionMode::Broadcast);
+    let mut config = SubscriptionConfig::new(
+        name("a"),
+        SubscriptionName::new("s").expect("name"),
+        SubscriptionMode::Broadcast,
+    );
     config.ack_wait = Duration::from_millis(1500);
-    let sub = SubscriptionRecord { id: SubId(5), config: config.clone(), start_offsets: vec![3, 4] };
+    let sub = SubscriptionRecord {
+        id: SubId(5),
+        config: config.clone(),
+        start_offsets: vec![3, 4],
+    };
     ok(s, StorageRequest::SaveSubscription(sub.clone())).await;
     ok(s, StorageRequest::SaveSubscription(sub.clone())).await;
     let consumer = Some(ConsumerId::new("c-1").expect("id"));
-    let c1 = CursorRecord { sub: SubId(5), consumer: consumer.clone(), partition: 1, floor: 7, acked: vec![9, 12] };
+    let c1 = CursorRecord {
+        sub: SubId(5),
+        consumer: consumer.clone(),
+        partition: 1,
+        floor: 7,
+        acked: vec![9, 12],
+    };
     ok(s, StorageRequest::SaveCursor(c1.clone())).await;
-    let c1b = CursorRecord { floor: 10, acked: vec![12], ..c1.clone() };
+    let c1b = CursorRecord {
+        floor: 10,
+        acked: vec![12],
+        ..c1.clone()
+    };
     ok(s, StorageRequest::SaveCursor(c1b.clone())).await;
-    let c0 = CursorRecord { sub: SubId(5), consumer: None, partition: 0, floor: 2, acked: vec![] };
+    let c0 = CursorRecord {
+        sub: SubId(5),
+        consumer: None,
+        partition: 0,
+        floor: 2,
+        acked: vec![],
+    };
     ok(s, StorageRequest::SaveCursor(c0.clone())).await;
     let rec = recover(s).await;
     assert_eq!(rec.subscriptions, vec![sub]);
     let mut cursors = rec.cursors.clone();
-    cursors.sort_by(|a, b| (a.consumer.clone(), a.partition).cmp(&(b.consumer.clone(), b.partition)));
-    assert_eq!(cursors, vec![c0, c1b], "the newer cursor replaced the older");
+    cursors.sort_by_key(|c| (c.consumer.clone(), c.partition));
+    assert_eq!(
+        cursors,
+        vec![c0, c1b],
+        "the newer cursor replaced the older"
+    );
     ok(s, StorageRequest::DeleteSubscription(SubId(5))).await;
     ok(s, StorageRequest::DeleteSubscription(SubId(5))).await;
     let rec = recover(s).await;
-    assert!(rec.subscriptions.is_empty() && rec.cursors.is_empty(), "cursors go with their subscription");
+    assert!(
+        rec.subscriptions.is_empty() && rec.cursors.is_empty(),
+        "cursors go with their subscription"
+    );
     let r = s.execute(StorageRequest::SaveCursor(c1)).await;
-    assert!(matches!(r, StorageResult::Err(StorageError::NotFound(_))), "cursor of a deleted subscription: {r:?}");
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::NotFound(_))),
+        "cursor of a deleted subscription: {r:?}"
+    );
 }
 
 /// A deleted stream is gone with its subscriptions, and a new stream of its name is empty.
 pub async fn deleting_a_stream_removes_it_and_frees_the_name<S: Store>(s: &S) {
     ok(s, StorageRequest::CreateStream(persistent("a", 1))).await;
-    let d = DedupRecord { event_id: EventId::from_bytes([1; 16]), partition: 0, offset: 0, expires_at: UnixMillis(u64::MAX >> 2) };
+    let d = DedupRecord {
+        event_id: EventId::from_bytes([1; 16]),
+        partition: 0,
+        offset: 0,
+        expires_at: UnixMillis(u64::MAX >> 2),
+    };
     ok(s, append("a", vec![event("a", 0, 0, 1, 5)], vec![d])).await;
-    let config = SubscriptionConfig::new(name("a"), SubscriptionName::new("s").expect("name"), SubscriptionMode::Exclusive);
-    ok(s, StorageRequest::SaveSubscription(SubscriptionRecord { id: SubId(1), config, start_offsets: vec![0] })).await;
+    let config = SubscriptionConfig::new(
+        name("a"),
+        SubscriptionName::new("s").expect("name"),
+        SubscriptionMode::Exclusive,
+    );
+    ok(
+        s,
+        StorageRequest::SaveSubscription(SubscriptionRecord {
+            id: SubId(1),
+            config,
+            start_offsets: vec![0],
+        }),
+    )
+    .await;
     ok(s, StorageRequest::DeleteStream(name("a"))).await;
     ok(s, StorageRequest::DeleteStream(name("a"))).await;
     let rec = recover(s).await;
     assert!(rec.streams.is_empty() && rec.subscriptions.is_empty());
     ok(s, StorageRequest::CreateStream(persistent("a", 1))).await;
-    assert!(read(s, "a", 0, 0, 10).await.is_empty(), "the new stream is empty");
-    let StorageReply::Dedup(ids) = ok(s, StorageRequest::LoadDedup { stream: name("a"), live_at: UnixMillis(0), after: None, limit: 10 }).await else { panic!() };
+    assert!(
+        read(s, "a", 0, 0, 10).await.is_empty(),
+        "the new stream is empty"
+    );
+    let StorageReply::Dedup(ids) = ok(
+        s,
+        StorageRequest::LoadDedup {
+            stream: name("a"),
+            live_at: UnixMillis(0),
+            after: None,
+            limit: 10,
+        },
+    )
+    .await
+    else {
+        panic!()
+    };
     assert!(ids.is_empty(), "and has no dedup ids");
     ok(s, append("a", vec![event("a", 0, 0, 2, 5)], vec![])).await;
-    assert_eq!(read(s, "a", 0, 0, 10).await[0].event_id, EventId::from_bytes([2; 16]));
+    assert_eq!(
+        read(s, "a", 0, 0, 10).await[0].event_id,
+        EventId::from_bytes([2; 16])
+    );
 }
 
 /// Reads return at most `max` events from `from`, and nothing past the end.
 pub async fn reads_page_through_a_partition<S: Store>(s: &S) {
     ok(s, StorageRequest::CreateStream(persistent("a", 1))).await;
-    let evs = (0..25u8).map(|i| event("a", 0, u64::from(i), i + 1, 1)).collect();
+    let evs = (0..25u8)
+        .map(|i| event("a", 0, u64::from(i), i + 1, 1))
+        .collect();
     ok(s, append("a", evs, vec![])).await;
     let mut from = 0;
     let mut seen = Vec::new();
@@ -236,13 +456,21 @@ pub async fn events_keep_every_field<S: Store>(s: &S) {
     let mut headers = BTreeMap::new();
     headers.insert("x-tenant".to_string(), "acme".to_string());
     headers.insert("trace".to_string(), "ünïcode ✓".to_string());
-    let mut e = NewEvent::new("order.placed", b"\x00\x01binary\xff".to_vec()).with_key(b"\x00key".to_vec());
+    let mut e =
+        NewEvent::new("order.placed", b"\x00\x01binary\xff".to_vec()).with_key(b"\x00key".to_vec());
     e.schema_version = 3;
     e.correlation_id = Some("corr-1".into());
     e.causation_id = Some("cause-1".into());
     e.headers = headers;
     e.content_type = "application/octet-stream".into();
-    let full = Arc::new(Event::from_new(e, EventId::from_bytes([9; 16]), name("a"), 0, 0, UnixMillis(1_767_225_600_123)));
+    let full = Arc::new(Event::from_new(
+        e,
+        EventId::from_bytes([9; 16]),
+        name("a"),
+        0,
+        0,
+        UnixMillis(1_767_225_600_123),
+    ));
     let bare = event("a", 0, 1, 2, 1_767_225_600_124);
     ok(s, append("a", vec![full.clone(), bare.clone()], vec![])).await;
     assert_eq!(read(s, "a", 0, 0, 10).await, vec![full, bare]);
@@ -259,33 +487,96 @@ pub async fn an_engine_restarted_on_the_store_carries_on<S: Store>(s: &S) {
     let batch = |ids: &[EventId]| {
         Command::Append(AppendRequest {
             stream: stream.clone(),
-            events: ids.iter().map(|id| NewEvent::new("t", b"{}".to_vec()).with_id(*id)).collect(),
+            events: ids
+                .iter()
+                .map(|id| NewEvent::new("t", b"{}".to_vec()).with_id(*id))
+                .collect(),
             expected_offset: None,
         })
     };
     {
         let mut d = Driver::start(s, Config::default(), wall).await;
-        assert_eq!(d.cmd(Command::CreateStream(StreamConfig::persistent(stream.clone()))).await, Ok(Reply::Done));
+        assert_eq!(
+            d.cmd(Command::CreateStream(StreamConfig::persistent(
+                stream.clone()
+            )))
+            .await,
+            Ok(Reply::Done)
+        );
         let r = d.cmd(batch(&ids)).await;
-        assert!(matches!(&r, Ok(Reply::Appended(o)) if o.len() == 6), "{r:?}");
-        let config = SubscriptionConfig::new(stream.clone(), sub.clone(), SubscriptionMode::Exclusive);
-        assert_eq!(d.cmd(Command::CreateSubscription(config)).await, Ok(Reply::Done));
-        let attach = Command::Attach { stream: stream.clone(), subscription: sub.clone(), consumer: consumer.clone(), max_in_flight: None };
+        assert!(
+            matches!(&r, Ok(Reply::Appended(o)) if o.len() == 6),
+            "{r:?}"
+        );
+        let config =
+            SubscriptionConfig::new(stream.clone(), sub.clone(), SubscriptionMode::Exclusive);
+        assert_eq!(
+            d.cmd(Command::CreateSubscription(config)).await,
+            Ok(Reply::Done)
+        );
+        let attach = Command::Attach {
+            stream: stream.clone(),
+            subscription: sub.clone(),
+            consumer: consumer.clone(),
+            max_in_flight: None,
+        };
         assert_eq!(d.cmd(attach).await, Ok(Reply::Done));
-        let positions = [0u64, 1, 3].iter().map(|&offset| Position { partition: 0, offset }).collect();
-        let ack = Command::Ack { stream: stream.clone(), subscription: sub.clone(), consumer: consumer.clone(), positions };
-        assert_eq!(d.cmd(ack).await, Ok(Reply::Acked { acked: 3, ignored: 0 }));
+        let positions = [0u64, 1, 3]
+            .iter()
+            .map(|&offset| Position {
+                partition: 0,
+                offset,
+            })
+            .collect();
+        let ack = Command::Ack {
+            stream: stream.clone(),
+            subscription: sub.clone(),
+            consumer: consumer.clone(),
+            positions,
+        };
+        assert_eq!(
+            d.cmd(ack).await,
+            Ok(Reply::Acked {
+                acked: 3,
+                ignored: 0
+            })
+        );
     }
     let mut d = Driver::start(s, Config::default(), wall + 1000).await;
     let r = d.cmd(batch(&ids[4..])).await;
     let dups = vec![
-        AppendOutcome::Duplicate { original: Position { partition: 0, offset: 4 } },
-        AppendOutcome::Duplicate { original: Position { partition: 0, offset: 5 } },
+        AppendOutcome::Duplicate {
+            original: Position {
+                partition: 0,
+                offset: 4,
+            },
+        },
+        AppendOutcome::Duplicate {
+            original: Position {
+                partition: 0,
+                offset: 5,
+            },
+        },
     ];
-    assert_eq!(r, Ok(Reply::Appended(dups)), "the dedup window survived the restart");
+    assert_eq!(
+        r,
+        Ok(Reply::Appended(dups)),
+        "the dedup window survived the restart"
+    );
     let r = d.cmd(batch(&[EventId::from_bytes([42; 16])])).await;
-    assert_eq!(r, Ok(Reply::Appended(vec![AppendOutcome::Appended(Position { partition: 0, offset: 6 })])));
-    let attach = Command::Attach { stream: stream.clone(), subscription: sub, consumer, max_in_flight: None };
+    assert_eq!(
+        r,
+        Ok(Reply::Appended(vec![AppendOutcome::Appended(Position {
+            partition: 0,
+            offset: 6
+        })]))
+    );
+    let attach = Command::Attach {
+        stream: stream.clone(),
+        subscription: sub,
+        consumer,
+        max_in_flight: None,
+    };
     assert_eq!(d.cmd(attach).await, Ok(Reply::Done));
     let delivered: Vec<u64> = d
         .outputs
@@ -296,5 +587,9 @@ pub async fn an_engine_restarted_on_the_store_carries_on<S: Store>(s: &S) {
         })
         .flatten()
         .collect();
-    assert_eq!(delivered, vec![2, 4, 5, 6], "acknowledged events are not delivered again");
+    assert_eq!(
+        delivered,
+        vec![2, 4, 5, 6],
+        "acknowledged events are not delivered again"
+    );
 }

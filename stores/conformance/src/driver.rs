@@ -1,7 +1,7 @@
 //! An engine driven against a [`Store`], one command at a time.
 
 use tributary_core::{
-    Command, ConnId, Config, Engine, Error, Input, MonoNanos, Now, Output, Reply, ReqId, UnixMillis,
+    Command, Config, ConnId, Engine, Error, Input, MonoNanos, Now, Output, Reply, ReqId, UnixMillis,
 };
 use tributary_store_api::Store;
 
@@ -20,12 +20,21 @@ pub struct Driver<'a, S: Store> {
 impl<'a, S: Store> Driver<'a, S> {
     /// Starts an engine on `store` and waits for its recovery.
     pub async fn start(store: &'a S, config: Config, wall: u64) -> Driver<'a, S> {
-        let now = Now { mono: MonoNanos(1), wall: UnixMillis(wall) };
+        let now = Now {
+            mono: MonoNanos(1),
+            wall: UnixMillis(wall),
+        };
         let engine = match Engine::new(config, 1, now) {
             Ok(e) => e,
             Err(e) => panic!("bad config: {e}"),
         };
-        let mut d = Driver { engine, store, now, req: 0, outputs: Vec::new() };
+        let mut d = Driver {
+            engine,
+            store,
+            now,
+            req: 0,
+            outputs: Vec::new(),
+        };
         d.settle().await;
         assert!(d.engine.is_ready(), "recovery did not finish");
         d
@@ -37,7 +46,8 @@ impl<'a, S: Store> Driver<'a, S> {
             match o {
                 Output::Storage { op, req } => {
                     let result = self.store.execute(req).await;
-                    self.engine.handle_input(self.now, Input::StorageDone { op, result });
+                    self.engine
+                        .handle_input(self.now, Input::StorageDone { op, result });
                 }
                 other => self.outputs.push(other),
             }
@@ -48,7 +58,14 @@ impl<'a, S: Store> Driver<'a, S> {
     pub async fn cmd(&mut self, cmd: Command) -> Result<Reply, Error> {
         self.req += 1;
         let req = ReqId(self.req);
-        self.engine.handle_input(self.now, Input::Client { conn: ConnId(1), req, cmd });
+        self.engine.handle_input(
+            self.now,
+            Input::Client {
+                conn: ConnId(1),
+                req,
+                cmd,
+            },
+        );
         self.settle().await;
         let i = self
             .outputs

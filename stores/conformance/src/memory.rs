@@ -10,7 +10,10 @@ use tributary_store_memory::MemoryStore;
 pub struct SharedMemoryStore(pub Arc<Mutex<MemoryStore>>);
 
 impl Store for SharedMemoryStore {
-    fn execute(&self, req: StorageRequest) -> impl std::future::Future<Output = StorageResult> + Send {
+    fn execute(
+        &self,
+        req: StorageRequest,
+    ) -> impl std::future::Future<Output = StorageResult> + Send {
         let r = match self.0.lock() {
             Ok(mut s) => s.execute(&req),
             Err(_) => StorageResult::Err(StorageError::Unavailable("memory store poisoned".into())),

@@ -24,7 +24,11 @@ pub struct Inbox;
 impl Inbox {
     /// Records, inside the caller's transaction, that `subscription` processed `event_id`.
     /// `true` the first time; `false` if it was recorded before (skip the side effects).
-    pub async fn record(conn: &mut PgConnection, subscription: &str, event_id: EventId) -> Result<bool, sqlx::Error> {
+    pub async fn record(
+        conn: &mut PgConnection,
+        subscription: &str,
+        event_id: EventId,
+    ) -> Result<bool, sqlx::Error> {
         let r = sqlx::query(
             "INSERT INTO tributary_inbox (subscription, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
@@ -36,7 +40,11 @@ impl Inbox {
     }
 
     /// Whether `subscription` recorded `event_id`.
-    pub async fn contains(conn: &mut PgConnection, subscription: &str, event_id: EventId) -> Result<bool, sqlx::Error> {
+    pub async fn contains(
+        conn: &mut PgConnection,
+        subscription: &str,
+        event_id: EventId,
+    ) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tributary_inbox WHERE subscription = $1 AND event_id = $2)")
             .bind(subscription)
             .bind(event_id.as_bytes().as_slice())
@@ -46,12 +54,17 @@ impl Inbox {
 
     /// Removes records older than `age` (their events can no longer come again once the
     /// subscription's position is past them). Returns how many were removed.
-    pub async fn forget_older_than(conn: &mut PgConnection, age: Duration) -> Result<u64, sqlx::Error> {
+    pub async fn forget_older_than(
+        conn: &mut PgConnection,
+        age: Duration,
+    ) -> Result<u64, sqlx::Error> {
         let secs = age.as_secs_f64();
-        let r = sqlx::query("DELETE FROM tributary_inbox WHERE processed_at < now() - make_interval(secs => $1)")
-            .bind(secs)
-            .execute(conn)
-            .await?;
+        let r = sqlx::query(
+            "DELETE FROM tributary_inbox WHERE processed_at < now() - make_interval(secs => $1)",
+        )
+        .bind(secs)
+        .execute(conn)
+        .await?;
         Ok(r.rows_affected())
     }
 }

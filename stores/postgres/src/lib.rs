@@ -17,7 +17,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod errors;
 mod inbox;
 mod notify;
 mod requests;
@@ -109,16 +108,25 @@ impl PgStore {
             .map_err(OpenError::Url)?
             .options([("statement_timeout", timeout_ms.as_str())]);
         if let Some(schema) = &config.schema {
-            let plain = schema.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-                && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            let plain = schema
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && schema
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
             if !plain || schema.len() > 63 {
                 return Err(OpenError::Schema(schema.clone()));
             }
-            let mut admin = PgConnection::connect_with(&options).await.map_err(OpenError::Connect)?;
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
-                .execute(&mut admin)
+            let mut admin = PgConnection::connect_with(&options)
                 .await
                 .map_err(OpenError::Connect)?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .execute(&mut admin)
+            .await
+            .map_err(OpenError::Connect)?;
             let _ = admin.close().await;
             options = options.options([("search_path", schema.as_str())]);
         }
@@ -131,7 +139,11 @@ impl PgStore {
         if config.migrate {
             MIGRATOR.run(&pool).await.map_err(OpenError::Migrate)?;
         }
-        let store = PgStore { pool, notify: config.notify, ids: Arc::default() };
+        let store = PgStore {
+            pool,
+            notify: config.notify,
+            ids: Arc::default(),
+        };
         store.resume_deletions().await;
         Ok(store)
     }
@@ -153,7 +165,10 @@ impl PgStore {
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 impl Store for PgStore {
-    fn execute(&self, req: StorageRequest) -> impl std::future::Future<Output = StorageResult> + Send {
+    fn execute(
+        &self,
+        req: StorageRequest,
+    ) -> impl std::future::Future<Output = StorageResult> + Send {
         let store = self.clone();
         async move { store.run(req).await }
     }

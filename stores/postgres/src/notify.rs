@@ -24,16 +24,24 @@ pub struct Notifications {
 
 impl std::fmt::Debug for Notifications {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Notifications").field("poll_every", &self.poll_every).finish()
+        f.debug_struct("Notifications")
+            .field("poll_every", &self.poll_every)
+            .finish()
     }
 }
 
 impl Notifications {
     /// Starts listening.
-    pub async fn listen(store: &PgStore, poll_every: Duration) -> Result<Notifications, sqlx::Error> {
+    pub async fn listen(
+        store: &PgStore,
+        poll_every: Duration,
+    ) -> Result<Notifications, sqlx::Error> {
         let mut listener = PgListener::connect_with(&store.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
-        Ok(Notifications { listener, poll_every })
+        Ok(Notifications {
+            listener,
+            poll_every,
+        })
     }
 
     /// The next reason to look: a notification, or `Poll` after `poll_every` without one.

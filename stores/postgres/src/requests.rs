@@ -1,15 +1,17 @@
 //! Each storage request as SQL.
 
-use crate::errors::{codec, committed, failed};
 use crate::{DELETE_BATCH, NOTIFY_CHANNEL, PgStore};
 use sqlx::{PgConnection, Row};
 use std::collections::BTreeMap;
 use tributary_core::{
-    AppendWrite, ConsumerId, CursorRecord, DedupRecord, EventId, PartitionHead, RecoveredState, StorageError,
-    StorageReply, StorageRequest, StorageResult, StreamConfig, StreamName, StreamRecord, SubId, SubscriptionRecord,
-    UnixMillis,
+    AppendWrite, CursorRecord, DedupRecord, RecoveredState, StorageError, StorageReply,
+    StorageRequest, StorageResult, StreamConfig, StreamName, StreamRecord, SubId,
+    SubscriptionRecord, UnixMillis,
 };
-use tributary_store_api::{EventRow, decode_acked, decode_event, encode_acked, encode_headers, from_json, to_json};
+use tributary_store_api::{
+    EventRow, codec, committed, cursor_record, decode_event, dedup_record, encode_acked,
+    encode_headers, failed, from_json, partition_head, subscription_record, to_json,
+};
 
 type Res<T> = Result<T, StorageError>;
 
@@ -28,18 +30,35 @@ impl PgStore {
     pub(crate) async fn run(&self, req: StorageRequest) -> StorageResult {
         let r = match req {
             StorageRequest::Recover => self.recover().await.map(StorageReply::Recovered),
-            StorageRequest::LoadDedup { stream, live_at, after, limit } => {
-                self.load_dedup(&stream, live_at, after, limit).await.map(StorageReply::Dedup)
-            }
+            StorageRequest::LoadDedup {
+                stream,
+                live_at,
+                after,
+                limit,
+            } => self
+                .load_dedup(&stream, live_at, after, limit)
+                .await
+                .map(StorageReply::Dedup),
             StorageRequest::CreateStream(config) => return self.create_stream(&config).await,
             StorageRequest::DeleteStream(name) => return self.delete_stream(&name).await,
             StorageRequest::Append(w) => return self.append(&w).await,
-            StorageRequest::Read { stream, partition, from, max } => {
-                self.read(&stream, partition, from, max).await.map(StorageReply::Events)
-            }
-            StorageRequest::FindOffset { stream, partition, at } => {
-                self.find_offset(&stream, partition, at).await.map(StorageReply::Offset)
-            }
+            StorageRequest::Read {
+                stream,
+                partition,
+                from,
+                max,
+            } => self
+                .read(&stream, partition, from, max)
+                .await
+                .map(StorageReply::Events),
+            StorageRequest::FindOffset {
+                stream,
+                partition,
+                at,
+            } => self
+                .find_offset(&stream, partition, at)
+                .await
+                .map(StorageReply::Offset),
             StorageRequest::SaveSubscription(rec) => return self.save_subscription(&rec).await,
             StorageRequest::DeleteSubscription(id) => return self.delete_subscription(id).await,
             StorageRequest::SaveCursor(c) => return self.save_cursor(&c).await,
@@ -54,11 +73,12 @@ impl PgStore {
         if let Some(id) = self.ids.lock().ok().and_then(|m| m.get(name).copied()) {
             return Ok(id);
         }
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM tributary_streams WHERE name = $1")
-            .bind(name.as_str())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| failed(&e))?;
+        let id: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM tributary_streams WHERE name = $1")
+                .bind(name.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(|e| failed(&e))?;
         let id = id.ok_or_else(|| StorageError::NotFound(format!("stream {name}")))?;
         if let Ok(mut m) = self.ids.lock() {
             m.insert(name.clone(), id);
@@ -91,18 +111,27 @@ impl PgStore {
         for r in rows {
             let name: String = r.get("name");
             if !streams.contains_key(&name) {
-                let config: StreamConfig = from_json("stream config", r.get::<&str, _>("config")).map_err(codec)?;
+                let config: StreamConfig =
+                    from_json("stream config", r.get::<&str, _>("config")).map_err(codec)?;
                 ids.push((config.name.clone(), r.get::<i64, _>("id")));
-                streams.insert(name.clone(), StreamRecord { config, heads: Vec::new() });
+                streams.insert(
+                    name.clone(),
+                    StreamRecord {
+                        config,
+                        heads: Vec::new(),
+                    },
+                );
             }
-            let floor = u64_of(r.get("next_floor"));
-            let hi: Option<i64> = r.get("hi");
-            let lo: Option<i64> = r.get("lo");
-            let next = floor.max(hi.map_or(0, |h| u64_of(h) + 1));
-            let first = lo.map_or(next, |l| u64_of(l).max(u64_of(r.get("first_offset"))));
-            let last = u64_of(r.get("last_ts")).max(r.get::<Option<i64>, _>("hi_ts").map_or(0, u64_of));
+            let head = partition_head(
+                r.get("first_offset"),
+                r.get("next_floor"),
+                r.get("last_ts"),
+                r.get("lo"),
+                r.get("hi"),
+                r.get("hi_ts"),
+            );
             if let Some(s) = streams.get_mut(&name) {
-                s.heads.push(PartitionHead { first, next, last_timestamp: UnixMillis(last) });
+                s.heads.push(head);
             }
         }
         if let Ok(mut m) = self.ids.lock() {
@@ -114,37 +143,37 @@ impl PgStore {
         .fetch_all(&mut *c)
         .await
         .map_err(|e| failed(&e))?;
-        let mut subscriptions = Vec::with_capacity(subs.len());
-        for r in subs {
-            subscriptions.push(SubscriptionRecord {
-                id: SubId(u64_of(r.get("id"))),
-                config: from_json("subscription config", r.get::<&str, _>("config")).map_err(codec)?,
-                start_offsets: from_json("start offsets", r.get::<&str, _>("start_offsets")).map_err(codec)?,
-            });
-        }
+        let subscriptions = subs
+            .iter()
+            .map(|r| {
+                subscription_record(r.get("id"), r.get("config"), r.get("start_offsets"))
+                    .map_err(codec)
+            })
+            .collect::<Res<Vec<_>>>()?;
         let rows = sqlx::query(
             "SELECT sub_id, consumer, partition, floor, acked FROM tributary_cursors ORDER BY sub_id, consumer, partition",
         )
         .fetch_all(&mut *c)
         .await
         .map_err(|e| failed(&e))?;
-        let mut cursors = Vec::with_capacity(rows.len());
-        for r in rows {
-            let consumer: String = r.get("consumer");
-            let consumer = if consumer.is_empty() {
-                None
-            } else {
-                Some(ConsumerId::new(&consumer).map_err(|e| codec(tributary_store_api::CodecError(e.to_string())))?)
-            };
-            cursors.push(CursorRecord {
-                sub: SubId(u64_of(r.get("sub_id"))),
-                consumer,
-                partition: u32::try_from(r.get::<i32, _>("partition")).unwrap_or(0),
-                floor: u64_of(r.get("floor")),
-                acked: decode_acked(r.get::<&str, _>("acked")).map_err(codec)?,
-            });
-        }
-        Ok(RecoveredState { streams: streams.into_values().collect(), subscriptions, cursors })
+        let cursors = rows
+            .iter()
+            .map(|r| {
+                cursor_record(
+                    r.get("sub_id"),
+                    r.get("consumer"),
+                    r.get("partition"),
+                    r.get("floor"),
+                    r.get("acked"),
+                )
+                .map_err(codec)
+            })
+            .collect::<Res<Vec<_>>>()?;
+        Ok(RecoveredState {
+            streams: streams.into_values().collect(),
+            subscriptions,
+            cursors,
+        })
     }
 
     async fn load_dedup(
@@ -174,18 +203,15 @@ impl PgStore {
         .fetch_all(&mut *c)
         .await
         .map_err(|e| failed(&e))?;
-        rows.into_iter()
+        rows.iter()
             .map(|r| {
-                let idb: Vec<u8> = r.get("event_id");
-                let idb: [u8; 16] = idb
-                    .try_into()
-                    .map_err(|_| StorageError::Unavailable("a dedup id is not 16 bytes".into()))?;
-                Ok(DedupRecord {
-                    event_id: EventId::from_bytes(idb),
-                    partition: u32::try_from(r.get::<i32, _>("partition")).unwrap_or(0),
-                    offset: u64_of(r.get("offset")),
-                    expires_at: UnixMillis(u64_of(r.get("expires_at"))),
-                })
+                dedup_record(
+                    r.get("partition"),
+                    r.get("offset"),
+                    r.get::<&[u8], _>("event_id"),
+                    r.get("expires_at"),
+                )
+                .map_err(codec)
             })
             .collect()
     }
@@ -207,7 +233,8 @@ impl PgStore {
         match existing {
             Err(e) => return StorageResult::Err(failed(&e)),
             Ok(Some(stored)) => {
-                let same = from_json::<StreamConfig>("stream config", &stored).is_ok_and(|c| c == *config);
+                let same =
+                    from_json::<StreamConfig>("stream config", &stored).is_ok_and(|c| c == *config);
                 return if same {
                     StorageResult::Ok(StorageReply::Done)
                 } else {
@@ -255,10 +282,11 @@ impl PgStore {
             Ok(tx) => tx,
             Err(e) => return StorageResult::Err(failed(&e)),
         };
-        let id: Result<Option<i64>, _> = sqlx::query_scalar("DELETE FROM tributary_streams WHERE name = $1 RETURNING id")
-            .bind(name.as_str())
-            .fetch_optional(&mut *tx)
-            .await;
+        let id: Result<Option<i64>, _> =
+            sqlx::query_scalar("DELETE FROM tributary_streams WHERE name = $1 RETURNING id")
+                .bind(name.as_str())
+                .fetch_optional(&mut *tx)
+                .await;
         let id = match id {
             Ok(Some(id)) => id,
             Ok(None) => return StorageResult::Ok(StorageReply::Done),
@@ -303,7 +331,12 @@ impl PgStore {
                    (SELECT partition, "offset" FROM {table} WHERE stream_id = $1 LIMIT $2)"#
             );
             loop {
-                match sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(id).bind(DELETE_BATCH).execute(&self.pool).await {
+                match sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(id)
+                    .bind(DELETE_BATCH)
+                    .execute(&self.pool)
+                    .await
+                {
                     Ok(r) if r.rows_affected() > 0 => continue,
                     Ok(_) => break,
                     Err(e) => {
@@ -313,7 +346,10 @@ impl PgStore {
                 }
             }
         }
-        let _ = sqlx::query("DELETE FROM tributary_deleted_streams WHERE stream_id = $1").bind(id).execute(&self.pool).await;
+        let _ = sqlx::query("DELETE FROM tributary_deleted_streams WHERE stream_id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await;
     }
 
     async fn append(&self, w: &AppendWrite) -> StorageResult {
@@ -393,8 +429,12 @@ impl PgStore {
                 Ok(r) => r,
                 Err(e) => return StorageResult::Err(failed(&e)),
             };
-            let want: BTreeMap<(i32, i64), &Vec<u8>> =
-                partition.iter().zip(&offset).map(|(p, o)| (*p, *o)).zip(&event_id).collect();
+            let want: BTreeMap<(i32, i64), &Vec<u8>> = partition
+                .iter()
+                .zip(&offset)
+                .map(|(p, o)| (*p, *o))
+                .zip(&event_id)
+                .collect();
             for r in rows {
                 let at = (r.get::<i32, _>("partition"), r.get::<i64, _>("offset"));
                 let have: Vec<u8> = r.get("event_id");
@@ -407,9 +447,17 @@ impl PgStore {
             }
         }
         if !w.dedup.is_empty() {
-            let dp: Vec<i32> = w.dedup.iter().map(|d| i32::try_from(d.partition).unwrap_or(i32::MAX)).collect();
+            let dp: Vec<i32> = w
+                .dedup
+                .iter()
+                .map(|d| i32::try_from(d.partition).unwrap_or(i32::MAX))
+                .collect();
             let doff: Vec<i64> = w.dedup.iter().map(|d| i64_of(d.offset)).collect();
-            let did: Vec<Vec<u8>> = w.dedup.iter().map(|d| d.event_id.as_bytes().to_vec()).collect();
+            let did: Vec<Vec<u8>> = w
+                .dedup
+                .iter()
+                .map(|d| d.event_id.as_bytes().to_vec())
+                .collect();
             let dexp: Vec<i64> = w.dedup.iter().map(|d| i64_of(d.expires_at.0)).collect();
             let r = sqlx::query(
                 r#"INSERT INTO tributary_dedup (stream_id, partition, "offset", event_id, expires_at)
@@ -439,7 +487,13 @@ impl PgStore {
         committed(tx.commit().await)
     }
 
-    async fn read(&self, stream: &StreamName, partition: u32, from: u64, max: u32) -> Res<Vec<std::sync::Arc<tributary_core::Event>>> {
+    async fn read(
+        &self,
+        stream: &StreamName,
+        partition: u32,
+        from: u64,
+        max: u32,
+    ) -> Res<Vec<std::sync::Arc<tributary_core::Event>>> {
         let mut c = self.conn().await?;
         let id = self.stream_id(&mut c, stream).await?;
         let sql = format!(
@@ -454,7 +508,9 @@ impl PgStore {
             .fetch_all(&mut *c)
             .await
             .map_err(|e| failed(&e))?;
-        rows.into_iter().map(|r| decode_event(stream, r).map_err(codec)).collect()
+        rows.into_iter()
+            .map(|r| decode_event(stream, r).map_err(codec))
+            .collect()
     }
 
     async fn find_offset(&self, stream: &StreamName, partition: u32, at: UnixMillis) -> Res<u64> {
@@ -484,7 +540,8 @@ impl PgStore {
         .fetch_optional(&mut *c)
         .await
         .map_err(|e| failed(&e))?;
-        next.map(u64_of).ok_or_else(|| StorageError::NotFound(format!("stream {stream} partition {partition}")))
+        next.map(u64_of)
+            .ok_or_else(|| StorageError::NotFound(format!("stream {stream} partition {partition}")))
     }
 
     async fn save_subscription(&self, rec: &SubscriptionRecord) -> StorageResult {

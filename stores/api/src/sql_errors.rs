@@ -1,14 +1,16 @@
-//! From sqlx errors to the core's storage outcomes.
+//! From sqlx errors to the core's storage outcomes, for every SQL store.
 
+use crate::CodecError;
 use sqlx::error::ErrorKind;
 use tributary_core::{StorageError, StorageReply, StorageResult};
-use tributary_store_api::CodecError;
 
 /// What a failure before the commit means: nothing was written.
-pub(crate) fn failed(e: &sqlx::Error) -> StorageError {
+pub fn failed(e: &sqlx::Error) -> StorageError {
     match e {
         sqlx::Error::Database(db) => match db.kind() {
-            ErrorKind::ForeignKeyViolation | ErrorKind::NotNullViolation => StorageError::NotFound(db.to_string()),
+            ErrorKind::ForeignKeyViolation | ErrorKind::NotNullViolation => {
+                StorageError::NotFound(db.to_string())
+            }
             ErrorKind::UniqueViolation => StorageError::Conflict(db.to_string()),
             _ => StorageError::Unavailable(db.to_string()),
         },
@@ -18,7 +20,7 @@ pub(crate) fn failed(e: &sqlx::Error) -> StorageError {
 
 /// The outcome of a `COMMIT`: a database error means it was refused (nothing written); any
 /// other failure (I/O, a closed connection) leaves it unknown.
-pub(crate) fn committed(r: Result<(), sqlx::Error>) -> StorageResult {
+pub fn committed(r: Result<(), sqlx::Error>) -> StorageResult {
     match r {
         Ok(()) => StorageResult::Ok(StorageReply::Done),
         Err(e @ sqlx::Error::Database(_)) => StorageResult::Err(failed(&e)),
@@ -26,6 +28,7 @@ pub(crate) fn committed(r: Result<(), sqlx::Error>) -> StorageResult {
     }
 }
 
-pub(crate) fn codec(e: CodecError) -> StorageError {
+/// A stored value that cannot be decoded.
+pub fn codec(e: CodecError) -> StorageError {
     StorageError::Unavailable(format!("stored data cannot be decoded: {e}"))
 }

@@ -1,0 +1,177 @@
+//! # tributary-store-sqlite
+//!
+//! Tributary's embedded default store: the core's storage requests on one SQLite file.
+//!
+//! - WAL journal, `synchronous = FULL` by default (every commit is fsynced: an acknowledged
+//!   append survives a crash of the process or of the machine); `NORMAL` is an option (survives
+//!   a crash of the process only).
+//! - Versioned migrations (`migrations/`), applied at [`SqliteStore::open`] unless turned off;
+//!   sqlx records the applied versions in `_sqlx_migrations`.
+//! - One writer connection (SQLite has one writer at a time) and a pool of readers, which WAL
+//!   lets read while a write commits.
+//! - An append is one transaction of multi-row `INSERT OR IGNORE` statements; the core merges
+//!   the appends of many producers into one request per stream (group commit).
+//! - A deleted stream disappears in one short transaction; its rows are removed afterwards in
+//!   bounded batches (resumed at the next open after a crash).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod requests;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tributary_core::{StorageRequest, StorageResult, StreamName};
+use tributary_store_api::Store;
+
+/// Rows removed per statement when a deleted stream's events are cleaned up.
+pub const DELETE_BATCH: i64 = 10_000;
+
+/// When a commit is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync at every commit (`synchronous = FULL`): survives a power loss.
+    Full,
+    /// fsync at checkpoints only (`synchronous = NORMAL` in WAL): survives a crash of the
+    /// process, may lose the last commits on a power loss.
+    Normal,
+}
+
+/// Where the database is and how it is used.
+#[derive(Debug, Clone)]
+pub struct SqliteStoreConfig {
+    /// The database file (created if missing, with its folder).
+    pub path: PathBuf,
+    /// When a commit is durable.
+    pub durability: Durability,
+    /// Apply the migrations at open.
+    pub migrate: bool,
+    /// Reader connections.
+    pub readers: u32,
+    /// How long a statement waits for a lock before failing.
+    pub busy_timeout: Duration,
+}
+
+impl SqliteStoreConfig {
+    /// Defaults for a file: full durability, migrations on, 4 readers, 5 s busy timeout.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteStoreConfig {
+            path: path.into(),
+            durability: Durability::Full,
+            migrate: true,
+            readers: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the store could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The folder of the database cannot be created.
+    #[error("cannot create the folder of {path}: {source}")]
+    Folder {
+        /// The database path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// SQLite cannot open the file.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The database path.
+        path: PathBuf,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// The SQLite store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pub(crate) writer: SqlitePool,
+    pub(crate) readers: SqlitePool,
+    pub(crate) ids: Arc<Mutex<HashMap<StreamName, i64>>>,
+}
+
+/// The migrations, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl SqliteStore {
+    /// Opens (or creates) the database, applies the migrations (unless turned off) and resumes
+    /// unfinished deletions.
+    pub async fn open(config: &SqliteStoreConfig) -> Result<SqliteStore, OpenError> {
+        if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::Folder {
+                path: config.path.clone(),
+                source,
+            })?;
+        }
+        let open_err = |source| OpenError::Open {
+            path: config.path.clone(),
+            source,
+        };
+        let options = SqliteConnectOptions::new()
+            .filename(&config.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match config.durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
+            .foreign_keys(true)
+            .busy_timeout(config.busy_timeout);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(open_err)?;
+        if config.migrate {
+            MIGRATOR.run(&writer).await.map_err(OpenError::Migrate)?;
+        }
+        let readers = SqlitePoolOptions::new()
+            .max_connections(config.readers.max(1))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(open_err)?;
+        let store = SqliteStore {
+            writer,
+            readers,
+            ids: Arc::default(),
+        };
+        store.resume_deletions().await;
+        Ok(store)
+    }
+
+    /// The versions of the migrations applied to the database, ascending.
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>, sqlx::Error> {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&self.readers)
+            .await
+    }
+
+    /// Closes the connections (the file stays consistent either way).
+    pub async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+}
+
+impl Store for SqliteStore {
+    fn execute(
+        &self,
+        req: StorageRequest,
+    ) -> impl std::future::Future<Output = StorageResult> + Send {
+        let store = self.clone();
+        async move { store.run(req).await }
+    }
+}

@@ -1,0 +1,536 @@
+//! Each storage request as SQLite SQL.
+
+use crate::{DELETE_BATCH, SqliteStore};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tributary_core::{
+    AppendWrite, CursorRecord, DedupRecord, Event, RecoveredState, StorageError, StorageReply,
+    StorageRequest, StorageResult, StreamConfig, StreamName, StreamRecord, SubId,
+    SubscriptionRecord, UnixMillis,
+};
+use tributary_store_api::{
+    EventRow, codec, committed, cursor_record, decode_event, dedup_record, encode_acked,
+    encode_headers, failed, from_json, partition_head, subscription_record, to_json,
+};
+
+type Res<T> = Result<T, StorageError>;
+
+/// Rows per multi-row INSERT (14 parameters each, well under SQLite's limit of 32,766).
+const ROWS_PER_INSERT: usize = 500;
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl SqliteStore {
+    pub(crate) async fn run(&self, req: StorageRequest) -> StorageResult {
+        let r = match req {
+            StorageRequest::Recover => self.recover().await.map(StorageReply::Recovered),
+            StorageRequest::LoadDedup {
+                stream,
+                live_at,
+                after,
+                limit,
+            } => self
+                .load_dedup(&stream, live_at, after, limit)
+                .await
+                .map(StorageReply::Dedup),
+            StorageRequest::CreateStream(config) => return self.create_stream(&config).await,
+            StorageRequest::DeleteStream(name) => return self.delete_stream(&name).await,
+            StorageRequest::Append(w) => return self.append(&w).await,
+            StorageRequest::Read {
+                stream,
+                partition,
+                from,
+                max,
+            } => self
+                .read(&stream, partition, from, max)
+                .await
+                .map(StorageReply::Events),
+            StorageRequest::FindOffset {
+                stream,
+                partition,
+                at,
+            } => self
+                .find_offset(&stream, partition, at)
+                .await
+                .map(StorageReply::Offset),
+            StorageRequest::SaveSubscription(rec) => return self.save_subscription(&rec).await,
+            StorageRequest::DeleteSubscription(id) => return self.delete_subscription(id).await,
+            StorageRequest::SaveCursor(c) => return self.save_cursor(&c).await,
+        };
+        match r {
+            Ok(reply) => StorageResult::Ok(reply),
+            Err(e) => StorageResult::Err(e),
+        }
+    }
+
+    async fn stream_id(&self, conn: &mut SqliteConnection, name: &StreamName) -> Res<i64> {
+        if let Some(id) = self.ids.lock().ok().and_then(|m| m.get(name).copied()) {
+            return Ok(id);
+        }
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM tributary_streams WHERE name = ?")
+            .bind(name.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| failed(&e))?;
+        let id = id.ok_or_else(|| StorageError::NotFound(format!("stream {name}")))?;
+        if let Ok(mut m) = self.ids.lock() {
+            m.insert(name.clone(), id);
+        }
+        Ok(id)
+    }
+
+    async fn reader(&self) -> Res<sqlx::pool::PoolConnection<Sqlite>> {
+        self.readers.acquire().await.map_err(|e| failed(&e))
+    }
+
+    async fn recover(&self) -> Res<RecoveredState> {
+        let mut c = self.reader().await?;
+        let rows = sqlx::query(
+            r#"SELECT s.id, s.name, s.config, p.partition, p.first_offset, p.next_floor, p.last_ts,
+                 (SELECT e."offset" FROM tributary_events e WHERE e.stream_id = p.stream_id
+                    AND e.partition = p.partition ORDER BY e."offset" ASC LIMIT 1) AS lo,
+                 (SELECT e."offset" FROM tributary_events e WHERE e.stream_id = p.stream_id
+                    AND e.partition = p.partition ORDER BY e."offset" DESC LIMIT 1) AS hi,
+                 (SELECT e.ts FROM tributary_events e WHERE e.stream_id = p.stream_id
+                    AND e.partition = p.partition ORDER BY e."offset" DESC LIMIT 1) AS hi_ts
+               FROM tributary_streams s JOIN tributary_partitions p ON p.stream_id = s.id
+               ORDER BY s.name, p.partition"#,
+        )
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        let mut streams: BTreeMap<String, StreamRecord> = BTreeMap::new();
+        let mut ids = Vec::new();
+        for r in rows {
+            let name: String = r.get("name");
+            if !streams.contains_key(&name) {
+                let config: StreamConfig =
+                    from_json("stream config", r.get::<&str, _>("config")).map_err(codec)?;
+                ids.push((config.name.clone(), r.get::<i64, _>("id")));
+                streams.insert(
+                    name.clone(),
+                    StreamRecord {
+                        config,
+                        heads: Vec::new(),
+                    },
+                );
+            }
+            let head = partition_head(
+                r.get("first_offset"),
+                r.get("next_floor"),
+                r.get("last_ts"),
+                r.get("lo"),
+                r.get("hi"),
+                r.get("hi_ts"),
+            );
+            if let Some(s) = streams.get_mut(&name) {
+                s.heads.push(head);
+            }
+        }
+        if let Ok(mut m) = self.ids.lock() {
+            m.extend(ids);
+        }
+        let subs = sqlx::query(
+            "SELECT id, config, start_offsets FROM tributary_subscriptions ORDER BY id",
+        )
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        let subscriptions = subs
+            .iter()
+            .map(|r| {
+                subscription_record(r.get("id"), r.get("config"), r.get("start_offsets"))
+                    .map_err(codec)
+            })
+            .collect::<Res<Vec<_>>>()?;
+        let rows = sqlx::query(
+            "SELECT sub_id, consumer, partition, floor, acked FROM tributary_cursors ORDER BY sub_id, consumer, partition",
+        )
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        let cursors = rows
+            .iter()
+            .map(|r| {
+                cursor_record(
+                    r.get("sub_id"),
+                    r.get("consumer"),
+                    r.get("partition"),
+                    r.get("floor"),
+                    r.get("acked"),
+                )
+                .map_err(codec)
+            })
+            .collect::<Res<Vec<_>>>()?;
+        Ok(RecoveredState {
+            streams: streams.into_values().collect(),
+            subscriptions,
+            cursors,
+        })
+    }
+
+    async fn load_dedup(
+        &self,
+        stream: &StreamName,
+        live_at: UnixMillis,
+        after: Option<(u32, u64)>,
+        limit: u32,
+    ) -> Res<Vec<DedupRecord>> {
+        let mut c = self.reader().await?;
+        let id = match self.stream_id(&mut c, stream).await {
+            Ok(id) => id,
+            Err(StorageError::NotFound(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let (ap, ao) = after.map_or((-1i64, -1i64), |(p, o)| (i64::from(p), i64_of(o)));
+        let rows = sqlx::query(
+            r#"SELECT partition, "offset", event_id, expires_at FROM tributary_dedup
+               WHERE stream_id = ? AND expires_at > ? AND (partition, "offset") > (?, ?)
+               ORDER BY partition, "offset" LIMIT ?"#,
+        )
+        .bind(id)
+        .bind(i64_of(live_at.0))
+        .bind(ap)
+        .bind(ao)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        rows.iter()
+            .map(|r| {
+                dedup_record(
+                    r.get("partition"),
+                    r.get("offset"),
+                    r.get::<&[u8], _>("event_id"),
+                    r.get("expires_at"),
+                )
+                .map_err(codec)
+            })
+            .collect()
+    }
+
+    async fn create_stream(&self, config: &StreamConfig) -> StorageResult {
+        let json = match to_json(config) {
+            Ok(j) => j,
+            Err(e) => return StorageResult::Err(codec(e)),
+        };
+        let mut tx = match self.writer.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let existing: Result<Option<String>, _> =
+            sqlx::query_scalar("SELECT config FROM tributary_streams WHERE name = ?")
+                .bind(config.name.as_str())
+                .fetch_optional(&mut *tx)
+                .await;
+        match existing {
+            Err(e) => return StorageResult::Err(failed(&e)),
+            Ok(Some(stored)) => {
+                let same =
+                    from_json::<StreamConfig>("stream config", &stored).is_ok_and(|c| c == *config);
+                return if same {
+                    StorageResult::Ok(StorageReply::Done)
+                } else {
+                    StorageResult::Err(StorageError::Conflict(format!(
+                        "stream {} exists with another configuration",
+                        config.name
+                    )))
+                };
+            }
+            Ok(None) => {}
+        }
+        let id: Result<i64, _> =
+            sqlx::query_scalar("INSERT INTO tributary_streams (name, config, partitions) VALUES (?, ?, ?) RETURNING id")
+                .bind(config.name.as_str())
+                .bind(&json)
+                .bind(i64::from(config.partitions))
+                .fetch_one(&mut *tx)
+                .await;
+        let id = match id {
+            Ok(id) => id,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        for p in 0..config.partitions {
+            if let Err(e) =
+                sqlx::query("INSERT INTO tributary_partitions (stream_id, partition) VALUES (?, ?)")
+                    .bind(id)
+                    .bind(i64::from(p))
+                    .execute(&mut *tx)
+                    .await
+            {
+                return StorageResult::Err(failed(&e));
+            }
+        }
+        let r = committed(tx.commit().await);
+        if matches!(r, StorageResult::Ok(_))
+            && let Ok(mut m) = self.ids.lock()
+        {
+            m.insert(config.name.clone(), id);
+        }
+        r
+    }
+
+    async fn delete_stream(&self, name: &StreamName) -> StorageResult {
+        let mut tx = match self.writer.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let id: Result<Option<i64>, _> =
+            sqlx::query_scalar("DELETE FROM tributary_streams WHERE name = ? RETURNING id")
+                .bind(name.as_str())
+                .fetch_optional(&mut *tx)
+                .await;
+        let id = match id {
+            Ok(Some(id)) => id,
+            Ok(None) => return StorageResult::Ok(StorageReply::Done),
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        if let Err(e) = sqlx::query("INSERT INTO tributary_deleted_streams (stream_id) VALUES (?)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+        {
+            return StorageResult::Err(failed(&e));
+        }
+        let r = committed(tx.commit().await);
+        if let Ok(mut m) = self.ids.lock() {
+            m.remove(name);
+        }
+        if matches!(r, StorageResult::Ok(_)) {
+            let store = self.clone();
+            tokio::spawn(async move { store.purge(id).await });
+        }
+        r
+    }
+
+    pub(crate) async fn resume_deletions(&self) {
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT stream_id FROM tributary_deleted_streams")
+            .fetch_all(&self.writer)
+            .await
+            .unwrap_or_default();
+        for id in ids {
+            let store = self.clone();
+            tokio::spawn(async move { store.purge(id).await });
+        }
+    }
+
+    /// Removes a deleted stream's rows, `DELETE_BATCH` per statement, so that no statement
+    /// holds the write lock for long.
+    pub(crate) async fn purge(&self, id: i64) {
+        for table in ["tributary_events", "tributary_dedup"] {
+            let sql = format!(
+                r#"DELETE FROM {table} WHERE stream_id = ?1 AND (partition, "offset") IN
+                   (SELECT partition, "offset" FROM {table} WHERE stream_id = ?1 LIMIT ?2)"#
+            );
+            loop {
+                match sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(id)
+                    .bind(DELETE_BATCH)
+                    .execute(&self.writer)
+                    .await
+                {
+                    Ok(r) if r.rows_affected() > 0 => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(code = 1003, stream_id = id, error = %e, "removing a deleted stream's rows failed; resumed at next open");
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = sqlx::query("DELETE FROM tributary_deleted_streams WHERE stream_id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await;
+    }
+
+    async fn append(&self, w: &AppendWrite) -> StorageResult {
+        let mut tx = match self.writer.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let id = match self.stream_id(&mut tx, &w.stream).await {
+            Ok(id) => id,
+            Err(e) => return StorageResult::Err(e),
+        };
+        let mut inserted = 0u64;
+        for chunk in w.events.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                r#"INSERT OR IGNORE INTO tributary_events (stream_id, partition, "offset", event_id, ts, event_type,
+                   schema_version, key, correlation_id, causation_id, headers, content_type, payload) "#,
+            );
+            q.push_values(chunk, |mut b, e| {
+                b.push_bind(id)
+                    .push_bind(i64::from(e.partition))
+                    .push_bind(i64_of(e.offset))
+                    .push_bind(e.event_id.as_bytes().to_vec())
+                    .push_bind(i64_of(e.timestamp.0))
+                    .push_bind(e.event_type.clone())
+                    .push_bind(i64::from(e.schema_version))
+                    .push_bind(e.key.as_ref().map(|k| k.to_vec()))
+                    .push_bind(e.correlation_id.clone())
+                    .push_bind(e.causation_id.clone())
+                    .push_bind(encode_headers(&e.headers))
+                    .push_bind(e.content_type.clone())
+                    .push_bind(e.payload.to_vec());
+            });
+            match q.build().execute(&mut *tx).await {
+                Ok(r) => inserted += r.rows_affected(),
+                Err(e) => return StorageResult::Err(failed(&e)),
+            }
+        }
+        if (inserted as usize) < w.events.len() {
+            // Some offsets were taken: a repeat of this very write is fine, anything else is not.
+            for e in &w.events {
+                let have: Result<Option<Vec<u8>>, _> = sqlx::query_scalar(
+                    r#"SELECT event_id FROM tributary_events WHERE stream_id = ? AND partition = ? AND "offset" = ?"#,
+                )
+                .bind(id)
+                .bind(i64::from(e.partition))
+                .bind(i64_of(e.offset))
+                .fetch_optional(&mut *tx)
+                .await;
+                match have {
+                    Err(err) => return StorageResult::Err(failed(&err)),
+                    Ok(Some(have)) if have.as_slice() != e.event_id.as_bytes() => {
+                        return StorageResult::Err(StorageError::Conflict(format!(
+                            "stream {} partition {} offset {} holds another event",
+                            w.stream, e.partition, e.offset
+                        )));
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+        for chunk in w.dedup.chunks(ROWS_PER_INSERT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                r#"INSERT OR IGNORE INTO tributary_dedup (stream_id, partition, "offset", event_id, expires_at) "#,
+            );
+            q.push_values(chunk, |mut b, d| {
+                b.push_bind(id)
+                    .push_bind(i64::from(d.partition))
+                    .push_bind(i64_of(d.offset))
+                    .push_bind(d.event_id.as_bytes().to_vec())
+                    .push_bind(i64_of(d.expires_at.0));
+            });
+            if let Err(e) = q.build().execute(&mut *tx).await {
+                return StorageResult::Err(failed(&e));
+            }
+        }
+        committed(tx.commit().await)
+    }
+
+    async fn read(
+        &self,
+        stream: &StreamName,
+        partition: u32,
+        from: u64,
+        max: u32,
+    ) -> Res<Vec<Arc<Event>>> {
+        let mut c = self.reader().await?;
+        let id = self.stream_id(&mut c, stream).await?;
+        let rows: Vec<EventRow> = sqlx::query_as(
+            r#"SELECT partition, "offset", event_id, ts, event_type, schema_version, key, correlation_id,
+                   causation_id, headers, content_type, payload FROM tributary_events
+               WHERE stream_id = ? AND partition = ? AND "offset" >= ? ORDER BY "offset" LIMIT ?"#,
+        )
+        .bind(id)
+        .bind(i64::from(partition))
+        .bind(i64_of(from))
+        .bind(i64::from(max))
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        rows.into_iter()
+            .map(|r| decode_event(stream, r).map_err(codec))
+            .collect()
+    }
+
+    async fn find_offset(&self, stream: &StreamName, partition: u32, at: UnixMillis) -> Res<u64> {
+        let mut c = self.reader().await?;
+        let id = self.stream_id(&mut c, stream).await?;
+        let found: Option<i64> = sqlx::query_scalar(
+            r#"SELECT "offset" FROM tributary_events WHERE stream_id = ? AND partition = ? AND ts >= ?
+               ORDER BY ts, "offset" LIMIT 1"#,
+        )
+        .bind(id)
+        .bind(i64::from(partition))
+        .bind(i64_of(at.0))
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        if let Some(o) = found {
+            return Ok(u64_of(o));
+        }
+        let next: Option<i64> = sqlx::query_scalar(
+            r#"SELECT MAX(p.next_floor, COALESCE((SELECT e."offset" + 1 FROM tributary_events e
+                 WHERE e.stream_id = p.stream_id AND e.partition = p.partition ORDER BY e."offset" DESC LIMIT 1), 0))
+               FROM tributary_partitions p WHERE p.stream_id = ? AND p.partition = ?"#,
+        )
+        .bind(id)
+        .bind(i64::from(partition))
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        next.map(u64_of)
+            .ok_or_else(|| StorageError::NotFound(format!("stream {stream} partition {partition}")))
+    }
+
+    async fn write_one(
+        &self,
+        q: sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> StorageResult {
+        let mut tx = match self.writer.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        if let Err(e) = q.execute(&mut *tx).await {
+            return StorageResult::Err(failed(&e));
+        }
+        committed(tx.commit().await)
+    }
+
+    async fn save_subscription(&self, rec: &SubscriptionRecord) -> StorageResult {
+        let (config, starts) = match (to_json(&rec.config), to_json(&rec.start_offsets)) {
+            (Ok(c), Ok(s)) => (c, s),
+            (Err(e), _) | (_, Err(e)) => return StorageResult::Err(codec(e)),
+        };
+        let q = sqlx::query(
+            r#"INSERT INTO tributary_subscriptions (id, stream_id, config, start_offsets)
+               VALUES (?, (SELECT id FROM tributary_streams WHERE name = ?), ?, ?)
+               ON CONFLICT (id) DO UPDATE SET config = excluded.config, start_offsets = excluded.start_offsets"#,
+        )
+        .bind(i64_of(rec.id.0))
+        .bind(rec.config.stream.as_str().to_string())
+        .bind(config)
+        .bind(starts);
+        self.write_one(q).await
+    }
+
+    async fn delete_subscription(&self, id: SubId) -> StorageResult {
+        self.write_one(
+            sqlx::query("DELETE FROM tributary_subscriptions WHERE id = ?").bind(i64_of(id.0)),
+        )
+        .await
+    }
+
+    async fn save_cursor(&self, c: &CursorRecord) -> StorageResult {
+        let q = sqlx::query(
+            r#"INSERT INTO tributary_cursors (sub_id, consumer, partition, floor, acked) VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (sub_id, consumer, partition) DO UPDATE SET floor = excluded.floor, acked = excluded.acked"#,
+        )
+        .bind(i64_of(c.sub.0))
+        .bind(c.consumer.as_ref().map_or(String::new(), |c| c.to_string()))
+        .bind(i64::from(c.partition))
+        .bind(i64_of(c.floor))
+        .bind(encode_acked(&c.acked));
+        self.write_one(q).await
+    }
+}
