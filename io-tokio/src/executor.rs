@@ -1,0 +1,322 @@
+//! The engine task and the handles clients use to reach it.
+
+use crate::clock::Clock;
+use crate::runtime::Runtime;
+use futures_channel::oneshot;
+use futures_util::{FutureExt, select_biased};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tributary_core::{
+    Command, ConnId, ConsumerId, Delivered, Engine, Error, Input, Notice, OpId, Output, ReplayId,
+    ReplayItem, Reply, ReqId, StorageResult, StreamName, SubscriptionName,
+};
+use tributary_store_api::Store;
+
+/// Limits of the executor's own queues.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Client messages waiting for the engine task; senders wait when it is full
+    /// (back-pressure).
+    pub queue: usize,
+    /// Inputs handled per wake-up before the outputs are drained again.
+    pub budget: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            queue: 4096,
+            budget: 64,
+        }
+    }
+}
+
+/// What a connection receives besides the replies to its calls.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnEvent {
+    /// Events for an attached consumer.
+    Deliver {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The consumer.
+        consumer: ConsumerId,
+        /// The events.
+        events: Vec<Delivered>,
+    },
+    /// An item of a replay this connection started.
+    Replay {
+        /// The replay.
+        replay: ReplayId,
+        /// The item.
+        item: ReplayItem,
+    },
+}
+
+enum Msg {
+    Call {
+        conn: ConnId,
+        req: ReqId,
+        cmd: Command,
+        reply: oneshot::Sender<Result<Reply, Error>>,
+    },
+    Open {
+        conn: ConnId,
+        events: async_channel::Sender<ConnEvent>,
+    },
+    Close {
+        conn: ConnId,
+    },
+}
+
+/// A cheap, cloneable way to reach the engine task.
+#[derive(Clone)]
+pub struct Handle {
+    tx: async_channel::Sender<Msg>,
+    ids: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").finish_non_exhaustive()
+    }
+}
+
+fn stopped() -> Error {
+    Error::Unavailable("the engine task has stopped".into())
+}
+
+impl Handle {
+    /// Sends a command on `conn` and waits for its reply.
+    pub async fn call(&self, conn: ConnId, cmd: Command) -> Result<Reply, Error> {
+        let (reply, rx) = oneshot::channel();
+        let req = ReqId(self.ids.fetch_add(1, Ordering::Relaxed));
+        self.tx
+            .send(Msg::Call {
+                conn,
+                req,
+                cmd,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Opens a connection: deliveries and replay items for it arrive on its `events`.
+    pub async fn connect(&self) -> Result<Connection, Error> {
+        let conn = ConnId(self.ids.fetch_add(1, Ordering::Relaxed));
+        // Deliveries are bounded by the consumers' credit (max_in_flight) in the core.
+        let (tx, events) = async_channel::unbounded();
+        self.tx
+            .send(Msg::Open { conn, events: tx })
+            .await
+            .map_err(|_| stopped())?;
+        Ok(Connection {
+            id: conn,
+            events,
+            handle: self.clone(),
+        })
+    }
+}
+
+/// A client connection. Dropping it detaches its consumers and stops its replays.
+#[derive(Debug)]
+pub struct Connection {
+    /// Its id.
+    pub id: ConnId,
+    /// Deliveries and replay items.
+    pub events: async_channel::Receiver<ConnEvent>,
+    handle: Handle,
+}
+
+impl Connection {
+    /// Sends a command on this connection and waits for its reply.
+    pub async fn call(&self, cmd: Command) -> Result<Reply, Error> {
+        self.handle.call(self.id, cmd).await
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Never lost, even when the queue is full: the engine must learn the connection closed.
+        let _ = self.handle.tx.force_send(Msg::Close { conn: self.id });
+    }
+}
+
+/// Starts the engine task on `rt`; it runs until every handle and connection is dropped.
+pub fn start<S: Store, R: Runtime>(
+    rt: R,
+    store: S,
+    engine: Engine,
+    clock: Clock,
+    config: ExecutorConfig,
+) -> Handle {
+    let (tx, rx) = async_channel::bounded(config.queue.max(1));
+    let handle = Handle {
+        tx,
+        ids: Arc::new(AtomicU64::new(1)),
+    };
+    let task = EngineTask {
+        rt: rt.clone(),
+        store: Arc::new(store),
+        engine,
+        clock,
+        waiting: BTreeMap::new(),
+        conns: BTreeMap::new(),
+        budget: config.budget.max(1),
+    };
+    rt.spawn(task.run(rx));
+    handle
+}
+
+struct EngineTask<S, R> {
+    rt: R,
+    store: Arc<S>,
+    engine: Engine,
+    clock: Clock,
+    waiting: BTreeMap<(ConnId, ReqId), oneshot::Sender<Result<Reply, Error>>>,
+    conns: BTreeMap<ConnId, async_channel::Sender<ConnEvent>>,
+    budget: usize,
+}
+
+impl<S: Store, R: Runtime> EngineTask<S, R> {
+    async fn run(mut self, rx: async_channel::Receiver<Msg>) {
+        let (done_tx, done_rx) = async_channel::unbounded::<(OpId, StorageResult)>();
+        loop {
+            self.drain(&done_tx);
+            let wait = self
+                .engine
+                .poll_timeout()
+                .map_or(Duration::from_secs(3600), |t| {
+                    Duration::from_nanos(t.0.saturating_sub(self.clock.now().mono.0))
+                });
+            let input = select_biased! {
+                done = done_rx.recv().fuse() => done.ok().map(|(op, result)| Input::StorageDone { op, result }),
+                msg = rx.recv().fuse() => match msg {
+                    Ok(m) => self.message(m),
+                    Err(_) => return,
+                },
+                _ = self.rt.sleep(wait).fuse() => Some(Input::Tick),
+            };
+            if let Some(i) = input {
+                self.engine.handle_input(self.clock.now(), i);
+            }
+            // More inputs that are ready now, up to the budget, before draining again.
+            for _ in 1..self.budget {
+                let next = match done_rx.try_recv() {
+                    Ok((op, result)) => Some(Input::StorageDone { op, result }),
+                    Err(_) => match rx.try_recv() {
+                        Ok(m) => self.message(m),
+                        Err(_) => break,
+                    },
+                };
+                if let Some(i) = next {
+                    self.engine.handle_input(self.clock.now(), i);
+                }
+            }
+        }
+    }
+
+    fn message(&mut self, m: Msg) -> Option<Input> {
+        match m {
+            Msg::Call {
+                conn,
+                req,
+                cmd,
+                reply,
+            } => {
+                self.waiting.insert((conn, req), reply);
+                Some(Input::Client { conn, req, cmd })
+            }
+            Msg::Open { conn, events } => {
+                self.conns.insert(conn, events);
+                None
+            }
+            Msg::Close { conn } => {
+                self.conns.remove(&conn);
+                Some(Input::ConnClosed { conn })
+            }
+        }
+    }
+
+    fn drain(&mut self, done: &async_channel::Sender<(OpId, StorageResult)>) {
+        while let Some(o) = self.engine.poll_output() {
+            match o {
+                Output::Storage { op, req } => {
+                    let (store, done) = (self.store.clone(), done.clone());
+                    self.rt.spawn(async move {
+                        let result = store.execute(req).await;
+                        let _ = done.send((op, result)).await;
+                    });
+                }
+                Output::Reply { conn, req, reply } => {
+                    if let Some(w) = self.waiting.remove(&(conn, req)) {
+                        let _ = w.send(reply);
+                    }
+                }
+                Output::Deliver {
+                    conn,
+                    stream,
+                    subscription,
+                    consumer,
+                    events,
+                } => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.try_send(ConnEvent::Deliver {
+                            stream,
+                            subscription,
+                            consumer,
+                            events,
+                        });
+                    }
+                }
+                Output::Replay { conn, replay, item } => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.try_send(ConnEvent::Replay { replay, item });
+                    }
+                }
+                Output::Notice(n) => log_notice(&n),
+            }
+        }
+    }
+}
+
+fn log_notice(n: &Notice) {
+    match n {
+        Notice::Recovered {
+            streams,
+            subscriptions,
+        } => {
+            tracing::info!(
+                code = 1000,
+                streams,
+                subscriptions,
+                "recovered from the store"
+            )
+        }
+        Notice::DeadLettered {
+            stream,
+            subscription,
+            position,
+            deliveries,
+        } => tracing::warn!(
+            code = 5003,
+            stream = %stream,
+            subscription = %subscription,
+            partition = position.partition,
+            offset = position.offset,
+            deliveries,
+            "event moved to the dead letter stream"
+        ),
+        Notice::Dropped { stream, count } => {
+            tracing::warn!(code = 4002, stream = %stream, count, "ephemeral stream full: oldest events dropped")
+        }
+        Notice::StorageRetry { what, error } => {
+            tracing::warn!(code = 1002, what, error = %error, "storage request failed; retrying")
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! What only the PostgreSQL store does: migrations recorded, notifications after appends,
+//! the inbox, the outcome of a lost commit, and a server that goes away and comes back.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+use tributary_core::*;
+use tributary_store_api::Store;
+use tributary_store_postgres::{Inbox, Notifications, PgStore, Wakeup};
+
+fn stream(name: &str) -> StreamName {
+    StreamName::new(name).expect("name")
+}
+
+async fn create(s: &PgStore, name: &str) {
+    let r = s
+        .execute(StorageRequest::CreateStream(StreamConfig::persistent(
+            stream(name),
+        )))
+        .await;
+    assert_eq!(r, StorageResult::Ok(StorageReply::Done));
+}
+
+fn one_event(name: &str, offset: u64, id: u8) -> StorageRequest {
+    let e = Event::from_new(
+        NewEvent::new("t", b"{}".to_vec()),
+        EventId::from_bytes([id; 16]),
+        stream(name),
+        0,
+        offset,
+        UnixMillis(1),
+    );
+    StorageRequest::Append(Arc::new(AppendWrite {
+        stream: stream(name),
+        events: vec![Arc::new(e)],
+        dedup: vec![],
+    }))
+}
+
+#[tokio::test]
+async fn migrations_are_recorded_and_can_be_skipped() {
+    let config = common::fresh_config();
+    let s = PgStore::open(&config).await.expect("open");
+    assert_eq!(s.applied_migrations().await.expect("versions"), vec![1]);
+    // Opening again applies nothing new.
+    let again = PgStore::open(&config).await.expect("reopen");
+    assert_eq!(again.applied_migrations().await.expect("versions"), vec![1]);
+    // With migrations off, a fresh schema has no tables: requests fail, clearly.
+    let mut off = common::fresh_config();
+    off.migrate = false;
+    let bare = PgStore::open(&off).await.expect("open without migrations");
+    let r = bare.execute(StorageRequest::Recover).await;
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::Unavailable(ref m)) if m.contains("tributary_streams")),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_schema_name_is_refused() {
+    let mut config = common::fresh_config();
+    config.schema = Some("x; DROP TABLE y".into());
+    let r = PgStore::open(&config).await;
+    assert!(
+        matches!(r, Err(tributary_store_postgres::OpenError::Schema(_))),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn each_append_notifies_readers_and_they_poll_without_notifications() {
+    let s = common::fresh_store().await;
+    create(&s, "orders").await;
+    let mut n = Notifications::listen(&s, Duration::from_secs(30))
+        .await
+        .expect("listen");
+    assert_eq!(
+        s.execute(one_event("orders", 0, 1)).await,
+        StorageResult::Ok(StorageReply::Done)
+    );
+    assert_eq!(n.next().await, Wakeup::Appended("orders".into()));
+    let mut quiet = Notifications::listen(&s, Duration::from_millis(50))
+        .await
+        .expect("listen");
+    assert_eq!(
+        quiet.next().await,
+        Wakeup::Poll,
+        "no append: the polling fallback answers"
+    );
+}
+
+#[tokio::test]
+async fn the_inbox_records_an_event_once_inside_the_callers_transaction() {
+    let s = common::fresh_store().await;
+    let mut c = s.pool().acquire().await.expect("connection");
+    sqlx::query("CREATE TABLE ledger (n INT)")
+        .execute(&mut *c)
+        .await
+        .expect("table");
+    let id = EventId::from_bytes([7; 16]);
+    let process = |commit: bool| {
+        let pool = s.pool().clone();
+        async move {
+            let mut tx = pool.begin().await.expect("begin");
+            let first = Inbox::record(&mut tx, "billing", id).await.expect("record");
+            if first {
+                sqlx::query("INSERT INTO ledger VALUES (1)")
+                    .execute(&mut *tx)
+                    .await
+                    .expect("effect");
+            }
+            if commit {
+                tx.commit().await.expect("commit");
+            } else {
+                tx.rollback().await.expect("rollback");
+            }
+            first
+        }
+    };
+    assert!(
+        process(false).await,
+        "a rolled back attempt records nothing"
+    );
+    assert!(process(true).await, "the first committed processing");
+    assert!(!process(true).await, "a redelivery is recognised");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger")
+        .fetch_one(&mut *c)
+        .await
+        .expect("count");
+    assert_eq!(n, 1, "the side effect happened once");
+    assert!(
+        Inbox::contains(&mut c, "billing", id)
+            .await
+            .expect("contains")
+    );
+    assert!(
+        !Inbox::contains(&mut c, "shipping", id)
+            .await
+            .expect("contains")
+    );
+    assert_eq!(
+        Inbox::forget_older_than(&mut c, Duration::from_secs(3600))
+            .await
+            .expect("forget"),
+        0
+    );
+    assert_eq!(
+        Inbox::forget_older_than(&mut c, Duration::ZERO)
+            .await
+            .expect("forget"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_commit_that_loses_its_connection_is_unknown() {
+    // The mapping the stores apply to the outcome of COMMIT: a refusal by the server means
+    // nothing was written; a lost connection means nobody knows.
+    use tributary_store_api::committed;
+    assert_eq!(committed(Ok(())), StorageResult::Ok(StorageReply::Done));
+    let lost = sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "reset",
+    ));
+    assert_eq!(committed(Err(lost)), StorageResult::Unknown);
+    assert_eq!(
+        committed(Err(sqlx::Error::PoolClosed)),
+        StorageResult::Unknown
+    );
+    // A real refusal at commit: a deferred constraint that fails when the transaction commits.
+    let s = common::fresh_store().await;
+    let mut c = s.pool().acquire().await.expect("connection");
+    sqlx::query("CREATE TABLE p (id INT PRIMARY KEY)")
+        .execute(&mut *c)
+        .await
+        .expect("p");
+    sqlx::query("CREATE TABLE ch (p INT REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)")
+        .execute(&mut *c)
+        .await
+        .expect("ch");
+    let mut tx = s.pool().begin().await.expect("begin");
+    sqlx::query("INSERT INTO ch VALUES (42)")
+        .execute(&mut *tx)
+        .await
+        .expect("insert");
+    let r = committed(tx.commit().await);
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::NotFound(_))),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn while_the_server_is_away_requests_fail_clearly_and_work_again_after() {
+    // A server of its own, so that stopping it disturbs no other test.
+    let dir = tempdir_path("away");
+    let port = 54400 + (std::process::id() % 500) as u16;
+    let start = || {
+        std::process::Command::new("scripts/pg-test-cluster")
+            .current_dir(workspace())
+            .arg("start")
+            .env("TRIBUTARY_PG_PORT", port.to_string())
+            .env("TRIBUTARY_PG_DIR", &dir)
+            .output()
+            .expect("pg-test-cluster start")
+    };
+    let stop = || {
+        std::process::Command::new("scripts/pg-test-cluster")
+            .current_dir(workspace())
+            .arg("stop")
+            .env("TRIBUTARY_PG_PORT", port.to_string())
+            .env("TRIBUTARY_PG_DIR", &dir)
+            .status()
+            .expect("pg-test-cluster stop")
+    };
+    let out = start();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut config = tributary_store_postgres::PgStoreConfig::new(url);
+    config.acquire_timeout = Duration::from_secs(1);
+    let s = PgStore::open(&config).await.expect("open");
+    create(&s, "a").await;
+    assert_eq!(
+        s.execute(one_event("a", 0, 1)).await,
+        StorageResult::Ok(StorageReply::Done)
+    );
+    assert!(stop().success());
+    let r = s.execute(one_event("a", 1, 2)).await;
+    assert!(
+        matches!(
+            r,
+            StorageResult::Err(StorageError::Unavailable(_)) | StorageResult::Unknown
+        ),
+        "a write while the server is away: {r:?}"
+    );
+    let out = start();
+    assert!(out.status.success());
+    // The pool reconnects by itself; the acknowledged event is there.
+    let mut last = StorageResult::Unknown;
+    for _ in 0..50 {
+        last = s.execute(one_event("a", 1, 2)).await;
+        if last == StorageResult::Ok(StorageReply::Done) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, StorageResult::Ok(StorageReply::Done));
+    let r = s
+        .execute(StorageRequest::Read {
+            stream: stream("a"),
+            partition: 0,
+            from: 0,
+            max: 10,
+        })
+        .await;
+    let StorageResult::Ok(StorageReply::Events(events)) = r else {
+        panic!("read: {r:?}")
+    };
+    assert_eq!(events.len(), 2);
+    stop();
+}
+
+fn workspace() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tempdir_path(name: &str) -> String {
+    format!("/tmp/tributary-pg-{name}-{}", std::process::id())
+}
