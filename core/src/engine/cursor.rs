@@ -98,10 +98,20 @@ pub(crate) struct PartCursor {
 impl PartCursor {
     /// A cursor at `floor`, with `acked` offsets above it already acknowledged.
     pub(crate) fn at(floor: u64, acked: &[u64]) -> Self {
-        PartCursor {
+        let mut c = PartCursor {
             next: floor,
             skip: acked.iter().copied().filter(|&o| o >= floor).collect(),
             ..Default::default()
+        };
+        c.pass_acknowledged();
+        c
+    }
+
+    /// With nothing pending, moves `next` past offsets already acknowledged (recovered
+    /// `skip` entries), so the floor is the lowest offset not acknowledged.
+    fn pass_acknowledged(&mut self) {
+        while self.window.is_empty() && self.skip.remove(&self.next) {
+            self.next += 1;
         }
     }
 
@@ -131,6 +141,7 @@ impl PartCursor {
         while self.window.front().is_some_and(|s| s.pending.is_none()) {
             self.window.pop_front();
         }
+        self.pass_acknowledged();
         taken
     }
 
@@ -238,6 +249,14 @@ mod tests {
 
     #[test]
     fn recovered_acks_are_skipped_and_recorded() {
+        let c = PartCursor::at(5, &[3, 5, 6, 9]);
+        assert_eq!(
+            c.floor(),
+            7,
+            "5 and 6 are acknowledged: the floor is past them"
+        );
+        let r = c.record(SubId(2), None, 1);
+        assert_eq!((r.floor, r.acked), (7, vec![9]));
         let c = PartCursor::at(5, &[3, 7, 9]);
         assert_eq!(c.floor(), 5);
         assert_eq!(c.skip.iter().copied().collect::<Vec<_>>(), vec![7, 9]);
