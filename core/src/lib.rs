@@ -30,6 +30,8 @@ mod error;
 mod event;
 mod ids;
 mod names;
+#[cfg(feature = "planted-bugs")]
+mod planted;
 mod storage;
 mod stream_config;
 mod subscription_config;
@@ -43,6 +45,8 @@ pub use error::{Error, ErrorClass, InvalidInput};
 pub use event::{Event, JSON, NewEvent, validate_batch};
 pub use ids::{ConnId, EventId, OpId, ReplayId, ReqId, SubId};
 pub use names::{ConsumerId, DLQ_SUFFIX, MAX_NAME_LEN, StreamName, SubscriptionName};
+#[cfg(feature = "planted-bugs")]
+pub use planted::PlantedBug;
 pub use storage::*;
 pub use stream_config::{
     DeliverySemantics, EphemeralLimits, Overflow, Scope, StreamConfig, StreamKind,

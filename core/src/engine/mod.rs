@@ -170,6 +170,9 @@ pub struct Engine {
     ack_waits: BTreeMap<u64, AckWait>,
     next_ack_wait: u64,
     seed: u64,
+    /// PLANTED BUG switch (test-only, feature `planted-bugs`).
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) planted: Option<crate::PlantedBug>,
 }
 
 impl Engine {
@@ -205,9 +208,19 @@ impl Engine {
             ack_waits: BTreeMap::new(),
             next_ack_wait: 1,
             seed,
+            #[cfg(feature = "planted-bugs")]
+            planted: None,
         };
         e.storage(Op::Recover, StorageRequest::Recover);
         Ok(e)
+    }
+
+    /// Test-only (feature `planted-bugs`): breaks one rule of the core from now on, so a test
+    /// can show that the simulator catches it. `None` restores the real behaviour.
+    #[cfg(feature = "planted-bugs")]
+    #[doc(hidden)]
+    pub fn plant_bug(&mut self, bug: Option<crate::PlantedBug>) {
+        self.planted = bug;
     }
 
     /// The engine's configuration.
@@ -386,8 +399,13 @@ impl Engine {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        let mut subs = BTreeSet::new();
         for (sub, consumer) in c.attached {
-            self.detach_consumer(sub, &consumer);
+            self.release_consumer(sub, &consumer);
+            subs.insert(sub);
+        }
+        for sub in subs {
+            self.pump(sub);
         }
         for id in c.replays {
             self.replays.remove(&id);

@@ -94,7 +94,15 @@ impl Engine {
                 _ => continue,
             };
             if let Some(pc) = sub.cursors[ci as usize].parts.get_mut(c.partition as usize) {
-                *pc = super::cursor::PartCursor::at(c.floor, &c.acked);
+                let acked: &[u64] = &c.acked;
+                // PLANTED BUG redeliver-acked (test-only): acks above the floor are forgotten.
+                #[cfg(feature = "planted-bugs")]
+                let acked: &[u64] = if self.planted == Some(crate::PlantedBug::RedeliverAcked) {
+                    &[]
+                } else {
+                    acked
+                };
+                *pc = super::cursor::PartCursor::at(c.floor, acked);
             }
         }
         let with_dedup: Vec<StreamName> = self

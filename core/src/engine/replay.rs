@@ -330,6 +330,11 @@ impl Engine {
             if let Some(m) = r.max_events {
                 n = n.min((m - r.sent) as usize);
             }
+            // PLANTED BUG ignore-replay-rate (test-only): the bucket never runs dry.
+            #[cfg(feature = "planted-bugs")]
+            if self.planted == Some(crate::PlantedBug::IgnoreReplayRate) {
+                r.tokens = r.tokens.max(u64::from(r.batch) * UNIT);
+            }
             if r.rate.is_some() {
                 n = n.min((r.tokens / UNIT) as usize);
             }

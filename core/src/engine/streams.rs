@@ -414,6 +414,8 @@ impl Engine {
     ) -> Result<(Vec<Planned>, usize), Error> {
         let wall = self.now.wall;
         let max_ids = self.cfg.max_dedup_ids_per_stream;
+        #[cfg(feature = "planted-bugs")]
+        let bug = self.planted;
         let Some(s) = self.streams.get_mut(name) else {
             return Err(Error::StreamNotFound(name.clone()));
         };
@@ -444,6 +446,13 @@ impl Engine {
                     .as_ref()
                     .map_or(0, |k| partition_of_key(k, s.config.partitions));
                 let actual = nexts[p as usize];
+                // PLANTED BUG ignore-expected-offset (test-only).
+                #[cfg(feature = "planted-bugs")]
+                let actual = if bug == Some(crate::PlantedBug::IgnoreExpectedOffset) {
+                    expected
+                } else {
+                    actual
+                };
                 if actual != expected {
                     return Err(Error::WrongExpectedOffset {
                         partition: p,
@@ -470,7 +479,17 @@ impl Engine {
                         offset,
                         expires_at: clock.saturating_add(window),
                     };
-                    if let Some((partition, offset)) = s.dedup.insert_if_absent(&rec) {
+                    let found = s.dedup.insert_if_absent(&rec);
+                    // PLANTED BUG skip-dedup (test-only): the duplicate is written again.
+                    #[cfg(feature = "planted-bugs")]
+                    let found = match found {
+                        Some(_) if bug == Some(crate::PlantedBug::SkipDedup) => {
+                            s.dedup.insert(&rec);
+                            None
+                        }
+                        f => f,
+                    };
+                    if let Some((partition, offset)) = found {
                         out.push(Planned::Duplicate(Position { partition, offset }));
                         continue;
                     }
@@ -601,6 +620,15 @@ impl Engine {
                 if let Some(s) = self.streams.get_mut(&stream) {
                     s.dedup.pop_back(flight.tentative);
                 }
+                // PLANTED BUG hole-after-failed-write (test-only): the heads move anyway.
+                #[cfg(feature = "planted-bugs")]
+                if self.planted == Some(crate::PlantedBug::HoleAfterFailedWrite)
+                    && let Some(s) = self.streams.get_mut(&stream)
+                {
+                    for (part, next) in s.parts.iter_mut().zip(&flight.nexts) {
+                        part.next = *next;
+                    }
+                }
                 let err = unavailable(&e);
                 for (origin, _) in flight.requests {
                     self.append_failed(origin, err.clone());
@@ -611,6 +639,15 @@ impl Engine {
                 self.retry_later(p, "append (outcome unknown before)", e.to_string())
             }
             StorageResult::Unknown => {
+                // PLANTED BUG lose-unknown-append (test-only): answered without a repeat.
+                #[cfg(feature = "planted-bugs")]
+                if self.planted == Some(crate::PlantedBug::LoseUnknownAppend) {
+                    if let Op::Append { stream, flight } = p.op {
+                        self.commit_append(&stream, *flight);
+                        self.after_write(&stream);
+                    }
+                    return;
+                }
                 p.uncertain = true;
                 self.retry_later(p, "append", "outcome unknown".into());
             }
@@ -688,6 +725,9 @@ impl Engine {
         let part = &mut s.parts[0];
         let held = part.next - part.first;
         let fits = held + count <= limits.max_events && part.bytes + bytes <= limits.max_bytes;
+        // PLANTED BUG ephemeral-overflow (test-only): everything fits.
+        #[cfg(feature = "planted-bugs")]
+        let fits = fits || self.planted == Some(crate::PlantedBug::EphemeralOverflow);
         let mut dropped = 0u64;
         if !fits {
             let could_fit = count <= limits.max_events && bytes <= limits.max_bytes;

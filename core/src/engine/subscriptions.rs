@@ -153,6 +153,8 @@ struct Ctx<'a> {
     timers: &'a mut BTreeSet<(MonoNanos, Timer)>,
     fetches: Vec<(CursorKey, u64, u64)>,
     saves: BTreeSet<CursorKey>,
+    #[cfg(feature = "planted-bugs")]
+    planted: Option<crate::PlantedBug>,
 }
 
 /// The next event of a partition, for the first time.
@@ -268,6 +270,10 @@ impl Subscription {
                             }
                             None => false,
                         };
+                        // PLANTED BUG ignore-key-order (test-only): nothing waits for its key.
+                        #[cfg(feature = "planted-bugs")]
+                        let blocked =
+                            blocked && ctx.planted != Some(crate::PlantedBug::IgnoreKeyOrder);
                         pc.window.push_back(super::cursor::Slot {
                             offset,
                             pending: Some(Pending {
@@ -680,6 +686,14 @@ impl Engine {
 
     /// Detaches a consumer: what it had in flight is ready for redelivery at once.
     pub(crate) fn detach_consumer(&mut self, id: SubId, consumer: &ConsumerId) {
+        self.release_consumer(id, consumer);
+        self.pump(id);
+    }
+
+    /// Removes a consumer and makes what it had in flight ready, without delivering anything
+    /// yet (a closing connection removes all its consumers first, so that none of them is
+    /// handed what another one let go).
+    pub(crate) fn release_consumer(&mut self, id: SubId, consumer: &ConsumerId) {
         let Some(sub) = self.subs.get_mut(&id) else {
             return;
         };
@@ -718,7 +732,6 @@ impl Engine {
         for (deadline, key) in cleared {
             self.timers.remove(&(deadline, Timer::AckWait(key)));
         }
-        self.pump(id);
     }
 
     // ---- delivery --------------------------------------------------------------------------
@@ -738,6 +751,8 @@ impl Engine {
             timers: &mut self.timers,
             fetches: Vec::new(),
             saves: BTreeSet::new(),
+            #[cfg(feature = "planted-bugs")]
+            planted: self.planted,
         };
         sub.pump(&mut ctx, &mut self.out);
         let (fetches, saves) = (ctx.fetches, ctx.saves);
@@ -877,6 +892,17 @@ impl Engine {
                 },
                 offset: pos.offset,
             };
+            // PLANTED BUG forget-ack (test-only): counted, but neither settled nor saved.
+            #[cfg(feature = "planted-bugs")]
+            if self.planted == Some(crate::PlantedBug::ForgetAck)
+                && self
+                    .part_cursor(key.key)
+                    .and_then(|pc| pc.slot_mut(key.offset))
+                    .is_some_and(|s| s.pending.is_some())
+            {
+                acked += 1;
+                continue;
+            }
             if self.settle(key, |s| {
                 !matches!(s, SlotState::Blocked | SlotState::DeadLettering)
             }) {
@@ -1014,6 +1040,17 @@ impl Engine {
         pc.save.dirty = false;
         pc.save.flying = std::mem::take(&mut pc.save.waiting);
         let rec = pc.record(key.sub, consumer, key.partition);
+        // PLANTED BUG floor-moves-back (test-only): one below the first pending event.
+        #[cfg(feature = "planted-bugs")]
+        let rec =
+            if self.planted == Some(crate::PlantedBug::FloorMovesBack) && !pc.window.is_empty() {
+                crate::storage::CursorRecord {
+                    floor: rec.floor.saturating_sub(1),
+                    ..rec
+                }
+            } else {
+                rec
+            };
         self.storage(Op::SaveCursor { key }, StorageRequest::SaveCursor(rec));
     }
 
@@ -1250,7 +1287,12 @@ impl Engine {
         headers.insert("x-subscription".into(), sub_name.to_string());
         headers.insert("x-deliveries".into(), deliveries.to_string());
         headers.insert("x-last-error".into(), truncate(&error, 1024));
+        // The copy's id names the source event by id *and* position: the same event
+        // dead-lettered again (after a crash) is deduplicated, two events that share an id
+        // (dedup off, or appended a window apart) are not.
         let mut seed = ev.event_id.as_bytes().to_vec();
+        seed.extend_from_slice(&ev.partition.to_le_bytes());
+        seed.extend_from_slice(&ev.offset.to_le_bytes());
         seed.extend_from_slice(sub_name.as_str().as_bytes());
         let id = EventId::from_random(xxhash_rust::xxh3::xxh3_128(&seed).to_le_bytes());
         let dead = NewEvent {

@@ -1,0 +1,79 @@
+//! Planted bugs (feature `planted-bugs`, test-only). Each variant breaks one rule of the
+//! core, so the simulator's tests can show that some oracle catches it. Without the feature
+//! this module and every hook (marked `PLANTED BUG` in the source) are not compiled at all.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One rule of the core, broken on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PlantedBug {
+    /// Appends skip the dedup check: a retried producer id is written again.
+    SkipDedup,
+    /// An ack is answered as acknowledged, but the position is neither advanced nor saved.
+    ForgetAck,
+    /// An append whose write ended `Unknown` is answered as a success without repeating it.
+    LoseUnknownAppend,
+    /// `ordered_by_key` is ignored: events of one key are delivered while another is pending.
+    IgnoreKeyOrder,
+    /// Saved positions put the ack floor one below the first pending event.
+    FloorMovesBack,
+    /// Recovery forgets the acknowledged offsets above the ack floor, so they are redelivered.
+    RedeliverAcked,
+    /// Ephemeral streams take every append, over their `max_events` / `max_bytes`.
+    EphemeralOverflow,
+    /// Replays ignore `max_events_per_second`.
+    IgnoreReplayRate,
+    /// Appends ignore `expected_offset`.
+    IgnoreExpectedOffset,
+    /// A write that definitely failed still moves the heads, leaving a hole in the offsets.
+    HoleAfterFailedWrite,
+}
+
+impl PlantedBug {
+    /// Every planted bug.
+    pub const ALL: [PlantedBug; 10] = [
+        PlantedBug::SkipDedup,
+        PlantedBug::ForgetAck,
+        PlantedBug::LoseUnknownAppend,
+        PlantedBug::IgnoreKeyOrder,
+        PlantedBug::FloorMovesBack,
+        PlantedBug::RedeliverAcked,
+        PlantedBug::EphemeralOverflow,
+        PlantedBug::IgnoreReplayRate,
+        PlantedBug::IgnoreExpectedOffset,
+        PlantedBug::HoleAfterFailedWrite,
+    ];
+
+    /// Its command-line name, e.g. `skip-dedup`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::SkipDedup => "skip-dedup",
+            PlantedBug::ForgetAck => "forget-ack",
+            PlantedBug::LoseUnknownAppend => "lose-unknown-append",
+            PlantedBug::IgnoreKeyOrder => "ignore-key-order",
+            PlantedBug::FloorMovesBack => "floor-moves-back",
+            PlantedBug::RedeliverAcked => "redeliver-acked",
+            PlantedBug::EphemeralOverflow => "ephemeral-overflow",
+            PlantedBug::IgnoreReplayRate => "ignore-replay-rate",
+            PlantedBug::IgnoreExpectedOffset => "ignore-expected-offset",
+            PlantedBug::HoleAfterFailedWrite => "hole-after-failed-write",
+        }
+    }
+}
+
+impl fmt::Display for PlantedBug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for PlantedBug {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        PlantedBug::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| format!("unknown planted bug {s:?}"))
+    }
+}
