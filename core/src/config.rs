@@ -41,6 +41,9 @@ pub struct Config {
     pub max_pending_append_events: usize,
     /// Most events written to the store in one append request.
     pub max_write_events: usize,
+    /// Group commit: after a write of N appends, how long the next write may wait for N
+    /// appends to be queued again (zero: never wait). 1 ms.
+    pub append_linger: Duration,
     /// Events of each partition of a persistent stream kept in memory for delivery.
     pub tail_cache_events: usize,
     /// Events read from the store at once for a subscription or a page.
@@ -98,6 +101,7 @@ impl Default for Config {
             max_dedup_ids_per_stream: 20_000_000,
             max_pending_append_events: 100_000,
             max_write_events: 10_000,
+            append_linger: Duration::from_millis(1),
             tail_cache_events: 4096,
             read_batch_events: 512,
             default_ack_wait: Duration::from_secs(30),

@@ -158,7 +158,7 @@ fn the_window_expires_and_zero_turns_dedup_off() {
 fn the_dedup_window_survives_a_restart_and_loads_in_pages() {
     let config = Config {
         recovery_page: 3,
-        ..Config::default()
+        ..no_linger()
     };
     let mut h = Harness::with(config, tributary_store_memory::MemoryStore::new(), 9);
     h.create_persistent("s", 2);
@@ -196,7 +196,7 @@ fn ids_past_their_expiry_are_not_loaded_on_recovery() {
 fn the_dedup_window_is_bounded() {
     let config = Config {
         max_dedup_ids_per_stream: 2,
-        ..Config::default()
+        ..no_linger()
     };
     let mut h = Harness::with(config, tributary_store_memory::MemoryStore::new(), 1);
     h.create_persistent("s", 1);
@@ -353,7 +353,7 @@ fn commands_sent_during_recovery_wait_and_a_failed_recovery_is_retried() {
     let mut e = Engine::new(
         Config {
             max_queued_commands: 1,
-            ..Config::default()
+            ..no_linger()
         },
         1,
         now,
@@ -426,7 +426,7 @@ fn bad_engine_configs_are_refused() {
     let e = Engine::new(
         Config {
             max_batch_events: 0,
-            ..Config::default()
+            ..no_linger()
         },
         1,
         now,
@@ -441,7 +441,7 @@ fn bad_engine_configs_are_refused() {
     let e = Engine::new(
         Config {
             max_write_events: 10,
-            ..Config::default()
+            ..no_linger()
         },
         1,
         now,

@@ -124,7 +124,7 @@ fn check_dense(
 ) -> Result<(), TestCaseError> {
     let mut h = harness(Config {
         tail_cache_events: tail,
-        ..Config::default()
+        ..no_linger()
     });
     h.create_persistent("dense", partitions);
     let mut expected: BTreeMap<Position, Sent> = BTreeMap::new();
@@ -509,7 +509,7 @@ fn record_acked(
 fn check_recovery(partitions: u32, tail: usize, ops: Vec<RecoveryOp>) -> Result<(), TestCaseError> {
     let mut h = harness(Config {
         tail_cache_events: tail,
-        ..Config::default()
+        ..no_linger()
     });
     h.create_persistent("durable", partitions);
     let mut acked: BTreeMap<Position, (EventId, Vec<u8>)> = BTreeMap::new();
@@ -721,7 +721,7 @@ fn check_dedup(
 ) -> Result<(), TestCaseError> {
     let config = Config {
         recovery_page,
-        ..Config::default()
+        ..no_linger()
     };
     let mut h = harness(config);
     h.create_persistent("idem", partitions);
@@ -910,7 +910,7 @@ fn check_floors(
     ops: Vec<SubOp>,
     exact: bool,
 ) -> Result<(), TestCaseError> {
-    let mut h = harness(Config::default());
+    let mut h = harness(no_linger());
     let mut config = StreamConfig::persistent(s("work"));
     config.partitions = partitions;
     config.delivery = delivery;
@@ -1239,7 +1239,7 @@ fn check_ephemeral(
     max_in_flight: u32,
     ops: Vec<EphOp>,
 ) -> Result<(), TestCaseError> {
-    let mut h = harness(Config::default());
+    let mut h = harness(no_linger());
     let mut config = StreamConfig::ephemeral(s("live"), max_events, max_bytes, overflow);
     config.delivery = delivery;
     h.create(config);

@@ -18,7 +18,7 @@ use tributary_core::*;
 fn small_cache(tail: usize) -> Harness {
     let config = Config {
         tail_cache_events: tail,
-        ..Config::default()
+        ..no_linger()
     };
     Harness::with(config, tributary_store_memory::MemoryStore::new(), 7)
 }

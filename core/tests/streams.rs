@@ -408,7 +408,7 @@ fn reads_check_their_range() {
 fn reads_below_the_tail_cache_go_to_the_store() {
     let config = Config {
         tail_cache_events: 2,
-        ..Config::default()
+        ..no_linger()
     };
     let mut h = Harness::with(config, tributary_store_memory::MemoryStore::new(), 1);
     h.create_persistent("s", 1);
@@ -659,7 +659,7 @@ fn deleting_a_stream_waits_for_the_write_in_flight() {
 fn pending_appends_are_bounded() {
     let config = Config {
         max_pending_append_events: 3,
-        ..Config::default()
+        ..no_linger()
     };
     let mut h = Harness::with(config, tributary_store_memory::MemoryStore::new(), 1);
     h.create_persistent("s", 1);
@@ -794,4 +794,75 @@ fn an_unknown_write_that_did_not_happen_is_written_by_the_repeat() {
     );
     assert_eq!(h.store.events(&s("s"), 0).len(), 1);
     let _ = h.notices();
+}
+
+#[test]
+fn group_commit_waits_briefly_for_as_many_appends_as_the_last_write_had() {
+    let config = Config {
+        append_linger: Duration::from_millis(1),
+        ..Config::default()
+    };
+    let mut h = Harness::with(config, tributary_store_memory::MemoryStore::new(), 3);
+    h.create_persistent("s", 1);
+    h.hold_storage = true;
+    let append = |h: &mut Harness, t: &str| {
+        h.send(
+            1,
+            Command::Append(AppendRequest {
+                stream: s("s"),
+                events: vec![ev(t)],
+                expected_offset: None,
+            }),
+        )
+    };
+    let a = append(&mut h, "a");
+    assert_eq!(
+        h.held.len(),
+        1,
+        "the first write goes at once (the last write had no request)"
+    );
+    let (b, c) = (append(&mut h, "b"), append(&mut h, "c"));
+    h.complete(0, None);
+    assert!(h.reply(a).is_some());
+    assert_eq!(
+        h.held.len(),
+        1,
+        "b and c (two, at least the one request of the last write) go at once"
+    );
+    h.complete(0, None);
+    assert!(h.reply(b).is_some() && h.reply(c).is_some());
+    // The last write had two requests: one append waits for a second, within the linger.
+    let d = append(&mut h, "d");
+    assert!(h.held.is_empty(), "d waits for company");
+    let e = append(&mut h, "e");
+    assert_eq!(
+        h.held.len(),
+        1,
+        "e makes two: the write goes without waiting for the linger"
+    );
+    let StorageRequest::Append(w) = &h.held[0].1 else {
+        panic!()
+    };
+    assert_eq!(w.events.len(), 2);
+    h.complete(0, None);
+    assert!(h.reply(d).is_some() && h.reply(e).is_some());
+    // Alone, an append waits at most the linger.
+    let f = append(&mut h, "f");
+    assert!(h.held.is_empty());
+    h.advance(Duration::from_micros(999));
+    assert!(h.held.is_empty());
+    h.advance(Duration::from_micros(1));
+    assert_eq!(
+        h.held.len(),
+        1,
+        "the linger ran out: the write goes with what is queued"
+    );
+    h.complete(0, None);
+    assert_eq!(
+        h.reply(f),
+        Some(Ok(Reply::Appended(vec![AppendOutcome::Appended(pos(
+            0, 5
+        ))])))
+    );
+    assert_eq!(h.engine.timer_count(), 0, "no linger timer is left behind");
 }

@@ -141,7 +141,7 @@ fn start_positions() {
 fn time_start_below_the_tail_cache_asks_the_store() {
     let config = Config {
         tail_cache_events: 2,
-        ..Config::default()
+        ..no_linger()
     };
     let mut h = Harness::with(config, tributary_store_memory::MemoryStore::new(), 3);
     h.create_persistent("s", 1);
@@ -716,7 +716,7 @@ fn reads_for_a_lagging_subscription_come_from_the_store() {
     let config = Config {
         tail_cache_events: 3,
         read_batch_events: 4,
-        ..Config::default()
+        ..no_linger()
     };
     let mut h = Harness::with(config, tributary_store_memory::MemoryStore::new(), 5);
     h.create_persistent("s", 1);
@@ -728,7 +728,7 @@ fn reads_for_a_lagging_subscription_come_from_the_store() {
     let mut h2 = Harness::with(
         Config {
             tail_cache_events: 1,
-            ..Config::default()
+            ..no_linger()
         },
         tributary_store_memory::MemoryStore::new(),
         5,
@@ -752,7 +752,7 @@ fn reads_for_a_lagging_subscription_come_from_the_store() {
 fn the_unacknowledged_window_is_bounded() {
     let config = Config {
         max_ack_pending: 3,
-        ..Config::default()
+        ..no_linger()
     };
     let mut h = Harness::with(config, tributary_store_memory::MemoryStore::new(), 5);
     h.create_persistent("s", 1);

@@ -187,7 +187,11 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
     async fn run(mut self, rx: async_channel::Receiver<Msg>) {
         let (done_tx, done_rx) = async_channel::unbounded::<(OpId, StorageResult)>();
         loop {
-            self.drain(&done_tx);
+            if self.drain(&done_tx) > 0 {
+                // Replies went out: let their callers run and send their next commands, so
+                // that the appends they make are handled together (one write, group commit).
+                YieldNow(false).await;
+            }
             let wait = self
                 .engine
                 .poll_timeout()
@@ -243,7 +247,9 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
         }
     }
 
-    fn drain(&mut self, done: &async_channel::Sender<(OpId, StorageResult)>) {
+    /// Carries out the engine's outputs; returns how many replies were sent.
+    fn drain(&mut self, done: &async_channel::Sender<(OpId, StorageResult)>) -> usize {
+        let mut replies = 0;
         while let Some(o) = self.engine.poll_output() {
             match o {
                 Output::Storage { op, req } => {
@@ -256,6 +262,7 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                 Output::Reply { conn, req, reply } => {
                     if let Some(w) = self.waiting.remove(&(conn, req)) {
                         let _ = w.send(reply);
+                        replies += 1;
                     }
                 }
                 Output::Deliver {
@@ -282,6 +289,25 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                 Output::Notice(n) => log_notice(&n),
             }
         }
+        replies
+    }
+}
+
+/// Gives the other tasks of the runtime one turn (runtime-neutral).
+struct YieldNow(bool);
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 

@@ -115,6 +115,8 @@ pub(crate) enum Timer {
     Retry(u64),
     /// A replay may send again (rate limit) or report progress.
     Replay(ReplayId),
+    /// A stream's group commit stops waiting for more appends.
+    Linger(StreamName),
 }
 
 /// How far the engine is in its life.
@@ -169,6 +171,9 @@ pub struct Engine {
     next_resolve: u64,
     ack_waits: BTreeMap<u64, AckWait>,
     next_ack_wait: u64,
+    /// Streams with queued appends whose write is built at the next `poll_output` (group
+    /// commit: every append handled before the driver polls goes into one write).
+    unflushed: BTreeSet<StreamName>,
     seed: u64,
     /// PLANTED BUG switch (test-only, feature `planted-bugs`).
     #[cfg(feature = "planted-bugs")]
@@ -207,6 +212,7 @@ impl Engine {
             next_resolve: 1,
             ack_waits: BTreeMap::new(),
             next_ack_wait: 1,
+            unflushed: BTreeSet::new(),
             seed,
             #[cfg(feature = "planted-bugs")]
             planted: None,
@@ -266,12 +272,15 @@ impl Engine {
 
     /// The next thing the driver must do, if any. Drain it after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
+        while let Some(name) = self.unflushed.pop_first() {
+            self.flush(&name);
+        }
         self.out.pop_front()
     }
 
     /// When the engine next needs `Input::Tick`: now while outputs wait, else the earliest timer.
     pub fn poll_timeout(&self) -> Option<MonoNanos> {
-        if !self.out.is_empty() {
+        if !self.out.is_empty() || !self.unflushed.is_empty() {
             return Some(self.now.mono);
         }
         self.timers.first().map(|(t, _)| (*t).max(self.now.mono))
@@ -524,6 +533,7 @@ impl Engine {
                 Timer::Redeliver(k) => self.redeliver_due(k),
                 Timer::Retry(id) => self.fire_retry(id),
                 Timer::Replay(id) => self.replay_wake(id),
+                Timer::Linger(name) => self.linger_expired(&name),
             }
         }
     }

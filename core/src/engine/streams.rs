@@ -7,7 +7,7 @@
 //! a definite answer; stores accept an identical repeat, so it never makes a second copy.
 
 use super::dedup::DedupWindow;
-use super::{Engine, EventRef, Op, Origin, PendingOp, SlotKey, unavailable};
+use super::{Engine, EventRef, Op, Origin, PendingOp, SlotKey, Timer, unavailable};
 use crate::api::{
     AppendOutcome, AppendRequest, Notice, PartitionInfo, Position, Reply, StreamInfo,
 };
@@ -17,7 +17,7 @@ use crate::ids::{EventId, SubId};
 use crate::names::StreamName;
 use crate::storage::{AppendWrite, DedupRecord, StorageReply, StorageRequest, StorageResult};
 use crate::stream_config::{Overflow, StreamConfig, StreamKind};
-use crate::time::UnixMillis;
+use crate::time::{MonoNanos, UnixMillis};
 use rand_core::RngCore;
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -56,6 +56,17 @@ impl Partition {
         }
         self.cache.get((offset - start) as usize)
     }
+}
+
+/// Where a stream's group commit is in its wait for more requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Linger {
+    /// Not waiting.
+    Off,
+    /// Waiting until this deadline.
+    Waiting(MonoNanos),
+    /// The deadline passed: write what is queued.
+    Expired,
 }
 
 /// Who asked for an append.
@@ -97,6 +108,9 @@ pub(crate) struct Stream {
     queue: VecDeque<QueuedAppend>,
     queued_events: usize,
     writing: bool,
+    /// Requests in the last write (the group commit waits for as many, within the linger).
+    last_write_requests: usize,
+    linger: Linger,
     /// Monotonic wall clock of the stream: dedup expiries never go back.
     pub(crate) clock: UnixMillis,
     delete_waiting: Option<Origin>,
@@ -119,6 +133,8 @@ impl Stream {
             writing: false,
             clock: UnixMillis(0),
             delete_waiting: None,
+            last_write_requests: 0,
+            linger: Linger::Off,
         }
     }
 
@@ -367,7 +383,8 @@ impl Engine {
         }
         s.queued_events += q.events.len();
         s.queue.push_back(q);
-        self.flush(name);
+        // The write is built when the driver next polls: appends handled together share it.
+        self.unflushed.insert(name.clone());
     }
 
     pub(crate) fn queue_dead_letter(&mut self, dlq: &StreamName, key: SlotKey, event: NewEvent) {
@@ -526,6 +543,26 @@ impl Engine {
             if s.writing || s.status != StreamStatus::Ready || s.queue.is_empty() {
                 return;
             }
+            // Group commit: after a write of N requests, wait (at most `append_linger`) until
+            // N are queued again, so that many producers keep sharing writes instead of
+            // alternating a write of one with a write of the others.
+            let target = s.last_write_requests;
+            let full = s.queue.len() >= target || s.queued_events >= self.cfg.max_write_events;
+            match s.linger {
+                Linger::Expired => {}
+                _ if full || self.cfg.append_linger.is_zero() => {}
+                Linger::Waiting(_) => return,
+                Linger::Off => {
+                    let at = self.now.mono.saturating_add(self.cfg.append_linger);
+                    s.linger = Linger::Waiting(at);
+                    self.timers.insert((at, Timer::Linger(name.clone())));
+                    return;
+                }
+            }
+            if let Linger::Waiting(at) = std::mem::replace(&mut s.linger, Linger::Off) {
+                self.timers.remove(&(at, Timer::Linger(name.clone())));
+            }
+            s.linger = Linger::Off;
             s.dedup.expire(self.now.wall);
             let clock = s.clock.max(self.now.wall);
             let mut nexts: Vec<u64> = s.parts.iter().map(|p| p.next).collect();
@@ -592,6 +629,7 @@ impl Engine {
             };
             if let Some(s) = self.streams.get_mut(name) {
                 s.writing = true;
+                s.last_write_requests = flight.requests.len();
             }
             self.storage(
                 Op::Append {
@@ -651,6 +689,16 @@ impl Engine {
                 p.uncertain = true;
                 self.retry_later(p, "append", "outcome unknown".into());
             }
+        }
+    }
+
+    /// The group commit waited long enough: write what is queued.
+    pub(crate) fn linger_expired(&mut self, name: &StreamName) {
+        if let Some(s) = self.streams.get_mut(name)
+            && matches!(s.linger, Linger::Waiting(_))
+        {
+            s.linger = Linger::Expired;
+            self.flush(name);
         }
     }
 

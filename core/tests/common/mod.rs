@@ -12,6 +12,14 @@ use tributary_store_memory::MemoryStore;
 
 pub const T0: u64 = 1_700_000_000_000;
 
+/// `Config::default()` without the group-commit linger.
+pub fn no_linger() -> Config {
+    Config {
+        append_linger: Duration::ZERO,
+        ..Config::default()
+    }
+}
+
 pub fn s(name: &str) -> StreamName {
     StreamName::new(name).unwrap()
 }
@@ -49,8 +57,10 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// The default configuration, without the group-commit linger (tests that check timing
+    /// of the linger say so with their own configuration).
     pub fn new() -> Harness {
-        Harness::with(Config::default(), MemoryStore::new(), 7)
+        Harness::with(no_linger(), MemoryStore::new(), 7)
     }
 
     pub fn with(config: Config, store: MemoryStore, seed: u64) -> Harness {

@@ -1,0 +1,359 @@
+//! Durable append throughput, end to end through the engine, the executor and a store, with
+//! fsync on: P producers each keep one append of one 256-byte event in flight, for a fixed
+//! time. In the same run it measures the physical limit: the fastest raw bulk load of the
+//! same rows into the same table without Tributary, in batches of 1,000 rows, one transaction
+//! each (PostgreSQL: binary COPY and multi-row INSERT from UNNEST arrays; SQLite: multi-row
+//! INSERT), and prints the ratio.
+//!
+//! Usage: `cargo run --release -p tributary-tests --bin bench-durable -- STORE [SECONDS] [P,P,...]`
+//! with STORE `sqlite:PATH` or `postgres:URL[#schema]`; defaults: 10 s, producers 1,16,256.
+
+use sqlx::{Connection, PgConnection, SqliteConnection};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tributary_core::*;
+
+const PAYLOAD: usize = 256;
+const BATCH: usize = 1000;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(spec) = args.get(1).cloned() else {
+        eprintln!("usage: bench-durable sqlite:PATH|postgres:URL[#schema] [SECONDS] [P,P,...]");
+        std::process::exit(2);
+    };
+    let secs: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let producers: Vec<usize> = args
+        .get(3)
+        .map(|s| s.split(',').filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 16, 256]);
+    let store = match tributary_tests::open_store(&spec).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bench-durable: {e}");
+            std::process::exit(1);
+        }
+    };
+    let raw = match &store {
+        tributary_tests::AnyStore::Postgres(_) => raw_postgres(&spec, secs).await,
+        tributary_tests::AnyStore::Sqlite(_) => raw_sqlite(&spec, secs).await,
+    };
+    let limit = raw.iter().map(|(_, r)| *r).fold(0.0, f64::max);
+    for (name, rate) in &raw {
+        println!("raw {name}: {rate:.0} rows/s (batches of {BATCH}, one transaction each)");
+    }
+    for batch in [1usize, 256] {
+        let rate = store_alone(&store, batch, secs.min(5)).await;
+        println!("store alone, appends of {batch}: {rate:.0} events/s");
+    }
+    let counting = Counting {
+        inner: store,
+        writes: Arc::default(),
+        events: Arc::default(),
+    };
+    let (writes, events) = (counting.writes.clone(), counting.events.clone());
+    let handle = match run_counting(counting) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("bench-durable: {e}");
+            std::process::exit(1);
+        }
+    };
+    for p in producers {
+        let (w0, e0) = (
+            writes.load(Ordering::Relaxed),
+            events.load(Ordering::Relaxed),
+        );
+        let rate = tributary(&handle, p, secs).await;
+        let (w, e) = (
+            writes.load(Ordering::Relaxed) - w0,
+            events.load(Ordering::Relaxed) - e0,
+        );
+        println!(
+            "tributary, {p} producers: {rate:.0} events/s = {:.2} of the raw limit ({:.1} events per write)",
+            rate / limit,
+            e as f64 / w.max(1) as f64
+        );
+    }
+}
+
+/// The store, counting the appends it carries out and their events.
+struct Counting {
+    inner: tributary_tests::AnyStore,
+    writes: Arc<AtomicU64>,
+    events: Arc<AtomicU64>,
+}
+
+impl tributary_store_api::Store for Counting {
+    fn execute(
+        &self,
+        req: StorageRequest,
+    ) -> impl std::future::Future<Output = StorageResult> + Send {
+        if let StorageRequest::Append(w) = &req {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            self.events
+                .fetch_add(w.events.len() as u64, Ordering::Relaxed);
+        }
+        self.inner.execute(req)
+    }
+}
+
+fn run_counting(store: Counting) -> Result<tributary_io_tokio::Handle, String> {
+    let clock = tributary_io_tokio::Clock::default();
+    let engine = Engine::new(Config::default(), 1, clock.now()).map_err(|e| e.to_string())?;
+    Ok(tributary_io_tokio::start(
+        tributary_io_tokio::TokioRuntime,
+        store,
+        engine,
+        clock,
+        tributary_io_tokio::ExecutorConfig::default(),
+    ))
+}
+
+/// The store without the engine: sequential `Append` requests of `batch` events.
+async fn store_alone(store: &tributary_tests::AnyStore, batch: usize, secs: u64) -> f64 {
+    use tributary_store_api::Store;
+    let name = StreamName::new(&format!("bench-store-{batch}-{}", std::process::id()))
+        .expect("valid name");
+    let mut config = StreamConfig::persistent(name.clone());
+    config.dedup_window = Duration::ZERO;
+    let _ = store.execute(StorageRequest::CreateStream(config)).await;
+    let payload = bytes::Bytes::from(vec![7u8; PAYLOAD]);
+    let start = Instant::now();
+    let mut next = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let events = (next..next + batch as u64)
+            .map(|o| {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&o.to_le_bytes());
+                let e = NewEvent::new("bench.event", payload.clone());
+                Arc::new(Event::from_new(
+                    e,
+                    EventId::from_bytes(id),
+                    name.clone(),
+                    0,
+                    o,
+                    UnixMillis(1),
+                ))
+            })
+            .collect();
+        let w = AppendWrite {
+            stream: name.clone(),
+            events,
+            dedup: vec![],
+        };
+        match store.execute(StorageRequest::Append(Arc::new(w))).await {
+            StorageResult::Ok(_) => next += batch as u64,
+            other => panic!("append: {other:?}"),
+        }
+    }
+    next as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn tributary(h: &tributary_io_tokio::Handle, producers: usize, secs: u64) -> f64 {
+    let name =
+        StreamName::new(&format!("bench-p{producers}-{}", std::process::id())).expect("valid name");
+    let mut config = StreamConfig::persistent(name.clone());
+    config.dedup_window = Duration::ZERO;
+    match h.call(ConnId(0), Command::CreateStream(config)).await {
+        Ok(_) | Err(Error::StreamExists(_)) => {}
+        Err(e) => panic!("create: {e}"),
+    }
+    let payload = bytes::Bytes::from(vec![7u8; PAYLOAD]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let (h, name, payload, stop, done) = (
+            h.clone(),
+            name.clone(),
+            payload.clone(),
+            stop.clone(),
+            done.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let e = NewEvent::new("bench.event", payload.clone());
+                let req = AppendRequest {
+                    stream: name.clone(),
+                    events: vec![e],
+                    expected_offset: None,
+                };
+                match h.call(ConnId(p as u64 + 1), Command::Append(req)).await {
+                    Ok(_) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("append: {e}"),
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// One row of the events table as the raw loads write it.
+fn row(offset: i64) -> (i32, i64, Vec<u8>, i64, &'static str, i32, Vec<u8>) {
+    let mut id = vec![0u8; 16];
+    id[..8].copy_from_slice(&offset.to_le_bytes());
+    (
+        0,
+        offset,
+        id,
+        1_767_225_600_000,
+        "bench.event",
+        1,
+        vec![7u8; PAYLOAD],
+    )
+}
+
+async fn raw_postgres(spec: &str, secs: u64) -> Vec<(&'static str, f64)> {
+    let url = spec.strip_prefix("postgres:").unwrap_or(spec);
+    let (url, schema) = url
+        .split_once('#')
+        .map_or((url, None), |(u, s)| (u, Some(s)));
+    let mut c = PgConnection::connect(url).await.expect("connect");
+    if let Some(s) = schema {
+        sqlx::query(sqlx::AssertSqlSafe(format!("SET search_path TO {s}")))
+            .execute(&mut c)
+            .await
+            .expect("schema");
+    }
+    let stream_id: i64 = -(std::process::id() as i64);
+    let mut out = Vec::new();
+    // Multi-row INSERT from UNNEST arrays.
+    let start = Instant::now();
+    let mut next = 0i64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let rows: Vec<_> = (next..next + BATCH as i64).map(row).collect();
+        next += BATCH as i64;
+        let mut tx = c.begin().await.expect("begin");
+        sqlx::query(
+            r#"INSERT INTO tributary_events (stream_id, partition, "offset", event_id, ts, event_type,
+                 schema_version, key, correlation_id, causation_id, headers, content_type, payload)
+               SELECT $1, p, o, i, t, ty, v, NULL, NULL, NULL, NULL, 'application/json', pl
+               FROM UNNEST($2::int[], $3::bigint[], $4::bytea[], $5::bigint[], $6::text[], $7::int[], $8::bytea[])
+                 AS u(p, o, i, t, ty, v, pl)"#,
+        )
+        .bind(stream_id)
+        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.2.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.3).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.4.to_string()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.5).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.6.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .expect("insert");
+        tx.commit().await.expect("commit");
+    }
+    out.push((
+        "postgres INSERT ... UNNEST",
+        next as f64 / start.elapsed().as_secs_f64(),
+    ));
+    // Binary COPY.
+    let start = Instant::now();
+    let first = next;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let mut buf = Vec::with_capacity(BATCH * 400);
+        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        for o in next..next + BATCH as i64 {
+            let r = row(o);
+            buf.extend_from_slice(&13i16.to_be_bytes());
+            let field = |buf: &mut Vec<u8>, b: &[u8]| {
+                buf.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                buf.extend_from_slice(b);
+            };
+            field(&mut buf, &stream_id.to_be_bytes());
+            field(&mut buf, &r.0.to_be_bytes());
+            field(&mut buf, &r.1.to_be_bytes());
+            field(&mut buf, &r.2);
+            field(&mut buf, &r.3.to_be_bytes());
+            field(&mut buf, r.4.as_bytes());
+            field(&mut buf, &r.5.to_be_bytes());
+            for _ in 0..4 {
+                buf.extend_from_slice(&(-1i32).to_be_bytes());
+            }
+            field(&mut buf, b"application/json");
+            field(&mut buf, &r.6);
+        }
+        buf.extend_from_slice(&(-1i16).to_be_bytes());
+        next += BATCH as i64;
+        let mut tx = c.begin().await.expect("begin");
+        let mut copy = tx
+            .copy_in_raw(
+                r#"COPY tributary_events (stream_id, partition, "offset", event_id, ts, event_type, schema_version,
+                     key, correlation_id, causation_id, headers, content_type, payload) FROM STDIN (FORMAT binary)"#,
+            )
+            .await
+            .expect("copy");
+        copy.send(buf).await.expect("copy data");
+        copy.finish().await.expect("copy end");
+        tx.commit().await.expect("commit");
+    }
+    out.push((
+        "postgres binary COPY",
+        (next - first) as f64 / start.elapsed().as_secs_f64(),
+    ));
+    sqlx::query("DELETE FROM tributary_events WHERE stream_id = $1")
+        .bind(stream_id)
+        .execute(&mut c)
+        .await
+        .expect("clean up");
+    out
+}
+
+async fn raw_sqlite(spec: &str, secs: u64) -> Vec<(&'static str, f64)> {
+    let path = spec.strip_prefix("sqlite:").unwrap_or(spec);
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
+    let mut c = SqliteConnection::connect_with(&options)
+        .await
+        .expect("connect");
+    let stream_id: i64 = -(std::process::id() as i64);
+    let start = Instant::now();
+    let mut next = 0i64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let mut tx = c.begin().await.expect("begin");
+        for half in 0..2 {
+            let from = next + half * (BATCH as i64 / 2);
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                r#"INSERT INTO tributary_events (stream_id, partition, "offset", event_id, ts, event_type,
+                   schema_version, content_type, payload) "#,
+            );
+            q.push_values((from..from + BATCH as i64 / 2).map(row), |mut b, r| {
+                b.push_bind(stream_id)
+                    .push_bind(r.0)
+                    .push_bind(r.1)
+                    .push_bind(r.2)
+                    .push_bind(r.3)
+                    .push_bind(r.4)
+                    .push_bind(r.5)
+                    .push_bind("application/json")
+                    .push_bind(r.6);
+            });
+            q.build().execute(&mut *tx).await.expect("insert");
+        }
+        tx.commit().await.expect("commit");
+        next += BATCH as i64;
+    }
+    let rate = next as f64 / start.elapsed().as_secs_f64();
+    sqlx::query("DELETE FROM tributary_events WHERE stream_id = ?")
+        .bind(stream_id)
+        .execute(&mut c)
+        .await
+        .expect("clean up");
+    vec![("sqlite multi-row INSERT", rate)]
+}
