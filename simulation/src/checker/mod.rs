@@ -1,0 +1,445 @@
+//! The checker: a reference model of SPEC plus the invariants, fed with exactly what crosses
+//! an engine's boundary: every `(Now, Input)` it is handed and every `Output` it produces.
+//! Because it needs nothing else, it checks a simulated run step by step and a recorded
+//! journal alike. The first broken rule is kept as a [`Violation`].
+//!
+//! Oracles (names as they appear in failures):
+//!
+//! - `append-committed`: an append is answered only after the store committed its write, with
+//!   the content the producer sent, at the partition its key maps to.
+//! - `offsets-dense`: every write starts at the committed head of its partition and is dense;
+//!   the store never refuses a write as conflicting.
+//! - `dedup`: an id committed within its dedup window is answered `Duplicate` with its original
+//!   position, and `Duplicate` always names where the id was written.
+//! - `expected-offset`: an append with `expected_offset` lands there.
+//! - `durable`: after a restart, every committed event, subscription and saved position is
+//!   recovered; stream heads and `describe` agree with the model.
+//! - `readable`: a read returns every committed event of its range, dense and unchanged.
+//! - `ack-durable`: an ack is answered only once a saved position covers it.
+//! - `ack-floor`: saved positions never lose an acknowledged offset and the floor a describe
+//!   shows never moves back (except by a reset).
+//! - `no-redelivery`: an acknowledged (or dead-lettered) event is never delivered again on its
+//!   cursor, and an at-most-once event at most once per engine life.
+//! - `exclusive`: an event is in flight at one consumer at a time, redelivered only after its
+//!   ack wait, nack delay or dead-letter failure, with attempts counting up.
+//! - `credit`: no consumer has more than `max_in_flight` events in flight.
+//! - `ordered-by-key`: never two events of one key pending at once on an ordered subscription.
+//! - `delivered-to-attached`: deliveries go to consumers attached on that connection.
+//! - `ephemeral-bounds`: an ephemeral stream never holds more than its `max_events` /
+//!   `max_bytes`.
+//! - `replay`: replays send matching events in order, within their range, filter, rate and
+//!   `max_events`, and a finished replay of a persistent stream sent everything committed
+//!   before it started.
+
+mod model;
+mod replays;
+mod streams;
+mod subs;
+
+use model::{Attachment, ReplayM, StreamM, SubM};
+pub use model::{digest_event, digest_new};
+use std::collections::BTreeMap;
+use tributary_core::{
+    Command, Config, ConnId, ConsumerId, Input, MonoNanos, Now, OpId, Output, ReplayId, ReqId,
+    StorageRequest, StorageResult, StreamName, SubId, SubscriptionName,
+};
+
+/// A broken rule: which oracle, and what it saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The oracle's name (see the module documentation).
+    pub oracle: &'static str,
+    /// What happened.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}] {}", self.oracle, self.detail)
+    }
+}
+
+pub(crate) type SubKey = (StreamName, SubscriptionName);
+
+/// A command waiting for its reply, with what the model knew when it was sent.
+#[derive(Debug, Clone)]
+pub(crate) struct Sent {
+    cmd: Command,
+    /// The stream's heads when it was sent (reads, replays).
+    heads: Vec<u64>,
+    /// This attach registered the consumer in the model.
+    registered: bool,
+    /// Acks: the subscription's reset count when it was sent.
+    epoch: u64,
+}
+
+/// The reference model and the oracles of one node (across its restarts).
+#[derive(Debug)]
+pub struct Checker {
+    cfg: Config,
+    now: Now,
+    max_wall: u64,
+    violation: Option<Violation>,
+    requests: BTreeMap<(ConnId, ReqId), Sent>,
+    ops: BTreeMap<OpId, StorageRequest>,
+    streams: BTreeMap<StreamName, StreamM>,
+    sub_ids: BTreeMap<SubId, SubKey>,
+    subs: BTreeMap<SubKey, SubM>,
+    attached: BTreeMap<(SubKey, ConsumerId), Attachment>,
+    replays: BTreeMap<ReplayId, ReplayM>,
+    dead_letters: Vec<(StreamName, SubscriptionName, tributary_core::Position)>,
+    lives: u64,
+}
+
+impl Checker {
+    /// A checker for engines with this configuration.
+    pub fn new(cfg: Config) -> Checker {
+        Checker {
+            cfg,
+            now: Now::default(),
+            max_wall: 0,
+            violation: None,
+            requests: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            sub_ids: BTreeMap::new(),
+            subs: BTreeMap::new(),
+            attached: BTreeMap::new(),
+            replays: BTreeMap::new(),
+            dead_letters: Vec::new(),
+            lives: 0,
+        }
+    }
+
+    /// The first violation seen, if any.
+    pub fn violation(&self) -> Option<&Violation> {
+        self.violation.as_ref()
+    }
+
+    /// Takes the first violation seen.
+    pub fn take_violation(&mut self) -> Option<Violation> {
+        self.violation.take()
+    }
+
+    pub(crate) fn fail(&mut self, oracle: &'static str, detail: String) {
+        if self.violation.is_none() {
+            self.violation = Some(Violation { oracle, detail });
+        }
+    }
+
+    /// A new engine starts (`Engine::new` at `now`): everything in memory of the last one is
+    /// gone; what the store holds stays.
+    pub fn on_start(&mut self, now: Now) {
+        self.lives += 1;
+        self.now = Now {
+            mono: self.now.mono.max(now.mono),
+            wall: now.wall,
+        };
+        self.max_wall = self.max_wall.max(now.wall.0);
+        self.requests.clear();
+        self.ops.clear();
+        self.attached.clear();
+        self.replays.clear();
+        let gone: Vec<StreamName> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.ephemeral())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in gone {
+            self.drop_stream(&n);
+        }
+        for sub in self.subs.values_mut() {
+            let resetting = sub.resetting > 0;
+            sub.resetting = 0;
+            for c in sub.cursors.values_mut() {
+                for p in c.parts.values_mut() {
+                    p.forget_volatile();
+                    if resetting {
+                        // The reset may or may not have become durable.
+                        p.saved = None;
+                        p.acked.clear();
+                        c.reset = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Engine lives seen so far.
+    pub fn lives(&self) -> u64 {
+        self.lives
+    }
+
+    /// The engine is handed `input` at `now` (call before `Engine::handle_input`).
+    pub fn on_input(&mut self, now: Now, input: &Input) {
+        self.now = Now {
+            mono: self.now.mono.max(now.mono),
+            wall: now.wall,
+        };
+        self.max_wall = self.max_wall.max(now.wall.0);
+        match input {
+            Input::Client { conn, req, cmd } => self.command_in(*conn, *req, cmd),
+            Input::ConnClosed { conn } => self.conn_closed(*conn),
+            Input::StorageDone { op, result } => {
+                if let Some(req) = self.ops.remove(op) {
+                    self.storage_done(&req, result);
+                }
+            }
+            Input::Tick => {}
+        }
+    }
+
+    /// The engine produced `out`.
+    pub fn on_output(&mut self, out: &Output) {
+        match out {
+            Output::Storage { op, req } => {
+                self.storage_out(req);
+                self.ops.insert(*op, req.clone());
+            }
+            Output::Reply { conn, req, reply } => {
+                if let Some(sent) = self.requests.remove(&(*conn, *req)) {
+                    self.reply(*conn, sent, reply);
+                }
+            }
+            Output::Deliver {
+                conn,
+                stream,
+                subscription,
+                consumer,
+                events,
+            } => self.deliver(*conn, stream, subscription, consumer, events),
+            Output::Replay { conn, replay, item } => self.replay_item(*conn, *replay, item),
+            Output::Notice(n) => self.notice(n),
+        }
+    }
+
+    fn command_in(&mut self, conn: ConnId, req: ReqId, cmd: &Command) {
+        let mut registered = false;
+        let mut heads = Vec::new();
+        let mut epoch = 0;
+        match cmd {
+            Command::Append(a) => heads = self.heads_of(&a.stream),
+            Command::Read { stream, .. } | Command::Replay { stream, .. } => {
+                heads = self.heads_of(stream)
+            }
+            Command::Ack {
+                stream,
+                subscription,
+                consumer,
+                positions,
+            } => {
+                epoch = self
+                    .subs
+                    .get(&(stream.clone(), subscription.clone()))
+                    .map_or(0, |s| s.resets);
+                self.ack_in(conn, stream, subscription, consumer, positions)
+            }
+            Command::Nack {
+                stream,
+                subscription,
+                consumer,
+                positions,
+                delay,
+                ..
+            } => self.nack_in(conn, stream, subscription, consumer, positions, *delay),
+            Command::Term {
+                stream,
+                subscription,
+                consumer,
+                positions,
+                ..
+            } => self.term_in(conn, stream, subscription, consumer, positions),
+            Command::Attach {
+                stream,
+                subscription,
+                consumer,
+                max_in_flight,
+            } => {
+                let key = ((stream.clone(), subscription.clone()), consumer.clone());
+                if !self.attached.contains_key(&key) {
+                    let max_in_flight = max_in_flight.unwrap_or(self.cfg.default_max_in_flight);
+                    self.attached.insert(
+                        key,
+                        Attachment {
+                            conn,
+                            max_in_flight,
+                        },
+                    );
+                    registered = true;
+                }
+            }
+            Command::Detach {
+                stream,
+                subscription,
+                consumer,
+            } => {
+                let key = ((stream.clone(), subscription.clone()), consumer.clone());
+                if self.attached.get(&key).is_some_and(|a| a.conn == conn) {
+                    self.attached.remove(&key);
+                    self.release_consumer(&key.0, consumer);
+                }
+            }
+            Command::ResetSubscription {
+                stream,
+                subscription,
+                consumer,
+                ..
+            } => self.reset_in(stream, subscription, consumer.as_ref()),
+            _ => {}
+        }
+        self.requests.insert(
+            (conn, req),
+            Sent {
+                cmd: cmd.clone(),
+                heads,
+                registered,
+                epoch,
+            },
+        );
+    }
+
+    fn heads_of(&self, stream: &StreamName) -> Vec<u64> {
+        self.streams
+            .get(stream)
+            .map(|s| s.heads.clone())
+            .unwrap_or_default()
+    }
+
+    fn conn_closed(&mut self, conn: ConnId) {
+        let gone: Vec<(SubKey, ConsumerId)> = self
+            .attached
+            .iter()
+            .filter(|(_, a)| a.conn == conn)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (sub, consumer) in gone {
+            self.attached.remove(&(sub.clone(), consumer.clone()));
+            self.release_consumer(&sub, &consumer);
+        }
+        self.replays.retain(|_, r| r.conn != conn);
+    }
+
+    fn storage_done(&mut self, req: &StorageRequest, result: &StorageResult) {
+        match result {
+            StorageResult::Ok(reply) => self.storage_ok(req, reply),
+            StorageResult::Err(tributary_core::StorageError::Conflict(m)) => {
+                self.fail(
+                    "offsets-dense",
+                    format!("the store refused a write as conflicting ({m}): {req:?}"),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn drop_stream(&mut self, name: &StreamName) {
+        self.streams.remove(name);
+        let subs: Vec<SubKey> = self.subs.keys().filter(|k| &k.0 == name).cloned().collect();
+        for k in subs {
+            self.drop_sub(&k);
+        }
+    }
+
+    fn drop_sub(&mut self, key: &SubKey) {
+        self.subs.remove(key);
+        self.sub_ids.retain(|_, k| k != key);
+        self.attached.retain(|(k, _), _| k != key);
+    }
+
+    /// The engine's current time as the checker tracks it.
+    pub fn now(&self) -> MonoNanos {
+        self.now.mono
+    }
+
+    /// Dead letters announced so far: (stream, subscription, position).
+    pub fn dead_letters(&self) -> &[(StreamName, SubscriptionName, tributary_core::Position)] {
+        &self.dead_letters
+    }
+
+    /// Per partition, every offset delivered (since any reset) for each cursor of every
+    /// subscription of a persistent stream that was never reset: (stream, subscription,
+    /// consumer, partition) -> offsets, with the subscription's start offsets.
+    pub fn coverage(&self) -> Vec<Coverage> {
+        let mut out = Vec::new();
+        for (key, sub) in &self.subs {
+            if !sub.durable || sub.delete_requested {
+                continue;
+            }
+            let Some(start) = &sub.start_offsets else {
+                continue;
+            };
+            for (consumer, c) in &sub.cursors {
+                if c.reset {
+                    continue;
+                }
+                for (p, cp) in &c.parts {
+                    out.push(Coverage {
+                        stream: key.0.clone(),
+                        subscription: key.1.clone(),
+                        consumer: consumer.clone(),
+                        partition: *p,
+                        start: start.get(*p as usize).copied().unwrap_or(0),
+                        delivered: cp.delivered.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the model knows `stream` and a delete of it was never requested.
+    pub fn stream_is_stable(&self, stream: &StreamName) -> bool {
+        self.streams
+            .get(stream)
+            .is_some_and(|s| !s.delete_requested)
+    }
+
+    /// The committed content the model knows for a position: (id, digest, confirmed).
+    pub fn known_event(
+        &self,
+        stream: &StreamName,
+        partition: u32,
+        offset: u64,
+    ) -> Option<(Option<tributary_core::EventId>, u64, bool)> {
+        self.streams
+            .get(stream)?
+            .events
+            .get(&(partition, offset))
+            .map(|e| (e.id, e.digest, e.confirmed))
+    }
+
+    /// Confirmed events of a stream: (partition, offset, id, digest).
+    pub fn confirmed_events(
+        &self,
+        stream: &StreamName,
+    ) -> Vec<(u32, u64, Option<tributary_core::EventId>, u64)> {
+        self.streams
+            .get(stream)
+            .map(|s| {
+                s.events
+                    .iter()
+                    .filter(|(_, e)| e.confirmed)
+                    .map(|(&(p, o), e)| (p, o, e.id, e.digest))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// What one cursor partition was given, for the liveness phase's coverage check.
+#[derive(Debug, Clone)]
+pub struct Coverage {
+    /// The stream.
+    pub stream: StreamName,
+    /// The subscription.
+    pub subscription: SubscriptionName,
+    /// Broadcast: the consumer.
+    pub consumer: Option<ConsumerId>,
+    /// The partition.
+    pub partition: u32,
+    /// The subscription's start offset there.
+    pub start: u64,
+    /// Offsets delivered.
+    pub delivered: std::collections::BTreeSet<u64>,
+}

@@ -1,0 +1,538 @@
+//! Subscriptions in the model: deliveries, acks, nacks, terms, resets, saved positions.
+
+use super::model::{Flight, lost_ack, position_of};
+use super::{Checker, SubKey};
+use std::time::Duration;
+use tributary_core::{
+    Config, ConnId, ConsumerId, CursorRecord, Delivered, DeliverySemantics, Error, Notice,
+    Position, Reply, StreamName, SubscriptionInfo, SubscriptionMode, SubscriptionName,
+};
+
+impl Checker {
+    /// Events delivered to a consumer.
+    pub(super) fn deliver(
+        &mut self,
+        conn: ConnId,
+        stream: &StreamName,
+        subscription: &SubscriptionName,
+        consumer: &ConsumerId,
+        events: &[Delivered],
+    ) {
+        let key: SubKey = (stream.clone(), subscription.clone());
+        let attachment = self.attached.get(&(key.clone(), consumer.clone())).cloned();
+        if attachment.as_ref().is_none_or(|a| a.conn != conn) {
+            self.fail(
+                "delivered-to-attached",
+                format!(
+                    "{} events of {stream}/{subscription} delivered to {consumer} on connection {}, where it is not attached",
+                    events.len(),
+                    conn.0
+                ),
+            );
+        }
+        for d in events {
+            self.check_content("no-redelivery", &d.event);
+        }
+        let now = self.now.mono;
+        let retry_max = self.cfg.storage_retry_max;
+        let Some(sub) = self.subs.get_mut(&key) else {
+            return;
+        };
+        let cursor = sub.cursor_key(consumer);
+        let ack_wait = sub.config.ack_wait;
+        let ordered = sub.config.ordered_by_key;
+        let max_deliveries = sub.config.max_deliveries;
+        let amo = sub.delivery == DeliverySemantics::AtMostOnce;
+        let resetting = sub.resetting > 0;
+        let mut errors: Vec<(&'static str, String)> = Vec::new();
+        let name = format!("{stream}/{subscription} ({consumer})");
+        for d in events {
+            let (p, o) = (d.event.partition, d.event.offset);
+            let cp = sub.part(cursor.clone(), p);
+            cp.delivered.insert(o);
+            cp.delivered_now.insert(o);
+            let first_now = !amo || cp.amo_sent.insert(o);
+            let last = cp.last_attempt.insert(o, d.attempt);
+            let flight = cp.in_flight.insert(
+                o,
+                Flight {
+                    consumer: consumer.clone(),
+                    deadline: now.saturating_add(ack_wait),
+                },
+            );
+            let not_before = cp.not_before.remove(&o);
+            let other_key = match (&d.event.key, ordered) {
+                (Some(k), true) if !amo => {
+                    let set = cp.pending_keys.entry(k.clone()).or_default();
+                    let other = set.iter().copied().find(|&x| x != o);
+                    set.insert(o);
+                    other
+                }
+                _ => None,
+            };
+            // While a reset of this subscription is unanswered, deliveries are only recorded.
+            if resetting {
+                continue;
+            }
+            if cp.is_acked(o) {
+                errors.push((
+                    "no-redelivery",
+                    format!(
+                        "{name}: {p}/{o} delivered again (attempt {}) after it was acknowledged",
+                        d.attempt
+                    ),
+                ));
+            }
+            if amo {
+                cp.in_flight.remove(&o);
+                if !first_now || d.attempt != 1 {
+                    errors.push((
+                        "no-redelivery",
+                        format!(
+                            "{name}: at-most-once {p}/{o} delivered again (attempt {})",
+                            d.attempt
+                        ),
+                    ));
+                }
+                continue;
+            }
+            if let Some(f) = flight {
+                if f.deadline > now {
+                    errors.push((
+                        "exclusive",
+                        format!(
+                            "{name}: {p}/{o} delivered while in flight at {} until {} (now {})",
+                            f.consumer, f.deadline.0, now.0
+                        ),
+                    ));
+                } else if last.is_some_and(|a| a >= max_deliveries)
+                    && now < f.deadline.saturating_add(retry_max)
+                {
+                    errors.push((
+                        "exclusive",
+                        format!(
+                            "{name}: {p}/{o} delivered again after {} deliveries (max_deliveries {max_deliveries}) without a dead letter failure",
+                            last.unwrap_or(0)
+                        ),
+                    ));
+                }
+            }
+            if let Some(nb) = not_before
+                && nb > now
+            {
+                errors.push((
+                    "exclusive",
+                    format!("{name}: {p}/{o} redelivered at {} before {} (nack delay or dead letter retry)", now.0, nb.0),
+                ));
+            }
+            if let Some(a) = last
+                && d.attempt != a + 1
+            {
+                errors.push((
+                    "exclusive",
+                    format!(
+                        "{name}: {p}/{o} delivered as attempt {} after attempt {a}",
+                        d.attempt
+                    ),
+                ));
+            }
+            if let Some(other) = other_key {
+                errors.push((
+                    "ordered-by-key",
+                    format!(
+                        "{name}: {p}/{o} delivered while {p}/{other} of the same key is pending"
+                    ),
+                ));
+            }
+        }
+        if !amo
+            && !resetting
+            && let Some(a) = attachment
+            && let Some(c) = sub.cursors.get(&cursor)
+        {
+            let held: usize = c
+                .parts
+                .values()
+                .map(|cp| {
+                    cp.in_flight
+                        .values()
+                        .filter(|f| &f.consumer == consumer && f.deadline > now)
+                        .count()
+                })
+                .sum();
+            if held > a.max_in_flight as usize {
+                errors.push((
+                    "credit",
+                    format!(
+                        "{name}: {held} events in flight, over max_in_flight {}",
+                        a.max_in_flight
+                    ),
+                ));
+            }
+        }
+        for (o, d) in errors {
+            self.fail(o, d);
+        }
+    }
+
+    /// Whether `consumer` is attached on `conn` as the model knows it.
+    fn attached_on(&self, conn: ConnId, key: &SubKey, consumer: &ConsumerId) -> bool {
+        self.attached
+            .get(&(key.clone(), consumer.clone()))
+            .is_some_and(|a| a.conn == conn)
+    }
+
+    pub(super) fn ack_in(
+        &mut self,
+        conn: ConnId,
+        stream: &StreamName,
+        subscription: &SubscriptionName,
+        consumer: &ConsumerId,
+        positions: &[Position],
+    ) {
+        let key = (stream.clone(), subscription.clone());
+        if !self.attached_on(conn, &key, consumer) {
+            return;
+        }
+        let Some(sub) = self.subs.get_mut(&key) else {
+            return;
+        };
+        let cursor = sub.cursor_key(consumer);
+        for pos in positions {
+            let cp = sub.part(cursor.clone(), pos.partition);
+            cp.in_flight.remove(&pos.offset);
+            cp.not_before.remove(&pos.offset);
+            cp.unpend_key(pos.offset);
+        }
+    }
+
+    pub(super) fn nack_in(
+        &mut self,
+        conn: ConnId,
+        stream: &StreamName,
+        subscription: &SubscriptionName,
+        consumer: &ConsumerId,
+        positions: &[Position],
+        delay: Option<Duration>,
+    ) {
+        let key = (stream.clone(), subscription.clone());
+        if !self.attached_on(conn, &key, consumer) {
+            return;
+        }
+        let now = self.now.mono;
+        let (base, max, retry_max) = (
+            self.cfg.backoff_base,
+            self.cfg.backoff_max,
+            self.cfg.storage_retry_max,
+        );
+        let Some(sub) = self.subs.get_mut(&key) else {
+            return;
+        };
+        let cursor = sub.cursor_key(consumer);
+        let max_deliveries = sub.config.max_deliveries;
+        for pos in positions {
+            let cp = sub.part(cursor.clone(), pos.partition);
+            let o = pos.offset;
+            if let Some(f) = cp.in_flight.remove(&o)
+                && f.deadline > now
+            {
+                let attempt = cp.last_attempt.get(&o).copied().unwrap_or(1);
+                let wait = if attempt >= max_deliveries {
+                    retry_max
+                } else {
+                    delay.unwrap_or_else(|| Config::backoff(base, max, attempt.saturating_sub(1)))
+                };
+                cp.not_before.insert(o, now.saturating_add(wait));
+            }
+        }
+    }
+
+    pub(super) fn term_in(
+        &mut self,
+        conn: ConnId,
+        stream: &StreamName,
+        subscription: &SubscriptionName,
+        consumer: &ConsumerId,
+        positions: &[Position],
+    ) {
+        let key = (stream.clone(), subscription.clone());
+        if !self.attached_on(conn, &key, consumer) {
+            return;
+        }
+        let now = self.now.mono;
+        let retry_max = self.cfg.storage_retry_max;
+        let Some(sub) = self.subs.get_mut(&key) else {
+            return;
+        };
+        let cursor = sub.cursor_key(consumer);
+        for pos in positions {
+            let cp = sub.part(cursor.clone(), pos.partition);
+            cp.not_before.remove(&pos.offset);
+            if let Some(f) = cp.in_flight.remove(&pos.offset)
+                && f.deadline > now
+            {
+                cp.not_before
+                    .insert(pos.offset, now.saturating_add(retry_max));
+            }
+        }
+    }
+
+    /// A consumer detached (or its connection closed): what it held is ready for others.
+    pub(super) fn release_consumer(&mut self, key: &SubKey, consumer: &ConsumerId) {
+        let Some(sub) = self.subs.get_mut(key) else {
+            return;
+        };
+        let cursor = sub.cursor_key(consumer);
+        if let Some(c) = sub.cursors.get_mut(&cursor) {
+            for cp in c.parts.values_mut() {
+                cp.in_flight.retain(|_, f| &f.consumer != consumer);
+            }
+        }
+    }
+
+    /// Forgets what a reset voids, for the cursors it moves.
+    /// At the reply (`keep_deliveries`), saved positions are kept: they are the reset's.
+    fn forget_reset(&mut self, key: &SubKey, consumer: Option<&ConsumerId>, keep_deliveries: bool) {
+        let Some(sub) = self.subs.get_mut(key) else {
+            return;
+        };
+        let one = match (consumer, sub.config.mode) {
+            (Some(c), SubscriptionMode::Broadcast) => Some(Some(c.clone())),
+            _ => None,
+        };
+        for (k, c) in sub.cursors.iter_mut() {
+            if one.as_ref().is_some_and(|o| o != k) {
+                continue;
+            }
+            c.reset = true;
+            for cp in c.parts.values_mut() {
+                // Deliveries stay possibly pending (an upper bound for ack counts): the reset
+                // may fail, or deliver them again from its new position.
+                let delivered = std::mem::take(&mut cp.delivered_now);
+                let sent = cp.last_sent.take();
+                cp.forget_volatile();
+                cp.acked.clear();
+                cp.delivered_now = delivered;
+                if keep_deliveries {
+                    // At the reply the reset is saved: the last confirmed position is the
+                    // new one (or the reset failed and it is the old one).
+                    cp.last_sent = sent;
+                } else {
+                    cp.saved = None;
+                }
+            }
+        }
+    }
+
+    pub(super) fn reset_in(
+        &mut self,
+        stream: &StreamName,
+        subscription: &SubscriptionName,
+        consumer: Option<&ConsumerId>,
+    ) {
+        let key = (stream.clone(), subscription.clone());
+        if let Some(sub) = self.subs.get_mut(&key) {
+            sub.resetting += 1;
+            sub.resets += 1;
+        }
+        self.forget_reset(&key, consumer, false);
+    }
+
+    pub(super) fn reset_done(
+        &mut self,
+        stream: &StreamName,
+        subscription: &SubscriptionName,
+        consumer: Option<&ConsumerId>,
+    ) {
+        let key = (stream.clone(), subscription.clone());
+        if let Some(sub) = self.subs.get_mut(&key) {
+            sub.resetting = sub.resetting.saturating_sub(1);
+        }
+        self.forget_reset(&key, consumer, true);
+    }
+
+    pub(super) fn ack_reply(
+        &mut self,
+        stream: &StreamName,
+        subscription: &SubscriptionName,
+        consumer: &ConsumerId,
+        positions: &[Position],
+        epoch: u64,
+        r: &Result<Reply, Error>,
+    ) {
+        let Ok(Reply::Acked { acked, ignored }) = r else {
+            return;
+        };
+        let key = (stream.clone(), subscription.clone());
+        let mut errors = Vec::new();
+        let name = format!("{stream}/{subscription} ({consumer})");
+        if (*acked + *ignored) as usize != positions.len() {
+            errors.push((
+                "ack-durable",
+                format!(
+                    "{name}: Acked {{ acked {acked}, ignored {ignored} }} for {} positions",
+                    positions.len()
+                ),
+            ));
+        }
+        if let Some(sub) = self.subs.get_mut(&key)
+            && sub.resetting == 0
+            && sub.resets == epoch
+        {
+            let cursor = sub.cursor_key(consumer);
+            let durable = sub.durable;
+            let ordered = sub.config.ordered_by_key;
+            let distinct: std::collections::BTreeSet<Position> =
+                positions.iter().copied().collect();
+            let possible = distinct
+                .iter()
+                .filter(|p| {
+                    let cp = sub.part(cursor.clone(), p.partition);
+                    cp.delivered_now.contains(&p.offset) && !cp.acked.contains(&p.offset)
+                })
+                .count();
+            if !ordered && *acked as usize > possible {
+                errors.push((
+                    "ack-durable",
+                    format!("{name}: {acked} positions acknowledged, but only {possible} of them were delivered and not yet acknowledged"),
+                ));
+            }
+            if *acked as usize == positions.len() && !positions.is_empty() {
+                for p in positions {
+                    let cp = sub.part(cursor.clone(), p.partition);
+                    if durable
+                        && !cp
+                            .saved
+                            .as_ref()
+                            .is_some_and(|s| super::model::covers(s, p.offset))
+                    {
+                        errors.push((
+                            "ack-durable",
+                            format!(
+                                "{name}: ack of {}/{} answered before a saved position covers it",
+                                p.partition, p.offset
+                            ),
+                        ));
+                    }
+                    cp.acked.insert(p.offset);
+                }
+            }
+        }
+        for (o, d) in errors {
+            self.fail(o, d);
+        }
+    }
+
+    pub(super) fn sub_info(
+        &mut self,
+        stream: &StreamName,
+        subscription: &SubscriptionName,
+        info: &SubscriptionInfo,
+    ) {
+        let key = (stream.clone(), subscription.clone());
+        let heads = self.heads_of(stream);
+        let persistent = self.streams.get(stream).is_some_and(|s| !s.ephemeral());
+        let Some(sub) = self.subs.get_mut(&key) else {
+            return;
+        };
+        if sub.resetting > 0 || sub.delete_requested {
+            return;
+        }
+        let mut errors = Vec::new();
+        for c in &info.cursors {
+            for (p, (&floor, &next)) in c.floors.iter().zip(&c.next).enumerate() {
+                let name = format!(
+                    "{stream}/{subscription} cursor {:?} partition {p}",
+                    c.consumer
+                );
+                if floor > next {
+                    errors.push((
+                        "ack-floor",
+                        format!("{name}: floor {floor} above next {next}"),
+                    ));
+                }
+                if persistent && heads.get(p).is_some_and(|&h| next > h) {
+                    errors.push((
+                        "ack-floor",
+                        format!("{name}: next {next} above the head {:?}", heads.get(p)),
+                    ));
+                }
+                let cp = sub.part(c.consumer.clone(), p as u32);
+                if let Some(df) = cp.describe_floor
+                    && floor < df
+                {
+                    errors.push((
+                        "ack-floor",
+                        format!("{name}: ack floor moved back from {df} to {floor}"),
+                    ));
+                }
+                if let Some((saved, _)) = &cp.saved
+                    && floor < *saved
+                {
+                    errors.push((
+                        "ack-floor",
+                        format!("{name}: ack floor {floor} is below the saved floor {saved}"),
+                    ));
+                }
+                cp.describe_floor = Some(floor);
+            }
+        }
+        for (o, d) in errors {
+            self.fail(o, d);
+        }
+    }
+
+    /// A position sent to the store: it must keep every acknowledged offset.
+    pub(super) fn cursor_out(&mut self, rec: &CursorRecord) {
+        let Some(key) = self.sub_ids.get(&rec.sub).cloned() else {
+            return;
+        };
+        let Some(sub) = self.subs.get_mut(&key) else {
+            return;
+        };
+        if sub.resetting > 0 {
+            return;
+        }
+        let cp = sub.part(rec.consumer.clone(), rec.partition);
+        let new = position_of(rec);
+        let mut errors = Vec::new();
+        for (what, old) in [("saved", &cp.saved), ("last sent", &cp.last_sent)] {
+            if let Some(old) = old
+                && let Some(o) = lost_ack(&new, old)
+            {
+                errors.push((
+                    "ack-floor",
+                    format!(
+                        "{}/{} cursor {:?} partition {}: saving floor {} loses offset {o}, acknowledged by the {what} position (floor {})",
+                        key.0, key.1, rec.consumer, rec.partition, rec.floor, old.0
+                    ),
+                ));
+            }
+        }
+        cp.last_sent = Some(new);
+        for (o, d) in errors {
+            self.fail(o, d);
+        }
+    }
+
+    pub(super) fn notice(&mut self, n: &Notice) {
+        if let Notice::DeadLettered {
+            stream,
+            subscription,
+            position,
+            ..
+        } = n
+        {
+            self.dead_letters
+                .push((stream.clone(), subscription.clone(), *position));
+            let key = (stream.clone(), subscription.clone());
+            if let Some(sub) = self.subs.get_mut(&key)
+                && sub.config.mode == SubscriptionMode::Exclusive
+            {
+                let cp = sub.part(None, position.partition);
+                cp.unpend_key(position.offset);
+                cp.in_flight.remove(&position.offset);
+            }
+        }
+    }
+}

@@ -1,0 +1,929 @@
+//! The simulator: nodes (an engine, its simulated store, its clock, its clients and its
+//! checker), one event queue ordered by (virtual time, sequence), and one seed from which
+//! everything is drawn. A run has a chaos phase (the workload with faults), then a liveness
+//! phase that heals every fault and requires convergence within a bound, then final checks.
+
+use crate::checker::{Checker, Violation};
+use crate::clock::Clock;
+use crate::journal::{JournalHeader, JournalWriter};
+use crate::queue::{EventQueue, VTime};
+use crate::rng::SimRng;
+use crate::store::SimStore;
+use crate::swarm::Swarm;
+use crate::workload::{Generator, Pending, StreamW, World, consumer};
+use std::time::Duration;
+use tributary_core::{
+    Command, ConnId, ConsumerId, Engine, Input, OpId, Output, Position, ReplayItem,
+    SubscriptionMode,
+};
+
+const MS: u64 = 1_000_000;
+/// Longest the liveness phase may take to converge, virtual time.
+pub const LIVENESS_BOUND: VTime = 20 * 60 * 1000 * MS;
+/// A run stops as failed past this many engine inputs (a busy loop).
+pub const MAX_STEPS: u64 = 3_000_000;
+
+/// How to run one seed.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The seed.
+    pub seed: u64,
+    /// Keep readable trace lines (for the trace file of a failure).
+    pub trace: bool,
+    /// Record a journal per engine life.
+    pub journals: bool,
+    /// Test-only: the bug to plant in every engine.
+    #[cfg(feature = "planted-bugs")]
+    pub plant: Option<tributary_core::PlantedBug>,
+}
+
+impl RunOptions {
+    /// Options for `seed`, nothing else.
+    pub fn seed(seed: u64) -> RunOptions {
+        RunOptions {
+            seed,
+            ..RunOptions::default()
+        }
+    }
+}
+
+/// A broken rule, where it broke.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The engine input (counted over all nodes from 1) at which it was seen.
+    pub step: u64,
+    /// The node.
+    pub node: usize,
+    /// Virtual time, ns.
+    pub at: VTime,
+    /// What broke.
+    pub violation: Violation,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The seed.
+    pub seed: u64,
+    /// Engine inputs handled.
+    pub steps: u64,
+    /// The trace hash.
+    pub hash: u64,
+    /// Virtual time at the end, ns.
+    pub virtual_ns: VTime,
+    /// Engine restarts (crashes) during the run.
+    pub crashes: u64,
+    /// The first broken rule, if any.
+    pub failure: Option<Failure>,
+    /// Trace lines (when asked for).
+    pub trace: Vec<String>,
+    /// Journals recorded (when asked for): (file name, bytes).
+    pub journals: Vec<(String, Vec<u8>)>,
+    /// The options drawn from the seed.
+    pub swarm: Swarm,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Action,
+    Storage {
+        node: usize,
+        life: u64,
+        op: OpId,
+    },
+    Tick {
+        node: usize,
+        life: u64,
+    },
+    React {
+        node: usize,
+        life: u64,
+        conn: ConnId,
+        sub: usize,
+        consumer: ConsumerId,
+        positions: Vec<Position>,
+    },
+    Restart {
+        node: usize,
+    },
+    Probe,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Chaos,
+    Liveness,
+    Done,
+}
+
+struct Node {
+    engine: Option<Engine>,
+    store: SimStore,
+    clock: Clock,
+    checker: Checker,
+    life: u64,
+    next_tick: Option<VTime>,
+    world: World,
+    journal: Option<JournalWriter<Vec<u8>>>,
+    converged: bool,
+    clock_went_back: bool,
+}
+
+/// One run.
+struct Sim {
+    seed: u64,
+    swarm: Swarm,
+    queue: EventQueue<Ev>,
+    now: VTime,
+    nodes: Vec<Node>,
+    work: SimRng,
+    storage: SimRng,
+    faults: SimRng,
+    clients: SimRng,
+    steps: u64,
+    crashes: u64,
+    trace: crate::trace::Trace,
+    phase: Phase,
+    actions_left: u32,
+    setup_left: Vec<u32>,
+    failure: Option<Failure>,
+    journals_on: bool,
+    journals: Vec<(String, Vec<u8>)>,
+    deadline: VTime,
+    probe_id: u64,
+    #[cfg(feature = "planted-bugs")]
+    plant: Option<tributary_core::PlantedBug>,
+}
+
+/// Runs one seed.
+pub fn run(opts: &RunOptions) -> Outcome {
+    let swarm = Swarm::draw(opts.seed);
+    let nodes = (0..swarm.nodes)
+        .map(|_| Node {
+            engine: None,
+            store: SimStore::default(),
+            clock: Clock::default(),
+            checker: Checker::new(swarm.config.clone()),
+            life: 0,
+            next_tick: None,
+            world: World::default(),
+            journal: None,
+            converged: false,
+            clock_went_back: false,
+        })
+        .collect();
+    let setup = swarm.persistent_streams + swarm.ephemeral_streams + 1;
+    let mut sim = Sim {
+        seed: opts.seed,
+        queue: EventQueue::default(),
+        now: 0,
+        nodes,
+        work: SimRng::new(opts.seed, "workload"),
+        storage: SimRng::new(opts.seed, "storage"),
+        faults: SimRng::new(opts.seed, "faults"),
+        clients: SimRng::new(opts.seed, "clients"),
+        steps: 0,
+        crashes: 0,
+        trace: crate::trace::Trace::new(opts.trace),
+        phase: Phase::Chaos,
+        actions_left: swarm.actions,
+        setup_left: vec![setup; swarm.nodes],
+        failure: None,
+        journals_on: opts.journals,
+        journals: Vec::new(),
+        deadline: 0,
+        probe_id: 0,
+        #[cfg(feature = "planted-bugs")]
+        plant: opts.plant,
+        swarm,
+    };
+    sim.run();
+    let hash = sim.trace.hash();
+    for n in 0..sim.nodes.len() {
+        sim.close_journal(n);
+    }
+    Outcome {
+        seed: sim.seed,
+        steps: sim.steps,
+        hash,
+        virtual_ns: sim.now,
+        crashes: sim.crashes,
+        failure: sim.failure,
+        trace: sim.trace.take_lines(),
+        journals: sim.journals,
+        swarm: sim.swarm,
+    }
+}
+
+impl Sim {
+    fn run(&mut self) {
+        for n in 0..self.nodes.len() {
+            self.start_engine(n);
+        }
+        self.queue.push(MS, Ev::Action);
+        while let Some((t, ev)) = self.queue.pop() {
+            if self.failure.is_some() || self.phase == Phase::Done {
+                break;
+            }
+            self.now = t;
+            if self.steps > MAX_STEPS {
+                self.fail_at(
+                    0,
+                    "liveness",
+                    format!("no end after {MAX_STEPS} engine inputs (a busy loop?)"),
+                );
+                break;
+            }
+            match ev {
+                Ev::Action => self.action(),
+                Ev::Storage { node, life, op } => {
+                    if self.nodes[node].life == life
+                        && let Some(result) = self.nodes[node].store.complete(op)
+                    {
+                        self.input(node, Input::StorageDone { op, result });
+                    }
+                }
+                Ev::Tick { node, life } => {
+                    let n = &mut self.nodes[node];
+                    if n.life != life {
+                        continue;
+                    }
+                    if n.next_tick == Some(t) {
+                        n.next_tick = None;
+                    }
+                    let due = n
+                        .engine
+                        .as_ref()
+                        .and_then(Engine::poll_timeout)
+                        .is_some_and(|d| d.0 <= t);
+                    if due {
+                        self.input(node, Input::Tick);
+                    } else {
+                        self.schedule_tick(node);
+                    }
+                }
+                Ev::React {
+                    node,
+                    life,
+                    conn,
+                    sub,
+                    consumer,
+                    positions,
+                } => self.react(node, life, conn, sub, consumer, positions),
+                Ev::Restart { node } => {
+                    if self.nodes[node].engine.is_none() {
+                        self.start_engine(node);
+                    }
+                }
+                Ev::Probe => self.probe(),
+            }
+        }
+        if self.failure.is_none() && self.phase != Phase::Done {
+            self.fail_at(0, "liveness", "the simulation ran out of events".into());
+        }
+    }
+
+    fn fail_at(&mut self, node: usize, oracle: &'static str, detail: String) {
+        if self.failure.is_none() {
+            self.failure = Some(Failure {
+                step: self.steps,
+                node,
+                at: self.now,
+                violation: Violation { oracle, detail },
+            });
+        }
+    }
+
+    // ---- engines -------------------------------------------------------------------------
+
+    fn engine_seed(&self, node: usize, life: u64) -> u64 {
+        self.seed
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add((node as u64) << 32 | life)
+    }
+
+    fn start_engine(&mut self, node: usize) {
+        let seed = self.engine_seed(node, self.nodes[node].life);
+        let now = self.nodes[node].clock.now(self.now);
+        let cfg = self.swarm.config.clone();
+        #[allow(unused_mut)]
+        let mut engine = match Engine::new(cfg.clone(), seed, now) {
+            Ok(e) => e,
+            Err(e) => return self.fail_at(node, "config", format!("Engine::new refused: {e}")),
+        };
+        #[cfg(feature = "planted-bugs")]
+        engine.plant_bug(self.plant);
+        let n = &mut self.nodes[node];
+        n.engine = Some(engine);
+        n.checker.on_start(now);
+        if self.journals_on {
+            let header = JournalHeader {
+                config: cfg,
+                seed,
+                start: now,
+            };
+            n.journal = JournalWriter::new(Vec::new(), &header).ok();
+        }
+        let life = n.life;
+        self.trace.note(self.steps, self.now, || {
+            format!("node {node} starts (life {life})")
+        });
+        self.drain(node);
+    }
+
+    fn close_journal(&mut self, node: usize) {
+        if let Some(j) = self.nodes[node].journal.take()
+            && let Ok(bytes) = j.finish()
+        {
+            let name = format!(
+                "seed-{}-node-{node}-life-{}.journal",
+                self.seed, self.nodes[node].life
+            );
+            self.journals.push((name, bytes));
+        }
+    }
+
+    fn crash(&mut self, node: usize) {
+        if self.nodes[node].engine.is_none() {
+            return;
+        }
+        self.crashes += 1;
+        self.trace
+            .note(self.steps, self.now, || format!("node {node} crashes"));
+        self.close_journal(node);
+        let n = &mut self.nodes[node];
+        n.engine = None;
+        n.store.crash(&mut self.faults);
+        n.life += 1;
+        n.next_tick = None;
+        n.world.crash();
+        let down = self.faults.below(self.swarm.faults.down_max_ms * MS + 1);
+        self.queue.push(self.now + down, Ev::Restart { node });
+    }
+
+    /// Hands one input to a node's engine, then drains and routes its outputs.
+    fn input(&mut self, node: usize, input: Input) {
+        let n = &mut self.nodes[node];
+        let Some(engine) = n.engine.as_mut() else {
+            return;
+        };
+        self.steps += 1;
+        let now = n.clock.now(self.now);
+        self.trace.input(self.steps, node, now, &input);
+        if let Some(j) = n.journal.as_mut() {
+            let _ = j.record(now, &input);
+        }
+        n.checker.on_input(now, &input);
+        engine.handle_input(now, input);
+        self.drain(node);
+    }
+
+    fn drain(&mut self, node: usize) {
+        let faults = (self.phase == Phase::Chaos).then_some(&self.swarm.faults);
+        loop {
+            let n = &mut self.nodes[node];
+            let Some(out) = n.engine.as_mut().and_then(Engine::poll_output) else {
+                break;
+            };
+            self.trace.output(node, &out);
+            n.checker.on_output(&out);
+            match out {
+                Output::Storage { op, req } => {
+                    let at = n.store.issue(&mut self.storage, faults, self.now, op, req);
+                    let life = n.life;
+                    self.queue.push(at, Ev::Storage { node, life, op });
+                }
+                Output::Reply { conn, req, reply } => n.world.on_reply(conn, req, &reply),
+                Output::Deliver {
+                    conn,
+                    stream,
+                    subscription,
+                    consumer,
+                    events,
+                } => {
+                    if !n.world.conns.contains(&conn) {
+                        continue;
+                    }
+                    let Some(sub) = n.world.sub_index(&stream, &subscription) else {
+                        continue;
+                    };
+                    let think = if self.phase == Phase::Chaos {
+                        self.clients
+                            .below(self.swarm.consumers.think_max_ms * MS + 1)
+                    } else {
+                        self.clients.below(5 * MS)
+                    };
+                    let positions = events
+                        .iter()
+                        .map(|d| Position {
+                            partition: d.event.partition,
+                            offset: d.event.offset,
+                        })
+                        .collect();
+                    let life = n.life;
+                    self.queue.push(
+                        self.now + think,
+                        Ev::React {
+                            node,
+                            life,
+                            conn,
+                            sub,
+                            consumer,
+                            positions,
+                        },
+                    );
+                }
+                Output::Replay { conn, replay, item } => {
+                    if matches!(item, ReplayItem::Done { .. } | ReplayItem::Failed(_)) {
+                        n.world.replay_ended(conn, replay);
+                    }
+                }
+                Output::Notice(_) => {}
+            }
+        }
+        if let Some(v) = self.nodes[node].checker.take_violation() {
+            self.fail_at(node, v.oracle, v.detail);
+        }
+        self.schedule_tick(node);
+    }
+
+    fn schedule_tick(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        let Some(t) = n.engine.as_ref().and_then(Engine::poll_timeout) else {
+            return;
+        };
+        let t = t.0.max(self.now);
+        if n.next_tick.is_none_or(|s| t < s || s < self.now) {
+            n.next_tick = Some(t);
+            let life = n.life;
+            self.queue.push(t, Ev::Tick { node, life });
+        }
+    }
+
+    /// Sends a command from a client.
+    fn send(&mut self, node: usize, conn: ConnId, cmd: Command, what: Pending) {
+        let req = self.nodes[node].world.request(conn, what);
+        self.input(node, Input::Client { conn, req, cmd });
+    }
+
+    // ---- the workload --------------------------------------------------------------------
+
+    fn action(&mut self) {
+        if self.phase != Phase::Chaos {
+            return;
+        }
+        let node = self.work.below(self.nodes.len() as u64) as usize;
+        if self.nodes[node].engine.is_some() {
+            if self.setup_left[node] > 0 {
+                self.setup_left[node] -= 1;
+                self.setup(node);
+            } else {
+                self.workload(node);
+            }
+        }
+        self.chaos_faults();
+        self.actions_left = self.actions_left.saturating_sub(1);
+        if self.actions_left == 0 {
+            self.start_liveness();
+        } else {
+            let think = self.work.below(self.swarm.think_max_ms * MS + 1);
+            self.queue.push(self.now + think, Ev::Action);
+        }
+    }
+
+    /// The first actions of a node: its streams, then a subscription.
+    fn setup(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        let made = n.world.streams.len() as u32;
+        let mut g = Generator {
+            swarm: &self.swarm,
+            rng: &mut self.work,
+            wall: n.clock.now(self.now).wall,
+        };
+        let cmd = if made < self.swarm.persistent_streams + self.swarm.ephemeral_streams {
+            let ephemeral = made >= self.swarm.persistent_streams;
+            let config = g.stream_config(&mut n.world, ephemeral);
+            n.world.streams.push(StreamW {
+                heads: vec![0; config.partitions as usize],
+                config: config.clone(),
+                retired: false,
+            });
+            Some(Command::CreateStream(config))
+        } else {
+            g.create_subscription(&mut n.world)
+        };
+        if let Some(cmd) = cmd {
+            let conn = n.world.some_conn(&mut self.work);
+            self.send(node, conn, cmd, Pending::Other);
+        }
+    }
+
+    fn workload(&mut self, node: usize) {
+        let m = &self.swarm.mix;
+        let weights = [
+            m.append,
+            m.retry_append,
+            m.expected_offset,
+            m.read,
+            m.describe,
+            m.create_stream,
+            m.create_subscription,
+            m.attach,
+            m.detach,
+            m.reset,
+            m.replay,
+            m.cancel_replay,
+            m.delete_subscription,
+            m.delete_stream,
+            m.invalid,
+        ];
+        let Some(kind) = self.work.weighted(&weights) else {
+            return;
+        };
+        let n = &mut self.nodes[node];
+        let mut g = Generator {
+            swarm: &self.swarm,
+            rng: &mut self.work,
+            wall: n.clock.now(self.now).wall,
+        };
+        let w = &mut n.world;
+        let (conn, cmd, what) = match kind {
+            0 | 2 => match g.append(w, kind == 2) {
+                Some(Command::Append(a)) => (None, Command::Append(a.clone()), Pending::Append(a)),
+                _ => return,
+            },
+            1 => match g.retry(w) {
+                Some(Command::Append(a)) => (None, Command::Append(a.clone()), Pending::Append(a)),
+                _ => return,
+            },
+            3 => match g.read(w) {
+                Some(c) => (None, c, Pending::Other),
+                None => return,
+            },
+            4 => match g.describe(w) {
+                Some(c) => (None, c, Pending::Other),
+                None => return,
+            },
+            5 => {
+                let ephemeral = g.rng.chance(300);
+                let config = g.stream_config(w, ephemeral);
+                w.streams.push(StreamW {
+                    heads: vec![0; config.partitions as usize],
+                    config: config.clone(),
+                    retired: false,
+                });
+                (None, Command::CreateStream(config), Pending::Other)
+            }
+            6 => match g.create_subscription(w) {
+                Some(c) => (None, c, Pending::Other),
+                None => return,
+            },
+            7 => match g.attach(w) {
+                Some((sub, c, cmd)) => (None, cmd, Pending::Attach(sub, c)),
+                None => return,
+            },
+            8 => match g.detach(w) {
+                Some((conn, cmd)) => (Some(conn), cmd, Pending::Other),
+                None => return,
+            },
+            9 => match g.reset(w) {
+                Some(c) => (None, c, Pending::Other),
+                None => return,
+            },
+            10 => match g.replay(w) {
+                Some(c) => (None, c, Pending::Replay),
+                None => return,
+            },
+            11 => match g.cancel_replay(w) {
+                Some((conn, cmd)) => (Some(conn), cmd, Pending::Other),
+                None => return,
+            },
+            12 => match g.delete_subscription(w) {
+                Some(c) => (None, c, Pending::Other),
+                None => return,
+            },
+            13 => match g.delete_stream(w) {
+                Some(c) => (None, c, Pending::Other),
+                None => return,
+            },
+            _ => match g.invalid(w) {
+                Some(c) => (None, c, Pending::Other),
+                None => return,
+            },
+        };
+        let conn = match conn {
+            Some(c) => c,
+            None => w.some_conn(&mut self.work),
+        };
+        self.send(node, conn, cmd, what);
+    }
+
+    fn chaos_faults(&mut self) {
+        let f = self.swarm.faults.clone();
+        let node = self.faults.below(self.nodes.len() as u64) as usize;
+        if self.faults.chance(f.crash) {
+            self.crash(node);
+        }
+        if self.faults.chance(f.disconnect) {
+            let conns: Vec<ConnId> = self.nodes[node].world.conns.iter().copied().collect();
+            if let Some(&c) = self.faults.pick(&conns) {
+                self.nodes[node].world.disconnect(c);
+                self.input(node, Input::ConnClosed { conn: c });
+            }
+        }
+        if self.faults.chance(f.clock_step) {
+            let ms = self.faults.below(f.clock_step_max_ms + 1) as i64;
+            let ms = if self.faults.coin() { ms } else { -ms };
+            self.nodes[node].clock.step(ms);
+            self.nodes[node].clock_went_back |= ms < 0;
+            self.trace.note(self.steps, self.now, || {
+                format!("node {node} wall clock steps {ms} ms")
+            });
+        }
+    }
+
+    /// A consumer answers what it was given.
+    fn react(
+        &mut self,
+        node: usize,
+        life: u64,
+        conn: ConnId,
+        sub: usize,
+        consumer: ConsumerId,
+        positions: Vec<Position>,
+    ) {
+        let n = &self.nodes[node];
+        if n.life != life
+            || n.engine.is_none()
+            || !n.world.conns.contains(&conn)
+            || n.world.consumers.get(&(sub, consumer.clone())) != Some(&Some(conn))
+        {
+            return;
+        }
+        let (stream, subscription) = {
+            let s = &n.world.subs[sub].config;
+            (s.stream.clone(), s.name.clone())
+        };
+        let c = self.swarm.consumers.clone();
+        let c = &c;
+        let mut acks = Vec::new();
+        let mut nacks = Vec::new();
+        let mut terms = Vec::new();
+        for p in positions {
+            let choice = if self.phase == Phase::Chaos {
+                self.clients
+                    .weighted(&[c.ack, c.nack, c.term, c.ignore])
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            match choice {
+                0 => acks.push(p),
+                1 => nacks.push(p),
+                2 => terms.push(p),
+                _ => {}
+            }
+        }
+        let twice = self.phase == Phase::Chaos && self.clients.chance(30);
+        if !acks.is_empty() {
+            let cmd = Command::Ack {
+                stream: stream.clone(),
+                subscription: subscription.clone(),
+                consumer: consumer.clone(),
+                positions: acks,
+            };
+            if twice {
+                self.send(node, conn, cmd.clone(), Pending::Other);
+            }
+            self.send(node, conn, cmd, Pending::Other);
+        }
+        if !nacks.is_empty() {
+            let delay = c
+                .nack_delay
+                .then(|| Duration::from_millis(self.clients.below(2_000)));
+            let cmd = Command::Nack {
+                stream: stream.clone(),
+                subscription: subscription.clone(),
+                consumer: consumer.clone(),
+                positions: nacks,
+                delay,
+                error: "simulated failure".into(),
+            };
+            self.send(node, conn, cmd, Pending::Other);
+        }
+        if !terms.is_empty() {
+            let cmd = Command::Term {
+                stream,
+                subscription,
+                consumer,
+                positions: terms,
+                reason: "simulated poison".into(),
+            };
+            self.send(node, conn, cmd, Pending::Other);
+        }
+    }
+
+    // ---- liveness --------------------------------------------------------------------------
+
+    fn start_liveness(&mut self) {
+        self.phase = Phase::Liveness;
+        self.deadline = self.now + LIVENESS_BOUND;
+        self.trace
+            .note(self.steps, self.now, || "liveness: faults healed".into());
+        for node in 0..self.nodes.len() {
+            if self.nodes[node].engine.is_none() {
+                self.queue.push(self.now, Ev::Restart { node });
+            }
+        }
+        self.queue.push(self.now + 100 * MS, Ev::Probe);
+    }
+
+    /// Every half second of the liveness phase: attach what should be attached, ask where
+    /// every subscription stands, and finish once every node has converged.
+    fn probe(&mut self) {
+        if self.phase != Phase::Liveness {
+            return;
+        }
+        for node in 0..self.nodes.len() {
+            let ready = self.nodes[node]
+                .engine
+                .as_ref()
+                .is_some_and(Engine::is_ready);
+            if !ready || self.nodes[node].converged {
+                continue;
+            }
+            let done = self.nodes[node]
+                .world
+                .probe
+                .as_ref()
+                .is_some_and(|p| p.outstanding == 0 && converged(&self.nodes[node].world, p));
+            if done {
+                self.nodes[node].converged = true;
+                continue;
+            }
+            self.probe_node(node);
+        }
+        if self.nodes.iter().all(|n| n.converged) {
+            self.trace
+                .note(self.steps, self.now, || "liveness: converged".into());
+            for node in 0..self.nodes.len() {
+                if let Some(v) = crate::finale::final_checks(
+                    &self.nodes[node].store.store,
+                    &self.nodes[node].checker,
+                    self.nodes[node].world.probe.as_ref(),
+                    self.nodes[node].clock_went_back,
+                ) {
+                    self.fail_at(node, v.oracle, v.detail);
+                }
+            }
+            self.phase = Phase::Done;
+            return;
+        }
+        if self.now > self.deadline {
+            let stuck: Vec<String> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| !n.converged)
+                .map(|(i, n)| format!("node {i}: {}", describe_stuck(&n.world)))
+                .collect();
+            self.fail_at(
+                0,
+                "liveness",
+                format!(
+                    "no convergence within {} s of healing: {}",
+                    LIVENESS_BOUND / (1000 * MS),
+                    stuck.join("; ")
+                ),
+            );
+            return;
+        }
+        self.queue.push(self.now + 500 * MS, Ev::Probe);
+    }
+
+    fn probe_node(&mut self, node: usize) {
+        self.probe_id += 1;
+        let id = self.probe_id;
+        let w = &mut self.nodes[node].world;
+        // Attach: every subscription gets its consumers back.
+        let mut attach = Vec::new();
+        for (i, s) in w.subs.iter().enumerate() {
+            if s.retired {
+                continue;
+            }
+            let known: Vec<ConsumerId> = w
+                .consumers
+                .keys()
+                .filter(|(x, _)| *x == i)
+                .map(|(_, c)| c.clone())
+                .collect();
+            let wanted = match s.config.mode {
+                SubscriptionMode::Broadcast if !known.is_empty() => known,
+                _ => vec![consumer(0)],
+            };
+            let attached_any = w.consumers.iter().any(|((x, _), c)| *x == i && c.is_some());
+            for c in wanted {
+                let here = w.consumers.get(&(i, c.clone())).cloned().flatten();
+                if here.is_none() && !(s.config.mode == SubscriptionMode::Exclusive && attached_any)
+                {
+                    attach.push((i, c, s.config.stream.clone(), s.config.name.clone()));
+                }
+            }
+        }
+        let subs: Vec<(usize, Command)> = w
+            .subs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.retired)
+            .map(|(i, s)| {
+                (
+                    i,
+                    Command::DescribeSubscription {
+                        stream: s.config.stream.clone(),
+                        subscription: s.config.name.clone(),
+                    },
+                )
+            })
+            .collect();
+        w.probe = Some(crate::workload::Probe {
+            id,
+            outstanding: subs.len() + 1,
+            ..Default::default()
+        });
+        for (i, c, stream, subscription) in attach {
+            let conn = self.nodes[node].world.connect();
+            let cmd = Command::Attach {
+                stream,
+                subscription,
+                consumer: c.clone(),
+                max_in_flight: None,
+            };
+            self.send(node, conn, cmd, Pending::Attach(i, c));
+        }
+        let conn = self.nodes[node].world.connect();
+        self.send(node, conn, Command::ListStreams, Pending::ProbeList(id));
+        for (i, cmd) in subs {
+            self.send(node, conn, cmd, Pending::ProbeSub(id, i));
+        }
+    }
+}
+
+/// Whether a probe shows every subscription caught up: every cursor's floor at its stream's
+/// head in every partition, nothing pending, every wanted consumer attached.
+fn converged(w: &World, p: &crate::workload::Probe) -> bool {
+    w.subs.iter().enumerate().all(|(i, s)| {
+        if s.retired {
+            return true;
+        }
+        match p.subs.get(&i) {
+            None => false,
+            Some(None) => true,
+            Some(Some(info)) => {
+                let Some(heads) = p.heads.get(&s.config.stream) else {
+                    return false;
+                };
+                info.cursors
+                    .iter()
+                    .all(|c| c.pending == 0 && c.floors.iter().zip(heads).all(|(f, h)| f == h))
+                    && !info.attached.is_empty()
+            }
+        }
+    })
+}
+
+fn describe_stuck(w: &World) -> String {
+    let Some(p) = &w.probe else {
+        return "no probe answered".into();
+    };
+    let mut out = Vec::new();
+    for (i, s) in w.subs.iter().enumerate() {
+        if s.retired {
+            continue;
+        }
+        match p.subs.get(&i) {
+            None => out.push(format!("{}/{}: no answer", s.config.stream, s.config.name)),
+            Some(None) => {}
+            Some(Some(info)) => {
+                let heads = p.heads.get(&s.config.stream);
+                for c in &info.cursors {
+                    if c.pending > 0 || heads.is_none_or(|h| &c.floors != h) {
+                        out.push(format!(
+                            "{}/{} cursor {:?}: floors {:?} heads {:?} pending {} attached {:?}",
+                            s.config.stream,
+                            s.config.name,
+                            c.consumer,
+                            c.floors,
+                            heads,
+                            c.pending,
+                            info.attached
+                        ));
+                    }
+                }
+            }
+        }
+        if out.len() > 4 {
+            break;
+        }
+    }
+    out.join(", ")
+}
