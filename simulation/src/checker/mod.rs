@@ -67,8 +67,6 @@ pub(crate) struct Sent {
     cmd: Command,
     /// The stream's heads when it was sent (reads, replays).
     heads: Vec<u64>,
-    /// This attach registered the consumer in the model.
-    registered: bool,
     /// Acks: the subscription's reset count when it was sent.
     epoch: u64,
 }
@@ -215,7 +213,6 @@ impl Checker {
     }
 
     fn command_in(&mut self, conn: ConnId, req: ReqId, cmd: &Command) {
-        let mut registered = false;
         let mut heads = Vec::new();
         let mut epoch = 0;
         match cmd {
@@ -250,25 +247,6 @@ impl Checker {
                 positions,
                 ..
             } => self.term_in(conn, stream, subscription, consumer, positions),
-            Command::Attach {
-                stream,
-                subscription,
-                consumer,
-                max_in_flight,
-            } => {
-                let key = ((stream.clone(), subscription.clone()), consumer.clone());
-                if !self.attached.contains_key(&key) {
-                    let max_in_flight = max_in_flight.unwrap_or(self.cfg.default_max_in_flight);
-                    self.attached.insert(
-                        key,
-                        Attachment {
-                            conn,
-                            max_in_flight,
-                        },
-                    );
-                    registered = true;
-                }
-            }
             Command::Detach {
                 stream,
                 subscription,
@@ -293,7 +271,6 @@ impl Checker {
             Sent {
                 cmd: cmd.clone(),
                 heads,
-                registered,
                 epoch,
             },
         );

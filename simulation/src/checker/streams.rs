@@ -334,14 +334,21 @@ impl Checker {
                     stream,
                     subscription,
                     consumer,
-                    ..
+                    max_in_flight,
                 },
-                Err(_),
-            ) if sent.registered => {
+                Ok(Reply::Done),
+            ) => {
+                // The engine answers an attach before it delivers anything to it (also for
+                // attaches held during recovery, answered in the order they came).
                 let key = ((stream.clone(), subscription.clone()), consumer.clone());
-                if self.attached.get(&key).is_some_and(|a| a.conn == conn) {
-                    self.attached.remove(&key);
-                }
+                let max_in_flight = max_in_flight.unwrap_or(self.cfg.default_max_in_flight);
+                self.attached.insert(
+                    key,
+                    super::model::Attachment {
+                        conn,
+                        max_in_flight,
+                    },
+                );
             }
             (
                 Command::Ack {

@@ -175,6 +175,15 @@ impl Checker {
         }
     }
 
+    /// Whether the engine takes this list of positions (else it refuses the whole command and
+    /// changes nothing): 1 to `max_ack_pending` positions, each in a partition of the stream.
+    fn positions_valid(&self, stream: &StreamName, positions: &[Position]) -> bool {
+        let parts = self.streams.get(stream).map_or(0, |s| s.config.partitions);
+        !positions.is_empty()
+            && positions.len() as u64 <= self.cfg.max_ack_pending
+            && positions.iter().all(|p| p.partition < parts)
+    }
+
     /// Whether `consumer` is attached on `conn` as the model knows it.
     fn attached_on(&self, conn: ConnId, key: &SubKey, consumer: &ConsumerId) -> bool {
         self.attached
@@ -216,7 +225,7 @@ impl Checker {
         delay: Option<Duration>,
     ) {
         let key = (stream.clone(), subscription.clone());
-        if !self.attached_on(conn, &key, consumer) {
+        if !self.attached_on(conn, &key, consumer) || !self.positions_valid(stream, positions) {
             return;
         }
         let now = self.now.mono;
@@ -256,7 +265,7 @@ impl Checker {
         positions: &[Position],
     ) {
         let key = (stream.clone(), subscription.clone());
-        if !self.attached_on(conn, &key, consumer) {
+        if !self.attached_on(conn, &key, consumer) || !self.positions_valid(stream, positions) {
             return;
         }
         let now = self.now.mono;
