@@ -41,6 +41,10 @@ pub struct Config {
     pub max_pending_append_events: usize,
     /// Most events written to the store in one append request.
     pub max_write_events: usize,
+    /// Append writes of one stream in flight at once (pipelined; each commits after the one
+    /// before it). 2: while one commits, the next gathers appends (fastest measured on
+    /// PostgreSQL with many producers, see BENCHMARKS.md).
+    pub max_append_writes_in_flight: usize,
     /// Group commit: after a write of N appends, how long the next write may wait for N
     /// appends to be queued again (zero: never wait). 1 ms.
     pub append_linger: Duration,
@@ -101,6 +105,7 @@ impl Default for Config {
             max_dedup_ids_per_stream: 20_000_000,
             max_pending_append_events: 100_000,
             max_write_events: 10_000,
+            max_append_writes_in_flight: 2,
             append_linger: Duration::from_millis(1),
             tail_cache_events: 4096,
             read_batch_events: 512,

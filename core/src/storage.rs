@@ -29,10 +29,21 @@ pub struct DedupRecord {
 }
 
 /// The events and dedup ids of one append, written in one transaction.
+///
+/// Several appends of one stream may be in flight at once (pipelined). Each names the one
+/// before it that was still in flight when it was sent (`after`); a store commits an append
+/// only once `after` has committed, and if `after` did not commit (failed, or its outcome is
+/// unknown) it fails without writing anything. So a failed write is never followed by a
+/// committed one, and the offsets of a partition never have a hole.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendWrite {
     /// The stream.
     pub stream: StreamName,
+    /// This write's number in the stream's sequence of writes (unique per engine life: it
+    /// starts at a random-looking epoch).
+    pub seq: u64,
+    /// The write of this stream that must commit before this one, if one was in flight.
+    pub after: Option<u64>,
     /// Events with their offsets; per partition dense and in order.
     pub events: Vec<Arc<Event>>,
     /// Producer ids to keep for the dedup window.
@@ -117,7 +128,8 @@ pub enum StorageRequest {
     CreateStream(StreamConfig),
     /// Delete a stream with its events, dedup ids, subscriptions and cursors. Answer: `Done`.
     DeleteStream(StreamName),
-    /// Append events and dedup ids atomically. Answer: `Done`.
+    /// Append events and dedup ids atomically, after `after` (see [`AppendWrite`]). Answer:
+    /// `Done`.
     Append(Arc<AppendWrite>),
     /// Read events of a partition from `from`, ascending, at most `max`. Answer: `Events`.
     Read {

@@ -59,7 +59,7 @@ fn a_partly_duplicate_batch_appends_only_the_new_events() {
 
 #[test]
 fn duplicates_are_caught_between_requests_in_one_group_commit() {
-    let mut h = Harness::new();
+    let mut h = Harness::with(one_write(), tributary_store_memory::MemoryStore::new(), 7);
     h.create_persistent("s", 1);
     h.hold_storage = true;
     h.send(

@@ -213,7 +213,7 @@ fn the_append_is_answered_only_when_the_store_commits() {
 
 #[test]
 fn appends_in_flight_together_share_one_write_and_a_failed_write_leaves_no_hole() {
-    let mut h = Harness::new();
+    let mut h = Harness::with(one_write(), tributary_store_memory::MemoryStore::new(), 7);
     h.create_persistent("s", 1);
     h.hold_storage = true;
     let a = h.send(
@@ -610,7 +610,7 @@ fn ephemeral_streams_are_gone_after_a_restart() {
 
 #[test]
 fn deleting_a_stream_waits_for_the_write_in_flight() {
-    let mut h = Harness::new();
+    let mut h = Harness::with(one_write(), tributary_store_memory::MemoryStore::new(), 7);
     h.create_persistent("s", 1);
     h.hold_storage = true;
     let a = h.send(
@@ -659,7 +659,7 @@ fn deleting_a_stream_waits_for_the_write_in_flight() {
 fn pending_appends_are_bounded() {
     let config = Config {
         max_pending_append_events: 3,
-        ..no_linger()
+        ..one_write()
     };
     let mut h = Harness::with(config, tributary_store_memory::MemoryStore::new(), 1);
     h.create_persistent("s", 1);
@@ -700,7 +700,7 @@ fn pending_appends_are_bounded() {
 
 #[test]
 fn an_unknown_write_is_repeated_until_definite_and_never_doubles() {
-    let mut h = Harness::new();
+    let mut h = Harness::with(one_write(), tributary_store_memory::MemoryStore::new(), 7);
     h.create_persistent("s", 1);
     h.hold_storage = true;
     let a = h.send(
@@ -800,7 +800,7 @@ fn an_unknown_write_that_did_not_happen_is_written_by_the_repeat() {
 fn group_commit_waits_briefly_for_as_many_appends_as_the_last_write_had() {
     let config = Config {
         append_linger: Duration::from_millis(1),
-        ..Config::default()
+        ..one_write()
     };
     let mut h = Harness::with(config, tributary_store_memory::MemoryStore::new(), 3);
     h.create_persistent("s", 1);
@@ -865,4 +865,198 @@ fn group_commit_waits_briefly_for_as_many_appends_as_the_last_write_had() {
         ))])))
     );
     assert_eq!(h.engine.timer_count(), 0, "no linger timer is left behind");
+}
+
+/// Up to four writes in flight per stream, no linger.
+fn pipelined() -> Config {
+    Config {
+        max_append_writes_in_flight: 4,
+        ..no_linger()
+    }
+}
+
+fn held_write(h: &Harness, i: usize) -> std::sync::Arc<AppendWrite> {
+    match &h.held[i].1 {
+        StorageRequest::Append(w) => w.clone(),
+        other => panic!("not an append: {other:?}"),
+    }
+}
+
+fn send_append(h: &mut Harness, events: Vec<NewEvent>) -> ReqId {
+    h.send(
+        1,
+        Command::Append(AppendRequest {
+            stream: s("s"),
+            events,
+            expected_offset: None,
+        }),
+    )
+}
+
+#[test]
+fn pipelined_writes_name_their_predecessor_and_are_answered_in_order() {
+    let mut h = Harness::with(pipelined(), tributary_store_memory::MemoryStore::new(), 7);
+    h.create_persistent("s", 1);
+    h.hold_storage = true;
+    let reqs: Vec<ReqId> = ["a", "b", "c"]
+        .iter()
+        .map(|t| send_append(&mut h, vec![ev(t)]))
+        .collect();
+    assert_eq!(h.held.len(), 3, "three writes in flight at once");
+    let w: Vec<_> = (0..3).map(|i| held_write(&h, i)).collect();
+    assert_eq!(w[0].after, None);
+    assert_eq!(w[1].after, Some(w[0].seq));
+    assert_eq!(w[2].after, Some(w[1].seq));
+    assert_eq!(
+        w.iter().map(|w| w.events[0].offset).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    // The store commits them in order; the answers arrive in reverse order.
+    let done: Vec<(OpId, StorageResult)> = h
+        .held
+        .drain(..)
+        .map(|(op, req)| (op, h.store.execute(&req)))
+        .collect();
+    for (op, result) in done.into_iter().rev().take(2) {
+        h.engine
+            .handle_input(h.now, Input::StorageDone { op, result });
+    }
+    h.pump();
+    assert!(
+        reqs.iter().all(|r| h.reply(*r).is_none()),
+        "nothing is answered before the first write"
+    );
+    assert_eq!(h.describe("s").length(), 0);
+    assert_eq!(
+        h.engine.storage_in_flight(),
+        1,
+        "the first write is still in flight"
+    );
+}
+
+#[test]
+fn answers_follow_the_order_of_the_writes() {
+    let mut h = Harness::with(pipelined(), tributary_store_memory::MemoryStore::new(), 7);
+    h.create_persistent("s", 1);
+    h.hold_storage = true;
+    let reqs: Vec<ReqId> = ["a", "b", "c"]
+        .iter()
+        .map(|t| send_append(&mut h, vec![ev(t)]))
+        .collect();
+    let done: Vec<(OpId, StorageResult)> = h
+        .held
+        .drain(..)
+        .map(|(op, req)| (op, h.store.execute(&req)))
+        .collect();
+    for (op, result) in done.into_iter().rev() {
+        h.engine
+            .handle_input(h.now, Input::StorageDone { op, result });
+    }
+    h.pump();
+    for (i, r) in reqs.iter().enumerate() {
+        assert_eq!(
+            h.reply(*r),
+            Some(Ok(Reply::Appended(vec![AppendOutcome::Appended(pos(
+                0, i as u64
+            ))])))
+        );
+    }
+    assert_eq!(h.describe("s").length(), 3);
+}
+
+#[test]
+fn a_failed_write_fails_the_writes_behind_it_and_leaves_no_hole() {
+    let mut h = Harness::with(pipelined(), tributary_store_memory::MemoryStore::new(), 7);
+    h.create_persistent("s", 1);
+    h.hold_storage = true;
+    let reqs: Vec<ReqId> = [1u8, 2, 3]
+        .iter()
+        .map(|n| send_append(&mut h, vec![ev_id("t", *n)]))
+        .collect();
+    // The first fails; the store refuses the others, which were to commit after it.
+    h.complete(
+        0,
+        Some(StorageResult::Err(StorageError::Unavailable("disk".into()))),
+    );
+    h.complete(0, None);
+    h.complete(0, None);
+    for r in &reqs {
+        assert!(
+            matches!(h.reply(*r), Some(Err(Error::Unavailable(_)))),
+            "{r:?}"
+        );
+    }
+    assert!(h.store.events(&s("s"), 0).is_empty());
+    assert_eq!(h.engine.dedup_ids(), 0, "their ids left the window");
+    // The stream goes on from offset 0, and the ids can be written.
+    h.hold_storage = false;
+    assert_eq!(
+        h.append("s", vec![ev_id("t", 2)]),
+        Ok(vec![AppendOutcome::Appended(pos(0, 0))])
+    );
+}
+
+#[test]
+fn writes_behind_an_unknown_one_are_sent_again_once_it_committed() {
+    let mut h = Harness::with(pipelined(), tributary_store_memory::MemoryStore::new(), 7);
+    h.create_persistent("s", 1);
+    h.hold_storage = true;
+    let reqs: Vec<ReqId> = ["a", "b", "c"]
+        .iter()
+        .map(|t| send_append(&mut h, vec![ev(t)]))
+        .collect();
+    // The first write's reply is lost (it was not applied); the store refuses the two behind it.
+    h.complete(0, Some(StorageResult::Unknown));
+    h.complete(0, None);
+    h.complete(0, None);
+    assert!(
+        reqs.iter().all(|r| h.reply(*r).is_none()),
+        "nobody is told anything yet"
+    );
+    // The first is repeated and commits; the others go again, in order, and commit.
+    h.hold_storage = false;
+    h.advance(Duration::from_millis(60));
+    for (i, r) in reqs.iter().enumerate() {
+        assert_eq!(
+            h.reply(*r),
+            Some(Ok(Reply::Appended(vec![AppendOutcome::Appended(pos(
+                0, i as u64
+            ))])))
+        );
+    }
+    let stored: Vec<String> = h
+        .store
+        .events(&s("s"), 0)
+        .iter()
+        .map(|e| e.event_type.clone())
+        .collect();
+    assert_eq!(stored, vec!["a", "b", "c"]);
+}
+
+#[test]
+fn a_duplicate_of_an_event_in_flight_waits_for_its_write() {
+    let mut h = Harness::with(pipelined(), tributary_store_memory::MemoryStore::new(), 7);
+    h.create_persistent("s", 1);
+    h.hold_storage = true;
+    let a = send_append(&mut h, vec![ev_id("t", 7)]);
+    let b = send_append(&mut h, vec![ev_id("t", 7)]);
+    assert_eq!(
+        h.held.len(),
+        1,
+        "the repeat is not planned while the original is in flight"
+    );
+    assert!(h.reply(b).is_none());
+    h.complete(
+        0,
+        Some(StorageResult::Err(StorageError::Unavailable("disk".into()))),
+    );
+    assert!(matches!(h.reply(a), Some(Err(Error::Unavailable(_)))));
+    // The original failed: the repeat is written, not answered as a duplicate of nothing.
+    h.complete(0, None);
+    assert_eq!(
+        h.reply(b),
+        Some(Ok(Reply::Appended(vec![AppendOutcome::Appended(pos(
+            0, 0
+        ))])))
+    );
 }

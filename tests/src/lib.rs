@@ -19,6 +19,13 @@ pub enum AnyStore {
 }
 
 impl Store for AnyStore {
+    fn writes_in_flight(&self) -> usize {
+        match self {
+            AnyStore::Sqlite(s) => s.writes_in_flight(),
+            AnyStore::Postgres(s) => s.writes_in_flight(),
+        }
+    }
+
     fn execute(
         &self,
         req: StorageRequest,
@@ -57,8 +64,10 @@ pub async fn open_store(spec: &str) -> Result<AnyStore, String> {
     ))
 }
 
-/// Starts an engine with `config` on `store` under the tokio executor.
-pub fn run_engine(store: AnyStore, config: Config, seed: u64) -> Result<Handle, String> {
+/// Starts an engine with `config` on `store` under the tokio executor, with the store's
+/// preferred number of appends in flight.
+pub fn run_engine(store: AnyStore, mut config: Config, seed: u64) -> Result<Handle, String> {
+    config.max_append_writes_in_flight = store.writes_in_flight();
     let clock = Clock::default();
     let engine = Engine::new(config, seed, clock.now()).map_err(|e| e.to_string())?;
     Ok(start(

@@ -174,6 +174,9 @@ pub struct Engine {
     /// Streams with queued appends whose write is built at the next `poll_output` (group
     /// commit: every append handled before the driver polls goes into one write).
     unflushed: BTreeSet<StreamName>,
+    /// First number of every stream's writes in this engine's life (from the seed and the
+    /// start time), so that a store never confuses a write with one of an earlier life.
+    write_epoch: u64,
     seed: u64,
     /// PLANTED BUG switch (test-only, feature `planted-bugs`).
     #[cfg(feature = "planted-bugs")]
@@ -213,6 +216,10 @@ impl Engine {
             ack_waits: BTreeMap::new(),
             next_ack_wait: 1,
             unflushed: BTreeSet::new(),
+            write_epoch: xxhash_rust::xxh3::xxh3_64_with_seed(
+                &[now.mono.0.to_le_bytes(), now.wall.0.to_le_bytes()].concat(),
+                seed,
+            ),
             seed,
             #[cfg(feature = "planted-bugs")]
             planted: None,
@@ -454,7 +461,7 @@ impl Engine {
         )
     }
 
-    fn storage_attempt(&mut self, mut p: PendingOp, req: StorageRequest) -> OpId {
+    pub(crate) fn storage_attempt(&mut self, mut p: PendingOp, req: StorageRequest) -> OpId {
         let id = OpId(self.next_op);
         self.next_op += 1;
         p.retry = Some(req.clone());
@@ -483,9 +490,23 @@ impl Engine {
         let Some(mut p) = self.retries.remove(&id) else {
             return;
         };
-        let Some(req) = p.retry.take() else { return };
+        let Some(mut req) = p.retry.take() else {
+            return;
+        };
         if !self.op_still_wanted(&p.op) {
             return;
+        }
+        // A repeated append names the write now before it in the pipeline (the one it named
+        // may have committed since).
+        if let (Op::Append { stream, .. }, StorageRequest::Append(w)) = (&p.op, &req) {
+            let after = self.write_after(stream, w.seq);
+            if after != w.after {
+                let w = crate::storage::AppendWrite {
+                    after,
+                    ..(**w).clone()
+                };
+                req = StorageRequest::Append(Arc::new(w));
+            }
         }
         self.storage_attempt(p, req);
     }
@@ -568,7 +589,7 @@ pub(crate) fn unavailable(e: &StorageError) -> Error {
 }
 
 fn validate_config(c: &Config) -> Result<(), InvalidInput> {
-    let positive: [(&'static str, u64); 12] = [
+    let positive: [(&'static str, u64); 13] = [
         ("max_batch_events", c.max_batch_events as u64),
         ("max_batch_bytes", c.max_batch_bytes as u64),
         ("max_streams", c.max_streams as u64),
@@ -581,6 +602,10 @@ fn validate_config(c: &Config) -> Result<(), InvalidInput> {
         ("max_read_events", c.max_read_events as u64),
         ("recovery_page", c.recovery_page as u64),
         ("default_max_in_flight", c.default_max_in_flight as u64),
+        (
+            "max_append_writes_in_flight",
+            c.max_append_writes_in_flight as u64,
+        ),
     ];
     for (field, v) in positive {
         if v == 0 {

@@ -84,6 +84,26 @@ pub(crate) struct QueuedAppend {
     expected_offset: Option<u64>,
 }
 
+/// A write in the pipeline: the heads after it (the next write is planned from them) and,
+/// once the store answered, its outcome (applied in order, from the front).
+#[derive(Debug)]
+struct WriteSlot {
+    seq: u64,
+    nexts: Vec<u64>,
+    last_ts: Vec<UnixMillis>,
+    clock: UnixMillis,
+    done: Option<WriteDone>,
+}
+
+#[derive(Debug)]
+enum WriteDone {
+    Committed(Box<AppendFlight>),
+    Failed(Box<AppendFlight>, Error),
+    /// Refused while it was behind another write: sent again once it is first, if everything
+    /// before it committed; failed otherwise.
+    Parked(Box<PendingOp>, Error),
+}
+
 /// A write in flight and the requests it answers.
 #[derive(Debug)]
 pub(crate) struct AppendFlight {
@@ -107,7 +127,16 @@ pub(crate) struct Stream {
     rr: u32,
     queue: VecDeque<QueuedAppend>,
     queued_events: usize,
-    writing: bool,
+    /// Append writes in flight, oldest first (at most `max_append_writes_in_flight`).
+    pipeline: VecDeque<WriteSlot>,
+    /// A write failed: no new write until the pipeline is empty (the writes sent after it
+    /// fail too, by the store contract).
+    failing: bool,
+    /// Ids the failed writes added to the back of the dedup window: popped once the pipeline
+    /// is empty.
+    failed_ids: usize,
+    /// The number of the next write (see `AppendWrite::seq`).
+    next_seq: u64,
     /// Requests in the last write (the group commit waits for as many, within the linger).
     last_write_requests: usize,
     linger: Linger,
@@ -117,7 +146,12 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(config: StreamConfig, status: StreamStatus, seed: u64) -> Stream {
+    pub(crate) fn new(
+        config: StreamConfig,
+        status: StreamStatus,
+        seed: u64,
+        first_seq: u64,
+    ) -> Stream {
         let parts = (0..config.partitions)
             .map(|_| Partition::default())
             .collect();
@@ -130,7 +164,10 @@ impl Stream {
             rr: 0,
             queue: VecDeque::new(),
             queued_events: 0,
-            writing: false,
+            pipeline: VecDeque::new(),
+            failing: false,
+            failed_ids: 0,
+            next_seq: first_seq,
             clock: UnixMillis(0),
             delete_waiting: None,
             last_write_requests: 0,
@@ -196,8 +233,10 @@ impl Engine {
         let name = config.name.clone();
         if config.is_ephemeral() {
             let seed = self.seed ^ self.streams.len() as u64;
-            self.streams
-                .insert(name, Stream::new(config, StreamStatus::Ready, seed));
+            self.streams.insert(
+                name,
+                Stream::new(config, StreamStatus::Ready, seed, self.write_epoch),
+            );
             if let Some(o) = origin {
                 self.reply_to(o, Ok(Reply::Done));
             }
@@ -206,7 +245,12 @@ impl Engine {
         let seed = self.seed ^ xxhash_rust::xxh3::xxh3_64(name.as_str().as_bytes());
         self.streams.insert(
             name.clone(),
-            Stream::new(config.clone(), StreamStatus::Creating, seed),
+            Stream::new(
+                config.clone(),
+                StreamStatus::Creating,
+                seed,
+                self.write_epoch,
+            ),
         );
         self.storage(
             Op::CreateStream { name, origin },
@@ -234,7 +278,7 @@ impl Engine {
         s.status = StreamStatus::Deleting;
         let queued: Vec<QueuedAppend> = s.queue.drain(..).collect();
         s.queued_events = 0;
-        let writing = s.writing;
+        let writing = !s.pipeline.is_empty();
         if writing {
             s.delete_waiting = Some(origin);
         }
@@ -540,44 +584,73 @@ impl Engine {
             let Some(s) = self.streams.get_mut(name) else {
                 return;
             };
-            if s.writing || s.status != StreamStatus::Ready || s.queue.is_empty() {
+            let depth = self.cfg.max_append_writes_in_flight;
+            if s.status != StreamStatus::Ready
+                || s.queue.is_empty()
+                || s.failing
+                || s.pipeline.len() >= depth
+            {
                 return;
             }
-            // Group commit: after a write of N requests, wait (at most `append_linger`) until
-            // N are queued again, so that many producers keep sharing writes instead of
+            // Group commit: after a write of N requests, wait (at most `append_linger`) until N
+            // are queued again, so that many producers keep sharing writes instead of
             // alternating a write of one with a write of the others.
-            let target = s.last_write_requests;
-            let full = s.queue.len() >= target || s.queued_events >= self.cfg.max_write_events;
-            match s.linger {
-                Linger::Expired => {}
-                _ if full || self.cfg.append_linger.is_zero() => {}
-                Linger::Waiting(_) => return,
-                Linger::Off => {
-                    let at = self.now.mono.saturating_add(self.cfg.append_linger);
-                    s.linger = Linger::Waiting(at);
-                    self.timers.insert((at, Timer::Linger(name.clone())));
-                    return;
+            {
+                let target = s.last_write_requests;
+                let full = s.queue.len() >= target || s.queued_events >= self.cfg.max_write_events;
+                match s.linger {
+                    Linger::Expired => {}
+                    _ if full || self.cfg.append_linger.is_zero() => {}
+                    Linger::Waiting(_) => return,
+                    Linger::Off => {
+                        let at = self.now.mono.saturating_add(self.cfg.append_linger);
+                        s.linger = Linger::Waiting(at);
+                        self.timers.insert((at, Timer::Linger(name.clone())));
+                        return;
+                    }
                 }
             }
             if let Linger::Waiting(at) = std::mem::replace(&mut s.linger, Linger::Off) {
                 self.timers.remove(&(at, Timer::Linger(name.clone())));
             }
-            s.linger = Linger::Off;
             s.dedup.expire(self.now.wall);
-            let clock = s.clock.max(self.now.wall);
-            let mut nexts: Vec<u64> = s.parts.iter().map(|p| p.next).collect();
-            let mut last_ts: Vec<UnixMillis> = s.parts.iter().map(|p| p.last_ts).collect();
+            // Planned on top of the writes in flight.
+            let (mut nexts, mut last_ts, base_clock) = match s.pipeline.back() {
+                Some(w) => (w.nexts.clone(), w.last_ts.clone(), w.clock),
+                None => (
+                    s.parts.iter().map(|p| p.next).collect(),
+                    s.parts.iter().map(|p| p.last_ts).collect(),
+                    s.clock,
+                ),
+            };
+            let clock = base_clock.max(self.now.wall);
+            // Offsets from `committed` up to `planned_from` belong to writes still in flight.
+            let committed: Vec<u64> = s.parts.iter().map(|p| p.next).collect();
+            let planned_from = nexts.clone();
             let mut tentative = 0;
             let mut requests = Vec::new();
             let mut events: Vec<Arc<Event>> = Vec::new();
             let mut dedup = Vec::new();
             let max = self.cfg.max_write_events;
+            let mut deferred = false;
             loop {
                 let Some(s) = self.streams.get_mut(name) else {
                     return;
                 };
                 let Some(front) = s.queue.front() else { break };
                 if !events.is_empty() && events.len() + front.events.len() > max {
+                    break;
+                }
+                // A duplicate of an event of another write in flight is answered only once that
+                // write committed: the request waits (with everything behind it).
+                let in_flight_dup = front.events.iter().filter_map(|e| e.event_id).any(|id| {
+                    s.dedup.get(&id).is_some_and(|(p, o)| {
+                        let p = p as usize;
+                        o >= committed[p] && o < planned_from[p]
+                    })
+                });
+                if in_flight_dup {
+                    deferred = true;
                     break;
                 }
                 let Some(mut q) = s.queue.pop_front() else {
@@ -612,10 +685,27 @@ impl Engine {
                 for (origin, outcomes) in requests {
                     self.append_succeeded(origin, outcomes);
                 }
+                if deferred {
+                    return;
+                }
                 continue;
             }
+            let Some(s) = self.streams.get_mut(name) else {
+                return;
+            };
+            let (seq, after) = (s.next_seq, s.pipeline.back().map(|w| w.seq));
+            s.next_seq = s.next_seq.wrapping_add(1);
+            s.pipeline.push_back(WriteSlot {
+                seq,
+                nexts: nexts.clone(),
+                last_ts: last_ts.clone(),
+                clock,
+                done: None,
+            });
             let write = Arc::new(AppendWrite {
                 stream: name.clone(),
+                seq,
+                after,
                 events,
                 dedup,
             });
@@ -628,7 +718,6 @@ impl Engine {
                 tentative,
             };
             if let Some(s) = self.streams.get_mut(name) {
-                s.writing = true;
                 s.last_write_requests = flight.requests.len();
             }
             self.storage(
@@ -638,7 +727,6 @@ impl Engine {
                 },
                 StorageRequest::Append(write),
             );
-            return;
         }
     }
 
@@ -648,16 +736,22 @@ impl Engine {
                 let Op::Append { stream, flight } = p.op else {
                     return;
                 };
-                self.commit_append(&stream, *flight);
-                self.after_write(&stream);
+                self.write_resolved(&stream, WriteDone::Committed(flight));
             }
             StorageResult::Err(e) if !p.uncertain => {
+                let behind =
+                    matches!(&p.retry, Some(StorageRequest::Append(w)) if w.after.is_some());
+                if behind {
+                    let Op::Append { stream, .. } = &p.op else {
+                        return;
+                    };
+                    let stream = stream.clone();
+                    return self
+                        .write_resolved(&stream, WriteDone::Parked(Box::new(p), unavailable(&e)));
+                }
                 let Op::Append { stream, flight } = p.op else {
                     return;
                 };
-                if let Some(s) = self.streams.get_mut(&stream) {
-                    s.dedup.pop_back(flight.tentative);
-                }
                 // PLANTED BUG hole-after-failed-write (test-only): the heads move anyway.
                 #[cfg(feature = "planted-bugs")]
                 if self.planted == Some(crate::PlantedBug::HoleAfterFailedWrite)
@@ -667,11 +761,7 @@ impl Engine {
                         part.next = *next;
                     }
                 }
-                let err = unavailable(&e);
-                for (origin, _) in flight.requests {
-                    self.append_failed(origin, err.clone());
-                }
-                self.after_write(&stream);
+                self.write_resolved(&stream, WriteDone::Failed(flight, unavailable(&e)));
             }
             StorageResult::Err(e) => {
                 self.retry_later(p, "append (outcome unknown before)", e.to_string())
@@ -681,8 +771,7 @@ impl Engine {
                 #[cfg(feature = "planted-bugs")]
                 if self.planted == Some(crate::PlantedBug::LoseUnknownAppend) {
                     if let Op::Append { stream, flight } = p.op {
-                        self.commit_append(&stream, *flight);
-                        self.after_write(&stream);
+                        self.write_resolved(&stream, WriteDone::Committed(flight));
                     }
                     return;
                 }
@@ -690,6 +779,89 @@ impl Engine {
                 self.retry_later(p, "append", "outcome unknown".into());
             }
         }
+    }
+
+    /// A write of the pipeline has its outcome: outcomes are applied in order from the front,
+    /// so heads only move over committed writes, and a failure fails what follows it.
+    fn write_resolved(&mut self, name: &StreamName, done: WriteDone) {
+        let Some(s) = self.streams.get_mut(name) else {
+            return;
+        };
+        let seq = match &done {
+            WriteDone::Committed(f) | WriteDone::Failed(f, _) => f.write.seq,
+            WriteDone::Parked(p, _) => match &p.op {
+                Op::Append { flight, .. } => flight.write.seq,
+                _ => return,
+            },
+        };
+        if let WriteDone::Failed(f, _) = &done {
+            s.failing = true;
+            s.failed_ids += f.tentative;
+        }
+        if let Some(slot) = s.pipeline.iter_mut().find(|w| w.seq == seq) {
+            slot.done = Some(done);
+        }
+        loop {
+            let Some(s) = self.streams.get_mut(name) else {
+                return;
+            };
+            if s.pipeline.front().is_none_or(|w| w.done.is_none()) {
+                break;
+            }
+            let failing = s.failing;
+            let Some(mut slot) = s.pipeline.pop_front() else {
+                break;
+            };
+            match slot.done.take() {
+                Some(WriteDone::Committed(flight)) => self.commit_append(name, *flight),
+                Some(WriteDone::Failed(flight, err)) => {
+                    for (origin, _) in flight.requests {
+                        self.append_failed(origin, err.clone());
+                    }
+                }
+                Some(WriteDone::Parked(p, err)) if failing => {
+                    let Op::Append { flight, .. } = p.op else {
+                        continue;
+                    };
+                    s.failed_ids += flight.tentative;
+                    for (origin, _) in flight.requests {
+                        self.append_failed(origin, err.clone());
+                    }
+                }
+                Some(WriteDone::Parked(p, _)) => {
+                    // First now, and everything before it committed: send it again, alone.
+                    let Some(StorageRequest::Append(w)) = &p.retry else {
+                        continue;
+                    };
+                    let req = StorageRequest::Append(Arc::new(AppendWrite {
+                        after: None,
+                        ..(**w).clone()
+                    }));
+                    s.pipeline.push_front(slot);
+                    let mut p = *p;
+                    p.attempt += 1;
+                    self.storage_attempt(p, req);
+                    break;
+                }
+                None => {}
+            }
+        }
+        if let Some(s) = self.streams.get_mut(name)
+            && s.failing
+            && s.pipeline.is_empty()
+        {
+            s.dedup.pop_back(std::mem::take(&mut s.failed_ids));
+            s.failing = false;
+        }
+        self.after_write(name);
+    }
+
+    /// The predecessor a repeated write must now name: the write before it that is still in
+    /// the pipeline, if any.
+    pub(crate) fn write_after(&self, name: &StreamName, seq: u64) -> Option<u64> {
+        let s = self.streams.get(name)?;
+        let i = s.pipeline.iter().position(|w| w.seq == seq)?;
+        i.checked_sub(1).map(|j| s.pipeline[j].seq)
     }
 
     /// The group commit waited long enough: write what is queued.
@@ -706,8 +878,10 @@ impl Engine {
         let Some(s) = self.streams.get_mut(name) else {
             return;
         };
-        s.writing = false;
         if s.status == StreamStatus::Deleting {
+            if !s.pipeline.is_empty() {
+                return;
+            }
             if let Some(origin) = s.delete_waiting.take() {
                 self.storage(
                     Op::DeleteStream {

@@ -20,6 +20,14 @@ pub fn no_linger() -> Config {
     }
 }
 
+/// One append write in flight per stream, without linger: the plain group commit.
+pub fn one_write() -> Config {
+    Config {
+        max_append_writes_in_flight: 1,
+        ..no_linger()
+    }
+}
+
 pub fn s(name: &str) -> StreamName {
     StreamName::new(name).unwrap()
 }

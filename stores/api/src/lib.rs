@@ -18,10 +18,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod chain;
 mod codec;
 mod records;
 mod sql_errors;
 
+pub use chain::{Finish, PredecessorFailed, WriteChains};
 pub use codec::{
     CodecError, EventRow, decode_acked, decode_event, encode_acked, encode_headers, from_json,
     to_json,
@@ -38,4 +40,11 @@ pub trait Store: Send + Sync + 'static {
     /// Carries out one request. Never panics on bad data or a lost connection: it answers
     /// `Err` (nothing written) or `Unknown` (maybe written).
     fn execute(&self, req: StorageRequest) -> impl Future<Output = StorageResult> + Send;
+
+    /// How many appends of one stream this store does best with in flight at once (a driver
+    /// sets the engine's `max_append_writes_in_flight` from it unless configured otherwise):
+    /// two overlap one commit with the gathering of the next write.
+    fn writes_in_flight(&self) -> usize {
+        2
+    }
 }

@@ -25,6 +25,8 @@ fn event(stream: &str, partition: u32, offset: u64, id: u8, ts: u64) -> Arc<Even
 fn append(stream: &str, events: Vec<Arc<Event>>, dedup: Vec<DedupRecord>) -> StorageRequest {
     StorageRequest::Append(Arc::new(AppendWrite {
         stream: name(stream),
+        seq: 0,
+        after: None,
         events,
         dedup,
     }))
@@ -592,4 +594,60 @@ pub async fn an_engine_restarted_on_the_store_carries_on<S: Store>(s: &S) {
         vec![2, 4, 5, 6],
         "acknowledged events are not delivered again"
     );
+}
+
+fn chained(stream: &str, seq: u64, after: Option<u64>, events: Vec<Arc<Event>>) -> StorageRequest {
+    StorageRequest::Append(Arc::new(AppendWrite {
+        stream: name(stream),
+        seq,
+        after,
+        events,
+        dedup: vec![],
+    }))
+}
+
+/// A pipelined append that arrives before the one it names waits for it, then commits after it.
+pub async fn a_pipelined_append_commits_after_the_one_it_names<S: Store>(s: &S) {
+    ok(s, StorageRequest::CreateStream(persistent("a", 1))).await;
+    let second = s.execute(chained("a", 11, Some(10), vec![event("a", 0, 1, 2, 1)]));
+    let first = s.execute(chained("a", 10, None, vec![event("a", 0, 0, 1, 1)]));
+    let (second, first) = tokio::join!(second, first);
+    assert_eq!(first, StorageResult::Ok(StorageReply::Done));
+    assert_eq!(second, StorageResult::Ok(StorageReply::Done));
+    let ids: Vec<EventId> = read(s, "a", 0, 0, 10)
+        .await
+        .iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(
+        ids,
+        vec![EventId::from_bytes([1; 16]), EventId::from_bytes([2; 16])]
+    );
+}
+
+/// An append whose predecessor did not commit fails and writes nothing: no hole.
+pub async fn an_append_after_one_that_did_not_commit_writes_nothing<S: Store>(s: &S) {
+    ok(s, StorageRequest::CreateStream(persistent("a", 1))).await;
+    ok(s, chained("a", 20, None, vec![event("a", 0, 0, 1, 1)])).await;
+    let r = s
+        .execute(chained("a", 21, Some(20), vec![event("a", 0, 0, 9, 1)]))
+        .await;
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::Conflict(_))),
+        "{r:?}"
+    );
+    let r = s
+        .execute(chained("a", 22, Some(21), vec![event("a", 0, 1, 3, 1)]))
+        .await;
+    assert!(
+        matches!(r, StorageResult::Err(_)),
+        "its predecessor failed: {r:?}"
+    );
+    assert_eq!(
+        read(s, "a", 0, 0, 10).await.len(),
+        1,
+        "offset 1 is not written"
+    );
+    // A later write that names a committed one goes.
+    ok(s, chained("a", 23, Some(20), vec![event("a", 0, 1, 4, 1)])).await;
 }

@@ -35,6 +35,8 @@ macro_rules! conformance_tests {
             reads_page_through_a_partition,
             events_keep_every_field,
             an_engine_restarted_on_the_store_carries_on,
+            a_pipelined_append_commits_after_the_one_it_names,
+            an_append_after_one_that_did_not_commit_writes_nothing,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -43,10 +43,15 @@ struct StoredStream {
     dedup: BTreeMap<(u32, u64), DedupRecord>,
 }
 
+/// Outcomes of the last appends per stream, kept to order pipelined writes.
+const OUTCOMES_KEPT: usize = 256;
+
 /// The in-memory store. Clone it to keep a snapshot (the simulator does, to model a crash).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     streams: BTreeMap<StreamName, StoredStream>,
+    /// Per stream: whether each recent append (by `seq`) committed.
+    outcomes: BTreeMap<StreamName, BTreeMap<u64, bool>>,
     subs: BTreeMap<SubId, SubscriptionRecord>,
     cursors: BTreeMap<(SubId, Option<ConsumerId>, u32), CursorRecord>,
 }
@@ -120,7 +125,24 @@ impl MemoryStore {
                 }
                 ok(StorageReply::Done)
             }
-            StorageRequest::Append(w) => self.append(w),
+            StorageRequest::Append(w) => {
+                let r = match w.after {
+                    // Pipelined: commit only after the write before it committed.
+                    Some(p) if self.append_outcome(&w.stream, p) != Some(true) => {
+                        err(StorageError::Unavailable(format!(
+                            "write {p} of stream {} did not commit before write {}",
+                            w.stream, w.seq
+                        )))
+                    }
+                    _ => self.append(w),
+                };
+                let kept = self.outcomes.entry(w.stream.clone()).or_default();
+                kept.insert(w.seq, matches!(r, StorageResult::Ok(_)));
+                while kept.len() > OUTCOMES_KEPT {
+                    kept.pop_first();
+                }
+                r
+            }
             StorageRequest::Read {
                 stream,
                 partition,
@@ -250,6 +272,11 @@ impl MemoryStore {
         }
     }
 
+    /// Whether the append `seq` of `stream` committed (`None`: not seen, or long ago).
+    pub fn append_outcome(&self, stream: &StreamName, seq: u64) -> Option<bool> {
+        self.outcomes.get(stream).and_then(|o| o.get(&seq).copied())
+    }
+
     /// The events stored in a partition, for tests and oracles.
     pub fn events(&self, stream: &StreamName, partition: u32) -> Vec<Arc<Event>> {
         self.streams
@@ -319,6 +346,8 @@ mod tests {
         let w = |events| {
             StorageRequest::Append(Arc::new(AppendWrite {
                 stream: name.clone(),
+                seq: 0,
+                after: None,
                 events,
                 dedup: vec![],
             }))

@@ -31,10 +31,12 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tributary_core::{StorageRequest, StorageResult, StreamName};
-use tributary_store_api::Store;
+use tributary_store_api::{Store, WriteChains};
 
 /// The channel of the wake-up notifications sent after each append.
 pub const NOTIFY_CHANNEL: &str = "tributary_events";
+/// Longest wait of an append for the one before it (then it fails, writing nothing).
+pub const PREDECESSOR_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rows removed per statement when a deleted stream's events are cleaned up.
 pub const DELETE_BATCH: i64 = 10_000;
 
@@ -98,6 +100,8 @@ pub struct PgStore {
     pub(crate) notify: bool,
     /// Stream name to its surrogate id; one engine owns the streams, so it stays true.
     pub(crate) ids: Arc<Mutex<HashMap<StreamName, i64>>>,
+    /// The order of pipelined appends: one commits only after the one it names.
+    pub(crate) chains: Arc<WriteChains>,
 }
 
 impl PgStore {
@@ -143,6 +147,7 @@ impl PgStore {
             pool,
             notify: config.notify,
             ids: Arc::default(),
+            chains: Arc::default(),
         };
         store.resume_deletions().await;
         Ok(store)

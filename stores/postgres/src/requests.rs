@@ -1,6 +1,6 @@
 //! Each storage request as SQL.
 
-use crate::{DELETE_BATCH, NOTIFY_CHANNEL, PgStore};
+use crate::{DELETE_BATCH, NOTIFY_CHANNEL, PREDECESSOR_TIMEOUT, PgStore};
 use sqlx::{PgConnection, Row};
 use std::collections::BTreeMap;
 use tributary_core::{
@@ -352,12 +352,26 @@ impl PgStore {
             .await;
     }
 
+    /// One append as one statement (one round trip, one implicit transaction): the events and
+    /// the dedup ids as data-modifying CTEs, and the notification. A taken offset makes the
+    /// whole statement fail (unique violation, nothing written); then the rows there tell an
+    /// identical repeat (success) from a conflict.
     async fn append(&self, w: &AppendWrite) -> StorageResult {
-        let mut tx = match self.pool.begin().await {
-            Ok(tx) => tx,
-            Err(e) => return StorageResult::Err(failed(&e)),
+        // Pipelined appends: go only once the one before committed.
+        let mut finish = self.chains.begin(&w.stream, w.seq);
+        if let Some(after) = w.after
+            && let Err(e) = self
+                .chains
+                .wait_committed(&w.stream, after, PREDECESSOR_TIMEOUT)
+                .await
+        {
+            return StorageResult::Err(StorageError::Unavailable(e.0));
+        }
+        let mut c = match self.conn().await {
+            Ok(c) => c,
+            Err(e) => return StorageResult::Err(e),
         };
-        let id = match self.stream_id(&mut tx, &w.stream).await {
+        let id = match self.stream_id(&mut c, &w.stream).await {
             Ok(id) => id,
             Err(e) => return StorageResult::Err(e),
         };
@@ -388,12 +402,35 @@ impl PgStore {
             content_type.push(e.content_type.clone());
             payload.push(e.payload.to_vec());
         }
-        let inserted = sqlx::query(
-            r#"INSERT INTO tributary_events (stream_id, partition, "offset", event_id, ts, event_type,
-                   schema_version, key, correlation_id, causation_id, headers, content_type, payload)
-               SELECT $1, * FROM UNNEST($2::int[], $3::bigint[], $4::bytea[], $5::bigint[], $6::text[],
-                   $7::int[], $8::bytea[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[])
-               ON CONFLICT DO NOTHING"#,
+        let dp: Vec<i32> = w
+            .dedup
+            .iter()
+            .map(|d| i32::try_from(d.partition).unwrap_or(i32::MAX))
+            .collect();
+        let doff: Vec<i64> = w.dedup.iter().map(|d| i64_of(d.offset)).collect();
+        let did: Vec<Vec<u8>> = w
+            .dedup
+            .iter()
+            .map(|d| d.event_id.as_bytes().to_vec())
+            .collect();
+        let dexp: Vec<i64> = w.dedup.iter().map(|d| i64_of(d.expires_at.0)).collect();
+        let channel = if self.notify {
+            Some(NOTIFY_CHANNEL)
+        } else {
+            None
+        };
+        let r = sqlx::query(
+            r#"WITH events AS (
+                 INSERT INTO tributary_events (stream_id, partition, "offset", event_id, ts, event_type,
+                     schema_version, key, correlation_id, causation_id, headers, content_type, payload)
+                 SELECT $1, * FROM UNNEST($2::int[], $3::bigint[], $4::bytea[], $5::bigint[], $6::text[],
+                     $7::int[], $8::bytea[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[])
+               ), dedup AS (
+                 INSERT INTO tributary_dedup (stream_id, partition, "offset", event_id, expires_at)
+                 SELECT $1, * FROM UNNEST($14::int[], $15::bigint[], $16::bytea[], $17::bigint[])
+                 ON CONFLICT DO NOTHING
+               )
+               SELECT pg_notify($18, $19) WHERE $18 IS NOT NULL"#,
         )
         .bind(id)
         .bind(&partition)
@@ -408,83 +445,49 @@ impl PgStore {
         .bind(&headers)
         .bind(&content_type)
         .bind(&payload)
-        .execute(&mut *tx)
+        .bind(&dp)
+        .bind(&doff)
+        .bind(&did)
+        .bind(&dexp)
+        .bind(channel)
+        .bind(w.stream.as_str())
+        .execute(&mut *c)
         .await;
-        let inserted = match inserted {
-            Ok(r) => r.rows_affected() as usize,
-            Err(e) => return StorageResult::Err(failed(&e)),
-        };
-        if inserted < n {
-            // Some offsets were taken: a repeat of this very write is fine, anything else is not.
-            let rows = sqlx::query(
-                r#"SELECT partition, "offset", event_id FROM tributary_events
-                   WHERE stream_id = $1 AND (partition, "offset") IN (SELECT * FROM UNNEST($2::int[], $3::bigint[]))"#,
-            )
-            .bind(id)
-            .bind(&partition)
-            .bind(&offset)
-            .fetch_all(&mut *tx)
-            .await;
-            let rows = match rows {
-                Ok(r) => r,
-                Err(e) => return StorageResult::Err(failed(&e)),
-            };
-            let want: BTreeMap<(i32, i64), &Vec<u8>> = partition
-                .iter()
-                .zip(&offset)
-                .map(|(p, o)| (*p, *o))
-                .zip(&event_id)
-                .collect();
-            for r in rows {
-                let at = (r.get::<i32, _>("partition"), r.get::<i64, _>("offset"));
-                let have: Vec<u8> = r.get("event_id");
-                if want.get(&at).is_some_and(|w| **w != have) {
-                    return StorageResult::Err(StorageError::Conflict(format!(
-                        "stream {} partition {} offset {} holds another event",
-                        w.stream, at.0, at.1
-                    )));
+        let result = match r {
+            Ok(_) => StorageResult::Ok(StorageReply::Done),
+            Err(sqlx::Error::Database(db))
+                if db.kind() == sqlx::error::ErrorKind::UniqueViolation =>
+            {
+                // Taken offsets: an identical repeat (every row there, with our ids) succeeds.
+                let same: Result<i64, _> = sqlx::query_scalar(
+                    r#"SELECT count(*) FROM tributary_events e
+                       JOIN UNNEST($2::int[], $3::bigint[], $4::bytea[]) AS w(p, o, i)
+                         ON e.partition = w.p AND e."offset" = w.o AND e.event_id = w.i
+                       WHERE e.stream_id = $1"#,
+                )
+                .bind(id)
+                .bind(&partition)
+                .bind(&offset)
+                .bind(&event_id)
+                .fetch_one(&mut *c)
+                .await;
+                match same {
+                    Ok(k) if k as usize == n => StorageResult::Ok(StorageReply::Done),
+                    Ok(_) => StorageResult::Err(StorageError::Conflict(format!(
+                        "stream {}: offsets of this write hold other events",
+                        w.stream
+                    ))),
+                    Err(e) => StorageResult::Err(failed(&e)),
                 }
             }
+            // The statement is its own transaction: a database error means nothing was written;
+            // a lost connection leaves it unknown.
+            Err(e) => committed(Err(e)),
+        };
+        if matches!(result, StorageResult::Ok(_)) {
+            finish.committed();
         }
-        if !w.dedup.is_empty() {
-            let dp: Vec<i32> = w
-                .dedup
-                .iter()
-                .map(|d| i32::try_from(d.partition).unwrap_or(i32::MAX))
-                .collect();
-            let doff: Vec<i64> = w.dedup.iter().map(|d| i64_of(d.offset)).collect();
-            let did: Vec<Vec<u8>> = w
-                .dedup
-                .iter()
-                .map(|d| d.event_id.as_bytes().to_vec())
-                .collect();
-            let dexp: Vec<i64> = w.dedup.iter().map(|d| i64_of(d.expires_at.0)).collect();
-            let r = sqlx::query(
-                r#"INSERT INTO tributary_dedup (stream_id, partition, "offset", event_id, expires_at)
-                   SELECT $1, * FROM UNNEST($2::int[], $3::bigint[], $4::bytea[], $5::bigint[])
-                   ON CONFLICT DO NOTHING"#,
-            )
-            .bind(id)
-            .bind(&dp)
-            .bind(&doff)
-            .bind(&did)
-            .bind(&dexp)
-            .execute(&mut *tx)
-            .await;
-            if let Err(e) = r {
-                return StorageResult::Err(failed(&e));
-            }
-        }
-        if self.notify
-            && let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(NOTIFY_CHANNEL)
-                .bind(w.stream.as_str())
-                .execute(&mut *tx)
-                .await
-        {
-            return StorageResult::Err(failed(&e));
-        }
-        committed(tx.commit().await)
+        result
     }
 
     async fn read(

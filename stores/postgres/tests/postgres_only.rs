@@ -33,6 +33,8 @@ fn one_event(name: &str, offset: u64, id: u8) -> StorageRequest {
     );
     StorageRequest::Append(Arc::new(AppendWrite {
         stream: stream(name),
+        seq: 0,
+        after: None,
         events: vec![Arc::new(e)],
         dedup: vec![],
     }))

@@ -27,8 +27,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tributary_core::{StorageRequest, StorageResult, StreamName};
-use tributary_store_api::Store;
+use tributary_store_api::{Store, WriteChains};
 
+/// Longest wait of an append for the one before it (then it fails, writing nothing).
+pub const PREDECESSOR_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rows removed per statement when a deleted stream's events are cleaned up.
 pub const DELETE_BATCH: i64 = 10_000;
 
@@ -100,6 +102,8 @@ pub struct SqliteStore {
     pub(crate) writer: SqlitePool,
     pub(crate) readers: SqlitePool,
     pub(crate) ids: Arc<Mutex<HashMap<StreamName, i64>>>,
+    /// The order of pipelined appends: one commits only after the one it names.
+    pub(crate) chains: Arc<WriteChains>,
 }
 
 /// The migrations, embedded at build time.
@@ -147,6 +151,7 @@ impl SqliteStore {
             writer,
             readers,
             ids: Arc::default(),
+            chains: Arc::default(),
         };
         store.resume_deletions().await;
         Ok(store)
@@ -173,5 +178,11 @@ impl Store for SqliteStore {
     ) -> impl std::future::Future<Output = StorageResult> + Send {
         let store = self.clone();
         async move { store.run(req).await }
+    }
+
+    /// One writer: a second write in flight would only wait for the first, and smaller writes
+    /// cost more (measured in BENCHMARKS.md).
+    fn writes_in_flight(&self) -> usize {
+        1
     }
 }

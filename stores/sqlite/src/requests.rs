@@ -1,6 +1,6 @@
 //! Each storage request as SQLite SQL.
 
-use crate::{DELETE_BATCH, SqliteStore};
+use crate::{DELETE_BATCH, PREDECESSOR_TIMEOUT, SqliteStore};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -352,6 +352,17 @@ impl SqliteStore {
     }
 
     async fn append(&self, w: &AppendWrite) -> StorageResult {
+        // Pipelined appends: one writer connection, so wait for the one before to finish
+        // (it may need the connection), then go only if it committed.
+        let mut finish = self.chains.begin(&w.stream, w.seq);
+        if let Some(after) = w.after
+            && let Err(e) = self
+                .chains
+                .wait_committed(&w.stream, after, PREDECESSOR_TIMEOUT)
+                .await
+        {
+            return StorageResult::Err(StorageError::Unavailable(e.0));
+        }
         let mut tx = match self.writer.begin().await {
             Ok(tx) => tx,
             Err(e) => return StorageResult::Err(failed(&e)),
@@ -424,7 +435,11 @@ impl SqliteStore {
                 return StorageResult::Err(failed(&e));
             }
         }
-        committed(tx.commit().await)
+        let r = committed(tx.commit().await);
+        if matches!(r, StorageResult::Ok(_)) {
+            finish.committed();
+        }
+        r
     }
 
     async fn read(

@@ -7,6 +7,7 @@
 //!
 //! Usage: `cargo run --release -p tributary-tests --bin bench-durable -- STORE [SECONDS] [P,P,...]`
 //! with STORE `sqlite:PATH` or `postgres:URL[#schema]`; defaults: 10 s, producers 1,16,256.
+//! `TRIBUTARY_WRITES_IN_FLIGHT=N` sets the engine's `max_append_writes_in_flight`.
 
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use std::sync::Arc;
@@ -87,6 +88,10 @@ struct Counting {
 }
 
 impl tributary_store_api::Store for Counting {
+    fn writes_in_flight(&self) -> usize {
+        self.inner.writes_in_flight()
+    }
+
     fn execute(
         &self,
         req: StorageRequest,
@@ -102,7 +107,17 @@ impl tributary_store_api::Store for Counting {
 
 fn run_counting(store: Counting) -> Result<tributary_io_tokio::Handle, String> {
     let clock = tributary_io_tokio::Clock::default();
-    let engine = Engine::new(Config::default(), 1, clock.now()).map_err(|e| e.to_string())?;
+    let mut config = Config {
+        max_append_writes_in_flight: tributary_store_api::Store::writes_in_flight(&store),
+        ..Config::default()
+    };
+    if let Some(depth) = std::env::var("TRIBUTARY_WRITES_IN_FLIGHT")
+        .ok()
+        .and_then(|d| d.parse().ok())
+    {
+        config.max_append_writes_in_flight = depth;
+    }
+    let engine = Engine::new(config, 1, clock.now()).map_err(|e| e.to_string())?;
     Ok(tributary_io_tokio::start(
         tributary_io_tokio::TokioRuntime,
         store,
@@ -141,6 +156,8 @@ async fn store_alone(store: &tributary_tests::AnyStore, batch: usize, secs: u64)
             .collect();
         let w = AppendWrite {
             stream: name.clone(),
+            seq: 0,
+            after: None,
             events,
             dedup: vec![],
         };
