@@ -643,12 +643,13 @@ impl Engine {
                 }
                 // A duplicate of an event of another write in flight is answered only once that
                 // write committed: the request waits (with everything behind it).
-                let in_flight_dup = front.events.iter().filter_map(|e| e.event_id).any(|id| {
-                    s.dedup.get(&id).is_some_and(|(p, o)| {
-                        let p = p as usize;
-                        o >= committed[p] && o < planned_from[p]
-                    })
-                });
+                let in_flight_dup = !s.pipeline.is_empty()
+                    && front.events.iter().filter_map(|e| e.event_id).any(|id| {
+                        s.dedup.get(&id).is_some_and(|(p, o)| {
+                            let p = p as usize;
+                            o >= committed[p] && o < planned_from[p]
+                        })
+                    });
                 if in_flight_dup {
                     deferred = true;
                     break;
