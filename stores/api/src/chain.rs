@@ -116,6 +116,14 @@ impl WriteChains {
         }
     }
 
+    /// The outcome of a write, if known now: `Some(true)` committed.
+    pub fn outcome(&self, stream: &StreamName, seq: u64) -> Option<bool> {
+        self.chains
+            .lock()
+            .ok()
+            .and_then(|m| m.get(stream).and_then(|c| c.outcomes.get(&seq).copied()))
+    }
+
     /// Waits until the predecessor `after` started or finished (so that a successor never
     /// holds a connection its predecessor still needs).
     pub async fn wait_started(&self, stream: &StreamName, after: u64, timeout: Duration) {

@@ -357,16 +357,29 @@ impl PgStore {
     /// whole statement fail (unique violation, nothing written); then the rows there tell an
     /// identical repeat (success) from a conflict.
     async fn append(&self, w: &AppendWrite) -> StorageResult {
-        // Pipelined appends: go only once the one before committed.
+        // Pipelined appends: a write whose predecessor is still in flight runs in a
+        // transaction of its own, at the same time, and commits only after the predecessor
+        // committed. It starts once the predecessor holds its connection, so it never holds a
+        // connection the predecessor still needs.
         let mut finish = self.chains.begin(&w.stream, w.seq);
-        if let Some(after) = w.after
-            && let Err(e) = self
-                .chains
-                .wait_committed(&w.stream, after, PREDECESSOR_TIMEOUT)
-                .await
-        {
-            return StorageResult::Err(StorageError::Unavailable(e.0));
-        }
+        let overlapped = match w.after {
+            None => false,
+            Some(after) => {
+                self.chains
+                    .wait_started(&w.stream, after, PREDECESSOR_TIMEOUT)
+                    .await;
+                match self.chains.outcome(&w.stream, after) {
+                    Some(true) => false,
+                    Some(false) => {
+                        return StorageResult::Err(StorageError::Unavailable(format!(
+                            "write {after} of stream {} did not commit",
+                            w.stream
+                        )));
+                    }
+                    None => true,
+                }
+            }
+        };
         let mut c = match self.conn().await {
             Ok(c) => c,
             Err(e) => return StorageResult::Err(e),
@@ -450,11 +463,32 @@ impl PgStore {
         .bind(&did)
         .bind(&dexp)
         .bind(channel)
-        .bind(w.stream.as_str())
-        .execute(&mut *c)
-        .await;
+        .bind(w.stream.as_str());
+        let r = if let (true, Some(after)) = (overlapped, w.after) {
+            let mut tx = match sqlx::Connection::begin(&mut *c).await {
+                Ok(tx) => tx,
+                Err(e) => return StorageResult::Err(failed(&e)),
+            };
+            finish.started();
+            match r.execute(&mut *tx).await {
+                Ok(_) => {
+                    if let Err(e) = self
+                        .chains
+                        .wait_committed(&w.stream, after, PREDECESSOR_TIMEOUT)
+                        .await
+                    {
+                        return StorageResult::Err(StorageError::Unavailable(e.0));
+                    }
+                    tx.commit().await
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            finish.started();
+            r.execute(&mut *c).await.map(|_| ())
+        };
         let result = match r {
-            Ok(_) => StorageResult::Ok(StorageReply::Done),
+            Ok(()) => StorageResult::Ok(StorageReply::Done),
             Err(sqlx::Error::Database(db))
                 if db.kind() == sqlx::error::ErrorKind::UniqueViolation =>
             {
