@@ -1060,3 +1060,59 @@ fn a_duplicate_of_an_event_in_flight_waits_for_its_write() {
         ))])))
     );
 }
+
+#[test]
+fn an_unknown_write_behind_a_failed_one_fails_and_is_not_sent_again() {
+    let mut h = Harness::with(pipelined(), tributary_store_memory::MemoryStore::new(), 7);
+    h.create_persistent("s", 1);
+    h.hold_storage = true;
+    let a = send_append(&mut h, vec![ev_id("t", 1)]);
+    let b = send_append(&mut h, vec![ev_id("t", 2)]);
+    assert_eq!(h.held.len(), 2);
+    // B's reply is lost, then A definitely fails: B, sent to commit after A, cannot have
+    // committed.
+    h.complete(1, Some(StorageResult::Unknown));
+    h.complete(
+        0,
+        Some(StorageResult::Err(StorageError::Unavailable("disk".into()))),
+    );
+    assert!(matches!(h.reply(a), Some(Err(Error::Unavailable(_)))));
+    h.advance(Duration::from_secs(1));
+    assert!(
+        h.held.is_empty(),
+        "B is not sent again (alone it would commit past a hole)"
+    );
+    assert!(matches!(h.reply(b), Some(Err(Error::Unavailable(_)))));
+    assert!(h.store.events(&s("s"), 0).is_empty());
+    assert_eq!(h.engine.dedup_ids(), 0);
+    h.hold_storage = false;
+    assert_eq!(
+        h.append("s", vec![ev_id("t", 2)]),
+        Ok(vec![AppendOutcome::Appended(pos(0, 0))])
+    );
+}
+
+#[test]
+fn a_stream_created_again_never_reuses_a_write_number() {
+    let mut h = Harness::new();
+    h.create_persistent("s", 1);
+    h.hold_storage = true;
+    send_append(&mut h, vec![ev("a")]);
+    let first = held_write(&h, 0).seq;
+    h.complete(0, None);
+    h.hold_storage = false;
+    assert_eq!(h.cmd(Command::DeleteStream(s("s"))), Ok(Reply::Done));
+    assert_eq!(
+        h.store.append_outcome(&s("s"), first),
+        None,
+        "the store forgot the deleted stream's writes"
+    );
+    h.create_persistent("s", 1);
+    h.hold_storage = true;
+    send_append(&mut h, vec![ev("b")]);
+    let again = held_write(&h, 0).seq;
+    assert!(
+        again.wrapping_sub(first) >= 1 << 32,
+        "a fresh range of write numbers: {first} then {again}"
+    );
+}

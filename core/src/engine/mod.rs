@@ -177,6 +177,9 @@ pub struct Engine {
     /// First number of every stream's writes in this engine's life (from the seed and the
     /// start time), so that a store never confuses a write with one of an earlier life.
     write_epoch: u64,
+    /// Streams created or recovered in this engine's life: each gets its own range of write
+    /// numbers, so a stream deleted and created again never reuses one.
+    streams_made: u64,
     seed: u64,
     /// PLANTED BUG switch (test-only, feature `planted-bugs`).
     #[cfg(feature = "planted-bugs")]
@@ -216,6 +219,7 @@ impl Engine {
             ack_waits: BTreeMap::new(),
             next_ack_wait: 1,
             unflushed: BTreeSet::new(),
+            streams_made: 0,
             write_epoch: xxhash_rust::xxh3::xxh3_64_with_seed(
                 &[now.mono.0.to_le_bytes(), now.wall.0.to_le_bytes()].concat(),
                 seed,
@@ -496,6 +500,14 @@ impl Engine {
         if !self.op_still_wanted(&p.op) {
             return;
         }
+        // A repeated append behind a write that definitely failed cannot have committed: it
+        // failed too, and is not sent again.
+        if let Op::Append { stream, .. } = &p.op
+            && self.stream_failing(stream)
+        {
+            let stream = stream.clone();
+            return self.fail_behind_failure(&stream, p);
+        }
         // A repeated append names the write now before it in the pipeline (the one it named
         // may have committed since).
         if let (Op::Append { stream, .. }, StorageRequest::Append(w)) = (&p.op, &req) {
@@ -557,6 +569,12 @@ impl Engine {
                 Timer::Linger(name) => self.linger_expired(&name),
             }
         }
+    }
+
+    /// The first write number of a stream being created or recovered (see `streams_made`).
+    pub(crate) fn first_write_seq(&mut self) -> u64 {
+        self.streams_made += 1;
+        self.write_epoch.wrapping_add(self.streams_made << 32)
     }
 
     /// Number of timers set (for tests of boundedness).

@@ -56,7 +56,8 @@ impl Engine {
         for rec in state.streams {
             let name = rec.config.name.clone();
             let seed = self.seed ^ xxhash_rust::xxh3::xxh3_64(name.as_str().as_bytes());
-            let mut s = Stream::new(rec.config, StreamStatus::Ready, seed, self.write_epoch);
+            let first_seq = self.first_write_seq();
+            let mut s = Stream::new(rec.config, StreamStatus::Ready, seed, first_seq);
             for (part, head) in s.parts.iter_mut().zip(&rec.heads) {
                 part.first = head.first;
                 part.next = head.next;

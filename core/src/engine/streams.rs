@@ -231,11 +231,12 @@ impl Engine {
     /// Creates a stream; `origin` is `None` for streams the engine creates itself (dead letters).
     fn create_stream_inner(&mut self, origin: Option<Origin>, config: StreamConfig) {
         let name = config.name.clone();
+        let first_seq = self.first_write_seq();
         if config.is_ephemeral() {
             let seed = self.seed ^ self.streams.len() as u64;
             self.streams.insert(
                 name,
-                Stream::new(config, StreamStatus::Ready, seed, self.write_epoch),
+                Stream::new(config, StreamStatus::Ready, seed, first_seq),
             );
             if let Some(o) = origin {
                 self.reply_to(o, Ok(Reply::Done));
@@ -245,12 +246,7 @@ impl Engine {
         let seed = self.seed ^ xxhash_rust::xxh3::xxh3_64(name.as_str().as_bytes());
         self.streams.insert(
             name.clone(),
-            Stream::new(
-                config.clone(),
-                StreamStatus::Creating,
-                seed,
-                self.write_epoch,
-            ),
+            Stream::new(config.clone(), StreamStatus::Creating, seed, first_seq),
         );
         self.storage(
             Op::CreateStream { name, origin },
@@ -732,6 +728,15 @@ impl Engine {
     }
 
     pub(crate) fn append_done(&mut self, mut p: PendingOp, result: StorageResult) {
+        // Behind a write that definitely failed, nothing can have committed (a store commits a
+        // write only after the one it names): whatever else it answers, it failed.
+        if !matches!(result, StorageResult::Ok(_))
+            && let Op::Append { stream, .. } = &p.op
+            && self.streams.get(stream).is_some_and(|s| s.failing)
+        {
+            let stream = stream.clone();
+            return self.fail_behind_failure(&stream, p);
+        }
         match result {
             StorageResult::Ok(_) => {
                 let Op::Append { stream, flight } = p.op else {
@@ -855,6 +860,21 @@ impl Engine {
             s.failing = false;
         }
         self.after_write(name);
+    }
+
+    /// A write behind one that definitely failed: it cannot have committed; fail it.
+    pub(crate) fn fail_behind_failure(&mut self, name: &StreamName, p: PendingOp) {
+        let Op::Append { flight, .. } = p.op else {
+            return;
+        };
+        let err = Error::Unavailable(format!("an earlier write of stream {name} failed"));
+        self.write_resolved(name, WriteDone::Failed(flight, err));
+    }
+
+    /// Whether a stream's pipeline is failing (a write definitely failed and the writes behind
+    /// it are being resolved).
+    pub(crate) fn stream_failing(&self, name: &StreamName) -> bool {
+        self.streams.get(name).is_some_and(|s| s.failing)
     }
 
     /// The predecessor a repeated write must now name: the write before it that is still in

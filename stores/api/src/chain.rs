@@ -106,13 +106,26 @@ impl WriteChains {
         tokio::time::timeout(timeout, wait).await.ok()
     }
 
-    /// Begins a write: its outcome is recorded when the returned guard is dropped.
+    /// Begins a write (or a new attempt of one, whose earlier outcome is forgotten): its
+    /// outcome is recorded when the returned guard is dropped.
     pub fn begin(&self, stream: &StreamName, seq: u64) -> Finish<'_> {
+        if let Ok(mut m) = self.chains.lock()
+            && let Some(c) = m.get_mut(stream)
+        {
+            c.outcomes.remove(&seq);
+        }
         Finish {
             chains: self,
             stream: stream.clone(),
             seq,
             committed: false,
+        }
+    }
+
+    /// Forgets a deleted stream's writes.
+    pub fn forget(&self, stream: &StreamName) {
+        if let Ok(mut m) = self.chains.lock() {
+            m.remove(stream);
         }
     }
 

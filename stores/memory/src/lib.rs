@@ -114,6 +114,7 @@ impl MemoryStore {
             },
             StorageRequest::DeleteStream(name) => {
                 self.streams.remove(name);
+                self.outcomes.remove(name);
                 let gone: Vec<SubId> = self
                     .subs
                     .iter()

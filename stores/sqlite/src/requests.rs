@@ -303,6 +303,7 @@ impl SqliteStore {
         if let Ok(mut m) = self.ids.lock() {
             m.remove(name);
         }
+        self.chains.forget(name);
         if matches!(r, StorageResult::Ok(_)) {
             let store = self.clone();
             tokio::spawn(async move { store.purge(id).await });
