@@ -765,3 +765,58 @@ fn the_unacknowledged_window_is_bounded() {
     h.ack(1, "s", "q", "a", vec![pos(0, 0)]).unwrap();
     assert_eq!(offsets(&h.deliveries()), vec![3, 4, 5]);
 }
+
+#[test]
+fn at_most_once_events_go_out_only_after_their_position_is_saved() {
+    let mut h = Harness::new();
+    let mut cfg = StreamConfig::persistent(s("s"));
+    cfg.delivery = DeliverySemantics::AtMostOnce;
+    h.create(cfg);
+    h.subscribe(h.sub_config("s", "q", SubscriptionMode::Exclusive));
+    h.append_n("s", 3);
+    h.hold_storage = true;
+    h.attach(1, "s", "q", "a", None);
+    assert!(
+        h.deliveries().is_empty(),
+        "nothing goes out before the position is saved"
+    );
+    assert!(matches!(&h.held[0].1, StorageRequest::SaveCursor(c) if c.floor == 3));
+    // The engine crashes before the save: the events were never sent, and go out once after.
+    let mut h = h.restart();
+    h.attach(1, "s", "q", "a", None);
+    assert_eq!(offsets(&h.deliveries()), vec![0, 1, 2]);
+    let mut h = h.restart();
+    h.attach(1, "s", "q", "a", None);
+    assert!(h.deliveries().is_empty(), "delivered once: never again");
+}
+
+#[test]
+fn a_reset_voids_at_most_once_deliveries_still_waiting_for_their_save() {
+    let mut h = Harness::new();
+    let mut cfg = StreamConfig::persistent(s("s"));
+    cfg.delivery = DeliverySemantics::AtMostOnce;
+    h.create(cfg);
+    h.subscribe(h.sub_config("s", "q", SubscriptionMode::Exclusive));
+    h.append_n("s", 3);
+    h.hold_storage = true;
+    h.attach(1, "s", "q", "a", None);
+    let reset = h.send(
+        1,
+        Command::ResetSubscription {
+            stream: s("s"),
+            subscription: sub("q"),
+            consumer: None,
+            to: StartPosition::Beginning,
+        },
+    );
+    h.hold_storage = false;
+    while !h.held.is_empty() {
+        h.complete(0, None);
+    }
+    assert_eq!(h.reply(reset), Some(Ok(Reply::Done)));
+    assert_eq!(
+        offsets(&h.deliveries()),
+        vec![0, 1, 2],
+        "each event once, from the reset position"
+    );
+}

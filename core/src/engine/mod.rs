@@ -138,7 +138,12 @@ struct Conn {
 /// Acks waiting for their cursor saves before they are answered.
 #[derive(Debug)]
 struct AckWait {
-    origin: Origin,
+    /// The ack or reset to answer (`None`: only outputs to release).
+    origin: Option<Origin>,
+    /// Outputs held until the saves are done (at-most-once deliveries), with the generation
+    /// of each cursor they move: a reset meanwhile voids them.
+    release: Vec<Output>,
+    generations: Vec<(cursor::CursorKey, u64)>,
     acked: u32,
     ignored: u32,
     saves: u32,

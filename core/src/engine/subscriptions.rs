@@ -555,8 +555,12 @@ impl Engine {
                     }
                 }
                 for w in pc.save.waiting.iter().chain(&pc.save.flying) {
-                    if let Some(aw) = self.ack_waits.remove(w) {
-                        self.reply_to(aw.origin, Err(gone.clone()));
+                    if let Some(AckWait {
+                        origin: Some(origin),
+                        ..
+                    }) = self.ack_waits.remove(w)
+                    {
+                        self.reply_to(origin, Err(gone.clone()));
                     }
                 }
             }
@@ -650,6 +654,21 @@ impl Engine {
         self.conn(origin.0).attached.insert((id, consumer));
         self.reply_to(origin, Ok(Reply::Done));
         self.pump(id);
+    }
+
+    /// Whether a delivery's consumer is still attached on its connection.
+    fn still_attached(&self, o: &Output) -> bool {
+        let Output::Deliver {
+            conn,
+            stream,
+            subscription,
+            consumer,
+            ..
+        } = o
+        else {
+            return true;
+        };
+        self.attached(*conn, stream, subscription, consumer).is_ok()
     }
 
     /// Checks that `consumer` is attached to the subscription on `conn`.
@@ -754,9 +773,36 @@ impl Engine {
             #[cfg(feature = "planted-bugs")]
             planted: self.planted,
         };
+        let before = self.out.len();
         sub.pump(&mut ctx, &mut self.out);
         let (fetches, saves) = (ctx.fetches, ctx.saves);
         let stream = sub.config.stream.clone();
+        // At-most-once on a persistent stream: the position moves before the events go out, so
+        // a crash in between loses them rather than delivering them twice.
+        if sub.durable && sub.delivery == DeliverySemantics::AtMostOnce && !saves.is_empty() {
+            let release: Vec<Output> = self.out.drain(before..).collect();
+            let w = self.next_ack_wait;
+            self.next_ack_wait += 1;
+            let generations = saves
+                .iter()
+                .filter_map(|k| self.part_cursor(*k).map(|pc| (*k, pc.generation)))
+                .collect();
+            let then = AckWait {
+                origin: None,
+                release,
+                generations,
+                acked: 0,
+                ignored: 0,
+                saves: saves.len() as u32,
+                done: true,
+            };
+            self.ack_waits.insert(w, then);
+            for key in &saves {
+                if let Some(pc) = self.part_cursor(*key) {
+                    pc.save.waiting.push(w);
+                }
+            }
+        }
         for (key, from, generation) in fetches {
             self.fetch(key, from, generation);
         }
@@ -936,7 +982,9 @@ impl Engine {
         self.ack_waits.insert(
             w,
             AckWait {
-                origin,
+                origin: Some(origin),
+                release: Vec::new(),
+                generations: Vec::new(),
                 acked,
                 ignored,
                 saves: keys.len() as u32,
@@ -1080,7 +1128,24 @@ impl Engine {
                                 ignored: aw.ignored,
                             }
                         };
-                        self.reply_to(aw.origin, Ok(reply));
+                        if let Some(origin) = aw.origin {
+                            self.reply_to(origin, Ok(reply));
+                        }
+                        // Held at-most-once deliveries go to consumers still attached, unless a
+                        // reset moved their position meanwhile; otherwise they are lost
+                        // (delivered at most once: none).
+                        let reset = aw.generations.iter().any(|(k, g)| {
+                            self.subs
+                                .get(&k.sub)
+                                .and_then(|s| s.cursors.get(k.cursor as usize))
+                                .and_then(|c| c.parts.get(k.partition as usize))
+                                .is_none_or(|pc| pc.generation != *g)
+                        });
+                        for o in aw.release.into_iter().filter(|_| !reset) {
+                            if self.still_attached(&o) {
+                                self.out.push_back(o);
+                            }
+                        }
                     }
                 }
                 if again {

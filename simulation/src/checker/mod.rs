@@ -40,8 +40,8 @@ use model::{Attachment, ReplayM, StreamM, SubM};
 pub use model::{digest_event, digest_new};
 use std::collections::BTreeMap;
 use tributary_core::{
-    Command, Config, ConnId, ConsumerId, Input, MonoNanos, Now, OpId, Output, ReplayId, ReqId,
-    StorageRequest, StorageResult, StreamName, SubId, SubscriptionName,
+    Command, Config, ConnId, ConsumerId, DeliverySemantics, Input, MonoNanos, Now, OpId, Output,
+    ReplayId, ReqId, StorageRequest, StorageResult, StreamName, SubId, SubscriptionName,
 };
 
 /// A broken rule: which oracle, and what it saw.
@@ -154,6 +154,7 @@ impl Checker {
                 for p in c.parts.values_mut() {
                     p.forget_volatile();
                     if resetting {
+                        p.amo_ever.clear();
                         // The reset may or may not have become durable.
                         p.saved = None;
                         p.acked.clear();
@@ -340,7 +341,9 @@ impl Checker {
     pub fn coverage(&self) -> Vec<Coverage> {
         let mut out = Vec::new();
         for (key, sub) in &self.subs {
-            if !sub.durable || sub.delete_requested {
+            // At-most-once promises no delivery (events can be lost, never sent twice).
+            if !sub.durable || sub.delete_requested || sub.delivery == DeliverySemantics::AtMostOnce
+            {
                 continue;
             }
             let Some(start) = &sub.start_offsets else {

@@ -177,6 +177,9 @@ pub struct CurPartM {
     pub delivered_now: BTreeSet<u64>,
     /// At-most-once offsets sent, this engine life since the last reset.
     pub amo_sent: BTreeSet<u64>,
+    /// At-most-once offsets sent in any engine life since the last reset (persistent streams
+    /// save the position before sending, so not even a crash sends one twice).
+    pub amo_ever: BTreeSet<u64>,
     /// Last ack floor seen by a describe, this engine life.
     pub describe_floor: Option<u64>,
 }

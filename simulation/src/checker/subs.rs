@@ -43,6 +43,7 @@ impl Checker {
         let ordered = sub.config.ordered_by_key;
         let max_deliveries = sub.config.max_deliveries;
         let amo = sub.delivery == DeliverySemantics::AtMostOnce;
+        let durable = sub.durable;
         let resetting = sub.resetting > 0;
         let mut errors: Vec<(&'static str, String)> = Vec::new();
         let name = format!("{stream}/{subscription} ({consumer})");
@@ -74,7 +75,8 @@ impl Checker {
             if resetting {
                 continue;
             }
-            if cp.is_acked(o) {
+            // At-most-once saves the position before sending: covered is not delivered.
+            if cp.is_acked(o) && !amo {
                 errors.push((
                     "no-redelivery",
                     format!(
@@ -85,7 +87,8 @@ impl Checker {
             }
             if amo {
                 cp.in_flight.remove(&o);
-                if !first_now || d.attempt != 1 {
+                let again = durable && !cp.amo_ever.insert(o);
+                if !first_now || again || d.attempt != 1 {
                     errors.push((
                         "no-redelivery",
                         format!(
@@ -320,6 +323,7 @@ impl Checker {
                 let delivered = std::mem::take(&mut cp.delivered_now);
                 let sent = cp.last_sent.take();
                 cp.forget_volatile();
+                cp.amo_ever.clear();
                 cp.acked.clear();
                 cp.delivered_now = delivered;
                 if keep_deliveries {
