@@ -28,7 +28,10 @@ pub use codec::{
     CodecError, EventRow, decode_acked, decode_event, encode_acked, encode_headers, from_json,
     to_json,
 };
-pub use records::{cursor_record, dedup_record, partition_head, subscription_record};
+pub use records::{
+    CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_SUBSCRIPTIONS, SubscriptionRow,
+    cursor_record, dedup_record, partition_head, recovered, subscription_record,
+};
 pub use sql_errors::{codec, committed, failed};
 
 use std::future::Future;

@@ -86,3 +86,122 @@ pub fn dedup_record(
         expires_at: UnixMillis(u64_of(expires_at)),
     })
 }
+
+/// Recovery reads the same in every SQL store: one row per partition with its head (from the
+/// partitions table and the lowest and highest stored events: one index look-up each).
+pub const RECOVER_HEADS: &str = r#"SELECT s.id, s.name, s.config, p.partition, p.first_offset, p.next_floor, p.last_ts,
+     (SELECT e."offset" FROM tributary_events e WHERE e.stream_id = p.stream_id
+        AND e.partition = p.partition ORDER BY e."offset" ASC LIMIT 1) AS lo,
+     (SELECT e."offset" FROM tributary_events e WHERE e.stream_id = p.stream_id
+        AND e.partition = p.partition ORDER BY e."offset" DESC LIMIT 1) AS hi,
+     (SELECT e.ts FROM tributary_events e WHERE e.stream_id = p.stream_id
+        AND e.partition = p.partition ORDER BY e."offset" DESC LIMIT 1) AS hi_ts
+   FROM tributary_streams s JOIN tributary_partitions p ON p.stream_id = s.id
+   ORDER BY s.name, p.partition"#;
+/// The subscriptions to recover.
+pub const RECOVER_SUBSCRIPTIONS: &str =
+    "SELECT id, config, start_offsets FROM tributary_subscriptions ORDER BY id";
+/// The cursors to recover.
+pub const RECOVER_CURSORS: &str = "SELECT sub_id, consumer, partition, floor, acked FROM tributary_cursors ORDER BY sub_id, consumer, partition";
+
+/// A row of [`RECOVER_HEADS`].
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HeadRow {
+    /// The stream's surrogate id.
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// Its configuration (JSON).
+    pub config: String,
+    /// The partition.
+    pub partition: i32,
+    /// First offset kept by the last removal.
+    pub first_offset: i64,
+    /// Next offset at the last removal.
+    pub next_floor: i64,
+    /// Last timestamp at the last removal.
+    pub last_ts: i64,
+    /// Lowest stored offset.
+    pub lo: Option<i64>,
+    /// Highest stored offset.
+    pub hi: Option<i64>,
+    /// Its timestamp.
+    pub hi_ts: Option<i64>,
+}
+
+/// A row of [`RECOVER_SUBSCRIPTIONS`].
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SubscriptionRow {
+    /// Its id.
+    pub id: i64,
+    /// Its configuration (JSON).
+    pub config: String,
+    /// Its start offsets (JSON).
+    pub start_offsets: String,
+}
+
+/// A row of [`RECOVER_CURSORS`].
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CursorRow {
+    /// The subscription.
+    pub sub_id: i64,
+    /// The consumer ('' for an exclusive subscription).
+    pub consumer: String,
+    /// The partition.
+    pub partition: i32,
+    /// The ack floor.
+    pub floor: i64,
+    /// Acknowledged offsets above it (JSON).
+    pub acked: String,
+}
+
+/// The state to recover from, and each stream's surrogate id, from the recovery rows.
+pub fn recovered(
+    heads: Vec<HeadRow>,
+    subs: Vec<SubscriptionRow>,
+    cursors: Vec<CursorRow>,
+) -> Result<
+    (
+        tributary_core::RecoveredState,
+        Vec<(tributary_core::StreamName, i64)>,
+    ),
+    CodecError,
+> {
+    use tributary_core::{StreamConfig, StreamRecord};
+    let mut streams: std::collections::BTreeMap<String, StreamRecord> =
+        std::collections::BTreeMap::new();
+    let mut ids = Vec::new();
+    for r in heads {
+        if !streams.contains_key(&r.name) {
+            let config: StreamConfig = from_json("stream config", &r.config)?;
+            ids.push((config.name.clone(), r.id));
+            streams.insert(
+                r.name.clone(),
+                StreamRecord {
+                    config,
+                    heads: Vec::new(),
+                },
+            );
+        }
+        let head = partition_head(r.first_offset, r.next_floor, r.last_ts, r.lo, r.hi, r.hi_ts);
+        if let Some(s) = streams.get_mut(&r.name) {
+            s.heads.push(head);
+        }
+    }
+    let subscriptions = subs
+        .iter()
+        .map(|r| subscription_record(r.id, &r.config, &r.start_offsets))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cursors = cursors
+        .iter()
+        .map(|r| cursor_record(r.sub_id, &r.consumer, r.partition, r.floor, &r.acked))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((
+        tributary_core::RecoveredState {
+            streams: streams.into_values().collect(),
+            subscriptions,
+            cursors,
+        },
+        ids,
+    ))
+}

@@ -2,15 +2,14 @@
 
 use crate::{DELETE_BATCH, NOTIFY_CHANNEL, PREDECESSOR_TIMEOUT, PgStore};
 use sqlx::{PgConnection, Row};
-use std::collections::BTreeMap;
 use tributary_core::{
     AppendWrite, CursorRecord, DedupRecord, RecoveredState, StorageError, StorageReply,
-    StorageRequest, StorageResult, StreamConfig, StreamName, StreamRecord, SubId,
-    SubscriptionRecord, UnixMillis,
+    StorageRequest, StorageResult, StreamConfig, StreamName, SubId, SubscriptionRecord, UnixMillis,
 };
 use tributary_store_api::{
-    EventRow, codec, committed, cursor_record, decode_event, dedup_record, encode_acked,
-    encode_headers, failed, from_json, partition_head, subscription_record, to_json,
+    CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_SUBSCRIPTIONS,
+    SubscriptionRow, codec, committed, decode_event, dedup_record, encode_acked, encode_headers,
+    failed, from_json, recovered, to_json,
 };
 
 type Res<T> = Result<T, StorageError>;
@@ -92,88 +91,23 @@ impl PgStore {
 
     async fn recover(&self) -> Res<RecoveredState> {
         let mut c = self.conn().await?;
-        let rows = sqlx::query(
-            r#"SELECT s.id, s.name, s.config, p.partition, p.first_offset, p.next_floor, p.last_ts,
-                 (SELECT e."offset" FROM tributary_events e WHERE e.stream_id = p.stream_id
-                    AND e.partition = p.partition ORDER BY e."offset" ASC LIMIT 1) AS lo,
-                 (SELECT e."offset" FROM tributary_events e WHERE e.stream_id = p.stream_id
-                    AND e.partition = p.partition ORDER BY e."offset" DESC LIMIT 1) AS hi,
-                 (SELECT e.ts FROM tributary_events e WHERE e.stream_id = p.stream_id
-                    AND e.partition = p.partition ORDER BY e."offset" DESC LIMIT 1) AS hi_ts
-               FROM tributary_streams s JOIN tributary_partitions p ON p.stream_id = s.id
-               ORDER BY s.name, p.partition"#,
-        )
-        .fetch_all(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?;
-        let mut streams: BTreeMap<String, StreamRecord> = BTreeMap::new();
-        let mut ids = Vec::new();
-        for r in rows {
-            let name: String = r.get("name");
-            if !streams.contains_key(&name) {
-                let config: StreamConfig =
-                    from_json("stream config", r.get::<&str, _>("config")).map_err(codec)?;
-                ids.push((config.name.clone(), r.get::<i64, _>("id")));
-                streams.insert(
-                    name.clone(),
-                    StreamRecord {
-                        config,
-                        heads: Vec::new(),
-                    },
-                );
-            }
-            let head = partition_head(
-                r.get("first_offset"),
-                r.get("next_floor"),
-                r.get("last_ts"),
-                r.get("lo"),
-                r.get("hi"),
-                r.get("hi_ts"),
-            );
-            if let Some(s) = streams.get_mut(&name) {
-                s.heads.push(head);
-            }
-        }
+        let heads: Vec<HeadRow> = sqlx::query_as(RECOVER_HEADS)
+            .fetch_all(&mut *c)
+            .await
+            .map_err(|e| failed(&e))?;
+        let subs: Vec<SubscriptionRow> = sqlx::query_as(RECOVER_SUBSCRIPTIONS)
+            .fetch_all(&mut *c)
+            .await
+            .map_err(|e| failed(&e))?;
+        let cursors: Vec<CursorRow> = sqlx::query_as(RECOVER_CURSORS)
+            .fetch_all(&mut *c)
+            .await
+            .map_err(|e| failed(&e))?;
+        let (state, ids) = recovered(heads, subs, cursors).map_err(codec)?;
         if let Ok(mut m) = self.ids.lock() {
             m.extend(ids);
         }
-        let subs = sqlx::query(
-            "SELECT id, config, start_offsets FROM tributary_subscriptions ORDER BY id",
-        )
-        .fetch_all(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?;
-        let subscriptions = subs
-            .iter()
-            .map(|r| {
-                subscription_record(r.get("id"), r.get("config"), r.get("start_offsets"))
-                    .map_err(codec)
-            })
-            .collect::<Res<Vec<_>>>()?;
-        let rows = sqlx::query(
-            "SELECT sub_id, consumer, partition, floor, acked FROM tributary_cursors ORDER BY sub_id, consumer, partition",
-        )
-        .fetch_all(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?;
-        let cursors = rows
-            .iter()
-            .map(|r| {
-                cursor_record(
-                    r.get("sub_id"),
-                    r.get("consumer"),
-                    r.get("partition"),
-                    r.get("floor"),
-                    r.get("acked"),
-                )
-                .map_err(codec)
-            })
-            .collect::<Res<Vec<_>>>()?;
-        Ok(RecoveredState {
-            streams: streams.into_values().collect(),
-            subscriptions,
-            cursors,
-        })
+        Ok(state)
     }
 
     async fn load_dedup(
