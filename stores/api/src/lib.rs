@@ -30,12 +30,19 @@ pub use codec::{
 };
 pub use records::{
     CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_SUBSCRIPTIONS, SubscriptionRow,
-    cursor_record, dedup_record, partition_head, recovered, subscription_record,
+    cursor_record, dedup_record, existing_stream, partition_head, recovered, subscription_record,
 };
 pub use sql_errors::{codec, committed, failed};
 
 use std::future::Future;
+use std::time::Duration;
 use tributary_core::{StorageRequest, StorageResult};
+
+/// Longest wait of a pipelined append for the one it follows (then it fails, writing nothing).
+pub const PREDECESSOR_TIMEOUT: Duration = Duration::from_secs(30);
+/// Rows removed per statement when a deleted stream's events are cleaned up, so that no
+/// statement holds its locks for long.
+pub const DELETE_BATCH: i64 = 10_000;
 
 /// A store: carries out the core's storage requests. Requests may run concurrently; the core
 /// never sends two that conflict (one append in flight per stream, one save per cursor).

@@ -205,3 +205,20 @@ pub fn recovered(
         ids,
     ))
 }
+
+/// The answer to creating a stream that is stored already with `stored` (its JSON): success
+/// for the same configuration (a repeat), a conflict for another.
+pub fn existing_stream(
+    stored: &str,
+    config: &tributary_core::StreamConfig,
+) -> tributary_core::StorageResult {
+    use tributary_core::{StorageError, StorageReply, StorageResult, StreamConfig};
+    if from_json::<StreamConfig>("stream config", stored).is_ok_and(|c| c == *config) {
+        StorageResult::Ok(StorageReply::Done)
+    } else {
+        StorageResult::Err(StorageError::Conflict(format!(
+            "stream {} exists with another configuration",
+            config.name
+        )))
+    }
+}

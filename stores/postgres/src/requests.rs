@@ -9,7 +9,7 @@ use tributary_core::{
 use tributary_store_api::{
     CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_SUBSCRIPTIONS,
     SubscriptionRow, codec, committed, decode_event, dedup_record, encode_acked, encode_headers,
-    failed, from_json, recovered, to_json,
+    existing_stream, failed, recovered, to_json,
 };
 
 type Res<T> = Result<T, StorageError>;
@@ -166,18 +166,7 @@ impl PgStore {
                 .await;
         match existing {
             Err(e) => return StorageResult::Err(failed(&e)),
-            Ok(Some(stored)) => {
-                let same =
-                    from_json::<StreamConfig>("stream config", &stored).is_ok_and(|c| c == *config);
-                return if same {
-                    StorageResult::Ok(StorageReply::Done)
-                } else {
-                    StorageResult::Err(StorageError::Conflict(format!(
-                        "stream {} exists with another configuration",
-                        config.name
-                    )))
-                };
-            }
+            Ok(Some(stored)) => return existing_stream(&stored, config),
             Ok(None) => {}
         }
         let id: Result<i64, _> = sqlx::query_scalar(

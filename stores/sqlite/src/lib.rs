@@ -27,12 +27,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tributary_core::{StorageRequest, StorageResult, StreamName};
+pub use tributary_store_api::{DELETE_BATCH, PREDECESSOR_TIMEOUT};
 use tributary_store_api::{Store, WriteChains};
-
-/// Longest wait of an append for the one before it (then it fails, writing nothing).
-pub const PREDECESSOR_TIMEOUT: Duration = Duration::from_secs(30);
-/// Rows removed per statement when a deleted stream's events are cleaned up.
-pub const DELETE_BATCH: i64 = 10_000;
 
 /// When a commit is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
