@@ -336,6 +336,30 @@ pub enum ReplayItem {
     Failed(Error),
 }
 
+/// What a driver forwards to a client connection besides the replies to its commands: the
+/// `Deliver` and `Replay` outputs, without the connection they name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnEvent {
+    /// Events for an attached consumer.
+    Deliver {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The consumer.
+        consumer: ConsumerId,
+        /// The events.
+        events: Vec<Delivered>,
+    },
+    /// An item of a replay this connection started.
+    Replay {
+        /// The replay.
+        replay: ReplayId,
+        /// The item.
+        item: ReplayItem,
+    },
+}
+
 /// Something the engine tells the driver or the operator.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notice {

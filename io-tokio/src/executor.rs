@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tributary_core::{
-    Command, ConnId, ConsumerId, Delivered, Engine, Error, Input, Notice, OpId, Output, ReplayId,
-    ReplayItem, Reply, ReqId, StorageResult, StreamName, SubscriptionName,
+    Command, ConnEvent, ConnId, Engine, Error, Input, Notice, OpId, Output, Reply, ReqId,
+    StorageResult,
 };
 use tributary_store_api::Store;
 
@@ -31,29 +31,6 @@ impl Default for ExecutorConfig {
             budget: 64,
         }
     }
-}
-
-/// What a connection receives besides the replies to its calls.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ConnEvent {
-    /// Events for an attached consumer.
-    Deliver {
-        /// The stream.
-        stream: StreamName,
-        /// The subscription.
-        subscription: SubscriptionName,
-        /// The consumer.
-        consumer: ConsumerId,
-        /// The events.
-        events: Vec<Delivered>,
-    },
-    /// An item of a replay this connection started.
-    Replay {
-        /// The replay.
-        replay: ReplayId,
-        /// The item.
-        item: ReplayItem,
-    },
 }
 
 enum Msg {
@@ -139,6 +116,10 @@ impl Connection {
         self.handle.call(self.id, cmd).await
     }
 }
+
+/// The connection id of commands that belong to no client connection (publish, read,
+/// administration). Connections get ids from 1.
+pub const NO_CONN: ConnId = ConnId(0);
 
 impl Drop for Connection {
     fn drop(&mut self) {

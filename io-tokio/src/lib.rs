@@ -8,6 +8,11 @@
 //! The loop is runtime-neutral: what depends on the runtime (spawning a task, sleeping) sits
 //! behind the small [`Runtime`] trait, and channels come from `async-channel`, so another
 //! runtime is glue. [`TokioRuntime`] is the production one.
+//!
+//! With the `server` feature (on by default) it also holds what the `tributary` binary runs:
+//! [`server::serve`] (the gRPC server on SQLite or PostgreSQL), its configuration, the store
+//! selection and logging. Embedders who only want the executor turn default features off and
+//! keep `tokio`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -15,9 +20,12 @@
 mod clock;
 mod executor;
 mod runtime;
+#[cfg(feature = "server")]
+pub mod server;
 
 pub use clock::Clock;
-pub use executor::{ConnEvent, Connection, ExecutorConfig, Handle, start};
+pub use executor::{Connection, ExecutorConfig, Handle, NO_CONN, start};
 pub use runtime::Runtime;
 #[cfg(feature = "tokio")]
 pub use runtime::TokioRuntime;
+pub use tributary_core::ConnEvent;

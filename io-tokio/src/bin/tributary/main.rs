@@ -1,0 +1,113 @@
+//! `tributary`: the server (`tributary serve`) and its command-line client.
+//!
+//! Every client command takes `--server URL` (default `http://127.0.0.1:50051`, or
+//! `TRIBUTARY_SERVER`). Errors are one line on stderr and a non-zero exit code.
+
+mod client;
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tributary_io_tokio::server::config::{ConfigError, FileConfig, LogFormat, Overrides, Settings};
+use tributary_io_tokio::server::{logging, serve};
+
+#[derive(Parser)]
+#[command(
+    name = "tributary",
+    version,
+    about = "Tributary: an event-streaming engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server: gRPC on --grpc-listen, the embedded SQLite store in --data-dir unless
+    /// --store names another. Stops cleanly on SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Create, list, show or delete streams.
+    #[command(subcommand)]
+    Stream(client::StreamCmd),
+    /// Publish one event (--data), or one per line of stdin (each line the event's JSON data).
+    Publish(client::PublishArgs),
+    /// Read a subscription, printing one JSON object per event and acknowledging as it goes.
+    Subscribe(client::SubscribeArgs),
+    /// Replay a stream from an offset or a time, optionally to a time, at a rate.
+    Replay(client::ReplayArgs),
+    /// Show or reset a subscription's positions.
+    #[command(subcommand)]
+    Offsets(client::OffsetsCmd),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A TOML configuration file (lowest precedence: environment and flags beat it).
+    #[arg(long, env = "TRIBUTARY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the embedded store keeps its data [default: ./tributary-data].
+    #[arg(long, env = "TRIBUTARY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// `sqlite` (default), `sqlite:PATH`, or `postgres://USER@HOST:PORT/DB[#SCHEMA]`.
+    #[arg(long, env = "TRIBUTARY_STORE")]
+    store: Option<String>,
+    /// The gRPC address [default: 127.0.0.1:50051]; port 0 picks a free port (printed).
+    #[arg(long, env = "TRIBUTARY_GRPC_LISTEN")]
+    grpc_listen: Option<SocketAddr>,
+    /// Log lines for people or as JSON [default: pretty]; filter with RUST_LOG.
+    #[arg(long, env = "TRIBUTARY_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
+    let file = match &a.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    Settings::resolve(
+        file,
+        Overrides {
+            data_dir: a.data_dir,
+            store: a.store,
+            grpc_listen: a.grpc_listen,
+            log_format: a.log_format,
+        },
+    )
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tributary: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Cmd::Serve(a) => {
+                let s = settings(a).map_err(|e| e.to_string())?;
+                logging::init(s.log_format);
+                serve(s).await.map_err(|e| e.to_string())
+            }
+            Cmd::Stream(c) => client::stream(c).await,
+            Cmd::Publish(a) => client::publish(a).await,
+            Cmd::Subscribe(a) => client::subscribe(a).await,
+            Cmd::Replay(a) => client::replay(a).await,
+            Cmd::Offsets(c) => client::offsets(c).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tributary: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! The server's configuration: a TOML file (`--config`), the environment (`TRIBUTARY_*`) and
+//! flags, in that order of precedence (a flag beats the environment, which beats the file).
+//! The file may also declare streams and subscriptions, created at start when missing.
+//!
+//! ```toml
+//! data_dir = "./tributary-data"
+//! store = "sqlite"                  # or "sqlite:PATH", or "postgres://user@host:5432/db"
+//! grpc_listen = "127.0.0.1:50051"
+//! log_format = "pretty"             # or "json"
+//! shutdown_timeout = "10s"
+//!
+//! [[streams]]
+//! name = "orders"
+//! partitions = 4
+//! delivery = "at-least-once"        # "at-most-once", "exactly-once"
+//! dedup_window = "10m"
+//!
+//! [[streams]]
+//! name = "presence"
+//! ephemeral = { max_events = 10000, max_bytes = 1048576, overflow = "drop-oldest" }
+//!
+//! [[subscriptions]]
+//! stream = "orders"
+//! name = "billing"
+//! mode = "exclusive"                # "broadcast"
+//! start = "beginning"               # "end", an offset, or a time like "2026-11-27T10:00:00Z"
+//! ack_wait = "30s"
+//! max_deliveries = 5
+//! ```
+
+use crate::server::store::StoreSpec;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tributary_core::{
+    DeliverySemantics, Overflow, Scope, StartPosition, StreamConfig, StreamName,
+    SubscriptionConfig, SubscriptionMode, SubscriptionName, UnixMillis,
+};
+
+/// The default data folder.
+pub const DEFAULT_DATA_DIR: &str = "./tributary-data";
+/// The default gRPC address.
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where the embedded store keeps its data.
+    pub data_dir: Option<PathBuf>,
+    /// Which store (see [`StoreSpec`]).
+    pub store: Option<String>,
+    /// The gRPC address.
+    pub grpc_listen: Option<SocketAddr>,
+    /// Log format.
+    pub log_format: Option<LogFormat>,
+    /// How long a shutdown waits for calls in flight.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_timeout: Option<Duration>,
+    /// Streams to create at start when missing.
+    #[serde(default)]
+    pub streams: Vec<StreamDecl>,
+    /// Subscriptions to create at start when missing.
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionDecl>,
+}
+
+/// A stream declared in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamDecl {
+    /// Its name.
+    pub name: String,
+    /// Partitions (1).
+    pub partitions: Option<u32>,
+    /// `at-most-once`, `at-least-once` (default) or `exactly-once`.
+    pub delivery: Option<Delivery>,
+    /// Dedup window (10m; "0s" turns it off).
+    #[serde(default, with = "humantime_serde")]
+    pub dedup_window: Option<Duration>,
+    /// Mirrored over AMQP.
+    #[serde(default)]
+    pub cross_service: bool,
+    /// In memory only, with these bounds.
+    pub ephemeral: Option<EphemeralDecl>,
+}
+
+/// Delivery semantics, as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// At most once.
+    AtMostOnce,
+    /// At least once.
+    AtLeastOnce,
+    /// Exactly once.
+    ExactlyOnce,
+}
+
+/// Bounds of an ephemeral stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EphemeralDecl {
+    /// Most events held.
+    pub max_events: u64,
+    /// Most bytes held.
+    pub max_bytes: u64,
+    /// `reject` (default) or `drop-oldest`.
+    #[serde(default)]
+    pub overflow: OverflowDecl,
+}
+
+/// What a full ephemeral stream does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OverflowDecl {
+    /// Refuse the append.
+    #[default]
+    Reject,
+    /// Drop the oldest events.
+    DropOldest,
+}
+
+/// A subscription declared in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionDecl {
+    /// The stream.
+    pub stream: String,
+    /// Its name.
+    pub name: String,
+    /// `broadcast` (default) or `exclusive`.
+    pub mode: Option<ModeDecl>,
+    /// `beginning` (default), `end`, an offset, or an RFC 3339 time.
+    pub start: Option<StartDecl>,
+    /// Ack wait (30s).
+    #[serde(default, with = "humantime_serde")]
+    pub ack_wait: Option<Duration>,
+    /// Deliveries before the dead letter stream (5).
+    pub max_deliveries: Option<u32>,
+    /// Exclusive only: one event per key in flight.
+    #[serde(default)]
+    pub ordered_by_key: bool,
+}
+
+/// A subscription mode, as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModeDecl {
+    /// Every consumer gets every event.
+    Broadcast,
+    /// Competing consumers.
+    Exclusive,
+}
+
+/// A start position, as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum StartDecl {
+    /// An offset.
+    Offset(u64),
+    /// `beginning`, `end` or an RFC 3339 time.
+    Word(String),
+}
+
+/// A configuration that cannot be used. It names the file, the entry and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser says (line, column, key).
+        message: String,
+    },
+    /// A value is wrong.
+    #[error("configuration: {what}: {message}")]
+    Invalid {
+        /// The entry, e.g. `streams[1] (orders).partitions`.
+        what: String,
+        /// What is wrong, with the limit.
+        message: String,
+    },
+}
+
+impl FileConfig {
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Where a value given on the command line or in the environment overrides the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--data-dir` / `TRIBUTARY_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--store` / `TRIBUTARY_STORE`.
+    pub store: Option<String>,
+    /// `--grpc-listen` / `TRIBUTARY_GRPC_LISTEN`.
+    pub grpc_listen: Option<SocketAddr>,
+    /// `--log-format` / `TRIBUTARY_LOG_FORMAT`.
+    pub log_format: Option<LogFormat>,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The data folder.
+    pub data_dir: PathBuf,
+    /// The store.
+    pub store: StoreSpec,
+    /// The gRPC address (port 0: any free port, printed at start).
+    pub grpc_listen: SocketAddr,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// How long a shutdown waits for calls in flight.
+    pub shutdown_timeout: Duration,
+    /// Streams to create when missing.
+    pub streams: Vec<StreamConfig>,
+    /// Subscriptions to create when missing.
+    pub subscriptions: Vec<SubscriptionConfig>,
+}
+
+fn invalid(what: String, message: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        what,
+        message: message.to_string(),
+    }
+}
+
+impl Settings {
+    /// The file's values under the overrides, with defaults for the rest; declarations checked.
+    pub fn resolve(file: FileConfig, over: Overrides) -> Result<Settings, ConfigError> {
+        let store_text = over.store.or(file.store).unwrap_or_else(|| "sqlite".into());
+        let store = store_text.parse().map_err(|e| invalid("store".into(), e))?;
+        let default_listen: SocketAddr = DEFAULT_GRPC_LISTEN
+            .parse()
+            .map_err(|e| invalid("grpc_listen".into(), e))?;
+        let streams = file
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                d.to_config()
+                    .map_err(|(f, m)| invalid(format!("streams[{i}] ({}).{f}", d.name), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let subscriptions = file
+            .subscriptions
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                d.to_config()
+                    .map_err(|(f, m)| invalid(format!("subscriptions[{i}] ({}).{f}", d.name), m))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Settings {
+            data_dir: over
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            store,
+            grpc_listen: over
+                .grpc_listen
+                .or(file.grpc_listen)
+                .unwrap_or(default_listen),
+            log_format: over.log_format.or(file.log_format).unwrap_or_default(),
+            shutdown_timeout: file.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
+            streams,
+            subscriptions,
+        })
+    }
+}
+
+type DeclError = (&'static str, String);
+
+impl StreamDecl {
+    /// The stream configuration it declares.
+    pub fn to_config(&self) -> Result<StreamConfig, DeclError> {
+        let name = StreamName::new(&self.name).map_err(|e| ("name", e.to_string()))?;
+        let mut c = match &self.ephemeral {
+            Some(e) => StreamConfig::ephemeral(
+                name,
+                e.max_events,
+                e.max_bytes,
+                match e.overflow {
+                    OverflowDecl::Reject => Overflow::Reject,
+                    OverflowDecl::DropOldest => Overflow::DropOldest,
+                },
+            ),
+            None => StreamConfig::persistent(name),
+        };
+        if let Some(p) = self.partitions {
+            c.partitions = p;
+        }
+        if let Some(d) = self.delivery {
+            c.delivery = match d {
+                Delivery::AtMostOnce => DeliverySemantics::AtMostOnce,
+                Delivery::AtLeastOnce => DeliverySemantics::AtLeastOnce,
+                Delivery::ExactlyOnce => DeliverySemantics::ExactlyOnce,
+            };
+        }
+        if let Some(w) = self.dedup_window {
+            c.dedup_window = w;
+        }
+        if self.cross_service {
+            c.scope = Scope::CrossService;
+        }
+        c.validate(&tributary_core::Config::default())
+            .map_err(|e| ("", e.to_string()))?;
+        Ok(c)
+    }
+}
+
+/// Parses `beginning`, `end`, an offset or an RFC 3339 time.
+pub fn parse_start(s: &str) -> Result<StartPosition, String> {
+    match s {
+        "beginning" => Ok(StartPosition::Beginning),
+        "end" => Ok(StartPosition::End),
+        _ => {
+            if let Ok(o) = s.parse::<u64>() {
+                return Ok(StartPosition::Offset(o));
+            }
+            humantime::parse_rfc3339_weak(s)
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| {
+                    StartPosition::Time(UnixMillis(
+                        u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                    ))
+                })
+                .ok_or_else(|| {
+                    format!("{s:?}: expected beginning, end, an offset or an RFC 3339 time")
+                })
+        }
+    }
+}
+
+impl SubscriptionDecl {
+    /// The subscription configuration it declares.
+    pub fn to_config(&self) -> Result<SubscriptionConfig, DeclError> {
+        let stream = StreamName::new(&self.stream).map_err(|e| ("stream", e.to_string()))?;
+        let name = SubscriptionName::new(&self.name).map_err(|e| ("name", e.to_string()))?;
+        let mode = match self.mode.unwrap_or(ModeDecl::Broadcast) {
+            ModeDecl::Broadcast => SubscriptionMode::Broadcast,
+            ModeDecl::Exclusive => SubscriptionMode::Exclusive,
+        };
+        let mut c = SubscriptionConfig::new(stream, name, mode);
+        c.start = match &self.start {
+            None => StartPosition::Beginning,
+            Some(StartDecl::Offset(o)) => StartPosition::Offset(*o),
+            Some(StartDecl::Word(w)) => parse_start(w).map_err(|e| ("start", e))?,
+        };
+        if let Some(a) = self.ack_wait {
+            c.ack_wait = a;
+        }
+        if let Some(m) = self.max_deliveries {
+            c.max_deliveries = m;
+        }
+        c.ordered_by_key = self.ordered_by_key;
+        c.validate().map_err(|e| ("", e.to_string()))?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn flags_and_environment_beat_the_file() {
+        let file = parse(
+            r#"
+            data_dir = "/from/file"
+            grpc_listen = "127.0.0.1:1"
+            store = "sqlite:/file.db"
+            "#,
+        )
+        .expect("valid");
+        let over = Overrides {
+            grpc_listen: Some("127.0.0.1:2".parse().expect("addr")),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(file, over).expect("valid");
+        assert_eq!(s.grpc_listen.port(), 2);
+        assert_eq!(s.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(s.store, StoreSpec::Sqlite(Some("/file.db".into())));
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let s = Settings::resolve(FileConfig::default(), Overrides::default()).expect("valid");
+        assert_eq!(s.grpc_listen.to_string(), DEFAULT_GRPC_LISTEN);
+        assert_eq!(s.store, StoreSpec::Sqlite(None));
+        assert_eq!(s.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn declarations_become_configurations() {
+        let file = parse(
+            r#"
+            [[streams]]
+            name = "orders"
+            partitions = 4
+            delivery = "exactly-once"
+            dedup_window = "1m"
+
+            [[streams]]
+            name = "presence"
+            ephemeral = { max_events = 10, max_bytes = 1000, overflow = "drop-oldest" }
+
+            [[subscriptions]]
+            stream = "orders"
+            name = "billing"
+            mode = "exclusive"
+            start = 42
+            ack_wait = "5s"
+            "#,
+        )
+        .expect("valid");
+        let s = Settings::resolve(file, Overrides::default()).expect("valid");
+        assert_eq!(s.streams[0].partitions, 4);
+        assert_eq!(s.streams[0].delivery, DeliverySemantics::ExactlyOnce);
+        assert_eq!(s.streams[0].dedup_window, Duration::from_secs(60));
+        assert!(s.streams[1].is_ephemeral());
+        assert_eq!(s.subscriptions[0].start, StartPosition::Offset(42));
+        assert_eq!(s.subscriptions[0].ack_wait, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_bad_declaration_names_its_entry_and_limit() {
+        let file = parse(
+            r#"
+            [[streams]]
+            name = "orders"
+            partitions = 0
+            "#,
+        )
+        .expect("valid toml");
+        let e = Settings::resolve(file, Overrides::default()).expect_err("refused");
+        let text = e.to_string();
+        assert!(text.contains("streams[0] (orders)"), "{text}");
+        assert!(text.contains("partitions"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_store_are_refused() {
+        let e = parse("grpc_listn = \"x\"").expect_err("unknown key");
+        assert!(e.to_string().contains("grpc_listn"), "{e}");
+        let over = Overrides {
+            store: Some("mysql://x".into()),
+            ..Overrides::default()
+        };
+        let e = Settings::resolve(FileConfig::default(), over).expect_err("refused");
+        assert!(e.to_string().contains("mysql://x"), "{e}");
+    }
+
+    #[test]
+    fn start_positions_parse() {
+        assert_eq!(parse_start("end"), Ok(StartPosition::End));
+        assert_eq!(parse_start("7"), Ok(StartPosition::Offset(7)));
+        assert_eq!(
+            parse_start("1970-01-01T00:00:01Z"),
+            Ok(StartPosition::Time(UnixMillis(1000)))
+        );
+        assert!(parse_start("yesterday").is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! `tributary serve`: the engine on its store, the gRPC service on a socket, and a clean stop
+//! on SIGINT or SIGTERM.
+
+use crate::server::Link;
+use crate::server::config::Settings;
+use crate::{Clock, ExecutorConfig, Handle, NO_CONN, TokioRuntime, start};
+use std::io::Write;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tributary_core::{Command, Config, Engine, Error, Reply};
+use tributary_grpc::{EventStreamService, ServiceConfig};
+use tributary_store_api::Store;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(String),
+    /// The engine refused its configuration.
+    #[error("engine: {0}")]
+    Engine(String),
+    /// A declared stream or subscription could not be created.
+    #[error("declared {what}: {error}")]
+    Declare {
+        /// Which declaration.
+        what: String,
+        /// Why.
+        error: Error,
+    },
+    /// The gRPC address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// Runs the server until SIGINT or SIGTERM. Prints one line on stdout once it listens:
+/// `tributary: listening grpc=ADDR store=STORE`.
+pub async fn serve(settings: Settings) -> Result<(), ServeError> {
+    let store = settings
+        .store
+        .open(&settings.data_dir)
+        .await
+        .map_err(ServeError::Store)?;
+    let config = Config {
+        max_append_writes_in_flight: store.writes_in_flight(),
+        ..Config::default()
+    };
+    let clock = Clock::default();
+    let engine = Engine::new(config, rand::random(), clock.now())
+        .map_err(|e| ServeError::Engine(e.to_string()))?;
+    let handle = start(
+        TokioRuntime,
+        store.clone(),
+        engine,
+        clock,
+        ExecutorConfig::default(),
+    );
+    declare(&handle, &settings).await?;
+
+    let listener = TcpListener::bind(settings.grpc_listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: settings.grpc_listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: settings.grpc_listen,
+        source,
+    })?;
+    let store_name = settings.store.describe(&settings.data_dir);
+    println!("tributary: listening grpc={addr} store={store_name}");
+    let _ = std::io::stdout().flush();
+    tracing::info!(code = 1, grpc = %addr, store = %store_name, "serving");
+
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+    let service = EventStreamService::new(
+        Link {
+            handle: handle.clone(),
+            rt: TokioRuntime,
+        },
+        ServiceConfig::default(),
+        stop_rx,
+    );
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service.into_server())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async move {
+                    let _ = signalled_rx.await;
+                },
+            ),
+    );
+    wait_for_signal().await;
+    tracing::info!(
+        code = 2,
+        "stopping: no new calls; waiting for the calls in flight"
+    );
+    // Sessions and replays end; unary calls in flight (appends) finish and are answered.
+    drop(stop_tx);
+    let _ = signalled_tx.send(());
+    let result = match tokio::time::timeout(settings.shutdown_timeout, server).await {
+        Ok(Ok(r)) => r.map_err(ServeError::from),
+        Ok(Err(join)) => {
+            tracing::error!(code = 3, error = %join, "the gRPC server task failed");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!(
+                code = 3,
+                timeout = ?settings.shutdown_timeout,
+                "calls still in flight after the shutdown timeout: stopping anyway"
+            );
+            Ok(())
+        }
+    };
+    drop(handle);
+    store.close().await;
+    tracing::info!(code = 4, "stopped");
+    result
+}
+
+/// Creates the declared streams and subscriptions that do not exist yet. One that exists
+/// with another configuration is left as it is, with a warning.
+async fn declare(handle: &Handle, settings: &Settings) -> Result<(), ServeError> {
+    for s in &settings.streams {
+        match handle.call(NO_CONN, Command::CreateStream(s.clone())).await {
+            Ok(_) => tracing::info!(code = 1001, stream = %s.name, "declared stream created"),
+            Err(Error::StreamExists(_)) => {
+                let current = handle
+                    .call(NO_CONN, Command::DescribeStream(s.name.clone()))
+                    .await;
+                if matches!(current, Ok(Reply::Stream(i)) if i.config != *s) {
+                    tracing::warn!(code = 1004, stream = %s.name, "declared stream exists with another configuration; kept as it is");
+                }
+            }
+            Err(error) => {
+                return Err(ServeError::Declare {
+                    what: format!("stream {}", s.name),
+                    error,
+                });
+            }
+        }
+    }
+    for c in &settings.subscriptions {
+        match handle
+            .call(NO_CONN, Command::CreateSubscription(c.clone()))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(code = 2000, stream = %c.stream, subscription = %c.name, "declared subscription created")
+            }
+            Err(Error::SubscriptionExists { .. }) => {}
+            Err(error) => {
+                return Err(ServeError::Declare {
+                    what: format!("subscription {} of {}", c.name, c.stream),
+                    error,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,182 @@
+//! Which store a server runs on, named by one string: `sqlite` (the embedded default, in the
+//! data folder), `sqlite:PATH`, or a PostgreSQL URL (`postgres://...`, optionally ending in
+//! `#schema` to keep Tributary's tables in that schema).
+
+use std::path::{Path, PathBuf};
+use tributary_core::{StorageRequest, StorageResult};
+use tributary_store_api::Store;
+use tributary_store_postgres::{PgStore, PgStoreConfig};
+use tributary_store_sqlite::{SqliteStore, SqliteStoreConfig};
+
+/// The database file of the embedded store inside a data folder.
+pub const SQLITE_FILE: &str = "tributary.db";
+
+/// A store, as named on the command line or in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// SQLite in this file; `None`: `tributary.db` in the data folder.
+    Sqlite(Option<PathBuf>),
+    /// PostgreSQL at this URL, in this schema (`None`: `public`).
+    Postgres {
+        /// `postgres://user@host:port/db`.
+        url: String,
+        /// The schema.
+        schema: Option<String>,
+    },
+}
+
+/// A store name that is none of the accepted forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("store {0:?}: expected `sqlite`, `sqlite:PATH` or `postgres://USER@HOST:PORT/DB[#SCHEMA]`")]
+pub struct BadStoreSpec(pub String);
+
+impl std::str::FromStr for StoreSpec {
+    type Err = BadStoreSpec;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "sqlite" {
+            return Ok(StoreSpec::Sqlite(None));
+        }
+        if let Some(path) = s.strip_prefix("sqlite:").filter(|p| !p.is_empty()) {
+            return Ok(StoreSpec::Sqlite(Some(PathBuf::from(path))));
+        }
+        // `postgres:URL` (the benches' form) or the URL itself.
+        let url = match s.strip_prefix("postgres:") {
+            Some(rest) if !rest.starts_with("//") => rest,
+            _ => s,
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let (url, schema) = match url.split_once('#') {
+                Some((u, schema)) => (u, Some(schema.to_string())),
+                None => (url, None),
+            };
+            return Ok(StoreSpec::Postgres {
+                url: url.to_string(),
+                schema,
+            });
+        }
+        Err(BadStoreSpec(s.to_string()))
+    }
+}
+
+impl StoreSpec {
+    /// What to print about it (a PostgreSQL URL without its password).
+    pub fn describe(&self, data_dir: &Path) -> String {
+        match self {
+            StoreSpec::Sqlite(p) => format!("sqlite:{}", self.sqlite_path(p, data_dir).display()),
+            StoreSpec::Postgres { url, schema } => {
+                let shown = match (url.find("://"), url.rfind('@')) {
+                    (Some(s), Some(at)) if at > s => {
+                        let user = &url[s + 3..at];
+                        let user = user.split(':').next().unwrap_or("");
+                        format!("{}{user}{}", &url[..s + 3], &url[at..])
+                    }
+                    _ => url.clone(),
+                };
+                match schema {
+                    Some(sc) => format!("{shown}#{sc}"),
+                    None => shown,
+                }
+            }
+        }
+    }
+
+    fn sqlite_path(&self, p: &Option<PathBuf>, data_dir: &Path) -> PathBuf {
+        p.clone().unwrap_or_else(|| data_dir.join(SQLITE_FILE))
+    }
+
+    /// Opens the store (migrations applied, fsync on).
+    pub async fn open(&self, data_dir: &Path) -> Result<AnyStore, String> {
+        match self {
+            StoreSpec::Sqlite(p) => {
+                let path = self.sqlite_path(p, data_dir);
+                let s = SqliteStore::open(&SqliteStoreConfig::new(path))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(AnyStore::Sqlite(s))
+            }
+            StoreSpec::Postgres { url, schema } => {
+                let mut config = PgStoreConfig::new(url.clone());
+                config.schema = schema.clone();
+                config.pool_size = 32;
+                let s = PgStore::open(&config).await.map_err(|e| e.to_string())?;
+                Ok(AnyStore::Postgres(s))
+            }
+        }
+    }
+}
+
+/// Either SQL store.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    /// SQLite.
+    Sqlite(SqliteStore),
+    /// PostgreSQL.
+    Postgres(PgStore),
+}
+
+impl AnyStore {
+    /// Closes the connections.
+    pub async fn close(&self) {
+        match self {
+            AnyStore::Sqlite(s) => s.close().await,
+            AnyStore::Postgres(s) => s.pool().close().await,
+        }
+    }
+}
+
+impl Store for AnyStore {
+    fn writes_in_flight(&self) -> usize {
+        match self {
+            AnyStore::Sqlite(s) => s.writes_in_flight(),
+            AnyStore::Postgres(s) => s.writes_in_flight(),
+        }
+    }
+
+    fn execute(
+        &self,
+        req: StorageRequest,
+    ) -> impl std::future::Future<Output = StorageResult> + Send {
+        let s = self.clone();
+        async move {
+            match s {
+                AnyStore::Sqlite(s) => s.execute(req).await,
+                AnyStore::Postgres(s) => s.execute(req).await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_names_parse() {
+        assert_eq!("sqlite".parse(), Ok(StoreSpec::Sqlite(None)));
+        assert_eq!(
+            "sqlite:/tmp/x.db".parse(),
+            Ok(StoreSpec::Sqlite(Some("/tmp/x.db".into())))
+        );
+        assert_eq!(
+            "postgres://u:secret@h:5/db#s1".parse(),
+            Ok(StoreSpec::Postgres {
+                url: "postgres://u:secret@h:5/db".into(),
+                schema: Some("s1".into())
+            })
+        );
+        assert_eq!(
+            "postgres:postgres://h/db".parse::<StoreSpec>().map(|_| ()),
+            Ok(())
+        );
+        assert!("mysql://h/db".parse::<StoreSpec>().is_err());
+        assert!("sqlite:".parse::<StoreSpec>().is_err());
+    }
+
+    #[test]
+    fn the_password_is_not_shown() {
+        let s: StoreSpec = "postgres://u:secret@h:5/db".parse().expect("valid");
+        let shown = s.describe(Path::new("."));
+        assert_eq!(shown, "postgres://u@h:5/db");
+    }
+}

@@ -1,0 +1,362 @@
+//! Protobuf messages to and from the core's types. Bad input becomes `INVALID_ARGUMENT`
+//! naming the field, before the core sees the request.
+
+use crate::error_to_status;
+use crate::pb;
+use crate::status::invalid;
+use std::time::Duration;
+use tonic::Status;
+use tributary_core::{
+    AppendOutcome, ConsumerId, CursorInfo, DeliverySemantics, EphemeralLimits, Error, Event,
+    EventId, JSON, NewEvent, Overflow, Position, ReplayFrom, ReplayOptions, Scope, StartPosition,
+    StreamConfig, StreamInfo, StreamKind, StreamName, SubscriptionConfig, SubscriptionInfo,
+    SubscriptionMode, SubscriptionName, UnixMillis,
+};
+
+fn core_err(e: impl Into<Error>) -> Status {
+    error_to_status(&e.into())
+}
+
+/// A stream name from the request.
+pub(crate) fn stream_name(s: &str) -> Result<StreamName, Status> {
+    StreamName::new(s).map_err(core_err)
+}
+
+/// A subscription name from the request.
+pub(crate) fn subscription_name(s: &str) -> Result<SubscriptionName, Status> {
+    SubscriptionName::new(s).map_err(core_err)
+}
+
+/// A consumer id from the request.
+pub(crate) fn consumer_id(s: &str) -> Result<ConsumerId, Status> {
+    ConsumerId::new(s).map_err(core_err)
+}
+
+/// A producer's event; `correlation` (from the request metadata) fills a missing
+/// correlation id.
+pub fn new_event_from_pb(e: pb::NewEvent, correlation: Option<&str>) -> Result<NewEvent, Status> {
+    let event_id = if e.event_id.is_empty() {
+        None
+    } else {
+        let id = uuid::Uuid::parse_str(&e.event_id)
+            .map_err(|err| invalid("event_id", format!("not a UUID: {err}")))?;
+        Some(EventId(id))
+    };
+    Ok(NewEvent {
+        event_id,
+        event_type: e.event_type,
+        schema_version: e.schema_version.max(1),
+        key: e.key,
+        correlation_id: e.correlation_id.or_else(|| correlation.map(str::to_string)),
+        causation_id: e.causation_id,
+        headers: e.headers.into_iter().collect(),
+        content_type: if e.content_type.is_empty() {
+            JSON.to_string()
+        } else {
+            e.content_type
+        },
+        payload: e.payload,
+    })
+}
+
+/// An event as delivered.
+pub fn event_to_pb(e: &Event) -> pb::Event {
+    pb::Event {
+        event_id: e.event_id.0.to_string(),
+        stream: e.stream.to_string(),
+        partition: e.partition,
+        offset: e.offset,
+        event_type: e.event_type.clone(),
+        schema_version: e.schema_version,
+        timestamp: e.timestamp.0,
+        key: e.key.clone(),
+        correlation_id: e.correlation_id.clone(),
+        causation_id: e.causation_id.clone(),
+        headers: e
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        content_type: e.content_type.clone(),
+        payload: e.payload.clone(),
+    }
+}
+
+pub(crate) fn outcome_to_pb(o: &AppendOutcome) -> pb::PublishOutcome {
+    let (p, duplicate) = match o {
+        AppendOutcome::Appended(p) => (p, false),
+        AppendOutcome::Duplicate { original } => (original, true),
+    };
+    pb::PublishOutcome {
+        position: Some(position_to_pb(p)),
+        duplicate,
+    }
+}
+
+pub(crate) fn position_to_pb(p: &Position) -> pb::Position {
+    pb::Position {
+        partition: p.partition,
+        offset: p.offset,
+    }
+}
+
+pub(crate) fn positions(ps: Vec<pb::Position>) -> Result<Vec<Position>, Status> {
+    if ps.is_empty() {
+        return Err(invalid("positions", "at least one position is needed"));
+    }
+    Ok(ps
+        .into_iter()
+        .map(|p| Position {
+            partition: p.partition,
+            offset: p.offset,
+        })
+        .collect())
+}
+
+/// A stream configuration from a create request.
+pub(crate) fn stream_config(r: pb::CreateStreamRequest) -> Result<StreamConfig, Status> {
+    let name = stream_name(&r.name)?;
+    let mut c = match r.ephemeral {
+        Some(e) => StreamConfig::ephemeral(
+            name,
+            e.max_events,
+            e.max_bytes,
+            match pb::Overflow::try_from(e.overflow) {
+                Ok(pb::Overflow::DropOldest) => Overflow::DropOldest,
+                Ok(pb::Overflow::Reject | pb::Overflow::Unspecified) => Overflow::Reject,
+                Err(_) => return Err(invalid("ephemeral.overflow", "unknown value")),
+            },
+        ),
+        None => StreamConfig::persistent(name),
+    };
+    if r.partitions > 0 {
+        c.partitions = r.partitions;
+    }
+    c.delivery = match pb::DeliverySemantics::try_from(r.delivery) {
+        Ok(pb::DeliverySemantics::AtMostOnce) => DeliverySemantics::AtMostOnce,
+        Ok(pb::DeliverySemantics::AtLeastOnce | pb::DeliverySemantics::Unspecified) => {
+            DeliverySemantics::AtLeastOnce
+        }
+        Ok(pb::DeliverySemantics::ExactlyOnce) => DeliverySemantics::ExactlyOnce,
+        Err(_) => return Err(invalid("delivery", "unknown value")),
+    };
+    if let Some(ms) = r.dedup_window_ms {
+        c.dedup_window = Duration::from_millis(ms);
+    }
+    if r.cross_service {
+        c.scope = Scope::CrossService;
+    }
+    Ok(c)
+}
+
+/// A stream configuration as a create request (what `GetStream` shows).
+pub(crate) fn stream_config_to_pb(c: &StreamConfig) -> pb::CreateStreamRequest {
+    pb::CreateStreamRequest {
+        name: c.name.to_string(),
+        partitions: c.partitions,
+        delivery: match c.delivery {
+            DeliverySemantics::AtMostOnce => pb::DeliverySemantics::AtMostOnce,
+            DeliverySemantics::AtLeastOnce => pb::DeliverySemantics::AtLeastOnce,
+            DeliverySemantics::ExactlyOnce => pb::DeliverySemantics::ExactlyOnce,
+        } as i32,
+        dedup_window_ms: Some(u64::try_from(c.dedup_window.as_millis()).unwrap_or(u64::MAX)),
+        cross_service: c.scope == Scope::CrossService,
+        ephemeral: match c.kind {
+            StreamKind::Persistent => None,
+            StreamKind::Ephemeral(EphemeralLimits {
+                max_events,
+                max_bytes,
+                overflow,
+            }) => Some(pb::Ephemeral {
+                max_events,
+                max_bytes,
+                overflow: match overflow {
+                    Overflow::Reject => pb::Overflow::Reject,
+                    Overflow::DropOldest => pb::Overflow::DropOldest,
+                } as i32,
+            }),
+        },
+    }
+}
+
+pub(crate) fn stream_info_to_pb(i: &StreamInfo) -> pb::StreamInfo {
+    pb::StreamInfo {
+        config: Some(stream_config_to_pb(&i.config)),
+        partitions: i
+            .partitions
+            .iter()
+            .zip(0u32..)
+            .map(|(p, n)| pb::PartitionInfo {
+                partition: n,
+                first: p.first,
+                next: p.next,
+            })
+            .collect(),
+        length: i.length(),
+        subscriptions: i.subscriptions as u64,
+    }
+}
+
+pub(crate) fn start_position(p: Option<pb::StartPosition>) -> StartPosition {
+    match p.and_then(|p| p.at) {
+        None | Some(pb::start_position::At::Beginning(_)) => StartPosition::Beginning,
+        Some(pb::start_position::At::End(_)) => StartPosition::End,
+        Some(pb::start_position::At::Offset(o)) => StartPosition::Offset(o),
+        Some(pb::start_position::At::Time(t)) => StartPosition::Time(UnixMillis(t)),
+    }
+}
+
+fn start_position_to_pb(p: StartPosition) -> pb::StartPosition {
+    let at = match p {
+        StartPosition::Beginning => pb::start_position::At::Beginning(pb::Empty {}),
+        StartPosition::End => pb::start_position::At::End(pb::Empty {}),
+        StartPosition::Offset(o) => pb::start_position::At::Offset(o),
+        StartPosition::Time(t) => pb::start_position::At::Time(t.0),
+    };
+    pb::StartPosition { at: Some(at) }
+}
+
+/// A subscription configuration from the request.
+pub(crate) fn subscription_config(c: pb::SubscriptionConfig) -> Result<SubscriptionConfig, Status> {
+    let mode = match pb::SubscriptionMode::try_from(c.mode) {
+        Ok(pb::SubscriptionMode::Broadcast | pb::SubscriptionMode::Unspecified) => {
+            SubscriptionMode::Broadcast
+        }
+        Ok(pb::SubscriptionMode::Exclusive) => SubscriptionMode::Exclusive,
+        Ok(pb::SubscriptionMode::ConsumerGroup | pb::SubscriptionMode::ReadReceipt) => {
+            return Err(invalid(
+                "mode",
+                "consumer-group and read-receipt subscriptions are not available yet",
+            ));
+        }
+        Err(_) => return Err(invalid("mode", "unknown value")),
+    };
+    let mut s = SubscriptionConfig::new(stream_name(&c.stream)?, subscription_name(&c.name)?, mode);
+    s.start = start_position(c.start);
+    if c.ack_wait_ms > 0 {
+        s.ack_wait = Duration::from_millis(c.ack_wait_ms);
+    }
+    if c.max_deliveries > 0 {
+        s.max_deliveries = c.max_deliveries;
+    }
+    s.ordered_by_key = c.ordered_by_key;
+    Ok(s)
+}
+
+pub(crate) fn subscription_config_to_pb(c: &SubscriptionConfig) -> pb::SubscriptionConfig {
+    pb::SubscriptionConfig {
+        stream: c.stream.to_string(),
+        name: c.name.to_string(),
+        mode: match c.mode {
+            SubscriptionMode::Broadcast => pb::SubscriptionMode::Broadcast,
+            SubscriptionMode::Exclusive => pb::SubscriptionMode::Exclusive,
+        } as i32,
+        start: Some(start_position_to_pb(c.start)),
+        ack_wait_ms: u64::try_from(c.ack_wait.as_millis()).unwrap_or(u64::MAX),
+        max_deliveries: c.max_deliveries,
+        ordered_by_key: c.ordered_by_key,
+    }
+}
+
+fn cursor_to_pb(c: &CursorInfo, heads: Option<&StreamInfo>) -> pb::Cursor {
+    let lag = heads.map_or(0, |s| {
+        s.partitions
+            .iter()
+            .zip(&c.floors)
+            .map(|(p, f)| p.next.saturating_sub(*f))
+            .sum()
+    });
+    pb::Cursor {
+        consumer: c
+            .consumer
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        floors: c.floors.clone(),
+        next: c.next.clone(),
+        pending: c.pending,
+        lag,
+    }
+}
+
+/// A subscription with its cursors; `stream` (when known) gives the lag.
+pub(crate) fn subscription_info_to_pb(
+    i: &SubscriptionInfo,
+    stream: Option<&StreamInfo>,
+) -> pb::SubscriptionInfo {
+    pb::SubscriptionInfo {
+        config: Some(subscription_config_to_pb(&i.config)),
+        cursors: i.cursors.iter().map(|c| cursor_to_pb(c, stream)).collect(),
+        attached: i.attached.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Where a replay starts, and how it runs.
+pub(crate) fn replay(r: &pb::ReplayRequest) -> Result<(ReplayFrom, ReplayOptions), Status> {
+    let from = match &r.from {
+        None => ReplayFrom::Offset(0),
+        Some(pb::replay_request::From::Offset(o)) => ReplayFrom::Offset(*o),
+        Some(pb::replay_request::From::Time(t)) => ReplayFrom::Time(UnixMillis(*t)),
+        Some(pb::replay_request::From::Range(pb::TimeRange { start, end })) => {
+            ReplayFrom::TimeRange(UnixMillis(*start), UnixMillis(*end))
+        }
+    };
+    let options = ReplayOptions {
+        batch_size: (r.batch_size > 0).then_some(r.batch_size),
+        max_events: r.max_events,
+        max_events_per_second: (r.max_events_per_second > 0).then_some(r.max_events_per_second),
+        event_types: r.event_types.clone(),
+        progress_interval: (r.progress_interval_ms > 0)
+            .then(|| Duration::from_millis(r.progress_interval_ms)),
+        from_first_available: r.from_first_available,
+    };
+    Ok((from, options))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_event_id_names_the_field() {
+        let e = pb::NewEvent {
+            event_id: "not-a-uuid".into(),
+            event_type: "t".into(),
+            ..Default::default()
+        };
+        let s = new_event_from_pb(e, None).expect_err("refused");
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().contains("event_id"), "{}", s.message());
+    }
+
+    #[test]
+    fn metadata_correlation_fills_only_a_missing_one() {
+        let mut e = pb::NewEvent {
+            event_type: "t".into(),
+            ..Default::default()
+        };
+        let n = new_event_from_pb(e.clone(), Some("meta")).expect("valid");
+        assert_eq!(n.correlation_id.as_deref(), Some("meta"));
+        assert_eq!(n.content_type, JSON);
+        assert_eq!(n.schema_version, 1);
+        e.correlation_id = Some("own".into());
+        let n = new_event_from_pb(e, Some("meta")).expect("valid");
+        assert_eq!(n.correlation_id.as_deref(), Some("own"));
+    }
+
+    #[test]
+    fn stream_config_round_trips() {
+        let r = pb::CreateStreamRequest {
+            name: "orders".into(),
+            partitions: 4,
+            delivery: pb::DeliverySemantics::ExactlyOnce as i32,
+            dedup_window_ms: Some(60_000),
+            cross_service: true,
+            ephemeral: None,
+        };
+        let c = stream_config(r.clone()).expect("valid");
+        assert_eq!(c.partitions, 4);
+        assert_eq!(c.delivery, DeliverySemantics::ExactlyOnce);
+        assert_eq!(stream_config_to_pb(&c), r);
+    }
+}

@@ -1,0 +1,36 @@
+//! What the service needs from an executor: commands, client connections, spawning, sleeping.
+
+use std::future::Future;
+use std::time::Duration;
+use tributary_core::{Command, ConnEvent, Error, Reply};
+
+/// A way to reach a running engine, implemented by an executor.
+pub trait EngineLink: Clone + Send + Sync + 'static {
+    /// A client connection of the engine.
+    type Conn: EngineConn;
+
+    /// Sends a command that belongs to no session (publish, read, administration).
+    fn call(&self, cmd: Command) -> impl Future<Output = Result<Reply, Error>> + Send;
+
+    /// Opens a connection: its consumers and replays live until it is dropped.
+    fn connect(&self) -> impl Future<Output = Result<Self::Conn, Error>> + Send;
+
+    /// Runs a task in the background.
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, f: F);
+
+    /// Completes after `d`.
+    fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// One client connection of the engine. Dropping it detaches its consumers and stops its
+/// replays.
+pub trait EngineConn: Send + Sync + 'static {
+    /// Sends a command on this connection.
+    fn call(&self, cmd: Command) -> impl Future<Output = Result<Reply, Error>> + Send;
+
+    /// The next delivery or replay item for this connection; `None` once the engine stopped.
+    fn next(&self) -> impl Future<Output = Option<ConnEvent>> + Send;
+
+    /// Deliveries and replay items waiting to be taken with `next`.
+    fn backlog(&self) -> usize;
+}

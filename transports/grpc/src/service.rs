@@ -1,0 +1,585 @@
+//! The `tributary.v1.EventStream` service over an [`EngineLink`].
+
+use crate::convert::{
+    consumer_id, new_event_from_pb, outcome_to_pb, replay, start_position, stream_config,
+    stream_info_to_pb, stream_name, subscription_config, subscription_info_to_pb,
+    subscription_name,
+};
+use crate::link::{EngineConn, EngineLink};
+use crate::pb;
+use crate::pb::event_stream_server::EventStream;
+use crate::session::{Sent, Session, Settle, answer, expect_open, forward};
+use crate::status::invalid;
+use crate::{CORRELATION_HEADER, error_to_status, event_to_pb};
+use futures_util::{FutureExt, Stream, select_biased};
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::{Request, Response, Status, Streaming};
+use tributary_core::{AppendRequest, Command, ConnEvent, Error, ReplayItem, Reply};
+
+/// How the service behaves.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// A subscription stream with nothing to send sends a heartbeat this often (10 s).
+    pub heartbeat_interval: Duration,
+    /// Messages queued per response stream before the sender waits for the client.
+    pub response_buffer: usize,
+    /// Replay items a client may fall behind by before its replay is stopped with
+    /// `RESOURCE_EXHAUSTED` (a replay has no back-pressure in the core beyond its rate).
+    pub max_replay_backlog: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            heartbeat_interval: Duration::from_secs(10),
+            response_buffer: 64,
+            max_replay_backlog: 1024,
+        }
+    }
+}
+
+/// The service. Cheap to clone; clones share their sessions.
+pub struct EventStreamService<L: EngineLink> {
+    link: L,
+    config: ServiceConfig,
+    /// Sessions of the server-streaming variant, by session id (for `Settle`).
+    sessions: Sessions<L::Conn>,
+    /// Closed when the server shuts down: every session and replay ends.
+    stop: async_channel::Receiver<()>,
+}
+
+impl<L: EngineLink> Clone for EventStreamService<L> {
+    fn clone(&self) -> Self {
+        EventStreamService {
+            link: self.link.clone(),
+            config: self.config.clone(),
+            sessions: self.sessions.clone(),
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+/// Open sessions of the server-streaming variant, by session id.
+type Sessions<C> = Arc<Mutex<BTreeMap<String, Arc<Session<C>>>>>;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn correlation<T>(req: &Request<T>) -> Option<String> {
+    req.metadata()
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn unexpected(r: Reply) -> Status {
+    Status::internal(format!("unexpected reply from the engine: {r:?}"))
+}
+
+impl<L: EngineLink> EventStreamService<L> {
+    /// A service over `link`. Sessions and replays end when every sender of `stop` is
+    /// dropped (the server shuts down).
+    pub fn new(link: L, config: ServiceConfig, stop: async_channel::Receiver<()>) -> Self {
+        EventStreamService {
+            link,
+            config,
+            sessions: Arc::default(),
+            stop,
+        }
+    }
+
+    /// The tonic server of this service.
+    pub fn into_server(self) -> pb::event_stream_server::EventStreamServer<Self> {
+        pb::event_stream_server::EventStreamServer::new(self)
+            .max_decoding_message_size(8 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    async fn call(&self, cmd: Command) -> Result<Reply, Status> {
+        self.link.call(cmd).await.map_err(|e| error_to_status(&e))
+    }
+
+    async fn append(
+        &self,
+        r: pb::PublishRequest,
+        correlation: Option<&str>,
+    ) -> Result<pb::PublishResponse, Status> {
+        let stream = stream_name(&r.stream)?;
+        let events = r
+            .events
+            .into_iter()
+            .map(|e| new_event_from_pb(e, correlation))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cmd = Command::Append(AppendRequest {
+            stream: stream.clone(),
+            events,
+            expected_offset: r.expected_offset,
+        });
+        match self.call(cmd).await {
+            Ok(Reply::Appended(outcomes)) => {
+                for o in &outcomes {
+                    let (p, duplicate) = match o {
+                        tributary_core::AppendOutcome::Appended(p) => (p, false),
+                        tributary_core::AppendOutcome::Duplicate { original } => (original, true),
+                    };
+                    tracing::debug!(
+                        code = 4000,
+                        stream = %stream,
+                        partition = p.partition,
+                        offset = p.offset,
+                        duplicate,
+                        correlation_id = correlation.unwrap_or(""),
+                        "published"
+                    );
+                }
+                Ok(pb::PublishResponse {
+                    outcomes: outcomes.iter().map(outcome_to_pb).collect(),
+                })
+            }
+            Ok(r) => Err(unexpected(r)),
+            Err(s) => {
+                tracing::info!(code = 4001, stream = %stream, status = ?s.code(), error = s.message(), correlation_id = correlation.unwrap_or(""), "publish refused");
+                Err(s)
+            }
+        }
+    }
+
+    /// Opens a session: connects, creates the subscription if asked and missing, attaches.
+    async fn open(
+        &self,
+        o: pb::OpenSubscription,
+    ) -> Result<(Arc<Session<L::Conn>>, async_channel::Receiver<u32>), Status> {
+        let stream = stream_name(&o.stream)?;
+        let subscription = subscription_name(&o.subscription)?;
+        let consumer = consumer_id(&o.consumer)?;
+        if let Some(mut c) = o.create {
+            c.stream.clone_from(&o.stream);
+            c.name.clone_from(&o.subscription);
+            match self
+                .link
+                .call(Command::CreateSubscription(subscription_config(c)?))
+                .await
+            {
+                Ok(_) | Err(Error::SubscriptionExists { .. }) => {}
+                Err(e) => return Err(error_to_status(&e)),
+            }
+        }
+        let conn = self.link.connect().await.map_err(|e| error_to_status(&e))?;
+        conn.call(Command::Attach {
+            stream: stream.clone(),
+            subscription: subscription.clone(),
+            consumer: consumer.clone(),
+            max_in_flight: (o.max_in_flight > 0).then_some(o.max_in_flight),
+        })
+        .await
+        .map_err(|e| error_to_status(&e))?;
+        tracing::info!(code = 3000, stream = %stream, subscription = %subscription, consumer = %consumer, "consumer attached");
+        let (grants, grants_rx) = async_channel::unbounded();
+        let session = Arc::new(Session {
+            id: uuid::Uuid::new_v4().to_string(),
+            conn,
+            stream,
+            subscription,
+            consumer,
+            grants,
+        });
+        Ok((session, grants_rx))
+    }
+
+    fn subscribed(&self, request_id: u64, session: &Session<L::Conn>) -> Sent {
+        Ok(pb::SubscribeResponse {
+            request_id,
+            kind: Some(pb::subscribe_response::Kind::Subscribed(pb::Subscribed {
+                session_id: session.id.clone(),
+            })),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl<L: EngineLink> EventStream for EventStreamService<L> {
+    async fn publish(
+        &self,
+        req: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let corr = correlation(&req);
+        self.append(req.into_inner(), corr.as_deref())
+            .await
+            .map(Response::new)
+    }
+
+    async fn publish_stream(
+        &self,
+        req: Request<Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<pb::PublishStreamResponse>, Status> {
+        let corr = correlation(&req);
+        let mut input = req.into_inner();
+        let mut out = pb::PublishStreamResponse::default();
+        while let Some(r) = input.message().await? {
+            let batch = self.append(r, corr.as_deref()).await.map_err(|s| {
+                Status::new(
+                    s.code(),
+                    format!(
+                        "batch {} refused ({} batches, {} events appended before it): {}",
+                        out.batches.len(),
+                        out.batches.len(),
+                        out.events,
+                        s.message()
+                    ),
+                )
+            })?;
+            out.events += batch.outcomes.len() as u64;
+            out.batches.push(batch);
+        }
+        Ok(Response::new(out))
+    }
+
+    type SubscribeStream = BoxStream<pb::SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        req: Request<Streaming<pb::SubscribeRequest>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let mut input = req.into_inner();
+        let (request_id, open) = expect_open(input.message().await?)?;
+        let credit = (open.initial_credit > 0).then_some(u64::from(open.initial_credit));
+        let (session, grants) = self.open(open).await?;
+        let (out, rx) = async_channel::bounded::<Sent>(self.config.response_buffer.max(1));
+        let _ = out.send(self.subscribed(request_id, &session)).await;
+        self.link.spawn(forward(
+            self.link.clone(),
+            session.clone(),
+            grants,
+            credit,
+            self.config.heartbeat_interval,
+            out.clone(),
+            self.stop.clone(),
+        ));
+        let stop = self.stop.clone();
+        self.link.spawn(async move {
+            loop {
+                let m = select_biased! {
+                    _ = stop.recv().fuse() => return,
+                    m = input.message().fuse() => m,
+                };
+                let m = match m {
+                    Ok(Some(m)) => m,
+                    // The client finished or broke the stream: the session ends (dropping the
+                    // grants sender stops the forwarding task, which drops the connection).
+                    Ok(None) | Err(_) => return,
+                };
+                use pb::subscribe_request::Kind;
+                let settle = match m.kind {
+                    Some(Kind::Ack(a)) => Settle::Ack(a),
+                    Some(Kind::Nack(n)) => Settle::Nack(n),
+                    Some(Kind::Term(t)) => Settle::Term(t),
+                    Some(Kind::Credit(c)) => Settle::Credit(c),
+                    Some(Kind::Heartbeat(_)) => continue,
+                    Some(Kind::Open(_)) | None => {
+                        let e = invalid("open", "a session is opened once, by its first message");
+                        if out.send(Ok(answer(m.request_id, Err(e)))).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                let r = session.settle(settle).await;
+                if out.send(Ok(answer(m.request_id, r))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(rx)))
+    }
+
+    type SubscribeServerStreamStream = BoxStream<pb::SubscribeResponse>;
+
+    async fn subscribe_server_stream(
+        &self,
+        req: Request<pb::OpenSubscription>,
+    ) -> Result<Response<Self::SubscribeServerStreamStream>, Status> {
+        let open = req.into_inner();
+        let credit = (open.initial_credit > 0).then_some(u64::from(open.initial_credit));
+        let (session, grants) = self.open(open).await?;
+        let (out, rx) = async_channel::bounded::<Sent>(self.config.response_buffer.max(1));
+        let _ = out.send(self.subscribed(0, &session)).await;
+        if let Ok(mut s) = self.sessions.lock() {
+            s.insert(session.id.clone(), session.clone());
+        }
+        let (link, sessions, heartbeat, stop) = (
+            self.link.clone(),
+            self.sessions.clone(),
+            self.config.heartbeat_interval,
+            self.stop.clone(),
+        );
+        self.link.spawn(async move {
+            let id = session.id.clone();
+            forward(link, session, grants, credit, heartbeat, out, stop).await;
+            if let Ok(mut s) = sessions.lock() {
+                s.remove(&id);
+            }
+        });
+        Ok(Response::new(Box::pin(rx)))
+    }
+
+    async fn settle(
+        &self,
+        req: Request<pb::SettleRequest>,
+    ) -> Result<Response<pb::SettleResponse>, Status> {
+        let r = req.into_inner();
+        let session = self
+            .sessions
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&r.session_id).cloned())
+            .ok_or_else(|| Status::not_found(format!("no open session {:?}", r.session_id)))?;
+        use pb::settle_request::Kind;
+        let settle = match r.kind {
+            Some(Kind::Ack(a)) => Settle::Ack(a),
+            Some(Kind::Nack(n)) => Settle::Nack(n),
+            Some(Kind::Term(t)) => Settle::Term(t),
+            Some(Kind::Credit(c)) => Settle::Credit(c),
+            None => {
+                return Err(invalid(
+                    "kind",
+                    "one of ack, nack, term or credit is needed",
+                ));
+            }
+        };
+        match session.settle(settle).await? {
+            pb::subscribe_response::Kind::AckResult(a) => Ok(Response::new(pb::SettleResponse {
+                ack_result: Some(a),
+            })),
+            _ => Ok(Response::new(pb::SettleResponse { ack_result: None })),
+        }
+    }
+
+    type ReplayStream = BoxStream<pb::ReplayResponse>;
+
+    async fn replay(
+        &self,
+        req: Request<pb::ReplayRequest>,
+    ) -> Result<Response<Self::ReplayStream>, Status> {
+        let r = req.into_inner();
+        let stream = stream_name(&r.stream)?;
+        let (from, options) = replay(&r)?;
+        let conn = self.link.connect().await.map_err(|e| error_to_status(&e))?;
+        let id = match conn
+            .call(Command::Replay {
+                stream,
+                from,
+                options,
+            })
+            .await
+        {
+            Ok(Reply::ReplayStarted(id)) => id,
+            Ok(r) => return Err(unexpected(r)),
+            Err(e) => return Err(error_to_status(&e)),
+        };
+        let (out, rx) = async_channel::bounded(self.config.response_buffer.max(1));
+        let (stop, max_backlog) = (self.stop.clone(), self.config.max_replay_backlog);
+        self.link.spawn(async move {
+            use pb::replay_response::Kind;
+            loop {
+                let item = select_biased! {
+                    _ = stop.recv().fuse() => {
+                        let _ = out.send(Err(Status::unavailable("the server is shutting down"))).await;
+                        return;
+                    }
+                    e = conn.next().fuse() => e,
+                };
+                let (kind, last) = match item {
+                    Some(ConnEvent::Replay { replay, item }) if replay == id => match item {
+                        ReplayItem::Events(events) => (
+                            Kind::Events(pb::Deliveries {
+                                events: events
+                                    .iter()
+                                    .map(|e| pb::Delivery { event: Some(event_to_pb(e)), attempt: 1 })
+                                    .collect(),
+                            }),
+                            false,
+                        ),
+                        ReplayItem::Progress { done, rate, remaining, eta } => (
+                            Kind::Progress(pb::ReplayProgress {
+                                done,
+                                rate,
+                                remaining,
+                                eta_ms: u64::try_from(eta.as_millis()).unwrap_or(u64::MAX),
+                            }),
+                            false,
+                        ),
+                        ReplayItem::Done { total } => (Kind::Done(pb::ReplayDone { total }), true),
+                        ReplayItem::Failed(e) => {
+                            let _ = out.send(Err(error_to_status(&e))).await;
+                            return;
+                        }
+                    },
+                    Some(_) => continue,
+                    None => {
+                        let _ = out.send(Err(Status::unavailable("the engine has stopped"))).await;
+                        return;
+                    }
+                };
+                if conn.backlog() > max_backlog {
+                    let _ = out
+                        .send(Err(Status::resource_exhausted(format!(
+                            "the client fell more than {max_backlog} replay batches behind; \
+                             replay with max_events_per_second"
+                        ))))
+                        .await;
+                    return;
+                }
+                if out.send(Ok(pb::ReplayResponse { kind: Some(kind) })).await.is_err() || last {
+                    // Dropping the connection stops the replay in the engine.
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(rx)))
+    }
+
+    async fn read(
+        &self,
+        req: Request<pb::ReadRequest>,
+    ) -> Result<Response<pb::ReadResponse>, Status> {
+        let r = req.into_inner();
+        let cmd = Command::Read {
+            stream: stream_name(&r.stream)?,
+            partition: r.partition,
+            from: r.from,
+            max: if r.max == 0 { 100 } else { r.max },
+        };
+        match self.call(cmd).await? {
+            Reply::Events(events) => Ok(Response::new(pb::ReadResponse {
+                events: events.iter().map(|e| event_to_pb(e)).collect(),
+            })),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn create_stream(
+        &self,
+        req: Request<pb::CreateStreamRequest>,
+    ) -> Result<Response<pb::StreamInfo>, Status> {
+        let config = stream_config(req.into_inner())?;
+        let name = config.name.clone();
+        self.call(Command::CreateStream(config)).await?;
+        tracing::info!(code = 1001, stream = %name, "stream created");
+        match self.call(Command::DescribeStream(name)).await? {
+            Reply::Stream(i) => Ok(Response::new(stream_info_to_pb(&i))),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn delete_stream(
+        &self,
+        req: Request<pb::DeleteStreamRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let name = stream_name(&req.into_inner().name)?;
+        self.call(Command::DeleteStream(name.clone())).await?;
+        tracing::info!(code = 1003, stream = %name, "stream deleted");
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn get_stream(
+        &self,
+        req: Request<pb::GetStreamRequest>,
+    ) -> Result<Response<pb::StreamInfo>, Status> {
+        let name = stream_name(&req.into_inner().name)?;
+        match self.call(Command::DescribeStream(name)).await? {
+            Reply::Stream(i) => Ok(Response::new(stream_info_to_pb(&i))),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn list_streams(
+        &self,
+        _req: Request<pb::Empty>,
+    ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+        match self.call(Command::ListStreams).await? {
+            Reply::Streams(s) => Ok(Response::new(pb::ListStreamsResponse {
+                streams: s.iter().map(stream_info_to_pb).collect(),
+            })),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    async fn create_subscription(
+        &self,
+        req: Request<pb::SubscriptionConfig>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let config = subscription_config(req.into_inner())?;
+        let (stream, name) = (config.stream.clone(), config.name.clone());
+        self.call(Command::CreateSubscription(config)).await?;
+        tracing::info!(code = 2000, stream = %stream, subscription = %name, "subscription created");
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn delete_subscription(
+        &self,
+        req: Request<pb::SubscriptionRef>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        let (stream, subscription) = (stream_name(&r.stream)?, subscription_name(&r.subscription)?);
+        self.call(Command::DeleteSubscription {
+            stream: stream.clone(),
+            subscription: subscription.clone(),
+        })
+        .await?;
+        tracing::info!(code = 2001, stream = %stream, subscription = %subscription, "subscription deleted");
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn get_subscription(
+        &self,
+        req: Request<pb::SubscriptionRef>,
+    ) -> Result<Response<pb::SubscriptionInfo>, Status> {
+        let r = req.into_inner();
+        let stream = stream_name(&r.stream)?;
+        let subscription = subscription_name(&r.subscription)?;
+        let info = match self
+            .call(Command::DescribeSubscription {
+                stream: stream.clone(),
+                subscription,
+            })
+            .await?
+        {
+            Reply::Subscription(i) => i,
+            r => return Err(unexpected(r)),
+        };
+        let heads = match self.call(Command::DescribeStream(stream)).await {
+            Ok(Reply::Stream(s)) => Some(s),
+            _ => None,
+        };
+        Ok(Response::new(subscription_info_to_pb(
+            &info,
+            heads.as_ref(),
+        )))
+    }
+
+    async fn reset_offset(
+        &self,
+        req: Request<pb::ResetOffsetRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        let to =
+            r.to.ok_or_else(|| invalid("to", "an offset, a time, beginning or end is needed"))?;
+        let (stream, subscription) = (stream_name(&r.stream)?, subscription_name(&r.subscription)?);
+        let consumer = if r.consumer.is_empty() {
+            None
+        } else {
+            Some(consumer_id(&r.consumer)?)
+        };
+        self.call(Command::ResetSubscription {
+            stream: stream.clone(),
+            subscription: subscription.clone(),
+            consumer,
+            to: start_position(Some(to)),
+        })
+        .await?;
+        tracing::info!(code = 2002, stream = %stream, subscription = %subscription, consumer = r.consumer, "offset reset");
+        Ok(Response::new(pb::Empty {}))
+    }
+}

@@ -1,0 +1,148 @@
+//! The core's errors as gRPC statuses: a code from the error's class, the error's text as the
+//! message, and a `google.rpc.ErrorInfo` detail (plus `BadRequest` for bad input).
+
+use std::collections::HashMap;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use tributary_core::{Error, ErrorClass, InvalidInput};
+
+/// The `domain` of every `ErrorInfo` this service sends.
+pub const ERROR_DOMAIN: &str = "tributary";
+
+/// The gRPC code for an error class.
+pub(crate) fn code_of(class: ErrorClass) -> Code {
+    match class {
+        ErrorClass::InvalidArgument => Code::InvalidArgument,
+        ErrorClass::NotFound => Code::NotFound,
+        ErrorClass::AlreadyExists => Code::AlreadyExists,
+        ErrorClass::FailedPrecondition => Code::FailedPrecondition,
+        ErrorClass::ResourceExhausted => Code::ResourceExhausted,
+        ErrorClass::OutOfRange => Code::OutOfRange,
+        ErrorClass::Unavailable => Code::Unavailable,
+    }
+}
+
+/// The error's name, as the `reason` of its `ErrorInfo`.
+pub(crate) fn reason_of(e: &Error) -> &'static str {
+    match e {
+        Error::Invalid(_) => "INVALID_INPUT",
+        Error::StreamNotFound(_) => "STREAM_NOT_FOUND",
+        Error::StreamExists(_) => "STREAM_EXISTS",
+        Error::SubscriptionNotFound { .. } => "SUBSCRIPTION_NOT_FOUND",
+        Error::SubscriptionExists { .. } => "SUBSCRIPTION_EXISTS",
+        Error::NotAttached(_) => "NOT_ATTACHED",
+        Error::AlreadyAttached(_) => "ALREADY_ATTACHED",
+        Error::WrongExpectedOffset { .. } => "WRONG_EXPECTED_OFFSET",
+        Error::StreamFull { .. } => "STREAM_FULL",
+        Error::Busy { .. } => "BUSY",
+        Error::Truncated { .. } => "TRUNCATED",
+        Error::Unavailable(_) => "UNAVAILABLE",
+        Error::ReplayNotFound(_) => "REPLAY_NOT_FOUND",
+        Error::FailedPrecondition { .. } => "FAILED_PRECONDITION",
+    }
+}
+
+fn metadata_of(e: &Error) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    let mut put = |k: &str, v: String| {
+        m.insert(k.to_string(), v);
+    };
+    match e {
+        Error::StreamNotFound(s) | Error::StreamExists(s) => put("stream", s.to_string()),
+        Error::SubscriptionNotFound {
+            stream,
+            subscription,
+        }
+        | Error::SubscriptionExists {
+            stream,
+            subscription,
+        } => {
+            put("stream", stream.to_string());
+            put("subscription", subscription.to_string());
+        }
+        Error::NotAttached(c) | Error::AlreadyAttached(c) => put("consumer", c.to_string()),
+        Error::WrongExpectedOffset {
+            partition,
+            expected,
+            actual,
+        } => {
+            put("partition", partition.to_string());
+            put("expected", expected.to_string());
+            put("actual", actual.to_string());
+        }
+        Error::StreamFull { stream, limit } => {
+            put("stream", stream.to_string());
+            put("limit", limit.clone());
+        }
+        Error::Busy { what, limit } => {
+            put("what", what.to_string());
+            put("limit", limit.to_string());
+        }
+        Error::Truncated { first_available } => put("first_available", first_available.to_string()),
+        Error::FailedPrecondition { stream, .. } => put("stream", stream.to_string()),
+        Error::Invalid(_) | Error::Unavailable(_) | Error::ReplayNotFound(_) => {}
+    }
+    m
+}
+
+/// The field a bad input names.
+fn field_of(i: &InvalidInput) -> &'static str {
+    match i {
+        InvalidInput::Length { field, .. }
+        | InvalidInput::Pattern { field, .. }
+        | InvalidInput::Range { field, .. }
+        | InvalidInput::Conflict { field, .. } => field,
+    }
+}
+
+/// A core error as a gRPC status with its details.
+pub fn error_to_status(e: &Error) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info(reason_of(e), ERROR_DOMAIN, metadata_of(e));
+    if let Error::Invalid(i) = e {
+        details.add_bad_request_violation(field_of(i), i.to_string());
+    }
+    Status::with_error_details(code_of(e.class()), e.to_string(), details)
+}
+
+/// Bad input found by the transport itself (before the core saw the request).
+pub(crate) fn invalid(field: &str, description: impl Into<String>) -> Status {
+    let description = description.into();
+    let mut details = ErrorDetails::new();
+    details.set_error_info("INVALID_INPUT", ERROR_DOMAIN, HashMap::new());
+    details.add_bad_request_violation(field, description.clone());
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("invalid input: {field}: {description}"),
+        details,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_core::StreamName;
+
+    #[test]
+    fn wrong_expected_offset_is_failed_precondition_with_its_numbers() {
+        let s = error_to_status(&Error::WrongExpectedOffset {
+            partition: 0,
+            expected: 3,
+            actual: 5,
+        });
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        let info = s.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, "WRONG_EXPECTED_OFFSET");
+        assert_eq!(info.metadata.get("actual").map(String::as_str), Some("5"));
+    }
+
+    #[test]
+    fn bad_input_names_the_field() {
+        let e = StreamName::new("Bad Name").expect_err("refused");
+        let s = error_to_status(&Error::Invalid(e));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let bad = s.get_details_bad_request().expect("bad request");
+        assert_eq!(bad.field_violations.len(), 1);
+        assert!(s.message().contains("does not match"), "{}", s.message());
+    }
+}
