@@ -8,7 +8,7 @@ use crate::convert::{
 use crate::link::{EngineConn, EngineLink};
 use crate::pb;
 use crate::pb::event_stream_server::EventStream;
-use crate::session::{Sent, Session, Settle, answer, expect_open, forward};
+use crate::session::{Out, Sent, Session, Settle, answer, expect_open, forward};
 use crate::status::invalid;
 use crate::{CORRELATION_HEADER, error_to_status, event_to_pb};
 use futures_util::{FutureExt, Stream, select_biased};
@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tributary_core::{AppendRequest, Command, ConnEvent, Error, ReplayItem, Reply};
 
@@ -62,10 +63,21 @@ impl<L: EngineLink> Clone for EventStreamService<L> {
     }
 }
 
-/// Open sessions of the server-streaming variant, by session id.
-type Sessions<C> = Arc<Mutex<BTreeMap<String, Arc<Session<C>>>>>;
+/// Open sessions of the server-streaming variant, by session id, with their credit grants.
+type Sessions<C> = Arc<Mutex<BTreeMap<String, (Arc<Session<C>>, async_channel::Sender<u32>)>>>;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// A new session, the sender of its credit grants and their receiver.
+type Opened<C> = (
+    Arc<Session<C>>,
+    async_channel::Sender<u32>,
+    async_channel::Receiver<u32>,
+);
+
+fn response_channel(config: &ServiceConfig) -> (Out, tokio::sync::mpsc::Receiver<Sent>) {
+    tokio::sync::mpsc::channel(config.response_buffer.max(1))
+}
 
 fn correlation<T>(req: &Request<T>) -> Option<String> {
     req.metadata()
@@ -147,10 +159,7 @@ impl<L: EngineLink> EventStreamService<L> {
     }
 
     /// Opens a session: connects, creates the subscription if asked and missing, attaches.
-    async fn open(
-        &self,
-        o: pb::OpenSubscription,
-    ) -> Result<(Arc<Session<L::Conn>>, async_channel::Receiver<u32>), Status> {
+    async fn open(&self, o: pb::OpenSubscription) -> Result<Opened<L::Conn>, Status> {
         let stream = stream_name(&o.stream)?;
         let subscription = subscription_name(&o.subscription)?;
         let consumer = consumer_id(&o.consumer)?;
@@ -183,9 +192,8 @@ impl<L: EngineLink> EventStreamService<L> {
             stream,
             subscription,
             consumer,
-            grants,
         });
-        Ok((session, grants_rx))
+        Ok((session, grants, grants_rx))
     }
 
     fn subscribed(&self, request_id: u64, session: &Session<L::Conn>) -> Sent {
@@ -245,13 +253,13 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         let mut input = req.into_inner();
         let (request_id, open) = expect_open(input.message().await?)?;
         let credit = (open.initial_credit > 0).then_some(u64::from(open.initial_credit));
-        let (session, grants) = self.open(open).await?;
-        let (out, rx) = async_channel::bounded::<Sent>(self.config.response_buffer.max(1));
+        let (session, grants, grants_rx) = self.open(open).await?;
+        let (out, rx) = response_channel(&self.config);
         let _ = out.send(self.subscribed(request_id, &session)).await;
         self.link.spawn(forward(
             self.link.clone(),
             session.clone(),
-            grants,
+            grants_rx,
             credit,
             self.config.heartbeat_interval,
             out.clone(),
@@ -285,13 +293,13 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
                         continue;
                     }
                 };
-                let r = session.settle(settle).await;
+                let r = session.settle(settle, &grants).await;
                 if out.send(Ok(answer(m.request_id, r))).await.is_err() {
                     return;
                 }
             }
         });
-        Ok(Response::new(Box::pin(rx)))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type SubscribeServerStreamStream = BoxStream<pb::SubscribeResponse>;
@@ -302,11 +310,11 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
     ) -> Result<Response<Self::SubscribeServerStreamStream>, Status> {
         let open = req.into_inner();
         let credit = (open.initial_credit > 0).then_some(u64::from(open.initial_credit));
-        let (session, grants) = self.open(open).await?;
-        let (out, rx) = async_channel::bounded::<Sent>(self.config.response_buffer.max(1));
+        let (session, grants, grants_rx) = self.open(open).await?;
+        let (out, rx) = response_channel(&self.config);
         let _ = out.send(self.subscribed(0, &session)).await;
         if let Ok(mut s) = self.sessions.lock() {
-            s.insert(session.id.clone(), session.clone());
+            s.insert(session.id.clone(), (session.clone(), grants));
         }
         let (link, sessions, heartbeat, stop) = (
             self.link.clone(),
@@ -316,12 +324,12 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         );
         self.link.spawn(async move {
             let id = session.id.clone();
-            forward(link, session, grants, credit, heartbeat, out, stop).await;
+            forward(link, session, grants_rx, credit, heartbeat, out, stop).await;
             if let Ok(mut s) = sessions.lock() {
                 s.remove(&id);
             }
         });
-        Ok(Response::new(Box::pin(rx)))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn settle(
@@ -329,7 +337,7 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         req: Request<pb::SettleRequest>,
     ) -> Result<Response<pb::SettleResponse>, Status> {
         let r = req.into_inner();
-        let session = self
+        let (session, grants) = self
             .sessions
             .lock()
             .ok()
@@ -348,7 +356,7 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
                 ));
             }
         };
-        match session.settle(settle).await? {
+        match session.settle(settle, &grants).await? {
             pb::subscribe_response::Kind::AckResult(a) => Ok(Response::new(pb::SettleResponse {
                 ack_result: Some(a),
             })),
@@ -378,12 +386,13 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
             Ok(r) => return Err(unexpected(r)),
             Err(e) => return Err(error_to_status(&e)),
         };
-        let (out, rx) = async_channel::bounded(self.config.response_buffer.max(1));
+        let (out, rx) = tokio::sync::mpsc::channel(self.config.response_buffer.max(1));
         let (stop, max_backlog) = (self.stop.clone(), self.config.max_replay_backlog);
         self.link.spawn(async move {
             use pb::replay_response::Kind;
             loop {
                 let item = select_biased! {
+                    _ = out.closed().fuse() => return,
                     _ = stop.recv().fuse() => {
                         let _ = out.send(Err(Status::unavailable("the server is shutting down"))).await;
                         return;
@@ -437,7 +446,7 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
                 }
             }
         });
-        Ok(Response::new(Box::pin(rx)))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn read(

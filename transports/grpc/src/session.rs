@@ -5,7 +5,7 @@
 use crate::convert::{event_to_pb, positions};
 use crate::link::{EngineConn, EngineLink};
 use crate::pb;
-use crate::pb::subscribe_response::Kind as Out;
+use crate::pb::subscribe_response::Kind;
 use crate::{error_to_status, status::invalid};
 use futures_util::{FutureExt, select_biased};
 use std::collections::VecDeque;
@@ -17,6 +17,9 @@ use tributary_core::{Command, ConnEvent, ConsumerId, Reply, StreamName, Subscrip
 /// What a response channel carries.
 pub(crate) type Sent = Result<pb::SubscribeResponse, Status>;
 
+/// The sending side of a response stream; its receiver is the stream tonic sends.
+pub(crate) type Out = tokio::sync::mpsc::Sender<Sent>;
+
 /// A session's identity and its connection, shared by the task that forwards deliveries and
 /// the one (or the `Settle` calls) that carries out the client's commands.
 pub(crate) struct Session<C> {
@@ -25,8 +28,6 @@ pub(crate) struct Session<C> {
     pub(crate) stream: StreamName,
     pub(crate) subscription: SubscriptionName,
     pub(crate) consumer: ConsumerId,
-    /// Credit grants for the forwarding task.
-    pub(crate) grants: async_channel::Sender<u32>,
 }
 
 /// A client command of a session.
@@ -39,7 +40,12 @@ pub(crate) enum Settle {
 
 impl<C: EngineConn> Session<C> {
     /// Carries out one command; the answer to send back.
-    pub(crate) async fn settle(&self, s: Settle) -> Result<Out, Status> {
+    /// Credit goes to the forwarding task through `grants`.
+    pub(crate) async fn settle(
+        &self,
+        s: Settle,
+        grants: &async_channel::Sender<u32>,
+    ) -> Result<Kind, Status> {
         let (stream, subscription, consumer) = (
             self.stream.clone(),
             self.subscription.clone(),
@@ -48,8 +54,8 @@ impl<C: EngineConn> Session<C> {
         let cmd = match s {
             Settle::Credit(c) => {
                 // The forwarding task has ended when this fails: nothing left to grant to.
-                let _ = self.grants.send(c.events).await;
-                return Ok(Out::Done(pb::Empty {}));
+                let _ = grants.send(c.events).await;
+                return Ok(Kind::Done(pb::Empty {}));
             }
             Settle::Ack(a) => Command::Ack {
                 stream,
@@ -75,9 +81,9 @@ impl<C: EngineConn> Session<C> {
         };
         match self.conn.call(cmd).await {
             Ok(Reply::Acked { acked, ignored }) => {
-                Ok(Out::AckResult(pb::AckResult { acked, ignored }))
+                Ok(Kind::AckResult(pb::AckResult { acked, ignored }))
             }
-            Ok(_) => Ok(Out::Done(pb::Empty {})),
+            Ok(_) => Ok(Kind::Done(pb::Empty {})),
             Err(e) => Err(error_to_status(&e)),
         }
     }
@@ -85,10 +91,10 @@ impl<C: EngineConn> Session<C> {
 
 /// The answer to a session command as a message of the stream: a failed command is an
 /// `error` message and the session goes on.
-pub(crate) fn answer(request_id: u64, r: Result<Out, Status>) -> pb::SubscribeResponse {
+pub(crate) fn answer(request_id: u64, r: Result<Kind, Status>) -> pb::SubscribeResponse {
     let kind = match r {
         Ok(k) => k,
-        Err(s) => Out::Error(pb::SessionError {
+        Err(s) => Kind::Error(pb::SessionError {
             code: s.code() as i32,
             reason: tonic_types::StatusExt::get_details_error_info(&s)
                 .map(|i| i.reason)
@@ -108,15 +114,16 @@ fn unix_now() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Forwards the session's deliveries to `out` until the client leaves, the grants channel
-/// closes (the command side ended) or `stop` fires. `credit` is `None` without credit control.
+/// Forwards the session's deliveries to `out` until the client leaves (the response stream
+/// is dropped), the grants channel closes (the command side ended) or `stop` fires. `credit`
+/// is `None` without credit control.
 pub(crate) async fn forward<L: EngineLink>(
     link: L,
     session: Arc<Session<L::Conn>>,
     grants: async_channel::Receiver<u32>,
     mut credit: Option<u64>,
     heartbeat: Duration,
-    out: async_channel::Sender<Sent>,
+    out: Out,
     stop: async_channel::Receiver<()>,
 ) {
     // Deliveries waiting for credit: bounded by the consumer's max_in_flight in the core.
@@ -130,7 +137,7 @@ pub(crate) async fn forward<L: EngineLink>(
             }
             let msg = pb::SubscribeResponse {
                 request_id: 0,
-                kind: Some(Out::Events(pb::Deliveries { events })),
+                kind: Some(Kind::Events(pb::Deliveries { events })),
             };
             if out.send(Ok(msg)).await.is_err() {
                 return;
@@ -138,6 +145,7 @@ pub(crate) async fn forward<L: EngineLink>(
             continue;
         }
         select_biased! {
+            _ = out.closed().fuse() => return,
             _ = stop.recv().fuse() => {
                 let _ = out.send(Err(Status::unavailable("the server is shutting down"))).await;
                 return;
@@ -173,7 +181,7 @@ pub(crate) async fn forward<L: EngineLink>(
             _ = link.sleep(heartbeat).fuse() => {
                 let msg = pb::SubscribeResponse {
                     request_id: 0,
-                    kind: Some(Out::Heartbeat(pb::Heartbeat { time: unix_now() })),
+                    kind: Some(Kind::Heartbeat(pb::Heartbeat { time: unix_now() })),
                 };
                 if out.send(Ok(msg)).await.is_err() {
                     return;

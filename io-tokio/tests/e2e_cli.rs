@@ -1,0 +1,254 @@
+//! End to end through the `tributary` binary: a server process per test and the client
+//! commands, on SQLite and on a real PostgreSQL.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+
+on_both_stores!(
+    client_commands_work_together,
+    declared_streams_exist_at_start
+);
+
+fn lines(out: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+/// Runs a client command that must succeed; its stdout as JSON lines.
+fn ok(s: &Server, args: &[&str], stdin: Option<&str>) -> Vec<Value> {
+    let (success, out, err) = s.cli(args, stdin);
+    assert!(success, "tributary {args:?} failed: {err}");
+    lines(&out)
+}
+
+/// Runs a client command that must fail with one line on stderr; that line.
+fn fails(s: &Server, args: &[&str], stdin: Option<&str>) -> String {
+    let (success, out, err) = s.cli(args, stdin);
+    assert!(!success, "tributary {args:?} should fail; printed {out}");
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    err
+}
+
+async fn client_commands_work_together(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "cli");
+    let created = ok(
+        &server,
+        &["stream", "create", "orders", "--partitions", "2"],
+        None,
+    );
+    assert_eq!(created[0]["name"], "orders");
+    assert_eq!(created[0]["partitions"].as_array().map(Vec::len), Some(2));
+
+    let one = ok(
+        &server,
+        &[
+            "publish",
+            "orders",
+            "--type",
+            "created",
+            "--key",
+            "k",
+            "--data",
+            r#"{"n":0}"#,
+        ],
+        None,
+    );
+    assert_eq!(one[0]["duplicate"], false);
+    let partition = one[0]["partition"].as_u64().expect("partition");
+    let many = ok(
+        &server,
+        &["publish", "orders", "--type", "created", "--key", "k"],
+        Some("{\"n\":1}\n{\"n\":2}\n\n{\"n\":3}\n"),
+    );
+    let offsets: Vec<u64> = many.iter().filter_map(|v| v["offset"].as_u64()).collect();
+    assert_eq!(offsets, vec![1, 2, 3], "same key, same partition, in order");
+
+    let e = fails(
+        &server,
+        &["publish", "orders", "--type", "t"],
+        Some("{\"n\":1}\n{oops\n"),
+    );
+    assert!(
+        e.contains("stdin line 2") && e.contains("not valid JSON"),
+        "{e}"
+    );
+    let e = fails(
+        &server,
+        &["publish", "nowhere", "--type", "t", "--data", "{}"],
+        None,
+    );
+    assert!(e.contains("NotFound"), "{e}");
+    let shown = ok(&server, &["stream", "show", "orders"], None);
+    assert_eq!(shown[0]["length"], 4, "refused publishes wrote nothing");
+
+    let got = ok(
+        &server,
+        &[
+            "subscribe",
+            "orders",
+            "--subscription",
+            "audit",
+            "--mode",
+            "exclusive",
+            "--count",
+            "4",
+        ],
+        None,
+    );
+    let data: Vec<i64> = got.iter().filter_map(|v| v["data"]["n"].as_i64()).collect();
+    assert_eq!(data, vec![0, 1, 2, 3]);
+    assert!(
+        got.iter()
+            .all(|v| v["partition"].as_u64() == Some(partition))
+    );
+
+    let offsets = ok(
+        &server,
+        &["offsets", "show", "orders", "--subscription", "audit"],
+        None,
+    );
+    assert_eq!(offsets[0]["mode"], "SUBSCRIPTION_MODE_EXCLUSIVE");
+    assert_eq!(
+        offsets[0]["cursors"][0]["lag"], 0,
+        "everything acknowledged"
+    );
+
+    ok(
+        &server,
+        &[
+            "offsets",
+            "reset",
+            "orders",
+            "--subscription",
+            "audit",
+            "--to",
+            "2",
+        ],
+        None,
+    );
+    let offsets = ok(
+        &server,
+        &["offsets", "show", "orders", "--subscription", "audit"],
+        None,
+    );
+    assert_eq!(
+        offsets[0]["cursors"][0]["lag"], 2,
+        "reset to offset 2 of each partition"
+    );
+    let again = ok(
+        &server,
+        &[
+            "subscribe",
+            "orders",
+            "--subscription",
+            "audit",
+            "--count",
+            "2",
+        ],
+        None,
+    );
+    let data: Vec<i64> = again
+        .iter()
+        .filter_map(|v| v["data"]["n"].as_i64())
+        .collect();
+    assert_eq!(data, vec![2, 3], "the reset is seen by the next delivery");
+
+    let replayed = ok(
+        &server,
+        &["replay", "orders", "--from", "1", "--rate", "1000"],
+        None,
+    );
+    let data: Vec<i64> = replayed
+        .iter()
+        .filter_map(|v| v["data"]["n"].as_i64())
+        .collect();
+    assert_eq!(data, vec![1, 2, 3]);
+
+    let e = fails(
+        &server,
+        &[
+            "subscribe",
+            "orders",
+            "--subscription",
+            "g",
+            "--mode",
+            "group",
+            "--count",
+            "1",
+        ],
+        None,
+    );
+    assert!(e.contains("InvalidArgument"), "{e}");
+    let e = fails(&server, &["replay", "orders", "--from", "yesterday"], None);
+    assert!(e.contains("--from"), "{e}");
+
+    assert_eq!(ok(&server, &["stream", "list"], None).len(), 1);
+    ok(&server, &["stream", "delete", "orders"], None);
+    let e = fails(&server, &["stream", "show", "orders"], None);
+    assert!(e.contains("NotFound"), "{e}");
+}
+
+async fn declared_streams_exist_at_start(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("tributary.toml");
+    std::fs::write(
+        &config,
+        r#"
+        [[streams]]
+        name = "declared"
+        partitions = 3
+
+        [[subscriptions]]
+        stream = "declared"
+        name = "reader"
+        mode = "exclusive"
+        "#,
+    )
+    .expect("write config");
+    let store = new_store(b, dir.path(), "declared");
+    let config_arg = config.display().to_string();
+    let server = Server::start_on(dir.path(), &store, &["--config", &config_arg]);
+    let shown = ok(&server, &["stream", "show", "declared"], None);
+    assert_eq!(shown[0]["partitions"].as_array().map(Vec::len), Some(3));
+    let subs = ok(
+        &server,
+        &["offsets", "show", "declared", "--subscription", "reader"],
+        None,
+    );
+    assert_eq!(subs[0]["mode"], "SUBSCRIPTION_MODE_EXCLUSIVE");
+    // A second start on the same store with the same file finds them there.
+    let server = server.restart();
+    assert_eq!(ok(&server, &["stream", "list"], None).len(), 1);
+
+    // A bad file: the server does not start, and says which entry is wrong.
+    std::fs::write(&config, "[[streams]]\nname = \"x\"\npartitions = 0\n").expect("write");
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--config",
+            &config_arg,
+            "--store",
+            &store,
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("streams[0] (x)") && err.contains("partitions"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--store", "mysql://nope"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mysql://nope"));
+}

@@ -1,0 +1,673 @@
+//! End to end over real sockets: a `tributary serve` process per test, driven by the
+//! generated tonic client, on SQLite and on a real PostgreSQL.
+
+mod common;
+
+use common::*;
+use pb::subscribe_request::Kind as In;
+use pb::subscribe_response::Kind as Out;
+use std::time::{Duration, Instant};
+use tonic::Code;
+use tonic_types::StatusExt;
+use tributary_grpc::pb;
+
+on_both_stores!(
+    publish_read_and_administer,
+    broadcast_gives_every_consumer_every_event,
+    exclusive_shares_events_among_consumers,
+    nack_redelivers_then_dead_letters,
+    term_dead_letters_at_once_and_ack_wait_redelivers,
+    replay_honours_its_rate_and_reports_progress,
+    offset_reset_is_seen_by_the_next_delivery,
+    bad_input_is_refused_with_its_code_and_changes_nothing,
+    server_streaming_variant_settles_by_session_id,
+    sigterm_during_a_publish_storm_loses_no_acknowledged_event,
+);
+
+async fn publish_read_and_administer(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "admin");
+    let mut c = server.client().await;
+    create_stream(&mut c, "orders", 2).await;
+    let id = "6f1c1f0e-8a57-4c47-9a45-0c6d7a1f5d01";
+    let mut e = json_event("created", r#"{"n":1}"#);
+    e.event_id = id.into();
+    e.key = Some(b"k".to_vec().into());
+    let first = publish(&mut c, "orders", vec![e.clone()]).await;
+    assert!(!first[0].duplicate);
+    // The same id again: a duplicate pointing at the original, nothing written.
+    let again = publish(&mut c, "orders", vec![e]).await;
+    assert!(again[0].duplicate);
+    assert_eq!(again[0].position, first[0].position);
+    let p = first[0].position.expect("position");
+    let read = c
+        .read(pb::ReadRequest {
+            stream: "orders".into(),
+            partition: p.partition,
+            from: 0,
+            max: 10,
+        })
+        .await
+        .expect("read")
+        .into_inner();
+    assert_eq!(read.events.len(), 1);
+    assert_eq!(read.events[0].event_id, id);
+    assert_eq!(read.events[0].payload.as_ref(), br#"{"n":1}"#);
+    let info = c
+        .get_stream(pb::GetStreamRequest {
+            name: "orders".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(info.length, 1);
+    assert_eq!(info.partitions.len(), 2);
+    let list = c
+        .list_streams(pb::Empty {})
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.streams.len(), 1);
+    // Survives a restart.
+    let server = server.restart();
+    let mut c = server.client().await;
+    let info = c
+        .get_stream(pb::GetStreamRequest {
+            name: "orders".into(),
+        })
+        .await
+        .expect("get after restart")
+        .into_inner();
+    assert_eq!(info.length, 1);
+    c.delete_stream(pb::DeleteStreamRequest {
+        name: "orders".into(),
+    })
+    .await
+    .expect("delete");
+    let gone = c
+        .get_stream(pb::GetStreamRequest {
+            name: "orders".into(),
+        })
+        .await
+        .expect_err("deleted");
+    assert_eq!(gone.code(), Code::NotFound);
+}
+
+async fn broadcast_gives_every_consumer_every_event(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "broadcast");
+    let mut c = server.client().await;
+    create_stream(&mut c, "news", 1).await;
+    let mut sub = open("news", "all", "a");
+    sub.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::Broadcast as i32,
+        ..Default::default()
+    });
+    let mut a = Session::open(&mut c, sub.clone()).await;
+    sub.consumer = "b".into();
+    let mut bb = Session::open(&mut c, sub).await;
+    let events = (0..5)
+        .map(|i| json_event("n", &format!("{{\"i\":{i}}}")))
+        .collect();
+    publish(&mut c, "news", events).await;
+    let got_a = a.events(5).await;
+    let got_b = bb.events(5).await;
+    assert_eq!(offsets(&got_a), vec![0, 1, 2, 3, 4]);
+    assert_eq!(offsets(&got_b), vec![0, 1, 2, 3, 4]);
+    assert_eq!(a.ack(&got_a).await.acked, 5);
+    assert_eq!(bb.ack(&got_b[..2]).await.acked, 2);
+    let info = c
+        .get_subscription(pb::SubscriptionRef {
+            stream: "news".into(),
+            subscription: "all".into(),
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    let mut floors: Vec<(String, Vec<u64>, u64)> = info
+        .cursors
+        .iter()
+        .map(|c| (c.consumer.clone(), c.floors.clone(), c.lag))
+        .collect();
+    floors.sort();
+    assert_eq!(
+        floors,
+        vec![("a".into(), vec![5], 0), ("b".into(), vec![2], 3)]
+    );
+}
+
+async fn exclusive_shares_events_among_consumers(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "exclusive");
+    let mut c = server.client().await;
+    create_stream(&mut c, "jobs", 1).await;
+    c.create_subscription(pb::SubscriptionConfig {
+        stream: "jobs".into(),
+        name: "workers".into(),
+        mode: pb::SubscriptionMode::Exclusive as i32,
+        ..Default::default()
+    })
+    .await
+    .expect("create subscription");
+    let mut o = open("jobs", "workers", "w1");
+    o.max_in_flight = 3;
+    let mut w1 = Session::open(&mut c, o.clone()).await;
+    o.consumer = "w2".into();
+    let mut w2 = Session::open(&mut c, o).await;
+    let events = (0..6).map(|i| json_event("job", &format!("{i}"))).collect();
+    publish(&mut c, "jobs", events).await;
+    // Each holds at most 3 in flight, so 6 events fill both.
+    let a = w1.events(3).await;
+    let bb = w2.events(3).await;
+    let mut all: Vec<u64> = offsets(&a).into_iter().chain(offsets(&bb)).collect();
+    all.sort();
+    assert_eq!(
+        all,
+        vec![0, 1, 2, 3, 4, 5],
+        "each event to exactly one worker"
+    );
+    assert_eq!(w1.ack(&a).await.acked, 3);
+    assert_eq!(w2.ack(&bb).await.acked, 3);
+}
+
+async fn nack_redelivers_then_dead_letters(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "nack");
+    let mut c = server.client().await;
+    create_stream(&mut c, "pay", 1).await;
+    let mut o = open("pay", "billing", "c1");
+    o.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::Exclusive as i32,
+        max_deliveries: 2,
+        ..Default::default()
+    });
+    let mut s = Session::open(&mut c, o).await;
+    publish(&mut c, "pay", vec![json_event("charge", r#"{"eur":5}"#)]).await;
+    let first = s.events(1).await;
+    assert_eq!(first[0].attempt, 1);
+    let nack = |ds: &[pb::Delivery]| {
+        In::Nack(pb::Nack {
+            positions: positions(ds),
+            delay_ms: Some(0),
+            error: "card declined".into(),
+        })
+    };
+    let id = s.send(nack(&first)).await;
+    let (answer, mut early) = s.answer(id).await;
+    assert!(matches!(answer, Out::Done(_)), "{answer:?}");
+    if early.is_empty() {
+        early = s.events(1).await;
+    }
+    assert_eq!(early[0].attempt, 2, "redelivered after the nack");
+    let id = s.send(nack(&early)).await;
+    s.answer(id).await;
+    // The second failure of an event delivered max_deliveries times: the dead letter stream.
+    let dlq = within("dead letter", async {
+        loop {
+            let r = c
+                .read(pb::ReadRequest {
+                    stream: "pay.dlq".into(),
+                    partition: 0,
+                    from: 0,
+                    max: 10,
+                })
+                .await;
+            if let Ok(r) = r {
+                let events = r.into_inner().events;
+                if !events.is_empty() {
+                    return events;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let h = &dlq[0].headers;
+    assert_eq!(h.get("x-original-stream").map(String::as_str), Some("pay"));
+    assert_eq!(h.get("x-original-offset").map(String::as_str), Some("0"));
+    assert_eq!(h.get("x-deliveries").map(String::as_str), Some("2"));
+    assert_eq!(
+        h.get("x-last-error").map(String::as_str),
+        Some("card declined")
+    );
+    assert_eq!(dlq[0].payload.as_ref(), br#"{"eur":5}"#);
+}
+
+async fn term_dead_letters_at_once_and_ack_wait_redelivers(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "term");
+    let mut c = server.client().await;
+    create_stream(&mut c, "mail", 1).await;
+    let mut o = open("mail", "senders", "c1");
+    o.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::Exclusive as i32,
+        ack_wait_ms: 300,
+        ..Default::default()
+    });
+    let mut s = Session::open(&mut c, o).await;
+    publish(
+        &mut c,
+        "mail",
+        vec![json_event("poison", "{}"), json_event("slow", "{}")],
+    )
+    .await;
+    let got = s.events(2).await;
+    let id = s
+        .send(In::Term(pb::Term {
+            positions: positions(&got[..1]),
+            reason: "malformed".into(),
+        }))
+        .await;
+    let (answer, mut more) = s.answer(id).await;
+    assert!(matches!(answer, Out::Done(_)), "{answer:?}");
+    // The second event is not acknowledged: after ack_wait it comes again.
+    if more.is_empty() {
+        more = s.events(1).await;
+    }
+    assert_eq!(offsets(&more), vec![1]);
+    assert_eq!(more[0].attempt, 2);
+    let dlq = c
+        .get_stream(pb::GetStreamRequest {
+            name: "mail.dlq".into(),
+        })
+        .await
+        .expect("dead letter stream")
+        .into_inner();
+    assert_eq!(dlq.length, 1);
+}
+
+async fn replay_honours_its_rate_and_reports_progress(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "replay");
+    let mut c = server.client().await;
+    create_stream(&mut c, "log", 1).await;
+    let events = (0..30)
+        .map(|i| json_event("line", &format!("{i}")))
+        .collect();
+    publish(&mut c, "log", events).await;
+    let started = Instant::now();
+    let mut s = c
+        .replay(pb::ReplayRequest {
+            stream: "log".into(),
+            from: Some(pb::replay_request::From::Offset(5)),
+            batch_size: 5,
+            max_events_per_second: 20,
+            progress_interval_ms: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("replay")
+        .into_inner();
+    let (mut got, mut progress, mut total) = (Vec::new(), 0, None);
+    while let Some(m) = within("replay item", s.message())
+        .await
+        .expect("replay stream")
+    {
+        match m.kind {
+            Some(pb::replay_response::Kind::Events(d)) => got.extend(offsets(&d.events)),
+            Some(pb::replay_response::Kind::Progress(_)) => progress += 1,
+            Some(pb::replay_response::Kind::Done(d)) => {
+                total = Some(d.total);
+                break;
+            }
+            None => {}
+        }
+    }
+    assert_eq!(got, (5..30).collect::<Vec<u64>>());
+    assert_eq!(total, Some(25));
+    assert!(progress >= 1, "progress was reported");
+    // A bucket of 20 tokens at 20/s: the 5 events past the first 20 take at least 0.25 s.
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "rate limit not applied: {:?}",
+        started.elapsed()
+    );
+    // Beyond the end of a time range: nothing.
+    let mut s = c
+        .replay(pb::ReplayRequest {
+            stream: "log".into(),
+            from: Some(pb::replay_request::From::Range(pb::TimeRange {
+                start: 0,
+                end: 1,
+            })),
+            ..Default::default()
+        })
+        .await
+        .expect("replay")
+        .into_inner();
+    let m = within("replay done", s.message())
+        .await
+        .expect("ok")
+        .expect("item");
+    assert!(
+        matches!(
+            m.kind,
+            Some(pb::replay_response::Kind::Done(pb::ReplayDone { total: 0 }))
+        ),
+        "{m:?}"
+    );
+}
+
+async fn offset_reset_is_seen_by_the_next_delivery(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "reset");
+    let mut c = server.client().await;
+    create_stream(&mut c, "ledger", 1).await;
+    let events = (0..5)
+        .map(|i| json_event("entry", &format!("{i}")))
+        .collect();
+    publish(&mut c, "ledger", events).await;
+    let mut o = open("ledger", "audit", "c1");
+    o.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::Exclusive as i32,
+        ..Default::default()
+    });
+    let mut s = Session::open(&mut c, o.clone()).await;
+    let got = s.events(5).await;
+    assert_eq!(s.ack(&got).await.acked, 5);
+    drop(s);
+    wait_detached(&mut c, "ledger", "audit", "c1").await;
+    c.reset_offset(pb::ResetOffsetRequest {
+        stream: "ledger".into(),
+        subscription: "audit".into(),
+        consumer: String::new(),
+        to: Some(pb::StartPosition {
+            at: Some(pb::start_position::At::Offset(2)),
+        }),
+    })
+    .await
+    .expect("reset");
+    let mut s = Session::open(&mut c, o).await;
+    let again = s.events(3).await;
+    assert_eq!(offsets(&again), vec![2, 3, 4]);
+}
+
+async fn bad_input_is_refused_with_its_code_and_changes_nothing(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "bad");
+    let mut c = server.client().await;
+    create_stream(&mut c, "s", 1).await;
+    publish(&mut c, "s", vec![json_event("t", "{}")]).await;
+
+    let e = c
+        .create_stream(pb::CreateStreamRequest {
+            name: "Bad Name".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad name");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.get_details_bad_request().is_some(),
+        "names the field: {e:?}"
+    );
+
+    let e = c
+        .create_stream(pb::CreateStreamRequest {
+            name: "s".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("exists");
+    assert_eq!(e.code(), Code::AlreadyExists);
+
+    let mut long_type = json_event(&"x".repeat(257), "{}");
+    long_type.key = None;
+    let e = c
+        .publish(pb::PublishRequest {
+            stream: "s".into(),
+            events: vec![json_event("ok", "{}"), long_type],
+            expected_offset: None,
+        })
+        .await
+        .expect_err("type too long");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("event_type"), "{}", e.message());
+
+    let mut bad_id = json_event("t", "{}");
+    bad_id.event_id = "42".into();
+    let e = c
+        .publish(pb::PublishRequest {
+            stream: "s".into(),
+            events: vec![bad_id],
+            expected_offset: None,
+        })
+        .await
+        .expect_err("bad id");
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    let e = c
+        .publish(pb::PublishRequest {
+            stream: "s".into(),
+            events: vec![json_event("t", "{}")],
+            expected_offset: Some(7),
+        })
+        .await
+        .expect_err("wrong expected offset");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let info = e.get_details_error_info().expect("error info");
+    assert_eq!(info.reason, "WRONG_EXPECTED_OFFSET");
+    assert_eq!(info.metadata.get("actual").map(String::as_str), Some("1"));
+
+    let e = c
+        .publish(pb::PublishRequest {
+            stream: "nowhere".into(),
+            events: vec![json_event("t", "{}")],
+            expected_offset: None,
+        })
+        .await
+        .expect_err("no stream");
+    assert_eq!(e.code(), Code::NotFound);
+
+    let e = c
+        .publish(pb::PublishRequest {
+            stream: "s".into(),
+            events: vec![],
+            expected_offset: None,
+        })
+        .await
+        .expect_err("empty batch");
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    c.create_stream(pb::CreateStreamRequest {
+        name: "tiny".into(),
+        ephemeral: Some(pb::Ephemeral {
+            max_events: 1,
+            max_bytes: 1000,
+            overflow: pb::Overflow::Reject as i32,
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("ephemeral");
+    // With no subscription an event leaves at once; one that nobody acknowledged stays.
+    c.create_subscription(pb::SubscriptionConfig {
+        stream: "tiny".into(),
+        name: "holder".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("subscription");
+    publish(&mut c, "tiny", vec![json_event("t", "{}")]).await;
+    let e = c
+        .publish(pb::PublishRequest {
+            stream: "tiny".into(),
+            events: vec![json_event("t", "{}")],
+            expected_offset: None,
+        })
+        .await
+        .expect_err("full");
+    assert_eq!(e.code(), Code::ResourceExhausted);
+
+    // A subscribe stream whose first message is not `open`.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pb::SubscribeRequest {
+        request_id: 1,
+        kind: Some(In::Credit(pb::Credit { events: 1 })),
+    })
+    .await
+    .expect("send");
+    let e = c
+        .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect_err("must open first");
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // Nothing of the refused requests was written.
+    let info = c
+        .get_stream(pb::GetStreamRequest { name: "s".into() })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(info.length, 1);
+    let list = c
+        .list_streams(pb::Empty {})
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(list.streams.len(), 2);
+}
+
+async fn server_streaming_variant_settles_by_session_id(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "settle");
+    let mut c = server.client().await;
+    create_stream(&mut c, "web", 1).await;
+    let mut o = open("web", "browser", "tab1");
+    o.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::Exclusive as i32,
+        ..Default::default()
+    });
+    o.initial_credit = 2;
+    let mut rx = c
+        .subscribe_server_stream(o)
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let first = within("subscribed", rx.message())
+        .await
+        .expect("ok")
+        .expect("msg");
+    let Some(Out::Subscribed(pb::Subscribed { session_id })) = first.kind else {
+        panic!("first message {first:?}");
+    };
+    let events = (0..3)
+        .map(|i| json_event("click", &format!("{i}")))
+        .collect();
+    publish(&mut c, "web", events).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let m = within("events", rx.message())
+            .await
+            .expect("ok")
+            .expect("msg");
+        if let Some(Out::Events(d)) = m.kind {
+            got.extend(d.events);
+        }
+    }
+    assert_eq!(offsets(&got), vec![0, 1], "credit 2: two events only");
+    let r = c
+        .settle(pb::SettleRequest {
+            session_id: session_id.clone(),
+            kind: Some(pb::settle_request::Kind::Ack(pb::Ack {
+                positions: positions(&got),
+            })),
+        })
+        .await
+        .expect("settle")
+        .into_inner();
+    assert_eq!(r.ack_result.map(|a| a.acked), Some(2));
+    c.settle(pb::SettleRequest {
+        session_id: session_id.clone(),
+        kind: Some(pb::settle_request::Kind::Credit(pb::Credit { events: 5 })),
+    })
+    .await
+    .expect("credit");
+    let third = loop {
+        let m = within("third", rx.message())
+            .await
+            .expect("ok")
+            .expect("msg");
+        if let Some(Out::Events(d)) = m.kind {
+            break d.events;
+        }
+    };
+    assert_eq!(offsets(&third), vec![2]);
+    let e = c
+        .settle(pb::SettleRequest {
+            session_id: "no-such-session".into(),
+            kind: Some(pb::settle_request::Kind::Ack(pb::Ack {
+                positions: positions(&third),
+            })),
+        })
+        .await
+        .expect_err("unknown session");
+    assert_eq!(e.code(), Code::NotFound);
+}
+
+async fn sigterm_during_a_publish_storm_loses_no_acknowledged_event(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(b, dir.path(), "sigterm");
+    let mut c = server.client().await;
+    create_stream(&mut c, "storm", 2).await;
+    let (acked_tx, acked_rx) = std::sync::mpsc::channel::<(u32, u64, String)>();
+    let mut producers = Vec::new();
+    for p in 0..8 {
+        let mut c = c.clone();
+        let acked_tx = acked_tx.clone();
+        producers.push(tokio::spawn(async move {
+            for i in 0u64.. {
+                let mut e = json_event("tick", &format!("{{\"p\":{p},\"i\":{i}}}"));
+                e.key = Some(format!("{p}").into_bytes().into());
+                let r = c
+                    .publish(pb::PublishRequest {
+                        stream: "storm".into(),
+                        events: vec![e],
+                        expected_offset: None,
+                    })
+                    .await;
+                match r {
+                    Ok(r) => {
+                        let o = &r.into_inner().outcomes[0];
+                        let pos = o.position.expect("position");
+                        let _ = acked_tx.send((pos.partition, pos.offset, format!("{p}/{i}")));
+                    }
+                    Err(_) => return i,
+                }
+            }
+            0
+        }));
+    }
+    drop(acked_tx);
+    // Let the storm run until some appends were acknowledged, then stop the server.
+    let mut acked = Vec::new();
+    while acked.len() < 200 {
+        acked.push(acked_rx.recv().expect("acks"));
+    }
+    assert!(server.terminate(), "the server exits cleanly on SIGTERM");
+    for p in producers {
+        within("producer ends", p).await.expect("producer");
+    }
+    acked.extend(acked_rx.try_iter());
+    let server = server.restart();
+    let mut c = server.client().await;
+    for (partition, offset, body) in &acked {
+        let r = c
+            .read(pb::ReadRequest {
+                stream: "storm".into(),
+                partition: *partition,
+                from: *offset,
+                max: 1,
+            })
+            .await
+            .expect("read back")
+            .into_inner();
+        let (p, i) = body.split_once('/').expect("body");
+        let want = format!("{{\"p\":{p},\"i\":{i}}}");
+        assert_eq!(
+            r.events.first().map(|e| e.payload.as_ref()),
+            Some(want.as_bytes()),
+            "acknowledged event {body} at {partition}/{offset}"
+        );
+    }
+}
