@@ -1,6 +1,7 @@
 //! The engine task and the handles clients use to reach it.
 
 use crate::clock::Clock;
+use crate::journal::Journal;
 use crate::runtime::Runtime;
 use futures_channel::oneshot;
 use futures_util::{FutureExt, select_biased};
@@ -22,6 +23,8 @@ pub struct ExecutorConfig {
     pub queue: usize,
     /// Inputs handled per wake-up before the outputs are drained again.
     pub budget: usize,
+    /// Record every input of the engine here (see [`Journal`]).
+    pub journal: Option<Arc<Journal>>,
 }
 
 impl Default for ExecutorConfig {
@@ -29,6 +32,7 @@ impl Default for ExecutorConfig {
         ExecutorConfig {
             queue: 4096,
             budget: 64,
+            journal: None,
         }
     }
 }
@@ -54,6 +58,8 @@ enum Msg {
 pub struct Handle {
     tx: async_channel::Sender<Msg>,
     ids: Arc<AtomicU64>,
+    /// Closes when the engine task has ended.
+    ended: async_channel::Receiver<()>,
 }
 
 impl std::fmt::Debug for Handle {
@@ -67,6 +73,15 @@ fn stopped() -> Error {
 }
 
 impl Handle {
+    /// Completes once the engine task has ended (every handle and connection dropped) and
+    /// released what it held (the store, the journal). Take it before dropping the handles.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let ended = self.ended.clone();
+        async move {
+            let _ = ended.recv().await;
+        }
+    }
+
     /// Sends a command on `conn` and waits for its reply.
     pub async fn call(&self, conn: ConnId, cmd: Command) -> Result<Reply, Error> {
         let (reply, rx) = oneshot::channel();
@@ -137,9 +152,11 @@ pub fn start<S: Store, R: Runtime>(
     config: ExecutorConfig,
 ) -> Handle {
     let (tx, rx) = async_channel::bounded(config.queue.max(1));
+    let (alive, ended) = async_channel::bounded(1);
     let handle = Handle {
         tx,
         ids: Arc::new(AtomicU64::new(1)),
+        ended,
     };
     let task = EngineTask {
         rt: rt.clone(),
@@ -149,6 +166,8 @@ pub fn start<S: Store, R: Runtime>(
         waiting: BTreeMap::new(),
         conns: BTreeMap::new(),
         budget: config.budget.max(1),
+        journal: config.journal,
+        _alive: alive,
     };
     rt.spawn(task.run(rx));
     handle
@@ -162,9 +181,21 @@ struct EngineTask<S, R> {
     waiting: BTreeMap<(ConnId, ReqId), oneshot::Sender<Result<Reply, Error>>>,
     conns: BTreeMap<ConnId, async_channel::Sender<ConnEvent>>,
     budget: usize,
+    journal: Option<Arc<Journal>>,
+    /// Dropped with the task: closes `Handle::stopped`.
+    _alive: async_channel::Sender<()>,
 }
 
 impl<S: Store, R: Runtime> EngineTask<S, R> {
+    /// Hands one input to the engine (recording it first when journaling).
+    fn input(&mut self, i: Input) {
+        let now = self.clock.now();
+        if let Some(j) = &self.journal {
+            j.record(now, &i);
+        }
+        self.engine.handle_input(now, i);
+    }
+
     async fn run(mut self, rx: async_channel::Receiver<Msg>) {
         let (done_tx, done_rx) = async_channel::unbounded::<(OpId, StorageResult)>();
         loop {
@@ -188,7 +219,7 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                 _ = self.rt.sleep(wait).fuse() => Some(Input::Tick),
             };
             if let Some(i) = input {
-                self.engine.handle_input(self.clock.now(), i);
+                self.input(i);
             }
             // More inputs that are ready now, up to the budget, before draining again.
             for _ in 1..self.budget {
@@ -200,7 +231,7 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                     },
                 };
                 if let Some(i) = next {
-                    self.engine.handle_input(self.clock.now(), i);
+                    self.input(i);
                 }
             }
         }

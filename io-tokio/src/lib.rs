@@ -19,12 +19,14 @@
 
 mod clock;
 mod executor;
+mod journal;
 mod runtime;
 #[cfg(feature = "server")]
 pub mod server;
 
 pub use clock::Clock;
 pub use executor::{Connection, ExecutorConfig, Handle, NO_CONN, start};
+pub use journal::Journal;
 pub use runtime::Runtime;
 #[cfg(feature = "tokio")]
 pub use runtime::TokioRuntime;

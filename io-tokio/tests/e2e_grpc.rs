@@ -671,3 +671,58 @@ async fn sigterm_during_a_publish_storm_loses_no_acknowledged_event(b: Backend) 
         );
     }
 }
+
+/// A journal recorded by the server replays in the simulator, and its checker finds every
+/// rule kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_journal_replays_in_the_simulator() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = dir.path().join("engine.journal");
+    let store = new_store(Backend::Sqlite, dir.path(), "journal");
+    let journal_arg = journal.display().to_string();
+    let mut server = Server::start_on(dir.path(), &store, &["--journal", &journal_arg]);
+    let mut c = server.client().await;
+    create_stream(&mut c, "j", 2).await;
+    let mut o = open("j", "sub", "c1");
+    o.create = Some(pb::SubscriptionConfig::default());
+    let mut s = Session::open(&mut c, o).await;
+    let events = (0..10).map(|i| json_event("t", &format!("{i}"))).collect();
+    publish(&mut c, "j", events).await;
+    let got = s.events(10).await;
+    assert_eq!(s.ack(&got).await.acked, 10);
+    drop(s);
+    assert!(server.terminate(), "clean stop");
+    let file = std::fs::File::open(&journal).expect("journal written");
+    let report = tributary_simulation::replay::check_journals([std::io::BufReader::new(file)])
+        .expect("journal readable");
+    assert!(report.failure.is_none(), "{:?}", report.failure);
+    let bytes = std::fs::read(&journal).expect("read journal");
+    let (_, records) = tributary_simulation::journal::read_all(&bytes).expect("decode");
+    assert_eq!(report.records, records.len() as u64);
+    use tributary_core::{Command, Input};
+    let appended: usize = records
+        .iter()
+        .map(|(_, i)| match i {
+            Input::Client {
+                cmd: Command::Append(a),
+                ..
+            } => a.events.len(),
+            _ => 0,
+        })
+        .sum();
+    let acked: usize = records
+        .iter()
+        .map(|(_, i)| match i {
+            Input::Client {
+                cmd: Command::Ack { positions, .. },
+                ..
+            } => positions.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(
+        (appended, acked),
+        (10, 10),
+        "the journal holds the publish and the ack"
+    );
+}

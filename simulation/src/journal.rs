@@ -112,6 +112,11 @@ impl<W: Write> JournalWriter<W> {
         Ok(())
     }
 
+    /// The sink, e.g. to flush it between records.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// Records written so far.
     pub fn records(&self) -> u64 {
         self.records

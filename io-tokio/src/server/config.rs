@@ -8,6 +8,7 @@
 //! grpc_listen = "127.0.0.1:50051"
 //! log_format = "pretty"             # or "json"
 //! shutdown_timeout = "10s"
+//! # journal = "./engine.journal"  # record the engine's inputs for the simulator
 //!
 //! [[streams]]
 //! name = "orders"
@@ -69,6 +70,8 @@ pub struct FileConfig {
     /// How long a shutdown waits for calls in flight.
     #[serde(default, with = "humantime_serde")]
     pub shutdown_timeout: Option<Duration>,
+    /// Record the engine's inputs in this file (for the simulator).
+    pub journal: Option<PathBuf>,
     /// Streams to create at start when missing.
     #[serde(default)]
     pub streams: Vec<StreamDecl>,
@@ -229,6 +232,8 @@ pub struct Overrides {
     pub grpc_listen: Option<SocketAddr>,
     /// `--log-format` / `TRIBUTARY_LOG_FORMAT`.
     pub log_format: Option<LogFormat>,
+    /// `--journal` / `TRIBUTARY_JOURNAL`.
+    pub journal: Option<PathBuf>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -244,6 +249,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// How long a shutdown waits for calls in flight.
     pub shutdown_timeout: Duration,
+    /// Where to journal the engine's inputs, if anywhere.
+    pub journal: Option<PathBuf>,
     /// Streams to create when missing.
     pub streams: Vec<StreamConfig>,
     /// Subscriptions to create when missing.
@@ -295,6 +302,7 @@ impl Settings {
                 .unwrap_or(default_listen),
             log_format: over.log_format.or(file.log_format).unwrap_or_default(),
             shutdown_timeout: file.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
+            journal: over.journal.or(file.journal),
             streams,
             subscriptions,
         })

@@ -3,12 +3,14 @@
 
 use crate::server::Link;
 use crate::server::config::Settings;
-use crate::{Clock, ExecutorConfig, Handle, NO_CONN, TokioRuntime, start};
+use crate::{Clock, ExecutorConfig, Handle, Journal, NO_CONN, TokioRuntime, start};
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tributary_core::{Command, Config, Engine, Error, Reply};
 use tributary_grpc::{EventStreamService, ServiceConfig};
+use tributary_simulation::journal::JournalHeader;
 use tributary_store_api::Store;
 
 /// Why the server could not start or stopped with an error.
@@ -36,6 +38,14 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The journal file cannot be created.
+    #[error("journal {path}: {error}")]
+    Journal {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        error: String,
+    },
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
@@ -54,14 +64,34 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         ..Config::default()
     };
     let clock = Clock::default();
-    let engine = Engine::new(config, rand::random(), clock.now())
-        .map_err(|e| ServeError::Engine(e.to_string()))?;
+    let (seed, start_at) = (rand::random(), clock.now());
+    let journal = match &settings.journal {
+        Some(path) => {
+            let header = JournalHeader {
+                config: config.clone(),
+                seed,
+                start: start_at,
+            };
+            let j = Journal::create(path, &header).map_err(|e| ServeError::Journal {
+                path: path.clone(),
+                error: e.to_string(),
+            })?;
+            tracing::info!(code = 5, path = %path.display(), "journaling the engine's inputs");
+            Some(Arc::new(j))
+        }
+        None => None,
+    };
+    let engine =
+        Engine::new(config, seed, start_at).map_err(|e| ServeError::Engine(e.to_string()))?;
     let handle = start(
         TokioRuntime,
         store.clone(),
         engine,
         clock,
-        ExecutorConfig::default(),
+        ExecutorConfig {
+            journal,
+            ..ExecutorConfig::default()
+        },
     );
     declare(&handle, &settings).await?;
 
@@ -123,7 +153,18 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             Ok(())
         }
     };
+    // The engine task ends once the last handle is gone; then its journal is complete.
+    let stopped = handle.stopped();
     drop(handle);
+    if tokio::time::timeout(settings.shutdown_timeout, stopped)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            code = 3,
+            "the engine task did not end within the shutdown timeout"
+        );
+    }
     store.close().await;
     tracing::info!(code = 4, "stopped");
     result

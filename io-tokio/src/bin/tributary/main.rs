@@ -59,6 +59,9 @@ struct ServeArgs {
     /// Log lines for people or as JSON [default: pretty]; filter with RUST_LOG.
     #[arg(long, env = "TRIBUTARY_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Record every input of the engine in this file, for `tributary-simulation --journal`.
+    #[arg(long, env = "TRIBUTARY_JOURNAL")]
+    journal: Option<PathBuf>,
 }
 
 fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
@@ -73,6 +76,7 @@ fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
             store: a.store,
             grpc_listen: a.grpc_listen,
             log_format: a.log_format,
+            journal: a.journal,
         },
     )
 }
