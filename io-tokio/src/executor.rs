@@ -84,6 +84,13 @@ impl Handle {
 
     /// Sends a command on `conn` and waits for its reply.
     pub async fn call(&self, conn: ConnId, cmd: Command) -> Result<Reply, Error> {
+        self.submit(conn, cmd).await?.await
+    }
+
+    /// Queues a command on `conn` (waiting while the engine's queue is full) and returns the
+    /// future of its reply: commands submitted one after another reach the engine in that
+    /// order, while their replies are awaited together (pipelining).
+    pub async fn submit(&self, conn: ConnId, cmd: Command) -> Result<PendingReply, Error> {
         let (reply, rx) = oneshot::channel();
         let req = ReqId(self.ids.fetch_add(1, Ordering::Relaxed));
         self.tx
@@ -95,7 +102,7 @@ impl Handle {
             })
             .await
             .map_err(|_| stopped())?;
-        rx.await.unwrap_or_else(|_| Err(stopped()))
+        Ok(PendingReply(rx))
     }
 
     /// Opens a connection: deliveries and replay items for it arrive on its `events`.
@@ -129,6 +136,27 @@ impl Connection {
     /// Sends a command on this connection and waits for its reply.
     pub async fn call(&self, cmd: Command) -> Result<Reply, Error> {
         self.handle.call(self.id, cmd).await
+    }
+
+    /// Queues a command on this connection; see [`Handle::submit`].
+    pub async fn submit(&self, cmd: Command) -> Result<PendingReply, Error> {
+        self.handle.submit(self.id, cmd).await
+    }
+}
+
+/// The reply to a submitted command, to be awaited.
+#[derive(Debug)]
+pub struct PendingReply(oneshot::Receiver<Result<Reply, Error>>);
+
+impl std::future::Future for PendingReply {
+    type Output = Result<Reply, Error>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(stopped())))
     }
 }
 

@@ -41,6 +41,13 @@ impl EngineConn for Connection {
         Connection::call(self, cmd)
     }
 
+    async fn submit(
+        &self,
+        cmd: Command,
+    ) -> Result<impl Future<Output = Result<Reply, Error>> + Send + 'static, Error> {
+        Connection::submit(self, cmd).await
+    }
+
     async fn next(&self) -> Option<ConnEvent> {
         self.events.recv().await.ok()
     }

@@ -8,4 +8,4 @@ mod serve;
 pub mod store;
 
 pub use link::Link;
-pub use serve::{ServeError, serve};
+pub use serve::{Bound, ServeError, bind, serve};

@@ -3,6 +3,7 @@
 
 use crate::server::Link;
 use crate::server::config::Settings;
+use crate::server::store::AnyStore;
 use crate::{Clock, ExecutorConfig, Handle, Journal, NO_CONN, TokioRuntime, start};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -54,6 +55,38 @@ pub enum ServeError {
 /// Runs the server until SIGINT or SIGTERM. Prints one line on stdout once it listens:
 /// `tributary: listening grpc=ADDR store=STORE`.
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
+    let bound = bind(settings).await?;
+    println!(
+        "tributary: listening grpc={} store={}",
+        bound.addr, bound.store_name
+    );
+    let _ = std::io::stdout().flush();
+    bound.run(wait_for_signal()).await
+}
+
+/// A server that has opened its store, started its engine, created the declared streams
+/// and bound its socket: [`Bound::run`] serves until a shutdown future completes. For
+/// embedding the server in-process (benches, tests).
+pub struct Bound {
+    addr: SocketAddr,
+    store_name: String,
+    store: AnyStore,
+    handle: Handle,
+    listener: TcpListener,
+    shutdown_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("addr", &self.addr)
+            .field("store", &self.store_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the store, starts the engine, declares, and binds the gRPC socket.
+pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
     let store = settings
         .store
         .open(&settings.data_dir)
@@ -105,69 +138,106 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         addr: settings.grpc_listen,
         source,
     })?;
-    let store_name = settings.store.describe(&settings.data_dir);
-    println!("tributary: listening grpc={addr} store={store_name}");
-    let _ = std::io::stdout().flush();
-    tracing::info!(code = 1, grpc = %addr, store = %store_name, "serving");
+    Ok(Bound {
+        addr,
+        store_name: settings.store.describe(&settings.data_dir),
+        store,
+        handle,
+        listener,
+        shutdown_timeout: settings.shutdown_timeout,
+    })
+}
 
-    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
-    let service = EventStreamService::new(
-        Link {
-            handle: handle.clone(),
-            rt: TokioRuntime,
-        },
-        ServiceConfig::default(),
-        stop_rx,
-    );
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service.into_server())
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async move {
-                    let _ = signalled_rx.await;
-                },
-            ),
-    );
-    wait_for_signal().await;
-    tracing::info!(
-        code = 2,
-        "stopping: no new calls; waiting for the calls in flight"
-    );
-    // Sessions and replays end; unary calls in flight (appends) finish and are answered.
-    drop(stop_tx);
-    let _ = signalled_tx.send(());
-    let result = match tokio::time::timeout(settings.shutdown_timeout, server).await {
-        Ok(Ok(r)) => r.map_err(ServeError::from),
-        Ok(Err(join)) => {
-            tracing::error!(code = 3, error = %join, "the gRPC server task failed");
-            Ok(())
-        }
-        Err(_) => {
+impl Bound {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets the calls in flight
+    /// finish (up to the shutdown timeout), stops the engine and closes the store.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        let Bound {
+            addr,
+            store_name,
+            store,
+            handle,
+            listener,
+            shutdown_timeout,
+        } = self;
+        tracing::info!(code = 1, grpc = %addr, store = %store_name, "serving");
+
+        let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
+        let service = EventStreamService::new(
+            Link {
+                handle: handle.clone(),
+                rt: TokioRuntime,
+            },
+            ServiceConfig::default(),
+            stop_rx,
+        );
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service.into_server())
+                .serve_with_incoming_shutdown(
+                    // Small replies go out at once: without TCP_NODELAY, Nagle's algorithm and
+                    // delayed acks hold them for tens of milliseconds.
+                    tokio_stream::StreamExt::map(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        |s| {
+                            s.inspect(|s| {
+                                let _ = s.set_nodelay(true);
+                            })
+                        },
+                    ),
+                    async move {
+                        let _ = signalled_rx.await;
+                    },
+                ),
+        );
+        shutdown.await;
+        tracing::info!(
+            code = 2,
+            "stopping: no new calls; waiting for the calls in flight"
+        );
+        // Sessions and replays end; unary calls in flight (appends) finish and are answered.
+        drop(stop_tx);
+        let _ = signalled_tx.send(());
+        let result = match tokio::time::timeout(shutdown_timeout, server).await {
+            Ok(Ok(r)) => r.map_err(ServeError::from),
+            Ok(Err(join)) => {
+                tracing::error!(code = 3, error = %join, "the gRPC server task failed");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!(
+                    code = 3,
+                    timeout = ?shutdown_timeout,
+                    "calls still in flight after the shutdown timeout: stopping anyway"
+                );
+                Ok(())
+            }
+        };
+        // The engine task ends once the last handle is gone; then its journal is complete.
+        let stopped = handle.stopped();
+        drop(handle);
+        if tokio::time::timeout(shutdown_timeout, stopped)
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 code = 3,
-                timeout = ?settings.shutdown_timeout,
-                "calls still in flight after the shutdown timeout: stopping anyway"
+                "the engine task did not end within the shutdown timeout"
             );
-            Ok(())
         }
-    };
-    // The engine task ends once the last handle is gone; then its journal is complete.
-    let stopped = handle.stopped();
-    drop(handle);
-    if tokio::time::timeout(settings.shutdown_timeout, stopped)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            code = 3,
-            "the engine task did not end within the shutdown timeout"
-        );
+        store.close().await;
+        tracing::info!(code = 4, "stopped");
+        result
     }
-    store.close().await;
-    tracing::info!(code = 4, "stopped");
-    result
 }
 
 /// Creates the declared streams and subscriptions that do not exist yet. One that exists

@@ -28,6 +28,16 @@ pub trait EngineConn: Send + Sync + 'static {
     /// Sends a command on this connection.
     fn call(&self, cmd: Command) -> impl Future<Output = Result<Reply, Error>> + Send;
 
+    /// Queues a command on this connection and returns the future of its reply: commands
+    /// submitted one after another reach the engine in that order, their replies are awaited
+    /// together (a session pipelines its acks this way).
+    fn submit(
+        &self,
+        cmd: Command,
+    ) -> impl Future<
+        Output = Result<impl Future<Output = Result<Reply, Error>> + Send + 'static, Error>,
+    > + Send;
+
     /// The next delivery or replay item for this connection; `None` once the engine stopped.
     fn next(&self) -> impl Future<Output = Option<ConnEvent>> + Send;
 

@@ -8,7 +8,10 @@ use crate::convert::{
 use crate::link::{EngineConn, EngineLink};
 use crate::pb;
 use crate::pb::event_stream_server::EventStream;
-use crate::session::{Out, Sent, Session, Settle, answer, expect_open, forward};
+use crate::session::{
+    Answer, Out, PIPELINED_COMMANDS, Sent, Session, Settle, answer_in_order, expect_open, forward,
+    reply_kind, session_error,
+};
 use crate::status::invalid;
 use crate::{CORRELATION_HEADER, error_to_status, event_to_pb};
 use futures_util::{FutureExt, Stream, select_biased};
@@ -18,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tributary_core::{AppendRequest, Command, ConnEvent, Error, ReplayItem, Reply};
+use tributary_core::{AppendRequest, Command, ConnEvent, Error, ReplayItem, Reply, StreamName};
 
 /// How the service behaves.
 #[derive(Debug, Clone)]
@@ -113,11 +116,11 @@ impl<L: EngineLink> EventStreamService<L> {
         self.link.call(cmd).await.map_err(|e| error_to_status(&e))
     }
 
-    async fn append(
-        &self,
+    /// The append command of a publish request.
+    fn append_command(
         r: pb::PublishRequest,
         correlation: Option<&str>,
-    ) -> Result<pb::PublishResponse, Status> {
+    ) -> Result<(StreamName, Command), Status> {
         let stream = stream_name(&r.stream)?;
         let events = r
             .events
@@ -129,7 +132,16 @@ impl<L: EngineLink> EventStreamService<L> {
             events,
             expected_offset: r.expected_offset,
         });
-        match self.call(cmd).await {
+        Ok((stream, cmd))
+    }
+
+    /// The answer to a publish, logged.
+    fn appended(
+        stream: &StreamName,
+        reply: Result<Reply, Error>,
+        correlation: Option<&str>,
+    ) -> Result<pb::PublishResponse, Status> {
+        match reply {
             Ok(Reply::Appended(outcomes)) => {
                 for o in &outcomes {
                     let (p, duplicate) = match o {
@@ -151,11 +163,21 @@ impl<L: EngineLink> EventStreamService<L> {
                 })
             }
             Ok(r) => Err(unexpected(r)),
-            Err(s) => {
+            Err(e) => {
+                let s = error_to_status(&e);
                 tracing::info!(code = 4001, stream = %stream, status = ?s.code(), error = s.message(), correlation_id = correlation.unwrap_or(""), "publish refused");
                 Err(s)
             }
         }
+    }
+
+    async fn append(
+        &self,
+        r: pb::PublishRequest,
+        correlation: Option<&str>,
+    ) -> Result<pb::PublishResponse, Status> {
+        let (stream, cmd) = Self::append_command(r, correlation)?;
+        Self::appended(&stream, self.link.call(cmd).await, correlation)
     }
 
     /// Opens a session: connects, creates the subscription if asked and missing, attaches.
@@ -244,6 +266,77 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         Ok(Response::new(out))
     }
 
+    type PublishPipelinedStream = BoxStream<pb::PipelinedAnswer>;
+
+    async fn publish_pipelined(
+        &self,
+        req: Request<Streaming<pb::PipelinedPublish>>,
+    ) -> Result<Response<Self::PublishPipelinedStream>, Status> {
+        let corr = correlation(&req);
+        let mut input = req.into_inner();
+        let conn = self.link.connect().await.map_err(|e| error_to_status(&e))?;
+        let (out, rx) = tokio::sync::mpsc::channel(self.config.response_buffer.max(1));
+        type Pending = (
+            u64,
+            Pin<Box<dyn std::future::Future<Output = Result<pb::PublishResponse, Status>> + Send>>,
+        );
+        let (pending_tx, pending_rx) = async_channel::bounded::<Pending>(PIPELINED_COMMANDS);
+        // Answers go out in the order the batches came, each once it is durable.
+        self.link.spawn(async move {
+            while let Ok((id, answer)) = pending_rx.recv().await {
+                let kind = match answer.await {
+                    Ok(p) => pb::pipelined_answer::Kind::Published(p),
+                    Err(s) => pb::pipelined_answer::Kind::Error(session_error(&s)),
+                };
+                let msg = pb::PipelinedAnswer {
+                    request_id: id,
+                    kind: Some(kind),
+                };
+                if out.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let stop = self.stop.clone();
+        self.link.spawn(async move {
+            loop {
+                let m = select_biased! {
+                    _ = stop.recv().fuse() => return,
+                    m = input.message().fuse() => m,
+                };
+                let Ok(Some(m)) = m else { return };
+                let corr = corr.clone();
+                let pending: Pending =
+                    match m.batch.map(|b| Self::append_command(b, corr.as_deref())) {
+                        None => (
+                            m.request_id,
+                            Box::pin(std::future::ready(Err(invalid(
+                                "batch",
+                                "a batch is needed",
+                            )))),
+                        ),
+                        Some(Err(s)) => (m.request_id, Box::pin(std::future::ready(Err(s)))),
+                        Some(Ok((stream, cmd))) => match conn.submit(cmd).await {
+                            Ok(reply) => (
+                                m.request_id,
+                                Box::pin(async move {
+                                    Self::appended(&stream, reply.await, corr.as_deref())
+                                }),
+                            ),
+                            Err(e) => (
+                                m.request_id,
+                                Box::pin(std::future::ready(Err(error_to_status(&e)))),
+                            ),
+                        },
+                    };
+                if pending_tx.send(pending).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
     type SubscribeStream = BoxStream<pb::SubscribeResponse>;
 
     async fn subscribe(
@@ -265,6 +358,10 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
             out.clone(),
             self.stop.clone(),
         ));
+        // Commands are handed to the engine in the order they came; their answers are awaited
+        // by a task of their own, so acks are pipelined rather than one durable save at a time.
+        let (answers_tx, answers_rx) = async_channel::bounded::<Answer>(PIPELINED_COMMANDS);
+        self.link.spawn(answer_in_order(answers_rx, out.clone()));
         let stop = self.stop.clone();
         self.link.spawn(async move {
             loop {
@@ -287,14 +384,32 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
                     Some(Kind::Heartbeat(_)) => continue,
                     Some(Kind::Open(_)) | None => {
                         let e = invalid("open", "a session is opened once, by its first message");
-                        if out.send(Ok(answer(m.request_id, Err(e)))).await.is_err() {
-                            return;
-                        }
+                        let _ = answers_tx
+                            .send((m.request_id, Box::pin(std::future::ready(Err(e)))))
+                            .await;
                         continue;
                     }
                 };
-                let r = session.settle(settle, &grants).await;
-                if out.send(Ok(answer(m.request_id, r))).await.is_err() {
+                let reply: Answer = match session.command(settle, &grants).await {
+                    Err(e) => (m.request_id, Box::pin(std::future::ready(Err(e)))),
+                    Ok(None) => (
+                        m.request_id,
+                        Box::pin(std::future::ready(Ok(pb::subscribe_response::Kind::Done(
+                            pb::Empty {},
+                        )))),
+                    ),
+                    Ok(Some(cmd)) => match session.conn.submit(cmd).await {
+                        Ok(pending) => (
+                            m.request_id,
+                            Box::pin(async move { reply_kind(pending.await) }),
+                        ),
+                        Err(e) => (
+                            m.request_id,
+                            Box::pin(std::future::ready(reply_kind(Err(e)))),
+                        ),
+                    },
+                };
+                if answers_tx.send(reply).await.is_err() {
                     return;
                 }
             }

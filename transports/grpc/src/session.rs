@@ -40,22 +40,36 @@ pub(crate) enum Settle {
 
 impl<C: EngineConn> Session<C> {
     /// Carries out one command; the answer to send back.
-    /// Credit goes to the forwarding task through `grants`.
+    /// Carries out one command and waits for its answer. Credit goes to the forwarding task
+    /// through `grants`.
     pub(crate) async fn settle(
         &self,
         s: Settle,
         grants: &async_channel::Sender<u32>,
     ) -> Result<Kind, Status> {
+        match self.command(s, grants).await? {
+            None => Ok(Kind::Done(pb::Empty {})),
+            Some(cmd) => reply_kind(self.conn.call(cmd).await),
+        }
+    }
+
+    /// The engine command of a client command, or `None` when it was carried out here
+    /// (credit, handed to the forwarding task through `grants`).
+    pub(crate) async fn command(
+        &self,
+        s: Settle,
+        grants: &async_channel::Sender<u32>,
+    ) -> Result<Option<Command>, Status> {
         let (stream, subscription, consumer) = (
             self.stream.clone(),
             self.subscription.clone(),
             self.consumer.clone(),
         );
-        let cmd = match s {
+        Ok(Some(match s {
             Settle::Credit(c) => {
                 // The forwarding task has ended when this fails: nothing left to grant to.
                 let _ = grants.send(c.events).await;
-                return Ok(Kind::Done(pb::Empty {}));
+                return Ok(None);
             }
             Settle::Ack(a) => Command::Ack {
                 stream,
@@ -78,13 +92,36 @@ impl<C: EngineConn> Session<C> {
                 positions: positions(t.positions)?,
                 reason: t.reason,
             },
-        };
-        match self.conn.call(cmd).await {
-            Ok(Reply::Acked { acked, ignored }) => {
-                Ok(Kind::AckResult(pb::AckResult { acked, ignored }))
-            }
-            Ok(_) => Ok(Kind::Done(pb::Empty {})),
-            Err(e) => Err(error_to_status(&e)),
+        }))
+    }
+}
+
+/// The engine's reply to a session command as the message kind that answers it.
+pub(crate) fn reply_kind(r: Result<Reply, tributary_core::Error>) -> Result<Kind, Status> {
+    match r {
+        Ok(Reply::Acked { acked, ignored }) => {
+            Ok(Kind::AckResult(pb::AckResult { acked, ignored }))
+        }
+        Ok(_) => Ok(Kind::Done(pb::Empty {})),
+        Err(e) => Err(error_to_status(&e)),
+    }
+}
+
+/// An answer still to come, in the order the commands came.
+pub(crate) type Answer = (
+    u64,
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Kind, Status>> + Send>>,
+);
+
+/// Commands of a session whose answers are awaited at once, at most (then the session stops
+/// reading the client's messages until answers come: back-pressure).
+pub(crate) const PIPELINED_COMMANDS: usize = 256;
+
+/// Sends the answers of a session's commands, in the order of the commands.
+pub(crate) async fn answer_in_order(answers: async_channel::Receiver<Answer>, out: Out) {
+    while let Ok((id, reply)) = answers.recv().await {
+        if out.send(Ok(answer(id, reply.await))).await.is_err() {
+            return;
         }
     }
 }
@@ -94,17 +131,22 @@ impl<C: EngineConn> Session<C> {
 pub(crate) fn answer(request_id: u64, r: Result<Kind, Status>) -> pb::SubscribeResponse {
     let kind = match r {
         Ok(k) => k,
-        Err(s) => Kind::Error(pb::SessionError {
-            code: s.code() as i32,
-            reason: tonic_types::StatusExt::get_details_error_info(&s)
-                .map(|i| i.reason)
-                .unwrap_or_default(),
-            message: s.message().to_string(),
-        }),
+        Err(s) => Kind::Error(session_error(&s)),
     };
     pb::SubscribeResponse {
         request_id,
         kind: Some(kind),
+    }
+}
+
+/// A status as an error message inside a stream that goes on.
+pub(crate) fn session_error(s: &Status) -> pb::SessionError {
+    pb::SessionError {
+        code: s.code() as i32,
+        reason: tonic_types::StatusExt::get_details_error_info(s)
+            .map(|i| i.reason)
+            .unwrap_or_default(),
+        message: s.message().to_string(),
     }
 }
 
