@@ -257,6 +257,15 @@ pub struct Settings {
     pub subscriptions: Vec<SubscriptionConfig>,
 }
 
+/// `streams[0] (orders).partitions`, or without the field when the whole entry is wrong.
+fn entry(list: &str, i: usize, name: &str, field: &str) -> String {
+    if field.is_empty() {
+        format!("{list}[{i}] ({name})")
+    } else {
+        format!("{list}[{i}] ({name}).{field}")
+    }
+}
+
 fn invalid(what: String, message: impl ToString) -> ConfigError {
     ConfigError::Invalid {
         what,
@@ -278,7 +287,7 @@ impl Settings {
             .enumerate()
             .map(|(i, d)| {
                 d.to_config()
-                    .map_err(|(f, m)| invalid(format!("streams[{i}] ({}).{f}", d.name), m))
+                    .map_err(|(f, m)| invalid(entry("streams", i, &d.name, f), m))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let subscriptions = file
@@ -287,7 +296,7 @@ impl Settings {
             .enumerate()
             .map(|(i, d)| {
                 d.to_config()
-                    .map_err(|(f, m)| invalid(format!("subscriptions[{i}] ({}).{f}", d.name), m))
+                    .map_err(|(f, m)| invalid(entry("subscriptions", i, &d.name, f), m))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Settings {
