@@ -211,6 +211,56 @@ pub enum Command {
     },
     /// Stop a replay. Reply: `Done`.
     CancelReplay(ReplayId),
+    /// ConsumerGroup: a member says it is alive (any command of the member also counts).
+    /// Reply: `Assignment`, its current generation and partitions.
+    Heartbeat {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The member.
+        consumer: ConsumerId,
+    },
+    /// ConsumerGroup: commit positions (Kafka style: `offset` is the next offset to read, so
+    /// every delivered event of the partition below it counts as processed). Empty
+    /// `offsets`: commit what the member acknowledged on all of its partitions. Refused with
+    /// `StaleGeneration` when `generation` is not the group's, and with `NotAssigned` for a
+    /// partition the member does not own. Reply: `Committed` once durable.
+    Commit {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The member.
+        consumer: ConsumerId,
+        /// The generation the member was given.
+        generation: u64,
+        /// Per partition, the next offset to read.
+        offsets: Vec<Position>,
+    },
+}
+
+/// A consumer group member's share of the partitions in one generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupAssignment {
+    /// The generation; commits must carry it.
+    pub generation: u64,
+    /// The member's partitions, ascending.
+    pub partitions: Vec<u32>,
+    /// Whether the consumer is (still) a member. `false`: its session timed out; attach again
+    /// to rejoin.
+    pub member: bool,
+}
+
+/// A consumer group as it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// The current generation (0 before anyone joined).
+    pub generation: u64,
+    /// The owner of each partition, by partition.
+    pub owners: Vec<Option<ConsumerId>>,
+    /// Per partition: acknowledged events not yet committed.
+    pub uncommitted: Vec<u64>,
 }
 
 /// Where a stream stands.
@@ -274,6 +324,8 @@ pub struct SubscriptionInfo {
     pub cursors: Vec<CursorInfo>,
     /// Consumers attached now.
     pub attached: Vec<ConsumerId>,
+    /// ConsumerGroup: the group's generation and assignment.
+    pub group: Option<GroupInfo>,
 }
 
 /// A successful reply.
@@ -300,6 +352,11 @@ pub enum Reply {
     },
     /// A replay started.
     ReplayStarted(ReplayId),
+    /// ConsumerGroup: a member's current assignment.
+    Assignment(GroupAssignment),
+    /// ConsumerGroup: the committed positions (ack floors) of the partitions a commit named,
+    /// durable.
+    Committed(Vec<Position>),
 }
 
 /// One event delivered to a consumer.
@@ -364,6 +421,28 @@ pub enum Notice {
         /// Events dropped.
         count: u64,
     },
+    /// A consumer group rebalanced: a new generation.
+    Rebalanced {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The new generation.
+        generation: u64,
+        /// Members now.
+        members: u32,
+        /// Partitions that changed owner.
+        moved: u32,
+    },
+    /// A consumer group member was not heard from within its session timeout and left.
+    SessionExpired {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The member.
+        consumer: ConsumerId,
+    },
     /// A storage request failed and will be tried again.
     StorageRetry {
         /// What for.
@@ -413,6 +492,20 @@ pub enum Output {
         replay: ReplayId,
         /// The item.
         item: ReplayItem,
+    },
+    /// Tell a consumer group member its new assignment (after every rebalance, to every
+    /// member; `member: false` to one whose session timed out).
+    Assignment {
+        /// Its connection.
+        conn: ConnId,
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The member.
+        consumer: ConsumerId,
+        /// Its share.
+        assignment: GroupAssignment,
     },
     /// Tell the operator.
     Notice(Notice),

@@ -56,6 +56,12 @@ pub struct Config {
     pub default_ack_wait: Duration,
     /// Default deliveries before the dead letter stream (5).
     pub default_max_deliveries: u32,
+    /// Default heartbeat interval of consumer groups (10 s).
+    pub default_heartbeat_interval: Duration,
+    /// Default session timeout of consumer groups (30 s).
+    pub default_session_timeout: Duration,
+    /// Default batch of the `AfterBatch` commit strategy (100).
+    pub default_commit_batch: u32,
     /// Default events in flight per consumer (1,000).
     pub default_max_in_flight: u32,
     /// Most unacknowledged events (delivered or waiting for redelivery) per subscription cursor
@@ -111,6 +117,9 @@ impl Default for Config {
             read_batch_events: 512,
             default_ack_wait: Duration::from_secs(30),
             default_max_deliveries: 5,
+            default_heartbeat_interval: Duration::from_secs(10),
+            default_session_timeout: Duration::from_secs(30),
+            default_commit_batch: 100,
             default_max_in_flight: 1000,
             max_ack_pending: 10_000,
             backoff_base: Duration::from_secs(1),

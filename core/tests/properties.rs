@@ -930,7 +930,7 @@ fn check_floors(
     // (`Acked`). They are never delivered again, and the floor is at least the first offset
     // not among them.
     let cursor_of = |who: usize| match mode {
-        SubscriptionMode::Exclusive => None,
+        SubscriptionMode::Exclusive | SubscriptionMode::ConsumerGroup => None,
         SubscriptionMode::Broadcast => Some(c(CONSUMERS[who])),
     };
     let mut settled: BTreeMap<Option<ConsumerId>, Vec<BTreeSet<u64>>> = BTreeMap::new();

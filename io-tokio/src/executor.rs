@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tributary_core::{
-    Command, ConnId, ConsumerId, Delivered, Engine, Error, Input, Notice, OpId, Output, ReplayId,
-    ReplayItem, Reply, ReqId, StorageResult, StreamName, SubscriptionName,
+    Command, ConnId, ConsumerId, Delivered, Engine, Error, GroupAssignment, Input, Notice, OpId,
+    Output, ReplayId, ReplayItem, Reply, ReqId, StorageResult, StreamName, SubscriptionName,
 };
 use tributary_store_api::Store;
 
@@ -53,6 +53,17 @@ pub enum ConnEvent {
         replay: ReplayId,
         /// The item.
         item: ReplayItem,
+    },
+    /// A consumer group member's new assignment (after a rebalance, or its removal).
+    Assignment {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The member.
+        consumer: ConsumerId,
+        /// Its generation and partitions.
+        assignment: GroupAssignment,
     },
 }
 
@@ -286,6 +297,22 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                         let _ = c.try_send(ConnEvent::Replay { replay, item });
                     }
                 }
+                Output::Assignment {
+                    conn,
+                    stream,
+                    subscription,
+                    consumer,
+                    assignment,
+                } => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.try_send(ConnEvent::Assignment {
+                            stream,
+                            subscription,
+                            consumer,
+                            assignment,
+                        });
+                    }
+                }
                 Output::Notice(n) => log_notice(&n),
             }
         }
@@ -341,6 +368,32 @@ fn log_notice(n: &Notice) {
         Notice::Dropped { stream, count } => {
             tracing::warn!(code = 4002, stream = %stream, count, "ephemeral stream full: oldest events dropped")
         }
+        Notice::Rebalanced {
+            stream,
+            subscription,
+            generation,
+            members,
+            moved,
+        } => tracing::info!(
+            code = 2010,
+            stream = %stream,
+            subscription = %subscription,
+            generation,
+            members,
+            moved,
+            "consumer group rebalanced"
+        ),
+        Notice::SessionExpired {
+            stream,
+            subscription,
+            consumer,
+        } => tracing::warn!(
+            code = 3010,
+            stream = %stream,
+            subscription = %subscription,
+            consumer = %consumer,
+            "consumer group member's session timed out"
+        ),
         Notice::StorageRetry { what, error } => {
             tracing::warn!(code = 1002, what, error = %error, "storage request failed; retrying")
         }

@@ -12,11 +12,13 @@
 //!
 //! Submodules hold one concern each: `streams` (create, delete, append pipeline, reads),
 //! `dedup` (the idempotency window), `cursor` (one subscription position in one partition),
-//! `subscriptions` (modes, delivery, acks, dead letters, resets), `replay`, `recovery`, and
+//! `subscriptions` (modes, delivery, acks, dead letters, resets), `groups` (consumer group
+//! membership, generations, sticky assignment, commit strategies), `replay`, `recovery`, and
 //! `resolve` (turning start positions into offsets).
 
 mod cursor;
 mod dedup;
+mod groups;
 mod recovery;
 mod replay;
 mod resolve;
@@ -117,6 +119,10 @@ pub(crate) enum Timer {
     Replay(ReplayId),
     /// A stream's group commit stops waiting for more appends.
     Linger(StreamName),
+    /// A consumer group member's session may have timed out.
+    Session(SubId, ConsumerId),
+    /// A consumer group's periodic commit is due.
+    Commit(SubId),
 }
 
 /// How far the engine is in its life.
@@ -149,6 +155,8 @@ struct AckWait {
     saves: u32,
     /// Answer `Done` instead of `Acked` (resets).
     done: bool,
+    /// Answer `Committed` with these positions (consumer group commits).
+    committed: Option<Vec<crate::api::Position>>,
 }
 
 /// Tributary's engine. See the module documentation for how to drive it.
@@ -314,6 +322,8 @@ impl Engine {
                 | Command::DescribeSubscription { .. }
                 | Command::ListStreams
                 | Command::CancelReplay(_)
+                | Command::Heartbeat { .. }
+                | Command::Commit { .. }
         );
         if needs_storage && self.ops.len() >= self.cfg.max_storage_ops {
             let limit = self.cfg.max_storage_ops as u64;
@@ -416,6 +426,18 @@ impl Engine {
                 options,
             } => self.start_replay(origin, stream, from, options),
             Command::CancelReplay(id) => self.cancel_replay(origin, id),
+            Command::Heartbeat {
+                stream,
+                subscription,
+                consumer,
+            } => self.heartbeat(origin, stream, subscription, consumer),
+            Command::Commit {
+                stream,
+                subscription,
+                consumer,
+                generation,
+                offsets,
+            } => self.commit(origin, stream, subscription, consumer, generation, offsets),
         }
     }
 
@@ -572,6 +594,8 @@ impl Engine {
                 Timer::Retry(id) => self.fire_retry(id),
                 Timer::Replay(id) => self.replay_wake(id),
                 Timer::Linger(name) => self.linger_expired(&name),
+                Timer::Session(sub, consumer) => self.session_expired(sub, consumer),
+                Timer::Commit(sub) => self.periodic_commit(sub),
             }
         }
     }

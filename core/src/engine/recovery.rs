@@ -74,7 +74,7 @@ impl Engine {
             let mut sub = Subscription::new(rec.id, rec.config, stream, SubStatus::Ready);
             sub.start_offsets = rec.start_offsets;
             sub.start_offsets.resize(stream.parts.len(), 0);
-            if sub.config.mode == SubscriptionMode::Exclusive {
+            if sub.config.mode.shared_position() {
                 sub.new_cursor(None);
             }
             self.next_sub = self.next_sub.max(rec.id.0 + 1);
@@ -87,7 +87,7 @@ impl Engine {
                 continue;
             };
             let ci = match (&c.consumer, sub.config.mode) {
-                (None, SubscriptionMode::Exclusive) => 0,
+                (None, SubscriptionMode::Exclusive | SubscriptionMode::ConsumerGroup) => 0,
                 (Some(id), SubscriptionMode::Broadcast) => match sub.cursor_of.get(id) {
                     Some(&i) => i,
                     None => sub.new_cursor(Some(id.clone())),

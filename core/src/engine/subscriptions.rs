@@ -4,6 +4,8 @@
 //! Exclusive: one cursor shared by every consumer; events go round-robin, one at a time, to
 //! consumers with credit (`max_in_flight`). `ordered_by_key`: an event whose key has an
 //! earlier pending event waits (`Blocked`) until that one is acknowledged or dead-lettered.
+//! ConsumerGroup: one shared cursor like Exclusive; each member is delivered only events of the
+//! partitions assigned to it (see `groups`).
 
 use super::cursor::{CursorKey, PartCursor, Pending, SlotKey, SlotState};
 use super::resolve::Purpose;
@@ -61,6 +63,8 @@ pub(crate) struct Subscription {
     pub(crate) consumers: BTreeMap<ConsumerId, Consumer>,
     /// The stream's next offsets when the subscription was created (ephemeral trimming).
     pub(crate) created_next: Vec<u64>,
+    /// ConsumerGroup: membership, generation and assignment.
+    pub(crate) group: Option<super::groups::Group>,
     rr: usize,
     part_rr: usize,
 }
@@ -72,6 +76,8 @@ impl Subscription {
         stream: &Stream,
         status: SubStatus,
     ) -> Subscription {
+        let group = (config.mode == SubscriptionMode::ConsumerGroup)
+            .then(|| super::groups::Group::new(stream.parts.len()));
         Subscription {
             id,
             config,
@@ -83,6 +89,7 @@ impl Subscription {
             cursor_of: BTreeMap::new(),
             consumers: BTreeMap::new(),
             created_next: stream.parts.iter().map(|p| p.next).collect(),
+            group,
             rr: 0,
             part_rr: 0,
         }
@@ -141,6 +148,7 @@ impl Subscription {
                 })
                 .collect(),
             attached: self.consumers.keys().cloned().collect(),
+            group: self.group.as_ref().map(super::groups::Group::info),
         }
     }
 }
@@ -173,7 +181,7 @@ impl Subscription {
         let ids: Vec<ConsumerId> = self.consumers.keys().cloned().collect();
         let mut batches: Vec<Vec<Delivered>> = ids.iter().map(|_| Vec::new()).collect();
         match self.config.mode {
-            SubscriptionMode::Broadcast => {
+            SubscriptionMode::Broadcast | SubscriptionMode::ConsumerGroup => {
                 for (i, id) in ids.iter().enumerate() {
                     while self.has_credit(id) {
                         let Some(d) = self.take_next(id, ctx) else {
@@ -227,6 +235,11 @@ impl Subscription {
             .is_some_and(|c| c.in_flight < c.max_in_flight)
     }
 
+    /// Whether `consumer` may be given events of partition `p` (consumer groups: only its own).
+    fn may_take(&self, consumer: &ConsumerId, p: usize) -> bool {
+        self.group.as_ref().is_none_or(|g| g.owns(consumer, p))
+    }
+
     /// Takes the next event for `consumer`: redeliveries first, then fresh events, rotating
     /// over partitions. Marks it in flight.
     fn take_next(&mut self, consumer: &ConsumerId, ctx: &mut Ctx<'_>) -> Option<Delivered> {
@@ -234,6 +247,9 @@ impl Subscription {
         let parts = self.cursors[ci as usize].parts.len();
         for k in 0..parts {
             let p = (self.part_rr + k) % parts;
+            if !self.may_take(consumer, p) {
+                continue;
+            }
             let Some(offset) = self.cursors[ci as usize].parts[p].ready.pop_first() else {
                 continue;
             };
@@ -242,6 +258,9 @@ impl Subscription {
         }
         for k in 0..parts {
             let p = (self.part_rr + k) % parts;
+            if !self.may_take(consumer, p) {
+                continue;
+            }
             loop {
                 match self.fresh(ci, p, ctx) {
                     Fresh::None => break,
@@ -366,7 +385,11 @@ impl Subscription {
 }
 
 impl Engine {
-    fn sub_id(&self, stream: &StreamName, name: &SubscriptionName) -> Result<SubId, Error> {
+    pub(crate) fn sub_id(
+        &self,
+        stream: &StreamName,
+        name: &SubscriptionName,
+    ) -> Result<SubId, Error> {
         self.sub_names
             .get(&(stream.clone(), name.clone()))
             .copied()
@@ -444,7 +467,7 @@ impl Engine {
             return;
         };
         sub.start_offsets = offsets;
-        if sub.config.mode == SubscriptionMode::Exclusive {
+        if sub.config.mode.shared_position() {
             sub.new_cursor(None);
         }
         if !sub.durable {
@@ -539,6 +562,15 @@ impl Engine {
                 conn.attached.remove(&(id, cid.clone()));
             }
         }
+        if let Some(g) = &sub.group {
+            for (consumer, deadline) in &g.sessions {
+                self.timers
+                    .remove(&(*deadline, Timer::Session(id, consumer.clone())));
+            }
+            if let Some(due) = g.commit_due {
+                self.timers.remove(&(due, Timer::Commit(id)));
+            }
+        }
         let gone = Error::SubscriptionNotFound {
             stream: sub.config.stream.clone(),
             subscription: sub.config.name.clone(),
@@ -614,7 +646,7 @@ impl Engine {
             return self.reply_to(origin, Err(Error::AlreadyAttached(consumer)));
         }
         let cursor = match sub.config.mode {
-            SubscriptionMode::Exclusive => {
+            SubscriptionMode::Exclusive | SubscriptionMode::ConsumerGroup => {
                 if sub.consumers.len() >= max_consumers {
                     let limit = max_consumers as u64;
                     return self.reply_to(
@@ -651,8 +683,12 @@ impl Engine {
                 cursor,
             },
         );
-        self.conn(origin.0).attached.insert((id, consumer));
+        let group = sub.group.is_some();
+        self.conn(origin.0).attached.insert((id, consumer.clone()));
         self.reply_to(origin, Ok(Reply::Done));
+        if group {
+            self.join_group(id, &consumer);
+        }
         self.pump(id);
     }
 
@@ -672,7 +708,7 @@ impl Engine {
     }
 
     /// Checks that `consumer` is attached to the subscription on `conn`.
-    fn attached(
+    pub(crate) fn attached(
         &self,
         conn: ConnId,
         stream: &StreamName,
@@ -751,6 +787,7 @@ impl Engine {
         for (deadline, key) in cleared {
             self.timers.remove(&(deadline, Timer::AckWait(key)));
         }
+        self.leave_group(id, consumer);
     }
 
     // ---- delivery --------------------------------------------------------------------------
@@ -795,6 +832,7 @@ impl Engine {
                 ignored: 0,
                 saves: saves.len() as u32,
                 done: true,
+                committed: None,
             };
             self.ack_waits.insert(w, then);
             for key in &saves {
@@ -866,7 +904,7 @@ impl Engine {
         }
     }
 
-    fn part_cursor(&mut self, key: CursorKey) -> Option<&mut PartCursor> {
+    pub(crate) fn part_cursor(&mut self, key: CursorKey) -> Option<&mut PartCursor> {
         self.subs
             .get_mut(&key.sub)?
             .cursors
@@ -911,6 +949,7 @@ impl Engine {
             };
             return Err(e.into());
         }
+        self.check_owned(id, consumer, positions)?;
         let ci = sub.consumers.get(consumer).map_or(0, |c| c.cursor);
         Ok((id, ci))
     }
@@ -927,8 +966,10 @@ impl Engine {
             Ok(x) => x,
             Err(e) => return self.reply_to(origin, Err(e)),
         };
+        self.touch_member(id, &consumer);
         let (mut acked, mut ignored) = (0u32, 0u32);
         let mut touched = BTreeSet::new();
+        let mut settled: BTreeMap<u32, u64> = BTreeMap::new();
         for pos in positions {
             let key = SlotKey {
                 key: CursorKey {
@@ -954,12 +995,15 @@ impl Engine {
             }) {
                 acked += 1;
                 touched.insert(key.key);
+                *settled.entry(key.key.partition).or_default() += 1;
             } else {
                 ignored += 1;
             }
         }
         let durable = self.subs.get(&id).is_some_and(|s| s.durable);
-        if durable && !touched.is_empty() {
+        // Consumer groups commit as their strategy says; only `AfterEach` waits here.
+        let wait = self.group_acked(id, &settled);
+        if durable && wait && !touched.is_empty() {
             self.wait_for_saves(origin, acked, ignored, false, touched);
         } else {
             self.reply_to(origin, Ok(Reply::Acked { acked, ignored }));
@@ -989,6 +1033,7 @@ impl Engine {
                 ignored,
                 saves: keys.len() as u32,
                 done,
+                committed: None,
             },
         );
         for key in keys {
@@ -1001,7 +1046,7 @@ impl Engine {
 
     /// Resolves a pending slot (acknowledged or dead-lettered) if `allowed` accepts its state:
     /// clears its timer, returns the consumer's credit, unblocks its key.
-    fn settle(&mut self, key: SlotKey, allowed: impl Fn(&SlotState) -> bool) -> bool {
+    pub(crate) fn settle(&mut self, key: SlotKey, allowed: impl Fn(&SlotState) -> bool) -> bool {
         let Some(pc) = self.part_cursor(key.key) else {
             return false;
         };
@@ -1062,12 +1107,20 @@ impl Engine {
         }
     }
 
-    fn save_cursor(&mut self, key: CursorKey) {
+    pub(crate) fn save_cursor(&mut self, key: CursorKey) {
         let Some(sub) = self.subs.get_mut(&key.sub) else {
             return;
         };
         if !sub.durable {
             return;
+        }
+        // A consumer group's partition is committed by this save.
+        if let Some(u) = sub
+            .group
+            .as_mut()
+            .and_then(|g| g.uncommitted.get_mut(key.partition as usize))
+        {
+            *u = 0;
         }
         let consumer = sub
             .cursors
@@ -1120,7 +1173,9 @@ impl Engine {
                     if aw.saves == 0
                         && let Some(aw) = self.ack_waits.remove(&w)
                     {
-                        let reply = if aw.done {
+                        let reply = if let Some(positions) = aw.committed {
+                            Reply::Committed(positions)
+                        } else if aw.done {
                             Reply::Done
                         } else {
                             Reply::Acked {
@@ -1175,6 +1230,7 @@ impl Engine {
             Ok(x) => x,
             Err(e) => return self.reply_to(origin, Err(e)),
         };
+        self.touch_member(id, &consumer);
         for pos in positions {
             let key = SlotKey {
                 key: CursorKey {
@@ -1203,6 +1259,7 @@ impl Engine {
             Ok(x) => x,
             Err(e) => return self.reply_to(origin, Err(e)),
         };
+        self.touch_member(id, &consumer);
         for pos in positions {
             let key = SlotKey {
                 key: CursorKey {
@@ -1441,10 +1498,10 @@ impl Engine {
             return;
         };
         let cursors: Vec<u32> = match (&consumer, sub.config.mode) {
-            (Some(_), SubscriptionMode::Exclusive) => {
+            (Some(_), SubscriptionMode::Exclusive | SubscriptionMode::ConsumerGroup) => {
                 let e = InvalidInput::Conflict {
                     field: "consumer",
-                    reason: "an exclusive subscription has one position: name no consumer",
+                    reason: "an exclusive or consumer group subscription has one position: name no consumer",
                 };
                 return self.reply_to(origin, Err(e.into()));
             }

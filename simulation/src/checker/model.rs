@@ -277,7 +277,7 @@ impl SubM {
     /// The cursor a consumer reads through.
     pub fn cursor_key(&self, consumer: &ConsumerId) -> Option<ConsumerId> {
         match self.config.mode {
-            SubscriptionMode::Exclusive => None,
+            SubscriptionMode::Exclusive | SubscriptionMode::ConsumerGroup => None,
             SubscriptionMode::Broadcast => Some(consumer.clone()),
         }
     }

@@ -375,6 +375,43 @@ pub async fn subscriptions_and_cursors_round_trip<S: Store>(s: &S) {
     );
 }
 
+/// A consumer group subscription keeps its mode, session settings and commit strategy, and its
+/// committed offsets are cursors without a consumer, one per partition.
+pub async fn a_consumer_group_subscription_round_trips<S: Store>(s: &S) {
+    ok(s, StorageRequest::CreateStream(persistent("g", 3))).await;
+    let mut config = SubscriptionConfig::new(
+        name("g"),
+        SubscriptionName::new("billing").expect("name"),
+        SubscriptionMode::ConsumerGroup,
+    );
+    config.session_timeout = Duration::from_millis(12_500);
+    config.heartbeat_interval = Duration::from_millis(2_000);
+    config.commit = CommitStrategy::Periodic(Duration::from_millis(750));
+    let sub = SubscriptionRecord {
+        id: SubId(9),
+        config,
+        start_offsets: vec![0, 0, 0],
+    };
+    ok(s, StorageRequest::SaveSubscription(sub.clone())).await;
+    let commits: Vec<CursorRecord> = (0..3)
+        .map(|p| CursorRecord {
+            sub: SubId(9),
+            consumer: None,
+            partition: p,
+            floor: u64::from(p) * 10,
+            acked: vec![],
+        })
+        .collect();
+    for c in &commits {
+        ok(s, StorageRequest::SaveCursor(c.clone())).await;
+    }
+    let rec = recover(s).await;
+    assert_eq!(rec.subscriptions, vec![sub], "group settings survive");
+    let mut cursors = rec.cursors;
+    cursors.sort_by_key(|c| c.partition);
+    assert_eq!(cursors, commits, "committed offsets per (group, partition)");
+}
+
 /// A deleted stream is gone with its subscriptions, and a new stream of its name is empty.
 pub async fn deleting_a_stream_removes_it_and_frees_the_name<S: Store>(s: &S) {
     ok(s, StorageRequest::CreateStream(persistent("a", 1))).await;
