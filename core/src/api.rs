@@ -238,6 +238,59 @@ pub enum Command {
         /// Per partition, the next offset to read.
         offsets: Vec<Position>,
     },
+    /// ReadReceipt: mark events read (which also acknowledges those still pending). Reply:
+    /// `MarkedRead` once the receipts are durable.
+    MarkRead {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The consumer (attached on this connection).
+        consumer: ConsumerId,
+        /// Which events.
+        read: MarkRead,
+    },
+    /// ReadReceipt: a consumer's unread count, last read offsets and, optionally, the receipt
+    /// of one event (the consumer need not be attached). Reply: `ReceiptStatus`.
+    ReceiptStatus {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The consumer.
+        consumer: ConsumerId,
+        /// The event whose receipt is wanted.
+        position: Option<Position>,
+    },
+}
+
+/// What a consumer marks read (ReadReceipt subscriptions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MarkRead {
+    /// These events.
+    Positions(Vec<Position>),
+    /// Every event of the partition delivered to the consumer, up to and including this offset.
+    UpTo(Position),
+}
+
+/// The read receipt of one event for one consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// When the consumer acknowledged receiving it (`Delivered(at)`).
+    pub delivered_at: UnixMillis,
+    /// When it marked it read (`Read(at)`).
+    pub read_at: Option<UnixMillis>,
+}
+
+/// Where one consumer of a ReadReceipt subscription stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptStatus {
+    /// Events delivered (acknowledged) and not read.
+    pub unread: u64,
+    /// Per partition, the highest offset read among the receipts kept.
+    pub last_read: Vec<Option<u64>>,
+    /// The receipt of the event asked about, if it has one.
+    pub receipt: Option<Receipt>,
 }
 
 /// A consumer group member's share of the partitions in one generation.
@@ -357,6 +410,16 @@ pub enum Reply {
     /// ConsumerGroup: the committed positions (ack floors) of the partitions a commit named,
     /// durable.
     Committed(Vec<Position>),
+    /// ReadReceipt: events marked read (durable); `ignored` counts events not delivered to the
+    /// consumer or already read.
+    MarkedRead {
+        /// Events newly read.
+        marked: u32,
+        /// Events not delivered, or already read.
+        ignored: u32,
+    },
+    /// ReadReceipt: where a consumer stands.
+    ReceiptStatus(ReceiptStatus),
 }
 
 /// One event delivered to a consumer.
@@ -443,6 +506,20 @@ pub enum Notice {
         /// The member.
         consumer: ConsumerId,
     },
+    /// ReadReceipt: an event delivered to a consumer was not read within `unread_timeout`
+    /// (once per delivery).
+    UnreadTimeout {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The consumer.
+        consumer: ConsumerId,
+        /// The event.
+        position: Position,
+        /// Whether it is delivered again (`redeliver_unread`).
+        redelivered: bool,
+    },
     /// A storage request failed and will be tried again.
     StorageRetry {
         /// What for.
@@ -506,6 +583,15 @@ pub enum Output {
         consumer: ConsumerId,
         /// Its share.
         assignment: GroupAssignment,
+    },
+    /// Tell an attached consumer something about its subscription (e.g. an unread timeout).
+    ConsumerNotice {
+        /// Its connection.
+        conn: ConnId,
+        /// The consumer.
+        consumer: ConsumerId,
+        /// What happened (a notice about this consumer).
+        notice: Notice,
     },
     /// Tell the operator.
     Notice(Notice),

@@ -18,6 +18,9 @@ pub enum SubscriptionMode {
     /// group's members); a member reads its partitions in order. Membership is kept by
     /// heartbeat; every change of membership starts a new generation and a rebalance.
     ConsumerGroup,
+    /// Like Broadcast, plus a receipt per (consumer, event): `Delivered(at)` when the consumer
+    /// acknowledges it, `Read(at)` when it marks it read (SPEC 6).
+    ReadReceipt,
 }
 
 /// When a consumer group's acknowledged positions are committed to the store (SPEC 3). A crash
@@ -51,10 +54,19 @@ fn default_session_timeout() -> Duration {
     Config::default().default_session_timeout
 }
 
+fn default_receipt_ttl() -> Duration {
+    Config::default().default_receipt_ttl
+}
+
+fn default_receipt_cleanup_interval() -> Duration {
+    Config::default().default_receipt_cleanup_interval
+}
+
 impl SubscriptionMode {
     /// Whether all consumers share one position (Exclusive, ConsumerGroup) rather than each
     /// having its own (Broadcast).
     pub fn shared_position(self) -> bool {
+        // Broadcast and ReadReceipt: one position per consumer.
         matches!(
             self,
             SubscriptionMode::Exclusive | SubscriptionMode::ConsumerGroup
@@ -102,6 +114,19 @@ pub struct SubscriptionConfig {
     /// ConsumerGroup: when acknowledged positions are committed (default `AfterBatch(100)`).
     #[serde(default)]
     pub commit: CommitStrategy,
+    /// ReadReceipt: an event delivered (acknowledged) but not read within this produces an
+    /// `UnreadTimeout` notice, once per delivery (`None`: never).
+    #[serde(default)]
+    pub unread_timeout: Option<Duration>,
+    /// ReadReceipt: an unread timeout also delivers the event again.
+    #[serde(default)]
+    pub redeliver_unread: bool,
+    /// ReadReceipt: receipts whose last change is older than this are removed (7 days).
+    #[serde(default = "default_receipt_ttl")]
+    pub receipt_ttl: Duration,
+    /// ReadReceipt: how often old receipts are removed (1 h).
+    #[serde(default = "default_receipt_cleanup_interval")]
+    pub receipt_cleanup_interval: Duration,
 }
 
 impl SubscriptionConfig {
@@ -119,6 +144,10 @@ impl SubscriptionConfig {
             heartbeat_interval: d.default_heartbeat_interval,
             session_timeout: d.default_session_timeout,
             commit: CommitStrategy::default(),
+            unread_timeout: None,
+            redeliver_unread: false,
+            receipt_ttl: d.default_receipt_ttl,
+            receipt_cleanup_interval: d.default_receipt_cleanup_interval,
         }
     }
 
@@ -160,6 +189,31 @@ impl SubscriptionConfig {
                 value: self.heartbeat_interval.as_millis() as u64,
                 min: 1,
                 max: (self.session_timeout.as_millis() as u64).saturating_sub(1),
+            });
+        }
+        let zero = [
+            ("receipt_ttl (ms)", self.receipt_ttl.is_zero()),
+            (
+                "receipt_cleanup_interval (ms)",
+                self.receipt_cleanup_interval.is_zero(),
+            ),
+            (
+                "unread_timeout (ms)",
+                self.unread_timeout.is_some_and(|d| d.is_zero()),
+            ),
+        ];
+        if let Some((field, _)) = zero.iter().find(|(_, z)| *z) {
+            return Err(InvalidInput::Range {
+                field,
+                value: 0,
+                min: 1,
+                max: u64::MAX,
+            });
+        }
+        if self.redeliver_unread && self.unread_timeout.is_none() {
+            return Err(InvalidInput::Conflict {
+                field: "redeliver_unread",
+                reason: "needs an unread_timeout",
             });
         }
         match self.commit {

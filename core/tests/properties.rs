@@ -931,7 +931,7 @@ fn check_floors(
     // not among them.
     let cursor_of = |who: usize| match mode {
         SubscriptionMode::Exclusive | SubscriptionMode::ConsumerGroup => None,
-        SubscriptionMode::Broadcast => Some(c(CONSUMERS[who])),
+        SubscriptionMode::Broadcast | SubscriptionMode::ReadReceipt => Some(c(CONSUMERS[who])),
     };
     let mut settled: BTreeMap<Option<ConsumerId>, Vec<BTreeSet<u64>>> = BTreeMap::new();
     for (step, op) in ops.into_iter().enumerate() {

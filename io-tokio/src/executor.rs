@@ -54,6 +54,13 @@ pub enum ConnEvent {
         /// The item.
         item: ReplayItem,
     },
+    /// A notice about one of this connection's consumers (e.g. an unread timeout).
+    Notice {
+        /// The consumer.
+        consumer: ConsumerId,
+        /// What happened.
+        notice: Notice,
+    },
     /// A consumer group member's new assignment (after a rebalance, or its removal).
     Assignment {
         /// The stream.
@@ -313,6 +320,15 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                         });
                     }
                 }
+                Output::ConsumerNotice {
+                    conn,
+                    consumer,
+                    notice,
+                } => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.try_send(ConnEvent::Notice { consumer, notice });
+                    }
+                }
                 Output::Notice(n) => log_notice(&n),
             }
         }
@@ -393,6 +409,22 @@ fn log_notice(n: &Notice) {
             subscription = %subscription,
             consumer = %consumer,
             "consumer group member's session timed out"
+        ),
+        Notice::UnreadTimeout {
+            stream,
+            subscription,
+            consumer,
+            position,
+            redelivered,
+        } => tracing::info!(
+            code = 5010,
+            stream = %stream,
+            subscription = %subscription,
+            consumer = %consumer,
+            partition = position.partition,
+            offset = position.offset,
+            redelivered,
+            "event delivered but not read within unread_timeout"
         ),
         Notice::StorageRetry { what, error } => {
             tracing::warn!(code = 1002, what, error = %error, "storage request failed; retrying")

@@ -659,6 +659,7 @@ impl Engine {
                 saves: keys.len() as u32,
                 done: false,
                 committed: Some(positions),
+                marked: false,
             },
         );
         for key in keys {

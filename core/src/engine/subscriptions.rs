@@ -65,6 +65,8 @@ pub(crate) struct Subscription {
     pub(crate) created_next: Vec<u64>,
     /// ConsumerGroup: membership, generation and assignment.
     pub(crate) group: Option<super::groups::Group>,
+    /// ReadReceipt: the receipts of each consumer.
+    pub(crate) receipts: Option<super::receipts::Receipts>,
     rr: usize,
     part_rr: usize,
 }
@@ -78,6 +80,8 @@ impl Subscription {
     ) -> Subscription {
         let group = (config.mode == SubscriptionMode::ConsumerGroup)
             .then(|| super::groups::Group::new(stream.parts.len()));
+        let receipts =
+            (config.mode == SubscriptionMode::ReadReceipt).then(super::receipts::Receipts::default);
         Subscription {
             id,
             config,
@@ -90,6 +94,7 @@ impl Subscription {
             consumers: BTreeMap::new(),
             created_next: stream.parts.iter().map(|p| p.next).collect(),
             group,
+            receipts,
             rr: 0,
             part_rr: 0,
         }
@@ -181,7 +186,9 @@ impl Subscription {
         let ids: Vec<ConsumerId> = self.consumers.keys().cloned().collect();
         let mut batches: Vec<Vec<Delivered>> = ids.iter().map(|_| Vec::new()).collect();
         match self.config.mode {
-            SubscriptionMode::Broadcast | SubscriptionMode::ConsumerGroup => {
+            SubscriptionMode::Broadcast
+            | SubscriptionMode::ConsumerGroup
+            | SubscriptionMode::ReadReceipt => {
                 for (i, id) in ids.iter().enumerate() {
                     while self.has_credit(id) {
                         let Some(d) = self.take_next(id, ctx) else {
@@ -562,6 +569,9 @@ impl Engine {
                 conn.attached.remove(&(id, cid.clone()));
             }
         }
+        if let Some(r) = &sub.receipts {
+            self.clear_receipt_timers(id, r);
+        }
         if let Some(g) = &sub.group {
             for (consumer, deadline) in &g.sessions {
                 self.timers
@@ -659,20 +669,22 @@ impl Engine {
                 }
                 0
             }
-            SubscriptionMode::Broadcast => match sub.cursor_of.get(&consumer) {
-                Some(&c) => c,
-                None if sub.cursors.len() >= max_consumers => {
-                    let limit = max_consumers as u64;
-                    return self.reply_to(
-                        origin,
-                        Err(Error::Busy {
-                            what: "consumers of the subscription",
-                            limit,
-                        }),
-                    );
+            SubscriptionMode::Broadcast | SubscriptionMode::ReadReceipt => {
+                match sub.cursor_of.get(&consumer) {
+                    Some(&c) => c,
+                    None if sub.cursors.len() >= max_consumers => {
+                        let limit = max_consumers as u64;
+                        return self.reply_to(
+                            origin,
+                            Err(Error::Busy {
+                                what: "consumers of the subscription",
+                                limit,
+                            }),
+                        );
+                    }
+                    None => sub.new_cursor(Some(consumer.clone())),
                 }
-                None => sub.new_cursor(Some(consumer.clone())),
-            },
+            }
         };
         sub.consumers.insert(
             consumer.clone(),
@@ -690,6 +702,8 @@ impl Engine {
             self.join_group(id, &consumer);
         }
         self.pump(id);
+        // Read receipts: unread events whose timeout fired while it was away.
+        self.redeliver_receipts(id, cursor);
     }
 
     /// Whether a delivery's consumer is still attached on its connection.
@@ -833,6 +847,7 @@ impl Engine {
                 saves: saves.len() as u32,
                 done: true,
                 committed: None,
+                marked: false,
             };
             self.ack_waits.insert(w, then);
             for key in &saves {
@@ -966,10 +981,16 @@ impl Engine {
             Ok(x) => x,
             Err(e) => return self.reply_to(origin, Err(e)),
         };
+        // Read receipts: refused before anything changes when there is no room for them.
+        if let Err(e) = self.receipt_room(id, ci, &positions) {
+            return self.reply_to(origin, Err(e));
+        }
+        let receipts = self.subs.get(&id).is_some_and(|s| s.receipts.is_some());
         self.touch_member(id, &consumer);
         let (mut acked, mut ignored) = (0u32, 0u32);
         let mut touched = BTreeSet::new();
         let mut settled: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut delivered = Vec::new();
         for pos in positions {
             let key = SlotKey {
                 key: CursorKey {
@@ -996,15 +1017,26 @@ impl Engine {
                 acked += 1;
                 touched.insert(key.key);
                 *settled.entry(key.key.partition).or_default() += 1;
+                delivered.push(pos);
+            } else if receipts && self.receipt_reacked(id, ci, pos) {
+                // Delivered again after an unread timeout: a new delivery is recorded.
+                acked += 1;
+                delivered.push(pos);
             } else {
                 ignored += 1;
             }
         }
+        let records = if receipts {
+            self.record_receipts(id, ci, &delivered, false)
+        } else {
+            Vec::new()
+        };
         let durable = self.subs.get(&id).is_some_and(|s| s.durable);
         // Consumer groups commit as their strategy says; only `AfterEach` waits here.
         let wait = self.group_acked(id, &settled);
-        if durable && wait && !touched.is_empty() {
-            self.wait_for_saves(origin, acked, ignored, false, touched);
+        if durable && ((wait && !touched.is_empty()) || !records.is_empty()) {
+            let keys = if wait { touched } else { BTreeSet::new() };
+            self.wait_for_saves_and_receipts(origin, (acked, ignored), false, false, keys, records);
         } else {
             self.reply_to(origin, Ok(Reply::Acked { acked, ignored }));
         }
@@ -1021,6 +1053,20 @@ impl Engine {
         done: bool,
         keys: BTreeSet<CursorKey>,
     ) {
+        self.wait_for_saves_and_receipts(origin, (acked, ignored), done, false, keys, Vec::new());
+    }
+
+    /// Answers `origin` once every cursor in `keys` is saved and `receipts` (all of one
+    /// subscription) are stored; `marked`: with `MarkedRead`.
+    pub(crate) fn wait_for_saves_and_receipts(
+        &mut self,
+        origin: Origin,
+        (acked, ignored): (u32, u32),
+        done: bool,
+        marked: bool,
+        keys: BTreeSet<CursorKey>,
+        receipts: Vec<crate::storage::ReceiptRecord>,
+    ) {
         let w = self.next_ack_wait;
         self.next_ack_wait += 1;
         self.ack_waits.insert(
@@ -1031,11 +1077,18 @@ impl Engine {
                 generations: Vec::new(),
                 acked,
                 ignored,
-                saves: keys.len() as u32,
+                saves: keys.len() as u32 + u32::from(!receipts.is_empty()),
                 done,
                 committed: None,
+                marked,
             },
         );
+        if let Some(sub) = receipts.first().map(|r| r.sub) {
+            self.storage(
+                Op::SaveReceipts { sub, wait: Some(w) },
+                StorageRequest::SaveReceipts(receipts),
+            );
+        }
         for key in keys {
             if let Some(pc) = self.part_cursor(key) {
                 pc.save.waiting.push(w);
@@ -1166,42 +1219,7 @@ impl Engine {
                 let flying = std::mem::take(&mut pc.save.flying);
                 let again = pc.save.dirty || !pc.save.waiting.is_empty();
                 for w in flying {
-                    let Some(aw) = self.ack_waits.get_mut(&w) else {
-                        continue;
-                    };
-                    aw.saves -= 1;
-                    if aw.saves == 0
-                        && let Some(aw) = self.ack_waits.remove(&w)
-                    {
-                        let reply = if let Some(positions) = aw.committed {
-                            Reply::Committed(positions)
-                        } else if aw.done {
-                            Reply::Done
-                        } else {
-                            Reply::Acked {
-                                acked: aw.acked,
-                                ignored: aw.ignored,
-                            }
-                        };
-                        if let Some(origin) = aw.origin {
-                            self.reply_to(origin, Ok(reply));
-                        }
-                        // Held at-most-once deliveries go to consumers still attached, unless a
-                        // reset moved their position meanwhile; otherwise they are lost
-                        // (delivered at most once: none).
-                        let reset = aw.generations.iter().any(|(k, g)| {
-                            self.subs
-                                .get(&k.sub)
-                                .and_then(|s| s.cursors.get(k.cursor as usize))
-                                .and_then(|c| c.parts.get(k.partition as usize))
-                                .is_none_or(|pc| pc.generation != *g)
-                        });
-                        for o in aw.release.into_iter().filter(|_| !reset) {
-                            if self.still_attached(&o) {
-                                self.out.push_back(o);
-                            }
-                        }
-                    }
+                    self.ack_wait_saved(w);
                 }
                 if again {
                     self.save_cursor(key);
@@ -1210,6 +1228,52 @@ impl Engine {
             StorageResult::Err(crate::storage::StorageError::NotFound(_)) => {}
             StorageResult::Err(e) => self.retry_later(p, "cursor", e.to_string()),
             StorageResult::Unknown => self.retry_later(p, "cursor", "outcome unknown".into()),
+        }
+    }
+
+    /// One save an ack (or reset, commit, mark) waits for is done; answers it after the last.
+    pub(crate) fn ack_wait_saved(&mut self, w: u64) {
+        let Some(aw) = self.ack_waits.get_mut(&w) else {
+            return;
+        };
+        aw.saves -= 1;
+        if aw.saves > 0 {
+            return;
+        }
+        let Some(aw) = self.ack_waits.remove(&w) else {
+            return;
+        };
+        let reply = if let Some(positions) = aw.committed {
+            Reply::Committed(positions)
+        } else if aw.marked {
+            Reply::MarkedRead {
+                marked: aw.acked,
+                ignored: aw.ignored,
+            }
+        } else if aw.done {
+            Reply::Done
+        } else {
+            Reply::Acked {
+                acked: aw.acked,
+                ignored: aw.ignored,
+            }
+        };
+        if let Some(origin) = aw.origin {
+            self.reply_to(origin, Ok(reply));
+        }
+        // Held at-most-once deliveries go to consumers still attached, unless a reset moved
+        // their position meanwhile; otherwise they are lost (delivered at most once: none).
+        let reset = aw.generations.iter().any(|(k, g)| {
+            self.subs
+                .get(&k.sub)
+                .and_then(|s| s.cursors.get(k.cursor as usize))
+                .and_then(|c| c.parts.get(k.partition as usize))
+                .is_none_or(|pc| pc.generation != *g)
+        });
+        for o in aw.release.into_iter().filter(|_| !reset) {
+            if self.still_attached(&o) {
+                self.out.push_back(o);
+            }
         }
     }
 
@@ -1505,10 +1569,12 @@ impl Engine {
                 };
                 return self.reply_to(origin, Err(e.into()));
             }
-            (Some(c), SubscriptionMode::Broadcast) => match sub.cursor_of.get(c) {
-                Some(&i) => vec![i],
-                None => return self.reply_to(origin, Err(Error::NotAttached(c.clone()))),
-            },
+            (Some(c), SubscriptionMode::Broadcast | SubscriptionMode::ReadReceipt) => {
+                match sub.cursor_of.get(c) {
+                    Some(&i) => vec![i],
+                    None => return self.reply_to(origin, Err(Error::NotAttached(c.clone()))),
+                }
+            }
             (None, _) => (0..sub.cursors.len() as u32).collect(),
         };
         self.resolve_start(

@@ -211,7 +211,7 @@ impl Checker {
             Output::Replay { conn, replay, item } => self.replay_item(*conn, *replay, item),
             Output::Notice(n) => self.notice(n),
             // The workload makes no consumer groups yet.
-            Output::Assignment { .. } => {}
+            Output::Assignment { .. } | Output::ConsumerNotice { .. } => {}
         }
     }
 

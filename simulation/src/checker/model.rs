@@ -278,7 +278,7 @@ impl SubM {
     pub fn cursor_key(&self, consumer: &ConsumerId) -> Option<ConsumerId> {
         match self.config.mode {
             SubscriptionMode::Exclusive | SubscriptionMode::ConsumerGroup => None,
-            SubscriptionMode::Broadcast => Some(consumer.clone()),
+            SubscriptionMode::Broadcast | SubscriptionMode::ReadReceipt => Some(consumer.clone()),
         }
     }
 
