@@ -5,6 +5,9 @@
 //!   payloads, to a persistent stream.
 //! - `deliver_ack/exclusive`: an exclusive subscription delivers to one consumer
 //!   (`max_in_flight` 1,000), which acknowledges each delivered batch; every ack is saved.
+//! - `deliver_ack/group_4x8`: a consumer group of 4 members on a stream of 8 partitions (2
+//!   partitions each, `max_in_flight` 1,000); every member acknowledges each delivered batch,
+//!   commits `AfterBatch(100)` (the default).
 //! - Memory per id held in the dedup window, measured with a counting allocator.
 //!
 //! Run: `cargo bench -p tributary-core --bench core`.
@@ -75,10 +78,14 @@ fn engine(config: Config) -> Engine {
 }
 
 fn cmd(e: &mut Engine, at: Now, c: Command, sink: &mut Vec<Output>) {
+    cmd_on(e, 1, at, c, sink);
+}
+
+fn cmd_on(e: &mut Engine, conn: u64, at: Now, c: Command, sink: &mut Vec<Output>) {
     e.handle_input(
         at,
         Input::Client {
-            conn: ConnId(1),
+            conn: ConnId(conn),
             req: ReqId(0),
             cmd: c,
         },
@@ -224,6 +231,119 @@ fn bench_deliver_ack(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_group(c: &mut Criterion) {
+    let payload = bytes::Bytes::from(vec![7u8; PAYLOAD]);
+    let mut g = c.benchmark_group("deliver_ack");
+    const N: u64 = 100_000;
+    const MEMBERS: u64 = 4;
+    g.throughput(Throughput::Elements(N));
+    g.sample_size(20);
+    g.bench_function("group_4x8", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let config = Config {
+                    tail_cache_events: N as usize,
+                    ..Config::default()
+                };
+                let mut e = engine(config);
+                let mut sink = Vec::new();
+                let mut sc = StreamConfig::persistent(stream());
+                sc.dedup_window = Duration::ZERO;
+                sc.partitions = 8;
+                cmd(&mut e, now(0), Command::CreateStream(sc), &mut sink);
+                for _ in 0..N / 1000 {
+                    let events = (0..1000)
+                        .map(|_| NewEvent::new("bench.event", payload.clone()))
+                        .collect();
+                    let a = AppendRequest {
+                        stream: stream(),
+                        events,
+                        expected_offset: None,
+                    };
+                    cmd(&mut e, now(0), Command::Append(a), &mut sink);
+                }
+                let sub = SubscriptionName::new("g").expect("name");
+                let config =
+                    SubscriptionConfig::new(stream(), sub.clone(), SubscriptionMode::ConsumerGroup);
+                cmd(
+                    &mut e,
+                    now(0),
+                    Command::CreateSubscription(config),
+                    &mut sink,
+                );
+                sink.clear();
+                let start = Instant::now();
+                for m in 0..MEMBERS {
+                    let attach = Command::Attach {
+                        stream: stream(),
+                        subscription: sub.clone(),
+                        consumer: ConsumerId::new(&format!("m{m}")).expect("id"),
+                        max_in_flight: Some(1000),
+                    };
+                    cmd_on(&mut e, m + 1, now(1), attach, &mut sink);
+                }
+                // Events delivered before a rebalance took their partition away are dropped,
+                // as a client does: the new owner gets them again.
+                let mut owned: std::collections::BTreeMap<ConsumerId, Vec<u32>> =
+                    Default::default();
+                for o in &sink {
+                    if let Output::Assignment {
+                        consumer,
+                        assignment,
+                        ..
+                    } = o
+                    {
+                        owned.insert(consumer.clone(), assignment.partitions.clone());
+                    }
+                }
+                let mut acked = 0u64;
+                let mut pending: Vec<Output> = std::mem::take(&mut sink);
+                while acked < N {
+                    let mut next = Vec::new();
+                    for o in pending.drain(..) {
+                        if let Output::Deliver {
+                            conn,
+                            consumer,
+                            events,
+                            ..
+                        } = o
+                        {
+                            let mine = owned.get(&consumer).cloned().unwrap_or_default();
+                            let positions: Vec<Position> = events
+                                .iter()
+                                .filter(|d| mine.contains(&d.event.partition))
+                                .map(|d| Position {
+                                    partition: d.event.partition,
+                                    offset: d.event.offset,
+                                })
+                                .collect();
+                            acked += positions.len() as u64;
+                            for chunk in positions.chunks(100) {
+                                let ack = Command::Ack {
+                                    stream: stream(),
+                                    subscription: sub.clone(),
+                                    consumer: consumer.clone(),
+                                    positions: chunk.to_vec(),
+                                };
+                                cmd_on(&mut e, conn.0, now(1), ack, &mut next);
+                            }
+                        }
+                    }
+                    assert!(
+                        !next.is_empty() || acked >= N,
+                        "delivery stalled at {acked}"
+                    );
+                    pending = next;
+                }
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
 /// Bytes of heap per id held in the dedup window, with 1,000,000 ids, measured as the growth of
 /// memory in use across the appends (the tail cache is one event, so events are not kept).
 fn dedup_memory() {
@@ -262,7 +382,7 @@ fn dedup_memory() {
     );
 }
 
-criterion_group!(benches, bench_append, bench_deliver_ack);
+criterion_group!(benches, bench_append, bench_deliver_ack, bench_group);
 
 fn main() {
     dedup_memory();

@@ -211,6 +211,109 @@ pub enum Command {
     },
     /// Stop a replay. Reply: `Done`.
     CancelReplay(ReplayId),
+    /// ConsumerGroup: a member says it is alive (any command of the member also counts).
+    /// Reply: `Assignment`, its current generation and partitions.
+    Heartbeat {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The member.
+        consumer: ConsumerId,
+    },
+    /// ConsumerGroup: commit positions (Kafka style: `offset` is the next offset to read, so
+    /// every delivered event of the partition below it counts as processed). Empty
+    /// `offsets`: commit what the member acknowledged on all of its partitions. Refused with
+    /// `StaleGeneration` when `generation` is not the group's, and with `NotAssigned` for a
+    /// partition the member does not own. Reply: `Committed` once durable.
+    Commit {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The member.
+        consumer: ConsumerId,
+        /// The generation the member was given.
+        generation: u64,
+        /// Per partition, the next offset to read.
+        offsets: Vec<Position>,
+    },
+    /// ReadReceipt: mark events read (which also acknowledges those still pending). Reply:
+    /// `MarkedRead` once the receipts are durable.
+    MarkRead {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The consumer (attached on this connection).
+        consumer: ConsumerId,
+        /// Which events.
+        read: MarkRead,
+    },
+    /// ReadReceipt: a consumer's unread count, last read offsets and, optionally, the receipt
+    /// of one event (the consumer need not be attached). Reply: `ReceiptStatus`.
+    ReceiptStatus {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The consumer.
+        consumer: ConsumerId,
+        /// The event whose receipt is wanted.
+        position: Option<Position>,
+    },
+}
+
+/// What a consumer marks read (ReadReceipt subscriptions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MarkRead {
+    /// These events.
+    Positions(Vec<Position>),
+    /// Every event of the partition delivered to the consumer, up to and including this offset.
+    UpTo(Position),
+}
+
+/// The read receipt of one event for one consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// When the consumer acknowledged receiving it (`Delivered(at)`).
+    pub delivered_at: UnixMillis,
+    /// When it marked it read (`Read(at)`).
+    pub read_at: Option<UnixMillis>,
+}
+
+/// Where one consumer of a ReadReceipt subscription stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptStatus {
+    /// Events delivered (acknowledged) and not read.
+    pub unread: u64,
+    /// Per partition, the highest offset read among the receipts kept.
+    pub last_read: Vec<Option<u64>>,
+    /// The receipt of the event asked about, if it has one.
+    pub receipt: Option<Receipt>,
+}
+
+/// A consumer group member's share of the partitions in one generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupAssignment {
+    /// The generation; commits must carry it.
+    pub generation: u64,
+    /// The member's partitions, ascending.
+    pub partitions: Vec<u32>,
+    /// Whether the consumer is (still) a member. `false`: its session timed out; attach again
+    /// to rejoin.
+    pub member: bool,
+}
+
+/// A consumer group as it stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// The current generation (0 before anyone joined).
+    pub generation: u64,
+    /// The owner of each partition, by partition.
+    pub owners: Vec<Option<ConsumerId>>,
+    /// Per partition: acknowledged events not yet committed.
+    pub uncommitted: Vec<u64>,
 }
 
 /// Where a stream stands.
@@ -274,6 +377,8 @@ pub struct SubscriptionInfo {
     pub cursors: Vec<CursorInfo>,
     /// Consumers attached now.
     pub attached: Vec<ConsumerId>,
+    /// ConsumerGroup: the group's generation and assignment.
+    pub group: Option<GroupInfo>,
 }
 
 /// A successful reply.
@@ -300,6 +405,21 @@ pub enum Reply {
     },
     /// A replay started.
     ReplayStarted(ReplayId),
+    /// ConsumerGroup: a member's current assignment.
+    Assignment(GroupAssignment),
+    /// ConsumerGroup: the committed positions (ack floors) of the partitions a commit named,
+    /// durable.
+    Committed(Vec<Position>),
+    /// ReadReceipt: events marked read (durable); `ignored` counts events not delivered to the
+    /// consumer or already read.
+    MarkedRead {
+        /// Events newly read.
+        marked: u32,
+        /// Events not delivered, or already read.
+        ignored: u32,
+    },
+    /// ReadReceipt: where a consumer stands.
+    ReceiptStatus(ReceiptStatus),
 }
 
 /// One event delivered to a consumer.
@@ -358,6 +478,24 @@ pub enum ConnEvent {
         /// The item.
         item: ReplayItem,
     },
+    /// A notice about one of this connection's consumers (e.g. an unread timeout).
+    Notice {
+        /// The consumer.
+        consumer: ConsumerId,
+        /// What happened.
+        notice: Notice,
+    },
+    /// A consumer group member's new assignment (after a rebalance, or its removal).
+    Assignment {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The member.
+        consumer: ConsumerId,
+        /// Its generation and partitions.
+        assignment: GroupAssignment,
+    },
 }
 
 /// Something the engine tells the driver or the operator.
@@ -387,6 +525,42 @@ pub enum Notice {
         stream: StreamName,
         /// Events dropped.
         count: u64,
+    },
+    /// A consumer group rebalanced: a new generation.
+    Rebalanced {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The new generation.
+        generation: u64,
+        /// Members now.
+        members: u32,
+        /// Partitions that changed owner.
+        moved: u32,
+    },
+    /// A consumer group member was not heard from within its session timeout and left.
+    SessionExpired {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The member.
+        consumer: ConsumerId,
+    },
+    /// ReadReceipt: an event delivered to a consumer was not read within `unread_timeout`
+    /// (once per delivery).
+    UnreadTimeout {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The consumer.
+        consumer: ConsumerId,
+        /// The event.
+        position: Position,
+        /// Whether it is delivered again (`redeliver_unread`).
+        redelivered: bool,
     },
     /// A storage request failed and will be tried again.
     StorageRetry {
@@ -437,6 +611,29 @@ pub enum Output {
         replay: ReplayId,
         /// The item.
         item: ReplayItem,
+    },
+    /// Tell a consumer group member its new assignment (after every rebalance, to every
+    /// member; `member: false` to one whose session timed out).
+    Assignment {
+        /// Its connection.
+        conn: ConnId,
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The member.
+        consumer: ConsumerId,
+        /// Its share.
+        assignment: GroupAssignment,
+    },
+    /// Tell an attached consumer something about its subscription (e.g. an unread timeout).
+    ConsumerNotice {
+        /// Its connection.
+        conn: ConnId,
+        /// The consumer.
+        consumer: ConsumerId,
+        /// What happened (a notice about this consumer).
+        notice: Notice,
     },
     /// Tell the operator.
     Notice(Notice),

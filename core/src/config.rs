@@ -56,6 +56,20 @@ pub struct Config {
     pub default_ack_wait: Duration,
     /// Default deliveries before the dead letter stream (5).
     pub default_max_deliveries: u32,
+    /// Default heartbeat interval of consumer groups (10 s).
+    pub default_heartbeat_interval: Duration,
+    /// Default session timeout of consumer groups (30 s).
+    pub default_session_timeout: Duration,
+    /// Default batch of the `AfterBatch` commit strategy (100).
+    pub default_commit_batch: u32,
+    /// Default time read receipts are kept after their last change (7 days).
+    pub default_receipt_ttl: Duration,
+    /// Default interval of the receipt cleanup (1 h).
+    pub default_receipt_cleanup_interval: Duration,
+    /// Most read receipts held per consumer of a ReadReceipt subscription. At the limit the
+    /// oldest read receipts are forgotten first; when every receipt is unread, acks and marks
+    /// that would add one are refused with `Busy`.
+    pub max_receipts_per_consumer: usize,
     /// Default events in flight per consumer (1,000).
     pub default_max_in_flight: u32,
     /// Most unacknowledged events (delivered or waiting for redelivery) per subscription cursor
@@ -111,6 +125,12 @@ impl Default for Config {
             read_batch_events: 512,
             default_ack_wait: Duration::from_secs(30),
             default_max_deliveries: 5,
+            default_heartbeat_interval: Duration::from_secs(10),
+            default_session_timeout: Duration::from_secs(30),
+            default_commit_batch: 100,
+            default_receipt_ttl: Duration::from_secs(7 * 24 * 3600),
+            default_receipt_cleanup_interval: Duration::from_secs(3600),
+            max_receipts_per_consumer: 100_000,
             default_max_in_flight: 1000,
             max_ack_pending: 10_000,
             backoff_base: Duration::from_secs(1),

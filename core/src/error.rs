@@ -121,6 +121,32 @@ pub enum Error {
     /// No such replay on this connection.
     #[error("replay {0:?} not found")]
     ReplayNotFound(crate::ids::ReplayId),
+    /// ConsumerGroup: the commit carries another generation than the group's (a member that
+    /// lost its partitions cannot move their offsets); nothing changed.
+    #[error(
+        "consumer {consumer}: generation {given} is stale, the group is at generation {current}"
+    )]
+    StaleGeneration {
+        /// The member.
+        consumer: ConsumerId,
+        /// The generation the request carried.
+        given: u64,
+        /// The group's generation.
+        current: u64,
+    },
+    /// ConsumerGroup: the partition is not the member's in the current generation; nothing
+    /// changed.
+    #[error(
+        "partition {partition} is not assigned to consumer {consumer} in generation {generation}"
+    )]
+    NotAssigned {
+        /// The member.
+        consumer: ConsumerId,
+        /// The partition.
+        partition: u32,
+        /// The group's generation.
+        generation: u64,
+    },
     /// The stream is in a state that does not allow the request (e.g. being deleted).
     #[error("stream {stream}: {reason}")]
     FailedPrecondition {
@@ -162,9 +188,10 @@ impl Error {
             Error::StreamExists(_)
             | Error::SubscriptionExists { .. }
             | Error::AlreadyAttached(_) => ErrorClass::AlreadyExists,
-            Error::WrongExpectedOffset { .. } | Error::FailedPrecondition { .. } => {
-                ErrorClass::FailedPrecondition
-            }
+            Error::WrongExpectedOffset { .. }
+            | Error::FailedPrecondition { .. }
+            | Error::StaleGeneration { .. }
+            | Error::NotAssigned { .. } => ErrorClass::FailedPrecondition,
             Error::StreamFull { .. } | Error::Busy { .. } => ErrorClass::ResourceExhausted,
             Error::Truncated { .. } => ErrorClass::OutOfRange,
             Error::Unavailable(_) => ErrorClass::Unavailable,

@@ -51,5 +51,7 @@ pub use storage::*;
 pub use stream_config::{
     DeliverySemantics, EphemeralLimits, Overflow, Scope, StreamConfig, StreamKind,
 };
-pub use subscription_config::{StartPosition, SubscriptionConfig, SubscriptionMode};
+pub use subscription_config::{
+    CommitStrategy, StartPosition, SubscriptionConfig, SubscriptionMode,
+};
 pub use time::{MonoNanos, Now, UnixMillis};

@@ -65,6 +65,26 @@ pub struct CursorRecord {
     pub acked: Vec<u64>,
 }
 
+/// The read receipt of one (consumer, event) of a ReadReceipt subscription (SPEC 6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    /// The subscription.
+    pub sub: SubId,
+    /// The consumer.
+    pub consumer: ConsumerId,
+    /// The event's partition.
+    pub partition: u32,
+    /// The event's offset.
+    pub offset: u64,
+    /// When the consumer acknowledged receiving it (the latest time, after a redelivery).
+    pub delivered_at: UnixMillis,
+    /// When it was first marked read.
+    pub read_at: Option<UnixMillis>,
+    /// The delivery (its `delivered_at`) whose unread timeout has fired, so that a restart
+    /// does not fire it again.
+    pub timed_out: Option<UnixMillis>,
+}
+
 /// A subscription as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionRecord {
@@ -158,6 +178,30 @@ pub enum StorageRequest {
     DeleteSubscription(SubId),
     /// Upsert a cursor position; a store refuses it if the subscription is gone. Answer: `Done`.
     SaveCursor(CursorRecord),
+    /// Upsert read receipts, all of one subscription, atomically; a store refuses them
+    /// (`NotFound`, nothing written) if the subscription is gone. Merging, so that saves may
+    /// be applied in any order and repeated: `delivered_at` becomes the later of the stored
+    /// and the new value, `read_at` keeps the stored value if there is one, `timed_out` becomes
+    /// the later of the two. Answer: `Done`.
+    SaveReceipts(Vec<ReceiptRecord>),
+    /// Load receipts of a subscription ordered by (consumer, partition, offset), after
+    /// `after`, at most `limit`. Answer: `Receipts`.
+    LoadReceipts {
+        /// The subscription.
+        sub: SubId,
+        /// Resume after this (consumer, partition, offset).
+        after: Option<(ConsumerId, u32, u64)>,
+        /// Page size.
+        limit: u32,
+    },
+    /// Remove a subscription's receipts whose last change (`read_at`, else `delivered_at`) is
+    /// before `before`, `DELETE_BATCH` rows per statement. Answer: `Done`.
+    ExpireReceipts {
+        /// The subscription.
+        sub: SubId,
+        /// The cutoff.
+        before: UnixMillis,
+    },
 }
 
 /// A store's answer to a request that succeeded.
@@ -173,6 +217,8 @@ pub enum StorageReply {
     Events(Vec<Arc<Event>>),
     /// An offset found.
     Offset(u64),
+    /// A page of read receipts.
+    Receipts(Vec<ReceiptRecord>),
 }
 
 /// Why a store request failed. Nothing was written.

@@ -14,6 +14,64 @@ pub enum SubscriptionMode {
     Broadcast,
     /// Each event goes to exactly one attached consumer (competing consumers).
     Exclusive,
+    /// Kafka style: the stream's partitions are shared out among the attached consumers (the
+    /// group's members); a member reads its partitions in order. Membership is kept by
+    /// heartbeat; every change of membership starts a new generation and a rebalance.
+    ConsumerGroup,
+    /// Like Broadcast, plus a receipt per (consumer, event): `Delivered(at)` when the consumer
+    /// acknowledges it, `Read(at)` when it marks it read (SPEC 6).
+    ReadReceipt,
+}
+
+/// When a consumer group's acknowledged positions are committed to the store (SPEC 3). A crash
+/// delivers again at most the acknowledged but uncommitted part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommitStrategy {
+    /// Only on `Command::Commit` (and when a partition changes owner).
+    Manual,
+    /// After every ack (the ack's reply waits for the commit).
+    AfterEach,
+    /// When this many events of a partition were acknowledged since its last commit (and when
+    /// it changes owner). A crash delivers again at most one batch per partition.
+    AfterBatch(u32),
+    /// At most this long after an acknowledgement (and when a partition changes owner). A crash
+    /// delivers again at most what was acknowledged within one interval.
+    Periodic(Duration),
+}
+
+impl Default for CommitStrategy {
+    /// `AfterBatch(100)`.
+    fn default() -> Self {
+        CommitStrategy::AfterBatch(Config::default().default_commit_batch)
+    }
+}
+
+fn default_heartbeat_interval() -> Duration {
+    Config::default().default_heartbeat_interval
+}
+
+fn default_session_timeout() -> Duration {
+    Config::default().default_session_timeout
+}
+
+fn default_receipt_ttl() -> Duration {
+    Config::default().default_receipt_ttl
+}
+
+fn default_receipt_cleanup_interval() -> Duration {
+    Config::default().default_receipt_cleanup_interval
+}
+
+impl SubscriptionMode {
+    /// Whether all consumers share one position (Exclusive, ConsumerGroup) rather than each
+    /// having its own (Broadcast).
+    pub fn shared_position(self) -> bool {
+        // Broadcast and ReadReceipt: one position per consumer.
+        matches!(
+            self,
+            SubscriptionMode::Exclusive | SubscriptionMode::ConsumerGroup
+        )
+    }
 }
 
 /// Where a subscription (or a reset) starts, per partition.
@@ -46,6 +104,29 @@ pub struct SubscriptionConfig {
     pub max_deliveries: u32,
     /// Exclusive only: never two events with the same key in flight at once.
     pub ordered_by_key: bool,
+    /// ConsumerGroup: how often members are expected to heartbeat (10 s; told to clients, the
+    /// core only enforces `session_timeout`).
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval: Duration,
+    /// ConsumerGroup: a member not heard from for this long leaves the group (30 s).
+    #[serde(default = "default_session_timeout")]
+    pub session_timeout: Duration,
+    /// ConsumerGroup: when acknowledged positions are committed (default `AfterBatch(100)`).
+    #[serde(default)]
+    pub commit: CommitStrategy,
+    /// ReadReceipt: an event delivered (acknowledged) but not read within this produces an
+    /// `UnreadTimeout` notice, once per delivery (`None`: never).
+    #[serde(default)]
+    pub unread_timeout: Option<Duration>,
+    /// ReadReceipt: an unread timeout also delivers the event again.
+    #[serde(default)]
+    pub redeliver_unread: bool,
+    /// ReadReceipt: receipts whose last change is older than this are removed (7 days).
+    #[serde(default = "default_receipt_ttl")]
+    pub receipt_ttl: Duration,
+    /// ReadReceipt: how often old receipts are removed (1 h).
+    #[serde(default = "default_receipt_cleanup_interval")]
+    pub receipt_cleanup_interval: Duration,
 }
 
 impl SubscriptionConfig {
@@ -60,6 +141,13 @@ impl SubscriptionConfig {
             ack_wait: d.default_ack_wait,
             max_deliveries: d.default_max_deliveries,
             ordered_by_key: false,
+            heartbeat_interval: d.default_heartbeat_interval,
+            session_timeout: d.default_session_timeout,
+            commit: CommitStrategy::default(),
+            unread_timeout: None,
+            redeliver_unread: false,
+            receipt_ttl: d.default_receipt_ttl,
+            receipt_cleanup_interval: d.default_receipt_cleanup_interval,
         }
     }
 
@@ -87,6 +175,61 @@ impl SubscriptionConfig {
                 reason: "only exclusive subscriptions can be ordered by key",
             });
         }
-        Ok(())
+        if self.session_timeout.is_zero() {
+            return Err(InvalidInput::Range {
+                field: "session_timeout (ms)",
+                value: 0,
+                min: 1,
+                max: u64::MAX,
+            });
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.session_timeout {
+            return Err(InvalidInput::Range {
+                field: "heartbeat_interval (ms)",
+                value: self.heartbeat_interval.as_millis() as u64,
+                min: 1,
+                max: (self.session_timeout.as_millis() as u64).saturating_sub(1),
+            });
+        }
+        let zero = [
+            ("receipt_ttl (ms)", self.receipt_ttl.is_zero()),
+            (
+                "receipt_cleanup_interval (ms)",
+                self.receipt_cleanup_interval.is_zero(),
+            ),
+            (
+                "unread_timeout (ms)",
+                self.unread_timeout.is_some_and(|d| d.is_zero()),
+            ),
+        ];
+        if let Some((field, _)) = zero.iter().find(|(_, z)| *z) {
+            return Err(InvalidInput::Range {
+                field,
+                value: 0,
+                min: 1,
+                max: u64::MAX,
+            });
+        }
+        if self.redeliver_unread && self.unread_timeout.is_none() {
+            return Err(InvalidInput::Conflict {
+                field: "redeliver_unread",
+                reason: "needs an unread_timeout",
+            });
+        }
+        match self.commit {
+            CommitStrategy::AfterBatch(0) => Err(InvalidInput::Range {
+                field: "commit.after_batch",
+                value: 0,
+                min: 1,
+                max: u32::MAX as u64,
+            }),
+            CommitStrategy::Periodic(d) if d.is_zero() => Err(InvalidInput::Range {
+                field: "commit.periodic (ms)",
+                value: 0,
+                min: 1,
+                max: u64::MAX,
+            }),
+            _ => Ok(()),
+        }
     }
 }

@@ -930,8 +930,8 @@ fn check_floors(
     // (`Acked`). They are never delivered again, and the floor is at least the first offset
     // not among them.
     let cursor_of = |who: usize| match mode {
-        SubscriptionMode::Exclusive => None,
-        SubscriptionMode::Broadcast => Some(c(CONSUMERS[who])),
+        SubscriptionMode::Exclusive | SubscriptionMode::ConsumerGroup => None,
+        SubscriptionMode::Broadcast | SubscriptionMode::ReadReceipt => Some(c(CONSUMERS[who])),
     };
     let mut settled: BTreeMap<Option<ConsumerId>, Vec<BTreeSet<u64>>> = BTreeMap::new();
     for (step, op) in ops.into_iter().enumerate() {

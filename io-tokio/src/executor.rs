@@ -326,6 +326,31 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                         let _ = c.try_send(ConnEvent::Replay { replay, item });
                     }
                 }
+                Output::Assignment {
+                    conn,
+                    stream,
+                    subscription,
+                    consumer,
+                    assignment,
+                } => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.try_send(ConnEvent::Assignment {
+                            stream,
+                            subscription,
+                            consumer,
+                            assignment,
+                        });
+                    }
+                }
+                Output::ConsumerNotice {
+                    conn,
+                    consumer,
+                    notice,
+                } => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.try_send(ConnEvent::Notice { consumer, notice });
+                    }
+                }
                 Output::Notice(n) => log_notice(&n),
             }
         }
@@ -381,6 +406,48 @@ fn log_notice(n: &Notice) {
         Notice::Dropped { stream, count } => {
             tracing::warn!(code = 4002, stream = %stream, count, "ephemeral stream full: oldest events dropped")
         }
+        Notice::Rebalanced {
+            stream,
+            subscription,
+            generation,
+            members,
+            moved,
+        } => tracing::info!(
+            code = 2010,
+            stream = %stream,
+            subscription = %subscription,
+            generation,
+            members,
+            moved,
+            "consumer group rebalanced"
+        ),
+        Notice::SessionExpired {
+            stream,
+            subscription,
+            consumer,
+        } => tracing::warn!(
+            code = 3010,
+            stream = %stream,
+            subscription = %subscription,
+            consumer = %consumer,
+            "consumer group member's session timed out"
+        ),
+        Notice::UnreadTimeout {
+            stream,
+            subscription,
+            consumer,
+            position,
+            redelivered,
+        } => tracing::info!(
+            code = 5010,
+            stream = %stream,
+            subscription = %subscription,
+            consumer = %consumer,
+            partition = position.partition,
+            offset = position.offset,
+            redelivered,
+            "event delivered but not read within unread_timeout"
+        ),
         Notice::StorageRetry { what, error } => {
             tracing::warn!(code = 1002, what, error = %error, "storage request failed; retrying")
         }

@@ -169,7 +169,7 @@ async fn client_commands_work_together(b: Backend) {
         .collect();
     assert_eq!(data, vec![1, 2, 3]);
 
-    let e = fails(
+    let group = ok(
         &server,
         &[
             "subscribe",
@@ -179,11 +179,36 @@ async fn client_commands_work_together(b: Backend) {
             "--mode",
             "group",
             "--count",
-            "1",
+            "4",
         ],
         None,
     );
-    assert!(e.contains("InvalidArgument"), "{e}");
+    assert_eq!(group.len(), 4, "a lone group member reads every partition");
+    let read = ok(
+        &server,
+        &[
+            "subscribe",
+            "orders",
+            "--subscription",
+            "r",
+            "--mode",
+            "receipts",
+            "--count",
+            "4",
+        ],
+        None,
+    );
+    assert_eq!(read.len(), 4);
+    let shown = ok(
+        &server,
+        &["offsets", "show", "orders", "--subscription", "r"],
+        None,
+    );
+    assert_eq!(shown[0]["mode"], "SUBSCRIPTION_MODE_READ_RECEIPT");
+    assert_eq!(
+        shown[0]["cursors"][0]["lag"], 0,
+        "marked read, so acknowledged"
+    );
     let e = fails(&server, &["replay", "orders", "--from", "yesterday"], None);
     assert!(e.contains("--from"), "{e}");
 

@@ -22,6 +22,8 @@ on_both_stores!(
     bad_input_is_refused_with_its_code_and_changes_nothing,
     server_streaming_variant_settles_by_session_id,
     sigterm_during_a_publish_storm_loses_no_acknowledged_event,
+    consumer_group_shares_partitions_by_generation,
+    read_receipts_track_delivered_and_read,
 );
 
 async fn publish_read_and_administer(b: Backend) {
@@ -576,7 +578,16 @@ async fn server_streaming_variant_settles_by_session_id(b: Backend) {
         .await
         .expect("settle")
         .into_inner();
-    assert_eq!(r.ack_result.map(|a| a.acked), Some(2));
+    assert!(
+        matches!(
+            r.kind,
+            Some(pb::settle_response::Kind::AckResult(pb::AckResult {
+                acked: 2,
+                ..
+            }))
+        ),
+        "{r:?}"
+    );
     c.settle(pb::SettleRequest {
         session_id: session_id.clone(),
         kind: Some(pb::settle_request::Kind::Credit(pb::Credit { events: 5 })),
@@ -725,4 +736,198 @@ async fn a_served_journal_replays_in_the_simulator() {
         (10, 10),
         "the journal holds the publish and the ack"
     );
+}
+
+/// The next assignment message of a session (events in between are kept aside).
+async fn assignment(s: &mut Session) -> pb::Assignment {
+    loop {
+        if let Some(Out::Assignment(a)) = s.next().await.kind {
+            return a;
+        }
+    }
+}
+
+async fn consumer_group_shares_partitions_by_generation(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "group");
+    let mut c = server.client().await;
+    create_stream(&mut c, "clicks", 4).await;
+    let mut o = open("clicks", "analytics", "m1");
+    o.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::ConsumerGroup as i32,
+        commit: Some(pb::CommitStrategy {
+            kind: Some(pb::commit_strategy::Kind::Manual(pb::Empty {})),
+        }),
+        ..Default::default()
+    });
+    let mut m1 = Session::open(&mut c, o.clone()).await;
+    let first = assignment(&mut m1).await;
+    assert_eq!(
+        first.partitions,
+        vec![0, 1, 2, 3],
+        "alone, it owns everything"
+    );
+    o.consumer = "m2".into();
+    let mut m2 = Session::open(&mut c, o).await;
+    let a2 = assignment(&mut m2).await;
+    let a1 = assignment(&mut m1).await;
+    assert!(
+        a1.generation > first.generation,
+        "a join starts a new generation"
+    );
+    assert_eq!(a1.generation, a2.generation);
+    let mut all: Vec<u32> = a1
+        .partitions
+        .iter()
+        .chain(&a2.partitions)
+        .copied()
+        .collect();
+    all.sort();
+    assert_eq!(all, vec![0, 1, 2, 3], "each partition has one owner");
+    assert_eq!((a1.partitions.len(), a2.partitions.len()), (2, 2));
+
+    // A commit carrying the old generation is refused and changes nothing.
+    let id = m1
+        .send(In::Commit(pb::Commit {
+            generation: first.generation,
+            offsets: vec![],
+        }))
+        .await;
+    match m1.answer(id).await.0 {
+        Out::Error(e) => assert_eq!(e.reason, "STALE_GENERATION", "{e:?}"),
+        other => panic!("stale commit answered {other:?}"),
+    }
+
+    let events = (0..16)
+        .map(|i| {
+            let mut e = json_event("click", &format!("{i}"));
+            e.key = Some(format!("user-{i}").into_bytes().into());
+            e
+        })
+        .collect();
+    publish(&mut c, "clicks", events).await;
+    let (mut got1, mut got2) = (Vec::new(), Vec::new());
+    within("group deliveries", async {
+        while got1.len() + got2.len() < 16 {
+            tokio::select! {
+                m = m1.rx.message() => if let Ok(Some(pb::SubscribeResponse { kind: Some(Out::Events(d)), .. })) = m { got1.extend(d.events) },
+                m = m2.rx.message() => if let Ok(Some(pb::SubscribeResponse { kind: Some(Out::Events(d)), .. })) = m { got2.extend(d.events) },
+            }
+        }
+    })
+    .await;
+    let parts = |ds: &[pb::Delivery]| -> Vec<u32> {
+        ds.iter()
+            .map(|d| d.event.as_ref().expect("event").partition)
+            .collect()
+    };
+    assert!(
+        parts(&got1).iter().all(|p| a1.partitions.contains(p)),
+        "m1 reads only its partitions"
+    );
+    assert!(
+        parts(&got2).iter().all(|p| a2.partitions.contains(p)),
+        "m2 reads only its partitions"
+    );
+    assert_eq!(m1.ack(&got1).await.acked as usize, got1.len());
+    let id = m1
+        .send(In::Commit(pb::Commit {
+            generation: a1.generation,
+            offsets: vec![],
+        }))
+        .await;
+    match m1.answer(id).await.0 {
+        Out::Committed(_) => {}
+        other => panic!("commit answered {other:?}"),
+    }
+    let info = c
+        .get_subscription(pb::SubscriptionRef {
+            stream: "clicks".into(),
+            subscription: "analytics".into(),
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    let group = info.group.expect("group info");
+    assert_eq!(group.generation, a1.generation);
+    for p in &a1.partitions {
+        assert_eq!(group.owners[*p as usize], "m1");
+    }
+}
+
+async fn read_receipts_track_delivered_and_read(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "receipts");
+    let mut c = server.client().await;
+    create_stream(&mut c, "inbox", 1).await;
+    let mut o = open("inbox", "mail", "alice");
+    o.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::ReadReceipt as i32,
+        unread_timeout_ms: Some(200),
+        ..Default::default()
+    });
+    let mut s = Session::open(&mut c, o).await;
+    let events = (0..3)
+        .map(|i| json_event("message", &format!("{i}")))
+        .collect();
+    publish(&mut c, "inbox", events).await;
+    let got = s.events(3).await;
+    assert_eq!(s.ack(&got).await.acked, 3, "delivered");
+    let pos = |o: u64| pb::Position {
+        partition: 0,
+        offset: o,
+    };
+    let id = s
+        .send(In::MarkRead(pb::MarkRead {
+            positions: vec![pos(0)],
+            up_to: None,
+        }))
+        .await;
+    match s.answer(id).await.0 {
+        Out::MarkedRead(m) => assert_eq!(m.marked, 1),
+        other => panic!("mark read answered {other:?}"),
+    }
+    // The two unread events time out, once each.
+    let mut timed_out = Vec::new();
+    while timed_out.len() < 2 {
+        if let Some(Out::Notice(n)) = s.next().await.kind {
+            assert_eq!(n.kind, "unread_timeout");
+            timed_out.push(n.position.expect("position").offset);
+        }
+    }
+    timed_out.sort();
+    assert_eq!(timed_out, vec![1, 2]);
+    let id = s
+        .send(In::ReceiptStatus(pb::ReceiptQuery {
+            position: Some(pos(0)),
+        }))
+        .await;
+    match s.answer(id).await.0 {
+        Out::ReceiptStatus(r) => {
+            assert_eq!(r.unread, 2);
+            assert_eq!(r.last_read, vec![0]);
+            assert!(
+                r.receipt.and_then(|x| x.read_at).is_some(),
+                "offset 0 was read"
+            );
+        }
+        other => panic!("status answered {other:?}"),
+    }
+    let id = s
+        .send(In::MarkRead(pb::MarkRead {
+            positions: vec![],
+            up_to: Some(pos(2)),
+        }))
+        .await;
+    match s.answer(id).await.0 {
+        Out::MarkedRead(m) => assert_eq!(m.marked, 2),
+        other => panic!("mark read answered {other:?}"),
+    }
+    let id = s
+        .send(In::ReceiptStatus(pb::ReceiptQuery { position: None }))
+        .await;
+    match s.answer(id).await.0 {
+        Out::ReceiptStatus(r) => assert_eq!((r.unread, r.last_read), (0, vec![2])),
+        other => panic!("status answered {other:?}"),
+    }
 }

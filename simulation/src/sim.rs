@@ -438,7 +438,7 @@ impl Sim {
                         n.world.replay_ended(conn, replay);
                     }
                 }
-                Output::Notice(_) => {}
+                Output::Notice(_) | Output::Assignment { .. } | Output::ConsumerNotice { .. } => {}
             }
         }
         if let Some(v) = self.nodes[node].checker.take_violation() {

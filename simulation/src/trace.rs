@@ -157,6 +157,30 @@ fn digest_output(h: &mut Xxh3, out: &Output) {
             u(h, 5);
             h.update(format!("{n:?}").as_bytes());
         }
+        Output::ConsumerNotice {
+            conn,
+            consumer,
+            notice,
+        } => {
+            u(h, 7);
+            u(h, conn.0);
+            h.update(consumer.as_str().as_bytes());
+            h.update(format!("{notice:?}").as_bytes());
+        }
+        Output::Assignment {
+            conn,
+            consumer,
+            assignment,
+            ..
+        } => {
+            u(h, 6);
+            u(h, conn.0);
+            h.update(consumer.as_str().as_bytes());
+            u(h, assignment.generation);
+            for p in &assignment.partitions {
+                u(h, u64::from(*p));
+            }
+        }
     }
 }
 
@@ -217,6 +241,30 @@ fn digest_reply(h: &mut Xxh3, r: &Reply) {
         Reply::ReplayStarted(id) => {
             u(h, 17);
             u(h, id.0);
+        }
+        Reply::Assignment(a) => {
+            u(h, 18);
+            u(h, a.generation);
+            for p in &a.partitions {
+                u(h, u64::from(*p));
+            }
+        }
+        Reply::MarkedRead { marked, ignored } => {
+            u(h, 20);
+            u(h, u64::from(*marked));
+            u(h, u64::from(*ignored));
+        }
+        Reply::ReceiptStatus(st) => {
+            u(h, 21);
+            u(h, st.unread);
+            h.update(format!("{:?}{:?}", st.last_read, st.receipt).as_bytes());
+        }
+        Reply::Committed(positions) => {
+            u(h, 19);
+            for p in positions {
+                u(h, u64::from(p.partition));
+                u(h, p.offset);
+            }
         }
     }
 }

@@ -12,11 +12,15 @@
 //!
 //! Submodules hold one concern each: `streams` (create, delete, append pipeline, reads),
 //! `dedup` (the idempotency window), `cursor` (one subscription position in one partition),
-//! `subscriptions` (modes, delivery, acks, dead letters, resets), `replay`, `recovery`, and
+//! `subscriptions` (modes, delivery, acks, dead letters, resets), `groups` (consumer group
+//! membership, generations, sticky assignment, commit strategies), `receipts` (read receipts,
+//! unread timeouts, receipt cleanup), `replay`, `recovery`, and
 //! `resolve` (turning start positions into offsets).
 
 mod cursor;
 mod dedup;
+mod groups;
+mod receipts;
 mod recovery;
 mod replay;
 mod resolve;
@@ -82,6 +86,20 @@ pub(crate) enum Op {
     SaveCursor {
         key: cursor::CursorKey,
     },
+    SaveReceipts {
+        sub: SubId,
+        /// The ack or mark waiting for it.
+        wait: Option<u64>,
+    },
+    LoadReceipts {
+        sub: SubId,
+    },
+    ExpireReceipts {
+        sub: SubId,
+    },
+    ReceiptFetch {
+        key: SlotKey,
+    },
     Fetch {
         key: cursor::CursorKey,
         generation: u64,
@@ -117,6 +135,14 @@ pub(crate) enum Timer {
     Replay(ReplayId),
     /// A stream's group commit stops waiting for more appends.
     Linger(StreamName),
+    /// A consumer group member's session may have timed out.
+    Session(SubId, ConsumerId),
+    /// A consumer group's periodic commit is due.
+    Commit(SubId),
+    /// A read receipt's unread timeout (one per delivery).
+    Unread(SlotKey),
+    /// A read receipt subscription's cleanup of old receipts.
+    ReceiptCleanup(SubId),
 }
 
 /// How far the engine is in its life.
@@ -149,6 +175,10 @@ struct AckWait {
     saves: u32,
     /// Answer `Done` instead of `Acked` (resets).
     done: bool,
+    /// Answer `Committed` with these positions (consumer group commits).
+    committed: Option<Vec<crate::api::Position>>,
+    /// Answer `MarkedRead { marked: acked, ignored }` (read receipts).
+    marked: bool,
 }
 
 /// Tributary's engine. See the module documentation for how to drive it.
@@ -314,6 +344,10 @@ impl Engine {
                 | Command::DescribeSubscription { .. }
                 | Command::ListStreams
                 | Command::CancelReplay(_)
+                | Command::Heartbeat { .. }
+                | Command::Commit { .. }
+                | Command::MarkRead { .. }
+                | Command::ReceiptStatus { .. }
         );
         if needs_storage && self.ops.len() >= self.cfg.max_storage_ops {
             let limit = self.cfg.max_storage_ops as u64;
@@ -416,6 +450,30 @@ impl Engine {
                 options,
             } => self.start_replay(origin, stream, from, options),
             Command::CancelReplay(id) => self.cancel_replay(origin, id),
+            Command::Heartbeat {
+                stream,
+                subscription,
+                consumer,
+            } => self.heartbeat(origin, stream, subscription, consumer),
+            Command::Commit {
+                stream,
+                subscription,
+                consumer,
+                generation,
+                offsets,
+            } => self.commit(origin, stream, subscription, consumer, generation, offsets),
+            Command::MarkRead {
+                stream,
+                subscription,
+                consumer,
+                read,
+            } => self.mark_read(origin, stream, subscription, consumer, read),
+            Command::ReceiptStatus {
+                stream,
+                subscription,
+                consumer,
+                position,
+            } => self.receipt_status(origin, stream, subscription, consumer, position),
         }
     }
 
@@ -532,6 +590,10 @@ impl Engine {
     fn op_still_wanted(&self, op: &Op) -> bool {
         match op {
             Op::SaveCursor { key } | Op::Fetch { key, .. } => self.subs.contains_key(&key.sub),
+            Op::SaveReceipts { sub, .. }
+            | Op::ExpireReceipts { sub }
+            | Op::LoadReceipts { sub } => self.subs.contains_key(sub),
+            Op::ReceiptFetch { key } => self.subs.contains_key(&key.key.sub),
             Op::ReplayRead { replay } => self.replays.contains_key(replay),
             _ => true,
         }
@@ -551,6 +613,9 @@ impl Engine {
                 self.subscription_op_done(p, result)
             }
             Op::SaveCursor { .. } => self.save_cursor_done(p, result),
+            Op::SaveReceipts { .. } | Op::ExpireReceipts { .. } => self.receipts_op_done(p, result),
+            Op::LoadReceipts { .. } => self.recovery_done(p, result),
+            Op::ReceiptFetch { .. } => self.receipt_fetch_done(p, result),
             Op::Fetch { .. } => self.fetch_done(p, result),
             Op::ReplayRead { .. } => self.replay_read_done(p, result),
         }
@@ -563,7 +628,7 @@ impl Engine {
             if *at > self.now.mono {
                 break;
             }
-            let Some((_, t)) = self.timers.pop_first() else {
+            let Some((at, t)) = self.timers.pop_first() else {
                 break;
             };
             match t {
@@ -572,6 +637,10 @@ impl Engine {
                 Timer::Retry(id) => self.fire_retry(id),
                 Timer::Replay(id) => self.replay_wake(id),
                 Timer::Linger(name) => self.linger_expired(&name),
+                Timer::Session(sub, consumer) => self.session_expired(sub, consumer),
+                Timer::Commit(sub) => self.periodic_commit(sub),
+                Timer::Unread(key) => self.unread_expired(at, key),
+                Timer::ReceiptCleanup(sub) => self.receipt_cleanup(sub),
             }
         }
     }

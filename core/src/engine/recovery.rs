@@ -27,6 +27,13 @@ impl Engine {
                     _ => self.dedup_loaded(),
                 }
             }
+            (Op::LoadReceipts { sub }, StorageResult::Ok(StorageReply::Receipts(records))) => {
+                let sub = *sub;
+                match self.receipts_loaded(sub, records) {
+                    Some(after) => self.load_receipts(sub, Some(after)),
+                    None => self.dedup_loaded(),
+                }
+            }
             (_, StorageResult::Ok(other)) => {
                 self.retry_later(p, "recovery", format!("unexpected answer {other:?}"));
             }
@@ -74,7 +81,7 @@ impl Engine {
             let mut sub = Subscription::new(rec.id, rec.config, stream, SubStatus::Ready);
             sub.start_offsets = rec.start_offsets;
             sub.start_offsets.resize(stream.parts.len(), 0);
-            if sub.config.mode == SubscriptionMode::Exclusive {
+            if sub.config.mode.shared_position() {
                 sub.new_cursor(None);
             }
             self.next_sub = self.next_sub.max(rec.id.0 + 1);
@@ -87,11 +94,13 @@ impl Engine {
                 continue;
             };
             let ci = match (&c.consumer, sub.config.mode) {
-                (None, SubscriptionMode::Exclusive) => 0,
-                (Some(id), SubscriptionMode::Broadcast) => match sub.cursor_of.get(id) {
-                    Some(&i) => i,
-                    None => sub.new_cursor(Some(id.clone())),
-                },
+                (None, SubscriptionMode::Exclusive | SubscriptionMode::ConsumerGroup) => 0,
+                (Some(id), SubscriptionMode::Broadcast | SubscriptionMode::ReadReceipt) => {
+                    match sub.cursor_of.get(id) {
+                        Some(&i) => i,
+                        None => sub.new_cursor(Some(id.clone())),
+                    }
+                }
                 _ => continue,
             };
             if let Some(pc) = sub.cursors[ci as usize].parts.get_mut(c.partition as usize) {
@@ -112,18 +121,29 @@ impl Engine {
             .filter(|(_, s)| !s.config.dedup_window.is_zero())
             .map(|(n, _)| n.clone())
             .collect();
+        // Receipts of read receipt subscriptions on persistent streams load in pages too.
+        let with_receipts: Vec<crate::ids::SubId> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.receipts.is_some() && s.durable)
+            .map(|(id, _)| *id)
+            .collect();
         self.phase = Phase::Recovering {
-            dedup_loading: with_dedup.len(),
+            dedup_loading: with_dedup.len() + with_receipts.len(),
             loaded: true,
         };
-        if with_dedup.is_empty() {
+        if with_dedup.is_empty() && with_receipts.is_empty() {
             return self.finish_recovery();
         }
         for name in with_dedup {
             self.load_dedup(&name, None);
         }
+        for id in with_receipts {
+            self.load_receipts(id, None);
+        }
     }
 
+    /// One stream's dedup ids, or one subscription's receipts, are loaded.
     fn dedup_loaded(&mut self) {
         if let Phase::Recovering { dedup_loading, .. } = &mut self.phase {
             *dedup_loading -= 1;

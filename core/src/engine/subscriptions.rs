@@ -4,6 +4,8 @@
 //! Exclusive: one cursor shared by every consumer; events go round-robin, one at a time, to
 //! consumers with credit (`max_in_flight`). `ordered_by_key`: an event whose key has an
 //! earlier pending event waits (`Blocked`) until that one is acknowledged or dead-lettered.
+//! ConsumerGroup: one shared cursor like Exclusive; each member is delivered only events of the
+//! partitions assigned to it (see `groups`).
 
 use super::cursor::{CursorKey, PartCursor, Pending, SlotKey, SlotState};
 use super::resolve::Purpose;
@@ -61,6 +63,10 @@ pub(crate) struct Subscription {
     pub(crate) consumers: BTreeMap<ConsumerId, Consumer>,
     /// The stream's next offsets when the subscription was created (ephemeral trimming).
     pub(crate) created_next: Vec<u64>,
+    /// ConsumerGroup: membership, generation and assignment.
+    pub(crate) group: Option<super::groups::Group>,
+    /// ReadReceipt: the receipts of each consumer.
+    pub(crate) receipts: Option<super::receipts::Receipts>,
     rr: usize,
     part_rr: usize,
 }
@@ -72,6 +78,10 @@ impl Subscription {
         stream: &Stream,
         status: SubStatus,
     ) -> Subscription {
+        let group = (config.mode == SubscriptionMode::ConsumerGroup)
+            .then(|| super::groups::Group::new(stream.parts.len()));
+        let receipts =
+            (config.mode == SubscriptionMode::ReadReceipt).then(super::receipts::Receipts::default);
         Subscription {
             id,
             config,
@@ -83,6 +93,8 @@ impl Subscription {
             cursor_of: BTreeMap::new(),
             consumers: BTreeMap::new(),
             created_next: stream.parts.iter().map(|p| p.next).collect(),
+            group,
+            receipts,
             rr: 0,
             part_rr: 0,
         }
@@ -141,6 +153,7 @@ impl Subscription {
                 })
                 .collect(),
             attached: self.consumers.keys().cloned().collect(),
+            group: self.group.as_ref().map(super::groups::Group::info),
         }
     }
 }
@@ -173,7 +186,9 @@ impl Subscription {
         let ids: Vec<ConsumerId> = self.consumers.keys().cloned().collect();
         let mut batches: Vec<Vec<Delivered>> = ids.iter().map(|_| Vec::new()).collect();
         match self.config.mode {
-            SubscriptionMode::Broadcast => {
+            SubscriptionMode::Broadcast
+            | SubscriptionMode::ConsumerGroup
+            | SubscriptionMode::ReadReceipt => {
                 for (i, id) in ids.iter().enumerate() {
                     while self.has_credit(id) {
                         let Some(d) = self.take_next(id, ctx) else {
@@ -227,6 +242,11 @@ impl Subscription {
             .is_some_and(|c| c.in_flight < c.max_in_flight)
     }
 
+    /// Whether `consumer` may be given events of partition `p` (consumer groups: only its own).
+    fn may_take(&self, consumer: &ConsumerId, p: usize) -> bool {
+        self.group.as_ref().is_none_or(|g| g.owns(consumer, p))
+    }
+
     /// Takes the next event for `consumer`: redeliveries first, then fresh events, rotating
     /// over partitions. Marks it in flight.
     fn take_next(&mut self, consumer: &ConsumerId, ctx: &mut Ctx<'_>) -> Option<Delivered> {
@@ -234,6 +254,9 @@ impl Subscription {
         let parts = self.cursors[ci as usize].parts.len();
         for k in 0..parts {
             let p = (self.part_rr + k) % parts;
+            if !self.may_take(consumer, p) {
+                continue;
+            }
             let Some(offset) = self.cursors[ci as usize].parts[p].ready.pop_first() else {
                 continue;
             };
@@ -242,6 +265,9 @@ impl Subscription {
         }
         for k in 0..parts {
             let p = (self.part_rr + k) % parts;
+            if !self.may_take(consumer, p) {
+                continue;
+            }
             loop {
                 match self.fresh(ci, p, ctx) {
                     Fresh::None => break,
@@ -366,7 +392,11 @@ impl Subscription {
 }
 
 impl Engine {
-    fn sub_id(&self, stream: &StreamName, name: &SubscriptionName) -> Result<SubId, Error> {
+    pub(crate) fn sub_id(
+        &self,
+        stream: &StreamName,
+        name: &SubscriptionName,
+    ) -> Result<SubId, Error> {
         self.sub_names
             .get(&(stream.clone(), name.clone()))
             .copied()
@@ -444,7 +474,7 @@ impl Engine {
             return;
         };
         sub.start_offsets = offsets;
-        if sub.config.mode == SubscriptionMode::Exclusive {
+        if sub.config.mode.shared_position() {
             sub.new_cursor(None);
         }
         if !sub.durable {
@@ -539,6 +569,18 @@ impl Engine {
                 conn.attached.remove(&(id, cid.clone()));
             }
         }
+        if let Some(r) = &sub.receipts {
+            self.clear_receipt_timers(id, r);
+        }
+        if let Some(g) = &sub.group {
+            for (consumer, deadline) in &g.sessions {
+                self.timers
+                    .remove(&(*deadline, Timer::Session(id, consumer.clone())));
+            }
+            if let Some(due) = g.commit_due {
+                self.timers.remove(&(due, Timer::Commit(id)));
+            }
+        }
         let gone = Error::SubscriptionNotFound {
             stream: sub.config.stream.clone(),
             subscription: sub.config.name.clone(),
@@ -614,7 +656,7 @@ impl Engine {
             return self.reply_to(origin, Err(Error::AlreadyAttached(consumer)));
         }
         let cursor = match sub.config.mode {
-            SubscriptionMode::Exclusive => {
+            SubscriptionMode::Exclusive | SubscriptionMode::ConsumerGroup => {
                 if sub.consumers.len() >= max_consumers {
                     let limit = max_consumers as u64;
                     return self.reply_to(
@@ -627,20 +669,22 @@ impl Engine {
                 }
                 0
             }
-            SubscriptionMode::Broadcast => match sub.cursor_of.get(&consumer) {
-                Some(&c) => c,
-                None if sub.cursors.len() >= max_consumers => {
-                    let limit = max_consumers as u64;
-                    return self.reply_to(
-                        origin,
-                        Err(Error::Busy {
-                            what: "consumers of the subscription",
-                            limit,
-                        }),
-                    );
+            SubscriptionMode::Broadcast | SubscriptionMode::ReadReceipt => {
+                match sub.cursor_of.get(&consumer) {
+                    Some(&c) => c,
+                    None if sub.cursors.len() >= max_consumers => {
+                        let limit = max_consumers as u64;
+                        return self.reply_to(
+                            origin,
+                            Err(Error::Busy {
+                                what: "consumers of the subscription",
+                                limit,
+                            }),
+                        );
+                    }
+                    None => sub.new_cursor(Some(consumer.clone())),
                 }
-                None => sub.new_cursor(Some(consumer.clone())),
-            },
+            }
         };
         sub.consumers.insert(
             consumer.clone(),
@@ -651,9 +695,15 @@ impl Engine {
                 cursor,
             },
         );
-        self.conn(origin.0).attached.insert((id, consumer));
+        let group = sub.group.is_some();
+        self.conn(origin.0).attached.insert((id, consumer.clone()));
         self.reply_to(origin, Ok(Reply::Done));
+        if group {
+            self.join_group(id, &consumer);
+        }
         self.pump(id);
+        // Read receipts: unread events whose timeout fired while it was away.
+        self.redeliver_receipts(id, cursor);
     }
 
     /// Whether a delivery's consumer is still attached on its connection.
@@ -672,7 +722,7 @@ impl Engine {
     }
 
     /// Checks that `consumer` is attached to the subscription on `conn`.
-    fn attached(
+    pub(crate) fn attached(
         &self,
         conn: ConnId,
         stream: &StreamName,
@@ -751,6 +801,7 @@ impl Engine {
         for (deadline, key) in cleared {
             self.timers.remove(&(deadline, Timer::AckWait(key)));
         }
+        self.leave_group(id, consumer);
     }
 
     // ---- delivery --------------------------------------------------------------------------
@@ -795,6 +846,8 @@ impl Engine {
                 ignored: 0,
                 saves: saves.len() as u32,
                 done: true,
+                committed: None,
+                marked: false,
             };
             self.ack_waits.insert(w, then);
             for key in &saves {
@@ -866,7 +919,7 @@ impl Engine {
         }
     }
 
-    fn part_cursor(&mut self, key: CursorKey) -> Option<&mut PartCursor> {
+    pub(crate) fn part_cursor(&mut self, key: CursorKey) -> Option<&mut PartCursor> {
         self.subs
             .get_mut(&key.sub)?
             .cursors
@@ -911,6 +964,7 @@ impl Engine {
             };
             return Err(e.into());
         }
+        self.check_owned(id, consumer, positions)?;
         let ci = sub.consumers.get(consumer).map_or(0, |c| c.cursor);
         Ok((id, ci))
     }
@@ -927,8 +981,16 @@ impl Engine {
             Ok(x) => x,
             Err(e) => return self.reply_to(origin, Err(e)),
         };
+        // Read receipts: refused before anything changes when there is no room for them.
+        if let Err(e) = self.receipt_room(id, ci, &positions) {
+            return self.reply_to(origin, Err(e));
+        }
+        let receipts = self.subs.get(&id).is_some_and(|s| s.receipts.is_some());
+        self.touch_member(id, &consumer);
         let (mut acked, mut ignored) = (0u32, 0u32);
         let mut touched = BTreeSet::new();
+        let mut settled: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut delivered = Vec::new();
         for pos in positions {
             let key = SlotKey {
                 key: CursorKey {
@@ -954,13 +1016,27 @@ impl Engine {
             }) {
                 acked += 1;
                 touched.insert(key.key);
+                *settled.entry(key.key.partition).or_default() += 1;
+                delivered.push(pos);
+            } else if receipts && self.receipt_reacked(id, ci, pos) {
+                // Delivered again after an unread timeout: a new delivery is recorded.
+                acked += 1;
+                delivered.push(pos);
             } else {
                 ignored += 1;
             }
         }
+        let records = if receipts {
+            self.record_receipts(id, ci, &delivered, false)
+        } else {
+            Vec::new()
+        };
         let durable = self.subs.get(&id).is_some_and(|s| s.durable);
-        if durable && !touched.is_empty() {
-            self.wait_for_saves(origin, acked, ignored, false, touched);
+        // Consumer groups commit as their strategy says; only `AfterEach` waits here.
+        let wait = self.group_acked(id, &settled);
+        if durable && ((wait && !touched.is_empty()) || !records.is_empty()) {
+            let keys = if wait { touched } else { BTreeSet::new() };
+            self.wait_for_saves_and_receipts(origin, (acked, ignored), false, false, keys, records);
         } else {
             self.reply_to(origin, Ok(Reply::Acked { acked, ignored }));
         }
@@ -977,6 +1053,20 @@ impl Engine {
         done: bool,
         keys: BTreeSet<CursorKey>,
     ) {
+        self.wait_for_saves_and_receipts(origin, (acked, ignored), done, false, keys, Vec::new());
+    }
+
+    /// Answers `origin` once every cursor in `keys` is saved and `receipts` (all of one
+    /// subscription) are stored; `marked`: with `MarkedRead`.
+    pub(crate) fn wait_for_saves_and_receipts(
+        &mut self,
+        origin: Origin,
+        (acked, ignored): (u32, u32),
+        done: bool,
+        marked: bool,
+        keys: BTreeSet<CursorKey>,
+        receipts: Vec<crate::storage::ReceiptRecord>,
+    ) {
         let w = self.next_ack_wait;
         self.next_ack_wait += 1;
         self.ack_waits.insert(
@@ -987,10 +1077,18 @@ impl Engine {
                 generations: Vec::new(),
                 acked,
                 ignored,
-                saves: keys.len() as u32,
+                saves: keys.len() as u32 + u32::from(!receipts.is_empty()),
                 done,
+                committed: None,
+                marked,
             },
         );
+        if let Some(sub) = receipts.first().map(|r| r.sub) {
+            self.storage(
+                Op::SaveReceipts { sub, wait: Some(w) },
+                StorageRequest::SaveReceipts(receipts),
+            );
+        }
         for key in keys {
             if let Some(pc) = self.part_cursor(key) {
                 pc.save.waiting.push(w);
@@ -1001,7 +1099,7 @@ impl Engine {
 
     /// Resolves a pending slot (acknowledged or dead-lettered) if `allowed` accepts its state:
     /// clears its timer, returns the consumer's credit, unblocks its key.
-    fn settle(&mut self, key: SlotKey, allowed: impl Fn(&SlotState) -> bool) -> bool {
+    pub(crate) fn settle(&mut self, key: SlotKey, allowed: impl Fn(&SlotState) -> bool) -> bool {
         let Some(pc) = self.part_cursor(key.key) else {
             return false;
         };
@@ -1062,12 +1160,20 @@ impl Engine {
         }
     }
 
-    fn save_cursor(&mut self, key: CursorKey) {
+    pub(crate) fn save_cursor(&mut self, key: CursorKey) {
         let Some(sub) = self.subs.get_mut(&key.sub) else {
             return;
         };
         if !sub.durable {
             return;
+        }
+        // A consumer group's partition is committed by this save.
+        if let Some(u) = sub
+            .group
+            .as_mut()
+            .and_then(|g| g.uncommitted.get_mut(key.partition as usize))
+        {
+            *u = 0;
         }
         let consumer = sub
             .cursors
@@ -1113,40 +1219,7 @@ impl Engine {
                 let flying = std::mem::take(&mut pc.save.flying);
                 let again = pc.save.dirty || !pc.save.waiting.is_empty();
                 for w in flying {
-                    let Some(aw) = self.ack_waits.get_mut(&w) else {
-                        continue;
-                    };
-                    aw.saves -= 1;
-                    if aw.saves == 0
-                        && let Some(aw) = self.ack_waits.remove(&w)
-                    {
-                        let reply = if aw.done {
-                            Reply::Done
-                        } else {
-                            Reply::Acked {
-                                acked: aw.acked,
-                                ignored: aw.ignored,
-                            }
-                        };
-                        if let Some(origin) = aw.origin {
-                            self.reply_to(origin, Ok(reply));
-                        }
-                        // Held at-most-once deliveries go to consumers still attached, unless a
-                        // reset moved their position meanwhile; otherwise they are lost
-                        // (delivered at most once: none).
-                        let reset = aw.generations.iter().any(|(k, g)| {
-                            self.subs
-                                .get(&k.sub)
-                                .and_then(|s| s.cursors.get(k.cursor as usize))
-                                .and_then(|c| c.parts.get(k.partition as usize))
-                                .is_none_or(|pc| pc.generation != *g)
-                        });
-                        for o in aw.release.into_iter().filter(|_| !reset) {
-                            if self.still_attached(&o) {
-                                self.out.push_back(o);
-                            }
-                        }
-                    }
+                    self.ack_wait_saved(w);
                 }
                 if again {
                     self.save_cursor(key);
@@ -1155,6 +1228,52 @@ impl Engine {
             StorageResult::Err(crate::storage::StorageError::NotFound(_)) => {}
             StorageResult::Err(e) => self.retry_later(p, "cursor", e.to_string()),
             StorageResult::Unknown => self.retry_later(p, "cursor", "outcome unknown".into()),
+        }
+    }
+
+    /// One save an ack (or reset, commit, mark) waits for is done; answers it after the last.
+    pub(crate) fn ack_wait_saved(&mut self, w: u64) {
+        let Some(aw) = self.ack_waits.get_mut(&w) else {
+            return;
+        };
+        aw.saves -= 1;
+        if aw.saves > 0 {
+            return;
+        }
+        let Some(aw) = self.ack_waits.remove(&w) else {
+            return;
+        };
+        let reply = if let Some(positions) = aw.committed {
+            Reply::Committed(positions)
+        } else if aw.marked {
+            Reply::MarkedRead {
+                marked: aw.acked,
+                ignored: aw.ignored,
+            }
+        } else if aw.done {
+            Reply::Done
+        } else {
+            Reply::Acked {
+                acked: aw.acked,
+                ignored: aw.ignored,
+            }
+        };
+        if let Some(origin) = aw.origin {
+            self.reply_to(origin, Ok(reply));
+        }
+        // Held at-most-once deliveries go to consumers still attached, unless a reset moved
+        // their position meanwhile; otherwise they are lost (delivered at most once: none).
+        let reset = aw.generations.iter().any(|(k, g)| {
+            self.subs
+                .get(&k.sub)
+                .and_then(|s| s.cursors.get(k.cursor as usize))
+                .and_then(|c| c.parts.get(k.partition as usize))
+                .is_none_or(|pc| pc.generation != *g)
+        });
+        for o in aw.release.into_iter().filter(|_| !reset) {
+            if self.still_attached(&o) {
+                self.out.push_back(o);
+            }
         }
     }
 
@@ -1175,6 +1294,7 @@ impl Engine {
             Ok(x) => x,
             Err(e) => return self.reply_to(origin, Err(e)),
         };
+        self.touch_member(id, &consumer);
         for pos in positions {
             let key = SlotKey {
                 key: CursorKey {
@@ -1203,6 +1323,7 @@ impl Engine {
             Ok(x) => x,
             Err(e) => return self.reply_to(origin, Err(e)),
         };
+        self.touch_member(id, &consumer);
         for pos in positions {
             let key = SlotKey {
                 key: CursorKey {
@@ -1441,17 +1562,19 @@ impl Engine {
             return;
         };
         let cursors: Vec<u32> = match (&consumer, sub.config.mode) {
-            (Some(_), SubscriptionMode::Exclusive) => {
+            (Some(_), SubscriptionMode::Exclusive | SubscriptionMode::ConsumerGroup) => {
                 let e = InvalidInput::Conflict {
                     field: "consumer",
-                    reason: "an exclusive subscription has one position: name no consumer",
+                    reason: "an exclusive or consumer group subscription has one position: name no consumer",
                 };
                 return self.reply_to(origin, Err(e.into()));
             }
-            (Some(c), SubscriptionMode::Broadcast) => match sub.cursor_of.get(c) {
-                Some(&i) => vec![i],
-                None => return self.reply_to(origin, Err(Error::NotAttached(c.clone()))),
-            },
+            (Some(c), SubscriptionMode::Broadcast | SubscriptionMode::ReadReceipt) => {
+                match sub.cursor_of.get(c) {
+                    Some(&i) => vec![i],
+                    None => return self.reply_to(origin, Err(Error::NotAttached(c.clone()))),
+                }
+            }
             (None, _) => (0..sub.cursors.len() as u32).collect(),
         };
         self.resolve_start(

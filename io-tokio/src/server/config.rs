@@ -23,7 +23,7 @@
 //! [[subscriptions]]
 //! stream = "orders"
 //! name = "billing"
-//! mode = "exclusive"                # "broadcast"
+//! mode = "exclusive"                # "broadcast", "consumer-group", "read-receipt"
 //! start = "beginning"               # "end", an offset, or a time like "2026-11-27T10:00:00Z"
 //! ack_wait = "30s"
 //! max_deliveries = 5
@@ -35,8 +35,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tributary_core::{
-    DeliverySemantics, Overflow, Scope, StartPosition, StreamConfig, StreamName,
-    SubscriptionConfig, SubscriptionMode, SubscriptionName, UnixMillis,
+    CommitStrategy, Config, DeliverySemantics, Overflow, Scope, StartPosition, StreamConfig,
+    StreamName, SubscriptionConfig, SubscriptionMode, SubscriptionName, UnixMillis,
 };
 
 /// The default data folder.
@@ -156,6 +156,43 @@ pub struct SubscriptionDecl {
     /// Exclusive only: one event per key in flight.
     #[serde(default)]
     pub ordered_by_key: bool,
+    /// Consumer groups: how often members heartbeat (10s).
+    #[serde(default, with = "humantime_serde")]
+    pub heartbeat_interval: Option<Duration>,
+    /// Consumer groups: a member not heard from for this long leaves (30s).
+    #[serde(default, with = "humantime_serde")]
+    pub session_timeout: Option<Duration>,
+    /// Consumer groups: `manual`, `after-each`, `after-batch` (with `commit_batch`, 100) or
+    /// `periodic` (with `commit_interval`).
+    pub commit: Option<CommitDecl>,
+    /// Consumer groups: events per commit with `after-batch`.
+    pub commit_batch: Option<u32>,
+    /// Consumer groups: time between commits with `periodic`.
+    #[serde(default, with = "humantime_serde")]
+    pub commit_interval: Option<Duration>,
+    /// Read receipts: an event not read this long after delivery gives a notice.
+    #[serde(default, with = "humantime_serde")]
+    pub unread_timeout: Option<Duration>,
+    /// Read receipts: an unread timeout also delivers the event again.
+    #[serde(default)]
+    pub redeliver_unread: bool,
+    /// Read receipts: receipts older than this are removed (7 days).
+    #[serde(default, with = "humantime_serde")]
+    pub receipt_ttl: Option<Duration>,
+}
+
+/// A consumer group's commit strategy, as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitDecl {
+    /// Only when the member commits.
+    Manual,
+    /// After every ack.
+    AfterEach,
+    /// After `commit_batch` acknowledged events of a partition.
+    AfterBatch,
+    /// Every `commit_interval`.
+    Periodic,
 }
 
 /// A subscription mode, as written in the file.
@@ -166,6 +203,10 @@ pub enum ModeDecl {
     Broadcast,
     /// Competing consumers.
     Exclusive,
+    /// Kafka-style consumer group.
+    ConsumerGroup,
+    /// Broadcast with read receipts.
+    ReadReceipt,
 }
 
 /// A start position, as written in the file.
@@ -352,7 +393,7 @@ impl StreamDecl {
         if self.cross_service {
             c.scope = Scope::CrossService;
         }
-        c.validate(&tributary_core::Config::default())
+        c.validate(&Config::default())
             .map_err(|e| ("", e.to_string()))?;
         Ok(c)
     }
@@ -390,6 +431,8 @@ impl SubscriptionDecl {
         let mode = match self.mode.unwrap_or(ModeDecl::Broadcast) {
             ModeDecl::Broadcast => SubscriptionMode::Broadcast,
             ModeDecl::Exclusive => SubscriptionMode::Exclusive,
+            ModeDecl::ConsumerGroup => SubscriptionMode::ConsumerGroup,
+            ModeDecl::ReadReceipt => SubscriptionMode::ReadReceipt,
         };
         let mut c = SubscriptionConfig::new(stream, name, mode);
         c.start = match &self.start {
@@ -404,6 +447,31 @@ impl SubscriptionDecl {
             c.max_deliveries = m;
         }
         c.ordered_by_key = self.ordered_by_key;
+        if let Some(h) = self.heartbeat_interval {
+            c.heartbeat_interval = h;
+        }
+        if let Some(t) = self.session_timeout {
+            c.session_timeout = t;
+        }
+        if let Some(k) = self.commit {
+            let d = Config::default();
+            c.commit = match k {
+                CommitDecl::Manual => CommitStrategy::Manual,
+                CommitDecl::AfterEach => CommitStrategy::AfterEach,
+                CommitDecl::AfterBatch => {
+                    CommitStrategy::AfterBatch(self.commit_batch.unwrap_or(d.default_commit_batch))
+                }
+                CommitDecl::Periodic => CommitStrategy::Periodic(
+                    self.commit_interval
+                        .ok_or(("commit_interval", "needed with periodic".to_string()))?,
+                ),
+            };
+        }
+        c.unread_timeout = self.unread_timeout;
+        c.redeliver_unread = self.redeliver_unread;
+        if let Some(t) = self.receipt_ttl {
+            c.receipt_ttl = t;
+        }
         c.validate().map_err(|e| ("", e.to_string()))?;
         Ok(c)
     }

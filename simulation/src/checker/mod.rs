@@ -210,6 +210,8 @@ impl Checker {
             } => self.deliver(*conn, stream, subscription, consumer, events),
             Output::Replay { conn, replay, item } => self.replay_item(*conn, *replay, item),
             Output::Notice(n) => self.notice(n),
+            // The workload makes no consumer groups yet.
+            Output::Assignment { .. } | Output::ConsumerNotice { .. } => {}
         }
     }
 

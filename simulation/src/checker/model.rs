@@ -277,8 +277,8 @@ impl SubM {
     /// The cursor a consumer reads through.
     pub fn cursor_key(&self, consumer: &ConsumerId) -> Option<ConsumerId> {
         match self.config.mode {
-            SubscriptionMode::Exclusive => None,
-            SubscriptionMode::Broadcast => Some(consumer.clone()),
+            SubscriptionMode::Exclusive | SubscriptionMode::ConsumerGroup => None,
+            SubscriptionMode::Broadcast | SubscriptionMode::ReadReceipt => Some(consumer.clone()),
         }
     }
 

@@ -105,3 +105,28 @@ pub fn to_json<T: Serialize>(v: &T) -> Result<String, CodecError> {
 pub fn from_json<T: DeserializeOwned>(what: &str, s: &str) -> Result<T, CodecError> {
     serde_json::from_str(s).map_err(|e| CodecError(format!("{what}: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_core::{CommitStrategy, SubscriptionConfig, SubscriptionMode};
+
+    /// A subscription stored before consumer groups existed (no heartbeat, session or commit
+    /// fields) still decodes, with the defaults.
+    #[test]
+    fn an_older_subscription_config_decodes_with_group_defaults() {
+        let old = r#"{"stream":"a","name":"s","mode":"Exclusive","start":"Beginning",
+            "ack_wait":{"secs":30,"nanos":0},"max_deliveries":5,"ordered_by_key":false}"#;
+        let c: SubscriptionConfig = from_json("subscription config", old).expect("decodes");
+        assert_eq!(c.mode, SubscriptionMode::Exclusive);
+        assert_eq!(c.commit, CommitStrategy::AfterBatch(100));
+        assert_eq!(c.session_timeout.as_secs(), 30);
+        assert_eq!(c.heartbeat_interval.as_secs(), 10);
+        let mut g = c.clone();
+        g.mode = SubscriptionMode::ConsumerGroup;
+        g.commit = CommitStrategy::Periodic(std::time::Duration::from_millis(2500));
+        let back: SubscriptionConfig =
+            from_json("subscription config", &to_json(&g).expect("encodes")).expect("decodes");
+        assert_eq!(back, g);
+    }
+}

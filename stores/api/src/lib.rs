@@ -30,7 +30,8 @@ pub use codec::{
 };
 pub use records::{
     CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_SUBSCRIPTIONS, SubscriptionRow,
-    cursor_record, dedup_record, existing_stream, partition_head, recovered, subscription_record,
+    cursor_record, dedup_record, existing_stream, partition_head, receipt_record, recovered,
+    subscription_record,
 };
 pub use sql_errors::{codec, committed, failed};
 

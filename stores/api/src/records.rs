@@ -2,8 +2,8 @@
 
 use crate::codec::{CodecError, decode_acked, from_json};
 use tributary_core::{
-    ConsumerId, CursorRecord, DedupRecord, EventId, PartitionHead, SubId, SubscriptionRecord,
-    UnixMillis,
+    ConsumerId, CursorRecord, DedupRecord, EventId, PartitionHead, ReceiptRecord, SubId,
+    SubscriptionRecord, UnixMillis,
 };
 
 fn u64_of(v: i64) -> u64 {
@@ -66,6 +66,28 @@ pub fn cursor_record(
         partition: u32_of(partition),
         floor: u64_of(floor),
         acked: decode_acked(acked)?,
+    })
+}
+
+/// A read receipt from its row (times in Unix milliseconds).
+pub fn receipt_record(
+    sub_id: i64,
+    consumer: &str,
+    partition: i32,
+    offset: i64,
+    delivered_at: i64,
+    read_at: Option<i64>,
+    timed_out: Option<i64>,
+) -> Result<ReceiptRecord, CodecError> {
+    Ok(ReceiptRecord {
+        sub: SubId(u64_of(sub_id)),
+        consumer: ConsumerId::new(consumer)
+            .map_err(|e| CodecError(format!("receipt consumer: {e}")))?,
+        partition: u32_of(partition),
+        offset: u64_of(offset),
+        delivered_at: UnixMillis(u64_of(delivered_at)),
+        read_at: read_at.map(|t| UnixMillis(u64_of(t))),
+        timed_out: timed_out.map(|t| UnixMillis(u64_of(t))),
     })
 }
 

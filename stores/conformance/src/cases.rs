@@ -375,6 +375,182 @@ pub async fn subscriptions_and_cursors_round_trip<S: Store>(s: &S) {
     );
 }
 
+/// A consumer group subscription keeps its mode, session settings and commit strategy, and its
+/// committed offsets are cursors without a consumer, one per partition.
+pub async fn a_consumer_group_subscription_round_trips<S: Store>(s: &S) {
+    ok(s, StorageRequest::CreateStream(persistent("g", 3))).await;
+    let mut config = SubscriptionConfig::new(
+        name("g"),
+        SubscriptionName::new("billing").expect("name"),
+        SubscriptionMode::ConsumerGroup,
+    );
+    config.session_timeout = Duration::from_millis(12_500);
+    config.heartbeat_interval = Duration::from_millis(2_000);
+    config.commit = CommitStrategy::Periodic(Duration::from_millis(750));
+    let sub = SubscriptionRecord {
+        id: SubId(9),
+        config,
+        start_offsets: vec![0, 0, 0],
+    };
+    ok(s, StorageRequest::SaveSubscription(sub.clone())).await;
+    let commits: Vec<CursorRecord> = (0..3)
+        .map(|p| CursorRecord {
+            sub: SubId(9),
+            consumer: None,
+            partition: p,
+            floor: u64::from(p) * 10,
+            acked: vec![],
+        })
+        .collect();
+    for c in &commits {
+        ok(s, StorageRequest::SaveCursor(c.clone())).await;
+    }
+    let rec = recover(s).await;
+    assert_eq!(rec.subscriptions, vec![sub], "group settings survive");
+    let mut cursors = rec.cursors;
+    cursors.sort_by_key(|c| c.partition);
+    assert_eq!(cursors, commits, "committed offsets per (group, partition)");
+}
+
+fn receipt(
+    consumer: &str,
+    partition: u32,
+    offset: u64,
+    delivered: u64,
+    read: Option<u64>,
+) -> ReceiptRecord {
+    ReceiptRecord {
+        sub: SubId(4),
+        consumer: ConsumerId::new(consumer).expect("id"),
+        partition,
+        offset,
+        delivered_at: UnixMillis(delivered),
+        read_at: read.map(UnixMillis),
+        timed_out: None,
+    }
+}
+
+async fn load_receipts<S: Store>(
+    s: &S,
+    after: Option<(ConsumerId, u32, u64)>,
+    limit: u32,
+) -> Vec<ReceiptRecord> {
+    match ok(
+        s,
+        StorageRequest::LoadReceipts {
+            sub: SubId(4),
+            after,
+            limit,
+        },
+    )
+    .await
+    {
+        StorageReply::Receipts(r) => r,
+        other => panic!("LoadReceipts answered {other:?}"),
+    }
+}
+
+/// Read receipts: saves merge (the later delivery, the first read) in any order and when
+/// repeated; they load in pages ordered by (consumer, partition, offset); expiry removes those
+/// last changed before the cutoff; they go with their subscription, and a save for a missing
+/// subscription writes nothing.
+pub async fn read_receipts_merge_page_expire_and_go_with_their_subscription<S: Store>(s: &S) {
+    ok(s, StorageRequest::CreateStream(persistent("r", 2))).await;
+    let config = SubscriptionConfig::new(
+        name("r"),
+        SubscriptionName::new("inbox").expect("name"),
+        SubscriptionMode::ReadReceipt,
+    );
+    let sub = SubscriptionRecord {
+        id: SubId(4),
+        config,
+        start_offsets: vec![0, 0],
+    };
+    ok(s, StorageRequest::SaveSubscription(sub)).await;
+    let first = vec![
+        receipt("bob", 0, 1, 100, None),
+        receipt("alice", 1, 7, 100, None),
+        receipt("alice", 0, 3, 100, Some(150)),
+        receipt("alice", 0, 2, 90, None),
+    ];
+    ok(s, StorageRequest::SaveReceipts(first.clone())).await;
+    ok(s, StorageRequest::SaveReceipts(first)).await;
+    // A read saved, then an older delivery arriving late: the read and the later time stay.
+    ok(
+        s,
+        StorageRequest::SaveReceipts(vec![receipt("alice", 0, 2, 200, Some(210))]),
+    )
+    .await;
+    ok(
+        s,
+        StorageRequest::SaveReceipts(vec![
+            receipt("alice", 0, 2, 95, None),
+            receipt("alice", 0, 3, 100, Some(400)),
+        ]),
+    )
+    .await;
+    // A fired unread timeout is kept (the later one wins).
+    let fired = |t| ReceiptRecord {
+        timed_out: Some(UnixMillis(t)),
+        ..receipt("alice", 1, 7, 100, None)
+    };
+    ok(s, StorageRequest::SaveReceipts(vec![fired(100)])).await;
+    ok(
+        s,
+        StorageRequest::SaveReceipts(vec![receipt("alice", 1, 7, 100, None)]),
+    )
+    .await;
+    ok(s, StorageRequest::SaveReceipts(vec![fired(50)])).await;
+    let all = load_receipts(s, None, 100).await;
+    assert_eq!(
+        all,
+        vec![
+            receipt("alice", 0, 2, 200, Some(210)),
+            receipt("alice", 0, 3, 100, Some(150)),
+            fired(100),
+            receipt("bob", 0, 1, 100, None),
+        ],
+        "merged and ordered by (consumer, partition, offset)"
+    );
+    let p1 = load_receipts(s, None, 2).await;
+    let last = p1
+        .last()
+        .map(|r| (r.consumer.clone(), r.partition, r.offset));
+    let p2 = load_receipts(s, last, 2).await;
+    assert_eq!([p1, p2].concat(), all, "pages");
+    // Last changes: 210, 150, 100, 100. A cutoff of 150 removes those changed before it.
+    ok(
+        s,
+        StorageRequest::ExpireReceipts {
+            sub: SubId(4),
+            before: UnixMillis(150),
+        },
+    )
+    .await;
+    assert_eq!(
+        load_receipts(s, None, 100).await,
+        vec![
+            receipt("alice", 0, 2, 200, Some(210)),
+            receipt("alice", 0, 3, 100, Some(150)),
+        ]
+    );
+    ok(s, StorageRequest::DeleteSubscription(SubId(4))).await;
+    assert!(
+        load_receipts(s, None, 100).await.is_empty(),
+        "gone with the subscription"
+    );
+    let r = s
+        .execute(StorageRequest::SaveReceipts(vec![receipt(
+            "carol", 0, 0, 1, None,
+        )]))
+        .await;
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::NotFound(_))),
+        "receipts of a deleted subscription: {r:?}"
+    );
+    assert!(load_receipts(s, None, 100).await.is_empty());
+}
+
 /// A deleted stream is gone with its subscriptions, and a new stream of its name is empty.
 pub async fn deleting_a_stream_removes_it_and_frees_the_name<S: Store>(s: &S) {
     ok(s, StorageRequest::CreateStream(persistent("a", 1))).await;

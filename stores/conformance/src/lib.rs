@@ -31,6 +31,8 @@ macro_rules! conformance_tests {
             dedup_ids_load_in_pages_and_expire,
             find_offset_by_time,
             subscriptions_and_cursors_round_trip,
+            a_consumer_group_subscription_round_trips,
+            read_receipts_merge_page_expire_and_go_with_their_subscription,
             deleting_a_stream_removes_it_and_frees_the_name,
             reads_page_through_a_partition,
             events_keep_every_field,

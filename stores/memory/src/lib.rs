@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tributary_core::{
     AppendWrite, ConsumerId, CursorRecord, DedupRecord, Engine, Event, Input, Now, Output,
-    PartitionHead, RecoveredState, StorageError, StorageReply, StorageRequest, StorageResult,
-    StreamConfig, StreamName, StreamRecord, SubId, SubscriptionRecord, UnixMillis,
+    PartitionHead, ReceiptRecord, RecoveredState, StorageError, StorageReply, StorageRequest,
+    StorageResult, StreamConfig, StreamName, StreamRecord, SubId, SubscriptionRecord, UnixMillis,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -54,6 +54,7 @@ pub struct MemoryStore {
     outcomes: BTreeMap<StreamName, BTreeMap<u64, bool>>,
     subs: BTreeMap<SubId, SubscriptionRecord>,
     cursors: BTreeMap<(SubId, Option<ConsumerId>, u32), CursorRecord>,
+    receipts: BTreeMap<(SubId, ConsumerId, u32, u64), ReceiptRecord>,
 }
 
 fn ok(r: StorageReply) -> StorageResult {
@@ -204,12 +205,54 @@ impl MemoryStore {
                     .insert((c.sub, c.consumer.clone(), c.partition), c.clone());
                 ok(StorageReply::Done)
             }
+            StorageRequest::SaveReceipts(list) => {
+                if let Some(r) = list.iter().find(|r| !self.subs.contains_key(&r.sub)) {
+                    return err(StorageError::NotFound(format!("subscription {:?}", r.sub)));
+                }
+                for r in list {
+                    let k = (r.sub, r.consumer.clone(), r.partition, r.offset);
+                    match self.receipts.get_mut(&k) {
+                        Some(old) => {
+                            old.delivered_at = old.delivered_at.max(r.delivered_at);
+                            old.read_at = old.read_at.or(r.read_at);
+                            old.timed_out = old.timed_out.max(r.timed_out);
+                        }
+                        None => {
+                            self.receipts.insert(k, r.clone());
+                        }
+                    }
+                }
+                ok(StorageReply::Done)
+            }
+            StorageRequest::LoadReceipts { sub, after, limit } => {
+                let page = self
+                    .receipts
+                    .iter()
+                    .filter(|(k, _)| k.0 == *sub)
+                    .filter(|(k, _)| {
+                        after
+                            .as_ref()
+                            .is_none_or(|(c, p, o)| (&k.1, k.2, k.3) > (c, *p, *o))
+                    })
+                    .take(*limit as usize)
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                ok(StorageReply::Receipts(page))
+            }
+            StorageRequest::ExpireReceipts { sub, before } => {
+                self.receipts.retain(|k, r| {
+                    k.0 != *sub
+                        || r.read_at.unwrap_or(r.delivered_at).max(r.delivered_at) >= *before
+                });
+                ok(StorageReply::Done)
+            }
         }
     }
 
     fn delete_subscription(&mut self, id: SubId) {
         self.subs.remove(&id);
         self.cursors.retain(|(s, _, _), _| *s != id);
+        self.receipts.retain(|(s, _, _, _), _| *s != id);
     }
 
     fn append(&mut self, w: &AppendWrite) -> StorageResult {

@@ -3,13 +3,14 @@
 use crate::{DELETE_BATCH, NOTIFY_CHANNEL, PREDECESSOR_TIMEOUT, PgStore};
 use sqlx::{PgConnection, Row};
 use tributary_core::{
-    AppendWrite, CursorRecord, DedupRecord, RecoveredState, StorageError, StorageReply,
-    StorageRequest, StorageResult, StreamConfig, StreamName, SubId, SubscriptionRecord, UnixMillis,
+    AppendWrite, ConsumerId, CursorRecord, DedupRecord, ReceiptRecord, RecoveredState,
+    StorageError, StorageReply, StorageRequest, StorageResult, StreamConfig, StreamName, SubId,
+    SubscriptionRecord, UnixMillis,
 };
 use tributary_store_api::{
     CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_SUBSCRIPTIONS,
     SubscriptionRow, codec, committed, decode_event, dedup_record, encode_acked, encode_headers,
-    existing_stream, failed, recovered, to_json,
+    existing_stream, failed, receipt_record, recovered, to_json,
 };
 
 type Res<T> = Result<T, StorageError>;
@@ -61,6 +62,14 @@ impl PgStore {
             StorageRequest::SaveSubscription(rec) => return self.save_subscription(&rec).await,
             StorageRequest::DeleteSubscription(id) => return self.delete_subscription(id).await,
             StorageRequest::SaveCursor(c) => return self.save_cursor(&c).await,
+            StorageRequest::SaveReceipts(list) => return self.save_receipts(&list).await,
+            StorageRequest::LoadReceipts { sub, after, limit } => self
+                .load_receipts(sub, after, limit)
+                .await
+                .map(StorageReply::Receipts),
+            StorageRequest::ExpireReceipts { sub, before } => {
+                return self.expire_receipts(sub, before).await;
+            }
         };
         match r {
             Ok(reply) => StorageResult::Ok(reply),
@@ -544,6 +553,112 @@ impl PgStore {
             return StorageResult::Err(failed(&e));
         }
         committed(tx.commit().await)
+    }
+
+    /// Upserts receipts in one statement (`UNNEST`), merging with what is stored (the later
+    /// delivery, the first read).
+    async fn save_receipts(&self, list: &[ReceiptRecord]) -> StorageResult {
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let r = sqlx::query(
+            r#"INSERT INTO tributary_receipts (sub_id, consumer, partition, "offset", delivered_at, read_at, timed_out)
+               SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
+               ON CONFLICT (sub_id, consumer, partition, "offset") DO UPDATE SET
+                 delivered_at = GREATEST(tributary_receipts.delivered_at, EXCLUDED.delivered_at),
+                 read_at = COALESCE(tributary_receipts.read_at, EXCLUDED.read_at),
+                 timed_out = GREATEST(tributary_receipts.timed_out, EXCLUDED.timed_out)"#,
+        )
+        .bind(list.iter().map(|r| i64_of(r.sub.0)).collect::<Vec<_>>())
+        .bind(list.iter().map(|r| r.consumer.to_string()).collect::<Vec<_>>())
+        .bind(
+            list.iter()
+                .map(|r| i32::try_from(r.partition).unwrap_or(i32::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .bind(list.iter().map(|r| i64_of(r.offset)).collect::<Vec<_>>())
+        .bind(list.iter().map(|r| i64_of(r.delivered_at.0)).collect::<Vec<_>>())
+        .bind(
+            list.iter()
+                .map(|r| r.read_at.map(|t| i64_of(t.0)))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            list.iter()
+                .map(|r| r.timed_out.map(|t| i64_of(t.0)))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = r {
+            return StorageResult::Err(failed(&e));
+        }
+        committed(tx.commit().await)
+    }
+
+    async fn load_receipts(
+        &self,
+        sub: SubId,
+        after: Option<(ConsumerId, u32, u64)>,
+        limit: u32,
+    ) -> Res<Vec<ReceiptRecord>> {
+        let mut c = self.conn().await?;
+        let (ac, ap, ao) = after.map_or((String::new(), -1i32, -1i64), |(c, p, o)| {
+            (
+                c.to_string(),
+                i32::try_from(p).unwrap_or(i32::MAX),
+                i64_of(o),
+            )
+        });
+        let rows = sqlx::query(
+            r#"SELECT sub_id, consumer, partition, "offset", delivered_at, read_at, timed_out FROM tributary_receipts
+               WHERE sub_id = $1 AND (consumer, partition, "offset") > ($2::text, $3::int, $4::bigint)
+               ORDER BY consumer, partition, "offset" LIMIT $5"#,
+        )
+        .bind(i64_of(sub.0))
+        .bind(ac)
+        .bind(ap)
+        .bind(ao)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        rows.iter()
+            .map(|r| {
+                receipt_record(
+                    r.get("sub_id"),
+                    r.get::<&str, _>("consumer"),
+                    r.get("partition"),
+                    r.get("offset"),
+                    r.get("delivered_at"),
+                    r.get("read_at"),
+                    r.get("timed_out"),
+                )
+                .map_err(codec)
+            })
+            .collect()
+    }
+
+    /// Removes receipts last changed before `before`, `DELETE_BATCH` rows per statement.
+    async fn expire_receipts(&self, sub: SubId, before: UnixMillis) -> StorageResult {
+        loop {
+            let r = sqlx::query(
+                r#"DELETE FROM tributary_receipts WHERE (sub_id, consumer, partition, "offset") IN
+                   (SELECT sub_id, consumer, partition, "offset" FROM tributary_receipts
+                    WHERE sub_id = $1 AND GREATEST(delivered_at, COALESCE(read_at, 0)) < $2 LIMIT $3)"#,
+            )
+            .bind(i64_of(sub.0))
+            .bind(i64_of(before.0))
+            .bind(DELETE_BATCH)
+            .execute(&self.pool)
+            .await;
+            match r {
+                Ok(r) if r.rows_affected() > 0 => continue,
+                Ok(_) => return StorageResult::Ok(StorageReply::Done),
+                Err(e) => return StorageResult::Err(failed(&e)),
+            }
+        }
     }
 
     async fn save_cursor(&self, c: &CursorRecord) -> StorageResult {

@@ -4,13 +4,14 @@ use crate::{DELETE_BATCH, PREDECESSOR_TIMEOUT, SqliteStore};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::sync::Arc;
 use tributary_core::{
-    AppendWrite, CursorRecord, DedupRecord, Event, RecoveredState, StorageError, StorageReply,
-    StorageRequest, StorageResult, StreamConfig, StreamName, SubId, SubscriptionRecord, UnixMillis,
+    AppendWrite, ConsumerId, CursorRecord, DedupRecord, Event, ReceiptRecord, RecoveredState,
+    StorageError, StorageReply, StorageRequest, StorageResult, StreamConfig, StreamName, SubId,
+    SubscriptionRecord, UnixMillis,
 };
 use tributary_store_api::{
     CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_SUBSCRIPTIONS,
     SubscriptionRow, codec, committed, decode_event, dedup_record, encode_acked, encode_headers,
-    existing_stream, failed, recovered, to_json,
+    existing_stream, failed, receipt_record, recovered, to_json,
 };
 
 type Res<T> = Result<T, StorageError>;
@@ -62,6 +63,14 @@ impl SqliteStore {
             StorageRequest::SaveSubscription(rec) => return self.save_subscription(&rec).await,
             StorageRequest::DeleteSubscription(id) => return self.delete_subscription(id).await,
             StorageRequest::SaveCursor(c) => return self.save_cursor(&c).await,
+            StorageRequest::SaveReceipts(list) => return self.save_receipts(&list).await,
+            StorageRequest::LoadReceipts { sub, after, limit } => self
+                .load_receipts(sub, after, limit)
+                .await
+                .map(StorageReply::Receipts),
+            StorageRequest::ExpireReceipts { sub, before } => {
+                return self.expire_receipts(sub, before).await;
+            }
         };
         match r {
             Ok(reply) => StorageResult::Ok(reply),
@@ -458,6 +467,101 @@ impl SqliteStore {
             sqlx::query("DELETE FROM tributary_subscriptions WHERE id = ?").bind(i64_of(id.0)),
         )
         .await
+    }
+
+    /// Upserts receipts in one transaction, merging with what is stored (the later delivery,
+    /// the first read).
+    async fn save_receipts(&self, list: &[ReceiptRecord]) -> StorageResult {
+        let mut tx = match self.writer.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        for chunk in list.chunks(ROWS_PER_INSERT) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                r#"INSERT INTO tributary_receipts (sub_id, consumer, partition, "offset", delivered_at, read_at, timed_out) "#,
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(i64_of(r.sub.0))
+                    .push_bind(r.consumer.to_string())
+                    .push_bind(i64::from(r.partition))
+                    .push_bind(i64_of(r.offset))
+                    .push_bind(i64_of(r.delivered_at.0))
+                    .push_bind(r.read_at.map(|t| i64_of(t.0)))
+                    .push_bind(r.timed_out.map(|t| i64_of(t.0)));
+            });
+            q.push(
+                r#" ON CONFLICT (sub_id, consumer, partition, "offset") DO UPDATE SET
+                    delivered_at = max(tributary_receipts.delivered_at, excluded.delivered_at),
+                    read_at = coalesce(tributary_receipts.read_at, excluded.read_at),
+                    timed_out = CASE WHEN tributary_receipts.timed_out IS NULL THEN excluded.timed_out
+                                     WHEN excluded.timed_out IS NULL THEN tributary_receipts.timed_out
+                                     ELSE max(tributary_receipts.timed_out, excluded.timed_out) END"#,
+            );
+            if let Err(e) = q.build().execute(&mut *tx).await {
+                return StorageResult::Err(failed(&e));
+            }
+        }
+        committed(tx.commit().await)
+    }
+
+    async fn load_receipts(
+        &self,
+        sub: SubId,
+        after: Option<(ConsumerId, u32, u64)>,
+        limit: u32,
+    ) -> Res<Vec<ReceiptRecord>> {
+        let mut c = self.reader().await?;
+        let (ac, ap, ao) = after.map_or((String::new(), -1i64, -1i64), |(c, p, o)| {
+            (c.to_string(), i64::from(p), i64_of(o))
+        });
+        let rows = sqlx::query(
+            r#"SELECT sub_id, consumer, partition, "offset", delivered_at, read_at, timed_out FROM tributary_receipts
+               WHERE sub_id = ? AND (consumer, partition, "offset") > (?, ?, ?)
+               ORDER BY consumer, partition, "offset" LIMIT ?"#,
+        )
+        .bind(i64_of(sub.0))
+        .bind(ac)
+        .bind(ap)
+        .bind(ao)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        rows.iter()
+            .map(|r| {
+                receipt_record(
+                    r.get("sub_id"),
+                    r.get::<&str, _>("consumer"),
+                    r.get("partition"),
+                    r.get("offset"),
+                    r.get("delivered_at"),
+                    r.get("read_at"),
+                    r.get("timed_out"),
+                )
+                .map_err(codec)
+            })
+            .collect()
+    }
+
+    /// Removes receipts last changed before `before`, `DELETE_BATCH` rows per statement.
+    async fn expire_receipts(&self, sub: SubId, before: UnixMillis) -> StorageResult {
+        loop {
+            let r = sqlx::query(
+                r#"DELETE FROM tributary_receipts WHERE (sub_id, consumer, partition, "offset") IN
+                   (SELECT sub_id, consumer, partition, "offset" FROM tributary_receipts
+                    WHERE sub_id = ?1 AND max(delivered_at, coalesce(read_at, 0)) < ?2 LIMIT ?3)"#,
+            )
+            .bind(i64_of(sub.0))
+            .bind(i64_of(before.0))
+            .bind(DELETE_BATCH)
+            .execute(&self.writer)
+            .await;
+            match r {
+                Ok(r) if r.rows_affected() > 0 => continue,
+                Ok(_) => return StorageResult::Ok(StorageReply::Done),
+                Err(e) => return StorageResult::Err(failed(&e)),
+            }
+        }
     }
 
     async fn save_cursor(&self, c: &CursorRecord) -> StorageResult {

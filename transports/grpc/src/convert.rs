@@ -7,10 +7,10 @@ use crate::status::invalid;
 use std::time::Duration;
 use tonic::Status;
 use tributary_core::{
-    AppendOutcome, ConsumerId, CursorInfo, DeliverySemantics, EphemeralLimits, Error, Event,
-    EventId, JSON, NewEvent, Overflow, Position, ReplayFrom, ReplayOptions, Scope, StartPosition,
-    StreamConfig, StreamInfo, StreamKind, StreamName, SubscriptionConfig, SubscriptionInfo,
-    SubscriptionMode, SubscriptionName, UnixMillis,
+    AppendOutcome, CommitStrategy, ConsumerId, CursorInfo, DeliverySemantics, EphemeralLimits,
+    Error, Event, EventId, JSON, NewEvent, Overflow, Position, ReplayFrom, ReplayOptions, Scope,
+    StartPosition, StreamConfig, StreamInfo, StreamKind, StreamName, SubscriptionConfig,
+    SubscriptionInfo, SubscriptionMode, SubscriptionName, UnixMillis,
 };
 
 fn core_err(e: impl Into<Error>) -> Status {
@@ -216,19 +216,19 @@ fn start_position_to_pb(p: StartPosition) -> pb::StartPosition {
     pb::StartPosition { at: Some(at) }
 }
 
-/// A subscription configuration from the request.
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A subscription configuration from the request (zero and unset fields take the defaults).
 pub(crate) fn subscription_config(c: pb::SubscriptionConfig) -> Result<SubscriptionConfig, Status> {
     let mode = match pb::SubscriptionMode::try_from(c.mode) {
         Ok(pb::SubscriptionMode::Broadcast | pb::SubscriptionMode::Unspecified) => {
             SubscriptionMode::Broadcast
         }
         Ok(pb::SubscriptionMode::Exclusive) => SubscriptionMode::Exclusive,
-        Ok(pb::SubscriptionMode::ConsumerGroup | pb::SubscriptionMode::ReadReceipt) => {
-            return Err(invalid(
-                "mode",
-                "consumer-group and read-receipt subscriptions are not available yet",
-            ));
-        }
+        Ok(pb::SubscriptionMode::ConsumerGroup) => SubscriptionMode::ConsumerGroup,
+        Ok(pb::SubscriptionMode::ReadReceipt) => SubscriptionMode::ReadReceipt,
         Err(_) => return Err(invalid("mode", "unknown value")),
     };
     let mut s = SubscriptionConfig::new(stream_name(&c.stream)?, subscription_name(&c.name)?, mode);
@@ -240,21 +240,61 @@ pub(crate) fn subscription_config(c: pb::SubscriptionConfig) -> Result<Subscript
         s.max_deliveries = c.max_deliveries;
     }
     s.ordered_by_key = c.ordered_by_key;
+    if c.heartbeat_interval_ms > 0 {
+        s.heartbeat_interval = Duration::from_millis(c.heartbeat_interval_ms);
+    }
+    if c.session_timeout_ms > 0 {
+        s.session_timeout = Duration::from_millis(c.session_timeout_ms);
+    }
+    if let Some(k) = c.commit.and_then(|c| c.kind) {
+        use pb::commit_strategy::Kind;
+        s.commit = match k {
+            Kind::Manual(_) => CommitStrategy::Manual,
+            Kind::AfterEach(_) => CommitStrategy::AfterEach,
+            Kind::AfterBatch(n) => CommitStrategy::AfterBatch(n),
+            Kind::PeriodicMs(ms) => CommitStrategy::Periodic(Duration::from_millis(ms)),
+        };
+    }
+    s.unread_timeout = c.unread_timeout_ms.map(Duration::from_millis);
+    s.redeliver_unread = c.redeliver_unread;
+    if c.receipt_ttl_ms > 0 {
+        s.receipt_ttl = Duration::from_millis(c.receipt_ttl_ms);
+    }
+    if c.receipt_cleanup_interval_ms > 0 {
+        s.receipt_cleanup_interval = Duration::from_millis(c.receipt_cleanup_interval_ms);
+    }
     Ok(s)
 }
 
 pub(crate) fn subscription_config_to_pb(c: &SubscriptionConfig) -> pb::SubscriptionConfig {
+    use pb::commit_strategy::Kind;
     pb::SubscriptionConfig {
         stream: c.stream.to_string(),
         name: c.name.to_string(),
         mode: match c.mode {
             SubscriptionMode::Broadcast => pb::SubscriptionMode::Broadcast,
             SubscriptionMode::Exclusive => pb::SubscriptionMode::Exclusive,
+            SubscriptionMode::ConsumerGroup => pb::SubscriptionMode::ConsumerGroup,
+            SubscriptionMode::ReadReceipt => pb::SubscriptionMode::ReadReceipt,
         } as i32,
         start: Some(start_position_to_pb(c.start)),
-        ack_wait_ms: u64::try_from(c.ack_wait.as_millis()).unwrap_or(u64::MAX),
+        ack_wait_ms: ms(c.ack_wait),
         max_deliveries: c.max_deliveries,
         ordered_by_key: c.ordered_by_key,
+        heartbeat_interval_ms: ms(c.heartbeat_interval),
+        session_timeout_ms: ms(c.session_timeout),
+        commit: Some(pb::CommitStrategy {
+            kind: Some(match c.commit {
+                CommitStrategy::Manual => Kind::Manual(pb::Empty {}),
+                CommitStrategy::AfterEach => Kind::AfterEach(pb::Empty {}),
+                CommitStrategy::AfterBatch(n) => Kind::AfterBatch(n),
+                CommitStrategy::Periodic(d) => Kind::PeriodicMs(ms(d)),
+            }),
+        }),
+        unread_timeout_ms: c.unread_timeout.map(ms),
+        redeliver_unread: c.redeliver_unread,
+        receipt_ttl_ms: ms(c.receipt_ttl),
+        receipt_cleanup_interval_ms: ms(c.receipt_cleanup_interval),
     }
 }
 
@@ -288,6 +328,15 @@ pub(crate) fn subscription_info_to_pb(
         config: Some(subscription_config_to_pb(&i.config)),
         cursors: i.cursors.iter().map(|c| cursor_to_pb(c, stream)).collect(),
         attached: i.attached.iter().map(ToString::to_string).collect(),
+        group: i.group.as_ref().map(|g| pb::GroupInfo {
+            generation: g.generation,
+            owners: g
+                .owners
+                .iter()
+                .map(|o| o.as_ref().map(ToString::to_string).unwrap_or_default())
+                .collect(),
+            uncommitted: g.uncommitted.clone(),
+        }),
     }
 }
 

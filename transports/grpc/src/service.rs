@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tributary_core::{AppendRequest, Command, ConnEvent, Error, ReplayItem, Reply, StreamName};
+use tributary_core::{
+    AppendRequest, Command, ConnEvent, Error, ReplayItem, Reply, StreamName, SubscriptionMode,
+};
 
 /// How the service behaves.
 #[derive(Debug, Clone)]
@@ -206,6 +208,17 @@ impl<L: EngineLink> EventStreamService<L> {
         })
         .await
         .map_err(|e| error_to_status(&e))?;
+        let config = match conn
+            .call(Command::DescribeSubscription {
+                stream: stream.clone(),
+                subscription: subscription.clone(),
+            })
+            .await
+        {
+            Ok(Reply::Subscription(i)) => i.config,
+            Ok(r) => return Err(unexpected(r)),
+            Err(e) => return Err(error_to_status(&e)),
+        };
         tracing::info!(code = 3000, stream = %stream, subscription = %subscription, consumer = %consumer, "consumer attached");
         let (grants, grants_rx) = async_channel::unbounded();
         let session = Arc::new(Session {
@@ -214,6 +227,12 @@ impl<L: EngineLink> EventStreamService<L> {
             stream,
             subscription,
             consumer,
+            mode: config.mode,
+            group_heartbeat: if config.mode == SubscriptionMode::ConsumerGroup {
+                config.heartbeat_interval
+            } else {
+                self.config.heartbeat_interval
+            },
         });
         Ok((session, grants, grants_rx))
     }
@@ -381,7 +400,10 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
                     Some(Kind::Nack(n)) => Settle::Nack(n),
                     Some(Kind::Term(t)) => Settle::Term(t),
                     Some(Kind::Credit(c)) => Settle::Credit(c),
-                    Some(Kind::Heartbeat(_)) => continue,
+                    Some(Kind::Heartbeat(_)) => Settle::Heartbeat,
+                    Some(Kind::Commit(c)) => Settle::Commit(c),
+                    Some(Kind::MarkRead(m)) => Settle::MarkRead(m),
+                    Some(Kind::ReceiptStatus(q)) => Settle::ReceiptStatus(q),
                     Some(Kind::Open(_)) | None => {
                         let e = invalid("open", "a session is opened once, by its first message");
                         let _ = answers_tx
@@ -464,19 +486,23 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
             Some(Kind::Nack(n)) => Settle::Nack(n),
             Some(Kind::Term(t)) => Settle::Term(t),
             Some(Kind::Credit(c)) => Settle::Credit(c),
-            None => {
-                return Err(invalid(
-                    "kind",
-                    "one of ack, nack, term or credit is needed",
-                ));
-            }
+            Some(Kind::Heartbeat(_)) => Settle::Heartbeat,
+            Some(Kind::Commit(c)) => Settle::Commit(c),
+            Some(Kind::MarkRead(m)) => Settle::MarkRead(m),
+            Some(Kind::ReceiptStatus(q)) => Settle::ReceiptStatus(q),
+            None => return Err(invalid("kind", "a command is needed")),
         };
-        match session.settle(settle, &grants).await? {
-            pb::subscribe_response::Kind::AckResult(a) => Ok(Response::new(pb::SettleResponse {
-                ack_result: Some(a),
-            })),
-            _ => Ok(Response::new(pb::SettleResponse { ack_result: None })),
-        }
+        use pb::settle_response::Kind as S;
+        use pb::subscribe_response::Kind as K;
+        let kind = match session.settle(settle, &grants).await? {
+            K::AckResult(a) => S::AckResult(a),
+            K::Assignment(a) => S::Assignment(a),
+            K::Committed(c) => S::Committed(c),
+            K::MarkedRead(m) => S::MarkedRead(m),
+            K::ReceiptStatus(r) => S::ReceiptStatus(r),
+            _ => S::Done(pb::Empty {}),
+        };
+        Ok(Response::new(pb::SettleResponse { kind: Some(kind) }))
     }
 
     type ReplayStream = BoxStream<pb::ReplayResponse>;

@@ -1,6 +1,7 @@
-//! A subscription session: one engine connection with one attached consumer, its deliveries
-//! forwarded to the client under transport credit, with heartbeats, and its acks, nacks and
-//! terms carried out in the order the client sent them.
+//! A subscription session: one engine connection with one attached consumer, its deliveries,
+//! notices and group assignments forwarded to the client (deliveries under transport credit),
+//! with heartbeats, and its commands (ack, nack, term, commit, mark-read, receipt queries,
+//! heartbeats) carried out in the order the client sent them.
 
 use crate::convert::{event_to_pb, positions};
 use crate::link::{EngineConn, EngineLink};
@@ -12,7 +13,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::Status;
-use tributary_core::{Command, ConnEvent, ConsumerId, Reply, StreamName, SubscriptionName};
+use tributary_core::{
+    Command, ConnEvent, ConsumerId, GroupAssignment, MarkRead, Notice, Position, Reply, StreamName,
+    SubscriptionMode, SubscriptionName,
+};
 
 /// What a response channel carries.
 pub(crate) type Sent = Result<pb::SubscribeResponse, Status>;
@@ -28,6 +32,10 @@ pub(crate) struct Session<C> {
     pub(crate) stream: StreamName,
     pub(crate) subscription: SubscriptionName,
     pub(crate) consumer: ConsumerId,
+    /// The subscription's mode (a group member's heartbeats go to the engine).
+    pub(crate) mode: SubscriptionMode,
+    /// ConsumerGroup: how often the member must be heard from.
+    pub(crate) group_heartbeat: Duration,
 }
 
 /// A client command of a session.
@@ -36,6 +44,48 @@ pub(crate) enum Settle {
     Nack(pb::Nack),
     Term(pb::Term),
     Credit(pb::Credit),
+    Heartbeat,
+    Commit(pb::Commit),
+    MarkRead(pb::MarkRead),
+    ReceiptStatus(pb::ReceiptQuery),
+}
+
+fn position(p: pb::Position) -> Position {
+    Position {
+        partition: p.partition,
+        offset: p.offset,
+    }
+}
+
+/// A group assignment as a message kind.
+pub(crate) fn assignment_to_pb(a: &GroupAssignment) -> Kind {
+    Kind::Assignment(pb::Assignment {
+        generation: a.generation,
+        partitions: a.partitions.clone(),
+        member: a.member,
+    })
+}
+
+/// A notice about a consumer as a message kind.
+fn notice_to_pb(n: &Notice) -> Kind {
+    let mut out = pb::ConsumerNotice {
+        text: format!("{n:?}"),
+        ..Default::default()
+    };
+    match n {
+        Notice::UnreadTimeout {
+            position,
+            redelivered,
+            ..
+        } => {
+            out.kind = "unread_timeout".into();
+            out.position = Some(crate::convert::position_to_pb(position));
+            out.redelivered = *redelivered;
+        }
+        Notice::SessionExpired { .. } => out.kind = "session_expired".into(),
+        _ => out.kind = "other".into(),
+    }
+    Kind::Notice(out)
 }
 
 impl<C: EngineConn> Session<C> {
@@ -92,6 +142,40 @@ impl<C: EngineConn> Session<C> {
                 positions: positions(t.positions)?,
                 reason: t.reason,
             },
+            Settle::Heartbeat if self.mode != SubscriptionMode::ConsumerGroup => return Ok(None),
+            Settle::Heartbeat => Command::Heartbeat {
+                stream,
+                subscription,
+                consumer,
+            },
+            Settle::Commit(c) => Command::Commit {
+                stream,
+                subscription,
+                consumer,
+                generation: c.generation,
+                offsets: c.offsets.into_iter().map(position).collect(),
+            },
+            Settle::MarkRead(m) => Command::MarkRead {
+                stream,
+                subscription,
+                consumer,
+                read: match (m.up_to, m.positions.is_empty()) {
+                    (Some(p), true) => MarkRead::UpTo(position(p)),
+                    (None, false) => MarkRead::Positions(positions(m.positions)?),
+                    _ => {
+                        return Err(invalid(
+                            "mark_read",
+                            "give either positions or up_to, not both and not neither",
+                        ));
+                    }
+                },
+            },
+            Settle::ReceiptStatus(q) => Command::ReceiptStatus {
+                stream,
+                subscription,
+                consumer,
+                position: q.position.map(position),
+            },
         }))
     }
 }
@@ -102,6 +186,25 @@ pub(crate) fn reply_kind(r: Result<Reply, tributary_core::Error>) -> Result<Kind
         Ok(Reply::Acked { acked, ignored }) => {
             Ok(Kind::AckResult(pb::AckResult { acked, ignored }))
         }
+        Ok(Reply::Assignment(a)) => Ok(assignment_to_pb(&a)),
+        Ok(Reply::Committed(ps)) => Ok(Kind::Committed(pb::Committed {
+            positions: ps.iter().map(crate::convert::position_to_pb).collect(),
+        })),
+        Ok(Reply::MarkedRead { marked, ignored }) => {
+            Ok(Kind::MarkedRead(pb::MarkedRead { marked, ignored }))
+        }
+        Ok(Reply::ReceiptStatus(r)) => Ok(Kind::ReceiptStatus(pb::ReceiptStatus {
+            unread: r.unread,
+            last_read: r
+                .last_read
+                .iter()
+                .map(|o| o.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX)))
+                .collect(),
+            receipt: r.receipt.map(|x| pb::Receipt {
+                delivered_at: x.delivered_at.0,
+                read_at: x.read_at.map(|t| t.0),
+            }),
+        })),
         Ok(_) => Ok(Kind::Done(pb::Empty {})),
         Err(e) => Err(error_to_status(&e)),
     }
@@ -215,12 +318,36 @@ pub(crate) async fn forward<L: EngineLink>(
                     }
                 }
                 Some(ConnEvent::Replay { .. }) => {}
+                Some(ConnEvent::Notice { notice, .. }) => {
+                    let msg = pb::SubscribeResponse { request_id: 0, kind: Some(notice_to_pb(&notice)) };
+                    if out.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(ConnEvent::Assignment { assignment, .. }) => {
+                    let msg = pb::SubscribeResponse { request_id: 0, kind: Some(assignment_to_pb(&assignment)) };
+                    if out.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
                 None => {
                     let _ = out.send(Err(Status::unavailable("the engine has stopped"))).await;
                     return;
                 }
             },
-            _ = link.sleep(heartbeat).fuse() => {
+            _ = link.sleep(heartbeat.min(session.group_heartbeat)).fuse() => {
+                // The session's stream is open: a group member is alive (its reply, the
+                // assignment, changes nothing here and is not awaited).
+                if session.mode == SubscriptionMode::ConsumerGroup {
+                    let _ = session
+                        .conn
+                        .submit(Command::Heartbeat {
+                            stream: session.stream.clone(),
+                            subscription: session.subscription.clone(),
+                            consumer: session.consumer.clone(),
+                        })
+                        .await;
+                }
                 let msg = pb::SubscribeResponse {
                     request_id: 0,
                     kind: Some(Kind::Heartbeat(pb::Heartbeat { time: unix_now() })),

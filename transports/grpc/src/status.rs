@@ -39,6 +39,8 @@ pub(crate) fn reason_of(e: &Error) -> &'static str {
         Error::Unavailable(_) => "UNAVAILABLE",
         Error::ReplayNotFound(_) => "REPLAY_NOT_FOUND",
         Error::FailedPrecondition { .. } => "FAILED_PRECONDITION",
+        Error::StaleGeneration { .. } => "STALE_GENERATION",
+        Error::NotAssigned { .. } => "NOT_ASSIGNED",
     }
 }
 
@@ -80,6 +82,24 @@ fn metadata_of(e: &Error) -> HashMap<String, String> {
         }
         Error::Truncated { first_available } => put("first_available", first_available.to_string()),
         Error::FailedPrecondition { stream, .. } => put("stream", stream.to_string()),
+        Error::StaleGeneration {
+            consumer,
+            given,
+            current,
+        } => {
+            put("consumer", consumer.to_string());
+            put("given", given.to_string());
+            put("current", current.to_string());
+        }
+        Error::NotAssigned {
+            consumer,
+            partition,
+            generation,
+        } => {
+            put("consumer", consumer.to_string());
+            put("partition", partition.to_string());
+            put("generation", generation.to_string());
+        }
         Error::Invalid(_) | Error::Unavailable(_) | Error::ReplayNotFound(_) => {}
     }
     m

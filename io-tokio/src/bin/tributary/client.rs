@@ -415,16 +415,33 @@ pub async fn subscribe(a: SubscribeArgs) -> Result<(), String> {
                     }
                 }
                 received += positions.len() as u64;
+                // Printed is read: a read-receipt consumer marks what it printed read (which
+                // acknowledges it too); the others acknowledge it.
+                let kind = if matches!(a.mode, ModeArg::Receipts) {
+                    In::MarkRead(pb::MarkRead {
+                        positions,
+                        up_to: None,
+                    })
+                } else {
+                    In::Ack(pb::Ack { positions })
+                };
                 tx.send(pb::SubscribeRequest {
                     request_id: next_id,
-                    kind: Some(In::Ack(pb::Ack { positions })),
+                    kind: Some(kind),
                 })
                 .await
                 .map_err(|_| closed())?;
                 next_id += 1;
             }
-            Some(Out::AckResult(r)) => {
-                acked += u64::from(r.acked) + u64::from(r.ignored);
+            Some(Out::AckResult(pb::AckResult {
+                acked: done,
+                ignored,
+            }))
+            | Some(Out::MarkedRead(pb::MarkedRead {
+                marked: done,
+                ignored,
+            })) => {
+                acked += u64::from(done) + u64::from(ignored);
                 if want.is_some_and(|w| acked >= w && received >= w) {
                     return Ok(());
                 }
@@ -432,7 +449,10 @@ pub async fn subscribe(a: SubscribeArgs) -> Result<(), String> {
             Some(Out::Error(e)) => {
                 return Err(format!("{} [{}]: {}", e.code, e.reason, e.message));
             }
-            Some(Out::Subscribed(_) | Out::Done(_) | Out::Heartbeat(_)) | None => {}
+            Some(Out::Notice(n)) => {
+                eprintln!("notice: {} {}", n.kind, n.text);
+            }
+            Some(_) | None => {}
         }
     }
     Err("the server ended the subscription".into())
