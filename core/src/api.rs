@@ -520,6 +520,17 @@ pub enum Notice {
         /// Whether it is delivered again (`redeliver_unread`).
         redelivered: bool,
     },
+    /// Retention removed a prefix of a partition.
+    Truncated {
+        /// The stream.
+        stream: StreamName,
+        /// The partition.
+        partition: u32,
+        /// Its first offset now.
+        first: u64,
+        /// Events removed.
+        removed: u64,
+    },
     /// A storage request failed and will be tried again.
     StorageRetry {
         /// What for.

@@ -38,7 +38,7 @@ mod subscription_config;
 mod time;
 
 pub use api::*;
-pub use config::Config;
+pub use config::{CleanupWindow, Config};
 pub use engine::Engine;
 pub use engine::partition_of_key;
 pub use error::{Error, ErrorClass, InvalidInput};
@@ -49,7 +49,7 @@ pub use names::{ConsumerId, DLQ_SUFFIX, MAX_NAME_LEN, StreamName, SubscriptionNa
 pub use planted::PlantedBug;
 pub use storage::*;
 pub use stream_config::{
-    DeliverySemantics, EphemeralLimits, Overflow, Scope, StreamConfig, StreamKind,
+    DeliverySemantics, EphemeralLimits, Overflow, RetentionPolicy, Scope, StreamConfig, StreamKind,
 };
 pub use subscription_config::{
     CommitStrategy, StartPosition, SubscriptionConfig, SubscriptionMode,

@@ -184,6 +184,37 @@ pub enum StorageRequest {
     /// and the new value, `read_at` keeps the stored value if there is one, `timed_out` becomes
     /// the later of the two. Answer: `Done`.
     SaveReceipts(Vec<ReceiptRecord>),
+    /// The lowest offset of a partition to keep so that the events from it to the head hold at
+    /// most `max_bytes` bytes of payloads and keys (the partition's next offset if even the
+    /// last event is larger; its first offset if everything fits). Answer: `Offset`.
+    RetentionCut {
+        /// The stream.
+        stream: StreamName,
+        /// The partition.
+        partition: u32,
+        /// The byte limit.
+        max_bytes: u64,
+    },
+    /// Remove the events of a partition below `before` (a prefix), `DELETE_BATCH` rows per
+    /// statement. The partition's first offset becomes at least `before` and its next offset
+    /// and last timestamp do not go back, even when no event is left. Repeating it is
+    /// harmless. Answer: `Done`.
+    Truncate {
+        /// The stream.
+        stream: StreamName,
+        /// The partition.
+        partition: u32,
+        /// The first offset kept.
+        before: u64,
+    },
+    /// Remove a stream's dedup ids that expired at or before `at`, `DELETE_BATCH` rows per
+    /// statement. Answer: `Done`.
+    ExpireDedup {
+        /// The stream.
+        stream: StreamName,
+        /// The time.
+        at: UnixMillis,
+    },
     /// Load receipts of a subscription ordered by (consumer, partition, offset), after
     /// `after`, at most `limit`. Answer: `Receipts`.
     LoadReceipts {

@@ -426,6 +426,19 @@ fn log_notice(n: &Notice) {
             redelivered,
             "event delivered but not read within unread_timeout"
         ),
+        Notice::Truncated {
+            stream,
+            partition,
+            first,
+            removed,
+        } => tracing::info!(
+            code = 1010,
+            stream = %stream,
+            partition,
+            first,
+            removed,
+            "retention removed a prefix of a partition"
+        ),
         Notice::StorageRetry { what, error } => {
             tracing::warn!(code = 1002, what, error = %error, "storage request failed; retrying")
         }

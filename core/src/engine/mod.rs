@@ -14,7 +14,8 @@
 //! `dedup` (the idempotency window), `cursor` (one subscription position in one partition),
 //! `subscriptions` (modes, delivery, acks, dead letters, resets), `groups` (consumer group
 //! membership, generations, sticky assignment, commit strategies), `receipts` (read receipts,
-//! unread timeouts, receipt cleanup), `replay`, `recovery`, and
+//! unread timeouts, receipt cleanup), `retention` (retention runs and dedup id expiry),
+//! `replay`, `recovery`, and
 //! `resolve` (turning start positions into offsets).
 
 mod cursor;
@@ -24,6 +25,7 @@ mod receipts;
 mod recovery;
 mod replay;
 mod resolve;
+mod retention;
 mod streams;
 mod subscriptions;
 
@@ -100,6 +102,17 @@ pub(crate) enum Op {
     ReceiptFetch {
         key: SlotKey,
     },
+    RetentionFind {
+        cut: u64,
+    },
+    Truncate {
+        stream: StreamName,
+        partition: u32,
+        before: u64,
+    },
+    ExpireDedup {
+        stream: StreamName,
+    },
     Fetch {
         key: cursor::CursorKey,
         generation: u64,
@@ -143,6 +156,8 @@ pub(crate) enum Timer {
     Unread(SlotKey),
     /// A read receipt subscription's cleanup of old receipts.
     ReceiptCleanup(SubId),
+    /// Retention and the removal of expired dedup ids (engine-wide).
+    Cleanup,
 }
 
 /// How far the engine is in its life.
@@ -216,6 +231,11 @@ pub struct Engine {
     /// numbers, so a stream deleted and created again never reuses one.
     streams_made: u64,
     seed: u64,
+    /// When the retention run is due, if its timer is set.
+    cleanup_due: Option<MonoNanos>,
+    /// Retention cuts being worked out, by number.
+    cuts: BTreeMap<u64, retention::Cut>,
+    next_cut: u64,
     /// PLANTED BUG switch (test-only, feature `planted-bugs`).
     #[cfg(feature = "planted-bugs")]
     pub(crate) planted: Option<crate::PlantedBug>,
@@ -260,6 +280,9 @@ impl Engine {
                 seed,
             ),
             seed,
+            cleanup_due: None,
+            cuts: BTreeMap::new(),
+            next_cut: 1,
             #[cfg(feature = "planted-bugs")]
             planted: None,
         };
@@ -594,6 +617,10 @@ impl Engine {
             | Op::ExpireReceipts { sub }
             | Op::LoadReceipts { sub } => self.subs.contains_key(sub),
             Op::ReceiptFetch { key } => self.subs.contains_key(&key.key.sub),
+            Op::RetentionFind { cut } => self.cuts.contains_key(cut),
+            Op::Truncate { stream, .. } | Op::ExpireDedup { stream } => {
+                self.streams.contains_key(stream)
+            }
             Op::ReplayRead { replay } => self.replays.contains_key(replay),
             _ => true,
         }
@@ -616,6 +643,9 @@ impl Engine {
             Op::SaveReceipts { .. } | Op::ExpireReceipts { .. } => self.receipts_op_done(p, result),
             Op::LoadReceipts { .. } => self.recovery_done(p, result),
             Op::ReceiptFetch { .. } => self.receipt_fetch_done(p, result),
+            Op::RetentionFind { .. } | Op::Truncate { .. } | Op::ExpireDedup { .. } => {
+                self.retention_op_done(p, result)
+            }
             Op::Fetch { .. } => self.fetch_done(p, result),
             Op::ReplayRead { .. } => self.replay_read_done(p, result),
         }
@@ -641,6 +671,7 @@ impl Engine {
                 Timer::Commit(sub) => self.periodic_commit(sub),
                 Timer::Unread(key) => self.unread_expired(at, key),
                 Timer::ReceiptCleanup(sub) => self.receipt_cleanup(sub),
+                Timer::Cleanup => self.cleanup_due_now(),
             }
         }
     }
@@ -651,10 +682,17 @@ impl Engine {
         self.write_epoch.wrapping_add(self.streams_made << 32)
     }
 
-    /// Number of timers set (for tests of boundedness).
+    /// Number of timers set (for tests of boundedness), not counting the one engine-wide
+    /// retention timer (see `retention_due`).
     #[doc(hidden)]
     pub fn timer_count(&self) -> usize {
-        self.timers.len()
+        self.timers.len() - usize::from(self.cleanup_due.is_some())
+    }
+
+    /// When the next retention run is due, if one is set.
+    #[doc(hidden)]
+    pub fn retention_due(&self) -> Option<MonoNanos> {
+        self.cleanup_due
     }
 
     /// Number of storage requests in flight.
@@ -709,6 +747,19 @@ fn validate_config(c: &Config) -> Result<(), InvalidInput> {
             });
         }
     }
+    if c.cleanup_interval.is_zero() {
+        return Err(InvalidInput::Range {
+            field: "cleanup_interval (ms)",
+            value: 0,
+            min: 1,
+            max: u64::MAX,
+        });
+    }
+    if let Some(w) = &c.cleanup_window {
+        w.validate()?;
+    }
+    c.default_retention.validate()?;
+    c.dead_letter_retention.validate()?;
     if c.max_write_events < c.max_batch_events {
         return Err(InvalidInput::Conflict {
             field: "max_write_events",

@@ -155,6 +155,7 @@ impl Engine {
 
     fn finish_recovery(&mut self) {
         self.phase = Phase::Ready;
+        self.arm_cleanup();
         let (streams, subscriptions) = (self.streams.len(), self.subs.len());
         self.notice(Notice::Recovered {
             streams,

@@ -309,6 +309,7 @@ impl Engine {
                 if let Some(s) = self.streams.get_mut(&name) {
                     s.status = StreamStatus::Ready;
                 }
+                self.arm_cleanup();
                 if let Some(o) = origin {
                     self.reply_to(o, Ok(Reply::Done));
                 }

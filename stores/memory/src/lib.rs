@@ -23,6 +23,8 @@ use tributary_core::{
 struct StoredPartition {
     first: u64,
     events: Vec<Arc<Event>>,
+    /// The timestamp of the last event removed by retention (kept when none is left).
+    removed_ts: UnixMillis,
 }
 
 impl StoredPartition {
@@ -205,6 +207,58 @@ impl MemoryStore {
                     .insert((c.sub, c.consumer.clone(), c.partition), c.clone());
                 ok(StorageReply::Done)
             }
+            StorageRequest::RetentionCut {
+                stream,
+                partition,
+                max_bytes,
+            } => {
+                let Some(part) = self
+                    .streams
+                    .get(stream)
+                    .and_then(|s| s.parts.get(*partition as usize))
+                else {
+                    return err(StorageError::NotFound(format!("stream {stream}")));
+                };
+                let mut tail = 0u64;
+                let mut keep = part.first;
+                for e in part.events.iter().rev() {
+                    tail += (e.payload.len() + e.key.as_ref().map_or(0, |k| k.len())) as u64;
+                    if tail > *max_bytes {
+                        keep = e.offset + 1;
+                        break;
+                    }
+                }
+                ok(StorageReply::Offset(keep))
+            }
+            StorageRequest::Truncate {
+                stream,
+                partition,
+                before,
+            } => {
+                let Some(part) = self
+                    .streams
+                    .get_mut(stream)
+                    .and_then(|s| s.parts.get_mut(*partition as usize))
+                else {
+                    return err(StorageError::NotFound(format!("stream {stream}")));
+                };
+                let before = *before;
+                if before > part.first {
+                    let n = ((before - part.first) as usize).min(part.events.len());
+                    if let Some(last) = part.events.get(n.saturating_sub(1)) {
+                        part.removed_ts = part.removed_ts.max(last.timestamp);
+                    }
+                    part.events.drain(..n);
+                    part.first = before;
+                }
+                ok(StorageReply::Done)
+            }
+            StorageRequest::ExpireDedup { stream, at } => {
+                if let Some(s) = self.streams.get_mut(stream) {
+                    s.dedup.retain(|_, r| r.expires_at > *at);
+                }
+                ok(StorageReply::Done)
+            }
             StorageRequest::SaveReceipts(list) => {
                 if let Some(r) = list.iter().find(|r| !self.subs.contains_key(&r.sub)) {
                     return err(StorageError::NotFound(format!("subscription {:?}", r.sub)));
@@ -306,7 +360,10 @@ impl MemoryStore {
                         .map(|p| PartitionHead {
                             first: p.first,
                             next: p.next(),
-                            last_timestamp: p.events.last().map_or(UnixMillis(0), |e| e.timestamp),
+                            last_timestamp: p
+                                .events
+                                .last()
+                                .map_or(p.removed_ts, |e| e.timestamp.max(p.removed_ts)),
                         })
                         .collect(),
                 })
@@ -319,6 +376,11 @@ impl MemoryStore {
     /// Whether the append `seq` of `stream` committed (`None`: not seen, or long ago).
     pub fn append_outcome(&self, stream: &StreamName, seq: u64) -> Option<bool> {
         self.outcomes.get(stream).and_then(|o| o.get(&seq).copied())
+    }
+
+    /// The dedup ids stored for a stream, for tests.
+    pub fn dedup_ids(&self, stream: &StreamName) -> usize {
+        self.streams.get(stream).map_or(0, |s| s.dedup.len())
     }
 
     /// The events stored in a partition, for tests and oracles.
