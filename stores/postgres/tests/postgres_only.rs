@@ -47,7 +47,10 @@ async fn migrations_are_recorded_and_can_be_skipped() {
     assert_eq!(s.applied_migrations().await.expect("versions"), vec![1, 2]);
     // Opening again applies nothing new.
     let again = PgStore::open(&config).await.expect("reopen");
-    assert_eq!(again.applied_migrations().await.expect("versions"), vec![1, 2]);
+    assert_eq!(
+        again.applied_migrations().await.expect("versions"),
+        vec![1, 2]
+    );
     // With migrations off, a fresh schema has no tables: requests fail, clearly.
     let mut off = common::fresh_config();
     off.migrate = false;
