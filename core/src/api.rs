@@ -88,6 +88,12 @@ pub struct ReplayOptions {
     /// Start at the first available offset instead of answering `Truncated` when the asked
     /// offset was removed.
     pub from_first_available: bool,
+    /// The schema version wanted per event type (default: the latest registered).
+    #[serde(default)]
+    pub schema_versions: std::collections::BTreeMap<String, u32>,
+    /// Leave out events newer than the version asked for (instead of marking them).
+    #[serde(default)]
+    pub strict_versions: bool,
 }
 
 /// What a client asks of the engine.
@@ -250,6 +256,12 @@ pub enum Command {
         /// Which events.
         read: MarkRead,
     },
+    /// Register a version of an event type (SPEC 7), with its JSON Schema and the rules that
+    /// upcast the version before to it. Refused unless it is the latest plus one and
+    /// compatible (`SchemaIncompatible` names the field). Reply: `Done`.
+    RegisterSchema(crate::schema::SchemaRegistration),
+    /// Every event type with its versions. Reply: `Schemas`.
+    ListSchemas,
     /// ReadReceipt: a consumer's unread count, last read offsets and, optionally, the receipt
     /// of one event (the consumer need not be attached). Reply: `ReceiptStatus`.
     ReceiptStatus {
@@ -420,6 +432,8 @@ pub enum Reply {
     },
     /// ReadReceipt: where a consumer stands.
     ReceiptStatus(ReceiptStatus),
+    /// The schema registry.
+    Schemas(Vec<crate::schema::SchemaInfo>),
 }
 
 /// One event delivered to a consumer.

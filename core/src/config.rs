@@ -137,6 +137,14 @@ pub struct Config {
     pub cleanup_interval: Duration,
     /// When set, retention runs only inside this UTC window of the day.
     pub cleanup_window: Option<CleanupWindow>,
+    /// Most event types in the schema registry.
+    pub max_schema_types: usize,
+    /// Most versions of one event type.
+    pub max_schema_versions: usize,
+    /// Most rules of one upcaster.
+    pub max_upcaster_rules: usize,
+    /// Largest JSON Schema, bytes.
+    pub max_schema_bytes: usize,
     /// Default events in flight per consumer (1,000).
     pub default_max_in_flight: u32,
     /// Most unacknowledged events (delivered or waiting for redelivery) per subscription cursor
@@ -205,6 +213,10 @@ impl Default for Config {
             },
             cleanup_interval: Duration::from_secs(3600),
             cleanup_window: None,
+            max_schema_types: 10_000,
+            max_schema_versions: 1000,
+            max_upcaster_rules: 256,
+            max_schema_bytes: 256 << 10,
             default_max_in_flight: 1000,
             max_ack_pending: 10_000,
             backoff_base: Duration::from_secs(1),

@@ -259,6 +259,13 @@ fn digest_reply(h: &mut Xxh3, r: &Reply) {
             u(h, st.unread);
             h.update(format!("{:?}{:?}", st.last_read, st.receipt).as_bytes());
         }
+        Reply::Schemas(list) => {
+            u(h, 22);
+            for s in list {
+                h.update(s.event_type.as_bytes());
+                u(h, s.versions.len() as u64);
+            }
+        }
         Reply::Committed(positions) => {
             u(h, 19);
             for p in positions {

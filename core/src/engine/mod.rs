@@ -15,6 +15,7 @@
 //! `subscriptions` (modes, delivery, acks, dead letters, resets), `groups` (consumer group
 //! membership, generations, sticky assignment, commit strategies), `receipts` (read receipts,
 //! unread timeouts, receipt cleanup), `retention` (retention runs and dedup id expiry),
+//! `schemas` (the registry's commands and upcasting on delivery and replay),
 //! `replay`, `recovery`, and
 //! `resolve` (turning start positions into offsets).
 
@@ -26,6 +27,7 @@ mod recovery;
 mod replay;
 mod resolve;
 mod retention;
+mod schemas;
 mod streams;
 mod subscriptions;
 
@@ -44,6 +46,7 @@ use std::sync::Arc;
 pub(crate) use cursor::SlotKey;
 use replay::Replay;
 use resolve::Resolve;
+pub use schemas::{NEWER_THAN_REQUESTED, UPCAST_ERROR};
 pub use streams::partition_of_key;
 use streams::{AppendFlight, Stream};
 use subscriptions::Subscription;
@@ -231,6 +234,8 @@ pub struct Engine {
     /// numbers, so a stream deleted and created again never reuses one.
     streams_made: u64,
     seed: u64,
+    /// Event types, versions and upcasters.
+    schemas: crate::schema::SchemaRegistry,
     /// When the retention run is due, if its timer is set.
     cleanup_due: Option<MonoNanos>,
     /// Retention cuts being worked out, by number.
@@ -280,6 +285,7 @@ impl Engine {
                 seed,
             ),
             seed,
+            schemas: crate::schema::SchemaRegistry::default(),
             cleanup_due: None,
             cuts: BTreeMap::new(),
             next_cut: 1,
@@ -371,6 +377,8 @@ impl Engine {
                 | Command::Commit { .. }
                 | Command::MarkRead { .. }
                 | Command::ReceiptStatus { .. }
+                | Command::RegisterSchema(_)
+                | Command::ListSchemas
         );
         if needs_storage && self.ops.len() >= self.cfg.max_storage_ops {
             let limit = self.cfg.max_storage_ops as u64;
@@ -497,6 +505,11 @@ impl Engine {
                 consumer,
                 position,
             } => self.receipt_status(origin, stream, subscription, consumer, position),
+            Command::RegisterSchema(reg) => self.register_schema_cmd(origin, reg),
+            Command::ListSchemas => {
+                let list = self.schemas.describe();
+                self.reply(conn, req, Ok(Reply::Schemas(list)));
+            }
         }
     }
 

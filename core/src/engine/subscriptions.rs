@@ -828,6 +828,12 @@ impl Engine {
         sub.pump(&mut ctx, &mut self.out);
         let (fetches, saves) = (ctx.fetches, ctx.saves);
         let stream = sub.config.stream.clone();
+        // Schemas: each event at the version the subscription asks for (a refused event is
+        // dead-lettered; at-most-once ones, which hold no slot, are dropped).
+        self.shape_deliveries(id, before);
+        let Some(sub) = self.subs.get(&id) else {
+            return;
+        };
         // At-most-once on a persistent stream: the position moves before the events go out, so
         // a crash in between loses them rather than delivering them twice.
         if sub.durable && sub.delivery == DeliverySemantics::AtMostOnce && !saves.is_empty() {
@@ -1136,7 +1142,7 @@ impl Engine {
     }
 
     /// Clears the timer of a slot leaving `state` and returns its consumer's credit.
-    fn release(&mut self, key: SlotKey, state: &SlotState) {
+    pub(crate) fn release(&mut self, key: SlotKey, state: &SlotState) {
         self.clear_timer(key, state);
         if let SlotState::InFlight { consumer, .. } = state
             && let Some(c) = self
@@ -1450,7 +1456,7 @@ impl Engine {
     }
 
     /// Appends a copy of the slot's event to `<stream>.dlq`; the slot settles when it commits.
-    fn dead_letter(&mut self, key: SlotKey, error: String) {
+    pub(crate) fn dead_letter(&mut self, key: SlotKey, error: String) {
         let Some(sub) = self.subs.get(&key.key.sub) else {
             return;
         };
