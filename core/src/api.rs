@@ -38,6 +38,22 @@ pub enum Input {
     },
     /// Time passed: fire whatever timers are due.
     Tick,
+    /// A publish to the message broker (`Output::Publish`) was confirmed or failed.
+    PublishDone {
+        /// The publish's id.
+        op: OpId,
+        /// What the broker said.
+        result: PublishResult,
+    },
+}
+
+/// The outcome of an `Output::Publish`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PublishResult {
+    /// The broker confirmed it (publisher confirm).
+    Confirmed,
+    /// It was refused, lost, or the connection is down: it is sent again.
+    Failed(String),
 }
 
 /// Where an append's first event is expected to land (optimistic concurrency).
@@ -337,6 +353,9 @@ pub struct StreamInfo {
     pub partitions: Vec<PartitionInfo>,
     /// Number of subscriptions.
     pub subscriptions: usize,
+    /// Cross-service streams: per partition, the relay position (every offset below it is
+    /// confirmed by the broker).
+    pub relay: Option<Vec<u64>>,
 }
 
 impl StreamInfo {
@@ -534,6 +553,17 @@ pub enum Notice {
         /// Whether it is delivered again (`redeliver_unread`).
         redelivered: bool,
     },
+    /// A publish to the broker failed; the relay sends it again after `delay`.
+    PublishFailed {
+        /// The stream.
+        stream: StreamName,
+        /// The event.
+        position: Position,
+        /// Why.
+        error: String,
+        /// Before it is sent again.
+        delay: Duration,
+    },
     /// Retention removed a prefix of a partition.
     Truncated {
         /// The stream.
@@ -608,6 +638,17 @@ pub enum Output {
         consumer: ConsumerId,
         /// Its share.
         assignment: GroupAssignment,
+    },
+    /// Publish an event of a cross-service stream to the message broker, then complete it
+    /// with `Input::PublishDone { op, .. }`. Per partition in offset order; an event is sent
+    /// again after a failure or a restart (at least once).
+    Publish {
+        /// Its id.
+        op: OpId,
+        /// The stream.
+        stream: StreamName,
+        /// The event.
+        event: Arc<Event>,
     },
     /// Tell an attached consumer something about its subscription (e.g. an unread timeout).
     ConsumerNotice {

@@ -145,6 +145,12 @@ pub struct Config {
     pub max_upcaster_rules: usize,
     /// Largest JSON Schema, bytes.
     pub max_schema_bytes: usize,
+    /// Most publishes of one cross-service stream waiting for the broker's confirm (100).
+    pub relay_window: usize,
+    /// First back-off after a failed publish (100 ms; doubles per failure in a row).
+    pub relay_retry_base: Duration,
+    /// Longest back-off after failed publishes (30 s).
+    pub relay_retry_max: Duration,
     /// Default events in flight per consumer (1,000).
     pub default_max_in_flight: u32,
     /// Most unacknowledged events (delivered or waiting for redelivery) per subscription cursor
@@ -217,6 +223,9 @@ impl Default for Config {
             max_schema_versions: 1000,
             max_upcaster_rules: 256,
             max_schema_bytes: 256 << 10,
+            relay_window: 100,
+            relay_retry_base: Duration::from_millis(100),
+            relay_retry_max: Duration::from_secs(30),
             default_max_in_flight: 1000,
             max_ack_pending: 10_000,
             backoff_base: Duration::from_secs(1),

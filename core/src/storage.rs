@@ -85,6 +85,18 @@ pub struct ReceiptRecord {
     pub timed_out: Option<UnixMillis>,
 }
 
+/// The relay position of one partition of a cross-service stream: every event below `next`
+/// was confirmed by the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRecord {
+    /// The stream.
+    pub stream: StreamName,
+    /// The partition.
+    pub partition: u32,
+    /// The first offset not confirmed.
+    pub next: u64,
+}
+
 /// A subscription as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionRecord {
@@ -125,6 +137,9 @@ pub struct RecoveredState {
     pub subscriptions: Vec<SubscriptionRecord>,
     /// Their cursors.
     pub cursors: Vec<CursorRecord>,
+    /// Relay positions of cross-service streams.
+    #[serde(default)]
+    pub relays: Vec<RelayRecord>,
 }
 
 /// A request to the store.
@@ -178,6 +193,9 @@ pub enum StorageRequest {
     DeleteSubscription(SubId),
     /// Upsert a cursor position; a store refuses it if the subscription is gone. Answer: `Done`.
     SaveCursor(CursorRecord),
+    /// Upsert the relay position of a partition; `NotFound` if the stream is gone. Answer:
+    /// `Done`.
+    SaveRelay(RelayRecord),
     /// Upsert read receipts, all of one subscription, atomically; a store refuses them
     /// (`NotFound`, nothing written) if the subscription is gone. Merging, so that saves may
     /// be applied in any order and repeated: `delivered_at` becomes the later of the stored

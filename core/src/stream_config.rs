@@ -53,7 +53,8 @@ pub enum Scope {
     /// Only this service's subscribers.
     #[default]
     Internal,
-    /// Also relayed over AMQP (SPEC 9).
+    /// Also relayed to the message broker (SPEC 9): `Output::Publish` in offset order per
+    /// partition, each until confirmed.
     CrossService,
 }
 

@@ -157,6 +157,13 @@ fn digest_output(h: &mut Xxh3, out: &Output) {
             u(h, 5);
             h.update(format!("{n:?}").as_bytes());
         }
+        Output::Publish { op, stream, event } => {
+            u(h, 8);
+            u(h, op.0);
+            h.update(stream.as_str().as_bytes());
+            u(h, u64::from(event.partition));
+            u(h, event.offset);
+        }
         Output::ConsumerNotice {
             conn,
             consumer,

@@ -15,7 +15,8 @@
 //! `subscriptions` (modes, delivery, acks, dead letters, resets), `groups` (consumer group
 //! membership, generations, sticky assignment, commit strategies), `receipts` (read receipts,
 //! unread timeouts, receipt cleanup), `retention` (retention runs and dedup id expiry),
-//! `schemas` (the registry's commands and upcasting on delivery and replay),
+//! `schemas` (the registry's commands and upcasting on delivery and replay), `relay` (the
+//! broker relay of cross-service streams),
 //! `replay`, `recovery`, and
 //! `resolve` (turning start positions into offsets).
 
@@ -24,6 +25,7 @@ mod dedup;
 mod groups;
 mod receipts;
 mod recovery;
+mod relay;
 mod replay;
 mod resolve;
 mod retention;
@@ -116,6 +118,14 @@ pub(crate) enum Op {
     ExpireDedup {
         stream: StreamName,
     },
+    SaveRelay {
+        stream: StreamName,
+        partition: u32,
+    },
+    RelayFetch {
+        stream: StreamName,
+        partition: u32,
+    },
     Fetch {
         key: cursor::CursorKey,
         generation: u64,
@@ -161,6 +171,8 @@ pub(crate) enum Timer {
     ReceiptCleanup(SubId),
     /// Retention and the removal of expired dedup ids (engine-wide).
     Cleanup,
+    /// A cross-service stream's relay may send again after a failed publish.
+    Relay(StreamName),
 }
 
 /// How far the engine is in its life.
@@ -234,6 +246,8 @@ pub struct Engine {
     /// numbers, so a stream deleted and created again never reuses one.
     streams_made: u64,
     seed: u64,
+    /// Publishes waiting for the broker: stream, partition, offset.
+    publishes: BTreeMap<OpId, (StreamName, u32, u64)>,
     /// Event types, versions and upcasters.
     schemas: crate::schema::SchemaRegistry,
     /// When the retention run is due, if its timer is set.
@@ -285,6 +299,7 @@ impl Engine {
                 seed,
             ),
             seed,
+            publishes: BTreeMap::new(),
             schemas: crate::schema::SchemaRegistry::default(),
             cleanup_due: None,
             cuts: BTreeMap::new(),
@@ -340,6 +355,7 @@ impl Engine {
             }
             Input::ConnClosed { conn } => self.conn_closed(conn),
             Input::StorageDone { op, result } => self.storage_done(op, result),
+            Input::PublishDone { op, result } => self.publish_done(op, result),
             Input::Tick => {}
         }
         self.fire_timers();
@@ -631,9 +647,10 @@ impl Engine {
             | Op::LoadReceipts { sub } => self.subs.contains_key(sub),
             Op::ReceiptFetch { key } => self.subs.contains_key(&key.key.sub),
             Op::RetentionFind { cut } => self.cuts.contains_key(cut),
-            Op::Truncate { stream, .. } | Op::ExpireDedup { stream } => {
-                self.streams.contains_key(stream)
-            }
+            Op::Truncate { stream, .. }
+            | Op::ExpireDedup { stream }
+            | Op::SaveRelay { stream, .. }
+            | Op::RelayFetch { stream, .. } => self.streams.contains_key(stream),
             Op::ReplayRead { replay } => self.replays.contains_key(replay),
             _ => true,
         }
@@ -659,6 +676,7 @@ impl Engine {
             Op::RetentionFind { .. } | Op::Truncate { .. } | Op::ExpireDedup { .. } => {
                 self.retention_op_done(p, result)
             }
+            Op::SaveRelay { .. } | Op::RelayFetch { .. } => self.relay_op_done(p, result),
             Op::Fetch { .. } => self.fetch_done(p, result),
             Op::ReplayRead { .. } => self.replay_read_done(p, result),
         }
@@ -685,6 +703,7 @@ impl Engine {
                 Timer::Unread(key) => self.unread_expired(at, key),
                 Timer::ReceiptCleanup(sub) => self.receipt_cleanup(sub),
                 Timer::Cleanup => self.cleanup_due_now(),
+                Timer::Relay(name) => self.relay_wake(&name),
             }
         }
     }

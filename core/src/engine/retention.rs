@@ -209,6 +209,10 @@ impl Engine {
         if policy.keep_unconsumed {
             cut = cut.min(self.unconsumed_floor(&c.stream, c.partition as usize));
         }
+        // What is not relayed to the broker yet is never removed.
+        if let Some(relayed) = self.relay_floor(&c.stream, c.partition as usize) {
+            cut = cut.min(relayed);
+        }
         if cut <= part.first {
             return;
         }

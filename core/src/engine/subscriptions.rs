@@ -881,8 +881,12 @@ impl Engine {
             return;
         };
         let ids: Vec<SubId> = s.subs.iter().copied().collect();
+        let relayed = s.relay.is_some();
         for id in ids {
             self.pump(id);
+        }
+        if relayed {
+            self.relay_pump(name);
         }
     }
 

@@ -436,6 +436,31 @@ pub async fn retention_cuts_truncates_prefixes_and_expires_dedup_ids<S: Store>(s
     );
 }
 
+/// Relay positions are kept per partition, replaced, recovered, and go with their stream; a
+/// position of a missing stream is `NotFound`.
+pub async fn relay_positions_round_trip_and_go_with_their_stream<S: Store>(s: &S) {
+    ok(s, StorageRequest::CreateStream(persistent("x", 2))).await;
+    let rec = |partition, next| RelayRecord {
+        stream: name("x"),
+        partition,
+        next,
+    };
+    ok(s, StorageRequest::SaveRelay(rec(0, 3))).await;
+    ok(s, StorageRequest::SaveRelay(rec(1, 9))).await;
+    ok(s, StorageRequest::SaveRelay(rec(0, 7))).await;
+    ok(s, StorageRequest::SaveRelay(rec(0, 7))).await;
+    let mut relays = recover(s).await.relays;
+    relays.sort_by_key(|r| r.partition);
+    assert_eq!(relays, vec![rec(0, 7), rec(1, 9)]);
+    ok(s, StorageRequest::DeleteStream(name("x"))).await;
+    assert!(recover(s).await.relays.is_empty(), "gone with the stream");
+    let r = s.execute(StorageRequest::SaveRelay(rec(0, 1))).await;
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::NotFound(_))),
+        "relay position of a missing stream: {r:?}"
+    );
+}
+
 /// Subscriptions and cursors are kept, replaced, recovered, and go with their subscription.
 pub async fn subscriptions_and_cursors_round_trip<S: Store>(s: &S) {
     ok(s, StorageRequest::CreateStream(persistent("a", 2))).await;

@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tributary_core::{
     AppendWrite, ConsumerId, CursorRecord, DedupRecord, Engine, Event, Input, Now, Output,
-    PartitionHead, ReceiptRecord, RecoveredState, StorageError, StorageReply, StorageRequest,
-    StorageResult, StreamConfig, StreamName, StreamRecord, SubId, SubscriptionRecord, UnixMillis,
+    PartitionHead, ReceiptRecord, RecoveredState, RelayRecord, StorageError, StorageReply,
+    StorageRequest, StorageResult, StreamConfig, StreamName, StreamRecord, SubId,
+    SubscriptionRecord, UnixMillis,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -57,6 +58,7 @@ pub struct MemoryStore {
     subs: BTreeMap<SubId, SubscriptionRecord>,
     cursors: BTreeMap<(SubId, Option<ConsumerId>, u32), CursorRecord>,
     receipts: BTreeMap<(SubId, ConsumerId, u32, u64), ReceiptRecord>,
+    relays: BTreeMap<(StreamName, u32), RelayRecord>,
 }
 
 fn ok(r: StorageReply) -> StorageResult {
@@ -118,6 +120,7 @@ impl MemoryStore {
             StorageRequest::DeleteStream(name) => {
                 self.streams.remove(name);
                 self.outcomes.remove(name);
+                self.relays.retain(|(s, _), _| s != name);
                 let gone: Vec<SubId> = self
                     .subs
                     .iter()
@@ -259,6 +262,14 @@ impl MemoryStore {
                 }
                 ok(StorageReply::Done)
             }
+            StorageRequest::SaveRelay(r) => {
+                if !self.streams.contains_key(&r.stream) {
+                    return err(StorageError::NotFound(format!("stream {}", r.stream)));
+                }
+                self.relays
+                    .insert((r.stream.clone(), r.partition), r.clone());
+                ok(StorageReply::Done)
+            }
             StorageRequest::SaveReceipts(list) => {
                 if let Some(r) = list.iter().find(|r| !self.subs.contains_key(&r.sub)) {
                     return err(StorageError::NotFound(format!("subscription {:?}", r.sub)));
@@ -370,6 +381,7 @@ impl MemoryStore {
                 .collect(),
             subscriptions: self.subs.values().cloned().collect(),
             cursors: self.cursors.values().cloned().collect(),
+            relays: self.relays.values().cloned().collect(),
         }
     }
 

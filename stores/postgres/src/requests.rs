@@ -3,14 +3,14 @@
 use crate::{DELETE_BATCH, NOTIFY_CHANNEL, PREDECESSOR_TIMEOUT, PgStore};
 use sqlx::{PgConnection, Row};
 use tributary_core::{
-    AppendWrite, ConsumerId, CursorRecord, DedupRecord, ReceiptRecord, RecoveredState,
+    AppendWrite, ConsumerId, CursorRecord, DedupRecord, ReceiptRecord, RecoveredState, RelayRecord,
     StorageError, StorageReply, StorageRequest, StorageResult, StreamConfig, StreamName, SubId,
     SubscriptionRecord, UnixMillis,
 };
 use tributary_store_api::{
-    CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_SUBSCRIPTIONS,
-    SubscriptionRow, codec, committed, decode_event, dedup_record, encode_acked, encode_headers,
-    existing_stream, failed, receipt_record, recovered, to_json,
+    CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
+    RECOVER_SUBSCRIPTIONS, RelayRow, SubscriptionRow, codec, committed, decode_event, dedup_record,
+    encode_acked, encode_headers, existing_stream, failed, receipt_record, recovered, to_json,
 };
 
 type Res<T> = Result<T, StorageError>;
@@ -63,6 +63,7 @@ impl PgStore {
             StorageRequest::DeleteSubscription(id) => return self.delete_subscription(id).await,
             StorageRequest::SaveCursor(c) => return self.save_cursor(&c).await,
             StorageRequest::SaveReceipts(list) => return self.save_receipts(&list).await,
+            StorageRequest::SaveRelay(r) => return self.save_relay(&r).await,
             StorageRequest::RetentionCut {
                 stream,
                 partition,
@@ -128,7 +129,11 @@ impl PgStore {
             .fetch_all(&mut *c)
             .await
             .map_err(|e| failed(&e))?;
-        let (state, ids) = recovered(heads, subs, cursors).map_err(codec)?;
+        let relays: Vec<RelayRow> = sqlx::query_as(RECOVER_RELAYS)
+            .fetch_all(&mut *c)
+            .await
+            .map_err(|e| failed(&e))?;
+        let (state, ids) = recovered(heads, subs, cursors, relays).map_err(codec)?;
         if let Ok(mut m) = self.ids.lock() {
             m.extend(ids);
         }
@@ -788,6 +793,23 @@ impl PgStore {
                 Ok(_) => return StorageResult::Ok(StorageReply::Done),
                 Err(e) => return StorageResult::Err(failed(&e)),
             }
+        }
+    }
+
+    async fn save_relay(&self, r: &RelayRecord) -> StorageResult {
+        let q = sqlx::query(
+            r#"INSERT INTO tributary_relay (stream_id, partition, next_offset)
+               VALUES ((SELECT id FROM tributary_streams WHERE name = $1), $2, $3)
+               ON CONFLICT (stream_id, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset"#,
+        )
+        .bind(r.stream.as_str())
+        .bind(i32::try_from(r.partition).unwrap_or(i32::MAX))
+        .bind(i64_of(r.next))
+        .execute(&self.pool)
+        .await;
+        match q {
+            Ok(_) => StorageResult::Ok(StorageReply::Done),
+            Err(e) => StorageResult::Err(failed(&e)),
         }
     }
 

@@ -5,13 +5,13 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::sync::Arc;
 use tributary_core::{
     AppendWrite, ConsumerId, CursorRecord, DedupRecord, Event, ReceiptRecord, RecoveredState,
-    StorageError, StorageReply, StorageRequest, StorageResult, StreamConfig, StreamName, SubId,
-    SubscriptionRecord, UnixMillis,
+    RelayRecord, StorageError, StorageReply, StorageRequest, StorageResult, StreamConfig,
+    StreamName, SubId, SubscriptionRecord, UnixMillis,
 };
 use tributary_store_api::{
-    CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_SUBSCRIPTIONS,
-    SubscriptionRow, codec, committed, decode_event, dedup_record, encode_acked, encode_headers,
-    existing_stream, failed, receipt_record, recovered, to_json,
+    CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
+    RECOVER_SUBSCRIPTIONS, RelayRow, SubscriptionRow, codec, committed, decode_event, dedup_record,
+    encode_acked, encode_headers, existing_stream, failed, receipt_record, recovered, to_json,
 };
 
 type Res<T> = Result<T, StorageError>;
@@ -64,6 +64,7 @@ impl SqliteStore {
             StorageRequest::DeleteSubscription(id) => return self.delete_subscription(id).await,
             StorageRequest::SaveCursor(c) => return self.save_cursor(&c).await,
             StorageRequest::SaveReceipts(list) => return self.save_receipts(&list).await,
+            StorageRequest::SaveRelay(r) => return self.save_relay(&r).await,
             StorageRequest::RetentionCut {
                 stream,
                 partition,
@@ -128,7 +129,11 @@ impl SqliteStore {
             .fetch_all(&mut *c)
             .await
             .map_err(|e| failed(&e))?;
-        let (state, ids) = recovered(heads, subs, cursors).map_err(codec)?;
+        let relays: Vec<RelayRow> = sqlx::query_as(RECOVER_RELAYS)
+            .fetch_all(&mut *c)
+            .await
+            .map_err(|e| failed(&e))?;
+        let (state, ids) = recovered(heads, subs, cursors, relays).map_err(codec)?;
         if let Ok(mut m) = self.ids.lock() {
             m.extend(ids);
         }
@@ -692,6 +697,20 @@ impl SqliteStore {
                 Err(e) => return StorageResult::Err(failed(&e)),
             }
         }
+    }
+
+    async fn save_relay(&self, r: &RelayRecord) -> StorageResult {
+        self.write_one(
+            sqlx::query(
+                r#"INSERT INTO tributary_relay (stream_id, partition, next_offset)
+                   VALUES ((SELECT id FROM tributary_streams WHERE name = ?), ?, ?)
+                   ON CONFLICT (stream_id, partition) DO UPDATE SET next_offset = excluded.next_offset"#,
+            )
+            .bind(r.stream.as_str().to_string())
+            .bind(i64::from(r.partition))
+            .bind(i64_of(r.next)),
+        )
+        .await
     }
 
     async fn save_cursor(&self, c: &CursorRecord) -> StorageResult {
