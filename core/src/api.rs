@@ -342,6 +342,8 @@ pub struct GroupInfo {
     pub owners: Vec<Option<ConsumerId>>,
     /// Per partition: acknowledged events not yet committed.
     pub uncommitted: Vec<u64>,
+    /// Each member's partitions and figures.
+    pub members: Vec<MemberInfo>,
 }
 
 /// Where a stream stands.
@@ -397,6 +399,41 @@ pub struct CursorInfo {
     pub next: Vec<u64>,
     /// Events delivered and not yet acknowledged, or waiting for redelivery.
     pub pending: u64,
+    /// Progress figures of this position (consumer, or the shared position).
+    pub figures: LagFigures,
+}
+
+/// How far a reader is behind, for health and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LagFigures {
+    /// Events between the ack floor and the head, summed over the partitions read.
+    pub lag: u64,
+    /// Age (by its timestamp) of the oldest event not acknowledged, if any is known.
+    pub oldest_unacked_age: Option<Duration>,
+    /// When an event was last acknowledged (or dead-lettered) in this engine's life.
+    pub last_progress: Option<UnixMillis>,
+}
+
+impl LagFigures {
+    /// The worst of two: the larger lag, the older unacknowledged event, the later progress.
+    pub fn worst(self, other: LagFigures) -> LagFigures {
+        LagFigures {
+            lag: self.lag.max(other.lag),
+            oldest_unacked_age: self.oldest_unacked_age.max(other.oldest_unacked_age),
+            last_progress: self.last_progress.max(other.last_progress),
+        }
+    }
+}
+
+/// A consumer group member's share and figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// The member.
+    pub consumer: ConsumerId,
+    /// Its partitions.
+    pub partitions: Vec<u32>,
+    /// Its figures over its partitions.
+    pub figures: LagFigures,
 }
 
 /// A subscription and its positions.
@@ -410,6 +447,9 @@ pub struct SubscriptionInfo {
     pub attached: Vec<ConsumerId>,
     /// ConsumerGroup: the group's generation and assignment.
     pub group: Option<GroupInfo>,
+    /// The subscription's figures: the worst of its positions (the largest lag, the oldest
+    /// unacknowledged event) and its latest progress.
+    pub figures: LagFigures,
 }
 
 /// A successful reply.

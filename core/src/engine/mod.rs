@@ -16,13 +16,14 @@
 //! membership, generations, sticky assignment, commit strategies), `receipts` (read receipts,
 //! unread timeouts, receipt cleanup), `retention` (retention runs and dedup id expiry),
 //! `schemas` (the registry's commands and upcasting on delivery and replay), `relay` (the
-//! broker relay of cross-service streams),
+//! broker relay of cross-service streams), `lag` (lag and stall figures),
 //! `replay`, `recovery`, and
 //! `resolve` (turning start positions into offsets).
 
 mod cursor;
 mod dedup;
 mod groups;
+mod lag;
 mod receipts;
 mod recovery;
 mod relay;

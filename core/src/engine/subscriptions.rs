@@ -150,10 +150,12 @@ impl Subscription {
                     floors: c.parts.iter().map(PartCursor::floor).collect(),
                     next: c.parts.iter().map(|p| p.next).collect(),
                     pending: c.parts.iter().map(PartCursor::pending_count).sum(),
+                    figures: Default::default(),
                 })
                 .collect(),
             attached: self.consumers.keys().cloned().collect(),
             group: self.group.as_ref().map(super::groups::Group::info),
+            figures: Default::default(),
         }
     }
 }
@@ -615,13 +617,16 @@ impl Engine {
         name: &SubscriptionName,
     ) -> Result<SubscriptionInfo, Error> {
         let id = self.sub_id(stream, name)?;
-        self.subs
+        let sub = self
+            .subs
             .get(&id)
-            .map(Subscription::info)
             .ok_or_else(|| Error::SubscriptionNotFound {
                 stream: stream.clone(),
                 subscription: name.clone(),
-            })
+            })?;
+        let mut info = sub.info();
+        self.add_figures(sub, &mut info);
+        Ok(info)
     }
 
     // ---- consumers -------------------------------------------------------------------------
@@ -867,6 +872,12 @@ impl Engine {
         }
         // At-most-once deliveries are acknowledgements: positions moved.
         let moved = !saves.is_empty();
+        let wall = self.now.wall;
+        for key in &saves {
+            if let Some(pc) = self.part_cursor(*key) {
+                pc.last_progress = Some(wall);
+            }
+        }
         for key in saves {
             self.save_cursor(key);
         }
@@ -1110,6 +1121,7 @@ impl Engine {
     /// Resolves a pending slot (acknowledged or dead-lettered) if `allowed` accepts its state:
     /// clears its timer, returns the consumer's credit, unblocks its key.
     pub(crate) fn settle(&mut self, key: SlotKey, allowed: impl Fn(&SlotState) -> bool) -> bool {
+        let wall = self.now.wall;
         let Some(pc) = self.part_cursor(key.key) else {
             return false;
         };
@@ -1123,6 +1135,7 @@ impl Engine {
         let Some(pending) = pc.settle(key.offset) else {
             return false;
         };
+        pc.last_progress = Some(wall);
         if let Some(h) = pending.key_hash
             && let Some(q) = pc.keys.get_mut(&h)
         {
