@@ -38,6 +38,22 @@ pub enum Input {
     },
     /// Time passed: fire whatever timers are due.
     Tick,
+    /// A publish to the message broker (`Output::Publish`) was confirmed or failed.
+    PublishDone {
+        /// The publish's id.
+        op: OpId,
+        /// What the broker said.
+        result: PublishResult,
+    },
+}
+
+/// The outcome of an `Output::Publish`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PublishResult {
+    /// The broker confirmed it (publisher confirm).
+    Confirmed,
+    /// It was refused, lost, or the connection is down: it is sent again.
+    Failed(String),
 }
 
 /// Where an append's first event is expected to land (optimistic concurrency).
@@ -88,6 +104,12 @@ pub struct ReplayOptions {
     /// Start at the first available offset instead of answering `Truncated` when the asked
     /// offset was removed.
     pub from_first_available: bool,
+    /// The schema version wanted per event type (default: the latest registered).
+    #[serde(default)]
+    pub schema_versions: std::collections::BTreeMap<String, u32>,
+    /// Leave out events newer than the version asked for (instead of marking them).
+    #[serde(default)]
+    pub strict_versions: bool,
 }
 
 /// What a client asks of the engine.
@@ -250,6 +272,12 @@ pub enum Command {
         /// Which events.
         read: MarkRead,
     },
+    /// Register a version of an event type (SPEC 7), with its JSON Schema and the rules that
+    /// upcast the version before to it. Refused unless it is the latest plus one and
+    /// compatible (`SchemaIncompatible` names the field). Reply: `Done`.
+    RegisterSchema(crate::schema::SchemaRegistration),
+    /// Every event type with its versions. Reply: `Schemas`.
+    ListSchemas,
     /// ReadReceipt: a consumer's unread count, last read offsets and, optionally, the receipt
     /// of one event (the consumer need not be attached). Reply: `ReceiptStatus`.
     ReceiptStatus {
@@ -314,6 +342,8 @@ pub struct GroupInfo {
     pub owners: Vec<Option<ConsumerId>>,
     /// Per partition: acknowledged events not yet committed.
     pub uncommitted: Vec<u64>,
+    /// Each member's partitions and figures.
+    pub members: Vec<MemberInfo>,
 }
 
 /// Where a stream stands.
@@ -325,6 +355,9 @@ pub struct StreamInfo {
     pub partitions: Vec<PartitionInfo>,
     /// Number of subscriptions.
     pub subscriptions: usize,
+    /// Cross-service streams: per partition, the relay position (every offset below it is
+    /// confirmed by the broker).
+    pub relay: Option<Vec<u64>>,
 }
 
 impl StreamInfo {
@@ -366,6 +399,41 @@ pub struct CursorInfo {
     pub next: Vec<u64>,
     /// Events delivered and not yet acknowledged, or waiting for redelivery.
     pub pending: u64,
+    /// Progress figures of this position (consumer, or the shared position).
+    pub figures: LagFigures,
+}
+
+/// How far a reader is behind, for health and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LagFigures {
+    /// Events between the ack floor and the head, summed over the partitions read.
+    pub lag: u64,
+    /// Age (by its timestamp) of the oldest event not acknowledged, if any is known.
+    pub oldest_unacked_age: Option<Duration>,
+    /// When an event was last acknowledged (or dead-lettered) in this engine's life.
+    pub last_progress: Option<UnixMillis>,
+}
+
+impl LagFigures {
+    /// The worst of two: the larger lag, the older unacknowledged event, the later progress.
+    pub fn worst(self, other: LagFigures) -> LagFigures {
+        LagFigures {
+            lag: self.lag.max(other.lag),
+            oldest_unacked_age: self.oldest_unacked_age.max(other.oldest_unacked_age),
+            last_progress: self.last_progress.max(other.last_progress),
+        }
+    }
+}
+
+/// A consumer group member's share and figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// The member.
+    pub consumer: ConsumerId,
+    /// Its partitions.
+    pub partitions: Vec<u32>,
+    /// Its figures over its partitions.
+    pub figures: LagFigures,
 }
 
 /// A subscription and its positions.
@@ -379,6 +447,9 @@ pub struct SubscriptionInfo {
     pub attached: Vec<ConsumerId>,
     /// ConsumerGroup: the group's generation and assignment.
     pub group: Option<GroupInfo>,
+    /// The subscription's figures: the worst of its positions (the largest lag, the oldest
+    /// unacknowledged event) and its latest progress.
+    pub figures: LagFigures,
 }
 
 /// A successful reply.
@@ -420,6 +491,8 @@ pub enum Reply {
     },
     /// ReadReceipt: where a consumer stands.
     ReceiptStatus(ReceiptStatus),
+    /// The schema registry.
+    Schemas(Vec<crate::schema::SchemaInfo>),
 }
 
 /// One event delivered to a consumer.
@@ -562,6 +635,28 @@ pub enum Notice {
         /// Whether it is delivered again (`redeliver_unread`).
         redelivered: bool,
     },
+    /// A publish to the broker failed; the relay sends it again after `delay`.
+    PublishFailed {
+        /// The stream.
+        stream: StreamName,
+        /// The event.
+        position: Position,
+        /// Why.
+        error: String,
+        /// Before it is sent again.
+        delay: Duration,
+    },
+    /// Retention removed a prefix of a partition.
+    Truncated {
+        /// The stream.
+        stream: StreamName,
+        /// The partition.
+        partition: u32,
+        /// Its first offset now.
+        first: u64,
+        /// Events removed.
+        removed: u64,
+    },
     /// A storage request failed and will be tried again.
     StorageRetry {
         /// What for.
@@ -625,6 +720,17 @@ pub enum Output {
         consumer: ConsumerId,
         /// Its share.
         assignment: GroupAssignment,
+    },
+    /// Publish an event of a cross-service stream to the message broker, then complete it
+    /// with `Input::PublishDone { op, .. }`. Per partition in offset order; an event is sent
+    /// again after a failure or a restart (at least once).
+    Publish {
+        /// Its id.
+        op: OpId,
+        /// The stream.
+        stream: StreamName,
+        /// The event.
+        event: Arc<Event>,
     },
     /// Tell an attached consumer something about its subscription (e.g. an unread timeout).
     ConsumerNotice {

@@ -1,7 +1,65 @@
 //! Every limit and default of SPEC, in one place. The engine checks them all.
 
+use crate::error::InvalidInput;
+use crate::stream_config::RetentionPolicy;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+
+/// The part of the day (UTC) in which retention may run. `start > end` wraps past midnight
+/// (e.g. 22:00 to 04:00).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupWindow {
+    /// Start, seconds after midnight UTC (inclusive).
+    pub start: u32,
+    /// End, seconds after midnight UTC (exclusive).
+    pub end: u32,
+}
+
+/// Seconds in a day.
+const DAY_SECS: u64 = 86_400;
+
+impl CleanupWindow {
+    /// Checks both ends are times of day and differ.
+    pub fn validate(&self) -> Result<(), InvalidInput> {
+        for (field, v) in [
+            ("cleanup_window.start", self.start),
+            ("cleanup_window.end", self.end),
+        ] {
+            if u64::from(v) >= DAY_SECS {
+                return Err(InvalidInput::Range {
+                    field,
+                    value: v.into(),
+                    min: 0,
+                    max: DAY_SECS - 1,
+                });
+            }
+        }
+        if self.start == self.end {
+            return Err(InvalidInput::Conflict {
+                field: "cleanup_window",
+                reason: "start and end are equal: an empty window",
+            });
+        }
+        Ok(())
+    }
+
+    /// How long from `wall` (Unix milliseconds) until the window is open: zero inside it.
+    pub fn wait_from(&self, wall_ms: u64) -> Duration {
+        let day_ms = DAY_SECS * 1000;
+        let t = wall_ms % day_ms;
+        let (s, e) = (u64::from(self.start) * 1000, u64::from(self.end) * 1000);
+        let inside = if s < e {
+            s <= t && t < e
+        } else {
+            t >= s || t < e
+        };
+        if inside {
+            Duration::ZERO
+        } else {
+            Duration::from_millis((s + day_ms - t) % day_ms)
+        }
+    }
+}
 
 /// Limits and defaults of an engine. `Config::default()` holds SPEC's values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +128,29 @@ pub struct Config {
     /// oldest read receipts are forgotten first; when every receipt is unread, acks and marks
     /// that would add one are refused with `Busy`.
     pub max_receipts_per_consumer: usize,
+    /// Retention of persistent streams whose configuration names none (default: keep all).
+    pub default_retention: RetentionPolicy,
+    /// Retention of dead letter streams (`<stream>.dlq`) whose configuration names none
+    /// (default: 14 days).
+    pub dead_letter_retention: RetentionPolicy,
+    /// How often retention and the removal of expired dedup ids run (1 h).
+    pub cleanup_interval: Duration,
+    /// When set, retention runs only inside this UTC window of the day.
+    pub cleanup_window: Option<CleanupWindow>,
+    /// Most event types in the schema registry.
+    pub max_schema_types: usize,
+    /// Most versions of one event type.
+    pub max_schema_versions: usize,
+    /// Most rules of one upcaster.
+    pub max_upcaster_rules: usize,
+    /// Largest JSON Schema, bytes.
+    pub max_schema_bytes: usize,
+    /// Most publishes of one cross-service stream waiting for the broker's confirm (100).
+    pub relay_window: usize,
+    /// First back-off after a failed publish (100 ms; doubles per failure in a row).
+    pub relay_retry_base: Duration,
+    /// Longest back-off after failed publishes (30 s).
+    pub relay_retry_max: Duration,
     /// Default events in flight per consumer (1,000).
     pub default_max_in_flight: u32,
     /// Most unacknowledged events (delivered or waiting for redelivery) per subscription cursor
@@ -131,6 +212,20 @@ impl Default for Config {
             default_receipt_ttl: Duration::from_secs(7 * 24 * 3600),
             default_receipt_cleanup_interval: Duration::from_secs(3600),
             max_receipts_per_consumer: 100_000,
+            default_retention: RetentionPolicy::default(),
+            dead_letter_retention: RetentionPolicy {
+                max_age: Some(Duration::from_secs(14 * 24 * 3600)),
+                ..RetentionPolicy::default()
+            },
+            cleanup_interval: Duration::from_secs(3600),
+            cleanup_window: None,
+            max_schema_types: 10_000,
+            max_schema_versions: 1000,
+            max_upcaster_rules: 256,
+            max_schema_bytes: 256 << 10,
+            relay_window: 100,
+            relay_retry_base: Duration::from_millis(100),
+            relay_retry_max: Duration::from_secs(30),
             default_max_in_flight: 1000,
             max_ack_pending: 10_000,
             backoff_base: Duration::from_secs(1),

@@ -147,6 +147,18 @@ pub enum Error {
         /// The group's generation.
         generation: u64,
     },
+    /// A schema version is not compatible with the version before (SPEC 7); nothing changed.
+    #[error("schema {event_type} v{version}: field {field:?}: {reason}")]
+    SchemaIncompatible {
+        /// The event type.
+        event_type: String,
+        /// The version refused.
+        version: u32,
+        /// The field that breaks (empty when the upcaster itself failed).
+        field: String,
+        /// Why.
+        reason: String,
+    },
     /// The stream is in a state that does not allow the request (e.g. being deleted).
     #[error("stream {stream}: {reason}")]
     FailedPrecondition {
@@ -191,7 +203,8 @@ impl Error {
             Error::WrongExpectedOffset { .. }
             | Error::FailedPrecondition { .. }
             | Error::StaleGeneration { .. }
-            | Error::NotAssigned { .. } => ErrorClass::FailedPrecondition,
+            | Error::NotAssigned { .. }
+            | Error::SchemaIncompatible { .. } => ErrorClass::FailedPrecondition,
             Error::StreamFull { .. } | Error::Busy { .. } => ErrorClass::ResourceExhausted,
             Error::Truncated { .. } => ErrorClass::OutOfRange,
             Error::Unavailable(_) => ErrorClass::Unavailable,

@@ -32,24 +32,30 @@ mod ids;
 mod names;
 #[cfg(feature = "planted-bugs")]
 mod planted;
+mod schema;
 mod storage;
 mod stream_config;
 mod subscription_config;
 mod time;
 
 pub use api::*;
-pub use config::Config;
+pub use config::{CleanupWindow, Config};
 pub use engine::Engine;
 pub use engine::partition_of_key;
+pub use engine::{NEWER_THAN_REQUESTED, UPCAST_ERROR};
 pub use error::{Error, ErrorClass, InvalidInput};
 pub use event::{Event, JSON, NewEvent, validate_batch};
 pub use ids::{ConnId, EventId, OpId, ReplayId, ReqId, SubId};
 pub use names::{ConsumerId, DLQ_SUFFIX, MAX_NAME_LEN, StreamName, SubscriptionName};
 #[cfg(feature = "planted-bugs")]
 pub use planted::PlantedBug;
+pub use schema::{
+    Rule, SchemaInfo, SchemaRegistration, SchemaRegistry, SchemaVersionInfo, UpcastFn, Upcaster,
+    schema_of,
+};
 pub use storage::*;
 pub use stream_config::{
-    DeliverySemantics, EphemeralLimits, Overflow, Scope, StreamConfig, StreamKind,
+    DeliverySemantics, EphemeralLimits, Overflow, RetentionPolicy, Scope, StreamConfig, StreamKind,
 };
 pub use subscription_config::{
     CommitStrategy, StartPosition, SubscriptionConfig, SubscriptionMode,

@@ -85,6 +85,18 @@ pub struct ReceiptRecord {
     pub timed_out: Option<UnixMillis>,
 }
 
+/// The relay position of one partition of a cross-service stream: every event below `next`
+/// was confirmed by the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRecord {
+    /// The stream.
+    pub stream: StreamName,
+    /// The partition.
+    pub partition: u32,
+    /// The first offset not confirmed.
+    pub next: u64,
+}
+
 /// A subscription as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionRecord {
@@ -125,6 +137,9 @@ pub struct RecoveredState {
     pub subscriptions: Vec<SubscriptionRecord>,
     /// Their cursors.
     pub cursors: Vec<CursorRecord>,
+    /// Relay positions of cross-service streams.
+    #[serde(default)]
+    pub relays: Vec<RelayRecord>,
 }
 
 /// A request to the store.
@@ -178,12 +193,46 @@ pub enum StorageRequest {
     DeleteSubscription(SubId),
     /// Upsert a cursor position; a store refuses it if the subscription is gone. Answer: `Done`.
     SaveCursor(CursorRecord),
+    /// Upsert the relay position of a partition; `NotFound` if the stream is gone. Answer:
+    /// `Done`.
+    SaveRelay(RelayRecord),
     /// Upsert read receipts, all of one subscription, atomically; a store refuses them
     /// (`NotFound`, nothing written) if the subscription is gone. Merging, so that saves may
     /// be applied in any order and repeated: `delivered_at` becomes the later of the stored
     /// and the new value, `read_at` keeps the stored value if there is one, `timed_out` becomes
     /// the later of the two. Answer: `Done`.
     SaveReceipts(Vec<ReceiptRecord>),
+    /// The lowest offset of a partition to keep so that the events from it to the head hold at
+    /// most `max_bytes` bytes of payloads and keys (the partition's next offset if even the
+    /// last event is larger; its first offset if everything fits). Answer: `Offset`.
+    RetentionCut {
+        /// The stream.
+        stream: StreamName,
+        /// The partition.
+        partition: u32,
+        /// The byte limit.
+        max_bytes: u64,
+    },
+    /// Remove the events of a partition below `before` (a prefix), `DELETE_BATCH` rows per
+    /// statement. The partition's first offset becomes at least `before` and its next offset
+    /// and last timestamp do not go back, even when no event is left. Repeating it is
+    /// harmless. Answer: `Done`.
+    Truncate {
+        /// The stream.
+        stream: StreamName,
+        /// The partition.
+        partition: u32,
+        /// The first offset kept.
+        before: u64,
+    },
+    /// Remove a stream's dedup ids that expired at or before `at`, `DELETE_BATCH` rows per
+    /// statement. Answer: `Done`.
+    ExpireDedup {
+        /// The stream.
+        stream: StreamName,
+        /// The time.
+        at: UnixMillis,
+    },
     /// Load receipts of a subscription ordered by (consumer, partition, offset), after
     /// `after`, at most `limit`. Answer: `Receipts`.
     LoadReceipts {

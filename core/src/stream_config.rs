@@ -53,8 +53,53 @@ pub enum Scope {
     /// Only this service's subscribers.
     #[default]
     Internal,
-    /// Also relayed over AMQP (SPEC 9).
+    /// Also relayed to the message broker (SPEC 9): `Output::Publish` in offset order per
+    /// partition, each until confirmed.
     CrossService,
+}
+
+/// How long a persistent stream keeps its events (SPEC 8). The limits hold per partition;
+/// an event goes when any of them is exceeded, and only whole prefixes of a partition are
+/// removed (never a hole). `Default`: keep everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetentionPolicy {
+    /// Events older than this (by their timestamp) go.
+    pub max_age: Option<Duration>,
+    /// At most this many events per partition are kept.
+    pub max_events: Option<u64>,
+    /// At most this many bytes (payloads and keys) per partition are kept.
+    pub max_bytes: Option<u64>,
+    /// Never remove an event some subscription of the stream has not acknowledged yet.
+    pub keep_unconsumed: bool,
+}
+
+impl RetentionPolicy {
+    /// Whether it removes nothing.
+    pub fn is_unlimited(&self) -> bool {
+        self.max_age.is_none() && self.max_events.is_none() && self.max_bytes.is_none()
+    }
+
+    /// Checks the limits (zero is refused: it would empty the stream).
+    pub fn validate(&self) -> Result<(), InvalidInput> {
+        let zero = [
+            (
+                "retention.max_age (ms)",
+                self.max_age.is_some_and(|d| d.is_zero()),
+            ),
+            ("retention.max_events", self.max_events == Some(0)),
+            ("retention.max_bytes", self.max_bytes == Some(0)),
+        ];
+        match zero.iter().find(|(_, z)| *z) {
+            Some((field, _)) => Err(InvalidInput::Range {
+                field,
+                value: 0,
+                min: 1,
+                max: u64::MAX,
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A stream's configuration.
@@ -72,6 +117,10 @@ pub struct StreamConfig {
     pub dedup_window: Duration,
     /// Internal or cross-service.
     pub scope: Scope,
+    /// Its retention (persistent streams); `None`: the engine's default policy
+    /// (`Config::default_retention`, or `Config::dead_letter_retention` for `<stream>.dlq`).
+    #[serde(default)]
+    pub retention: Option<RetentionPolicy>,
 }
 
 impl StreamConfig {
@@ -84,6 +133,7 @@ impl StreamConfig {
             delivery: DeliverySemantics::AtLeastOnce,
             dedup_window: Config::default().default_dedup_window,
             scope: Scope::Internal,
+            retention: None,
         }
     }
 
@@ -126,6 +176,15 @@ impl StreamConfig {
                 min: 1,
                 max: MAX_DLQ_SOURCE_NAME_LEN,
             });
+        }
+        if let Some(r) = &self.retention {
+            r.validate()?;
+            if self.is_ephemeral() {
+                return Err(InvalidInput::Conflict {
+                    field: "retention",
+                    reason: "ephemeral streams are bounded by max_events and max_bytes instead",
+                });
+            }
         }
         if let StreamKind::Ephemeral(l) = self.kind {
             if self.partitions != 1 {

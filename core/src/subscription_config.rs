@@ -127,6 +127,13 @@ pub struct SubscriptionConfig {
     /// ReadReceipt: how often old receipts are removed (1 h).
     #[serde(default = "default_receipt_cleanup_interval")]
     pub receipt_cleanup_interval: Duration,
+    /// The schema version wanted per event type (default: the latest registered).
+    #[serde(default)]
+    pub schema_versions: std::collections::BTreeMap<String, u32>,
+    /// Refuse (dead-letter) events newer than the version asked for, instead of delivering
+    /// them marked with `x-schema-newer-than-requested`.
+    #[serde(default)]
+    pub strict_versions: bool,
 }
 
 impl SubscriptionConfig {
@@ -148,6 +155,8 @@ impl SubscriptionConfig {
             redeliver_unread: false,
             receipt_ttl: d.default_receipt_ttl,
             receipt_cleanup_interval: d.default_receipt_cleanup_interval,
+            schema_versions: Default::default(),
+            strict_versions: false,
         }
     }
 

@@ -342,6 +342,19 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                         });
                     }
                 }
+                // No broker publisher is wired in yet (the AMQP transport comes later): the
+                // publish stays unconfirmed, so the relay position does not move and nothing
+                // is lost; the relay sends it again after a restart.
+                Output::Publish { op, stream, event } => {
+                    tracing::debug!(
+                        code = 8001,
+                        op = op.0,
+                        stream = %stream,
+                        partition = event.partition,
+                        offset = event.offset,
+                        "cross-service event waits for a broker publisher"
+                    );
+                }
                 Output::ConsumerNotice {
                     conn,
                     consumer,
@@ -447,6 +460,33 @@ fn log_notice(n: &Notice) {
             offset = position.offset,
             redelivered,
             "event delivered but not read within unread_timeout"
+        ),
+        Notice::Truncated {
+            stream,
+            partition,
+            first,
+            removed,
+        } => tracing::info!(
+            code = 1010,
+            stream = %stream,
+            partition,
+            first,
+            removed,
+            "retention removed a prefix of a partition"
+        ),
+        Notice::PublishFailed {
+            stream,
+            position,
+            error,
+            delay,
+        } => tracing::warn!(
+            code = 8002,
+            stream = %stream,
+            partition = position.partition,
+            offset = position.offset,
+            error = %error,
+            delay_ms = delay.as_millis() as u64,
+            "publish to the broker failed; sent again after a back-off"
         ),
         Notice::StorageRetry { what, error } => {
             tracing::warn!(code = 1002, what, error = %error, "storage request failed; retrying")

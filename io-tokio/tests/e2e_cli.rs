@@ -212,6 +212,47 @@ async fn client_commands_work_together(b: Backend) {
     let e = fails(&server, &["replay", "orders", "--from", "yesterday"], None);
     assert!(e.contains("--from"), "{e}");
 
+    ok(
+        &server,
+        &[
+            "schema",
+            "register",
+            "note",
+            "1",
+            "--json-schema",
+            r#"{"type":"object"}"#,
+        ],
+        None,
+    );
+    ok(
+        &server,
+        &[
+            "schema",
+            "register",
+            "note",
+            "2",
+            "--rules",
+            r#"[{"op":"add","field":"tag","default":"x"}]"#,
+        ],
+        None,
+    );
+    let e = fails(
+        &server,
+        &[
+            "schema",
+            "register",
+            "note",
+            "3",
+            "--rules",
+            "[{\"op\":\"explode\"}]",
+        ],
+        None,
+    );
+    assert!(e.contains("rules"), "{e}");
+    let schemas = ok(&server, &["schema", "list"], None);
+    assert_eq!(schemas[0]["event_type"], "note");
+    assert_eq!(schemas[0]["versions"].as_array().map(Vec::len), Some(2));
+
     assert_eq!(ok(&server, &["stream", "list"], None).len(), 1);
     ok(&server, &["stream", "delete", "orders"], None);
     let e = fails(&server, &["stream", "show", "orders"], None);

@@ -24,6 +24,7 @@ on_both_stores!(
     sigterm_during_a_publish_storm_loses_no_acknowledged_event,
     consumer_group_shares_partitions_by_generation,
     read_receipts_track_delivered_and_read,
+    upcasting_on_delivery_and_replay,
 );
 
 async fn publish_read_and_administer(b: Backend) {
@@ -929,5 +930,121 @@ async fn read_receipts_track_delivered_and_read(b: Backend) {
     match s.answer(id).await.0 {
         Out::ReceiptStatus(r) => assert_eq!((r.unread, r.last_read), (0, vec![2])),
         other => panic!("status answered {other:?}"),
+    }
+}
+
+async fn upcasting_on_delivery_and_replay(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "upcast");
+    let mut c = server.client().await;
+    let register = |version: u32, schema: &str, rules: &str| pb::RegisterSchemaRequest {
+        event_type: "order.created".into(),
+        version,
+        json_schema: schema.into(),
+        rules_json: rules.into(),
+    };
+    c.register_schema(register(1, r#"{"type":"object","required":["name"]}"#, ""))
+        .await
+        .expect("v1");
+    c.register_schema(register(
+        2,
+        "",
+        r#"[{"op":"rename","from":"name","to":"customer"}]"#,
+    ))
+    .await
+    .expect("v2");
+    c.register_schema(register(
+        3,
+        r#"{"type":"object","required":["customer","currency"]}"#,
+        r#"[{"op":"add","field":"currency","default":"EUR"}]"#,
+    ))
+    .await
+    .expect("v3");
+    // v4 requires a field that neither v3 nor its upcaster gives: refused, naming it.
+    let e = c
+        .register_schema(register(4, r#"{"type":"object","required":["vat"]}"#, "[]"))
+        .await
+        .expect_err("incompatible");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(
+        e.get_details_error_info().map(|i| i.reason),
+        Some("SCHEMA_INCOMPATIBLE".into())
+    );
+    assert!(e.message().contains("vat"), "{}", e.message());
+    let e = c
+        .register_schema(register(7, "", ""))
+        .await
+        .expect_err("not next");
+    assert_ne!(e.code(), Code::Ok);
+    let listed = c
+        .list_schemas(pb::Empty {})
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(
+        listed.schemas[0].versions.len(),
+        3,
+        "nothing of the refused ones kept"
+    );
+
+    create_stream(&mut c, "orders", 1).await;
+    let mut e = json_event("order.created", r#"{"name":"ann"}"#);
+    e.schema_version = 1;
+    publish(&mut c, "orders", vec![e]).await;
+    let mut latest = open("orders", "billing", "c1");
+    latest.create = Some(pb::SubscriptionConfig::default());
+    let mut s = Session::open(&mut c, latest).await;
+    let got = s.events(1).await;
+    let ev = got[0].event.as_ref().expect("event");
+    assert_eq!(ev.schema_version, 3, "upcast to the latest by default");
+    let data: serde_json::Value = serde_json::from_slice(&ev.payload).expect("json");
+    assert_eq!(
+        data,
+        serde_json::json!({"customer": "ann", "currency": "EUR"})
+    );
+
+    let mut v2 = open("orders", "legacy", "c2");
+    v2.create = Some(pb::SubscriptionConfig {
+        schema_versions: [("order.created".to_string(), 2)].into(),
+        ..Default::default()
+    });
+    let mut s2 = Session::open(&mut c, v2).await;
+    let got = s2.events(1).await;
+    let ev = got[0].event.as_ref().expect("event");
+    assert_eq!(ev.schema_version, 2);
+    let data: serde_json::Value = serde_json::from_slice(&ev.payload).expect("json");
+    assert_eq!(data, serde_json::json!({"customer": "ann"}));
+
+    // Stored bytes never change: a read gives v1, a replay asking for v2 gives v2.
+    let read = c
+        .read(pb::ReadRequest {
+            stream: "orders".into(),
+            partition: 0,
+            from: 0,
+            max: 1,
+        })
+        .await
+        .expect("read")
+        .into_inner();
+    assert_eq!(read.events[0].payload.as_ref(), br#"{"name":"ann"}"#);
+    let mut r = c
+        .replay(pb::ReplayRequest {
+            stream: "orders".into(),
+            schema_versions: [("order.created".to_string(), 2)].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("replay")
+        .into_inner();
+    loop {
+        let m = within("replay", r.message())
+            .await
+            .expect("ok")
+            .expect("item");
+        if let Some(pb::replay_response::Kind::Events(d)) = m.kind {
+            let ev = d.events[0].event.as_ref().expect("event");
+            assert_eq!(ev.schema_version, 2);
+            break;
+        }
     }
 }

@@ -438,7 +438,10 @@ impl Sim {
                         n.world.replay_ended(conn, replay);
                     }
                 }
-                Output::Notice(_) | Output::Assignment { .. } | Output::ConsumerNotice { .. } => {}
+                Output::Notice(_)
+                | Output::Assignment { .. }
+                | Output::ConsumerNotice { .. }
+                | Output::Publish { .. } => {}
             }
         }
         if let Some(v) = self.nodes[node].checker.take_violation() {

@@ -157,6 +157,13 @@ fn digest_output(h: &mut Xxh3, out: &Output) {
             u(h, 5);
             h.update(format!("{n:?}").as_bytes());
         }
+        Output::Publish { op, stream, event } => {
+            u(h, 8);
+            u(h, op.0);
+            h.update(stream.as_str().as_bytes());
+            u(h, u64::from(event.partition));
+            u(h, event.offset);
+        }
         Output::ConsumerNotice {
             conn,
             consumer,
@@ -258,6 +265,13 @@ fn digest_reply(h: &mut Xxh3, r: &Reply) {
             u(h, 21);
             u(h, st.unread);
             h.update(format!("{:?}{:?}", st.last_read, st.receipt).as_bytes());
+        }
+        Reply::Schemas(list) => {
+            u(h, 22);
+            for s in list {
+                h.update(s.event_type.as_bytes());
+                u(h, s.versions.len() as u64);
+            }
         }
         Reply::Committed(positions) => {
             u(h, 19);

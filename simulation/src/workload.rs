@@ -534,6 +534,7 @@ impl Generator<'_> {
                 .chance(500)
                 .then(|| Duration::from_millis(r.range(10, 2_000))),
             from_first_available: r.coin(),
+            ..ReplayOptions::default()
         };
         Some(Command::Replay {
             stream: s.config.name.clone(),

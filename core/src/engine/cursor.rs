@@ -93,6 +93,8 @@ pub(crate) struct PartCursor {
     /// Ordered by key: pending offsets per key hash, ascending.
     pub(crate) keys: BTreeMap<u64, VecDeque<u64>>,
     pub(crate) save: SaveState,
+    /// When an event was last settled here (lag figures).
+    pub(crate) last_progress: Option<crate::time::UnixMillis>,
 }
 
 impl PartCursor {

@@ -82,6 +82,7 @@ impl Group {
             generation: self.generation,
             owners: self.owners.clone(),
             uncommitted: self.uncommitted.clone(),
+            members: Vec::new(),
         }
     }
 }

@@ -14,16 +14,23 @@
 //! `dedup` (the idempotency window), `cursor` (one subscription position in one partition),
 //! `subscriptions` (modes, delivery, acks, dead letters, resets), `groups` (consumer group
 //! membership, generations, sticky assignment, commit strategies), `receipts` (read receipts,
-//! unread timeouts, receipt cleanup), `replay`, `recovery`, and
+//! unread timeouts, receipt cleanup), `retention` (retention runs and dedup id expiry),
+//! `schemas` (the registry's commands and upcasting on delivery and replay), `relay` (the
+//! broker relay of cross-service streams), `lag` (lag and stall figures),
+//! `replay`, `recovery`, and
 //! `resolve` (turning start positions into offsets).
 
 mod cursor;
 mod dedup;
 mod groups;
+mod lag;
 mod receipts;
 mod recovery;
+mod relay;
 mod replay;
 mod resolve;
+mod retention;
+mod schemas;
 mod streams;
 mod subscriptions;
 
@@ -42,6 +49,7 @@ use std::sync::Arc;
 pub(crate) use cursor::SlotKey;
 use replay::Replay;
 use resolve::Resolve;
+pub use schemas::{NEWER_THAN_REQUESTED, UPCAST_ERROR};
 pub use streams::partition_of_key;
 use streams::{AppendFlight, Stream};
 use subscriptions::Subscription;
@@ -100,6 +108,25 @@ pub(crate) enum Op {
     ReceiptFetch {
         key: SlotKey,
     },
+    RetentionFind {
+        cut: u64,
+    },
+    Truncate {
+        stream: StreamName,
+        partition: u32,
+        before: u64,
+    },
+    ExpireDedup {
+        stream: StreamName,
+    },
+    SaveRelay {
+        stream: StreamName,
+        partition: u32,
+    },
+    RelayFetch {
+        stream: StreamName,
+        partition: u32,
+    },
     Fetch {
         key: cursor::CursorKey,
         generation: u64,
@@ -143,6 +170,10 @@ pub(crate) enum Timer {
     Unread(SlotKey),
     /// A read receipt subscription's cleanup of old receipts.
     ReceiptCleanup(SubId),
+    /// Retention and the removal of expired dedup ids (engine-wide).
+    Cleanup,
+    /// A cross-service stream's relay may send again after a failed publish.
+    Relay(StreamName),
 }
 
 /// How far the engine is in its life.
@@ -216,6 +247,15 @@ pub struct Engine {
     /// numbers, so a stream deleted and created again never reuses one.
     streams_made: u64,
     seed: u64,
+    /// Publishes waiting for the broker: stream, partition, offset.
+    publishes: BTreeMap<OpId, (StreamName, u32, u64)>,
+    /// Event types, versions and upcasters.
+    schemas: crate::schema::SchemaRegistry,
+    /// When the retention run is due, if its timer is set.
+    cleanup_due: Option<MonoNanos>,
+    /// Retention cuts being worked out, by number.
+    cuts: BTreeMap<u64, retention::Cut>,
+    next_cut: u64,
     /// PLANTED BUG switch (test-only, feature `planted-bugs`).
     #[cfg(feature = "planted-bugs")]
     pub(crate) planted: Option<crate::PlantedBug>,
@@ -260,6 +300,11 @@ impl Engine {
                 seed,
             ),
             seed,
+            publishes: BTreeMap::new(),
+            schemas: crate::schema::SchemaRegistry::default(),
+            cleanup_due: None,
+            cuts: BTreeMap::new(),
+            next_cut: 1,
             #[cfg(feature = "planted-bugs")]
             planted: None,
         };
@@ -311,6 +356,7 @@ impl Engine {
             }
             Input::ConnClosed { conn } => self.conn_closed(conn),
             Input::StorageDone { op, result } => self.storage_done(op, result),
+            Input::PublishDone { op, result } => self.publish_done(op, result),
             Input::Tick => {}
         }
         self.fire_timers();
@@ -348,6 +394,8 @@ impl Engine {
                 | Command::Commit { .. }
                 | Command::MarkRead { .. }
                 | Command::ReceiptStatus { .. }
+                | Command::RegisterSchema(_)
+                | Command::ListSchemas
         );
         if needs_storage && self.ops.len() >= self.cfg.max_storage_ops {
             let limit = self.cfg.max_storage_ops as u64;
@@ -474,6 +522,11 @@ impl Engine {
                 consumer,
                 position,
             } => self.receipt_status(origin, stream, subscription, consumer, position),
+            Command::RegisterSchema(reg) => self.register_schema_cmd(origin, reg),
+            Command::ListSchemas => {
+                let list = self.schemas.describe();
+                self.reply(conn, req, Ok(Reply::Schemas(list)));
+            }
         }
     }
 
@@ -594,6 +647,11 @@ impl Engine {
             | Op::ExpireReceipts { sub }
             | Op::LoadReceipts { sub } => self.subs.contains_key(sub),
             Op::ReceiptFetch { key } => self.subs.contains_key(&key.key.sub),
+            Op::RetentionFind { cut } => self.cuts.contains_key(cut),
+            Op::Truncate { stream, .. }
+            | Op::ExpireDedup { stream }
+            | Op::SaveRelay { stream, .. }
+            | Op::RelayFetch { stream, .. } => self.streams.contains_key(stream),
             Op::ReplayRead { replay } => self.replays.contains_key(replay),
             _ => true,
         }
@@ -616,6 +674,10 @@ impl Engine {
             Op::SaveReceipts { .. } | Op::ExpireReceipts { .. } => self.receipts_op_done(p, result),
             Op::LoadReceipts { .. } => self.recovery_done(p, result),
             Op::ReceiptFetch { .. } => self.receipt_fetch_done(p, result),
+            Op::RetentionFind { .. } | Op::Truncate { .. } | Op::ExpireDedup { .. } => {
+                self.retention_op_done(p, result)
+            }
+            Op::SaveRelay { .. } | Op::RelayFetch { .. } => self.relay_op_done(p, result),
             Op::Fetch { .. } => self.fetch_done(p, result),
             Op::ReplayRead { .. } => self.replay_read_done(p, result),
         }
@@ -641,6 +703,8 @@ impl Engine {
                 Timer::Commit(sub) => self.periodic_commit(sub),
                 Timer::Unread(key) => self.unread_expired(at, key),
                 Timer::ReceiptCleanup(sub) => self.receipt_cleanup(sub),
+                Timer::Cleanup => self.cleanup_due_now(),
+                Timer::Relay(name) => self.relay_wake(&name),
             }
         }
     }
@@ -651,10 +715,17 @@ impl Engine {
         self.write_epoch.wrapping_add(self.streams_made << 32)
     }
 
-    /// Number of timers set (for tests of boundedness).
+    /// Number of timers set (for tests of boundedness), not counting the one engine-wide
+    /// retention timer (see `retention_due`).
     #[doc(hidden)]
     pub fn timer_count(&self) -> usize {
-        self.timers.len()
+        self.timers.len() - usize::from(self.cleanup_due.is_some())
+    }
+
+    /// When the next retention run is due, if one is set.
+    #[doc(hidden)]
+    pub fn retention_due(&self) -> Option<MonoNanos> {
+        self.cleanup_due
     }
 
     /// Number of storage requests in flight.
@@ -709,6 +780,19 @@ fn validate_config(c: &Config) -> Result<(), InvalidInput> {
             });
         }
     }
+    if c.cleanup_interval.is_zero() {
+        return Err(InvalidInput::Range {
+            field: "cleanup_interval (ms)",
+            value: 0,
+            min: 1,
+            max: u64::MAX,
+        });
+    }
+    if let Some(w) = &c.cleanup_window {
+        w.validate()?;
+    }
+    c.default_retention.validate()?;
+    c.dead_letter_retention.validate()?;
     if c.max_write_events < c.max_batch_events {
         return Err(InvalidInput::Conflict {
             field: "max_write_events",

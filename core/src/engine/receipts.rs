@@ -595,6 +595,7 @@ impl Engine {
             }
         }
         if !events.is_empty() {
+            let before = self.out.len();
             self.out.push_back(Output::Deliver {
                 conn,
                 stream: stream_name.clone(),
@@ -602,6 +603,7 @@ impl Engine {
                 consumer,
                 events,
             });
+            self.shape_deliveries(id, before);
         }
         for (p, o) in fetch {
             let key = SlotKey {
@@ -679,6 +681,7 @@ impl Engine {
         h.redeliveries += 1;
         h.redelivered = true;
         let attempt = h.redeliveries + 1;
+        let before = self.out.len();
         self.out.push_back(Output::Deliver {
             conn,
             stream,
@@ -686,6 +689,7 @@ impl Engine {
             consumer,
             events: vec![Delivered { event: ev, attempt }],
         });
+        self.shape_deliveries(key.key.sub, before);
     }
 
     /// Removes receipts older than `receipt_ttl`, in memory and in the store; runs again while

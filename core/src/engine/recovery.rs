@@ -73,6 +73,15 @@ impl Engine {
             s.clock = s.parts.iter().map(|p| p.last_ts).max().unwrap_or_default();
             self.streams.insert(name, s);
         }
+        for r in state.relays {
+            if let Some(relay) = self
+                .streams
+                .get_mut(&r.stream)
+                .and_then(|s| s.relay.as_mut())
+            {
+                relay.recover(r.partition, r.next);
+            }
+        }
         for rec in state.subscriptions {
             let Some(stream) = self.streams.get_mut(&rec.config.stream) else {
                 continue;
@@ -155,6 +164,17 @@ impl Engine {
 
     fn finish_recovery(&mut self) {
         self.phase = Phase::Ready;
+        self.arm_cleanup();
+        // Cross-service streams send again everything not confirmed before the restart.
+        let relayed: Vec<StreamName> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.relay.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in relayed {
+            self.relay_pump(&name);
+        }
         let (streams, subscriptions) = (self.streams.len(), self.subs.len());
         self.notice(Notice::Recovered {
             streams,

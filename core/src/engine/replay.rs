@@ -29,6 +29,9 @@ pub(crate) struct Replay {
     refilled: MonoNanos,
     max_events: Option<u64>,
     types: BTreeSet<String>,
+    /// Schema versions asked for, per event type, and whether newer ones are left out.
+    versions: std::collections::BTreeMap<String, u32>,
+    strict: bool,
     end_time: Option<UnixMillis>,
     progress_every: Duration,
     next_progress: MonoNanos,
@@ -90,6 +93,8 @@ impl Engine {
             refilled: now,
             max_events: o.max_events,
             types: o.event_types.into_iter().collect(),
+            versions: o.schema_versions,
+            strict: o.strict_versions,
             end_time: match from {
                 ReplayFrom::TimeRange(_, end) => Some(end),
                 _ => None,
@@ -352,6 +357,8 @@ impl Engine {
                 r.tokens -= n as u64 * UNIT;
             }
             let conn = r.conn;
+            let (asked, strict) = (r.versions.clone(), r.strict);
+            let events = self.shape_replay(events, &asked, strict);
             self.out.push_back(Output::Replay {
                 conn,
                 replay: id,

@@ -142,6 +142,8 @@ pub(crate) struct Stream {
     linger: Linger,
     /// Monotonic wall clock of the stream: dedup expiries never go back.
     pub(crate) clock: UnixMillis,
+    /// Cross-service streams: the relay to the broker.
+    pub(crate) relay: Option<super::relay::Relay>,
     delete_waiting: Option<Origin>,
 }
 
@@ -155,6 +157,8 @@ impl Stream {
         let parts = (0..config.partitions)
             .map(|_| Partition::default())
             .collect();
+        let relay = (config.scope == crate::stream_config::Scope::CrossService)
+            .then(|| super::relay::Relay::new(config.partitions as usize));
         Stream {
             config,
             status,
@@ -169,6 +173,7 @@ impl Stream {
             failed_ids: 0,
             next_seq: first_seq,
             clock: UnixMillis(0),
+            relay,
             delete_waiting: None,
             last_write_requests: 0,
             linger: Linger::Off,
@@ -191,6 +196,10 @@ impl Stream {
                 })
                 .collect(),
             subscriptions: self.subs.len(),
+            relay: self
+                .relay
+                .as_ref()
+                .map(|r| r.parts.iter().map(|p| p.confirmed).collect()),
         }
     }
 }
@@ -297,6 +306,7 @@ impl Engine {
         let Some(s) = self.streams.remove(name) else {
             return;
         };
+        self.forget_publishes(name);
         for sub in s.subs {
             self.remove_subscription(sub);
         }
@@ -309,6 +319,7 @@ impl Engine {
                 if let Some(s) = self.streams.get_mut(&name) {
                     s.status = StreamStatus::Ready;
                 }
+                self.arm_cleanup();
                 if let Some(o) = origin {
                     self.reply_to(o, Ok(Reply::Done));
                 }

@@ -150,10 +150,12 @@ impl Subscription {
                     floors: c.parts.iter().map(PartCursor::floor).collect(),
                     next: c.parts.iter().map(|p| p.next).collect(),
                     pending: c.parts.iter().map(PartCursor::pending_count).sum(),
+                    figures: Default::default(),
                 })
                 .collect(),
             attached: self.consumers.keys().cloned().collect(),
             group: self.group.as_ref().map(super::groups::Group::info),
+            figures: Default::default(),
         }
     }
 }
@@ -615,13 +617,16 @@ impl Engine {
         name: &SubscriptionName,
     ) -> Result<SubscriptionInfo, Error> {
         let id = self.sub_id(stream, name)?;
-        self.subs
+        let sub = self
+            .subs
             .get(&id)
-            .map(Subscription::info)
             .ok_or_else(|| Error::SubscriptionNotFound {
                 stream: stream.clone(),
                 subscription: name.clone(),
-            })
+            })?;
+        let mut info = sub.info();
+        self.add_figures(sub, &mut info);
+        Ok(info)
     }
 
     // ---- consumers -------------------------------------------------------------------------
@@ -828,6 +833,12 @@ impl Engine {
         sub.pump(&mut ctx, &mut self.out);
         let (fetches, saves) = (ctx.fetches, ctx.saves);
         let stream = sub.config.stream.clone();
+        // Schemas: each event at the version the subscription asks for (a refused event is
+        // dead-lettered; at-most-once ones, which hold no slot, are dropped).
+        self.shape_deliveries(id, before);
+        let Some(sub) = self.subs.get(&id) else {
+            return;
+        };
         // At-most-once on a persistent stream: the position moves before the events go out, so
         // a crash in between loses them rather than delivering them twice.
         if sub.durable && sub.delivery == DeliverySemantics::AtMostOnce && !saves.is_empty() {
@@ -861,6 +872,12 @@ impl Engine {
         }
         // At-most-once deliveries are acknowledgements: positions moved.
         let moved = !saves.is_empty();
+        let wall = self.now.wall;
+        for key in &saves {
+            if let Some(pc) = self.part_cursor(*key) {
+                pc.last_progress = Some(wall);
+            }
+        }
         for key in saves {
             self.save_cursor(key);
         }
@@ -875,8 +892,12 @@ impl Engine {
             return;
         };
         let ids: Vec<SubId> = s.subs.iter().copied().collect();
+        let relayed = s.relay.is_some();
         for id in ids {
             self.pump(id);
+        }
+        if relayed {
+            self.relay_pump(name);
         }
     }
 
@@ -1100,6 +1121,7 @@ impl Engine {
     /// Resolves a pending slot (acknowledged or dead-lettered) if `allowed` accepts its state:
     /// clears its timer, returns the consumer's credit, unblocks its key.
     pub(crate) fn settle(&mut self, key: SlotKey, allowed: impl Fn(&SlotState) -> bool) -> bool {
+        let wall = self.now.wall;
         let Some(pc) = self.part_cursor(key.key) else {
             return false;
         };
@@ -1113,6 +1135,7 @@ impl Engine {
         let Some(pending) = pc.settle(key.offset) else {
             return false;
         };
+        pc.last_progress = Some(wall);
         if let Some(h) = pending.key_hash
             && let Some(q) = pc.keys.get_mut(&h)
         {
@@ -1136,7 +1159,7 @@ impl Engine {
     }
 
     /// Clears the timer of a slot leaving `state` and returns its consumer's credit.
-    fn release(&mut self, key: SlotKey, state: &SlotState) {
+    pub(crate) fn release(&mut self, key: SlotKey, state: &SlotState) {
         self.clear_timer(key, state);
         if let SlotState::InFlight { consumer, .. } = state
             && let Some(c) = self
@@ -1450,7 +1473,7 @@ impl Engine {
     }
 
     /// Appends a copy of the slot's event to `<stream>.dlq`; the slot settles when it commits.
-    fn dead_letter(&mut self, key: SlotKey, error: String) {
+    pub(crate) fn dead_letter(&mut self, key: SlotKey, error: String) {
         let Some(sub) = self.subs.get(&key.key.sub) else {
             return;
         };

@@ -10,11 +10,17 @@
 //! shutdown_timeout = "10s"
 //! # journal = "./engine.journal"  # record the engine's inputs for the simulator
 //!
+//! [retention]                       # the default policy, and when cleanup runs
+//! max_age = "30days"
+//! cleanup_interval = "1h"
+//! cleanup_window = { start = "02:00", end = "04:00" }   # UTC; start > end wraps midnight
+//!
 //! [[streams]]
 //! name = "orders"
 //! partitions = 4
 //! delivery = "at-least-once"        # "at-most-once", "exactly-once"
 //! dedup_window = "10m"
+//! retention = { max_events = 1000000, keep_unconsumed = true }
 //!
 //! [[streams]]
 //! name = "presence"
@@ -27,6 +33,16 @@
 //! start = "beginning"               # "end", an offset, or a time like "2026-11-27T10:00:00Z"
 //! ack_wait = "30s"
 //! max_deliveries = 5
+//!
+//! [[schemas]]                       # registered at start, in order
+//! event_type = "order.created"
+//! version = 1
+//! schema = { type = "object", required = ["name"] }
+//!
+//! [[schemas]]
+//! event_type = "order.created"
+//! version = 2
+//! rules = [{ op = "rename", from = "name", to = "customer" }, { op = "add", field = "currency", default = "EUR" }]
 //! ```
 
 use crate::server::store::StoreSpec;
@@ -35,8 +51,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tributary_core::{
-    CommitStrategy, Config, DeliverySemantics, Overflow, Scope, StartPosition, StreamConfig,
-    StreamName, SubscriptionConfig, SubscriptionMode, SubscriptionName, UnixMillis,
+    CleanupWindow, CommitStrategy, Config, DeliverySemantics, Overflow, RetentionPolicy,
+    SchemaRegistration, Scope, StartPosition, StreamConfig, StreamName, SubscriptionConfig,
+    SubscriptionMode, SubscriptionName, UnixMillis,
 };
 
 /// The default data folder.
@@ -72,9 +89,16 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<Duration>,
     /// Record the engine's inputs in this file (for the simulator).
     pub journal: Option<PathBuf>,
+    /// The default retention policy and the cleanup schedule.
+    pub retention: Option<RetentionSection>,
+    /// The retention of dead letter streams.
+    pub dead_letter_retention: Option<RetentionDecl>,
     /// Streams to create at start when missing.
     #[serde(default)]
     pub streams: Vec<StreamDecl>,
+    /// Schema versions to register at start, in order.
+    #[serde(default)]
+    pub schemas: Vec<SchemaRegistration>,
     /// Subscriptions to create at start when missing.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionDecl>,
@@ -98,6 +122,79 @@ pub struct StreamDecl {
     pub cross_service: bool,
     /// In memory only, with these bounds.
     pub ephemeral: Option<EphemeralDecl>,
+    /// What retention removes (persistent streams; unset: the default policy).
+    pub retention: Option<RetentionDecl>,
+}
+
+/// A retention policy, as written in the file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionDecl {
+    /// Events older than this go.
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// At most this many events per partition.
+    pub max_events: Option<u64>,
+    /// At most this many bytes per partition.
+    pub max_bytes: Option<u64>,
+    /// Never remove an event a subscription has not acknowledged.
+    #[serde(default)]
+    pub keep_unconsumed: bool,
+}
+
+impl RetentionDecl {
+    fn policy(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            max_age: self.max_age,
+            max_events: self.max_events,
+            max_bytes: self.max_bytes,
+            keep_unconsumed: self.keep_unconsumed,
+        }
+    }
+}
+
+/// The `[retention]` table: the default policy of streams without one, and when cleanup runs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// The default policy.
+    #[serde(flatten)]
+    pub default: RetentionDecl,
+    /// How often cleanup runs (1h).
+    #[serde(default, with = "humantime_serde")]
+    pub cleanup_interval: Option<Duration>,
+    /// Only between these UTC times of day, `"HH:MM"` (start after end wraps midnight).
+    pub cleanup_window: Option<WindowDecl>,
+}
+
+/// A cleanup window, as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowDecl {
+    /// `"HH:MM"` or `"HH:MM:SS"`, UTC.
+    pub start: String,
+    /// `"HH:MM"` or `"HH:MM:SS"`, UTC.
+    pub end: String,
+}
+
+/// Seconds after midnight of `HH:MM[:SS]`.
+fn time_of_day(s: &str) -> Result<u32, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let num = |p: &str, max: u32| p.parse::<u32>().ok().filter(|v| *v <= max);
+    match parts.as_slice() {
+        [h, m] | [h, m, _] => {
+            let sec = if parts.len() == 3 {
+                num(parts[2], 59)
+            } else {
+                Some(0)
+            };
+            match (num(h, 23), num(m, 59), sec) {
+                (Some(h), Some(m), Some(sec)) => Ok(h * 3600 + m * 60 + sec),
+                _ => Err(format!("{s:?}: expected HH:MM or HH:MM:SS (UTC)")),
+            }
+        }
+        _ => Err(format!("{s:?}: expected HH:MM or HH:MM:SS (UTC)")),
+    }
 }
 
 /// Delivery semantics, as written in the file.
@@ -292,6 +389,10 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Where to journal the engine's inputs, if anywhere.
     pub journal: Option<PathBuf>,
+    /// The engine's configuration (limits and defaults, retention and cleanup).
+    pub engine: Config,
+    /// Schema versions to register at start.
+    pub schemas: Vec<SchemaRegistration>,
     /// Streams to create when missing.
     pub streams: Vec<StreamConfig>,
     /// Subscriptions to create when missing.
@@ -353,10 +454,48 @@ impl Settings {
             log_format: over.log_format.or(file.log_format).unwrap_or_default(),
             shutdown_timeout: file.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
             journal: over.journal.or(file.journal),
+            engine: engine_config(file.retention.as_ref(), file.dead_letter_retention.as_ref())?,
+            schemas: file.schemas,
             streams,
             subscriptions,
         })
     }
+}
+
+/// The engine's configuration: SPEC's defaults, with the file's retention and cleanup.
+fn engine_config(
+    retention: Option<&RetentionSection>,
+    dead_letters: Option<&RetentionDecl>,
+) -> Result<Config, ConfigError> {
+    let mut c = Config::default();
+    if let Some(r) = retention {
+        c.default_retention = r.default.policy();
+        c.default_retention
+            .validate()
+            .map_err(|e| invalid("retention".into(), e))?;
+        if let Some(i) = r.cleanup_interval {
+            c.cleanup_interval = i;
+        }
+        if let Some(w) = &r.cleanup_window {
+            let window = CleanupWindow {
+                start: time_of_day(&w.start)
+                    .map_err(|e| invalid("retention.cleanup_window.start".into(), e))?,
+                end: time_of_day(&w.end)
+                    .map_err(|e| invalid("retention.cleanup_window.end".into(), e))?,
+            };
+            window
+                .validate()
+                .map_err(|e| invalid("retention.cleanup_window".into(), e))?;
+            c.cleanup_window = Some(window);
+        }
+    }
+    if let Some(d) = dead_letters {
+        c.dead_letter_retention = d.policy();
+        c.dead_letter_retention
+            .validate()
+            .map_err(|e| invalid("dead_letter_retention".into(), e))?;
+    }
+    Ok(c)
 }
 
 type DeclError = (&'static str, String);
@@ -393,6 +532,7 @@ impl StreamDecl {
         if self.cross_service {
             c.scope = Scope::CrossService;
         }
+        c.retention = self.retention.as_ref().map(RetentionDecl::policy);
         c.validate(&Config::default())
             .map_err(|e| ("", e.to_string()))?;
         Ok(c)
@@ -571,6 +711,46 @@ mod tests {
         };
         let e = Settings::resolve(FileConfig::default(), over).expect_err("refused");
         assert!(e.to_string().contains("mysql://x"), "{e}");
+    }
+
+    #[test]
+    fn retention_schemas_and_cleanup_window_are_read() {
+        let file = parse(
+            r#"
+            [retention]
+            max_age = "30days"
+            cleanup_window = { start = "23:00", end = "01:30" }
+
+            [[streams]]
+            name = "orders"
+            retention = { max_events = 100, keep_unconsumed = true }
+
+            [[schemas]]
+            event_type = "order.created"
+            version = 2
+            rules = [{ op = "rename", from = "name", to = "customer" }]
+            "#,
+        )
+        .expect("valid");
+        let s = Settings::resolve(file, Overrides::default()).expect("valid");
+        assert_eq!(
+            s.engine.default_retention.max_age,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(
+            s.engine.cleanup_window,
+            Some(CleanupWindow {
+                start: 23 * 3600,
+                end: 5400
+            })
+        );
+        let r = s.streams[0].retention.expect("retention");
+        assert_eq!((r.max_events, r.keep_unconsumed), (Some(100), true));
+        assert_eq!(s.schemas[0].rules.len(), 1);
+        let bad = parse("[retention]\ncleanup_window = { start = \"25:00\", end = \"01:00\" }")
+            .expect("toml");
+        let e = Settings::resolve(bad, Overrides::default()).expect_err("refused");
+        assert!(e.to_string().contains("cleanup_window.start"), "{e}");
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         .map_err(ServeError::Store)?;
     let config = Config {
         max_append_writes_in_flight: store.writes_in_flight(),
-        ..Config::default()
+        ..settings.engine.clone()
     };
     let clock = Clock::default();
     let (seed, start_at) = (rand::random(), clock.now());
@@ -240,9 +240,21 @@ impl Bound {
     }
 }
 
-/// Creates the declared streams and subscriptions that do not exist yet. One that exists
-/// with another configuration is left as it is, with a warning.
+/// Registers the declared schemas, and creates the declared streams and subscriptions that do
+/// not exist yet. One that exists with another configuration is left as it is, with a warning.
 async fn declare(handle: &Handle, settings: &Settings) -> Result<(), ServeError> {
+    for r in &settings.schemas {
+        if let Err(error) = handle
+            .call(NO_CONN, Command::RegisterSchema(r.clone()))
+            .await
+        {
+            return Err(ServeError::Declare {
+                what: format!("schema {} v{}", r.event_type, r.version),
+                error,
+            });
+        }
+        tracing::info!(code = 6000, event_type = %r.event_type, version = r.version, "declared schema registered");
+    }
     for s in &settings.streams {
         match handle.call(NO_CONN, Command::CreateStream(s.clone())).await {
             Ok(_) => tracing::info!(code = 1001, stream = %s.name, "declared stream created"),

@@ -185,7 +185,8 @@ impl Checker {
                     self.storage_done(&req, result);
                 }
             }
-            Input::Tick => {}
+            // The workload makes no cross-service streams yet.
+            Input::Tick | Input::PublishDone { .. } => {}
         }
     }
 
@@ -211,7 +212,7 @@ impl Checker {
             Output::Replay { conn, replay, item } => self.replay_item(*conn, *replay, item),
             Output::Notice(n) => self.notice(n),
             // The workload makes no consumer groups yet.
-            Output::Assignment { .. } | Output::ConsumerNotice { .. } => {}
+            Output::Assignment { .. } | Output::ConsumerNotice { .. } | Output::Publish { .. } => {}
         }
     }
 

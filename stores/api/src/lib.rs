@@ -29,9 +29,9 @@ pub use codec::{
     to_json,
 };
 pub use records::{
-    CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_SUBSCRIPTIONS, SubscriptionRow,
-    cursor_record, dedup_record, existing_stream, partition_head, receipt_record, recovered,
-    subscription_record,
+    CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS, RECOVER_SUBSCRIPTIONS,
+    RelayRow, SubscriptionRow, cursor_record, dedup_record, existing_stream, partition_head,
+    receipt_record, recovered, subscription_record,
 };
 pub use sql_errors::{codec, committed, failed};
 

@@ -177,11 +177,27 @@ pub struct CursorRow {
     pub acked: String,
 }
 
+/// The relay positions of cross-service streams, by stream name.
+pub const RECOVER_RELAYS: &str = r#"SELECT s.name, r.partition, r.next_offset FROM tributary_relay r
+    JOIN tributary_streams s ON s.id = r.stream_id ORDER BY s.name, r.partition"#;
+
+/// A row of [`RECOVER_RELAYS`].
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RelayRow {
+    /// The stream's name.
+    pub name: String,
+    /// The partition.
+    pub partition: i32,
+    /// The first offset not confirmed.
+    pub next_offset: i64,
+}
+
 /// The state to recover from, and each stream's surrogate id, from the recovery rows.
 pub fn recovered(
     heads: Vec<HeadRow>,
     subs: Vec<SubscriptionRow>,
     cursors: Vec<CursorRow>,
+    relays: Vec<RelayRow>,
 ) -> Result<
     (
         tributary_core::RecoveredState,
@@ -218,11 +234,23 @@ pub fn recovered(
         .iter()
         .map(|r| cursor_record(r.sub_id, &r.consumer, r.partition, r.floor, &r.acked))
         .collect::<Result<Vec<_>, _>>()?;
+    let relays = relays
+        .iter()
+        .map(|r| {
+            Ok(tributary_core::RelayRecord {
+                stream: tributary_core::StreamName::new(&r.name)
+                    .map_err(|e| CodecError(format!("relay stream: {e}")))?,
+                partition: u32_of(r.partition),
+                next: u64_of(r.next_offset),
+            })
+        })
+        .collect::<Result<Vec<_>, CodecError>>()?;
     Ok((
         tributary_core::RecoveredState {
             streams: streams.into_values().collect(),
             subscriptions,
             cursors,
+            relays,
         },
         ids,
     ))

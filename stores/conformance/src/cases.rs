@@ -313,6 +313,154 @@ pub async fn find_offset_by_time<S: Store>(s: &S) {
     }
 }
 
+/// Retention: the byte cut counts payloads and keys from the head; a truncation removes a
+/// prefix only, never lowers the first offset, and keeps the next offset and last timestamp
+/// when nothing is left; expired dedup ids are removed.
+pub async fn retention_cuts_truncates_prefixes_and_expires_dedup_ids<S: Store>(s: &S) {
+    ok(s, StorageRequest::CreateStream(persistent("t", 1))).await;
+    let evs = (0..10u8)
+        .map(|i| event("t", 0, u64::from(i), i + 1, u64::from(i) * 10))
+        .collect();
+    let dedup = (0..10u8)
+        .map(|i| DedupRecord {
+            event_id: EventId::from_bytes([i + 1; 16]),
+            partition: 0,
+            offset: u64::from(i),
+            expires_at: UnixMillis(u64::from(i) * 10),
+        })
+        .collect();
+    ok(s, append("t", evs, dedup)).await;
+    // Payloads are 8 bytes, no keys.
+    for (max_bytes, keep) in [(24, 7), (23, 8), (1000, 0), (80, 0), (7, 10)] {
+        let r = ok(
+            s,
+            StorageRequest::RetentionCut {
+                stream: name("t"),
+                partition: 0,
+                max_bytes,
+            },
+        )
+        .await;
+        assert_eq!(r, StorageReply::Offset(keep), "max_bytes {max_bytes}");
+    }
+    let truncate = |before| StorageRequest::Truncate {
+        stream: name("t"),
+        partition: 0,
+        before,
+    };
+    ok(s, truncate(4)).await;
+    ok(s, truncate(4)).await;
+    ok(s, truncate(2)).await;
+    let heads = recover(s).await.streams[0].heads.clone();
+    assert_eq!(
+        (heads[0].first, heads[0].next),
+        (4, 10),
+        "a prefix went, once"
+    );
+    let got: Vec<u64> = read(s, "t", 0, 0, 100)
+        .await
+        .iter()
+        .map(|e| e.offset)
+        .collect();
+    assert_eq!(got, (4..10).collect::<Vec<_>>(), "no hole");
+    let r = ok(
+        s,
+        StorageRequest::RetentionCut {
+            stream: name("t"),
+            partition: 0,
+            max_bytes: 1000,
+        },
+    )
+    .await;
+    assert_eq!(
+        r,
+        StorageReply::Offset(4),
+        "everything fits: the first offset"
+    );
+    ok(s, truncate(10)).await;
+    let heads = recover(s).await.streams[0].heads.clone();
+    assert_eq!(
+        heads[0],
+        PartitionHead {
+            first: 10,
+            next: 10,
+            last_timestamp: UnixMillis(90)
+        },
+        "empty, with its next offset and last timestamp"
+    );
+    ok(s, append("t", vec![event("t", 0, 10, 11, 95)], vec![])).await;
+    let got: Vec<u64> = read(s, "t", 0, 0, 100)
+        .await
+        .iter()
+        .map(|e| e.offset)
+        .collect();
+    assert_eq!(got, vec![10]);
+    ok(
+        s,
+        StorageRequest::ExpireDedup {
+            stream: name("t"),
+            at: UnixMillis(45),
+        },
+    )
+    .await;
+    let left = match ok(
+        s,
+        StorageRequest::LoadDedup {
+            stream: name("t"),
+            live_at: UnixMillis(0),
+            after: None,
+            limit: 100,
+        },
+    )
+    .await
+    {
+        StorageReply::Dedup(d) => d,
+        other => panic!("LoadDedup answered {other:?}"),
+    };
+    let offsets: Vec<u64> = left.iter().map(|d| d.offset).collect();
+    assert_eq!(
+        offsets,
+        vec![5, 6, 7, 8, 9],
+        "ids expired at 45 or before are gone"
+    );
+    let r = s
+        .execute(StorageRequest::RetentionCut {
+            stream: name("missing"),
+            partition: 0,
+            max_bytes: 1,
+        })
+        .await;
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::NotFound(_))),
+        "{r:?}"
+    );
+}
+
+/// Relay positions are kept per partition, replaced, recovered, and go with their stream; a
+/// position of a missing stream is `NotFound`.
+pub async fn relay_positions_round_trip_and_go_with_their_stream<S: Store>(s: &S) {
+    ok(s, StorageRequest::CreateStream(persistent("x", 2))).await;
+    let rec = |partition, next| RelayRecord {
+        stream: name("x"),
+        partition,
+        next,
+    };
+    ok(s, StorageRequest::SaveRelay(rec(0, 3))).await;
+    ok(s, StorageRequest::SaveRelay(rec(1, 9))).await;
+    ok(s, StorageRequest::SaveRelay(rec(0, 7))).await;
+    ok(s, StorageRequest::SaveRelay(rec(0, 7))).await;
+    let mut relays = recover(s).await.relays;
+    relays.sort_by_key(|r| r.partition);
+    assert_eq!(relays, vec![rec(0, 7), rec(1, 9)]);
+    ok(s, StorageRequest::DeleteStream(name("x"))).await;
+    assert!(recover(s).await.relays.is_empty(), "gone with the stream");
+    let r = s.execute(StorageRequest::SaveRelay(rec(0, 1))).await;
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::NotFound(_))),
+        "relay position of a missing stream: {r:?}"
+    );
+}
+
 /// Subscriptions and cursors are kept, replaced, recovered, and go with their subscription.
 pub async fn subscriptions_and_cursors_round_trip<S: Store>(s: &S) {
     ok(s, StorageRequest::CreateStream(persistent("a", 2))).await;

@@ -33,6 +33,8 @@ macro_rules! conformance_tests {
             subscriptions_and_cursors_round_trip,
             a_consumer_group_subscription_round_trips,
             read_receipts_merge_page_expire_and_go_with_their_subscription,
+            retention_cuts_truncates_prefixes_and_expires_dedup_ids,
+            relay_positions_round_trip_and_go_with_their_stream,
             deleting_a_stream_removes_it_and_frees_the_name,
             reads_page_through_a_partition,
             events_keep_every_field,

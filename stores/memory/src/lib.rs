@@ -15,14 +15,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tributary_core::{
     AppendWrite, ConsumerId, CursorRecord, DedupRecord, Engine, Event, Input, Now, Output,
-    PartitionHead, ReceiptRecord, RecoveredState, StorageError, StorageReply, StorageRequest,
-    StorageResult, StreamConfig, StreamName, StreamRecord, SubId, SubscriptionRecord, UnixMillis,
+    PartitionHead, ReceiptRecord, RecoveredState, RelayRecord, StorageError, StorageReply,
+    StorageRequest, StorageResult, StreamConfig, StreamName, StreamRecord, SubId,
+    SubscriptionRecord, UnixMillis,
 };
 
 #[derive(Debug, Clone, Default)]
 struct StoredPartition {
     first: u64,
     events: Vec<Arc<Event>>,
+    /// The timestamp of the last event removed by retention (kept when none is left).
+    removed_ts: UnixMillis,
 }
 
 impl StoredPartition {
@@ -55,6 +58,7 @@ pub struct MemoryStore {
     subs: BTreeMap<SubId, SubscriptionRecord>,
     cursors: BTreeMap<(SubId, Option<ConsumerId>, u32), CursorRecord>,
     receipts: BTreeMap<(SubId, ConsumerId, u32, u64), ReceiptRecord>,
+    relays: BTreeMap<(StreamName, u32), RelayRecord>,
 }
 
 fn ok(r: StorageReply) -> StorageResult {
@@ -116,6 +120,7 @@ impl MemoryStore {
             StorageRequest::DeleteStream(name) => {
                 self.streams.remove(name);
                 self.outcomes.remove(name);
+                self.relays.retain(|(s, _), _| s != name);
                 let gone: Vec<SubId> = self
                     .subs
                     .iter()
@@ -203,6 +208,66 @@ impl MemoryStore {
                 }
                 self.cursors
                     .insert((c.sub, c.consumer.clone(), c.partition), c.clone());
+                ok(StorageReply::Done)
+            }
+            StorageRequest::RetentionCut {
+                stream,
+                partition,
+                max_bytes,
+            } => {
+                let Some(part) = self
+                    .streams
+                    .get(stream)
+                    .and_then(|s| s.parts.get(*partition as usize))
+                else {
+                    return err(StorageError::NotFound(format!("stream {stream}")));
+                };
+                let mut tail = 0u64;
+                let mut keep = part.first;
+                for e in part.events.iter().rev() {
+                    tail += (e.payload.len() + e.key.as_ref().map_or(0, |k| k.len())) as u64;
+                    if tail > *max_bytes {
+                        keep = e.offset + 1;
+                        break;
+                    }
+                }
+                ok(StorageReply::Offset(keep))
+            }
+            StorageRequest::Truncate {
+                stream,
+                partition,
+                before,
+            } => {
+                let Some(part) = self
+                    .streams
+                    .get_mut(stream)
+                    .and_then(|s| s.parts.get_mut(*partition as usize))
+                else {
+                    return err(StorageError::NotFound(format!("stream {stream}")));
+                };
+                let before = *before;
+                if before > part.first {
+                    let n = ((before - part.first) as usize).min(part.events.len());
+                    if let Some(last) = part.events.get(n.saturating_sub(1)) {
+                        part.removed_ts = part.removed_ts.max(last.timestamp);
+                    }
+                    part.events.drain(..n);
+                    part.first = before;
+                }
+                ok(StorageReply::Done)
+            }
+            StorageRequest::ExpireDedup { stream, at } => {
+                if let Some(s) = self.streams.get_mut(stream) {
+                    s.dedup.retain(|_, r| r.expires_at > *at);
+                }
+                ok(StorageReply::Done)
+            }
+            StorageRequest::SaveRelay(r) => {
+                if !self.streams.contains_key(&r.stream) {
+                    return err(StorageError::NotFound(format!("stream {}", r.stream)));
+                }
+                self.relays
+                    .insert((r.stream.clone(), r.partition), r.clone());
                 ok(StorageReply::Done)
             }
             StorageRequest::SaveReceipts(list) => {
@@ -306,19 +371,28 @@ impl MemoryStore {
                         .map(|p| PartitionHead {
                             first: p.first,
                             next: p.next(),
-                            last_timestamp: p.events.last().map_or(UnixMillis(0), |e| e.timestamp),
+                            last_timestamp: p
+                                .events
+                                .last()
+                                .map_or(p.removed_ts, |e| e.timestamp.max(p.removed_ts)),
                         })
                         .collect(),
                 })
                 .collect(),
             subscriptions: self.subs.values().cloned().collect(),
             cursors: self.cursors.values().cloned().collect(),
+            relays: self.relays.values().cloned().collect(),
         }
     }
 
     /// Whether the append `seq` of `stream` committed (`None`: not seen, or long ago).
     pub fn append_outcome(&self, stream: &StreamName, seq: u64) -> Option<bool> {
         self.outcomes.get(stream).and_then(|o| o.get(&seq).copied())
+    }
+
+    /// The dedup ids stored for a stream, for tests.
+    pub fn dedup_ids(&self, stream: &StreamName) -> usize {
+        self.streams.get(stream).map_or(0, |s| s.dedup.len())
     }
 
     /// The events stored in a partition, for tests and oracles.

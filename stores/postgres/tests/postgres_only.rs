@@ -44,12 +44,15 @@ fn one_event(name: &str, offset: u64, id: u8) -> StorageRequest {
 async fn migrations_are_recorded_and_can_be_skipped() {
     let config = common::fresh_config();
     let s = PgStore::open(&config).await.expect("open");
-    assert_eq!(s.applied_migrations().await.expect("versions"), vec![1, 2]);
+    assert_eq!(
+        s.applied_migrations().await.expect("versions"),
+        vec![1, 2, 3]
+    );
     // Opening again applies nothing new.
     let again = PgStore::open(&config).await.expect("reopen");
     assert_eq!(
         again.applied_migrations().await.expect("versions"),
-        vec![1, 2]
+        vec![1, 2, 3]
     );
     // With migrations off, a fresh schema has no tables: requests fail, clearly.
     let mut off = common::fresh_config();

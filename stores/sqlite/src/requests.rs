@@ -5,13 +5,13 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::sync::Arc;
 use tributary_core::{
     AppendWrite, ConsumerId, CursorRecord, DedupRecord, Event, ReceiptRecord, RecoveredState,
-    StorageError, StorageReply, StorageRequest, StorageResult, StreamConfig, StreamName, SubId,
-    SubscriptionRecord, UnixMillis,
+    RelayRecord, StorageError, StorageReply, StorageRequest, StorageResult, StreamConfig,
+    StreamName, SubId, SubscriptionRecord, UnixMillis,
 };
 use tributary_store_api::{
-    CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_SUBSCRIPTIONS,
-    SubscriptionRow, codec, committed, decode_event, dedup_record, encode_acked, encode_headers,
-    existing_stream, failed, receipt_record, recovered, to_json,
+    CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
+    RECOVER_SUBSCRIPTIONS, RelayRow, SubscriptionRow, codec, committed, decode_event, dedup_record,
+    encode_acked, encode_headers, existing_stream, failed, receipt_record, recovered, to_json,
 };
 
 type Res<T> = Result<T, StorageError>;
@@ -64,6 +64,23 @@ impl SqliteStore {
             StorageRequest::DeleteSubscription(id) => return self.delete_subscription(id).await,
             StorageRequest::SaveCursor(c) => return self.save_cursor(&c).await,
             StorageRequest::SaveReceipts(list) => return self.save_receipts(&list).await,
+            StorageRequest::SaveRelay(r) => return self.save_relay(&r).await,
+            StorageRequest::RetentionCut {
+                stream,
+                partition,
+                max_bytes,
+            } => self
+                .retention_cut(&stream, partition, max_bytes)
+                .await
+                .map(StorageReply::Offset),
+            StorageRequest::Truncate {
+                stream,
+                partition,
+                before,
+            } => return self.truncate(&stream, partition, before).await,
+            StorageRequest::ExpireDedup { stream, at } => {
+                return self.expire_dedup(&stream, at).await;
+            }
             StorageRequest::LoadReceipts { sub, after, limit } => self
                 .load_receipts(sub, after, limit)
                 .await
@@ -112,7 +129,11 @@ impl SqliteStore {
             .fetch_all(&mut *c)
             .await
             .map_err(|e| failed(&e))?;
-        let (state, ids) = recovered(heads, subs, cursors).map_err(codec)?;
+        let relays: Vec<RelayRow> = sqlx::query_as(RECOVER_RELAYS)
+            .fetch_all(&mut *c)
+            .await
+            .map_err(|e| failed(&e))?;
+        let (state, ids) = recovered(heads, subs, cursors, relays).map_err(codec)?;
         if let Ok(mut m) = self.ids.lock() {
             m.extend(ids);
         }
@@ -543,6 +564,120 @@ impl SqliteStore {
             .collect()
     }
 
+    /// The first offset to keep so that the partition's tail holds at most `max_bytes` of
+    /// payloads and keys.
+    async fn retention_cut(&self, stream: &StreamName, partition: u32, max_bytes: u64) -> Res<u64> {
+        let mut c = self.reader().await?;
+        let id = self.stream_id(&mut c, stream).await?;
+        let over: Option<i64> = sqlx::query_scalar(
+            r#"SELECT "offset" FROM (
+                 SELECT "offset", SUM(length(payload) + COALESCE(length(key), 0))
+                   OVER (ORDER BY "offset" DESC) AS tail
+                 FROM tributary_events WHERE stream_id = ? AND partition = ?)
+               WHERE tail > ? ORDER BY "offset" DESC LIMIT 1"#,
+        )
+        .bind(id)
+        .bind(i64::from(partition))
+        .bind(i64_of(max_bytes))
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        if let Some(o) = over {
+            return Ok(u64_of(o) + 1);
+        }
+        let first: Option<i64> = sqlx::query_scalar(
+            r#"SELECT MIN("offset") FROM tributary_events WHERE stream_id = ? AND partition = ?"#,
+        )
+        .bind(id)
+        .bind(i64::from(partition))
+        .fetch_one(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        Ok(first.map_or(0, u64_of))
+    }
+
+    /// Removes the prefix below `before`: the partition row first (first offset, next floor,
+    /// last timestamp), then the events, `DELETE_BATCH` per statement.
+    async fn truncate(&self, stream: &StreamName, partition: u32, before: u64) -> StorageResult {
+        let id = {
+            let mut c = match self.reader().await {
+                Ok(c) => c,
+                Err(e) => return StorageResult::Err(e),
+            };
+            match self.stream_id(&mut c, stream).await {
+                Ok(id) => id,
+                Err(e) => return StorageResult::Err(e),
+            }
+        };
+        let r = self
+            .write_one(
+                sqlx::query(
+                    r#"UPDATE tributary_partitions SET
+                         first_offset = MAX(first_offset, ?3),
+                         next_floor = MAX(next_floor, ?3),
+                         last_ts = MAX(last_ts, COALESCE((SELECT MAX(ts) FROM tributary_events
+                           WHERE stream_id = ?1 AND partition = ?2 AND "offset" < ?3), 0))
+                       WHERE stream_id = ?1 AND partition = ?2"#,
+                )
+                .bind(id)
+                .bind(i64::from(partition))
+                .bind(i64_of(before)),
+            )
+            .await;
+        if !matches!(r, StorageResult::Ok(_)) {
+            return r;
+        }
+        loop {
+            let r = sqlx::query(
+                r#"DELETE FROM tributary_events WHERE stream_id = ?1 AND partition = ?2 AND "offset" IN
+                   (SELECT "offset" FROM tributary_events WHERE stream_id = ?1 AND partition = ?2
+                    AND "offset" < ?3 LIMIT ?4)"#,
+            )
+            .bind(id)
+            .bind(i64::from(partition))
+            .bind(i64_of(before))
+            .bind(DELETE_BATCH)
+            .execute(&self.writer)
+            .await;
+            match r {
+                Ok(r) if r.rows_affected() > 0 => continue,
+                Ok(_) => return StorageResult::Ok(StorageReply::Done),
+                Err(e) => return StorageResult::Err(failed(&e)),
+            }
+        }
+    }
+
+    /// Removes a stream's dedup ids expired at `at`, `DELETE_BATCH` per statement.
+    async fn expire_dedup(&self, stream: &StreamName, at: UnixMillis) -> StorageResult {
+        let id = {
+            let mut c = match self.reader().await {
+                Ok(c) => c,
+                Err(e) => return StorageResult::Err(e),
+            };
+            match self.stream_id(&mut c, stream).await {
+                Ok(id) => id,
+                Err(e) => return StorageResult::Err(e),
+            }
+        };
+        loop {
+            let r = sqlx::query(
+                r#"DELETE FROM tributary_dedup WHERE stream_id = ?1 AND (partition, "offset") IN
+                   (SELECT partition, "offset" FROM tributary_dedup WHERE stream_id = ?1
+                    AND expires_at <= ?2 LIMIT ?3)"#,
+            )
+            .bind(id)
+            .bind(i64_of(at.0))
+            .bind(DELETE_BATCH)
+            .execute(&self.writer)
+            .await;
+            match r {
+                Ok(r) if r.rows_affected() > 0 => continue,
+                Ok(_) => return StorageResult::Ok(StorageReply::Done),
+                Err(e) => return StorageResult::Err(failed(&e)),
+            }
+        }
+    }
+
     /// Removes receipts last changed before `before`, `DELETE_BATCH` rows per statement.
     async fn expire_receipts(&self, sub: SubId, before: UnixMillis) -> StorageResult {
         loop {
@@ -562,6 +697,20 @@ impl SqliteStore {
                 Err(e) => return StorageResult::Err(failed(&e)),
             }
         }
+    }
+
+    async fn save_relay(&self, r: &RelayRecord) -> StorageResult {
+        self.write_one(
+            sqlx::query(
+                r#"INSERT INTO tributary_relay (stream_id, partition, next_offset)
+                   VALUES ((SELECT id FROM tributary_streams WHERE name = ?), ?, ?)
+                   ON CONFLICT (stream_id, partition) DO UPDATE SET next_offset = excluded.next_offset"#,
+            )
+            .bind(r.stream.as_str().to_string())
+            .bind(i64::from(r.partition))
+            .bind(i64_of(r.next)),
+        )
+        .await
     }
 
     async fn save_cursor(&self, c: &CursorRecord) -> StorageResult {

@@ -8,9 +8,10 @@ use std::time::Duration;
 use tonic::Status;
 use tributary_core::{
     AppendOutcome, CommitStrategy, ConsumerId, CursorInfo, DeliverySemantics, EphemeralLimits,
-    Error, Event, EventId, JSON, NewEvent, Overflow, Position, ReplayFrom, ReplayOptions, Scope,
-    StartPosition, StreamConfig, StreamInfo, StreamKind, StreamName, SubscriptionConfig,
-    SubscriptionInfo, SubscriptionMode, SubscriptionName, UnixMillis,
+    Error, Event, EventId, JSON, NewEvent, Overflow, Position, ReplayFrom, ReplayOptions,
+    RetentionPolicy, Rule, SchemaInfo, SchemaRegistration, Scope, StartPosition, StreamConfig,
+    StreamInfo, StreamKind, StreamName, SubscriptionConfig, SubscriptionInfo, SubscriptionMode,
+    SubscriptionName, UnixMillis,
 };
 
 fn core_err(e: impl Into<Error>) -> Status {
@@ -146,6 +147,12 @@ pub(crate) fn stream_config(r: pb::CreateStreamRequest) -> Result<StreamConfig, 
     if r.cross_service {
         c.scope = Scope::CrossService;
     }
+    c.retention = r.retention.map(|r| RetentionPolicy {
+        max_age: r.max_age_ms.map(Duration::from_millis),
+        max_events: r.max_events,
+        max_bytes: r.max_bytes,
+        keep_unconsumed: r.keep_unconsumed,
+    });
     Ok(c)
 }
 
@@ -176,6 +183,12 @@ pub(crate) fn stream_config_to_pb(c: &StreamConfig) -> pb::CreateStreamRequest {
                 } as i32,
             }),
         },
+        retention: c.retention.map(|r| pb::Retention {
+            max_age_ms: r.max_age.map(ms),
+            max_events: r.max_events,
+            max_bytes: r.max_bytes,
+            keep_unconsumed: r.keep_unconsumed,
+        }),
     }
 }
 
@@ -194,6 +207,7 @@ pub(crate) fn stream_info_to_pb(i: &StreamInfo) -> pb::StreamInfo {
             .collect(),
         length: i.length(),
         subscriptions: i.subscriptions as u64,
+        relay: i.relay.clone().unwrap_or_default(),
     }
 }
 
@@ -263,6 +277,8 @@ pub(crate) fn subscription_config(c: pb::SubscriptionConfig) -> Result<Subscript
     if c.receipt_cleanup_interval_ms > 0 {
         s.receipt_cleanup_interval = Duration::from_millis(c.receipt_cleanup_interval_ms);
     }
+    s.schema_versions = c.schema_versions.into_iter().collect();
+    s.strict_versions = c.strict_versions;
     Ok(s)
 }
 
@@ -295,17 +311,16 @@ pub(crate) fn subscription_config_to_pb(c: &SubscriptionConfig) -> pb::Subscript
         redeliver_unread: c.redeliver_unread,
         receipt_ttl_ms: ms(c.receipt_ttl),
         receipt_cleanup_interval_ms: ms(c.receipt_cleanup_interval),
+        schema_versions: c
+            .schema_versions
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        strict_versions: c.strict_versions,
     }
 }
 
-fn cursor_to_pb(c: &CursorInfo, heads: Option<&StreamInfo>) -> pb::Cursor {
-    let lag = heads.map_or(0, |s| {
-        s.partitions
-            .iter()
-            .zip(&c.floors)
-            .map(|(p, f)| p.next.saturating_sub(*f))
-            .sum()
-    });
+fn cursor_to_pb(c: &CursorInfo) -> pb::Cursor {
     pb::Cursor {
         consumer: c
             .consumer
@@ -315,18 +330,17 @@ fn cursor_to_pb(c: &CursorInfo, heads: Option<&StreamInfo>) -> pb::Cursor {
         floors: c.floors.clone(),
         next: c.next.clone(),
         pending: c.pending,
-        lag,
+        lag: c.figures.lag,
+        oldest_unacked_age_ms: c.figures.oldest_unacked_age.map(ms),
+        last_progress: c.figures.last_progress.map(|t| t.0),
     }
 }
 
-/// A subscription with its cursors; `stream` (when known) gives the lag.
-pub(crate) fn subscription_info_to_pb(
-    i: &SubscriptionInfo,
-    stream: Option<&StreamInfo>,
-) -> pb::SubscriptionInfo {
+/// A subscription with its cursors and lag figures.
+pub(crate) fn subscription_info_to_pb(i: &SubscriptionInfo) -> pb::SubscriptionInfo {
     pb::SubscriptionInfo {
         config: Some(subscription_config_to_pb(&i.config)),
-        cursors: i.cursors.iter().map(|c| cursor_to_pb(c, stream)).collect(),
+        cursors: i.cursors.iter().map(cursor_to_pb).collect(),
         attached: i.attached.iter().map(ToString::to_string).collect(),
         group: i.group.as_ref().map(|g| pb::GroupInfo {
             generation: g.generation,
@@ -336,6 +350,17 @@ pub(crate) fn subscription_info_to_pb(
                 .map(|o| o.as_ref().map(ToString::to_string).unwrap_or_default())
                 .collect(),
             uncommitted: g.uncommitted.clone(),
+            members: g
+                .members
+                .iter()
+                .map(|m| pb::GroupMember {
+                    consumer: m.consumer.to_string(),
+                    partitions: m.partitions.clone(),
+                    lag: m.figures.lag,
+                    oldest_unacked_age_ms: m.figures.oldest_unacked_age.map(ms),
+                    last_progress: m.figures.last_progress.map(|t| t.0),
+                })
+                .collect(),
         }),
     }
 }
@@ -358,6 +383,12 @@ pub(crate) fn replay(r: &pb::ReplayRequest) -> Result<(ReplayFrom, ReplayOptions
         progress_interval: (r.progress_interval_ms > 0)
             .then(|| Duration::from_millis(r.progress_interval_ms)),
         from_first_available: r.from_first_available,
+        schema_versions: r
+            .schema_versions
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+        strict_versions: r.strict_versions,
     };
     Ok((from, options))
 }
@@ -407,5 +438,61 @@ mod tests {
         assert_eq!(c.partitions, 4);
         assert_eq!(c.delivery, DeliverySemantics::ExactlyOnce);
         assert_eq!(stream_config_to_pb(&c), r);
+    }
+}
+
+/// A schema registration from the request: the JSON Schema and the rules come as JSON text.
+pub(crate) fn schema_registration(
+    r: pb::RegisterSchemaRequest,
+) -> Result<SchemaRegistration, Status> {
+    let schema = if r.json_schema.trim().is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::from_str(&r.json_schema)
+                .map_err(|e| invalid("json_schema", format!("not valid JSON: {e}")))?,
+        )
+    };
+    let rules: Vec<Rule> = if r.rules_json.trim().is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_str(&r.rules_json).map_err(|e| {
+            invalid(
+                "rules_json",
+                format!("not a JSON array of rename/add/remove/set/copy rules: {e}"),
+            )
+        })?
+    };
+    Ok(SchemaRegistration {
+        event_type: r.event_type,
+        version: r.version,
+        schema,
+        rules,
+    })
+}
+
+/// The registry's content as the response lists it.
+pub(crate) fn schemas_to_pb(list: &[SchemaInfo]) -> pb::ListSchemasResponse {
+    pb::ListSchemasResponse {
+        schemas: list
+            .iter()
+            .map(|s| pb::SchemaInfo {
+                event_type: s.event_type.clone(),
+                versions: s
+                    .versions
+                    .iter()
+                    .map(|v| pb::SchemaVersion {
+                        version: v.version,
+                        json_schema: v
+                            .schema
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
+                        rules_json: serde_json::to_string(&v.rules).unwrap_or_default(),
+                        function: v.function,
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }

@@ -1,9 +1,9 @@
 //! The `tributary.v1.EventStream` service over an [`EngineLink`].
 
 use crate::convert::{
-    consumer_id, new_event_from_pb, outcome_to_pb, replay, start_position, stream_config,
-    stream_info_to_pb, stream_name, subscription_config, subscription_info_to_pb,
-    subscription_name,
+    consumer_id, new_event_from_pb, outcome_to_pb, replay, schema_registration, schemas_to_pb,
+    start_position, stream_config, stream_info_to_pb, stream_name, subscription_config,
+    subscription_info_to_pb, subscription_name,
 };
 use crate::link::{EngineConn, EngineLink};
 use crate::pb;
@@ -689,24 +689,16 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         let r = req.into_inner();
         let stream = stream_name(&r.stream)?;
         let subscription = subscription_name(&r.subscription)?;
-        let info = match self
+        match self
             .call(Command::DescribeSubscription {
-                stream: stream.clone(),
+                stream,
                 subscription,
             })
             .await?
         {
-            Reply::Subscription(i) => i,
-            r => return Err(unexpected(r)),
-        };
-        let heads = match self.call(Command::DescribeStream(stream)).await {
-            Ok(Reply::Stream(s)) => Some(s),
-            _ => None,
-        };
-        Ok(Response::new(subscription_info_to_pb(
-            &info,
-            heads.as_ref(),
-        )))
+            Reply::Subscription(i) => Ok(Response::new(subscription_info_to_pb(&i))),
+            r => Err(unexpected(r)),
+        }
     }
 
     async fn reset_offset(
@@ -731,5 +723,26 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         .await?;
         tracing::info!(code = 2002, stream = %stream, subscription = %subscription, consumer = r.consumer, "offset reset");
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn register_schema(
+        &self,
+        req: Request<pb::RegisterSchemaRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = schema_registration(req.into_inner())?;
+        let (t, v) = (r.event_type.clone(), r.version);
+        self.call(Command::RegisterSchema(r)).await?;
+        tracing::info!(code = 6000, event_type = %t, version = v, "schema registered");
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_schemas(
+        &self,
+        _req: Request<pb::Empty>,
+    ) -> Result<Response<pb::ListSchemasResponse>, Status> {
+        match self.call(Command::ListSchemas).await? {
+            Reply::Schemas(list) => Ok(Response::new(schemas_to_pb(&list))),
+            r => Err(unexpected(r)),
+        }
     }
 }

@@ -41,6 +41,7 @@ pub(crate) fn reason_of(e: &Error) -> &'static str {
         Error::FailedPrecondition { .. } => "FAILED_PRECONDITION",
         Error::StaleGeneration { .. } => "STALE_GENERATION",
         Error::NotAssigned { .. } => "NOT_ASSIGNED",
+        Error::SchemaIncompatible { .. } => "SCHEMA_INCOMPATIBLE",
     }
 }
 
@@ -91,6 +92,16 @@ fn metadata_of(e: &Error) -> HashMap<String, String> {
             put("given", given.to_string());
             put("current", current.to_string());
         }
+        Error::SchemaIncompatible {
+            event_type,
+            version,
+            field,
+            ..
+        } => {
+            put("event_type", event_type.clone());
+            put("version", version.to_string());
+            put("field", field.clone());
+        }
         Error::NotAssigned {
             consumer,
             partition,
@@ -119,8 +130,14 @@ fn field_of(i: &InvalidInput) -> &'static str {
 pub fn error_to_status(e: &Error) -> Status {
     let mut details = ErrorDetails::new();
     details.set_error_info(reason_of(e), ERROR_DOMAIN, metadata_of(e));
-    if let Error::Invalid(i) = e {
-        details.add_bad_request_violation(field_of(i), i.to_string());
+    match e {
+        Error::Invalid(i) => {
+            details.add_bad_request_violation(field_of(i), i.to_string());
+        }
+        Error::SchemaIncompatible { field, reason, .. } => {
+            details.add_bad_request_violation(field.clone(), reason.clone());
+        }
+        _ => {}
     }
     Status::with_error_details(code_of(e.class()), e.to_string(), details)
 }

@@ -73,6 +73,18 @@ pub enum StreamCmd {
         /// What a full ephemeral stream does.
         #[arg(long, value_enum, default_value_t = OverflowArg::Reject)]
         overflow: OverflowArg,
+        /// Retention: remove events older than this, e.g. `7days`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_age: Option<std::time::Duration>,
+        /// Retention: keep at most this many events per partition.
+        #[arg(long)]
+        max_events: Option<u64>,
+        /// Retention: keep at most this many bytes per partition.
+        #[arg(long)]
+        max_bytes: Option<u64>,
+        /// Retention: never remove an event a subscription has not acknowledged.
+        #[arg(long)]
+        keep_unconsumed: bool,
         #[command(flatten)]
         server: ServerArg,
     },
@@ -142,8 +154,22 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
             ephemeral_max_events,
             ephemeral_max_bytes,
             overflow,
+            max_age,
+            max_events,
+            max_bytes,
+            keep_unconsumed,
             server,
         } => {
+            let retention = (max_age.is_some()
+                || max_events.is_some()
+                || max_bytes.is_some()
+                || keep_unconsumed)
+                .then(|| pb::Retention {
+                    max_age_ms: max_age.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    max_events,
+                    max_bytes,
+                    keep_unconsumed,
+                });
             let req = pb::CreateStreamRequest {
                 name,
                 partitions,
@@ -165,6 +191,7 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
                         } as i32,
                     },
                 ),
+                retention,
             };
             let info = connect(&server)
                 .await?
@@ -635,6 +662,83 @@ pub async fn offsets(cmd: OffsetsCmd) -> Result<(), String> {
                 .await
                 .map_err(status)?;
             Ok(())
+        }
+    }
+}
+
+/// `tributary schema ...`
+#[derive(Subcommand)]
+pub enum SchemaCmd {
+    /// Register the next version of an event type.
+    Register {
+        /// The event type.
+        event_type: String,
+        /// The version: the latest plus one (1 for a new type).
+        version: u32,
+        /// Its JSON Schema: inline JSON or a file.
+        #[arg(long)]
+        json_schema: Option<String>,
+        /// The upcaster from the version before: a JSON array of rules, inline or a file.
+        #[arg(long)]
+        rules: Option<String>,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// List the registered event types and versions, one JSON object per type.
+    List {
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+/// Inline JSON, or the content of the file it names.
+fn json_arg(flag: &str, v: Option<String>) -> Result<String, String> {
+    match v {
+        None => Ok(String::new()),
+        Some(t) if t.trim_start().starts_with(['{', '[']) => Ok(t),
+        Some(path) => std::fs::read_to_string(&path).map_err(|e| format!("{flag} {path}: {e}")),
+    }
+}
+
+pub async fn schema(cmd: SchemaCmd) -> Result<(), String> {
+    match cmd {
+        SchemaCmd::Register {
+            event_type,
+            version,
+            json_schema,
+            rules,
+            server,
+        } => {
+            let req = pb::RegisterSchemaRequest {
+                event_type,
+                version,
+                json_schema: json_arg("--json-schema", json_schema)?,
+                rules_json: json_arg("--rules", rules)?,
+            };
+            connect(&server)
+                .await?
+                .register_schema(req)
+                .await
+                .map_err(status)?;
+            Ok(())
+        }
+        SchemaCmd::List { server } => {
+            let r = connect(&server)
+                .await?
+                .list_schemas(pb::Empty {})
+                .await
+                .map_err(status)?;
+            r.get_ref().schemas.iter().try_for_each(|s| {
+                print(&json!({
+                    "event_type": s.event_type,
+                    "versions": s.versions.iter().map(|v| json!({
+                        "version": v.version,
+                        "json_schema": serde_json::from_str::<Value>(&v.json_schema).ok(),
+                        "rules": serde_json::from_str::<Value>(&v.rules_json).ok(),
+                        "function": v.function,
+                    })).collect::<Vec<_>>(),
+                }))
+            })
         }
     }
 }

@@ -40,6 +40,9 @@ enum Cmd {
     /// Show or reset a subscription's positions.
     #[command(subcommand)]
     Offsets(client::OffsetsCmd),
+    /// Register or list event schemas and their upcasters.
+    #[command(subcommand)]
+    Schema(client::SchemaCmd),
 }
 
 #[derive(clap::Args)]
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
             Cmd::Subscribe(a) => client::subscribe(a).await,
             Cmd::Replay(a) => client::replay(a).await,
             Cmd::Offsets(c) => client::offsets(c).await,
+            Cmd::Schema(c) => client::schema(c).await,
         }
     });
     match result {

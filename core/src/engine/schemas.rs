@@ -1,0 +1,217 @@
+//! Schemas on the way out (SPEC 7): the engine's registry, its commands, and the shaping of
+//! delivered and replayed events to the version each reader asks for.
+//!
+//! A reader (subscription or replay) names a version per event type (`schema_versions`;
+//! default: the latest registered). An older JSON event is upcast hop by hop (stored bytes
+//! never change: the reader gets a new envelope with the new payload and `schema_version`).
+//! An event newer than asked goes unchanged with the header `x-schema-newer-than-requested`,
+//! or, with `strict_versions`, is refused: a subscription dead-letters it, a replay skips it.
+//! A payload that cannot be upcast (not JSON, or an upcaster failed) goes unchanged with the
+//! header `x-upcast-error`; a payload whose content type is not JSON is never upcast.
+
+use super::cursor::{CursorKey, SlotKey, SlotState};
+use super::{Engine, EventRef, Origin};
+use crate::api::{Output, Reply};
+use crate::error::Error;
+use crate::event::JSON;
+use crate::ids::SubId;
+use crate::schema::{Limits, SchemaRegistration, SchemaRegistry, Upcast, UpcastFn, Upcaster};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Header on an event newer than the version its reader asked for: the version asked.
+pub const NEWER_THAN_REQUESTED: &str = "x-schema-newer-than-requested";
+/// Header on an event that could not be upcast: why.
+pub const UPCAST_ERROR: &str = "x-upcast-error";
+
+/// What a reader gets for one event.
+pub(crate) enum Shaped {
+    Send(EventRef),
+    Refuse(String),
+}
+
+impl Engine {
+    fn schema_limits(&self) -> Limits {
+        Limits {
+            max_types: self.cfg.max_schema_types,
+            max_versions: self.cfg.max_schema_versions,
+            max_rules: self.cfg.max_upcaster_rules,
+            max_schema_bytes: self.cfg.max_schema_bytes,
+        }
+    }
+
+    /// Registers a version with declarative rules (what `Command::RegisterSchema` does; a
+    /// server calls it for the schemas of its configuration file at start).
+    pub fn register_schema(&mut self, reg: SchemaRegistration) -> Result<(), Error> {
+        let limits = self.schema_limits();
+        let up = (!reg.rules.is_empty() || reg.version > 1).then_some(Upcaster::Rules(reg.rules));
+        self.schemas
+            .register(&reg.event_type, reg.version, reg.schema, up, limits)
+    }
+
+    /// Registers a version whose upcaster from the version before is a Rust function.
+    pub fn register_schema_fn(
+        &mut self,
+        event_type: &str,
+        version: u32,
+        schema: Option<Value>,
+        upcaster: UpcastFn,
+    ) -> Result<(), Error> {
+        let limits = self.schema_limits();
+        self.schemas.register(
+            event_type,
+            version,
+            schema,
+            Some(Upcaster::Function(upcaster)),
+            limits,
+        )
+    }
+
+    /// The schema registry.
+    pub fn schemas(&self) -> &SchemaRegistry {
+        &self.schemas
+    }
+
+    pub(crate) fn register_schema_cmd(&mut self, origin: Origin, reg: SchemaRegistration) {
+        let r = self.register_schema(reg).map(|()| Reply::Done);
+        self.reply_to(origin, r);
+    }
+
+    /// The event as a reader asking `asked` (per type) gets it.
+    pub(crate) fn shape(
+        &self,
+        ev: &EventRef,
+        asked: &BTreeMap<String, u32>,
+        strict: bool,
+    ) -> Shaped {
+        let latest = self.schemas.latest(&ev.event_type);
+        let Some(target) = asked
+            .get(&ev.event_type)
+            .copied()
+            .or((latest > 0).then_some(latest))
+        else {
+            return Shaped::Send(ev.clone());
+        };
+        let from = ev.schema_version;
+        if from == target {
+            return Shaped::Send(ev.clone());
+        }
+        if from > target {
+            if strict {
+                return Shaped::Refuse(format!(
+                    "schema version {from} is newer than the version {target} asked for"
+                ));
+            }
+            return Shaped::Send(with_header(ev, NEWER_THAN_REQUESTED, target.to_string()));
+        }
+        if ev.content_type != JSON {
+            return Shaped::Send(ev.clone());
+        }
+        match self
+            .schemas
+            .upcast(&ev.event_type, from, target, &ev.payload)
+        {
+            Upcast::Unchanged | Upcast::Newer => Shaped::Send(ev.clone()),
+            Upcast::Done { payload, version } => {
+                let mut e = (**ev).clone();
+                e.payload = payload.into();
+                e.schema_version = version;
+                Shaped::Send(Arc::new(e))
+            }
+            Upcast::Failed(why) => Shaped::Send(with_header(ev, UPCAST_ERROR, why)),
+        }
+    }
+
+    /// Shapes the deliveries a subscription just queued (outputs from `from` on); events it
+    /// refuses (strict versions) are dead-lettered.
+    pub(crate) fn shape_deliveries(&mut self, id: SubId, from: usize) {
+        if self.schemas.is_empty() {
+            return;
+        }
+        let Some(sub) = self.subs.get(&id) else {
+            return;
+        };
+        let (asked, strict) = (
+            sub.config.schema_versions.clone(),
+            sub.config.strict_versions,
+        );
+        let mut refused = Vec::new();
+        let mut out = std::mem::take(&mut self.out);
+        for o in out.iter_mut().skip(from) {
+            let Output::Deliver {
+                consumer, events, ..
+            } = o
+            else {
+                continue;
+            };
+            let mut kept = Vec::with_capacity(events.len());
+            for mut d in events.drain(..) {
+                match self.shape(&d.event, &asked, strict) {
+                    Shaped::Send(e) => {
+                        d.event = e;
+                        kept.push(d);
+                    }
+                    Shaped::Refuse(why) => {
+                        refused.push((consumer.clone(), d.event.partition, d.event.offset, why))
+                    }
+                }
+            }
+            *events = kept;
+        }
+        out.retain(|o| !matches!(o, Output::Deliver { events, .. } if events.is_empty()));
+        self.out = out;
+        for (consumer, partition, offset, why) in refused {
+            let Some(ci) = self
+                .subs
+                .get(&id)
+                .and_then(|s| s.consumers.get(&consumer))
+                .map(|c| c.cursor)
+            else {
+                continue;
+            };
+            let key = SlotKey {
+                key: CursorKey {
+                    sub: id,
+                    cursor: ci,
+                    partition,
+                },
+                offset,
+            };
+            let state = self
+                .part_cursor(key.key)
+                .and_then(|pc| pc.slot_mut(offset))
+                .and_then(|s| s.pending.as_ref())
+                .map(|p| p.state.clone());
+            if let Some(state @ SlotState::InFlight { .. }) = state {
+                self.release(key, &state);
+                self.dead_letter(key, why);
+            }
+        }
+    }
+
+    /// Shapes a replay's batch: upcast, marked, or left out (strict).
+    pub(crate) fn shape_replay(
+        &self,
+        events: Vec<EventRef>,
+        asked: &BTreeMap<String, u32>,
+        strict: bool,
+    ) -> Vec<EventRef> {
+        if self.schemas.is_empty() {
+            return events;
+        }
+        events
+            .iter()
+            .filter_map(|e| match self.shape(e, asked, strict) {
+                Shaped::Send(e) => Some(e),
+                Shaped::Refuse(_) => None,
+            })
+            .collect()
+    }
+}
+
+fn with_header(ev: &EventRef, name: &str, value: String) -> EventRef {
+    let mut e = (**ev).clone();
+    e.headers.insert(name.to_string(), value);
+    Arc::new(e)
+}
