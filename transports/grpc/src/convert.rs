@@ -393,54 +393,6 @@ pub(crate) fn replay(r: &pb::ReplayRequest) -> Result<(ReplayFrom, ReplayOptions
     Ok((from, options))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bad_event_id_names_the_field() {
-        let e = pb::NewEvent {
-            event_id: "not-a-uuid".into(),
-            event_type: "t".into(),
-            ..Default::default()
-        };
-        let s = new_event_from_pb(e, None).expect_err("refused");
-        assert_eq!(s.code(), tonic::Code::InvalidArgument);
-        assert!(s.message().contains("event_id"), "{}", s.message());
-    }
-
-    #[test]
-    fn metadata_correlation_fills_only_a_missing_one() {
-        let mut e = pb::NewEvent {
-            event_type: "t".into(),
-            ..Default::default()
-        };
-        let n = new_event_from_pb(e.clone(), Some("meta")).expect("valid");
-        assert_eq!(n.correlation_id.as_deref(), Some("meta"));
-        assert_eq!(n.content_type, JSON);
-        assert_eq!(n.schema_version, 1);
-        e.correlation_id = Some("own".into());
-        let n = new_event_from_pb(e, Some("meta")).expect("valid");
-        assert_eq!(n.correlation_id.as_deref(), Some("own"));
-    }
-
-    #[test]
-    fn stream_config_round_trips() {
-        let r = pb::CreateStreamRequest {
-            name: "orders".into(),
-            partitions: 4,
-            delivery: pb::DeliverySemantics::ExactlyOnce as i32,
-            dedup_window_ms: Some(60_000),
-            cross_service: true,
-            ephemeral: None,
-        };
-        let c = stream_config(r.clone()).expect("valid");
-        assert_eq!(c.partitions, 4);
-        assert_eq!(c.delivery, DeliverySemantics::ExactlyOnce);
-        assert_eq!(stream_config_to_pb(&c), r);
-    }
-}
-
 /// A schema registration from the request: the JSON Schema and the rules come as JSON text.
 pub(crate) fn schema_registration(
     r: pb::RegisterSchemaRequest,
@@ -494,5 +446,54 @@ pub(crate) fn schemas_to_pb(list: &[SchemaInfo]) -> pb::ListSchemasResponse {
                     .collect(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_event_id_names_the_field() {
+        let e = pb::NewEvent {
+            event_id: "not-a-uuid".into(),
+            event_type: "t".into(),
+            ..Default::default()
+        };
+        let s = new_event_from_pb(e, None).expect_err("refused");
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().contains("event_id"), "{}", s.message());
+    }
+
+    #[test]
+    fn metadata_correlation_fills_only_a_missing_one() {
+        let mut e = pb::NewEvent {
+            event_type: "t".into(),
+            ..Default::default()
+        };
+        let n = new_event_from_pb(e.clone(), Some("meta")).expect("valid");
+        assert_eq!(n.correlation_id.as_deref(), Some("meta"));
+        assert_eq!(n.content_type, JSON);
+        assert_eq!(n.schema_version, 1);
+        e.correlation_id = Some("own".into());
+        let n = new_event_from_pb(e, Some("meta")).expect("valid");
+        assert_eq!(n.correlation_id.as_deref(), Some("own"));
+    }
+
+    #[test]
+    fn stream_config_round_trips() {
+        let r = pb::CreateStreamRequest {
+            name: "orders".into(),
+            partitions: 4,
+            delivery: pb::DeliverySemantics::ExactlyOnce as i32,
+            dedup_window_ms: Some(60_000),
+            cross_service: true,
+            ephemeral: None,
+            retention: None,
+        };
+        let c = stream_config(r.clone()).expect("valid");
+        assert_eq!(c.partitions, 4);
+        assert_eq!(c.delivery, DeliverySemantics::ExactlyOnce);
+        assert_eq!(stream_config_to_pb(&c), r);
     }
 }
