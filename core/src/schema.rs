@@ -125,6 +125,7 @@ struct Version {
 /// Limits of a registry.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
+    pub(crate) max_event_type_bytes: usize,
     pub(crate) max_types: usize,
     pub(crate) max_versions: usize,
     pub(crate) max_rules: usize,
@@ -196,12 +197,12 @@ impl SchemaRegistry {
         upcaster: Option<Upcaster>,
         limits: Limits,
     ) -> Result<(), Error> {
-        if event_type.is_empty() || event_type.len() > 256 {
+        if event_type.is_empty() || event_type.len() > limits.max_event_type_bytes {
             return Err(InvalidInput::Length {
                 field: "event_type",
                 len: event_type.len(),
                 min: 1,
-                max: 256,
+                max: limits.max_event_type_bytes,
             }
             .into());
         }
@@ -545,6 +546,7 @@ mod tests {
 
     fn limits() -> Limits {
         Limits {
+            max_event_type_bytes: 256,
             max_types: 10,
             max_versions: 10,
             max_rules: 10,

@@ -827,8 +827,7 @@ impl Sim {
             let attached_any = w.consumers.iter().any(|((x, _), c)| *x == i && c.is_some());
             for c in wanted {
                 let here = w.consumers.get(&(i, c.clone())).cloned().flatten();
-                if here.is_none() && !(s.config.mode == SubscriptionMode::Exclusive && attached_any)
-                {
+                if here.is_none() && !(s.config.mode.shared_position() && attached_any) {
                     attach.push((i, c, s.config.stream.clone(), s.config.name.clone()));
                 }
             }

@@ -408,10 +408,10 @@ impl Generator<'_> {
         let stream = world.streams[*self.rng.pick(&live)?].config.clone();
         world.next_sub += 1;
         let r = &mut *self.rng;
-        let mode = if r.coin() {
-            SubscriptionMode::Exclusive
-        } else {
-            SubscriptionMode::Broadcast
+        let mode = match r.below(3) {
+            0 => SubscriptionMode::Exclusive,
+            1 => SubscriptionMode::Broadcast,
+            _ => SubscriptionMode::ConsumerGroup,
         };
         let mut c = SubscriptionConfig::new(
             stream.name.clone(),
@@ -432,6 +432,13 @@ impl Generator<'_> {
             c.max_deliveries = r.range(1, 6) as u32;
         }
         c.ordered_by_key = mode == SubscriptionMode::Exclusive && r.chance(self.swarm.ordered);
+        if mode == SubscriptionMode::ConsumerGroup {
+            // The model takes an ack's reply as durable, and the simulated consumers do not
+            // heartbeat: commit every ack, and sessions that outlast a run.
+            c.commit = tributary_core::CommitStrategy::AfterEach;
+            c.session_timeout = Duration::from_secs(7 * 24 * 3600);
+            c.heartbeat_interval = Duration::from_secs(3600);
+        }
         world.subs.push(SubW {
             config: c.clone(),
             retired: false,

@@ -164,6 +164,7 @@ impl Engine {
         let Some(g) = self.subs.get_mut(&id).and_then(|s| s.group.as_mut()) else {
             return;
         };
+        // Its timer (possibly set for an earlier deadline) finds no session and does nothing.
         if let Some(deadline) = g.sessions.remove(consumer) {
             self.timers
                 .remove(&(deadline, Timer::Session(id, consumer.clone())));
@@ -171,7 +172,9 @@ impl Engine {
         self.rebalance(id);
     }
 
-    /// A member was heard from: its session starts again.
+    /// A member was heard from: its session starts again. The timer set at its join stays
+    /// where it is; when it fires before the new deadline it is set again for it (so an ack
+    /// costs no timer update).
     pub(crate) fn touch_member(&mut self, id: SubId, consumer: &ConsumerId) {
         let now = self.now.mono;
         let Some(sub) = self.subs.get_mut(&id) else {
@@ -182,12 +185,14 @@ impl Engine {
             return;
         };
         let deadline = now.saturating_add(timeout);
-        if let Some(old) = g.sessions.insert(consumer.clone(), deadline) {
-            self.timers
-                .remove(&(old, Timer::Session(id, consumer.clone())));
+        match g.sessions.get_mut(consumer) {
+            Some(d) => *d = deadline,
+            None => {
+                g.sessions.insert(consumer.clone(), deadline);
+                self.timers
+                    .insert((deadline, Timer::Session(id, consumer.clone())));
+            }
         }
-        self.timers
-            .insert((deadline, Timer::Session(id, consumer.clone())));
     }
 
     /// A member's session timed out: it is told, detached, and the group rebalances.
@@ -199,8 +204,14 @@ impl Engine {
         let Some(g) = sub.group.as_mut() else {
             return;
         };
-        if g.sessions.get(&consumer).is_none_or(|d| *d > now) {
-            return;
+        match g.sessions.get(&consumer) {
+            None => return,
+            // Heard from since the timer was set: wait for the new deadline.
+            Some(&d) if d > now => {
+                self.timers.insert((d, Timer::Session(id, consumer)));
+                return;
+            }
+            Some(_) => {}
         }
         g.sessions.remove(&consumer);
         let generation = g.generation;

@@ -34,6 +34,7 @@ pub(crate) enum Shaped {
 impl Engine {
     fn schema_limits(&self) -> Limits {
         Limits {
+            max_event_type_bytes: self.cfg.max_event_type_bytes,
             max_types: self.cfg.max_schema_types,
             max_versions: self.cfg.max_schema_versions,
             max_rules: self.cfg.max_upcaster_rules,

@@ -23,6 +23,7 @@
 //! - `exclusive`: an event is in flight at one consumer at a time, redelivered only after its
 //!   ack wait, nack delay or dead-letter failure, with attempts counting up.
 //! - `credit`: no consumer has more than `max_in_flight` events in flight.
+//! - `group-owner`: in a consumer group, no partition has two owners in one generation.
 //! - `ordered-by-key`: never two events of one key pending at once on an ordered subscription.
 //! - `delivered-to-attached`: deliveries go to consumers attached on that connection.
 //! - `ephemeral-bounds`: an ephemeral stream never holds more than its `max_events` /
@@ -86,6 +87,11 @@ pub struct Checker {
     attached: BTreeMap<(SubKey, ConsumerId), Attachment>,
     replays: BTreeMap<ReplayId, ReplayM>,
     dead_letters: Vec<(StreamName, SubscriptionName, tributary_core::Position)>,
+    /// Consumer groups: each member's partitions, as last told.
+    owned: BTreeMap<(SubKey, ConsumerId), Vec<u32>>,
+    /// Consumer groups: the owner of each partition in the latest generation told (cleared
+    /// when the engine recovers: generations count again in each life).
+    generation_owners: BTreeMap<SubKey, (u64, BTreeMap<u32, ConsumerId>)>,
     lives: u64,
 }
 
@@ -105,6 +111,8 @@ impl Checker {
             attached: BTreeMap::new(),
             replays: BTreeMap::new(),
             dead_letters: Vec::new(),
+            owned: BTreeMap::new(),
+            generation_owners: BTreeMap::new(),
             lives: 0,
         }
     }
@@ -212,7 +220,20 @@ impl Checker {
             Output::Replay { conn, replay, item } => self.replay_item(*conn, *replay, item),
             Output::Notice(n) => self.notice(n),
             // The workload makes no consumer groups yet.
-            Output::Assignment { .. } | Output::ConsumerNotice { .. } | Output::Publish { .. } => {}
+            // A consumer group rebalanced: what a member lost is no longer in flight to it.
+            Output::Assignment {
+                stream,
+                subscription,
+                consumer,
+                assignment,
+                ..
+            } => self.assignment(
+                &(stream.clone(), subscription.clone()),
+                consumer,
+                assignment.generation,
+                &assignment.partitions,
+            ),
+            Output::ConsumerNotice { .. } | Output::Publish { .. } => {}
         }
     }
 

@@ -189,7 +189,11 @@ impl Checker {
                     sub.part(rec.consumer.clone(), rec.partition).saved = Some(position_of(rec));
                 }
             }
-            (StorageRequest::Recover, StorageReply::Recovered(state)) => self.recovered(state),
+            (StorageRequest::Recover, StorageReply::Recovered(state)) => {
+                self.generation_owners.clear();
+                self.owned.clear();
+                self.recovered(state)
+            }
             _ => {}
         }
     }

@@ -187,6 +187,22 @@ impl Checker {
             && positions.iter().all(|p| p.partition < parts)
     }
 
+    /// Consumer groups: whether every position is of a partition `consumer` owns (the engine
+    /// refuses the whole ack, nack or term otherwise). Other modes: true.
+    fn owns_all(&self, key: &SubKey, consumer: &ConsumerId, positions: &[Position]) -> bool {
+        let group = self
+            .subs
+            .get(key)
+            .is_some_and(|s| s.config.mode == SubscriptionMode::ConsumerGroup);
+        if !group {
+            return true;
+        }
+        let owned = self.owned.get(&(key.clone(), consumer.clone()));
+        positions
+            .iter()
+            .all(|p| owned.is_some_and(|o| o.contains(&p.partition)))
+    }
+
     /// Whether `consumer` is attached on `conn` as the model knows it.
     fn attached_on(&self, conn: ConnId, key: &SubKey, consumer: &ConsumerId) -> bool {
         self.attached
@@ -203,7 +219,7 @@ impl Checker {
         positions: &[Position],
     ) {
         let key = (stream.clone(), subscription.clone());
-        if !self.attached_on(conn, &key, consumer) {
+        if !self.attached_on(conn, &key, consumer) || !self.owns_all(&key, consumer, positions) {
             return;
         }
         let Some(sub) = self.subs.get_mut(&key) else {
@@ -228,7 +244,10 @@ impl Checker {
         delay: Option<Duration>,
     ) {
         let key = (stream.clone(), subscription.clone());
-        if !self.attached_on(conn, &key, consumer) || !self.positions_valid(stream, positions) {
+        if !self.attached_on(conn, &key, consumer)
+            || !self.positions_valid(stream, positions)
+            || !self.owns_all(&key, consumer, positions)
+        {
             return;
         }
         let now = self.now.mono;
@@ -268,7 +287,10 @@ impl Checker {
         positions: &[Position],
     ) {
         let key = (stream.clone(), subscription.clone());
-        if !self.attached_on(conn, &key, consumer) || !self.positions_valid(stream, positions) {
+        if !self.attached_on(conn, &key, consumer)
+            || !self.positions_valid(stream, positions)
+            || !self.owns_all(&key, consumer, positions)
+        {
             return;
         }
         let now = self.now.mono;
@@ -298,6 +320,56 @@ impl Checker {
         if let Some(c) = sub.cursors.get_mut(&cursor) {
             for cp in c.parts.values_mut() {
                 cp.in_flight.retain(|_, f| &f.consumer != consumer);
+            }
+        }
+    }
+
+    /// A consumer group member was told its share: what it held of other partitions was
+    /// taken from it (ready for their new owner).
+    pub(super) fn assignment(
+        &mut self,
+        key: &SubKey,
+        consumer: &ConsumerId,
+        generation: u64,
+        partitions: &[u32],
+    ) {
+        self.owned
+            .insert((key.clone(), consumer.clone()), partitions.to_vec());
+        let (gen_now, owners) = self
+            .generation_owners
+            .entry(key.clone())
+            .or_insert_with(|| (generation, std::collections::BTreeMap::new()));
+        if *gen_now != generation {
+            *gen_now = generation;
+            owners.clear();
+        }
+        let mut clash = None;
+        for p in partitions {
+            match owners.get(p) {
+                Some(other) if other != consumer => clash = Some((*p, other.clone())),
+                _ => {
+                    owners.insert(*p, consumer.clone());
+                }
+            }
+        }
+        if let Some((p, other)) = clash {
+            self.fail(
+                "group-owner",
+                format!(
+                    "{}/{}: partition {p} given to {consumer} and {other} in generation {generation}",
+                    key.0, key.1
+                ),
+            );
+        }
+        let Some(sub) = self.subs.get_mut(key) else {
+            return;
+        };
+        let cursor = sub.cursor_key(consumer);
+        if let Some(c) = sub.cursors.get_mut(&cursor) {
+            for (p, cp) in c.parts.iter_mut() {
+                if !partitions.contains(p) {
+                    cp.in_flight.retain(|_, f| &f.consumer != consumer);
+                }
             }
         }
     }
@@ -540,7 +612,7 @@ impl Checker {
                 .push((stream.clone(), subscription.clone(), *position));
             let key = (stream.clone(), subscription.clone());
             if let Some(sub) = self.subs.get_mut(&key)
-                && sub.config.mode == SubscriptionMode::Exclusive
+                && sub.config.mode.shared_position()
             {
                 let cp = sub.part(None, position.partition);
                 cp.unpend_key(position.offset);
