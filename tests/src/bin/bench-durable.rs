@@ -15,6 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tributary_core::*;
 
+/// The same allocator as the `tributary` binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PAYLOAD: usize = 256;
 const BATCH: usize = 1000;
 

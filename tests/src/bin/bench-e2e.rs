@@ -52,6 +52,10 @@ struct Args {
     pipelined: usize,
 }
 
+/// The same allocator as the `tributary` binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PAYLOAD: usize = 256;
 
 type Client = EventStreamClient<Channel>;

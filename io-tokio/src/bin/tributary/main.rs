@@ -5,6 +5,11 @@
 
 mod client;
 
+/// mimalloc: measured 30 to 55 % more events/s than the system allocator in `bench-e2e`
+/// (BENCHMARKS.md), where glibc malloc took a sixth of the CPU.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
