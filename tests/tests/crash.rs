@@ -153,6 +153,9 @@ async fn postgres_keeps_every_acknowledged_event_across_sigkill() {
     let url = std::env::var("TRIBUTARY_TEST_DATABASE_URL").expect(
         "TRIBUTARY_TEST_DATABASE_URL is not set (scripts/pg-test-cluster start prints one)",
     );
-    let spec = format!("postgres:{url}#crash_{}", std::process::id());
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let spec = format!("postgres:{url}#crash_{}_{t}", std::process::id());
     crash_rounds(&spec).await;
 }

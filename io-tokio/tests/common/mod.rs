@@ -43,8 +43,12 @@ pub fn new_store(backend: Backend, dir: &Path, name: &str) -> String {
                 "TRIBUTARY_TEST_DATABASE_URL must name a PostgreSQL for these tests \
                  (scripts/pg-test-cluster start prints one)",
             );
+            // Unique across runs: process ids repeat on a long-lived cluster.
             let n = SCHEMAS.fetch_add(1, Ordering::Relaxed);
-            format!("{url}#e2e_{name}_{}_{n}", std::process::id())
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            format!("{url}#e2e_{name}_{}_{t}_{n}", std::process::id())
         }
     }
 }

@@ -19,10 +19,19 @@ pub fn url() -> String {
     }
 }
 
-pub fn fresh_config() -> PgStoreConfig {
+/// A schema name no earlier run used: process ids repeat on a long-lived cluster (and a
+/// schema left by a run with an older migration would fail the checksum check).
+pub fn unique_schema(prefix: &str) -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    format!("{prefix}{}_{t}_{n}", std::process::id())
+}
+
+pub fn fresh_config() -> PgStoreConfig {
     let mut c = PgStoreConfig::new(url());
-    c.schema = Some(format!("t{}_{}", std::process::id(), n));
+    c.schema = Some(unique_schema("t"));
     c.pool_size = 4;
     c
 }
