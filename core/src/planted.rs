@@ -28,11 +28,19 @@ pub enum PlantedBug {
     IgnoreExpectedOffset,
     /// A write that definitely failed still moves the heads, leaving a hole in the offsets.
     HoleAfterFailedWrite,
+    /// `MarkRead` up to an offset marks that offset read even if it was never delivered.
+    ReadUndelivered,
+    /// Marking an unread receipt read leaves the unread count as it was.
+    UnreadKeptOnRead,
+    /// An unread timeout arms itself again after it fires (twice per delivery).
+    UnreadTimeoutTwice,
+    /// Recovery loads every receipt as unread.
+    ReceiptsForgetReads,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 10] = [
+    pub const ALL: [PlantedBug; 14] = [
         PlantedBug::SkipDedup,
         PlantedBug::ForgetAck,
         PlantedBug::LoseUnknownAppend,
@@ -43,6 +51,10 @@ impl PlantedBug {
         PlantedBug::IgnoreReplayRate,
         PlantedBug::IgnoreExpectedOffset,
         PlantedBug::HoleAfterFailedWrite,
+        PlantedBug::ReadUndelivered,
+        PlantedBug::UnreadKeptOnRead,
+        PlantedBug::UnreadTimeoutTwice,
+        PlantedBug::ReceiptsForgetReads,
     ];
 
     /// Its command-line name, e.g. `skip-dedup`.
@@ -58,6 +70,10 @@ impl PlantedBug {
             PlantedBug::IgnoreReplayRate => "ignore-replay-rate",
             PlantedBug::IgnoreExpectedOffset => "ignore-expected-offset",
             PlantedBug::HoleAfterFailedWrite => "hole-after-failed-write",
+            PlantedBug::ReadUndelivered => "read-undelivered",
+            PlantedBug::UnreadKeptOnRead => "unread-kept-on-read",
+            PlantedBug::UnreadTimeoutTwice => "unread-timeout-twice",
+            PlantedBug::ReceiptsForgetReads => "receipts-forget-reads",
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::swarm::Swarm;
 use crate::workload::{Generator, Pending, StreamW, World, consumer};
 use std::time::Duration;
 use tributary_core::{
-    Command, ConnId, ConsumerId, Engine, Input, OpId, Output, Position, ReplayItem,
+    Command, ConnId, ConsumerId, Engine, Input, MarkRead, OpId, Output, Position, ReplayItem,
     SubscriptionMode,
 };
 
@@ -539,6 +539,7 @@ impl Sim {
             m.delete_subscription,
             m.delete_stream,
             m.invalid,
+            m.receipt_status,
         ];
         let Some(kind) = self.work.weighted(&weights) else {
             return;
@@ -609,6 +610,10 @@ impl Sim {
                 Some(c) => (None, c, Pending::Other),
                 None => return,
             },
+            15 => match g.receipt_status(w) {
+                Some(c) => (None, c, Pending::Other),
+                None => return,
+            },
             _ => match g.invalid(w) {
                 Some(c) => (None, c, Pending::Other),
                 None => return,
@@ -663,15 +668,38 @@ impl Sim {
         {
             return;
         }
-        let (stream, subscription) = {
+        let (stream, subscription, receipts) = {
             let s = &n.world.subs[sub].config;
-            (s.stream.clone(), s.name.clone())
+            (
+                s.stream.clone(),
+                s.name.clone(),
+                s.mode == SubscriptionMode::ReadReceipt,
+            )
         };
         let c = self.swarm.consumers.clone();
         let c = &c;
         let mut acks = Vec::new();
         let mut nacks = Vec::new();
         let mut terms = Vec::new();
+        let mark = if !receipts || positions.is_empty() {
+            None
+        } else if self.phase == Phase::Chaos {
+            self.clients
+                .chance(c.mark_read)
+                .then(|| self.mark_read(&positions))
+        } else {
+            // Liveness: everything given is read (which also stops unread redeliveries).
+            let mut upto: std::collections::BTreeMap<u32, u64> = Default::default();
+            for p in &positions {
+                let o = upto.entry(p.partition).or_default();
+                *o = (*o).max(p.offset);
+            }
+            Some(
+                upto.into_iter()
+                    .map(|(partition, offset)| MarkRead::UpTo(Position { partition, offset }))
+                    .collect(),
+            )
+        };
         for p in positions {
             let choice = if self.phase == Phase::Chaos {
                 self.clients
@@ -716,13 +744,47 @@ impl Sim {
         }
         if !terms.is_empty() {
             let cmd = Command::Term {
-                stream,
-                subscription,
-                consumer,
+                stream: stream.clone(),
+                subscription: subscription.clone(),
+                consumer: consumer.clone(),
                 positions: terms,
                 reason: "simulated poison".into(),
             };
             self.send(node, conn, cmd, Pending::Other);
+        }
+        for read in mark.into_iter().flatten() {
+            let cmd = Command::MarkRead {
+                stream: stream.clone(),
+                subscription: subscription.clone(),
+                consumer: consumer.clone(),
+                read,
+            };
+            self.send(node, conn, cmd, Pending::Other);
+        }
+    }
+
+    /// ReadReceipt: what a consumer marks read of what it was given: some of the positions,
+    /// or everything of one partition up to an offset (sometimes past what it was given).
+    fn mark_read(&mut self, positions: &[Position]) -> Vec<MarkRead> {
+        let r = &mut self.clients;
+        if r.coin() {
+            let max = self.swarm.config.max_ack_pending.max(1) as usize;
+            let some: Vec<Position> = positions
+                .iter()
+                .copied()
+                .filter(|_| r.chance(700))
+                .take(max)
+                .collect();
+            if some.is_empty() {
+                return Vec::new();
+            }
+            vec![MarkRead::Positions(some)]
+        } else {
+            let p = positions[r.below(positions.len() as u64) as usize];
+            vec![MarkRead::UpTo(Position {
+                partition: p.partition,
+                offset: p.offset + r.below(3),
+            })]
         }
     }
 
@@ -821,7 +883,11 @@ impl Sim {
                 .map(|(_, c)| c.clone())
                 .collect();
             let wanted = match s.config.mode {
-                SubscriptionMode::Broadcast if !known.is_empty() => known,
+                SubscriptionMode::Broadcast | SubscriptionMode::ReadReceipt
+                    if !known.is_empty() =>
+                {
+                    known
+                }
                 _ => vec![consumer(0)],
             };
             let attached_any = w.consumers.iter().any(|((x, _), c)| *x == i && c.is_some());

@@ -39,6 +39,8 @@ pub struct Mix {
     pub delete_stream: u32,
     /// Commands the engine must refuse (bad input, unknown names, acks of nothing).
     pub invalid: u32,
+    /// Ask where a consumer of a ReadReceipt subscription stands (`ReceiptStatus`).
+    pub receipt_status: u32,
 }
 
 /// How consumers answer what they are given (relative weights per event).
@@ -56,6 +58,9 @@ pub struct ConsumerMix {
     pub think_max_ms: u64,
     /// Whether nacks name a delay (else the engine's back-off).
     pub nack_delay: bool,
+    /// ReadReceipt: chance (per mille) that a consumer also marks what it was given read
+    /// (some positions, or everything up to an offset).
+    pub mark_read: u32,
 }
 
 /// Faults of the chaos phase (per mille unless named otherwise).
@@ -116,6 +121,10 @@ pub struct Swarm {
     pub ack_waits: Vec<Duration>,
     /// Chance a new exclusive subscription is ordered by key.
     pub ordered: u32,
+    /// Chance (per mille) a new subscription is a ReadReceipt one.
+    pub read_receipts: u32,
+    /// Unread timeouts ReadReceipt subscriptions pick from (none: never one).
+    pub unread_timeouts: Vec<Duration>,
     /// The action mix.
     pub mix: Mix,
     /// Consumer behaviour.
@@ -176,6 +185,7 @@ impl Swarm {
             delete_subscription: maybe(&mut r, 250, 1, 1),
             delete_stream: maybe(&mut r, 200, 1, 1),
             invalid: maybe(&mut r, 500, 1, 4),
+            receipt_status: 0,
         };
         let consumers = ConsumerMix {
             ack: 40 + r.below(60) as u32,
@@ -184,6 +194,7 @@ impl Swarm {
             ignore: maybe(&mut r, 500, 1, 10),
             think_max_ms: pick(&mut r, &[1, 20, 300, 2000]),
             nack_delay: r.coin(),
+            mark_read: 0,
         };
         let chaos = r.chance(850);
         let f = |r: &mut SimRng, on: u32, base: u32, spread: u32| {
@@ -202,7 +213,7 @@ impl Swarm {
             clock_step: f(&mut r, 500, 1, 20),
             clock_step_max_ms: pick(&mut r, &[50, 5_000, 600_000]),
         };
-        Swarm {
+        let mut swarm = Swarm {
             nodes: if r.chance(150) { 2 } else { 1 },
             actions: r.range(150, 900) as u32,
             think_max_ms: pick(&mut r, &[2, 30, 200]),
@@ -225,9 +236,32 @@ impl Swarm {
                 .map(Duration::from_millis)
                 .collect(),
             ordered: pick(&mut r, &[0, 500, 1000]) as u32,
+            read_receipts: 0,
+            unread_timeouts: Vec::new(),
             mix,
             consumers,
             faults,
-        }
+        };
+        swarm.add_part2(seed);
+        swarm
+    }
+
+    /// Part 2 features (read receipts, ...), drawn from their own sub-seed so that the rest of
+    /// a seed's mix stays what it was before they came.
+    fn add_part2(&mut self, seed: u64) {
+        let mut r = SimRng::new(seed, "swarm-part2");
+        let pick = |r: &mut SimRng, xs: &[u64]| xs[r.below(xs.len() as u64) as usize];
+        self.read_receipts = pick(&mut r, &[0, 0, 200, 500]) as u32;
+        self.mix.receipt_status = if self.read_receipts > 0 {
+            2 + r.below(8) as u32
+        } else {
+            0
+        };
+        self.consumers.mark_read = pick(&mut r, &[0, 200, 600]) as u32;
+        self.unread_timeouts = [30u64, 400, 3_000]
+            .into_iter()
+            .filter(|_| r.chance(500))
+            .map(Duration::from_millis)
+            .collect();
     }
 }

@@ -408,10 +408,14 @@ impl Generator<'_> {
         let stream = world.streams[*self.rng.pick(&live)?].config.clone();
         world.next_sub += 1;
         let r = &mut *self.rng;
-        let mode = match r.below(3) {
-            0 => SubscriptionMode::Exclusive,
-            1 => SubscriptionMode::Broadcast,
-            _ => SubscriptionMode::ConsumerGroup,
+        let mode = if self.swarm.read_receipts > 0 && r.chance(self.swarm.read_receipts) {
+            SubscriptionMode::ReadReceipt
+        } else {
+            match r.below(3) {
+                0 => SubscriptionMode::Exclusive,
+                1 => SubscriptionMode::Broadcast,
+                _ => SubscriptionMode::ConsumerGroup,
+            }
         };
         let mut c = SubscriptionConfig::new(
             stream.name.clone(),
@@ -438,6 +442,10 @@ impl Generator<'_> {
             c.commit = tributary_core::CommitStrategy::AfterEach;
             c.session_timeout = Duration::from_secs(7 * 24 * 3600);
             c.heartbeat_interval = Duration::from_secs(3600);
+        }
+        if mode == SubscriptionMode::ReadReceipt && r.chance(700) {
+            c.unread_timeout = r.pick(&self.swarm.unread_timeouts).copied();
+            c.redeliver_unread = c.unread_timeout.is_some() && r.coin();
         }
         world.subs.push(SubW {
             config: c.clone(),
@@ -547,6 +555,32 @@ impl Generator<'_> {
             stream: s.config.name.clone(),
             from,
             options,
+        })
+    }
+
+    /// Asks where a consumer of a ReadReceipt subscription stands, sometimes with the receipt
+    /// of one event.
+    pub fn receipt_status(&mut self, world: &World) -> Option<Command> {
+        let live: Vec<usize> = world
+            .live_subs()
+            .into_iter()
+            .filter(|&i| world.subs[i].config.mode == SubscriptionMode::ReadReceipt)
+            .collect();
+        let s = &world.subs[*self.rng.pick(&live)?].config;
+        let stream = world.streams.iter().find(|w| w.config.name == s.stream)?;
+        let position = self.rng.coin().then(|| {
+            let partition = self.rng.below(u64::from(stream.config.partitions)) as u32;
+            let head = stream.heads.get(partition as usize).copied().unwrap_or(0);
+            Position {
+                partition,
+                offset: self.rng.below(head + 1),
+            }
+        });
+        Some(Command::ReceiptStatus {
+            stream: s.stream.clone(),
+            subscription: s.name.clone(),
+            consumer: consumer(self.rng.below(4)),
+            position,
         })
     }
 

@@ -32,6 +32,28 @@ macro_rules! caught {
     };
 }
 
+/// Like `caught!`, and the oracle that catches it is the one named.
+macro_rules! caught_by {
+    ($name:ident, $bug:expr, $oracle:expr) => {
+        #[test]
+        fn $name() {
+            match first_failure($bug) {
+                Some((seed, what)) => {
+                    eprintln!("{}: caught by seed {seed}: {what}", $bug);
+                    let tag = format!("[{}]", $oracle);
+                    assert!(
+                        what.starts_with(&tag),
+                        "{} caught by seed {seed}, but not by {}: {what}",
+                        $bug,
+                        $oracle
+                    );
+                }
+                None => panic!("{} was not caught by seeds {:?}", $bug, SEEDS),
+            }
+        }
+    };
+}
+
 caught!(skip_dedup, PlantedBug::SkipDedup);
 caught!(forget_ack, PlantedBug::ForgetAck);
 caught!(lose_unknown_append, PlantedBug::LoseUnknownAppend);
@@ -42,8 +64,28 @@ caught!(ephemeral_overflow, PlantedBug::EphemeralOverflow);
 caught!(ignore_replay_rate, PlantedBug::IgnoreReplayRate);
 caught!(ignore_expected_offset, PlantedBug::IgnoreExpectedOffset);
 caught!(hole_after_failed_write, PlantedBug::HoleAfterFailedWrite);
+caught_by!(
+    read_undelivered,
+    PlantedBug::ReadUndelivered,
+    "receipt-delivered"
+);
+caught_by!(
+    unread_kept_on_read,
+    PlantedBug::UnreadKeptOnRead,
+    "receipt-unread"
+);
+caught_by!(
+    unread_timeout_twice,
+    PlantedBug::UnreadTimeoutTwice,
+    "unread-timeout-once"
+);
+caught_by!(
+    receipts_forget_reads,
+    PlantedBug::ReceiptsForgetReads,
+    "receipts-durable"
+);
 
 #[test]
 fn every_planted_bug_has_a_test() {
-    assert_eq!(PlantedBug::ALL.len(), 10);
+    assert_eq!(PlantedBug::ALL.len(), 14);
 }

@@ -171,6 +171,10 @@ impl Engine {
         let Some(consumer) = consumer else {
             return Vec::new();
         };
+        #[cfg(feature = "planted-bugs")]
+        let keep_unread = self.planted == Some(crate::PlantedBug::UnreadKeptOnRead);
+        #[cfg(not(feature = "planted-bugs"))]
+        let keep_unread = false;
         let Some(r) = sub.receipts.as_mut() else {
             return Vec::new();
         };
@@ -210,7 +214,10 @@ impl Engine {
             }
             if read && h.read_at.is_none() {
                 h.read_at = Some(wall);
-                cr.unread = cr.unread.saturating_sub(1);
+                // PLANTED BUG unread-kept-on-read (test-only): the count is left as it was.
+                if !keep_unread {
+                    cr.unread = cr.unread.saturating_sub(1);
+                }
                 cr.read_order.insert((wall, at.0, at.1));
                 cr.due.remove(&at);
             }
@@ -339,6 +346,11 @@ impl Engine {
                             set.insert(p);
                         }
                     }
+                }
+                // PLANTED BUG read-undelivered (test-only): the offset itself, delivered or not.
+                #[cfg(feature = "planted-bugs")]
+                if self.planted == Some(crate::PlantedBug::ReadUndelivered) {
+                    set.insert(upto);
                 }
                 if let Some(cr) = cr {
                     for (&(pa, o), h) in cr
@@ -470,6 +482,8 @@ impl Engine {
             return;
         };
         let redeliver = sub.config.redeliver_unread;
+        #[cfg(feature = "planted-bugs")]
+        let unread_timeout = sub.config.unread_timeout;
         let consumer = sub
             .cursors
             .get(key.key.cursor as usize)
@@ -492,6 +506,16 @@ impl Engine {
         }
         h.unread_deadline = None;
         h.timed_out = Some(h.delivered_at);
+        // PLANTED BUG unread-timeout-twice (test-only): armed again for the same delivery.
+        #[cfg(feature = "planted-bugs")]
+        let rearm = match (self.planted, unread_timeout) {
+            (Some(crate::PlantedBug::UnreadTimeoutTwice), Some(t)) => {
+                let d = at.saturating_add(t);
+                h.unread_deadline = Some(d);
+                Some(d)
+            }
+            _ => None,
+        };
         let Some(consumer) = consumer else {
             return;
         };
@@ -514,6 +538,10 @@ impl Engine {
                 },
                 StorageRequest::SaveReceipts(vec![record]),
             );
+        }
+        #[cfg(feature = "planted-bugs")]
+        if let Some(d) = rearm {
+            self.timers.insert((d, Timer::Unread(key)));
         }
         let notice = Notice::UnreadTimeout {
             stream,
@@ -808,6 +836,16 @@ impl Engine {
         let every = sub.config.receipt_cleanup_interval;
         let mut arm = Vec::new();
         for rec in records {
+            // PLANTED BUG receipts-forget-reads (test-only): every receipt loads unread.
+            #[cfg(feature = "planted-bugs")]
+            let rec = if self.planted == Some(crate::PlantedBug::ReceiptsForgetReads) {
+                ReceiptRecord {
+                    read_at: None,
+                    ..rec
+                }
+            } else {
+                rec
+            };
             let ci = match sub.cursor_of.get(&rec.consumer) {
                 Some(&ci) => ci,
                 None => sub.new_cursor(Some(rec.consumer.clone())),

@@ -28,11 +28,21 @@
 //! - `delivered-to-attached`: deliveries go to consumers attached on that connection.
 //! - `ephemeral-bounds`: an ephemeral stream never holds more than its `max_events` /
 //!   `max_bytes`.
+//! - `receipt-delivered`: a read receipt (delivered or read) and an unread timeout only
+//!   concern events delivered to that consumer: a read receipt implies a delivery.
+//! - `receipt-unread`: `ReceiptStatus` shows as unread exactly the model's receipts delivered
+//!   and not read, the model's last read offsets and the model's receipt of the event asked
+//!   about; a read receipt never gets an unread timeout.
+//! - `receipts-durable`: the same, after a restart, for receipts as the store gave them back
+//!   (not written since): receipts survive restarts.
+//! - `unread-timeout-once`: an unread timeout fires at most once per delivery (also across a
+//!   restart, once its firing is stored).
 //! - `replay`: replays send matching events in order, within their range, filter, rate and
 //!   `max_events`, and a finished replay of a persistent stream sent everything committed
 //!   before it started.
 
 mod model;
+mod receipts;
 mod replays;
 mod streams;
 mod subs;
@@ -93,6 +103,11 @@ pub struct Checker {
     /// when the engine recovers: generations count again in each life).
     generation_owners: BTreeMap<SubKey, (u64, BTreeMap<u32, ConsumerId>)>,
     lives: u64,
+    /// ReadReceipt subscriptions: what each consumer was given and its receipts.
+    receipts: BTreeMap<(SubKey, ConsumerId), receipts::RcConsumer>,
+    /// ReadReceipt subscriptions whose receipts were reloaded in this life and not written
+    /// since.
+    receipts_reloaded: std::collections::BTreeSet<SubKey>,
 }
 
 impl Checker {
@@ -114,6 +129,8 @@ impl Checker {
             owned: BTreeMap::new(),
             generation_owners: BTreeMap::new(),
             lives: 0,
+            receipts: BTreeMap::new(),
+            receipts_reloaded: std::collections::BTreeSet::new(),
         }
     }
 
@@ -146,6 +163,7 @@ impl Checker {
         self.ops.clear();
         self.attached.clear();
         self.replays.clear();
+        self.receipts_restart();
         let gone: Vec<StreamName> = self
             .streams
             .iter()
@@ -202,6 +220,9 @@ impl Checker {
     pub fn on_output(&mut self, out: &Output) {
         match out {
             Output::Storage { op, req } => {
+                if let StorageRequest::SaveReceipts(records) = req {
+                    self.receipts_saved(records);
+                }
                 self.storage_out(req);
                 self.ops.insert(*op, req.clone());
             }
@@ -218,7 +239,10 @@ impl Checker {
                 events,
             } => self.deliver(*conn, stream, subscription, consumer, events),
             Output::Replay { conn, replay, item } => self.replay_item(*conn, *replay, item),
-            Output::Notice(n) => self.notice(n),
+            Output::Notice(n) => {
+                self.unread_timeout(n);
+                self.notice(n)
+            }
             // The workload makes no consumer groups yet.
             // A consumer group rebalanced: what a member lost is no longer in flight to it.
             Output::Assignment {
@@ -256,6 +280,21 @@ impl Checker {
                     .get(&(stream.clone(), subscription.clone()))
                     .map_or(0, |s| s.resets);
                 self.ack_in(conn, stream, subscription, consumer, positions)
+            }
+            Command::MarkRead {
+                stream,
+                subscription,
+                consumer,
+                read,
+            } => {
+                // Marking read acknowledges what is still pending.
+                let positions = match read {
+                    tributary_core::MarkRead::Positions(p) => p.clone(),
+                    tributary_core::MarkRead::UpTo(p) => {
+                        self.in_flight_up_to(&(stream.clone(), subscription.clone()), consumer, *p)
+                    }
+                };
+                self.ack_in(conn, stream, subscription, consumer, &positions)
             }
             Command::Nack {
                 stream,
@@ -324,7 +363,16 @@ impl Checker {
 
     fn storage_done(&mut self, req: &StorageRequest, result: &StorageResult) {
         match result {
-            StorageResult::Ok(reply) => self.storage_ok(req, reply),
+            StorageResult::Ok(reply) => {
+                if let (
+                    StorageRequest::LoadReceipts { sub, .. },
+                    tributary_core::StorageReply::Receipts(records),
+                ) = (req, reply)
+                {
+                    self.receipts_loaded(*sub, records);
+                }
+                self.storage_ok(req, reply)
+            }
             StorageResult::Err(tributary_core::StorageError::Conflict(m)) => {
                 self.fail(
                     "offsets-dense",
@@ -345,6 +393,7 @@ impl Checker {
 
     fn drop_sub(&mut self, key: &SubKey) {
         self.subs.remove(key);
+        self.receipts.retain(|(k, _), _| k != key);
         self.sub_ids.retain(|_, k| k != key);
         self.attached.retain(|(k, _), _| k != key);
     }

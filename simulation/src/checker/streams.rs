@@ -294,6 +294,20 @@ impl Checker {
                     .or_insert_with(|| StreamM::new(cfg.clone()));
             }
             (Command::DeleteStream(name), Ok(Reply::Done)) => self.drop_stream(name),
+            (
+                Command::ReceiptStatus {
+                    stream,
+                    subscription,
+                    consumer,
+                    position,
+                },
+                Ok(Reply::ReceiptStatus(status)),
+            ) => self.receipt_status_reply(
+                &(stream.clone(), subscription.clone()),
+                consumer,
+                *position,
+                status,
+            ),
             (Command::DescribeStream(_), Ok(Reply::Stream(info))) => self.stream_info(info),
             (Command::ListStreams, Ok(Reply::Streams(list))) => {
                 for info in list {
