@@ -126,6 +126,10 @@ struct Node {
     world: World,
     journal: Option<JournalWriter<Vec<u8>>>,
     converged: bool,
+    /// The stream heads of the last probe that showed convergence: a node has converged only
+    /// when two probes in a row show it with the same heads (appends still in flight from the
+    /// chaos phase may land after a probe's snapshot).
+    converged_heads: Option<std::collections::BTreeMap<tributary_core::StreamName, Vec<u64>>>,
     clock_went_back: bool,
 }
 
@@ -169,6 +173,7 @@ pub fn run(opts: &RunOptions) -> Outcome {
             world: World::default(),
             journal: None,
             converged: false,
+            converged_heads: None,
             clock_went_back: false,
         })
         .collect();
@@ -817,14 +822,19 @@ impl Sim {
             if !ready || self.nodes[node].converged {
                 continue;
             }
-            let done = self.nodes[node]
+            let heads = self.nodes[node]
                 .world
                 .probe
                 .as_ref()
-                .is_some_and(|p| p.outstanding == 0 && converged(&self.nodes[node].world, p));
-            if done {
-                self.nodes[node].converged = true;
-                continue;
+                .filter(|p| p.outstanding == 0 && converged(&self.nodes[node].world, p))
+                .map(|p| p.heads.clone());
+            let n = &mut self.nodes[node];
+            match heads {
+                Some(h) if n.converged_heads.as_ref() == Some(&h) => {
+                    n.converged = true;
+                    continue;
+                }
+                h => n.converged_heads = h,
             }
             self.probe_node(node);
         }
