@@ -166,7 +166,7 @@ pub(crate) fn stream_config_to_pb(c: &StreamConfig) -> pb::CreateStreamRequest {
             DeliverySemantics::AtLeastOnce => pb::DeliverySemantics::AtLeastOnce,
             DeliverySemantics::ExactlyOnce => pb::DeliverySemantics::ExactlyOnce,
         } as i32,
-        dedup_window_ms: Some(u64::try_from(c.dedup_window.as_millis()).unwrap_or(u64::MAX)),
+        dedup_window_ms: Some(ms(c.dedup_window)),
         cross_service: c.scope == Scope::CrossService,
         ephemeral: match c.kind {
             StreamKind::Persistent => None,
@@ -220,7 +220,8 @@ pub(crate) fn start_position(p: Option<pb::StartPosition>) -> StartPosition {
     }
 }
 
-fn start_position_to_pb(p: StartPosition) -> pb::StartPosition {
+/// A start position as the request gives it.
+pub fn start_position_to_pb(p: StartPosition) -> pb::StartPosition {
     let at = match p {
         StartPosition::Beginning => pb::start_position::At::Beginning(pb::Empty {}),
         StartPosition::End => pb::start_position::At::End(pb::Empty {}),
@@ -230,7 +231,8 @@ fn start_position_to_pb(p: StartPosition) -> pb::StartPosition {
     pb::StartPosition { at: Some(at) }
 }
 
-fn ms(d: Duration) -> u64 {
+/// A duration in whole milliseconds, as the protocol carries it (saturating).
+pub fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

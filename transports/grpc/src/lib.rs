@@ -24,7 +24,7 @@ pub mod pb {
     tonic::include_proto!("tributary.v1");
 }
 
-pub use convert::{event_to_pb, new_event_from_pb};
+pub use convert::{event_to_pb, ms, new_event_from_pb, start_position_to_pb};
 pub use link::{EngineConn, EngineLink};
 pub use service::{EventStreamService, ServiceConfig};
 pub use status::{ERROR_DOMAIN, error_to_status};

@@ -556,7 +556,7 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
                                 done,
                                 rate,
                                 remaining,
-                                eta_ms: u64::try_from(eta.as_millis()).unwrap_or(u64::MAX),
+                                eta_ms: crate::convert::ms(eta),
                             }),
                             false,
                         ),

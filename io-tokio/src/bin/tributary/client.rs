@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use std::io::{BufRead, IsTerminal, Write};
 use tonic::transport::Channel;
 use tributary_core::StartPosition;
-use tributary_grpc::pb;
 use tributary_grpc::pb::event_stream_client::EventStreamClient;
+use tributary_grpc::{ms, pb, start_position_to_pb};
 use tributary_io_tokio::server::config::parse_start;
 
 type Client = EventStreamClient<Channel>;
@@ -165,7 +165,7 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
                 || max_bytes.is_some()
                 || keep_unconsumed)
                 .then(|| pb::Retention {
-                    max_age_ms: max_age.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    max_age_ms: max_age.map(ms),
                     max_events,
                     max_bytes,
                     keep_unconsumed,
@@ -178,8 +178,7 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
                     DeliveryArg::AtLeastOnce => pb::DeliverySemantics::AtLeastOnce,
                     DeliveryArg::ExactlyOnce => pb::DeliverySemantics::ExactlyOnce,
                 } as i32,
-                dedup_window_ms: dedup_window
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                dedup_window_ms: dedup_window.map(ms),
                 cross_service: false,
                 ephemeral: ephemeral_max_events.zip(ephemeral_max_bytes).map(
                     |(max_events, max_bytes)| pb::Ephemeral {
@@ -346,18 +345,6 @@ pub struct SubscribeArgs {
     server: ServerArg,
 }
 
-fn start_to_pb(p: StartPosition) -> pb::StartPosition {
-    use pb::start_position::At;
-    pb::StartPosition {
-        at: Some(match p {
-            StartPosition::Beginning => At::Beginning(pb::Empty {}),
-            StartPosition::End => At::End(pb::Empty {}),
-            StartPosition::Offset(o) => At::Offset(o),
-            StartPosition::Time(t) => At::Time(t.0),
-        }),
-    }
-}
-
 fn event_json(e: &pb::Event, attempt: Option<u32>) -> Value {
     let data = (e.content_type == "application/json")
         .then(|| serde_json::from_slice::<Value>(&e.payload).ok())
@@ -410,7 +397,7 @@ pub async fn subscribe(a: SubscribeArgs) -> Result<(), String> {
         initial_credit: a.count.unwrap_or(0),
         create: Some(pb::SubscriptionConfig {
             mode: mode as i32,
-            start: Some(start_to_pb(a.from)),
+            start: Some(start_position_to_pb(a.from)),
             ..Default::default()
         }),
     };
@@ -657,7 +644,7 @@ pub async fn offsets(cmd: OffsetsCmd) -> Result<(), String> {
                     stream,
                     subscription,
                     consumer: consumer.unwrap_or_default(),
-                    to: Some(start_to_pb(to)),
+                    to: Some(start_position_to_pb(to)),
                 })
                 .await
                 .map_err(status)?;
