@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cpu;
+
 use tributary_core::{Config, Engine};
 use tributary_io_tokio::server::store::{BadStoreSpec, StoreSpec};
 use tributary_io_tokio::{Clock, ExecutorConfig, Handle, TokioRuntime, start};

@@ -355,19 +355,20 @@ impl PgStore {
         let mut headers = Vec::with_capacity(n);
         let mut content_type = Vec::with_capacity(n);
         let mut payload = Vec::with_capacity(n);
+        // Borrowed columns: the events' bytes and strings are encoded straight from the write.
         for e in &w.events {
             partition.push(i32::try_from(e.partition).unwrap_or(i32::MAX));
             offset.push(i64_of(e.offset));
-            event_id.push(e.event_id.as_bytes().to_vec());
+            event_id.push(e.event_id.as_bytes().as_slice());
             ts.push(i64_of(e.timestamp.0));
-            event_type.push(e.event_type.clone());
+            event_type.push(e.event_type.as_str());
             schema_version.push(i32::try_from(e.schema_version).unwrap_or(i32::MAX));
-            key.push(e.key.as_ref().map(|k| k.to_vec()));
-            correlation.push(e.correlation_id.clone());
-            causation.push(e.causation_id.clone());
+            key.push(e.key.as_deref());
+            correlation.push(e.correlation_id.as_deref());
+            causation.push(e.causation_id.as_deref());
             headers.push(encode_headers(&e.headers));
-            content_type.push(e.content_type.clone());
-            payload.push(e.payload.to_vec());
+            content_type.push(e.content_type.as_str());
+            payload.push(&e.payload[..]);
         }
         let dp: Vec<i32> = w
             .dedup

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tributary_core::*;
+use tributary_tests::cpu::Usage;
 
 /// The same allocator as the `tributary` binary.
 #[global_allocator]
@@ -41,10 +42,15 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    let server = server_process(&store);
     let raw_before = raw(&store, &spec, secs).await;
     for batch in [1usize, 256] {
-        let rate = store_alone(&store, batch, secs.min(5)).await;
-        println!("store alone, appends of {batch}: {rate:.0} events/s");
+        let usage = Usage::now(server);
+        let (rate, n) = store_alone(&store, batch, secs.min(5)).await;
+        println!(
+            "store alone, appends of {batch}: {rate:.0} events/s; {}",
+            cpu_line(usage.per_item_since(server, n))
+        );
     }
     let counting = Counting {
         inner: store.clone(),
@@ -65,33 +71,54 @@ async fn main() {
             writes.load(Ordering::Relaxed),
             events.load(Ordering::Relaxed),
         );
+        let usage = Usage::now(server);
         let rate = tributary(&handle, p, secs).await;
         let (w, e) = (
             writes.load(Ordering::Relaxed) - w0,
             events.load(Ordering::Relaxed) - e0,
         );
-        results.push((p, rate, e as f64 / w.max(1) as f64));
+        let cpu = usage.per_item_since(server, e);
+        results.push((p, rate, e as f64 / w.max(1) as f64, cpu));
     }
     // The limit is measured before and after, on a table that grew in between: the mean of
     // the two, for the fastest method.
     let raw_after = raw(&store, &spec, secs).await;
     let mut limit = 0.0f64;
-    for ((name, before), (_, after)) in raw_before.iter().zip(&raw_after) {
+    for ((name, before, cpu), (_, after, _)) in raw_before.iter().zip(&raw_after) {
         let mean = (before + after) / 2.0;
         println!(
-            "raw {name}: {mean:.0} rows/s (before {before:.0}, after {after:.0}; batches of {BATCH}, one transaction each)"
+            "raw {name}: {mean:.0} rows/s (before {before:.0}, after {after:.0}; batches of {BATCH}, one transaction each); {}",
+            cpu_line(*cpu)
         );
         limit = limit.max(mean);
     }
-    for (p, rate, per_write) in results {
+    for (p, rate, per_write, cpu) in results {
         println!(
-            "tributary, {p} producers: {rate:.0} events/s = {:.2} of the raw limit ({per_write:.1} events per write)",
-            rate / limit
+            "tributary, {p} producers: {rate:.0} events/s = {:.2} of the raw limit ({per_write:.1} events per write); {}",
+            rate / limit,
+            cpu_line(cpu)
         );
     }
 }
 
-async fn raw(store: &tributary_tests::AnyStore, spec: &str, secs: u64) -> Vec<(&'static str, f64)> {
+/// The processes of the store's server, whose CPU is counted beside the bench's own (none
+/// for SQLite: it runs inside the bench).
+fn server_process(store: &tributary_tests::AnyStore) -> &'static str {
+    match store {
+        tributary_tests::AnyStore::Postgres(_) => "postgres",
+        tributary_tests::AnyStore::Sqlite(_) => "",
+    }
+}
+
+/// CPU microseconds per event of the bench process and of the server.
+fn cpu_line((own, server): (f64, f64)) -> String {
+    format!("CPU per event: bench {own:.1} µs, server {server:.1} µs")
+}
+
+/// One raw load: its name, rows/s, and CPU per row (bench, server).
+type RawResult = (&'static str, f64, (f64, f64));
+
+async fn raw(store: &tributary_tests::AnyStore, spec: &str, secs: u64) -> Vec<RawResult> {
     match store {
         tributary_tests::AnyStore::Postgres(_) => raw_postgres(spec, secs).await,
         tributary_tests::AnyStore::Sqlite(_) => raw_sqlite(spec, secs).await,
@@ -145,8 +172,9 @@ fn run_counting(store: Counting) -> Result<tributary_io_tokio::Handle, String> {
     ))
 }
 
-/// The store without the engine: sequential `Append` requests of `batch` events.
-async fn store_alone(store: &tributary_tests::AnyStore, batch: usize, secs: u64) -> f64 {
+/// The store without the engine: sequential `Append` requests of `batch` events. Returns the
+/// rate and the number of events.
+async fn store_alone(store: &tributary_tests::AnyStore, batch: usize, secs: u64) -> (f64, u64) {
     use tributary_store_api::Store;
     let name = StreamName::new(&format!("bench-store-{batch}-{}", std::process::id()))
         .expect("valid name");
@@ -184,7 +212,7 @@ async fn store_alone(store: &tributary_tests::AnyStore, batch: usize, secs: u64)
             other => panic!("append: {other:?}"),
         }
     }
-    next as f64 / start.elapsed().as_secs_f64()
+    (next as f64 / start.elapsed().as_secs_f64(), next)
 }
 
 async fn tributary(h: &tributary_io_tokio::Handle, producers: usize, secs: u64) -> f64 {
@@ -249,7 +277,7 @@ fn row(offset: i64) -> (i32, i64, Vec<u8>, i64, &'static str, i32, Vec<u8>) {
     )
 }
 
-async fn raw_postgres(spec: &str, secs: u64) -> Vec<(&'static str, f64)> {
+async fn raw_postgres(spec: &str, secs: u64) -> Vec<RawResult> {
     let url = spec.strip_prefix("postgres:").unwrap_or(spec);
     let (url, schema) = url
         .split_once('#')
@@ -264,6 +292,7 @@ async fn raw_postgres(spec: &str, secs: u64) -> Vec<(&'static str, f64)> {
     let stream_id: i64 = -(std::process::id() as i64);
     let mut out = Vec::new();
     // Multi-row INSERT from UNNEST arrays.
+    let usage = Usage::now("postgres");
     let start = Instant::now();
     let mut next = 0i64;
     while start.elapsed() < Duration::from_secs(secs) {
@@ -293,8 +322,10 @@ async fn raw_postgres(spec: &str, secs: u64) -> Vec<(&'static str, f64)> {
     out.push((
         "postgres INSERT ... UNNEST",
         next as f64 / start.elapsed().as_secs_f64(),
+        usage.per_item_since("postgres", next as u64),
     ));
     // Binary COPY.
+    let usage = Usage::now("postgres");
     let start = Instant::now();
     let first = next;
     while start.elapsed() < Duration::from_secs(secs) {
@@ -339,6 +370,7 @@ async fn raw_postgres(spec: &str, secs: u64) -> Vec<(&'static str, f64)> {
     out.push((
         "postgres binary COPY",
         (next - first) as f64 / start.elapsed().as_secs_f64(),
+        usage.per_item_since("postgres", (next - first) as u64),
     ));
     sqlx::query("DELETE FROM tributary_events WHERE stream_id = $1")
         .bind(stream_id)
@@ -352,7 +384,7 @@ async fn raw_postgres(spec: &str, secs: u64) -> Vec<(&'static str, f64)> {
     out
 }
 
-async fn raw_sqlite(spec: &str, secs: u64) -> Vec<(&'static str, f64)> {
+async fn raw_sqlite(spec: &str, secs: u64) -> Vec<RawResult> {
     let path = spec.strip_prefix("sqlite:").unwrap_or(spec);
     let options = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(path)
@@ -362,6 +394,7 @@ async fn raw_sqlite(spec: &str, secs: u64) -> Vec<(&'static str, f64)> {
         .await
         .expect("connect");
     let stream_id: i64 = -(std::process::id() as i64);
+    let usage = Usage::now("");
     let start = Instant::now();
     let mut next = 0i64;
     while start.elapsed() < Duration::from_secs(secs) {
@@ -389,10 +422,11 @@ async fn raw_sqlite(spec: &str, secs: u64) -> Vec<(&'static str, f64)> {
         next += BATCH as i64;
     }
     let rate = next as f64 / start.elapsed().as_secs_f64();
+    let cpu = usage.per_item_since("", next as u64);
     sqlx::query("DELETE FROM tributary_events WHERE stream_id = ?")
         .bind(stream_id)
         .execute(&mut c)
         .await
         .expect("clean up");
-    vec![("sqlite multi-row INSERT", rate)]
+    vec![("sqlite multi-row INSERT", rate, cpu)]
 }
