@@ -145,6 +145,9 @@ pub enum Command {
         /// The subscription.
         subscription: SubscriptionName,
     },
+    /// Every subscription of a stream with its positions and figures, by name. Refused with
+    /// `StreamNotFound` for an unknown stream. Reply: `Subscriptions`.
+    ListSubscriptions(StreamName),
     /// Describe a subscription with its positions. Reply: `Subscription`.
     DescribeSubscription {
         /// The stream.
@@ -467,6 +470,8 @@ pub enum Reply {
     Events(Vec<Arc<Event>>),
     /// A subscription.
     Subscription(SubscriptionInfo),
+    /// A stream's subscriptions, by name.
+    Subscriptions(Vec<SubscriptionInfo>),
     /// Acks taken (durable); `ignored` counts positions that were not pending.
     Acked {
         /// Positions acknowledged.

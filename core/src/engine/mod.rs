@@ -388,6 +388,7 @@ impl Engine {
                 | Command::Detach { .. }
                 | Command::DescribeStream(_)
                 | Command::DescribeSubscription { .. }
+                | Command::ListSubscriptions(_)
                 | Command::ListStreams
                 | Command::CancelReplay(_)
                 | Command::Heartbeat { .. }
@@ -444,6 +445,10 @@ impl Engine {
                 let r = self
                     .describe_subscription(&stream, &subscription)
                     .map(Reply::Subscription);
+                self.reply(conn, req, r);
+            }
+            Command::ListSubscriptions(stream) => {
+                let r = self.list_subscriptions(&stream).map(Reply::Subscriptions);
                 self.reply(conn, req, r);
             }
             Command::Attach {

@@ -629,6 +629,20 @@ impl Engine {
         Ok(info)
     }
 
+    /// Every ready subscription of `stream`, by name, with its figures.
+    pub(crate) fn list_subscriptions(
+        &self,
+        stream: &StreamName,
+    ) -> Result<Vec<SubscriptionInfo>, Error> {
+        self.describe_stream(stream)?;
+        Ok(self
+            .sub_names
+            .keys()
+            .filter(|(s, _)| s == stream)
+            .filter_map(|(s, n)| self.describe_subscription(s, n).ok())
+            .collect())
+    }
+
     // ---- consumers -------------------------------------------------------------------------
 
     pub(crate) fn attach(
