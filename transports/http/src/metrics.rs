@@ -1,0 +1,443 @@
+//! Prometheus metrics (SPEC 11), all under the prefix `tributary_`.
+//!
+//! Counters and the latency histogram count what the engine really did: [`Metrics`] is shown
+//! every input and output of the engine by the executor (it implements the executor's
+//! observer in `tributary-io-tokio`), and counts
+//!
+//! - `events_published_total{stream, event_type}`: events appended (a duplicate is not counted),
+//!   from the append's reply;
+//! - `events_consumed_total{stream, subscription, consumer, event_type}`: first deliveries to a
+//!   consumer;
+//! - `event_retries_total{stream, subscription, consumer, event_type}`: deliveries after the
+//!   first (after a nack, an ack wait or an unread timeout);
+//! - `event_errors_total{stream, subscription, reason}`: `nack` (events a consumer refused),
+//!   `dead_letter` (events moved to the dead letter stream), `publish_refused` (events of
+//!   refused appends, `subscription` empty);
+//! - `event_processing_latency_seconds{stream, subscription}`: from a delivery to the
+//!   consumer's ack (or mark-read) of that event.
+//!
+//! Gauges are read from the engine when `/metrics` is scraped: `stream_length{stream}`,
+//! `consumer_lag{stream, subscription, consumer}` (`consumer` empty for the shared position of
+//! an exclusive subscription) and `active_consumers{stream, subscription}`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tributary_core::{
+    Command, ConnId, Input, MarkRead, Notice, Now, Output, Position, Reply, ReqId, StreamInfo,
+    SubscriptionInfo,
+};
+
+/// The buckets of `event_processing_latency_seconds`: 1 ms to 60 s.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Deliveries waiting for their ack, kept for the latency histogram at most.
+const MAX_TIMED: usize = 65_536;
+/// Commands waiting for their reply, kept to count their outcome at most.
+const MAX_PENDING: usize = 65_536;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamType {
+    stream: String,
+    event_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerType {
+    stream: String,
+    subscription: String,
+    consumer: String,
+    event_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    stream: String,
+    subscription: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubLabels {
+    stream: String,
+    subscription: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerLabels {
+    stream: String,
+    subscription: String,
+    consumer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    stream: String,
+}
+
+/// A command whose reply decides what is counted.
+#[derive(Debug)]
+enum Pending {
+    /// An append: the event type of each event, in order.
+    Append { stream: String, types: Vec<String> },
+    /// A nack of this many events.
+    Nack {
+        stream: String,
+        subscription: String,
+        count: u64,
+    },
+}
+
+/// Which delivery an ack settles: stream, subscription, consumer, position.
+type DeliveryKey = (String, String, String, Position);
+
+#[derive(Debug, Default)]
+struct State {
+    pending: HashMap<(ConnId, ReqId), Pending>,
+    /// When each unacknowledged delivery was sent (monotonic nanoseconds), and on which
+    /// connection.
+    delivered: HashMap<DeliveryKey, (ConnId, u64)>,
+}
+
+type HistogramFamily = Family<SubLabels, Histogram, fn() -> Histogram>;
+
+/// The metrics registry and the counting observer.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    published: Family<StreamType, Counter>,
+    consumed: Family<ConsumerType, Counter>,
+    retries: Family<ConsumerType, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    latency: HistogramFamily,
+    lag: Family<ConsumerLabels, Gauge>,
+    length: Family<StreamLabels, Gauge>,
+    active: Family<SubLabels, Gauge>,
+    state: Mutex<State>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Metrics {
+    /// Empty metrics, registered under `tributary_`.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tributary");
+        let m = Metrics {
+            published: Family::default(),
+            consumed: Family::default(),
+            retries: Family::default(),
+            errors: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            lag: Family::default(),
+            length: Family::default(),
+            active: Family::default(),
+            state: Mutex::new(State::default()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "events_published",
+            "Events appended to a stream (duplicates not counted)",
+            m.published.clone(),
+        );
+        registry.register(
+            "events_consumed",
+            "Events delivered to a consumer for the first time",
+            m.consumed.clone(),
+        );
+        registry.register(
+            "event_retries",
+            "Deliveries of an event after its first (redeliveries)",
+            m.retries.clone(),
+        );
+        registry.register(
+            "event_errors",
+            "Events that failed: nacked, dead-lettered, or refused on publish",
+            m.errors.clone(),
+        );
+        registry.register(
+            "event_processing_latency_seconds",
+            "Time from a delivery to the consumer's acknowledgement of it",
+            m.latency.clone(),
+        );
+        registry.register(
+            "consumer_lag",
+            "Events between a consumer's committed position and the head",
+            m.lag.clone(),
+        );
+        registry.register(
+            "stream_length",
+            "Events held by a stream",
+            m.length.clone(),
+        );
+        registry.register(
+            "active_consumers",
+            "Consumers attached to a subscription",
+            m.active.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts what an input starts: appends and nacks wait for their reply; an ack or a
+    /// mark-read settles the latency of the deliveries it names; a closed connection forgets
+    /// its deliveries.
+    pub fn on_input(&self, now: Now, input: &Input) {
+        let mut st = self.state();
+        match input {
+            Input::Client { conn, req, cmd } => match cmd {
+                Command::Append(a) => {
+                    if st.pending.len() < MAX_PENDING {
+                        st.pending.insert(
+                            (*conn, *req),
+                            Pending::Append {
+                                stream: a.stream.to_string(),
+                                types: a.events.iter().map(|e| e.event_type.clone()).collect(),
+                            },
+                        );
+                    }
+                }
+                Command::Nack {
+                    stream,
+                    subscription,
+                    positions,
+                    ..
+                } => {
+                    if st.pending.len() < MAX_PENDING {
+                        st.pending.insert(
+                            (*conn, *req),
+                            Pending::Nack {
+                                stream: stream.to_string(),
+                                subscription: subscription.to_string(),
+                                count: positions.len() as u64,
+                            },
+                        );
+                    }
+                }
+                Command::Ack {
+                    stream,
+                    subscription,
+                    consumer,
+                    positions,
+                } => self.settle(
+                    &mut st,
+                    now,
+                    stream.as_str(),
+                    subscription.as_str(),
+                    consumer.as_str(),
+                    positions,
+                ),
+                Command::MarkRead {
+                    stream,
+                    subscription,
+                    consumer,
+                    read: MarkRead::Positions(positions),
+                } => self.settle(
+                    &mut st,
+                    now,
+                    stream.as_str(),
+                    subscription.as_str(),
+                    consumer.as_str(),
+                    positions,
+                ),
+                _ => {}
+            },
+            Input::ConnClosed { conn } => {
+                st.delivered.retain(|_, (c, _)| c != conn);
+                st.pending.retain(|(c, _), _| c != conn);
+            }
+            _ => {}
+        }
+    }
+
+    fn settle(
+        &self,
+        st: &mut State,
+        now: Now,
+        stream: &str,
+        subscription: &str,
+        consumer: &str,
+        positions: &[Position],
+    ) {
+        for p in positions {
+            let key = (
+                stream.to_string(),
+                subscription.to_string(),
+                consumer.to_string(),
+                *p,
+            );
+            if let Some((_, at)) = st.delivered.remove(&key) {
+                let secs = now.mono.0.saturating_sub(at) as f64 / 1e9;
+                self.latency
+                    .get_or_create(&SubLabels {
+                        stream: stream.to_string(),
+                        subscription: subscription.to_string(),
+                    })
+                    .observe(secs);
+            }
+        }
+    }
+
+    /// Counts what an output says happened: appends answered, deliveries, dead letters.
+    pub fn on_output(&self, now: Now, output: &Output) {
+        match output {
+            Output::Reply { conn, req, reply } => {
+                let Some(p) = self.state().pending.remove(&(*conn, *req)) else {
+                    return;
+                };
+                match (p, reply) {
+                    (Pending::Append { stream, types }, Ok(Reply::Appended(outcomes))) => {
+                        for (t, o) in types.into_iter().zip(outcomes) {
+                            if matches!(o, tributary_core::AppendOutcome::Appended(_)) {
+                                self.published
+                                    .get_or_create(&StreamType {
+                                        stream: stream.clone(),
+                                        event_type: t,
+                                    })
+                                    .inc();
+                            }
+                        }
+                    }
+                    (Pending::Append { stream, types }, Err(_)) => {
+                        self.errors
+                            .get_or_create(&ErrorLabels {
+                                stream,
+                                subscription: String::new(),
+                                reason: "publish_refused".into(),
+                            })
+                            .inc_by(types.len() as u64);
+                    }
+                    (
+                        Pending::Nack {
+                            stream,
+                            subscription,
+                            count,
+                        },
+                        Ok(_),
+                    ) => {
+                        self.errors
+                            .get_or_create(&ErrorLabels {
+                                stream,
+                                subscription,
+                                reason: "nack".into(),
+                            })
+                            .inc_by(count);
+                    }
+                    _ => {}
+                }
+            }
+            Output::Deliver {
+                conn,
+                stream,
+                subscription,
+                consumer,
+                events,
+            } => {
+                let mut st = self.state();
+                for d in events {
+                    let labels = ConsumerType {
+                        stream: stream.to_string(),
+                        subscription: subscription.to_string(),
+                        consumer: consumer.to_string(),
+                        event_type: d.event.event_type.clone(),
+                    };
+                    if d.attempt <= 1 {
+                        self.consumed.get_or_create(&labels).inc();
+                    } else {
+                        self.retries.get_or_create(&labels).inc();
+                    }
+                    let key = (
+                        labels.stream,
+                        labels.subscription,
+                        labels.consumer,
+                        Position {
+                            partition: d.event.partition,
+                            offset: d.event.offset,
+                        },
+                    );
+                    if st.delivered.len() < MAX_TIMED || st.delivered.contains_key(&key) {
+                        st.delivered.insert(key, (*conn, now.mono.0));
+                    }
+                }
+            }
+            Output::Notice(Notice::DeadLettered {
+                stream,
+                subscription,
+                ..
+            }) => {
+                self.errors
+                    .get_or_create(&ErrorLabels {
+                        stream: stream.to_string(),
+                        subscription: subscription.to_string(),
+                        reason: "dead_letter".into(),
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// Sets the gauges from the engine's state: every stream with its subscriptions.
+    pub fn set_gauges(&self, streams: &[(StreamInfo, Vec<SubscriptionInfo>)]) {
+        self.length.clear();
+        self.lag.clear();
+        self.active.clear();
+        for (s, subs) in streams {
+            let stream = s.config.name.to_string();
+            self.length
+                .get_or_create(&StreamLabels {
+                    stream: stream.clone(),
+                })
+                .set(gauge_value(s.length()));
+            for sub in subs {
+                let subscription = sub.config.name.to_string();
+                self.active
+                    .get_or_create(&SubLabels {
+                        stream: stream.clone(),
+                        subscription: subscription.clone(),
+                    })
+                    .set(gauge_value(sub.attached.len() as u64));
+                for (consumer, figures) in crate::health::positions(sub) {
+                    self.lag
+                        .get_or_create(&ConsumerLabels {
+                            stream: stream.clone(),
+                            subscription: subscription.clone(),
+                            consumer: consumer.unwrap_or_default(),
+                        })
+                        .set(gauge_value(figures.lag));
+                }
+            }
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
