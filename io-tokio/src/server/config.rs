@@ -57,7 +57,6 @@
 //! ```
 
 use crate::server::store::StoreSpec;
-use tributary_http::{HealthThresholds, TlsFiles, Tokens};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,6 +66,7 @@ use tributary_core::{
     SchemaRegistration, Scope, StartPosition, StreamConfig, StreamName, SubscriptionConfig,
     SubscriptionMode, SubscriptionName, UnixMillis,
 };
+use tributary_http::{HealthThresholds, TlsFiles, Tokens};
 
 /// The default data folder.
 pub const DEFAULT_DATA_DIR: &str = "./tributary-data";
@@ -510,12 +510,12 @@ impl Settings {
             ));
         }
         if tokens.read.is_some() && tokens.read == tokens.write {
-            return Err(invalid(
-                "read_token".into(),
-                "must differ from auth_token",
-            ));
+            return Err(invalid("read_token".into(), "must differ from auth_token"));
         }
-        let tls = match (over.tls_cert.or(file.tls_cert), over.tls_key.or(file.tls_key)) {
+        let tls = match (
+            over.tls_cert.or(file.tls_cert),
+            over.tls_key.or(file.tls_key),
+        ) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
             (Some(_), None) => return Err(invalid("tls_key".into(), "needed with tls_cert")),
@@ -524,8 +524,14 @@ impl Settings {
         let fh = file.health.unwrap_or_default();
         let d = HealthThresholds::default();
         let health = HealthThresholds {
-            lag_degraded: over.lag_degraded.or(fh.lag_degraded).unwrap_or(d.lag_degraded),
-            lag_unhealthy: over.lag_unhealthy.or(fh.lag_unhealthy).unwrap_or(d.lag_unhealthy),
+            lag_degraded: over
+                .lag_degraded
+                .or(fh.lag_degraded)
+                .unwrap_or(d.lag_degraded),
+            lag_unhealthy: over
+                .lag_unhealthy
+                .or(fh.lag_unhealthy)
+                .unwrap_or(d.lag_unhealthy),
             stall_degraded: over
                 .stall_degraded
                 .or(fh.stall_degraded)
@@ -910,10 +916,7 @@ mod tests {
         assert_eq!(s.tokens.write.as_deref(), Some("flag-token-0123456789"));
         assert_eq!(s.tokens.read, None);
         assert_eq!(s.tls.as_ref().map(|t| t.key.clone()), Some("k.pem".into()));
-        assert_eq!(
-            (s.health.lag_degraded, s.health.lag_unhealthy),
-            (5, 60)
-        );
+        assert_eq!((s.health.lag_degraded, s.health.lag_unhealthy), (5, 60));
         assert_eq!(s.health.stall_degraded, Duration::from_secs(2));
         assert_eq!(s.health.stall_unhealthy, Duration::from_secs(900));
 

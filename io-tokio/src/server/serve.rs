@@ -2,9 +2,9 @@
 //! (management API, health, metrics) on their sockets, tokens and TLS, and a clean stop on
 //! SIGINT or SIGTERM.
 
-use crate::server::{GrpcAuthLayer, HttpLink, Link, MetricsObserver};
 use crate::server::config::Settings;
 use crate::server::store::AnyStore;
+use crate::server::{GrpcAuthLayer, HttpLink, Link, MetricsObserver};
 use crate::{Clock, ExecutorConfig, Handle, Journal, NO_CONN, TokioRuntime, start};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -179,11 +179,8 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         addr: settings.http_listen,
         source,
     };
-    let http_listener =
-        std::net::TcpListener::bind(settings.http_listen).map_err(http_bind_err)?;
-    http_listener
-        .set_nonblocking(true)
-        .map_err(http_bind_err)?;
+    let http_listener = std::net::TcpListener::bind(settings.http_listen).map_err(http_bind_err)?;
+    http_listener.set_nonblocking(true).map_err(http_bind_err)?;
     let http_addr = http_listener.local_addr().map_err(http_bind_err)?;
 
     let listener = TcpListener::bind(settings.grpc_listen)
@@ -315,8 +312,13 @@ impl Bound {
         };
         match tokio::time::timeout(shutdown_timeout, http).await {
             Ok(Ok(Err(e))) => tracing::error!(code = 3, error = %e, "the HTTP server failed"),
-            Ok(Err(join)) => tracing::error!(code = 3, error = %join, "the HTTP server task failed"),
-            Err(_) => tracing::warn!(code = 3, "HTTP requests still in flight after the shutdown timeout"),
+            Ok(Err(join)) => {
+                tracing::error!(code = 3, error = %join, "the HTTP server task failed")
+            }
+            Err(_) => tracing::warn!(
+                code = 3,
+                "HTTP requests still in flight after the shutdown timeout"
+            ),
             Ok(Ok(Ok(()))) => {}
         }
         // The engine task ends once the last handle is gone; then its journal is complete.

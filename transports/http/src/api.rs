@@ -545,7 +545,11 @@ fn consumer_id(name: &str) -> Result<ConsumerId, ApiError> {
 }
 
 async fn describe_stream(st: &AppState, name: &StreamName) -> Result<StreamInfo, ApiError> {
-    match st.engine.call(Command::DescribeStream(name.clone())).await? {
+    match st
+        .engine
+        .call(Command::DescribeStream(name.clone()))
+        .await?
+    {
         Reply::Stream(s) => Ok(s),
         _ => Err(ApiError::unexpected()),
     }
@@ -946,8 +950,16 @@ async fn read_dead_letters(
     match st.engine.call(cmd).await {
         Ok(Reply::Events(events)) => Ok(events),
         Err(tributary_core::Error::StreamNotFound(_)) => Ok(Vec::new()),
-        Err(tributary_core::Error::Truncated { first_available, .. }) => {
-            Box::pin(read_dead_letters(st, dlq, first_available.max(from + 1), max)).await
+        Err(tributary_core::Error::Truncated {
+            first_available, ..
+        }) => {
+            Box::pin(read_dead_letters(
+                st,
+                dlq,
+                first_available.max(from + 1),
+                max,
+            ))
+            .await
         }
         Err(e) => Err(e.into()),
         Ok(_) => Err(ApiError::unexpected()),
@@ -1014,6 +1026,21 @@ pub async fn replay_dead_letters(
                     "offsets",
                     format!("offsets: {} entries is outside 1..=1000", offsets.len()),
                 ));
+            }
+            // Offsets the dead letter stream does not hold are refused before anything is read.
+            let held = match st.engine.call(Command::DescribeStream(dlq.clone())).await {
+                Ok(Reply::Stream(s)) => s.partitions.first().map_or(0..0, |p| p.first..p.next),
+                Err(tributary_core::Error::StreamNotFound(_)) => 0..0,
+                Err(e) => return Err(e.into()),
+                Ok(_) => return Err(ApiError::unexpected()),
+            };
+            if let Some(o) = offsets.iter().find(|o| !held.contains(o)) {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "DEAD_LETTER_NOT_FOUND",
+                    format!("{dlq} has no event at offset {o}"),
+                )
+                .field("offsets"));
             }
             let mut found = Vec::with_capacity(offsets.len());
             for &o in offsets {

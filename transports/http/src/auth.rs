@@ -127,7 +127,10 @@ mod tests {
         };
         assert_eq!(w.check(None, Access::Read), Ok(()));
         assert_eq!(w.check(None, Access::Write), Err(Denied::Unauthenticated));
-        assert_eq!(w.check(Some("x"), Access::Write), Err(Denied::Unauthenticated));
+        assert_eq!(
+            w.check(Some("x"), Access::Write),
+            Err(Denied::Unauthenticated)
+        );
         assert_eq!(w.check(Some("w"), Access::Write), Ok(()));
         let rw = Tokens {
             write: Some("w".into()),

@@ -194,7 +194,10 @@ pub fn consumer_health(
             format!("no progress for {}", fmt(stalled)),
         );
     } else if f.lag > 0 && stalled >= t.stall_degraded {
-        worse(Status::Degraded, format!("no progress for {}", fmt(stalled)));
+        worse(
+            Status::Degraded,
+            format!("no progress for {}", fmt(stalled)),
+        );
     }
     ConsumerHealth {
         consumer,

@@ -113,7 +113,8 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-        let req = utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new());
+        let req =
+            utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new());
         for (path, item) in openapi.paths.paths.iter_mut() {
             if !path.starts_with("/api") {
                 continue;
@@ -135,10 +136,7 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// Builds the routes and their OpenAPI document.
-fn routes(
-    state: AppState,
-    tokens: Arc<Tokens>,
-) -> (axum::Router, utoipa::openapi::OpenApi) {
+fn routes(state: AppState, tokens: Arc<Tokens>) -> (axum::Router, utoipa::openapi::OpenApi) {
     let api = OpenApiRouter::new()
         .routes(routes!(api::list_streams, api::create_stream))
         .routes(routes!(api::get_stream, api::delete_stream))
@@ -370,7 +368,9 @@ pub enum ServeError {
 }
 
 /// Loads a TLS configuration (rustls with ring, ALPN h2 and http/1.1).
-pub async fn tls_config(files: &TlsFiles) -> Result<axum_server::tls_rustls::RustlsConfig, ServeError> {
+pub async fn tls_config(
+    files: &TlsFiles,
+) -> Result<axum_server::tls_rustls::RustlsConfig, ServeError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
         .await

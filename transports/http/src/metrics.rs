@@ -183,11 +183,7 @@ impl Metrics {
             "Events between a consumer's committed position and the head",
             m.lag.clone(),
         );
-        registry.register(
-            "stream_length",
-            "Events held by a stream",
-            m.length.clone(),
-        );
+        registry.register("stream_length", "Events held by a stream", m.length.clone());
         registry.register(
             "active_consumers",
             "Consumers attached to a subscription",

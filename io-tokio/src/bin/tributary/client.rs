@@ -10,9 +10,8 @@ use tributary_grpc::pb::event_stream_client::EventStreamClient;
 use tributary_grpc::{ms, pb, start_position_to_pb};
 use tributary_io_tokio::server::config::parse_start;
 
-type Client = EventStreamClient<
-    tonic::service::interceptor::InterceptedService<Channel, BearerToken>,
->;
+type Client =
+    EventStreamClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>;
 
 /// Where the server is, and how to reach it.
 #[derive(Args, Clone)]
@@ -49,8 +48,7 @@ async fn connect(s: &ServerArg) -> Result<Client, String> {
     let mut endpoint = Channel::from_shared(s.server.clone())
         .map_err(|e| format!("--server {:?}: not a URL: {e}", s.server))?;
     if let Some(path) = &s.ca_cert {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("--ca-cert {}: {e}", path.display()))?;
+        let pem = std::fs::read(path).map_err(|e| format!("--ca-cert {}: {e}", path.display()))?;
         let tls = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(pem));
         endpoint = endpoint
