@@ -272,7 +272,7 @@ mod tests {
         }
     }
 
-    const NOW: UnixMillis = UnixMillis(1_000_000);
+    const NOW: UnixMillis = UnixMillis(10_000_000);
     const START: UnixMillis = UnixMillis(0);
 
     fn status(f: LagFigures) -> Status {
@@ -301,7 +301,7 @@ mod tests {
         // Nothing known: since the start.
         assert_eq!(
             stalled_for(&fig(1, None, None), NOW, START),
-            Duration::from_secs(1000)
+            Duration::from_secs(10_000)
         );
         assert_eq!(status(fig(1, None, None)), Status::Unhealthy);
         // Without lag nothing is stalled.
