@@ -205,33 +205,29 @@ impl Metrics {
         let mut st = self.state();
         match input {
             Input::Client { conn, req, cmd } => match cmd {
-                Command::Append(a) => {
-                    if st.pending.len() < MAX_PENDING {
-                        st.pending.insert(
-                            (*conn, *req),
-                            Pending::Append {
-                                stream: a.stream.to_string(),
-                                types: a.events.iter().map(|e| e.event_type.clone()).collect(),
-                            },
-                        );
-                    }
+                Command::Append(a) if st.pending.len() < MAX_PENDING => {
+                    st.pending.insert(
+                        (*conn, *req),
+                        Pending::Append {
+                            stream: a.stream.to_string(),
+                            types: a.events.iter().map(|e| e.event_type.clone()).collect(),
+                        },
+                    );
                 }
                 Command::Nack {
                     stream,
                     subscription,
                     positions,
                     ..
-                } => {
-                    if st.pending.len() < MAX_PENDING {
-                        st.pending.insert(
-                            (*conn, *req),
-                            Pending::Nack {
-                                stream: stream.to_string(),
-                                subscription: subscription.to_string(),
-                                count: positions.len() as u64,
-                            },
-                        );
-                    }
+                } if st.pending.len() < MAX_PENDING => {
+                    st.pending.insert(
+                        (*conn, *req),
+                        Pending::Nack {
+                            stream: stream.to_string(),
+                            subscription: subscription.to_string(),
+                            count: positions.len() as u64,
+                        },
+                    );
                 }
                 Command::Ack {
                     stream,
