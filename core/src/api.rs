@@ -596,6 +596,10 @@ pub enum Notice {
         position: Position,
         /// Deliveries made.
         deliveries: u32,
+        /// The event's id (for logs).
+        event_id: crate::ids::EventId,
+        /// The event's correlation id (for logs).
+        correlation_id: Option<String>,
     },
     /// An ephemeral stream dropped events to make room.
     Dropped {

@@ -374,6 +374,8 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                         stream = %stream,
                         partition = event.partition,
                         offset = event.offset,
+                        event_id = %event.event_id.0,
+                        correlation_id = event.correlation_id.as_deref().unwrap_or(""),
                         "cross-service event waits for a broker publisher"
                     );
                 }
@@ -429,12 +431,16 @@ fn log_notice(n: &Notice) {
             subscription,
             position,
             deliveries,
+            event_id,
+            correlation_id,
         } => tracing::warn!(
             code = 5003,
             stream = %stream,
             subscription = %subscription,
             partition = position.partition,
             offset = position.offset,
+            event_id = %event_id.0,
+            correlation_id = correlation_id.as_deref().unwrap_or(""),
             deliveries,
             "event moved to the dead letter stream"
         ),

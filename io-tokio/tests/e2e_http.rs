@@ -1053,3 +1053,88 @@ async fn the_openapi_document_is_valid_and_names_every_route() {
         .await;
     assert_eq!(status, 405);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_an_event_by_its_correlation_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(Backend::Sqlite, dir.path(), "logs");
+    let server = Server::start_env(dir.path(), &store, &["--log-format", "json"], "debug");
+    let http = Http::new(&server);
+    let mut c = server.client().await;
+    create_stream(&mut c, "logs", 1).await;
+    let mut o = open("logs", "l", "c1");
+    o.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::Exclusive as i32,
+        ..Default::default()
+    });
+    let mut s = Session::open(&mut c, o).await;
+    // The correlation id comes from the publish call's metadata.
+    let id = "6f1c1f0e-8a57-4c47-9a45-0c6d7a1f5d42";
+    let mut e = json_event("t", "{}");
+    e.event_id = id.into();
+    let mut req = tonic::Request::new(pb::PublishRequest {
+        stream: "logs".into(),
+        events: vec![e],
+        expected_offset: None,
+    });
+    req.metadata_mut()
+        .insert("x-correlation-id", "trace-42".parse().expect("ascii"));
+    c.publish(req).await.expect("publish");
+    let got = s.events(1).await;
+    let term = s
+        .send(In::Term(pb::Term {
+            positions: positions(&got),
+            reason: "no".into(),
+        }))
+        .await;
+    s.answer(term).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, r) = http
+            .post("/api/event-streams/logs/dead-letters/replay", json!({}))
+            .await;
+        if r["replayed"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no dead letter to replay: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.events(1).await;
+    drop(s);
+    let mut server = server;
+    assert!(server.terminate(), "clean stop");
+    let lines: Vec<Value> = server
+        .log()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let by_code = |code: u64| -> Vec<&Value> {
+        lines
+            .iter()
+            .filter(|l| l["code"].as_u64() == Some(code))
+            .collect()
+    };
+    // Published, delivered, dead-lettered, replayed, delivered again: one correlation id.
+    for code in [4000, 5000, 5003, 5004] {
+        let found = by_code(code);
+        assert!(!found.is_empty(), "no line with code {code}");
+        for l in found {
+            assert_eq!(l["correlation_id"], "trace-42", "{l}");
+            assert_eq!(l["stream"], "logs", "{l}");
+        }
+    }
+    assert_eq!(by_code(4000)[0]["event_id"], id);
+    assert_eq!(by_code(5000)[0]["event_id"], id);
+    assert_eq!(by_code(5003)[0]["event_id"], id);
+    assert_eq!(
+        by_code(5000).len(),
+        2,
+        "delivered, then delivered again after the replay"
+    );
+    // Every line about an event carries its stream, offset, id and correlation id.
+    for l in lines.iter().filter(|l| l.get("offset").is_some()) {
+        for field in ["stream", "event_id", "correlation_id", "code"] {
+            assert!(l.get(field).is_some(), "{field} missing: {l}");
+        }
+    }
+}

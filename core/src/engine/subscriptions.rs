@@ -1538,11 +1538,20 @@ impl Engine {
     }
 
     pub(crate) fn dead_letter_done(&mut self, key: SlotKey) {
-        let deliveries = self
+        let Some((deliveries, event_id, correlation_id)) = self
             .part_cursor(key.key)
             .and_then(|pc| pc.slot_mut(key.offset))
             .and_then(|s| s.pending.as_ref())
-            .map_or(0, |p| p.deliveries);
+            .map(|p| {
+                (
+                    p.deliveries,
+                    p.event.event_id,
+                    p.event.correlation_id.clone(),
+                )
+            })
+        else {
+            return;
+        };
         if !self.settle(key, |s| *s == SlotState::DeadLettering) {
             return;
         }
@@ -1558,6 +1567,8 @@ impl Engine {
                 offset: key.offset,
             },
             deliveries,
+            event_id,
+            correlation_id,
         });
         self.save_cursor(key.key);
         self.trim_ephemeral(&stream);

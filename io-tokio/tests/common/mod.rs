@@ -66,6 +66,11 @@ impl Server {
 
     /// Starts a server on `store` with extra arguments; waits until it listens.
     pub fn start_on(dir: &Path, store: &str, extra: &[&str]) -> Server {
+        Server::start_env(dir, store, extra, "info")
+    }
+
+    /// The same, with this `RUST_LOG`.
+    pub fn start_env(dir: &Path, store: &str, extra: &[&str], rust_log: &str) -> Server {
         let stderr = dir.join(format!(
             "server-{}.log",
             SCHEMAS.fetch_add(1, Ordering::Relaxed)
@@ -83,7 +88,7 @@ impl Server {
             .arg(dir)
             .args(["--store", store])
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
