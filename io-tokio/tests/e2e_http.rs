@@ -853,6 +853,16 @@ async fn tokens_guard_http_and_grpc() {
     assert_eq!(info.length, 1);
     let (_, list) = reader.get("/api/event-streams").await;
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+
+    // The command line sends --token.
+    let (ok, _, err) = server.cli(&["stream", "create", "by-cli"], None);
+    assert!(!ok);
+    assert!(err.contains("Unauthenticated"), "{err}");
+    let (ok, out, err) = server.cli(&["stream", "create", "by-cli", "--token", WRITE], None);
+    assert!(ok, "{err}");
+    assert!(out.contains("by-cli"), "{out}");
+    let (ok, out, _) = server.cli(&["stream", "list", "--token", READ], None);
+    assert!(ok && out.contains("by-cli"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
