@@ -433,3 +433,158 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tributary_core::{
+        AppendOutcome, AppendRequest, ConsumerId, Delivered, Error, Event, EventId, MonoNanos,
+        NewEvent, StreamName, SubscriptionName, UnixMillis,
+    };
+
+    fn now(ms: u64) -> Now {
+        Now {
+            mono: MonoNanos(ms * 1_000_000),
+            wall: UnixMillis(ms),
+        }
+    }
+
+    fn name(s: &str) -> StreamName {
+        StreamName::new(s).expect("name")
+    }
+
+    fn delivered(offset: u64, attempt: u32) -> Delivered {
+        let e = Event::from_new(
+            NewEvent::new("t", "{}"),
+            EventId::from_bytes([offset as u8; 16]),
+            name("s"),
+            0,
+            offset,
+            UnixMillis(0),
+        );
+        Delivered {
+            event: Arc::new(e),
+            attempt,
+        }
+    }
+
+    fn value(m: &Metrics, line_start: &str) -> f64 {
+        m.render()
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    #[test]
+    fn counts_appends_from_their_reply_deliveries_by_attempt_and_latency_to_the_ack() {
+        let m = Metrics::new();
+        let (conn, req) = (ConnId(1), ReqId(7));
+        let events = vec![NewEvent::new("a", "{}"), NewEvent::new("a", "{}")];
+        m.on_input(
+            now(0),
+            &Input::Client {
+                conn,
+                req,
+                cmd: Command::Append(AppendRequest {
+                    stream: name("s"),
+                    events,
+                    expected_offset: None,
+                }),
+            },
+        );
+        // Nothing is counted before the reply; a duplicate is not counted.
+        assert_eq!(value(&m, "tributary_events_published_total"), 0.0);
+        let p = Position {
+            partition: 0,
+            offset: 0,
+        };
+        m.on_output(
+            now(1),
+            &Output::Reply {
+                conn,
+                req,
+                reply: Ok(Reply::Appended(vec![
+                    AppendOutcome::Appended(p),
+                    AppendOutcome::Duplicate { original: p },
+                ])),
+            },
+        );
+        assert_eq!(
+            value(
+                &m,
+                "tributary_events_published_total{stream=\"s\",event_type=\"a\"}"
+            ),
+            1.0
+        );
+        // A refused append counts its events as errors.
+        m.on_input(
+            now(1),
+            &Input::Client {
+                conn,
+                req: ReqId(8),
+                cmd: Command::Append(AppendRequest {
+                    stream: name("s"),
+                    events: vec![NewEvent::new("a", "{}")],
+                    expected_offset: None,
+                }),
+            },
+        );
+        m.on_output(
+            now(1),
+            &Output::Reply {
+                conn,
+                req: ReqId(8),
+                reply: Err(Error::Unavailable("x".into())),
+            },
+        );
+        assert_eq!(value(&m, "tributary_event_errors_total"), 1.0);
+        let deliver = |events| Output::Deliver {
+            conn,
+            stream: name("s"),
+            subscription: SubscriptionName::new("q").expect("sub"),
+            consumer: ConsumerId::new("c").expect("consumer"),
+            events,
+        };
+        m.on_output(now(10), &deliver(vec![delivered(0, 1), delivered(1, 2)]));
+        assert_eq!(value(&m, "tributary_events_consumed_total"), 1.0);
+        assert_eq!(value(&m, "tributary_event_retries_total"), 1.0);
+        m.on_input(
+            now(260),
+            &Input::Client {
+                conn,
+                req: ReqId(9),
+                cmd: Command::Ack {
+                    stream: name("s"),
+                    subscription: SubscriptionName::new("q").expect("sub"),
+                    consumer: ConsumerId::new("c").expect("consumer"),
+                    positions: vec![p],
+                },
+            },
+        );
+        // 250 ms from delivery to ack: in the 0.25 bucket, not in 0.1.
+        assert_eq!(
+            value(&m, "tributary_event_processing_latency_seconds_count"),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &m,
+                "tributary_event_processing_latency_seconds_bucket{le=\"0.1\""
+            ),
+            0.0
+        );
+        assert_eq!(
+            value(
+                &m,
+                "tributary_event_processing_latency_seconds_bucket{le=\"0.25\""
+            ),
+            1.0
+        );
+        // A closed connection forgets its deliveries: a late ack times nothing.
+        m.on_input(now(300), &Input::ConnClosed { conn });
+        assert!(m.state().delivered.is_empty());
+    }
+}
