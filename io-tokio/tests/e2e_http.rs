@@ -194,6 +194,28 @@ async fn streams_subscriptions_consumers_and_resets(b: Backend) {
     assert_eq!(subs[0]["name"], "audit");
     assert_eq!(subs[0]["mode"], "broadcast");
     assert_eq!(subs[0]["attached"], json!(["c1"]));
+    let (status, one) = http
+        .get("/api/event-streams/orders/subscriptions/audit")
+        .await;
+    assert_eq!(
+        (status, one["name"].as_str()),
+        (200, Some("audit")),
+        "{one}"
+    );
+    assert_eq!(one["cursors"][0]["consumer"], "c1");
+    assert_eq!(one["cursors"][0]["committed"], json!([5]));
+    is_error(
+        &http
+            .get("/api/event-streams/orders/subscriptions/nope")
+            .await,
+        404,
+        "SUBSCRIPTION_NOT_FOUND",
+    );
+    is_error(
+        &http.get("/api/event-streams/nope/subscriptions").await,
+        404,
+        "STREAM_NOT_FOUND",
+    );
     let (_, s) = http.get("/api/event-streams/orders").await;
     assert_eq!(s["subscription_count"], 1);
 

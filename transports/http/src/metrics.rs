@@ -95,8 +95,16 @@ enum Pending {
     },
 }
 
-/// Which delivery an ack settles: stream, subscription, consumer, position.
-type DeliveryKey = (String, String, String, Position);
+/// Which delivery an ack settles: a hash of (stream, subscription, consumer), and the position
+/// (no allocation per delivered event).
+type DeliveryKey = (u64, Position);
+
+fn reader_hash(stream: &str, subscription: &str, consumer: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (stream, subscription, consumer).hash(&mut h);
+    h.finish()
+}
 
 #[derive(Debug, Default)]
 struct State {
@@ -274,14 +282,9 @@ impl Metrics {
         consumer: &str,
         positions: &[Position],
     ) {
+        let reader = reader_hash(stream, subscription, consumer);
         for p in positions {
-            let key = (
-                stream.to_string(),
-                subscription.to_string(),
-                consumer.to_string(),
-                *p,
-            );
-            if let Some((_, at)) = st.delivered.remove(&key) {
+            if let Some((_, at)) = st.delivered.remove(&(reader, *p)) {
                 let secs = now.mono.0.saturating_sub(at) as f64 / 1e9;
                 self.latency
                     .get_or_create(&SubLabels {
@@ -348,23 +351,21 @@ impl Metrics {
                 consumer,
                 events,
             } => {
+                // Counted per event type and attempt kind, one label set each.
+                let mut counts: Vec<(&str, bool, u64)> = Vec::new();
+                let reader = reader_hash(stream.as_str(), subscription.as_str(), consumer.as_str());
                 let mut st = self.state();
                 for d in events {
-                    let labels = ConsumerType {
-                        stream: stream.to_string(),
-                        subscription: subscription.to_string(),
-                        consumer: consumer.to_string(),
-                        event_type: d.event.event_type.clone(),
-                    };
-                    if d.attempt <= 1 {
-                        self.consumed.get_or_create(&labels).inc();
-                    } else {
-                        self.retries.get_or_create(&labels).inc();
+                    let first = d.attempt <= 1;
+                    match counts
+                        .iter_mut()
+                        .find(|(t, f, _)| *t == d.event.event_type && *f == first)
+                    {
+                        Some(c) => c.2 += 1,
+                        None => counts.push((&d.event.event_type, first, 1)),
                     }
                     let key = (
-                        labels.stream,
-                        labels.subscription,
-                        labels.consumer,
+                        reader,
                         Position {
                             partition: d.event.partition,
                             offset: d.event.offset,
@@ -372,6 +373,20 @@ impl Metrics {
                     );
                     if st.delivered.len() < MAX_TIMED || st.delivered.contains_key(&key) {
                         st.delivered.insert(key, (*conn, now.mono.0));
+                    }
+                }
+                drop(st);
+                for (event_type, first, n) in counts {
+                    let labels = ConsumerType {
+                        stream: stream.to_string(),
+                        subscription: subscription.to_string(),
+                        consumer: consumer.to_string(),
+                        event_type: event_type.to_string(),
+                    };
+                    if first {
+                        self.consumed.get_or_create(&labels).inc_by(n);
+                    } else {
+                        self.retries.get_or_create(&labels).inc_by(n);
                     }
                 }
             }
