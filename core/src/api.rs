@@ -643,6 +643,9 @@ pub enum Notice {
         position: Position,
         /// Whether it is delivered again (`redeliver_unread`).
         redelivered: bool,
+        /// The event's id and correlation id (for logs), when the engine still holds the
+        /// event in memory.
+        event: Option<(crate::ids::EventId, Option<String>)>,
     },
     /// A publish to the broker failed; the relay sends it again after `delay`.
     PublishFailed {
@@ -654,6 +657,9 @@ pub enum Notice {
         error: String,
         /// Before it is sent again.
         delay: Duration,
+        /// The event's id and correlation id (for logs), when the engine still holds the
+        /// event in memory.
+        event: Option<(crate::ids::EventId, Option<String>)>,
     },
     /// Retention removed a prefix of a partition.
     Truncated {

@@ -479,6 +479,7 @@ fn log_notice(n: &Notice) {
             consumer,
             position,
             redelivered,
+            event,
         } => tracing::info!(
             code = 5010,
             stream = %stream,
@@ -486,6 +487,8 @@ fn log_notice(n: &Notice) {
             consumer = %consumer,
             partition = position.partition,
             offset = position.offset,
+            event_id = %event.as_ref().map(|e| e.0.0.to_string()).unwrap_or_default(),
+            correlation_id = event.as_ref().and_then(|e| e.1.as_deref()).unwrap_or(""),
             redelivered,
             "event delivered but not read within unread_timeout"
         ),
@@ -507,11 +510,14 @@ fn log_notice(n: &Notice) {
             position,
             error,
             delay,
+            event,
         } => tracing::warn!(
             code = 8002,
             stream = %stream,
             partition = position.partition,
             offset = position.offset,
+            event_id = %event.as_ref().map(|e| e.0.0.to_string()).unwrap_or_default(),
+            correlation_id = event.as_ref().and_then(|e| e.1.as_deref()).unwrap_or(""),
             error = %error,
             delay_ms = delay.as_millis() as u64,
             "publish to the broker failed; sent again after a back-off"

@@ -809,3 +809,20 @@ fn validate_config(c: &Config) -> Result<(), InvalidInput> {
 
 /// A shared event.
 pub(crate) type EventRef = Arc<crate::event::Event>;
+
+impl Engine {
+    /// The id and correlation id of an event the tail cache still holds (for notices).
+    pub(crate) fn cached_ids(
+        &self,
+        stream: &StreamName,
+        position: crate::api::Position,
+    ) -> Option<(crate::ids::EventId, Option<String>)> {
+        let e = self
+            .streams
+            .get(stream)?
+            .parts
+            .get(position.partition as usize)?
+            .cached(position.offset)?;
+        Some((e.event_id, e.correlation_id.clone()))
+    }
+}
