@@ -145,6 +145,9 @@ pub enum Command {
         /// The subscription.
         subscription: SubscriptionName,
     },
+    /// Every subscription of a stream with its positions and figures, by name. Refused with
+    /// `StreamNotFound` for an unknown stream. Reply: `Subscriptions`.
+    ListSubscriptions(StreamName),
     /// Describe a subscription with its positions. Reply: `Subscription`.
     DescribeSubscription {
         /// The stream.
@@ -467,6 +470,8 @@ pub enum Reply {
     Events(Vec<Arc<Event>>),
     /// A subscription.
     Subscription(SubscriptionInfo),
+    /// A stream's subscriptions, by name.
+    Subscriptions(Vec<SubscriptionInfo>),
     /// Acks taken (durable); `ignored` counts positions that were not pending.
     Acked {
         /// Positions acknowledged.
@@ -591,6 +596,10 @@ pub enum Notice {
         position: Position,
         /// Deliveries made.
         deliveries: u32,
+        /// The event's id (for logs).
+        event_id: crate::ids::EventId,
+        /// The event's correlation id (for logs).
+        correlation_id: Option<String>,
     },
     /// An ephemeral stream dropped events to make room.
     Dropped {
@@ -634,6 +643,9 @@ pub enum Notice {
         position: Position,
         /// Whether it is delivered again (`redeliver_unread`).
         redelivered: bool,
+        /// The event's id and correlation id (for logs), when the engine still holds the
+        /// event in memory.
+        event: Option<(crate::ids::EventId, Option<String>)>,
     },
     /// A publish to the broker failed; the relay sends it again after `delay`.
     PublishFailed {
@@ -645,6 +657,9 @@ pub enum Notice {
         error: String,
         /// Before it is sent again.
         delay: Duration,
+        /// The event's id and correlation id (for logs), when the engine still holds the
+        /// event in memory.
+        event: Option<(crate::ids::EventId, Option<String>)>,
     },
     /// Retention removed a prefix of a partition.
     Truncated {

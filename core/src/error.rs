@@ -189,6 +189,30 @@ pub enum ErrorClass {
 }
 
 impl Error {
+    /// The error's stable name in upper snake case (`STREAM_NOT_FOUND`): the `reason` of a
+    /// gRPC `ErrorInfo` and the `error` of an HTTP error body.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Invalid(_) => "INVALID_INPUT",
+            Error::StreamNotFound(_) => "STREAM_NOT_FOUND",
+            Error::StreamExists(_) => "STREAM_EXISTS",
+            Error::SubscriptionNotFound { .. } => "SUBSCRIPTION_NOT_FOUND",
+            Error::SubscriptionExists { .. } => "SUBSCRIPTION_EXISTS",
+            Error::NotAttached(_) => "NOT_ATTACHED",
+            Error::AlreadyAttached(_) => "ALREADY_ATTACHED",
+            Error::WrongExpectedOffset { .. } => "WRONG_EXPECTED_OFFSET",
+            Error::StreamFull { .. } => "STREAM_FULL",
+            Error::Busy { .. } => "BUSY",
+            Error::Truncated { .. } => "TRUNCATED",
+            Error::Unavailable(_) => "UNAVAILABLE",
+            Error::ReplayNotFound(_) => "REPLAY_NOT_FOUND",
+            Error::FailedPrecondition { .. } => "FAILED_PRECONDITION",
+            Error::StaleGeneration { .. } => "STALE_GENERATION",
+            Error::NotAssigned { .. } => "NOT_ASSIGNED",
+            Error::SchemaIncompatible { .. } => "SCHEMA_INCOMPATIBLE",
+        }
+    }
+
     /// The class of this error.
     pub fn class(&self) -> ErrorClass {
         match self {

@@ -9,6 +9,18 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The headers a dead letter gets on top of its event's own (SPEC 3), removed again when it
+/// is replayed into its source stream.
+pub const DEAD_LETTER_HEADERS: &[&str] = &[
+    "x-original-stream",
+    "x-original-partition",
+    "x-original-offset",
+    "x-original-event-id",
+    "x-subscription",
+    "x-deliveries",
+    "x-last-error",
+];
+
 /// The content type given to events that name none.
 pub const JSON: &str = "application/json";
 
@@ -188,6 +200,55 @@ impl Event {
             content_type: e.content_type,
             payload: e.payload,
         }
+    }
+
+    /// The event to append again to the source stream when this dead letter (an event of a
+    /// `<stream>.dlq` stream) is replayed: the dead letter's type, version, key, correlation,
+    /// content and payload, its headers without the ones the dead-lettering added
+    /// ([`DEAD_LETTER_HEADERS`]), plus `x-replayed-from` naming the dead letter
+    /// (`<dlq>/<partition>/<offset>`). Its id is derived from the dead letter's id, so
+    /// replaying the same dead letter twice within the source's dedup window appends it once.
+    /// Refused (`Conflict` on `stream`) when this event is not in a dead letter stream or does
+    /// not name that stream's source in `x-original-stream`.
+    pub fn dead_letter_replay(&self) -> Result<(StreamName, NewEvent), InvalidInput> {
+        let not_a_dead_letter = InvalidInput::Conflict {
+            field: "stream",
+            reason: "not a dead letter of its source stream",
+        };
+        let source = self
+            .stream
+            .as_str()
+            .strip_suffix(crate::names::DLQ_SUFFIX)
+            .ok_or(not_a_dead_letter.clone())?;
+        if self.headers.get("x-original-stream").map(String::as_str) != Some(source) {
+            return Err(not_a_dead_letter);
+        }
+        let source = StreamName::new(source)?;
+        let mut headers = self.headers.clone();
+        for h in DEAD_LETTER_HEADERS {
+            headers.remove(*h);
+        }
+        headers.insert(
+            "x-replayed-from".into(),
+            format!("{}/{}/{}", self.stream, self.partition, self.offset),
+        );
+        let mut seed = self.event_id.as_bytes().to_vec();
+        seed.extend_from_slice(b"dead-letter-replay");
+        let id = EventId::from_random(xxhash_rust::xxh3::xxh3_128(&seed).to_le_bytes());
+        Ok((
+            source,
+            NewEvent {
+                event_id: Some(id),
+                event_type: self.event_type.clone(),
+                schema_version: self.schema_version,
+                key: self.key.clone(),
+                correlation_id: self.correlation_id.clone(),
+                causation_id: self.causation_id.clone(),
+                headers,
+                content_type: self.content_type.clone(),
+                payload: self.payload.clone(),
+            },
+        ))
     }
 
     /// Bytes this event counts for in size limits (as `NewEvent::size`).

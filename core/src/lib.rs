@@ -44,7 +44,7 @@ pub use engine::Engine;
 pub use engine::partition_of_key;
 pub use engine::{NEWER_THAN_REQUESTED, UPCAST_ERROR};
 pub use error::{Error, ErrorClass, InvalidInput};
-pub use event::{Event, JSON, NewEvent, validate_batch};
+pub use event::{DEAD_LETTER_HEADERS, Event, JSON, NewEvent, validate_batch};
 pub use ids::{ConnId, EventId, OpId, ReplayId, ReqId, SubId};
 pub use names::{ConsumerId, DLQ_SUFFIX, MAX_NAME_LEN, StreamName, SubscriptionName};
 #[cfg(feature = "planted-bugs")]

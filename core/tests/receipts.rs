@@ -606,3 +606,20 @@ mod props {
         }
     }
 }
+
+#[test]
+fn an_unread_timeout_names_the_event_while_the_tail_cache_holds_it() {
+    let mut h = setup(Some(60), false);
+    h.attach(1, STREAM, SUB, "ann", None);
+    let mut e = ev_id("t", 9);
+    e.correlation_id = Some("corr-9".into());
+    h.append(STREAM, vec![e]).unwrap();
+    h.deliveries();
+    ack_all(&mut h, "ann", 0..1);
+    h.advance(Duration::from_secs(60));
+    let event = h.notices().into_iter().find_map(|n| match n {
+        Notice::UnreadTimeout { event, .. } => Some(event),
+        _ => None,
+    });
+    assert_eq!(event, Some(Some((id(9), Some("corr-9".to_string())))));
+}

@@ -820,3 +820,75 @@ fn a_reset_voids_at_most_once_deliveries_still_waiting_for_their_save() {
         "each event once, from the reset position"
     );
 }
+
+#[test]
+fn list_subscriptions_gives_a_streams_subscriptions_by_name_with_figures() {
+    let mut h = Harness::new();
+    h.create_persistent("a", 1);
+    h.create_persistent("b", 1);
+    h.subscribe(h.sub_config("a", "zeta", SubscriptionMode::Exclusive));
+    h.subscribe(h.sub_config("a", "alpha", SubscriptionMode::Broadcast));
+    h.subscribe(h.sub_config("b", "other", SubscriptionMode::Broadcast));
+    h.append_n("a", 3);
+    let Ok(Reply::Subscriptions(list)) = h.cmd(Command::ListSubscriptions(s("a"))) else {
+        panic!("list");
+    };
+    let names: Vec<&str> = list.iter().map(|i| i.config.name.as_str()).collect();
+    assert_eq!(names, vec!["alpha", "zeta"]);
+    // The same figures as DescribeSubscription.
+    assert_eq!(list[1], h.describe_sub("a", "zeta"));
+    assert_eq!(list[1].figures.lag, 3);
+    assert_eq!(
+        h.cmd(Command::ListSubscriptions(s("missing"))),
+        Err(Error::StreamNotFound(s("missing")))
+    );
+    let Ok(Reply::Subscriptions(none)) = h.cmd(Command::ListSubscriptions(s("b"))) else {
+        panic!("list b");
+    };
+    assert_eq!(none.len(), 1);
+}
+
+#[test]
+fn a_dead_letter_replays_into_its_source_without_the_dead_letter_headers() {
+    let mut h = Harness::new();
+    h.create_persistent("orders", 1);
+    h.subscribe(h.sub_config("orders", "q", SubscriptionMode::Exclusive));
+    h.attach(1, "orders", "q", "a", None);
+    let mut e = ev("order-placed").with_key(b"k".to_vec());
+    e.correlation_id = Some("corr-1".into());
+    e.headers.insert("tenant".into(), "t1".into());
+    h.append("orders", vec![e]).unwrap();
+    h.deliveries();
+    h.cmd(Command::Term {
+        stream: s("orders"),
+        subscription: sub("q"),
+        consumer: c("a"),
+        positions: vec![pos(0, 0)],
+        reason: "poison".into(),
+    })
+    .unwrap();
+    let dl = h.read("orders.dlq", 0, 0, 10).unwrap();
+    let (target, again) = dl[0].dead_letter_replay().expect("a dead letter");
+    assert_eq!(target, s("orders"));
+    assert_eq!(again.event_type, "order-placed");
+    assert_eq!(again.key.as_deref(), Some(&b"k"[..]));
+    assert_eq!(again.correlation_id.as_deref(), Some("corr-1"));
+    assert_eq!(again.headers.get("tenant").map(String::as_str), Some("t1"));
+    assert_eq!(again.headers["x-replayed-from"], "orders.dlq/0/0");
+    for dh in DEAD_LETTER_HEADERS {
+        assert!(!again.headers.contains_key(*dh), "{dh} kept");
+    }
+    // Deterministic id: the same dead letter replayed twice is one event in the source.
+    assert_eq!(
+        dl[0].dead_letter_replay().unwrap().1.event_id,
+        again.event_id
+    );
+    assert_ne!(again.event_id, Some(dl[0].event_id));
+    let first = h.append("orders", vec![again.clone()]).unwrap();
+    assert!(matches!(first[0], AppendOutcome::Appended(p) if p == pos(0, 1)));
+    let second = h.append("orders", vec![again]).unwrap();
+    assert!(matches!(second[0], AppendOutcome::Duplicate { .. }));
+    // An event of an ordinary stream is not a dead letter.
+    let plain = h.read("orders", 0, 0, 1).unwrap();
+    assert!(plain[0].dead_letter_replay().is_err());
+}

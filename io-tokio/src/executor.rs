@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tributary_core::{
-    Command, ConnEvent, ConnId, Engine, Error, Input, Notice, OpId, Output, Reply, ReqId,
+    Command, ConnEvent, ConnId, Engine, Error, Input, Notice, Now, OpId, Output, Reply, ReqId,
     StorageResult,
 };
 use tributary_store_api::Store;
@@ -25,6 +25,18 @@ pub struct ExecutorConfig {
     pub budget: usize,
     /// Record every input of the engine here (see [`Journal`]).
     pub journal: Option<Arc<Journal>>,
+    /// Shown every input and output of the engine (metrics).
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+/// Something that watches the engine's inputs and outputs as the engine task handles them,
+/// e.g. to count what happened for metrics. Called on the engine task: it must be quick and
+/// never block. It only watches: it cannot change an input or an output.
+pub trait Observer: std::fmt::Debug + Send + Sync + 'static {
+    /// An input, just before the engine handles it, with the time it is handled at.
+    fn input(&self, now: Now, input: &Input);
+    /// An output, just before the executor carries it out, with the time it is carried out at.
+    fn output(&self, now: Now, output: &Output);
 }
 
 impl Default for ExecutorConfig {
@@ -33,6 +45,7 @@ impl Default for ExecutorConfig {
             queue: 4096,
             budget: 64,
             journal: None,
+            observer: None,
         }
     }
 }
@@ -195,6 +208,7 @@ pub fn start<S: Store, R: Runtime>(
         conns: BTreeMap::new(),
         budget: config.budget.max(1),
         journal: config.journal,
+        observer: config.observer,
         _alive: alive,
     };
     rt.spawn(task.run(rx));
@@ -210,6 +224,7 @@ struct EngineTask<S, R> {
     conns: BTreeMap<ConnId, async_channel::Sender<ConnEvent>>,
     budget: usize,
     journal: Option<Arc<Journal>>,
+    observer: Option<Arc<dyn Observer>>,
     /// Dropped with the task: closes `Handle::stopped`.
     _alive: async_channel::Sender<()>,
 }
@@ -220,6 +235,9 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
         let now = self.clock.now();
         if let Some(j) = &self.journal {
             j.record(now, &i);
+        }
+        if let Some(o) = &self.observer {
+            o.input(now, &i);
         }
         self.engine.handle_input(now, i);
     }
@@ -290,7 +308,11 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
     /// Carries out the engine's outputs; returns how many replies were sent.
     fn drain(&mut self, done: &async_channel::Sender<(OpId, StorageResult)>) -> usize {
         let mut replies = 0;
+        let now = self.clock.now();
         while let Some(o) = self.engine.poll_output() {
+            if let Some(obs) = &self.observer {
+                obs.output(now, &o);
+            }
             match o {
                 Output::Storage { op, req } => {
                     let (store, done) = (self.store.clone(), done.clone());
@@ -352,6 +374,8 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                         stream = %stream,
                         partition = event.partition,
                         offset = event.offset,
+                        event_id = %event.event_id.0,
+                        correlation_id = event.correlation_id.as_deref().unwrap_or(""),
                         "cross-service event waits for a broker publisher"
                     );
                 }
@@ -407,12 +431,16 @@ fn log_notice(n: &Notice) {
             subscription,
             position,
             deliveries,
+            event_id,
+            correlation_id,
         } => tracing::warn!(
             code = 5003,
             stream = %stream,
             subscription = %subscription,
             partition = position.partition,
             offset = position.offset,
+            event_id = %event_id.0,
+            correlation_id = correlation_id.as_deref().unwrap_or(""),
             deliveries,
             "event moved to the dead letter stream"
         ),
@@ -451,6 +479,7 @@ fn log_notice(n: &Notice) {
             consumer,
             position,
             redelivered,
+            event,
         } => tracing::info!(
             code = 5010,
             stream = %stream,
@@ -458,6 +487,8 @@ fn log_notice(n: &Notice) {
             consumer = %consumer,
             partition = position.partition,
             offset = position.offset,
+            event_id = %event.as_ref().map(|e| e.0.0.to_string()).unwrap_or_default(),
+            correlation_id = event.as_ref().and_then(|e| e.1.as_deref()).unwrap_or(""),
             redelivered,
             "event delivered but not read within unread_timeout"
         ),
@@ -479,11 +510,14 @@ fn log_notice(n: &Notice) {
             position,
             error,
             delay,
+            event,
         } => tracing::warn!(
             code = 8002,
             stream = %stream,
             partition = position.partition,
             offset = position.offset,
+            event_id = %event.as_ref().map(|e| e.0.0.to_string()).unwrap_or_default(),
+            correlation_id = event.as_ref().and_then(|e| e.1.as_deref()).unwrap_or(""),
             error = %error,
             delay_ms = delay.as_millis() as u64,
             "publish to the broker failed; sent again after a back-off"

@@ -25,7 +25,7 @@ mod runtime;
 pub mod server;
 
 pub use clock::Clock;
-pub use executor::{Connection, ExecutorConfig, Handle, NO_CONN, PendingReply, start};
+pub use executor::{Connection, ExecutorConfig, Handle, NO_CONN, Observer, PendingReply, start};
 pub use journal::Journal;
 pub use runtime::Runtime;
 #[cfg(feature = "tokio")]

@@ -266,6 +266,12 @@ fn digest_reply(h: &mut Xxh3, r: &Reply) {
             u(h, st.unread);
             h.update(format!("{:?}{:?}", st.last_read, st.receipt).as_bytes());
         }
+        Reply::Subscriptions(list) => {
+            u(h, 23);
+            for s in list {
+                h.update(s.config.name.as_str().as_bytes());
+            }
+        }
         Reply::Schemas(list) => {
             u(h, 22);
             for s in list {

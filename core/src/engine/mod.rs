@@ -388,6 +388,7 @@ impl Engine {
                 | Command::Detach { .. }
                 | Command::DescribeStream(_)
                 | Command::DescribeSubscription { .. }
+                | Command::ListSubscriptions(_)
                 | Command::ListStreams
                 | Command::CancelReplay(_)
                 | Command::Heartbeat { .. }
@@ -444,6 +445,10 @@ impl Engine {
                 let r = self
                     .describe_subscription(&stream, &subscription)
                     .map(Reply::Subscription);
+                self.reply(conn, req, r);
+            }
+            Command::ListSubscriptions(stream) => {
+                let r = self.list_subscriptions(&stream).map(Reply::Subscriptions);
                 self.reply(conn, req, r);
             }
             Command::Attach {
@@ -804,3 +809,20 @@ fn validate_config(c: &Config) -> Result<(), InvalidInput> {
 
 /// A shared event.
 pub(crate) type EventRef = Arc<crate::event::Event>;
+
+impl Engine {
+    /// The id and correlation id of an event the tail cache still holds (for notices).
+    pub(crate) fn cached_ids(
+        &self,
+        stream: &StreamName,
+        position: crate::api::Position,
+    ) -> Option<(crate::ids::EventId, Option<String>)> {
+        let e = self
+            .streams
+            .get(stream)?
+            .parts
+            .get(position.partition as usize)?
+            .cached(position.offset)?;
+        Some((e.event_id, e.correlation_id.clone()))
+    }
+}

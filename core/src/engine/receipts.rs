@@ -543,15 +543,18 @@ impl Engine {
         if let Some(d) = rearm {
             self.timers.insert((d, Timer::Unread(key)));
         }
+        let position = Position {
+            partition: p,
+            offset: o,
+        };
+        let event = self.cached_ids(&stream, position);
         let notice = Notice::UnreadTimeout {
             stream,
             subscription,
             consumer: consumer.clone(),
-            position: Position {
-                partition: p,
-                offset: o,
-            },
+            position,
             redelivered: redeliver,
+            event,
         };
         if let Some(conn) = attached {
             self.out.push_back(Output::ConsumerNotice {

@@ -192,14 +192,17 @@ impl Engine {
                 rp.paused_until = Some(until);
                 relay.voided += voided;
                 self.timers.insert((until, Timer::Relay(name.clone())));
+                let position = Position {
+                    partition: p,
+                    offset,
+                };
+                let event = self.cached_ids(&name, position);
                 self.notice(Notice::PublishFailed {
                     stream: name,
-                    position: Position {
-                        partition: p,
-                        offset,
-                    },
+                    position,
                     error,
                     delay,
+                    event,
                 });
             }
         }

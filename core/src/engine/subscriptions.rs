@@ -629,6 +629,20 @@ impl Engine {
         Ok(info)
     }
 
+    /// Every ready subscription of `stream`, by name, with its figures.
+    pub(crate) fn list_subscriptions(
+        &self,
+        stream: &StreamName,
+    ) -> Result<Vec<SubscriptionInfo>, Error> {
+        self.describe_stream(stream)?;
+        Ok(self
+            .sub_names
+            .keys()
+            .filter(|(s, _)| s == stream)
+            .filter_map(|(s, n)| self.describe_subscription(s, n).ok())
+            .collect())
+    }
+
     // ---- consumers -------------------------------------------------------------------------
 
     pub(crate) fn attach(
@@ -1524,11 +1538,20 @@ impl Engine {
     }
 
     pub(crate) fn dead_letter_done(&mut self, key: SlotKey) {
-        let deliveries = self
+        let Some((deliveries, event_id, correlation_id)) = self
             .part_cursor(key.key)
             .and_then(|pc| pc.slot_mut(key.offset))
             .and_then(|s| s.pending.as_ref())
-            .map_or(0, |p| p.deliveries);
+            .map(|p| {
+                (
+                    p.deliveries,
+                    p.event.event_id,
+                    p.event.correlation_id.clone(),
+                )
+            })
+        else {
+            return;
+        };
         if !self.settle(key, |s| *s == SlotState::DeadLettering) {
             return;
         }
@@ -1544,6 +1567,8 @@ impl Engine {
                 offset: key.offset,
             },
             deliveries,
+            event_id,
+            correlation_id,
         });
         self.save_cursor(key.key);
         self.trim_ephemeral(&stream);

@@ -9,6 +9,17 @@
 //! log_format = "pretty"             # or "json"
 //! shutdown_timeout = "10s"
 //! # journal = "./engine.journal"  # record the engine's inputs for the simulator
+//! http_listen = "127.0.0.1:8080"    # the management API, health and metrics
+//! # auth_token = "..."              # mutating HTTP requests and writing gRPC calls need it
+//! # read_token = "..."              # then reads need it (or auth_token) too
+//! # tls_cert = "cert.pem"           # TLS for gRPC and HTTP (with tls_key)
+//! # tls_key = "key.pem"
+//!
+//! [health]                          # when a consumer is degraded or unhealthy
+//! lag_degraded = 1000
+//! lag_unhealthy = 10000
+//! stall_degraded = "5m"
+//! stall_unhealthy = "15m"
 //!
 //! [retention]                       # the default policy, and when cleanup runs
 //! max_age = "30days"
@@ -55,11 +66,14 @@ use tributary_core::{
     SchemaRegistration, Scope, StartPosition, StreamConfig, StreamName, SubscriptionConfig,
     SubscriptionMode, SubscriptionName, UnixMillis,
 };
+use tributary_http::{HealthThresholds, TlsFiles, Tokens};
 
 /// The default data folder.
 pub const DEFAULT_DATA_DIR: &str = "./tributary-data";
 /// The default gRPC address.
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
+/// The default HTTP address (management API, health, metrics).
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -89,6 +103,18 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<Duration>,
     /// Record the engine's inputs in this file (for the simulator).
     pub journal: Option<PathBuf>,
+    /// The HTTP address (management API, health, metrics).
+    pub http_listen: Option<SocketAddr>,
+    /// The bearer token mutating requests need.
+    pub auth_token: Option<String>,
+    /// A read-only bearer token; when set, reads need a token too.
+    pub read_token: Option<String>,
+    /// TLS certificate chain (PEM), for gRPC and HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Health thresholds.
+    pub health: Option<HealthDecl>,
     /// The default retention policy and the cleanup schedule.
     pub retention: Option<RetentionSection>,
     /// The retention of dead letter streams.
@@ -102,6 +128,22 @@ pub struct FileConfig {
     /// Subscriptions to create at start when missing.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionDecl>,
+}
+
+/// The `[health]` table: when a consumer is degraded or unhealthy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthDecl {
+    /// Lag above this is degraded (1000).
+    pub lag_degraded: Option<u64>,
+    /// Lag above this is unhealthy (10000).
+    pub lag_unhealthy: Option<u64>,
+    /// Lag and no progress for this long is degraded (5m).
+    #[serde(default, with = "humantime_serde")]
+    pub stall_degraded: Option<Duration>,
+    /// Lag and no progress for this long is unhealthy (15m).
+    #[serde(default, with = "humantime_serde")]
+    pub stall_unhealthy: Option<Duration>,
 }
 
 /// A stream declared in the file.
@@ -372,6 +414,24 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--journal` / `TRIBUTARY_JOURNAL`.
     pub journal: Option<PathBuf>,
+    /// `--http-listen` / `TRIBUTARY_HTTP_LISTEN`.
+    pub http_listen: Option<SocketAddr>,
+    /// `--auth-token` / `TRIBUTARY_AUTH_TOKEN`.
+    pub auth_token: Option<String>,
+    /// `--read-token` / `TRIBUTARY_READ_TOKEN`.
+    pub read_token: Option<String>,
+    /// `--tls-cert` / `TRIBUTARY_TLS_CERT`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key` / `TRIBUTARY_TLS_KEY`.
+    pub tls_key: Option<PathBuf>,
+    /// `--health-lag-degraded` / `TRIBUTARY_HEALTH_LAG_DEGRADED`.
+    pub lag_degraded: Option<u64>,
+    /// `--health-lag-unhealthy` / `TRIBUTARY_HEALTH_LAG_UNHEALTHY`.
+    pub lag_unhealthy: Option<u64>,
+    /// `--health-stall-degraded` / `TRIBUTARY_HEALTH_STALL_DEGRADED`.
+    pub stall_degraded: Option<Duration>,
+    /// `--health-stall-unhealthy` / `TRIBUTARY_HEALTH_STALL_UNHEALTHY`.
+    pub stall_unhealthy: Option<Duration>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -389,6 +449,14 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Where to journal the engine's inputs, if anywhere.
     pub journal: Option<PathBuf>,
+    /// The HTTP address (port 0: any free port, printed at start).
+    pub http_listen: SocketAddr,
+    /// Bearer tokens (none: open).
+    pub tokens: Tokens,
+    /// TLS for gRPC and HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Health thresholds.
+    pub health: HealthThresholds,
     /// The engine's configuration (limits and defaults, retention and cleanup).
     pub engine: Config,
     /// Schema versions to register at start.
@@ -423,6 +491,57 @@ impl Settings {
         let default_listen: SocketAddr = DEFAULT_GRPC_LISTEN
             .parse()
             .map_err(|e| invalid("grpc_listen".into(), e))?;
+        let default_http: SocketAddr = DEFAULT_HTTP_LISTEN
+            .parse()
+            .map_err(|e| invalid("http_listen".into(), e))?;
+        let tokens = Tokens {
+            write: over.auth_token.or(file.auth_token),
+            read: over.read_token.or(file.read_token),
+        };
+        for (what, t) in [("auth_token", &tokens.write), ("read_token", &tokens.read)] {
+            if let Some(t) = t {
+                check_token(t).map_err(|e| invalid(what.into(), e))?;
+            }
+        }
+        if tokens.read.is_some() && tokens.write.is_none() {
+            return Err(invalid(
+                "read_token".into(),
+                "needs auth_token too (otherwise writes would be open while reads are not)",
+            ));
+        }
+        if tokens.read.is_some() && tokens.read == tokens.write {
+            return Err(invalid("read_token".into(), "must differ from auth_token"));
+        }
+        let tls = match (
+            over.tls_cert.or(file.tls_cert),
+            over.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("tls_key".into(), "needed with tls_cert")),
+            (None, Some(_)) => return Err(invalid("tls_cert".into(), "needed with tls_key")),
+        };
+        let fh = file.health.unwrap_or_default();
+        let d = HealthThresholds::default();
+        let health = HealthThresholds {
+            lag_degraded: over
+                .lag_degraded
+                .or(fh.lag_degraded)
+                .unwrap_or(d.lag_degraded),
+            lag_unhealthy: over
+                .lag_unhealthy
+                .or(fh.lag_unhealthy)
+                .unwrap_or(d.lag_unhealthy),
+            stall_degraded: over
+                .stall_degraded
+                .or(fh.stall_degraded)
+                .unwrap_or(d.stall_degraded),
+            stall_unhealthy: over
+                .stall_unhealthy
+                .or(fh.stall_unhealthy)
+                .unwrap_or(d.stall_unhealthy),
+        };
+        health.validate().map_err(|e| invalid("health".into(), e))?;
         let streams = file
             .streams
             .iter()
@@ -454,12 +573,30 @@ impl Settings {
             log_format: over.log_format.or(file.log_format).unwrap_or_default(),
             shutdown_timeout: file.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
             journal: over.journal.or(file.journal),
+            http_listen: over
+                .http_listen
+                .or(file.http_listen)
+                .unwrap_or(default_http),
+            tokens,
+            tls,
+            health,
             engine: engine_config(file.retention.as_ref(), file.dead_letter_retention.as_ref())?,
             schemas: file.schemas,
             streams,
             subscriptions,
         })
     }
+}
+
+/// A token must be usable in an `Authorization` header: 16 to 4096 visible ASCII characters.
+fn check_token(t: &str) -> Result<(), String> {
+    if !(16..=4096).contains(&t.len()) {
+        return Err(format!("length {} is outside 16..=4096", t.len()));
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be visible ASCII characters (no spaces)".into());
+    }
+    Ok(())
 }
 
 /// The engine's configuration: SPEC's defaults, with the file's retention and cleanup.
@@ -751,6 +888,79 @@ mod tests {
             .expect("toml");
         let e = Settings::resolve(bad, Overrides::default()).expect_err("refused");
         assert!(e.to_string().contains("cleanup_window.start"), "{e}");
+    }
+
+    #[test]
+    fn http_tokens_tls_and_health_are_layered_and_checked() {
+        let file = parse(
+            r#"
+            http_listen = "127.0.0.1:9"
+            auth_token = "file-token-0123456789"
+            tls_cert = "c.pem"
+            tls_key = "k.pem"
+
+            [health]
+            lag_degraded = 5
+            lag_unhealthy = 50
+            stall_degraded = "2s"
+            "#,
+        )
+        .expect("valid");
+        let over = Overrides {
+            auth_token: Some("flag-token-0123456789".into()),
+            lag_unhealthy: Some(60),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(file.clone(), over).expect("valid");
+        assert_eq!(s.http_listen.port(), 9);
+        assert_eq!(s.tokens.write.as_deref(), Some("flag-token-0123456789"));
+        assert_eq!(s.tokens.read, None);
+        assert_eq!(s.tls.as_ref().map(|t| t.key.clone()), Some("k.pem".into()));
+        assert_eq!((s.health.lag_degraded, s.health.lag_unhealthy), (5, 60));
+        assert_eq!(s.health.stall_degraded, Duration::from_secs(2));
+        assert_eq!(s.health.stall_unhealthy, Duration::from_secs(900));
+
+        let refused = |over: Overrides, file: FileConfig, what: &str| {
+            let e = Settings::resolve(file, over).expect_err(what).to_string();
+            assert!(e.contains(what), "{e}");
+        };
+        refused(
+            Overrides {
+                auth_token: Some("short".into()),
+                ..Overrides::default()
+            },
+            FileConfig::default(),
+            "auth_token",
+        );
+        refused(
+            Overrides {
+                read_token: Some("read-token-0123456789".into()),
+                ..Overrides::default()
+            },
+            FileConfig::default(),
+            "read_token",
+        );
+        refused(
+            Overrides {
+                tls_cert: Some("c.pem".into()),
+                ..Overrides::default()
+            },
+            FileConfig::default(),
+            "tls_key",
+        );
+        refused(
+            Overrides {
+                lag_degraded: Some(100),
+                lag_unhealthy: Some(10),
+                ..Overrides::default()
+            },
+            FileConfig::default(),
+            "lag_unhealthy",
+        );
+        let defaults = Settings::resolve(FileConfig::default(), Overrides::default()).expect("ok");
+        assert_eq!(defaults.http_listen.to_string(), DEFAULT_HTTP_LISTEN);
+        assert_eq!(defaults.health, HealthThresholds::default());
+        assert!(!defaults.tokens.enabled());
     }
 
     #[test]

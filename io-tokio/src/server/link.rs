@@ -1,4 +1,5 @@
-//! The gRPC service's way into this executor.
+//! The transports' way into this executor: the gRPC service's `EngineLink`, the HTTP
+//! transport's `EngineApi`, and the metrics observer.
 
 use crate::executor::{Connection, Handle, NO_CONN};
 use crate::runtime::Runtime;
@@ -54,5 +55,40 @@ impl EngineConn for Connection {
 
     fn backlog(&self) -> usize {
         self.events.len()
+    }
+}
+
+/// The executor and its store, as the HTTP transport needs them.
+#[derive(Debug, Clone)]
+pub struct HttpLink {
+    /// The engine task.
+    pub handle: Handle,
+    /// The store, for readiness.
+    pub store: crate::server::store::AnyStore,
+}
+
+impl tributary_http::EngineApi for HttpLink {
+    fn call(&self, cmd: Command) -> tributary_http::BoxFuture<Result<Reply, Error>> {
+        let handle = self.handle.clone();
+        Box::pin(async move { handle.call(NO_CONN, cmd).await })
+    }
+
+    fn ready(&self) -> tributary_http::BoxFuture<Result<(), String>> {
+        let store = self.store.clone();
+        Box::pin(async move { store.readiness().await })
+    }
+}
+
+/// Feeds the engine's inputs and outputs to the metrics.
+#[derive(Debug, Clone)]
+pub struct MetricsObserver(pub std::sync::Arc<tributary_http::Metrics>);
+
+impl crate::Observer for MetricsObserver {
+    fn input(&self, now: tributary_core::Now, input: &tributary_core::Input) {
+        self.0.on_input(now, input);
+    }
+
+    fn output(&self, now: tributary_core::Now, output: &tributary_core::Output) {
+        self.0.on_output(now, output);
     }
 }

@@ -1,9 +1,10 @@
-//! `tributary serve`: the engine on its store, the gRPC service on a socket, and a clean stop
-//! on SIGINT or SIGTERM.
+//! `tributary serve`: the engine on its store, the gRPC service and the HTTP transport
+//! (management API, health, metrics) on their sockets, tokens and TLS, and a clean stop on
+//! SIGINT or SIGTERM.
 
-use crate::server::Link;
 use crate::server::config::Settings;
 use crate::server::store::AnyStore;
+use crate::server::{GrpcAuthLayer, HttpLink, Link, MetricsObserver};
 use crate::{Clock, ExecutorConfig, Handle, Journal, NO_CONN, TokioRuntime, start};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -50,15 +51,26 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// The TLS certificate or key cannot be read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The HTTP server failed.
+    #[error(transparent)]
+    Http(#[from] tributary_http::ServeError),
 }
 
 /// Runs the server until SIGINT or SIGTERM. Prints one line on stdout once it listens:
-/// `tributary: listening grpc=ADDR store=STORE`.
+/// `tributary: listening grpc=URL http=URL store=STORE` (URLs with `https://` under TLS).
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let bound = bind(settings).await?;
+    let scheme = if bound.grpc_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!(
-        "tributary: listening grpc={} store={}",
-        bound.addr, bound.store_name
+        "tributary: listening grpc={scheme}://{} http={scheme}://{} store={}",
+        bound.addr, bound.http_addr, bound.store_name
     );
     let _ = std::io::stdout().flush();
     bound.run(wait_for_signal()).await
@@ -74,12 +86,19 @@ pub struct Bound {
     handle: Handle,
     listener: TcpListener,
     shutdown_timeout: std::time::Duration,
+    http_addr: SocketAddr,
+    http_listener: std::net::TcpListener,
+    http_app: axum::Router,
+    http_tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    grpc_tls: Option<tonic::transport::ServerTlsConfig>,
+    tokens: tributary_http::Tokens,
 }
 
 impl std::fmt::Debug for Bound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bound")
             .field("addr", &self.addr)
+            .field("http_addr", &self.http_addr)
             .field("store", &self.store_name)
             .finish_non_exhaustive()
     }
@@ -114,8 +133,25 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         }
         None => None,
     };
+    // TLS files are read before anything starts: a bad one stops the start.
+    let (grpc_tls, http_tls) = match &settings.tls {
+        Some(files) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| ServeError::Tls(format!("{}: {e}", p.display())))
+            };
+            let identity =
+                tonic::transport::Identity::from_pem(read(&files.cert)?, read(&files.key)?);
+            let grpc = tonic::transport::ServerTlsConfig::new().identity(identity);
+            let http = tributary_http::tls_config(files)
+                .await
+                .map_err(|e| ServeError::Tls(e.to_string()))?;
+            (Some(grpc), Some(http))
+        }
+        None => (None, None),
+    };
     let engine =
         Engine::new(config, seed, start_at).map_err(|e| ServeError::Engine(e.to_string()))?;
+    let metrics = Arc::new(tributary_http::Metrics::new());
     let handle = start(
         TokioRuntime,
         store.clone(),
@@ -123,10 +159,29 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         clock,
         ExecutorConfig {
             journal,
+            observer: Some(Arc::new(MetricsObserver(metrics.clone()))),
             ..ExecutorConfig::default()
         },
     );
     declare(&handle, &settings).await?;
+    let http_app = tributary_http::router(
+        Arc::new(HttpLink {
+            handle: handle.clone(),
+            store: store.clone(),
+        }),
+        metrics,
+        tributary_http::HttpConfig {
+            tokens: settings.tokens.clone(),
+            health: settings.health,
+        },
+    );
+    let http_bind_err = |source| ServeError::Bind {
+        addr: settings.http_listen,
+        source,
+    };
+    let http_listener = std::net::TcpListener::bind(settings.http_listen).map_err(http_bind_err)?;
+    http_listener.set_nonblocking(true).map_err(http_bind_err)?;
+    let http_addr = http_listener.local_addr().map_err(http_bind_err)?;
 
     let listener = TcpListener::bind(settings.grpc_listen)
         .await
@@ -145,6 +200,12 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         handle,
         listener,
         shutdown_timeout: settings.shutdown_timeout,
+        http_addr,
+        http_listener,
+        http_app,
+        http_tls,
+        grpc_tls,
+        tokens: settings.tokens.clone(),
     })
 }
 
@@ -152,6 +213,11 @@ impl Bound {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of its HTTP transport.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets the calls in flight
@@ -167,8 +233,28 @@ impl Bound {
             handle,
             listener,
             shutdown_timeout,
+            http_addr,
+            http_listener,
+            http_app,
+            http_tls,
+            grpc_tls,
+            tokens,
         } = self;
-        tracing::info!(code = 1, grpc = %addr, store = %store_name, "serving");
+        tracing::info!(code = 1, grpc = %addr, http = %http_addr, store = %store_name, tls = grpc_tls.is_some(), tokens = tokens.enabled(), "serving");
+        let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let http = tokio::spawn(tributary_http::serve(
+            http_listener,
+            http_app,
+            http_tls,
+            async move {
+                let _ = http_stop_rx.await;
+            },
+            shutdown_timeout,
+        ));
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = grpc_tls {
+            builder = builder.tls_config(tls)?;
+        }
 
         let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
         let service = EventStreamService::new(
@@ -181,7 +267,8 @@ impl Bound {
         );
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(
-            tonic::transport::Server::builder()
+            builder
+                .layer(GrpcAuthLayer::new(tokens))
                 .add_service(service.into_server())
                 .serve_with_incoming_shutdown(
                     // Small replies go out at once: without TCP_NODELAY, Nagle's algorithm and
@@ -207,6 +294,7 @@ impl Bound {
         // Sessions and replays end; unary calls in flight (appends) finish and are answered.
         drop(stop_tx);
         let _ = signalled_tx.send(());
+        let _ = http_stop_tx.send(());
         let result = match tokio::time::timeout(shutdown_timeout, server).await {
             Ok(Ok(r)) => r.map_err(ServeError::from),
             Ok(Err(join)) => {
@@ -222,6 +310,17 @@ impl Bound {
                 Ok(())
             }
         };
+        match tokio::time::timeout(shutdown_timeout, http).await {
+            Ok(Ok(Err(e))) => tracing::error!(code = 3, error = %e, "the HTTP server failed"),
+            Ok(Err(join)) => {
+                tracing::error!(code = 3, error = %join, "the HTTP server task failed")
+            }
+            Err(_) => tracing::warn!(
+                code = 3,
+                "HTTP requests still in flight after the shutdown timeout"
+            ),
+            Ok(Ok(Ok(()))) => {}
+        }
         // The engine task ends once the last handle is gone; then its journal is complete.
         let stopped = handle.stopped();
         drop(handle);

@@ -116,6 +116,31 @@ pub enum AnyStore {
 }
 
 impl AnyStore {
+    /// Whether the store answers and every migration this build knows is applied (readiness).
+    pub async fn readiness(&self) -> Result<(), String> {
+        let (applied, known) = match self {
+            AnyStore::Sqlite(s) => (
+                s.applied_migrations().await,
+                &tributary_store_sqlite::MIGRATOR,
+            ),
+            AnyStore::Postgres(s) => (
+                s.applied_migrations().await,
+                &tributary_store_postgres::MIGRATOR,
+            ),
+        };
+        let applied = applied.map_err(|e| format!("the store does not answer: {e}"))?;
+        let missing: Vec<i64> = known
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("migrations not applied: {missing:?}"))
+        }
+    }
+
     /// Closes the connections.
     pub async fn close(&self) {
         match self {

@@ -26,9 +26,13 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_tributary");
 /// A running server. Killed (SIGKILL) on drop if still running.
 pub struct Server {
     child: Option<Child>,
+    /// The gRPC URL (`https://` under TLS).
     pub url: String,
+    /// The HTTP transport's base URL (`https://` under TLS).
+    pub http: String,
     pub dir: PathBuf,
     store: String,
+    extra: Vec<String>,
     stderr: PathBuf,
 }
 
@@ -62,17 +66,29 @@ impl Server {
 
     /// Starts a server on `store` with extra arguments; waits until it listens.
     pub fn start_on(dir: &Path, store: &str, extra: &[&str]) -> Server {
+        Server::start_env(dir, store, extra, "info")
+    }
+
+    /// The same, with this `RUST_LOG`.
+    pub fn start_env(dir: &Path, store: &str, extra: &[&str], rust_log: &str) -> Server {
         let stderr = dir.join(format!(
             "server-{}.log",
             SCHEMAS.fetch_add(1, Ordering::Relaxed)
         ));
         let log = std::fs::File::create(&stderr).expect("log file");
         let mut child = Command::new(BIN)
-            .args(["serve", "--grpc-listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir)
             .args(["--store", store])
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -82,18 +98,22 @@ impl Server {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read stdout");
-        let Some(addr) = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("grpc="))
-        else {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .map(str::to_string)
+        };
+        let (Some(url), Some(http)) = (field("grpc="), field("http=")) else {
             let log = std::fs::read_to_string(&stderr).unwrap_or_default();
             panic!("the server did not start; stdout {line:?}; stderr:\n{log}");
         };
         Server {
-            url: format!("http://{addr}"),
+            url,
+            http,
             child: Some(child),
             dir: dir.to_path_buf(),
             store: store.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             stderr,
         }
     }
@@ -101,7 +121,8 @@ impl Server {
     /// The same store, a new process.
     pub fn restart(mut self) -> Server {
         self.terminate();
-        Server::start_on(&self.dir.clone(), &self.store.clone(), &[])
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        Server::start_on(&self.dir.clone(), &self.store.clone(), &extra)
     }
 
     pub async fn client(&self) -> Client {

@@ -203,6 +203,7 @@ impl Checker {
             consumer,
             position,
             redelivered,
+            ..
         } = n
         else {
             return;

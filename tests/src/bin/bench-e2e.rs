@@ -105,6 +105,7 @@ async fn main() -> Result<(), String> {
             data_dir: Some(dir.clone()),
             store: Some(args.store.clone()),
             grpc_listen: Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?),
+            http_listen: Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?),
             ..Overrides::default()
         },
     )

@@ -31,3 +31,21 @@ pub use status::{ERROR_DOMAIN, error_to_status};
 
 /// The request metadata whose value becomes the correlation id of published events.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// The methods of `tributary.v1.EventStream` that change nothing (reads), by their gRPC path.
+/// Every other method writes (publishing, administration, and subscription sessions, whose acks
+/// move positions): a server with a token requires it for those.
+pub const READ_ONLY_METHODS: &[&str] = &[
+    "/tributary.v1.EventStream/Replay",
+    "/tributary.v1.EventStream/Read",
+    "/tributary.v1.EventStream/GetStream",
+    "/tributary.v1.EventStream/ListStreams",
+    "/tributary.v1.EventStream/GetSubscription",
+    "/tributary.v1.EventStream/ListSchemas",
+];
+
+/// Whether the gRPC method at `path` (`/tributary.v1.EventStream/Read`) changes nothing.
+/// Unknown paths count as writes.
+pub fn is_read_only(path: &str) -> bool {
+    READ_ONLY_METHODS.contains(&path)
+}

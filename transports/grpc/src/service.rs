@@ -25,6 +25,12 @@ use tributary_core::{
     AppendRequest, Command, ConnEvent, Error, ReplayItem, Reply, StreamName, SubscriptionMode,
 };
 
+/// A publish's stream and, per event, its producer-given id and correlation id (for logs).
+type Published = (
+    StreamName,
+    Vec<(Option<tributary_core::EventId>, Option<String>)>,
+);
+
 /// How the service behaves.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -122,30 +128,35 @@ impl<L: EngineLink> EventStreamService<L> {
     fn append_command(
         r: pb::PublishRequest,
         correlation: Option<&str>,
-    ) -> Result<(StreamName, Command), Status> {
+    ) -> Result<(Published, Command), Status> {
         let stream = stream_name(&r.stream)?;
         let events = r
             .events
             .into_iter()
             .map(|e| new_event_from_pb(e, correlation))
             .collect::<Result<Vec<_>, _>>()?;
+        // What the log lines of the answer name per event (the id when the producer gave one).
+        let ids = events
+            .iter()
+            .map(|e| (e.event_id, e.correlation_id.clone()))
+            .collect();
         let cmd = Command::Append(AppendRequest {
             stream: stream.clone(),
             events,
             expected_offset: r.expected_offset,
         });
-        Ok((stream, cmd))
+        Ok(((stream, ids), cmd))
     }
 
     /// The answer to a publish, logged.
     fn appended(
-        stream: &StreamName,
+        (stream, ids): &Published,
         reply: Result<Reply, Error>,
         correlation: Option<&str>,
     ) -> Result<pb::PublishResponse, Status> {
         match reply {
             Ok(Reply::Appended(outcomes)) => {
-                for o in &outcomes {
+                for (o, (id, corr)) in outcomes.iter().zip(ids) {
                     let (p, duplicate) = match o {
                         tributary_core::AppendOutcome::Appended(p) => (p, false),
                         tributary_core::AppendOutcome::Duplicate { original } => (original, true),
@@ -155,8 +166,9 @@ impl<L: EngineLink> EventStreamService<L> {
                         stream = %stream,
                         partition = p.partition,
                         offset = p.offset,
+                        event_id = %id.map(|i| i.0.to_string()).unwrap_or_default(),
                         duplicate,
-                        correlation_id = correlation.unwrap_or(""),
+                        correlation_id = corr.as_deref().unwrap_or(""),
                         "published"
                     );
                 }
@@ -178,8 +190,8 @@ impl<L: EngineLink> EventStreamService<L> {
         r: pb::PublishRequest,
         correlation: Option<&str>,
     ) -> Result<pb::PublishResponse, Status> {
-        let (stream, cmd) = Self::append_command(r, correlation)?;
-        Self::appended(&stream, self.link.call(cmd).await, correlation)
+        let (published, cmd) = Self::append_command(r, correlation)?;
+        Self::appended(&published, self.link.call(cmd).await, correlation)
     }
 
     /// Opens a session: connects, creates the subscription if asked and missing, attaches.
@@ -335,11 +347,11 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
                             )))),
                         ),
                         Some(Err(s)) => (m.request_id, Box::pin(std::future::ready(Err(s)))),
-                        Some(Ok((stream, cmd))) => match conn.submit(cmd).await {
+                        Some(Ok((published, cmd))) => match conn.submit(cmd).await {
                             Ok(reply) => (
                                 m.request_id,
                                 Box::pin(async move {
-                                    Self::appended(&stream, reply.await, corr.as_deref())
+                                    Self::appended(&published, reply.await, corr.as_deref())
                                 }),
                             ),
                             Err(e) => (

@@ -22,29 +22,6 @@ pub(crate) fn code_of(class: ErrorClass) -> Code {
     }
 }
 
-/// The error's name, as the `reason` of its `ErrorInfo`.
-pub(crate) fn reason_of(e: &Error) -> &'static str {
-    match e {
-        Error::Invalid(_) => "INVALID_INPUT",
-        Error::StreamNotFound(_) => "STREAM_NOT_FOUND",
-        Error::StreamExists(_) => "STREAM_EXISTS",
-        Error::SubscriptionNotFound { .. } => "SUBSCRIPTION_NOT_FOUND",
-        Error::SubscriptionExists { .. } => "SUBSCRIPTION_EXISTS",
-        Error::NotAttached(_) => "NOT_ATTACHED",
-        Error::AlreadyAttached(_) => "ALREADY_ATTACHED",
-        Error::WrongExpectedOffset { .. } => "WRONG_EXPECTED_OFFSET",
-        Error::StreamFull { .. } => "STREAM_FULL",
-        Error::Busy { .. } => "BUSY",
-        Error::Truncated { .. } => "TRUNCATED",
-        Error::Unavailable(_) => "UNAVAILABLE",
-        Error::ReplayNotFound(_) => "REPLAY_NOT_FOUND",
-        Error::FailedPrecondition { .. } => "FAILED_PRECONDITION",
-        Error::StaleGeneration { .. } => "STALE_GENERATION",
-        Error::NotAssigned { .. } => "NOT_ASSIGNED",
-        Error::SchemaIncompatible { .. } => "SCHEMA_INCOMPATIBLE",
-    }
-}
-
 fn metadata_of(e: &Error) -> HashMap<String, String> {
     let mut m = HashMap::new();
     let mut put = |k: &str, v: String| {
@@ -129,7 +106,7 @@ fn field_of(i: &InvalidInput) -> &'static str {
 /// A core error as a gRPC status with its details.
 pub fn error_to_status(e: &Error) -> Status {
     let mut details = ErrorDetails::new();
-    details.set_error_info(reason_of(e), ERROR_DOMAIN, metadata_of(e));
+    details.set_error_info(e.reason(), ERROR_DOMAIN, metadata_of(e));
     match e {
         Error::Invalid(i) => {
             details.add_bad_request_violation(field_of(i), i.to_string());

@@ -10,28 +10,67 @@ use tributary_grpc::pb::event_stream_client::EventStreamClient;
 use tributary_grpc::{ms, pb, start_position_to_pb};
 use tributary_io_tokio::server::config::parse_start;
 
-type Client = EventStreamClient<Channel>;
+type Client =
+    EventStreamClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>;
 
-/// Where the server is.
+/// Where the server is, and how to reach it.
 #[derive(Args, Clone)]
 pub struct ServerArg {
-    /// The server's gRPC URL.
+    /// The server's gRPC URL (`https://` for a server with TLS).
     #[arg(
         long,
         env = "TRIBUTARY_SERVER",
         default_value = "http://127.0.0.1:50051"
     )]
     server: String,
+    /// The bearer token, for a server that requires one.
+    #[arg(long, env = "TRIBUTARY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// With `https://`: a CA certificate (PEM) to trust, e.g. the server's own self-signed one.
+    #[arg(long, env = "TRIBUTARY_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
+}
+
+/// Adds `authorization: Bearer <token>` to every call when a token is given.
+#[derive(Clone)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
 }
 
 async fn connect(s: &ServerArg) -> Result<Client, String> {
-    let endpoint = Channel::from_shared(s.server.clone())
+    let mut endpoint = Channel::from_shared(s.server.clone())
         .map_err(|e| format!("--server {:?}: not a URL: {e}", s.server))?;
+    if let Some(path) = &s.ca_cert {
+        let pem = std::fs::read(path).map_err(|e| format!("--ca-cert {}: {e}", path.display()))?;
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("--ca-cert {}: {e}", path.display()))?;
+    }
+    let token = match &s.token {
+        Some(t) => Some(
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| "--token: not a valid header value".to_string())?,
+        ),
+        None => None,
+    };
     let channel = endpoint
         .connect()
         .await
         .map_err(|e| format!("cannot reach the server at {}: {e}", s.server))?;
-    Ok(EventStreamClient::new(channel).max_decoding_message_size(64 << 20))
+    Ok(
+        EventStreamClient::with_interceptor(channel, BearerToken(token))
+            .max_decoding_message_size(64 << 20),
+    )
 }
 
 fn status(s: tonic::Status) -> String {

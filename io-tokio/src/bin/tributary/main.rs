@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use tributary_io_tokio::server::config::{ConfigError, FileConfig, LogFormat, Overrides, Settings};
 use tributary_io_tokio::server::{logging, serve};
 
@@ -70,6 +71,35 @@ struct ServeArgs {
     /// Record every input of the engine in this file, for `tributary-simulation --journal`.
     #[arg(long, env = "TRIBUTARY_JOURNAL")]
     journal: Option<PathBuf>,
+    /// The HTTP address: management API, health, metrics [default: 127.0.0.1:8080]; port 0
+    /// picks a free port (printed).
+    #[arg(long, env = "TRIBUTARY_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// The bearer token that mutating HTTP requests and writing gRPC calls need (prefer the
+    /// environment or the file: a flag is visible to other users of the machine).
+    #[arg(long, env = "TRIBUTARY_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+    /// A read-only bearer token; when set, reads need a token too (this or --auth-token).
+    #[arg(long, env = "TRIBUTARY_READ_TOKEN", hide_env_values = true)]
+    read_token: Option<String>,
+    /// TLS certificate chain (PEM) for gRPC and HTTP; needs --tls-key.
+    #[arg(long, env = "TRIBUTARY_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM); needs --tls-cert.
+    #[arg(long, env = "TRIBUTARY_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Health: lag above this is degraded [default: 1000].
+    #[arg(long, env = "TRIBUTARY_HEALTH_LAG_DEGRADED")]
+    health_lag_degraded: Option<u64>,
+    /// Health: lag above this is unhealthy [default: 10000].
+    #[arg(long, env = "TRIBUTARY_HEALTH_LAG_UNHEALTHY")]
+    health_lag_unhealthy: Option<u64>,
+    /// Health: lag and no progress for this long is degraded [default: 5m].
+    #[arg(long, env = "TRIBUTARY_HEALTH_STALL_DEGRADED", value_parser = humantime::parse_duration)]
+    health_stall_degraded: Option<Duration>,
+    /// Health: lag and no progress for this long is unhealthy [default: 15m].
+    #[arg(long, env = "TRIBUTARY_HEALTH_STALL_UNHEALTHY", value_parser = humantime::parse_duration)]
+    health_stall_unhealthy: Option<Duration>,
 }
 
 fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
@@ -85,6 +115,15 @@ fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
             grpc_listen: a.grpc_listen,
             log_format: a.log_format,
             journal: a.journal,
+            http_listen: a.http_listen,
+            auth_token: a.auth_token,
+            read_token: a.read_token,
+            tls_cert: a.tls_cert,
+            tls_key: a.tls_key,
+            lag_degraded: a.health_lag_degraded,
+            lag_unhealthy: a.health_lag_unhealthy,
+            stall_degraded: a.health_stall_degraded,
+            stall_unhealthy: a.health_stall_unhealthy,
         },
     )
 }

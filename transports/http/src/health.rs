@@ -1,0 +1,321 @@
+//! Health (SPEC 11): the status of every stream, subscription and consumer position from the
+//! engine's lag figures, against configurable thresholds.
+//!
+//! A position (a consumer, or the shared position of an exclusive or consumer group
+//! subscription) is
+//!
+//! - `unhealthy` when its lag is above `lag_unhealthy` (10,000) or it has lag and has made no
+//!   progress for `stall_unhealthy` (15 min);
+//! - `degraded` when its lag is above `lag_degraded` (1,000) or it has lag and has made no
+//!   progress for `stall_degraded` (5 min);
+//! - `healthy` otherwise.
+//!
+//! "No progress for" counts from the later of its last acknowledgement (or dead letter) and the
+//! arrival of the oldest event it has not acknowledged (so a consumer that was idle with nothing
+//! to do is not stalled the moment an event arrives); when neither is known (nothing
+//! acknowledged since the server started and the event no longer in memory), from the server's
+//! start. A subscription, a stream and the whole server take the worst status below them.
+
+use serde::Serialize;
+use std::time::Duration;
+use tributary_core::{LagFigures, StreamInfo, SubscriptionInfo, SubscriptionMode, UnixMillis};
+use utoipa::ToSchema;
+
+/// When a position is degraded or unhealthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthThresholds {
+    /// Lag above this is degraded (1,000 events).
+    pub lag_degraded: u64,
+    /// Lag above this is unhealthy (10,000 events).
+    pub lag_unhealthy: u64,
+    /// Lag and no progress for this long is degraded (5 min).
+    pub stall_degraded: Duration,
+    /// Lag and no progress for this long is unhealthy (15 min).
+    pub stall_unhealthy: Duration,
+}
+
+impl Default for HealthThresholds {
+    fn default() -> Self {
+        HealthThresholds {
+            lag_degraded: 1_000,
+            lag_unhealthy: 10_000,
+            stall_degraded: Duration::from_secs(300),
+            stall_unhealthy: Duration::from_secs(900),
+        }
+    }
+}
+
+impl HealthThresholds {
+    /// Refuses thresholds where the unhealthy one is below the degraded one, naming them.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lag_unhealthy < self.lag_degraded {
+            return Err(format!(
+                "lag_unhealthy ({}) is below lag_degraded ({})",
+                self.lag_unhealthy, self.lag_degraded
+            ));
+        }
+        if self.stall_unhealthy < self.stall_degraded {
+            return Err(format!(
+                "stall_unhealthy ({}) is below stall_degraded ({})",
+                humantime::format_duration(self.stall_unhealthy),
+                humantime::format_duration(self.stall_degraded)
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A health status, from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Fine.
+    Healthy,
+    /// Behind or slow: look at it.
+    Degraded,
+    /// Far behind or stuck.
+    Unhealthy,
+}
+
+/// The health of one position.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ConsumerHealth {
+    /// The consumer; `null` for the shared position of an exclusive subscription.
+    pub consumer: Option<String>,
+    /// Its status.
+    pub status: Status,
+    /// Events between its committed position and the head.
+    pub lag: u64,
+    /// When it last acknowledged (Unix ms), in this server's life.
+    pub last_progress: Option<u64>,
+    /// How long it has had lag without progress (ms); 0 without lag.
+    pub stalled_for_ms: u64,
+    /// Why it is not healthy.
+    pub reasons: Vec<String>,
+}
+
+/// The health of one subscription.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SubscriptionHealth {
+    /// Its name.
+    pub subscription: String,
+    /// The worst of its positions.
+    pub status: Status,
+    /// Its positions.
+    pub consumers: Vec<ConsumerHealth>,
+}
+
+/// The health of one stream.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StreamHealth {
+    /// Its name.
+    pub stream: String,
+    /// The worst of its subscriptions.
+    pub status: Status,
+    /// Events held.
+    pub length: u64,
+    /// Its subscriptions.
+    pub subscriptions: Vec<SubscriptionHealth>,
+}
+
+/// The health of the whole server.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HealthReport {
+    /// The worst of everything (`unhealthy` answers 503).
+    pub status: Status,
+    /// Every stream.
+    pub streams: Vec<StreamHealth>,
+}
+
+/// Every position of a subscription with its figures: broadcast and read-receipt consumers
+/// (each has its own), consumer group members (over their partitions), or the shared position
+/// of an exclusive subscription (consumer `None`).
+pub fn positions(sub: &SubscriptionInfo) -> Vec<(Option<String>, LagFigures)> {
+    match (&sub.group, sub.config.mode) {
+        (Some(g), _) if !g.members.is_empty() => g
+            .members
+            .iter()
+            .map(|m| (Some(m.consumer.to_string()), m.figures))
+            .collect(),
+        (_, SubscriptionMode::Broadcast | SubscriptionMode::ReadReceipt) => sub
+            .cursors
+            .iter()
+            .map(|c| (c.consumer.as_ref().map(|c| c.to_string()), c.figures))
+            .collect(),
+        _ => sub.cursors.iter().map(|c| (None, c.figures)).collect(),
+    }
+}
+
+/// How long a position with lag has made no progress, at `now` (see the module's doc).
+pub fn stalled_for(f: &LagFigures, now: UnixMillis, started: UnixMillis) -> Duration {
+    if f.lag == 0 {
+        return Duration::ZERO;
+    }
+    let oldest = f
+        .oldest_unacked_age
+        .map(|a| UnixMillis(now.0.saturating_sub(a.as_millis() as u64)));
+    let since = match (f.last_progress, oldest) {
+        (None, None) => started,
+        (a, b) => a.max(b).unwrap_or(started),
+    };
+    Duration::from_millis(now.0.saturating_sub(since.0))
+}
+
+/// The health of one position.
+pub fn consumer_health(
+    consumer: Option<String>,
+    f: &LagFigures,
+    t: &HealthThresholds,
+    now: UnixMillis,
+    started: UnixMillis,
+) -> ConsumerHealth {
+    let stalled = stalled_for(f, now, started);
+    let mut status = Status::Healthy;
+    let mut reasons = Vec::new();
+    let mut worse = |s: Status, why: String| {
+        status = status.max(s);
+        reasons.push(why);
+    };
+    if f.lag > t.lag_unhealthy {
+        worse(
+            Status::Unhealthy,
+            format!("lag {} above {}", f.lag, t.lag_unhealthy),
+        );
+    } else if f.lag > t.lag_degraded {
+        worse(
+            Status::Degraded,
+            format!("lag {} above {}", f.lag, t.lag_degraded),
+        );
+    }
+    let fmt = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
+    if f.lag > 0 && stalled >= t.stall_unhealthy {
+        worse(
+            Status::Unhealthy,
+            format!("no progress for {}", fmt(stalled)),
+        );
+    } else if f.lag > 0 && stalled >= t.stall_degraded {
+        worse(
+            Status::Degraded,
+            format!("no progress for {}", fmt(stalled)),
+        );
+    }
+    ConsumerHealth {
+        consumer,
+        status,
+        lag: f.lag,
+        last_progress: f.last_progress.map(|m| m.0),
+        stalled_for_ms: stalled.as_millis() as u64,
+        reasons,
+    }
+}
+
+/// The health of everything, at `now`.
+pub fn report(
+    streams: &[(StreamInfo, Vec<SubscriptionInfo>)],
+    t: &HealthThresholds,
+    now: UnixMillis,
+    started: UnixMillis,
+) -> HealthReport {
+    let streams: Vec<StreamHealth> = streams
+        .iter()
+        .map(|(s, subs)| {
+            let subscriptions: Vec<SubscriptionHealth> = subs
+                .iter()
+                .map(|sub| {
+                    let consumers: Vec<ConsumerHealth> = positions(sub)
+                        .into_iter()
+                        .map(|(c, f)| consumer_health(c, &f, t, now, started))
+                        .collect();
+                    SubscriptionHealth {
+                        subscription: sub.config.name.to_string(),
+                        status: worst(consumers.iter().map(|c| c.status)),
+                        consumers,
+                    }
+                })
+                .collect();
+            StreamHealth {
+                stream: s.config.name.to_string(),
+                status: worst(subscriptions.iter().map(|s| s.status)),
+                length: s.length(),
+                subscriptions,
+            }
+        })
+        .collect();
+    HealthReport {
+        status: worst(streams.iter().map(|s| s.status)),
+        streams,
+    }
+}
+
+fn worst(i: impl Iterator<Item = Status>) -> Status {
+    i.max().unwrap_or(Status::Healthy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t() -> HealthThresholds {
+        HealthThresholds {
+            lag_degraded: 10,
+            lag_unhealthy: 100,
+            stall_degraded: Duration::from_secs(60),
+            stall_unhealthy: Duration::from_secs(180),
+        }
+    }
+
+    fn fig(lag: u64, progress: Option<u64>, oldest_age_s: Option<u64>) -> LagFigures {
+        LagFigures {
+            lag,
+            oldest_unacked_age: oldest_age_s.map(Duration::from_secs),
+            last_progress: progress.map(UnixMillis),
+        }
+    }
+
+    const NOW: UnixMillis = UnixMillis(10_000_000);
+    const START: UnixMillis = UnixMillis(0);
+
+    fn status(f: LagFigures) -> Status {
+        consumer_health(None, &f, &t(), NOW, START).status
+    }
+
+    #[test]
+    fn lag_thresholds_are_exclusive_bounds() {
+        assert_eq!(status(fig(10, Some(NOW.0), Some(0))), Status::Healthy);
+        assert_eq!(status(fig(11, Some(NOW.0), Some(0))), Status::Degraded);
+        assert_eq!(status(fig(100, Some(NOW.0), Some(0))), Status::Degraded);
+        assert_eq!(status(fig(101, Some(NOW.0), Some(0))), Status::Unhealthy);
+    }
+
+    #[test]
+    fn a_stall_counts_from_the_later_of_progress_and_the_oldest_arrival() {
+        // Progress 2 min ago, the oldest unacknowledged event 10 min old: stalled 2 min.
+        let f = fig(1, Some(NOW.0 - 120_000), Some(600));
+        assert_eq!(stalled_for(&f, NOW, START), Duration::from_secs(120));
+        assert_eq!(status(f), Status::Degraded);
+        // Idle for an hour, an event 30 s ago: not stalled yet.
+        assert_eq!(
+            status(fig(1, Some(NOW.0 - 3_600_000), Some(30))),
+            Status::Healthy
+        );
+        // Nothing known: since the start.
+        assert_eq!(
+            stalled_for(&fig(1, None, None), NOW, START),
+            Duration::from_secs(10_000)
+        );
+        assert_eq!(status(fig(1, None, None)), Status::Unhealthy);
+        // Without lag nothing is stalled.
+        assert_eq!(status(fig(0, None, None)), Status::Healthy);
+    }
+
+    #[test]
+    fn unhealthy_below_degraded_is_refused() {
+        let mut bad = t();
+        bad.lag_unhealthy = 5;
+        assert!(bad.validate().unwrap_err().contains("lag_unhealthy"));
+        let mut bad = t();
+        bad.stall_unhealthy = Duration::from_secs(1);
+        assert!(bad.validate().unwrap_err().contains("stall_unhealthy"));
+        assert!(HealthThresholds::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,605 @@
+//! Prometheus metrics (SPEC 11), all under the prefix `tributary_`.
+//!
+//! Counters and the latency histogram count what the engine really did: [`Metrics`] is shown
+//! every input and output of the engine by the executor (it implements the executor's
+//! observer in `tributary-io-tokio`), and counts
+//!
+//! - `events_published_total{stream, event_type}`: events appended (a duplicate is not counted),
+//!   from the append's reply;
+//! - `events_consumed_total{stream, subscription, consumer, event_type}`: first deliveries to a
+//!   consumer;
+//! - `event_retries_total{stream, subscription, consumer, event_type}`: deliveries after the
+//!   first (after a nack, an ack wait or an unread timeout);
+//! - `event_errors_total{stream, subscription, reason}`: `nack` (events a consumer refused),
+//!   `dead_letter` (events moved to the dead letter stream), `publish_refused` (events of
+//!   refused appends, `subscription` empty);
+//! - `event_processing_latency_seconds{stream, subscription}`: from a delivery to the
+//!   consumer's ack (or mark-read) of that event.
+//!
+//! Gauges are read from the engine when `/metrics` is scraped: `stream_length{stream}`,
+//! `consumer_lag{stream, subscription, consumer}` (`consumer` empty for the shared position of
+//! an exclusive subscription) and `active_consumers{stream, subscription}`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tributary_core::{
+    Command, ConnId, Input, MarkRead, Notice, Now, Output, Position, Reply, ReqId, StreamInfo,
+    SubscriptionInfo,
+};
+
+/// The buckets of `event_processing_latency_seconds`: 1 ms to 60 s.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Deliveries waiting for their ack, kept for the latency histogram at most.
+const MAX_TIMED: usize = 65_536;
+/// Commands waiting for their reply, kept to count their outcome at most.
+const MAX_PENDING: usize = 65_536;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamType {
+    stream: String,
+    event_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerType {
+    stream: String,
+    subscription: String,
+    consumer: String,
+    event_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    stream: String,
+    subscription: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubLabels {
+    stream: String,
+    subscription: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerLabels {
+    stream: String,
+    subscription: String,
+    consumer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    stream: String,
+}
+
+/// A command whose reply decides what is counted.
+#[derive(Debug)]
+enum Pending {
+    /// An append: the event type of each event, in order.
+    Append { stream: String, types: Vec<String> },
+    /// A nack of this many events.
+    Nack {
+        stream: String,
+        subscription: String,
+        count: u64,
+    },
+}
+
+/// Which delivery an ack settles: a hash of (stream, subscription, consumer), and the position
+/// (no allocation per delivered event).
+type DeliveryKey = (u64, Position);
+
+fn reader_hash(stream: &str, subscription: &str, consumer: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (stream, subscription, consumer).hash(&mut h);
+    h.finish()
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pending: HashMap<(ConnId, ReqId), Pending>,
+    /// When each unacknowledged delivery was sent (monotonic nanoseconds), and on which
+    /// connection.
+    delivered: HashMap<DeliveryKey, (ConnId, u64)>,
+}
+
+type HistogramFamily = Family<SubLabels, Histogram, fn() -> Histogram>;
+
+/// The metrics registry and the counting observer.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    published: Family<StreamType, Counter>,
+    consumed: Family<ConsumerType, Counter>,
+    retries: Family<ConsumerType, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    latency: HistogramFamily,
+    lag: Family<ConsumerLabels, Gauge>,
+    length: Family<StreamLabels, Gauge>,
+    active: Family<SubLabels, Gauge>,
+    state: Mutex<State>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Metrics {
+    /// Empty metrics, registered under `tributary_`.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tributary");
+        let m = Metrics {
+            published: Family::default(),
+            consumed: Family::default(),
+            retries: Family::default(),
+            errors: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            lag: Family::default(),
+            length: Family::default(),
+            active: Family::default(),
+            state: Mutex::new(State::default()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "events_published",
+            "Events appended to a stream (duplicates not counted)",
+            m.published.clone(),
+        );
+        registry.register(
+            "events_consumed",
+            "Events delivered to a consumer for the first time",
+            m.consumed.clone(),
+        );
+        registry.register(
+            "event_retries",
+            "Deliveries of an event after its first (redeliveries)",
+            m.retries.clone(),
+        );
+        registry.register(
+            "event_errors",
+            "Events that failed: nacked, dead-lettered, or refused on publish",
+            m.errors.clone(),
+        );
+        registry.register(
+            "event_processing_latency_seconds",
+            "Time from a delivery to the consumer's acknowledgement of it",
+            m.latency.clone(),
+        );
+        registry.register(
+            "consumer_lag",
+            "Events between a consumer's committed position and the head",
+            m.lag.clone(),
+        );
+        registry.register("stream_length", "Events held by a stream", m.length.clone());
+        registry.register(
+            "active_consumers",
+            "Consumers attached to a subscription",
+            m.active.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts what an input starts: appends and nacks wait for their reply; an ack or a
+    /// mark-read settles the latency of the deliveries it names; a closed connection forgets
+    /// its deliveries.
+    pub fn on_input(&self, now: Now, input: &Input) {
+        let mut st = self.state();
+        match input {
+            Input::Client { conn, req, cmd } => match cmd {
+                Command::Append(a) if st.pending.len() < MAX_PENDING => {
+                    st.pending.insert(
+                        (*conn, *req),
+                        Pending::Append {
+                            stream: a.stream.to_string(),
+                            types: a.events.iter().map(|e| e.event_type.clone()).collect(),
+                        },
+                    );
+                }
+                Command::Nack {
+                    stream,
+                    subscription,
+                    positions,
+                    ..
+                } if st.pending.len() < MAX_PENDING => {
+                    st.pending.insert(
+                        (*conn, *req),
+                        Pending::Nack {
+                            stream: stream.to_string(),
+                            subscription: subscription.to_string(),
+                            count: positions.len() as u64,
+                        },
+                    );
+                }
+                Command::Ack {
+                    stream,
+                    subscription,
+                    consumer,
+                    positions,
+                } => self.settle(
+                    &mut st,
+                    now,
+                    stream.as_str(),
+                    subscription.as_str(),
+                    consumer.as_str(),
+                    positions,
+                ),
+                Command::MarkRead {
+                    stream,
+                    subscription,
+                    consumer,
+                    read: MarkRead::Positions(positions),
+                } => self.settle(
+                    &mut st,
+                    now,
+                    stream.as_str(),
+                    subscription.as_str(),
+                    consumer.as_str(),
+                    positions,
+                ),
+                _ => {}
+            },
+            Input::ConnClosed { conn } => {
+                st.delivered.retain(|_, (c, _)| c != conn);
+                st.pending.retain(|(c, _), _| c != conn);
+            }
+            _ => {}
+        }
+    }
+
+    fn settle(
+        &self,
+        st: &mut State,
+        now: Now,
+        stream: &str,
+        subscription: &str,
+        consumer: &str,
+        positions: &[Position],
+    ) {
+        let reader = reader_hash(stream, subscription, consumer);
+        for p in positions {
+            if let Some((_, at)) = st.delivered.remove(&(reader, *p)) {
+                let secs = now.mono.0.saturating_sub(at) as f64 / 1e9;
+                self.latency
+                    .get_or_create(&SubLabels {
+                        stream: stream.to_string(),
+                        subscription: subscription.to_string(),
+                    })
+                    .observe(secs);
+            }
+        }
+    }
+
+    /// Counts what an output says happened: appends answered, deliveries, dead letters.
+    pub fn on_output(&self, now: Now, output: &Output) {
+        match output {
+            Output::Reply { conn, req, reply } => {
+                let Some(p) = self.state().pending.remove(&(*conn, *req)) else {
+                    return;
+                };
+                match (p, reply) {
+                    (Pending::Append { stream, types }, Ok(Reply::Appended(outcomes))) => {
+                        for (t, o) in types.into_iter().zip(outcomes) {
+                            if matches!(o, tributary_core::AppendOutcome::Appended(_)) {
+                                self.published
+                                    .get_or_create(&StreamType {
+                                        stream: stream.clone(),
+                                        event_type: t,
+                                    })
+                                    .inc();
+                            }
+                        }
+                    }
+                    (Pending::Append { stream, types }, Err(_)) => {
+                        self.errors
+                            .get_or_create(&ErrorLabels {
+                                stream,
+                                subscription: String::new(),
+                                reason: "publish_refused".into(),
+                            })
+                            .inc_by(types.len() as u64);
+                    }
+                    (
+                        Pending::Nack {
+                            stream,
+                            subscription,
+                            count,
+                        },
+                        Ok(_),
+                    ) => {
+                        self.errors
+                            .get_or_create(&ErrorLabels {
+                                stream,
+                                subscription,
+                                reason: "nack".into(),
+                            })
+                            .inc_by(count);
+                    }
+                    _ => {}
+                }
+            }
+            Output::Deliver {
+                conn,
+                stream,
+                subscription,
+                consumer,
+                events,
+            } => {
+                // Counted per event type and attempt kind, one label set each.
+                let mut counts: Vec<(&str, bool, u64)> = Vec::new();
+                let reader = reader_hash(stream.as_str(), subscription.as_str(), consumer.as_str());
+                let mut st = self.state();
+                for d in events {
+                    let first = d.attempt <= 1;
+                    match counts
+                        .iter_mut()
+                        .find(|(t, f, _)| *t == d.event.event_type && *f == first)
+                    {
+                        Some(c) => c.2 += 1,
+                        None => counts.push((&d.event.event_type, first, 1)),
+                    }
+                    let key = (
+                        reader,
+                        Position {
+                            partition: d.event.partition,
+                            offset: d.event.offset,
+                        },
+                    );
+                    if st.delivered.len() < MAX_TIMED || st.delivered.contains_key(&key) {
+                        st.delivered.insert(key, (*conn, now.mono.0));
+                    }
+                }
+                drop(st);
+                for (event_type, first, n) in counts {
+                    let labels = ConsumerType {
+                        stream: stream.to_string(),
+                        subscription: subscription.to_string(),
+                        consumer: consumer.to_string(),
+                        event_type: event_type.to_string(),
+                    };
+                    if first {
+                        self.consumed.get_or_create(&labels).inc_by(n);
+                    } else {
+                        self.retries.get_or_create(&labels).inc_by(n);
+                    }
+                }
+            }
+            Output::Notice(Notice::DeadLettered {
+                stream,
+                subscription,
+                ..
+            }) => {
+                self.errors
+                    .get_or_create(&ErrorLabels {
+                        stream: stream.to_string(),
+                        subscription: subscription.to_string(),
+                        reason: "dead_letter".into(),
+                    })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// Sets the gauges from the engine's state: every stream with its subscriptions.
+    pub fn set_gauges(&self, streams: &[(StreamInfo, Vec<SubscriptionInfo>)]) {
+        self.length.clear();
+        self.lag.clear();
+        self.active.clear();
+        for (s, subs) in streams {
+            let stream = s.config.name.to_string();
+            self.length
+                .get_or_create(&StreamLabels {
+                    stream: stream.clone(),
+                })
+                .set(gauge_value(s.length()));
+            for sub in subs {
+                let subscription = sub.config.name.to_string();
+                self.active
+                    .get_or_create(&SubLabels {
+                        stream: stream.clone(),
+                        subscription: subscription.clone(),
+                    })
+                    .set(gauge_value(sub.attached.len() as u64));
+                for (consumer, figures) in crate::health::positions(sub) {
+                    self.lag
+                        .get_or_create(&ConsumerLabels {
+                            stream: stream.clone(),
+                            subscription: subscription.clone(),
+                            consumer: consumer.unwrap_or_default(),
+                        })
+                        .set(gauge_value(figures.lag));
+                }
+            }
+        }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tributary_core::{
+        AppendOutcome, AppendRequest, ConsumerId, Delivered, Error, Event, EventId, MonoNanos,
+        NewEvent, StreamName, SubscriptionName, UnixMillis,
+    };
+
+    fn now(ms: u64) -> Now {
+        Now {
+            mono: MonoNanos(ms * 1_000_000),
+            wall: UnixMillis(ms),
+        }
+    }
+
+    fn name(s: &str) -> StreamName {
+        StreamName::new(s).expect("name")
+    }
+
+    fn delivered(offset: u64, attempt: u32) -> Delivered {
+        let e = Event::from_new(
+            NewEvent::new("t", "{}"),
+            EventId::from_bytes([offset as u8; 16]),
+            name("s"),
+            0,
+            offset,
+            UnixMillis(0),
+        );
+        Delivered {
+            event: Arc::new(e),
+            attempt,
+        }
+    }
+
+    fn value(m: &Metrics, line_start: &str) -> f64 {
+        m.render()
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    #[test]
+    fn counts_appends_from_their_reply_deliveries_by_attempt_and_latency_to_the_ack() {
+        let m = Metrics::new();
+        let (conn, req) = (ConnId(1), ReqId(7));
+        let events = vec![NewEvent::new("a", "{}"), NewEvent::new("a", "{}")];
+        m.on_input(
+            now(0),
+            &Input::Client {
+                conn,
+                req,
+                cmd: Command::Append(AppendRequest {
+                    stream: name("s"),
+                    events,
+                    expected_offset: None,
+                }),
+            },
+        );
+        // Nothing is counted before the reply; a duplicate is not counted.
+        assert_eq!(value(&m, "tributary_events_published_total"), 0.0);
+        let p = Position {
+            partition: 0,
+            offset: 0,
+        };
+        m.on_output(
+            now(1),
+            &Output::Reply {
+                conn,
+                req,
+                reply: Ok(Reply::Appended(vec![
+                    AppendOutcome::Appended(p),
+                    AppendOutcome::Duplicate { original: p },
+                ])),
+            },
+        );
+        assert_eq!(
+            value(
+                &m,
+                "tributary_events_published_total{stream=\"s\",event_type=\"a\"}"
+            ),
+            1.0
+        );
+        // A refused append counts its events as errors.
+        m.on_input(
+            now(1),
+            &Input::Client {
+                conn,
+                req: ReqId(8),
+                cmd: Command::Append(AppendRequest {
+                    stream: name("s"),
+                    events: vec![NewEvent::new("a", "{}")],
+                    expected_offset: None,
+                }),
+            },
+        );
+        m.on_output(
+            now(1),
+            &Output::Reply {
+                conn,
+                req: ReqId(8),
+                reply: Err(Error::Unavailable("x".into())),
+            },
+        );
+        assert_eq!(value(&m, "tributary_event_errors_total"), 1.0);
+        let deliver = |events| Output::Deliver {
+            conn,
+            stream: name("s"),
+            subscription: SubscriptionName::new("q").expect("sub"),
+            consumer: ConsumerId::new("c").expect("consumer"),
+            events,
+        };
+        m.on_output(now(10), &deliver(vec![delivered(0, 1), delivered(1, 2)]));
+        assert_eq!(value(&m, "tributary_events_consumed_total"), 1.0);
+        assert_eq!(value(&m, "tributary_event_retries_total"), 1.0);
+        m.on_input(
+            now(260),
+            &Input::Client {
+                conn,
+                req: ReqId(9),
+                cmd: Command::Ack {
+                    stream: name("s"),
+                    subscription: SubscriptionName::new("q").expect("sub"),
+                    consumer: ConsumerId::new("c").expect("consumer"),
+                    positions: vec![p],
+                },
+            },
+        );
+        // 250 ms from delivery to ack: in the 0.25 bucket, not in 0.1.
+        assert_eq!(
+            value(&m, "tributary_event_processing_latency_seconds_count"),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &m,
+                "tributary_event_processing_latency_seconds_bucket{le=\"0.1\""
+            ),
+            0.0
+        );
+        assert_eq!(
+            value(
+                &m,
+                "tributary_event_processing_latency_seconds_bucket{le=\"0.25\""
+            ),
+            1.0
+        );
+        // A closed connection forgets its deliveries: a late ack times nothing.
+        m.on_input(now(300), &Input::ConnClosed { conn });
+        assert!(m.state().delivered.is_empty());
+    }
+}
