@@ -56,7 +56,7 @@
 //! rules = [{ op = "rename", from = "name", to = "customer" }, { op = "add", field = "currency", default = "EUR" }]
 //! ```
 
-use crate::server::store::StoreSpec;
+use crate::server::store::{PgOptions, StoreSpec};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -115,6 +115,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// Health thresholds.
     pub health: Option<HealthDecl>,
+    /// How a PostgreSQL store is used.
+    pub postgres: Option<PostgresDecl>,
     /// The default retention policy and the cleanup schedule.
     pub retention: Option<RetentionSection>,
     /// The retention of dead letter streams.
@@ -128,6 +130,20 @@ pub struct FileConfig {
     /// Subscriptions to create at start when missing.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionDecl>,
+}
+
+/// The `[postgres]` table: the pool and timeouts of a PostgreSQL store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresDecl {
+    /// Connections in the pool (32).
+    pub pool_size: Option<u32>,
+    /// The server-side limit of one statement (30s).
+    #[serde(default, with = "humantime_serde")]
+    pub statement_timeout: Option<Duration>,
+    /// How long a request waits for a connection (5s).
+    #[serde(default, with = "humantime_serde")]
+    pub acquire_timeout: Option<Duration>,
 }
 
 /// The `[health]` table: when a consumer is degraded or unhealthy.
@@ -432,6 +448,10 @@ pub struct Overrides {
     pub stall_degraded: Option<Duration>,
     /// `--health-stall-unhealthy` / `TRIBUTARY_HEALTH_STALL_UNHEALTHY`.
     pub stall_unhealthy: Option<Duration>,
+    /// `--pg-pool-size` / `TRIBUTARY_PG_POOL_SIZE`.
+    pub pg_pool_size: Option<u32>,
+    /// `--pg-statement-timeout` / `TRIBUTARY_PG_STATEMENT_TIMEOUT`.
+    pub pg_statement_timeout: Option<Duration>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -441,6 +461,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The store.
     pub store: StoreSpec,
+    /// How a PostgreSQL store is used.
+    pub postgres: PgOptions,
     /// The gRPC address (port 0: any free port, printed at start).
     pub grpc_listen: SocketAddr,
     /// Log format.
@@ -542,6 +564,19 @@ impl Settings {
                 .unwrap_or(d.stall_unhealthy),
         };
         health.validate().map_err(|e| invalid("health".into(), e))?;
+        let fp = file.postgres.unwrap_or_default();
+        let dp = PgOptions::default();
+        let postgres = PgOptions {
+            pool_size: over.pg_pool_size.or(fp.pool_size).unwrap_or(dp.pool_size),
+            statement_timeout: over
+                .pg_statement_timeout
+                .or(fp.statement_timeout)
+                .unwrap_or(dp.statement_timeout),
+            acquire_timeout: fp.acquire_timeout.unwrap_or(dp.acquire_timeout),
+        };
+        postgres
+            .validate()
+            .map_err(|e| invalid("postgres".into(), e))?;
         let streams = file
             .streams
             .iter()
@@ -566,6 +601,7 @@ impl Settings {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             store,
+            postgres,
             grpc_listen: over
                 .grpc_listen
                 .or(file.grpc_listen)
@@ -780,6 +816,46 @@ mod tests {
         assert_eq!(s.grpc_listen.port(), 2);
         assert_eq!(s.data_dir, PathBuf::from("/from/file"));
         assert_eq!(s.store, StoreSpec::Sqlite(Some("/file.db".into())));
+    }
+
+    #[test]
+    fn postgres_options_are_layered_and_checked() {
+        let file = parse(
+            r#"
+            [postgres]
+            pool_size = 8
+            statement_timeout = "10s"
+            acquire_timeout = "2s"
+            "#,
+        )
+        .expect("valid");
+        let over = Overrides {
+            pg_pool_size: Some(64),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(file.clone(), over).expect("valid");
+        assert_eq!(s.postgres.pool_size, 64, "the flag beats the file");
+        assert_eq!(s.postgres.statement_timeout, Duration::from_secs(10));
+        assert_eq!(s.postgres.acquire_timeout, Duration::from_secs(2));
+        let defaults = Settings::resolve(FileConfig::default(), Overrides::default()).expect("ok");
+        assert_eq!(defaults.postgres, PgOptions::default());
+        let e = Settings::resolve(
+            file,
+            Overrides {
+                pg_pool_size: Some(0),
+                ..Overrides::default()
+            },
+        )
+        .expect_err("an empty pool is refused")
+        .to_string();
+        assert!(
+            e.contains("postgres") && e.contains("pool_size 0 is outside 1..=1000"),
+            "{e}"
+        );
+        assert!(
+            parse("[postgres]\npool = 3\n").is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `#schema` to keep Tributary's tables in that schema).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tributary_core::{StorageRequest, StorageResult};
 use tributary_store_api::Store;
 use tributary_store_postgres::{PgStore, PgStoreConfig};
@@ -23,6 +24,56 @@ pub enum StoreSpec {
         /// The schema.
         schema: Option<String>,
     },
+}
+
+/// How the server uses a PostgreSQL store (`[postgres]` in the configuration file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgOptions {
+    /// Connections in the pool (1 to [`PgOptions::MAX_POOL`]).
+    pub pool_size: u32,
+    /// The server-side limit of one statement.
+    pub statement_timeout: Duration,
+    /// How long a request waits for a connection before it fails as unavailable.
+    pub acquire_timeout: Duration,
+}
+
+impl PgOptions {
+    /// The largest pool accepted (PostgreSQL's own default `max_connections` is 100).
+    pub const MAX_POOL: u32 = 1000;
+
+    /// Checks the values; the error names the field and its limit.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=Self::MAX_POOL).contains(&self.pool_size) {
+            return Err(format!(
+                "pool_size {} is outside 1..={}",
+                self.pool_size,
+                Self::MAX_POOL
+            ));
+        }
+        for (name, d) in [
+            ("statement_timeout", self.statement_timeout),
+            ("acquire_timeout", self.acquire_timeout),
+        ] {
+            if d < Duration::from_millis(1) || d > Duration::from_secs(24 * 3600) {
+                return Err(format!(
+                    "{name} {} is outside 1ms..=24h",
+                    humantime::format_duration(d)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for PgOptions {
+    /// 32 connections, statements limited to 30 s, 5 s to get a connection.
+    fn default() -> Self {
+        PgOptions {
+            pool_size: 32,
+            statement_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// A store name that is none of the accepted forms.
@@ -85,8 +136,13 @@ impl StoreSpec {
         p.clone().unwrap_or_else(|| data_dir.join(SQLITE_FILE))
     }
 
-    /// Opens the store (migrations applied, fsync on).
+    /// Opens the store (migrations applied, fsync on), PostgreSQL with the default options.
     pub async fn open(&self, data_dir: &Path) -> Result<AnyStore, String> {
+        self.open_with(data_dir, &PgOptions::default()).await
+    }
+
+    /// Opens the store (migrations applied, fsync on), PostgreSQL with `pg`.
+    pub async fn open_with(&self, data_dir: &Path, pg: &PgOptions) -> Result<AnyStore, String> {
         match self {
             StoreSpec::Sqlite(p) => {
                 let path = self.sqlite_path(p, data_dir);
@@ -98,7 +154,9 @@ impl StoreSpec {
             StoreSpec::Postgres { url, schema } => {
                 let mut config = PgStoreConfig::new(url.clone());
                 config.schema = schema.clone();
-                config.pool_size = 32;
+                config.pool_size = pg.pool_size;
+                config.statement_timeout = pg.statement_timeout;
+                config.acquire_timeout = pg.acquire_timeout;
                 let s = PgStore::open(&config).await.map_err(|e| e.to_string())?;
                 Ok(AnyStore::Postgres(s))
             }
@@ -196,6 +254,65 @@ mod tests {
         );
         assert!("mysql://h/db".parse::<StoreSpec>().is_err());
         assert!("sqlite:".parse::<StoreSpec>().is_err());
+    }
+
+    #[test]
+    fn postgres_options_are_checked() {
+        assert_eq!(PgOptions::default().validate(), Ok(()));
+        let zero = PgOptions {
+            pool_size: 0,
+            ..PgOptions::default()
+        };
+        assert_eq!(
+            zero.validate(),
+            Err("pool_size 0 is outside 1..=1000".into())
+        );
+        let instant = PgOptions {
+            statement_timeout: Duration::ZERO,
+            ..PgOptions::default()
+        };
+        assert_eq!(
+            instant.validate(),
+            Err("statement_timeout 0s is outside 1ms..=24h".into())
+        );
+    }
+
+    /// The options reach the pool and every connection (needs TRIBUTARY_TEST_DATABASE_URL).
+    #[tokio::test]
+    async fn postgres_options_reach_the_connections() {
+        let Ok(url) = std::env::var("TRIBUTARY_TEST_DATABASE_URL") else {
+            panic!("TRIBUTARY_TEST_DATABASE_URL must name a PostgreSQL for this test");
+        };
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let schema = format!("options_{}_{at}", std::process::id());
+        let spec: StoreSpec = format!("{url}#{schema}")
+            .parse()
+            .expect("a PostgreSQL spec");
+        let pg = PgOptions {
+            pool_size: 3,
+            statement_timeout: Duration::from_millis(1500),
+            acquire_timeout: Duration::from_secs(2),
+        };
+        let store = spec
+            .open_with(Path::new("."), &pg)
+            .await
+            .expect("PostgreSQL opens");
+        let AnyStore::Postgres(s) = &store else {
+            panic!("a PostgreSQL spec opens PostgreSQL");
+        };
+        assert_eq!(s.pool().options().get_max_connections(), 3);
+        assert_eq!(
+            s.pool().options().get_acquire_timeout(),
+            Duration::from_secs(2)
+        );
+        let shown: String = sqlx::query_scalar("SHOW statement_timeout")
+            .fetch_one(s.pool())
+            .await
+            .expect("SHOW answers");
+        assert_eq!(shown, "1500ms");
+        store.close().await;
     }
 
     #[test]

@@ -100,6 +100,12 @@ struct ServeArgs {
     /// Health: lag and no progress for this long is unhealthy [default: 15m].
     #[arg(long, env = "TRIBUTARY_HEALTH_STALL_UNHEALTHY", value_parser = humantime::parse_duration)]
     health_stall_unhealthy: Option<Duration>,
+    /// PostgreSQL: connections in the pool [default: 32].
+    #[arg(long, env = "TRIBUTARY_PG_POOL_SIZE")]
+    pg_pool_size: Option<u32>,
+    /// PostgreSQL: the server-side limit of one statement [default: 30s].
+    #[arg(long, env = "TRIBUTARY_PG_STATEMENT_TIMEOUT", value_parser = humantime::parse_duration)]
+    pg_statement_timeout: Option<Duration>,
 }
 
 fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
@@ -124,6 +130,8 @@ fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
             lag_unhealthy: a.health_lag_unhealthy,
             stall_degraded: a.health_stall_degraded,
             stall_unhealthy: a.health_stall_unhealthy,
+            pg_pool_size: a.pg_pool_size,
+            pg_statement_timeout: a.pg_statement_timeout,
         },
     )
 }
