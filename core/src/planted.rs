@@ -36,11 +36,15 @@ pub enum PlantedBug {
     UnreadTimeoutTwice,
     /// Recovery loads every receipt as unread.
     ReceiptsForgetReads,
+    /// `RegisterSchema` is answered before the version is saved.
+    RegisterSchemaUnsaved,
+    /// Recovery ignores the schema versions the store gives back.
+    SchemasNotRecovered,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 14] = [
+    pub const ALL: [PlantedBug; 16] = [
         PlantedBug::SkipDedup,
         PlantedBug::ForgetAck,
         PlantedBug::LoseUnknownAppend,
@@ -55,6 +59,8 @@ impl PlantedBug {
         PlantedBug::UnreadKeptOnRead,
         PlantedBug::UnreadTimeoutTwice,
         PlantedBug::ReceiptsForgetReads,
+        PlantedBug::RegisterSchemaUnsaved,
+        PlantedBug::SchemasNotRecovered,
     ];
 
     /// Its command-line name, e.g. `skip-dedup`.
@@ -74,6 +80,8 @@ impl PlantedBug {
             PlantedBug::UnreadKeptOnRead => "unread-kept-on-read",
             PlantedBug::UnreadTimeoutTwice => "unread-timeout-twice",
             PlantedBug::ReceiptsForgetReads => "receipts-forget-reads",
+            PlantedBug::RegisterSchemaUnsaved => "register-schema-unsaved",
+            PlantedBug::SchemasNotRecovered => "schemas-not-recovered",
         }
     }
 }

@@ -105,6 +105,14 @@ pub(crate) enum Op {
     ExpireReceipts {
         sub: SubId,
     },
+    SaveSchemas {
+        event_type: String,
+        /// The highest version the request saves (every one below it is saved too).
+        upto: u32,
+        /// The registration waiting for it.
+        origin: Option<Origin>,
+    },
+    LoadSchemas,
     ReceiptFetch {
         key: SlotKey,
     },
@@ -251,6 +259,8 @@ pub struct Engine {
     publishes: BTreeMap<OpId, (StreamName, u32, u64)>,
     /// Event types, versions and upcasters.
     schemas: crate::schema::SchemaRegistry,
+    /// Per event type, the versions known saved in the store (1..=n).
+    schemas_saved: BTreeMap<String, u32>,
     /// When the retention run is due, if its timer is set.
     cleanup_due: Option<MonoNanos>,
     /// Retention cuts being worked out, by number.
@@ -302,6 +312,7 @@ impl Engine {
             seed,
             publishes: BTreeMap::new(),
             schemas: crate::schema::SchemaRegistry::default(),
+            schemas_saved: BTreeMap::new(),
             cleanup_due: None,
             cuts: BTreeMap::new(),
             next_cut: 1,
@@ -394,7 +405,6 @@ impl Engine {
                 | Command::Commit { .. }
                 | Command::MarkRead { .. }
                 | Command::ReceiptStatus { .. }
-                | Command::RegisterSchema(_)
                 | Command::ListSchemas
         );
         if needs_storage && self.ops.len() >= self.cfg.max_storage_ops {
@@ -672,7 +682,8 @@ impl Engine {
             }
             Op::SaveCursor { .. } => self.save_cursor_done(p, result),
             Op::SaveReceipts { .. } | Op::ExpireReceipts { .. } => self.receipts_op_done(p, result),
-            Op::LoadReceipts { .. } => self.recovery_done(p, result),
+            Op::LoadReceipts { .. } | Op::LoadSchemas => self.recovery_done(p, result),
+            Op::SaveSchemas { .. } => self.save_schemas_done(p, result),
             Op::ReceiptFetch { .. } => self.receipt_fetch_done(p, result),
             Op::RetentionFind { .. } | Op::Truncate { .. } | Op::ExpireDedup { .. } => {
                 self.retention_op_done(p, result)
