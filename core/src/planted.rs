@@ -40,11 +40,13 @@ pub enum PlantedBug {
     RegisterSchemaUnsaved,
     /// Recovery ignores the schema versions the store gives back.
     SchemasNotRecovered,
+    /// Upcasting over two hops or more skips the first hop.
+    UpcastSkipsHop,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 16] = [
+    pub const ALL: [PlantedBug; 17] = [
         PlantedBug::SkipDedup,
         PlantedBug::ForgetAck,
         PlantedBug::LoseUnknownAppend,
@@ -61,6 +63,7 @@ impl PlantedBug {
         PlantedBug::ReceiptsForgetReads,
         PlantedBug::RegisterSchemaUnsaved,
         PlantedBug::SchemasNotRecovered,
+        PlantedBug::UpcastSkipsHop,
     ];
 
     /// Its command-line name, e.g. `skip-dedup`.
@@ -82,6 +85,7 @@ impl PlantedBug {
             PlantedBug::ReceiptsForgetReads => "receipts-forget-reads",
             PlantedBug::RegisterSchemaUnsaved => "register-schema-unsaved",
             PlantedBug::SchemasNotRecovered => "schemas-not-recovered",
+            PlantedBug::UpcastSkipsHop => "upcast-skips-hop",
         }
     }
 }

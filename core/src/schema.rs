@@ -216,6 +216,9 @@ pub(crate) struct Limits {
 #[derive(Debug, Clone, Default)]
 pub struct SchemaRegistry {
     types: BTreeMap<String, Vec<Version>>,
+    /// PLANTED BUG switch (test-only): upcasting over two hops or more skips the first.
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) skip_hop: bool,
 }
 
 /// What upcasting one payload gave.
@@ -478,6 +481,11 @@ impl SchemaRegistry {
             Err(e) => return Upcast::Failed(format!("payload is not JSON: {e}")),
         };
         for v in from + 1..=to {
+            // PLANTED BUG upcast-skips-hop (test-only): the first of several hops is skipped.
+            #[cfg(feature = "planted-bugs")]
+            if self.skip_hop && v == from + 1 && to > from + 1 {
+                continue;
+            }
             let hop = versions.get(v as usize - 1);
             if hop.is_some_and(|x| x.missing_fn) {
                 return Upcast::Failed(format!(

@@ -545,6 +545,7 @@ impl Sim {
             m.delete_stream,
             m.invalid,
             m.receipt_status,
+            m.register_schema,
         ];
         let Some(kind) = self.work.weighted(&weights) else {
             return;
@@ -619,6 +620,10 @@ impl Sim {
                 Some(c) => (None, c, Pending::Other),
                 None => return,
             },
+            16 => {
+                let (cmd, what) = g.register_schema(w);
+                (None, cmd, what)
+            }
             _ => match g.invalid(w) {
                 Some(c) => (None, c, Pending::Other),
                 None => return,

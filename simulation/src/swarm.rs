@@ -41,6 +41,9 @@ pub struct Mix {
     pub invalid: u32,
     /// Ask where a consumer of a ReadReceipt subscription stands (`ReceiptStatus`).
     pub receipt_status: u32,
+    /// Register a schema version (sometimes one the engine must refuse, sometimes one
+    /// registered before), or list the registry.
+    pub register_schema: u32,
 }
 
 /// How consumers answer what they are given (relative weights per event).
@@ -125,6 +128,11 @@ pub struct Swarm {
     pub read_receipts: u32,
     /// Unread timeouts ReadReceipt subscriptions pick from (none: never one).
     pub unread_timeouts: Vec<Duration>,
+    /// Chance (per mille) an event of a type with schemas carries a JSON object payload
+    /// (else random bytes, which cannot be upcast).
+    pub json_payloads: u32,
+    /// Chance (per mille) a subscription or replay names the versions it asks for.
+    pub ask_versions: u32,
     /// The action mix.
     pub mix: Mix,
     /// Consumer behaviour.
@@ -186,6 +194,7 @@ impl Swarm {
             delete_stream: maybe(&mut r, 200, 1, 1),
             invalid: maybe(&mut r, 500, 1, 4),
             receipt_status: 0,
+            register_schema: 0,
         };
         let consumers = ConsumerMix {
             ack: 40 + r.below(60) as u32,
@@ -238,12 +247,24 @@ impl Swarm {
             ordered: pick(&mut r, &[0, 500, 1000]) as u32,
             read_receipts: 0,
             unread_timeouts: Vec::new(),
+            json_payloads: 0,
+            ask_versions: 0,
             mix,
             consumers,
             faults,
         };
         swarm.add_part2(seed);
+        swarm.add_part3(seed);
         swarm
+    }
+
+    /// Part 3 features (schemas, retention, the relay), from their own sub-seed.
+    fn add_part3(&mut self, seed: u64) {
+        let mut r = SimRng::new(seed, "swarm-part3");
+        let pick = |r: &mut SimRng, xs: &[u64]| xs[r.below(xs.len() as u64) as usize];
+        self.mix.register_schema = maybe(&mut r, 600, 1, 6);
+        self.json_payloads = pick(&mut r, &[500, 900, 1000]) as u32;
+        self.ask_versions = pick(&mut r, &[0, 300, 700]) as u32;
     }
 
     /// Part 2 features (read receipts, ...), drawn from their own sub-seed so that the rest of

@@ -85,7 +85,17 @@ caught_by!(
     "receipts-durable"
 );
 
+caught_by!(
+    register_schema_unsaved,
+    PlantedBug::RegisterSchemaUnsaved,
+    "schemas-durable"
+);
+// Caught first by `upcast` (deliveries after the restart are not upcast), or by
+// `schemas-durable` when a `ListSchemas` comes first.
+caught!(schemas_not_recovered, PlantedBug::SchemasNotRecovered);
+caught_by!(upcast_skips_hop, PlantedBug::UpcastSkipsHop, "upcast");
+
 #[test]
 fn every_planted_bug_has_a_test() {
-    assert_eq!(PlantedBug::ALL.len(), 14);
+    assert_eq!(PlantedBug::ALL.len(), 17);
 }

@@ -329,6 +329,7 @@ impl Engine {
     #[doc(hidden)]
     pub fn plant_bug(&mut self, bug: Option<crate::PlantedBug>) {
         self.planted = bug;
+        self.schemas.skip_hop = bug == Some(crate::PlantedBug::UpcastSkipsHop);
     }
 
     /// The engine's configuration.

@@ -37,6 +37,12 @@
 //!   (not written since): receipts survive restarts.
 //! - `unread-timeout-once`: an unread timeout fires at most once per delivery (also across a
 //!   restart, once its firing is stored).
+//! - `schemas-durable`: a schema registration is answered only once a save of it committed;
+//!   every acknowledged version is given back at recovery and `ListSchemas` shows exactly the
+//!   model's registry; an acknowledged version registered again unchanged is accepted.
+//! - `upcast`: a delivered or replayed event equals the model's shaping of the stored one to
+//!   the versions its reader asks for (upcast hop by hop by the model's own rules, or marked
+//!   `x-schema-newer-than-requested` / `x-upcast-error`, or left out when strict).
 //! - `replay`: replays send matching events in order, within their range, filter, rate and
 //!   `max_events`, and a finished replay of a persistent stream sent everything committed
 //!   before it started.
@@ -44,6 +50,7 @@
 mod model;
 mod receipts;
 mod replays;
+mod schemas;
 mod streams;
 mod subs;
 
@@ -108,6 +115,12 @@ pub struct Checker {
     /// ReadReceipt subscriptions whose receipts were reloaded in this life and not written
     /// since.
     receipts_reloaded: std::collections::BTreeSet<SubKey>,
+    /// The schema registry the engine holds: per event type, versions 1..=n.
+    registry: BTreeMap<String, Vec<tributary_core::SchemaRecord>>,
+    /// Schema versions whose save committed (the store's content).
+    schemas_committed: BTreeMap<(String, u32), tributary_core::SchemaRecord>,
+    /// Schema versions whose registration was answered `Done`.
+    schemas_acked: BTreeMap<(String, u32), tributary_core::SchemaRecord>,
 }
 
 impl Checker {
@@ -131,6 +144,9 @@ impl Checker {
             lives: 0,
             receipts: BTreeMap::new(),
             receipts_reloaded: std::collections::BTreeSet::new(),
+            registry: BTreeMap::new(),
+            schemas_committed: BTreeMap::new(),
+            schemas_acked: BTreeMap::new(),
         }
     }
 
@@ -163,6 +179,7 @@ impl Checker {
         self.ops.clear();
         self.attached.clear();
         self.replays.clear();
+        self.registry.clear();
         self.receipts_restart();
         let gone: Vec<StreamName> = self
             .streams
@@ -223,6 +240,9 @@ impl Checker {
                 if let StorageRequest::SaveReceipts(records) = req {
                     self.receipts_saved(records);
                 }
+                if let StorageRequest::SaveSchemas(records) = req {
+                    self.schemas_out(records);
+                }
                 self.storage_out(req);
                 self.ops.insert(*op, req.clone());
             }
@@ -240,6 +260,9 @@ impl Checker {
             } => self.deliver(*conn, stream, subscription, consumer, events),
             Output::Replay { conn, replay, item } => self.replay_item(*conn, *replay, item),
             Output::Notice(n) => {
+                if matches!(n, tributary_core::Notice::Recovered { .. }) {
+                    self.schemas_recovered();
+                }
                 self.unread_timeout(n);
                 self.notice(n)
             }
@@ -370,6 +393,14 @@ impl Checker {
                 ) = (req, reply)
                 {
                     self.receipts_loaded(*sub, records);
+                }
+                match (req, reply) {
+                    (StorageRequest::SaveSchemas(records), _) => self.schemas_saved(records),
+                    (
+                        StorageRequest::LoadSchemas { .. },
+                        tributary_core::StorageReply::Schemas(records),
+                    ) => self.schemas_loaded(records),
+                    _ => {}
                 }
                 self.storage_ok(req, reply)
             }

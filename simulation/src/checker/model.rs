@@ -80,6 +80,41 @@ pub fn digest_event(e: &Event) -> u64 {
     )
 }
 
+/// What a reader's version shaping depends on, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    /// The event type.
+    pub event_type: String,
+    /// The stored schema version.
+    pub schema_version: u32,
+    /// The content type.
+    pub content_type: String,
+    /// The stored payload.
+    pub payload: Bytes,
+}
+
+impl Content {
+    /// Of a stored event.
+    pub fn of_event(e: &Event) -> std::sync::Arc<Content> {
+        std::sync::Arc::new(Content {
+            event_type: e.event_type.clone(),
+            schema_version: e.schema_version,
+            content_type: e.content_type.clone(),
+            payload: e.payload.clone(),
+        })
+    }
+
+    /// Of a producer's event.
+    pub fn of_new(e: &NewEvent) -> std::sync::Arc<Content> {
+        std::sync::Arc::new(Content {
+            event_type: e.event_type.clone(),
+            schema_version: e.schema_version,
+            content_type: e.content_type.clone(),
+            payload: e.payload.clone(),
+        })
+    }
+}
+
 /// An event the model knows at a position.
 #[derive(Debug, Clone)]
 pub struct EvM {
@@ -91,6 +126,8 @@ pub struct EvM {
     pub size: u64,
     /// Confirmed: the store committed it (persistent) or the engine answered it (ephemeral).
     pub confirmed: bool,
+    /// What shaping to a reader's version depends on.
+    pub content: std::sync::Arc<Content>,
 }
 
 /// A producer id in the model's dedup view.

@@ -46,6 +46,7 @@ impl Checker {
             );
             return self.fail("replay", d);
         }
+        let reader = Some((r.options.schema_versions.clone(), r.options.strict_versions));
         let mut errors: Vec<String> = Vec::new();
         let mut finished = false;
         let mut events = Vec::new();
@@ -174,7 +175,7 @@ impl Checker {
             self.replays.remove(&id);
         }
         for e in events {
-            self.check_content("replay", &e);
+            self.check_content("replay", &e, reader.as_ref());
         }
         for d in errors {
             self.fail("replay", d);

@@ -1,6 +1,9 @@
 //! Streams in the model: writes and their completions, appends, reads, describes, recovery.
 
-use super::model::{EvM, IdM, StreamM, SubM, digest_event, digest_new, lost_ack, position_of};
+use super::model::{
+    Content, EvM, IdM, StreamM, SubM, digest_event, digest_new, lost_ack, position_of,
+};
+use super::schemas::Reader;
 use super::{Checker, Sent};
 use std::collections::BTreeMap;
 use tributary_core::{
@@ -103,6 +106,7 @@ impl Checker {
                     digest: digest_event(e),
                     size: e.size() as u64,
                     confirmed,
+                    content: Content::of_event(e),
                 },
             );
         }
@@ -309,6 +313,8 @@ impl Checker {
                 status,
             ),
             (Command::DescribeStream(_), Ok(Reply::Stream(info))) => self.stream_info(info),
+            (Command::RegisterSchema(reg), r) => self.register_reply(reg, r),
+            (Command::ListSchemas, Ok(Reply::Schemas(list))) => self.schemas_listed(list),
             (Command::ListStreams, Ok(Reply::Streams(list))) => {
                 for info in list {
                     self.stream_info(info);
@@ -624,13 +630,25 @@ impl Checker {
         }
     }
 
-    /// Checks an event the engine sent against what the model knows at its position.
-    pub(super) fn check_content(&mut self, oracle: &'static str, e: &Event) {
-        if let Some(s) = self.streams.get(&e.stream)
-            && !s.delete_requested
-            && let Some(d) = mismatch(s, e)
-        {
-            self.fail(oracle, d);
+    /// Checks an event the engine sent against what the model knows at its position; with a
+    /// reader (deliveries, replays), as shaped to the versions it asks for (oracle `upcast`).
+    pub(super) fn check_content(
+        &mut self,
+        oracle: &'static str,
+        e: &Event,
+        reader: Option<&Reader>,
+    ) {
+        let Some(s) = self.streams.get(&e.stream).filter(|s| !s.delete_requested) else {
+            return;
+        };
+        let found = match (reader, s.events.get(&(e.partition, e.offset))) {
+            (Some(r), Some(m)) if m.id.is_none_or(|id| id == e.event_id) => self
+                .shape_mismatch(&m.content, m.digest, e, r)
+                .map(|d| ("upcast", d)),
+            _ => mismatch(s, e).map(|d| (oracle, d)),
+        };
+        if let Some((o, d)) = found {
+            self.fail(o, d);
         }
     }
 }
@@ -725,6 +743,7 @@ fn append_one(
                 digest: digest_new(e),
                 size: e.size() as u64,
                 confirmed: true,
+                content: Content::of_new(e),
             },
         );
         return;

@@ -30,8 +30,13 @@ impl Checker {
                 ),
             );
         }
+        let reader = self
+            .subs
+            .get(&key)
+            .map(|s| (s.config.schema_versions.clone(), s.config.strict_versions))
+            .unwrap_or_default();
         for d in events {
-            self.check_content("no-redelivery", &d.event);
+            self.check_content("no-redelivery", &d.event, Some(&reader));
         }
         let unread_redeliveries = self.receipts_delivered(&key, consumer, events);
         let now = self.now.mono;
