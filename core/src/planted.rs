@@ -42,11 +42,17 @@ pub enum PlantedBug {
     SchemasNotRecovered,
     /// Upcasting over two hops or more skips the first hop.
     UpcastSkipsHop,
+    /// Retention removes one event more than a limit allows.
+    RetentionOffByOne,
+    /// A retention cut of everything goes one past the head (a hole before the next event).
+    RetentionPastHead,
+    /// Retention ignores `keep_unconsumed`.
+    RetentionIgnoresUnconsumed,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 17] = [
+    pub const ALL: [PlantedBug; 20] = [
         PlantedBug::SkipDedup,
         PlantedBug::ForgetAck,
         PlantedBug::LoseUnknownAppend,
@@ -64,6 +70,9 @@ impl PlantedBug {
         PlantedBug::RegisterSchemaUnsaved,
         PlantedBug::SchemasNotRecovered,
         PlantedBug::UpcastSkipsHop,
+        PlantedBug::RetentionOffByOne,
+        PlantedBug::RetentionPastHead,
+        PlantedBug::RetentionIgnoresUnconsumed,
     ];
 
     /// Its command-line name, e.g. `skip-dedup`.
@@ -86,6 +95,9 @@ impl PlantedBug {
             PlantedBug::RegisterSchemaUnsaved => "register-schema-unsaved",
             PlantedBug::SchemasNotRecovered => "schemas-not-recovered",
             PlantedBug::UpcastSkipsHop => "upcast-skips-hop",
+            PlantedBug::RetentionOffByOne => "retention-off-by-one",
+            PlantedBug::RetentionPastHead => "retention-past-head",
+            PlantedBug::RetentionIgnoresUnconsumed => "retention-ignores-unconsumed",
         }
     }
 }

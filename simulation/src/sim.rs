@@ -827,11 +827,20 @@ impl Sim {
             if !ready || self.nodes[node].converged {
                 continue;
             }
+            // Appends still unanswered (a write stalled since the chaos phase) may yet move the
+            // heads: no convergence before they are answered (seed 70).
+            let w = &self.nodes[node].world;
+            let appending = w
+                .pending
+                .iter()
+                .any(|((c, _), p)| matches!(p, Pending::Append(_)) && w.conns.contains(c));
             let heads = self.nodes[node]
                 .world
                 .probe
                 .as_ref()
-                .filter(|p| p.outstanding == 0 && converged(&self.nodes[node].world, p))
+                .filter(|p| {
+                    !appending && p.outstanding == 0 && converged(&self.nodes[node].world, p)
+                })
                 .map(|p| p.heads.clone());
             let n = &mut self.nodes[node];
             match heads {

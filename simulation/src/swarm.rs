@@ -133,6 +133,8 @@ pub struct Swarm {
     pub json_payloads: u32,
     /// Chance (per mille) a subscription or replay names the versions it asks for.
     pub ask_versions: u32,
+    /// Chance (per mille) a persistent stream gets a retention policy.
+    pub retention: u32,
     /// The action mix.
     pub mix: Mix,
     /// Consumer behaviour.
@@ -249,6 +251,7 @@ impl Swarm {
             unread_timeouts: Vec::new(),
             json_payloads: 0,
             ask_versions: 0,
+            retention: 0,
             mix,
             consumers,
             faults,
@@ -265,6 +268,20 @@ impl Swarm {
         self.mix.register_schema = maybe(&mut r, 600, 1, 6);
         self.json_payloads = pick(&mut r, &[500, 900, 1000]) as u32;
         self.ask_versions = pick(&mut r, &[0, 300, 700]) as u32;
+        self.retention = maybe(&mut r, 500, 300, 700);
+        if self.retention > 0 {
+            self.config.cleanup_interval = Duration::from_millis(pick(&mut r, &[20, 200, 2_000]));
+            // The run starts at midnight UTC; wall clock steps move in and out of a window.
+            self.config.cleanup_window = match r.below(4) {
+                0 => Some(tributary_core::CleanupWindow { start: 0, end: 4 }),
+                1 => Some(tributary_core::CleanupWindow {
+                    start: 86_390,
+                    end: 6,
+                }),
+                2 => Some(tributary_core::CleanupWindow { start: 2, end: 600 }),
+                _ => None,
+            };
+        }
     }
 
     /// Part 2 features (read receipts, ...), drawn from their own sub-seed so that the rest of

@@ -327,6 +327,20 @@ impl Generator<'_> {
         } else {
             let mut c = StreamConfig::persistent(name(StreamName::new, format!("p{n}")));
             c.partitions = r.range(1, u64::from(self.swarm.max_partitions)) as u32;
+            if r.chance(self.swarm.retention) {
+                let mut p = tributary_core::RetentionPolicy {
+                    max_age: r
+                        .chance(400)
+                        .then(|| Duration::from_millis(r.range(50, 20_000))),
+                    max_events: r.chance(500).then(|| r.range(1, 40)),
+                    max_bytes: r.chance(400).then(|| r.range(30, 2_000)),
+                    keep_unconsumed: r.coin(),
+                };
+                if p.is_unlimited() {
+                    p.max_events = Some(r.range(1, 40));
+                }
+                c.retention = Some(p);
+            }
             c
         };
         c.delivery = match r.below(20) {

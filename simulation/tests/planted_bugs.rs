@@ -95,7 +95,23 @@ caught_by!(
 caught!(schemas_not_recovered, PlantedBug::SchemasNotRecovered);
 caught_by!(upcast_skips_hop, PlantedBug::UpcastSkipsHop, "upcast");
 
+caught_by!(
+    retention_off_by_one,
+    PlantedBug::RetentionOffByOne,
+    "retention-limits"
+);
+caught_by!(
+    retention_past_head,
+    PlantedBug::RetentionPastHead,
+    "retention-prefix"
+);
+caught_by!(
+    retention_ignores_unconsumed,
+    PlantedBug::RetentionIgnoresUnconsumed,
+    "retention-keeps-unconsumed"
+);
+
 #[test]
 fn every_planted_bug_has_a_test() {
-    assert_eq!(PlantedBug::ALL.len(), 17);
+    assert_eq!(PlantedBug::ALL.len(), 20);
 }

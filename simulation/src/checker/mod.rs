@@ -37,6 +37,9 @@
 //!   (not written since): receipts survive restarts.
 //! - `unread-timeout-once`: an unread timeout fires at most once per delivery (also across a
 //!   restart, once its firing is stored).
+//! - `retention-prefix`, `retention-limits`, `retention-keeps-unconsumed`: see
+//!   `retention.rs` (a cut never passes the head, removes only what the policy allows and,
+//!   with `keep_unconsumed`, nothing a subscription has not acknowledged).
 //! - `schemas-durable`: a schema registration is answered only once a save of it committed;
 //!   every acknowledged version is given back at recovery and `ListSchemas` shows exactly the
 //!   model's registry; an acknowledged version registered again unchanged is accepted.
@@ -49,7 +52,9 @@
 
 mod model;
 mod receipts;
+mod relay;
 mod replays;
+mod retention;
 mod schemas;
 mod streams;
 mod subs;
@@ -243,6 +248,14 @@ impl Checker {
                 if let StorageRequest::SaveSchemas(records) = req {
                     self.schemas_out(records);
                 }
+                if let StorageRequest::Truncate {
+                    stream,
+                    partition,
+                    before,
+                } = req
+                {
+                    self.truncate_out(stream, *partition, *before);
+                }
                 self.storage_out(req);
                 self.ops.insert(*op, req.clone());
             }
@@ -260,8 +273,15 @@ impl Checker {
             } => self.deliver(*conn, stream, subscription, consumer, events),
             Output::Replay { conn, replay, item } => self.replay_item(*conn, *replay, item),
             Output::Notice(n) => {
-                if matches!(n, tributary_core::Notice::Recovered { .. }) {
-                    self.schemas_recovered();
+                match n {
+                    tributary_core::Notice::Recovered { .. } => self.schemas_recovered(),
+                    tributary_core::Notice::Truncated {
+                        stream,
+                        partition,
+                        first,
+                        ..
+                    } => self.truncated(stream, *partition, *first),
+                    _ => {}
                 }
                 self.unread_timeout(n);
                 self.notice(n)
@@ -314,7 +334,9 @@ impl Checker {
                 let positions = match read {
                     tributary_core::MarkRead::Positions(p) => p.clone(),
                     tributary_core::MarkRead::UpTo(p) => {
-                        self.in_flight_up_to(&(stream.clone(), subscription.clone()), consumer, *p)
+                        let key = (stream.clone(), subscription.clone());
+                        self.read_up_to_asked(&key, consumer, *p);
+                        self.in_flight_up_to(&key, consumer, *p)
                     }
                 };
                 self.ack_in(conn, stream, subscription, consumer, &positions)
@@ -396,6 +418,14 @@ impl Checker {
                 }
                 match (req, reply) {
                     (StorageRequest::SaveSchemas(records), _) => self.schemas_saved(records),
+                    (
+                        StorageRequest::Truncate {
+                            stream,
+                            partition,
+                            before,
+                        },
+                        _,
+                    ) => self.truncated(stream, *partition, *before),
                     (
                         StorageRequest::LoadSchemas { .. },
                         tributary_core::StorageReply::Schemas(records),

@@ -128,6 +128,10 @@ pub struct EvM {
     pub confirmed: bool,
     /// What shaping to a reader's version depends on.
     pub content: std::sync::Arc<Content>,
+    /// Its timestamp (persistent events; zero when unknown).
+    pub ts: u64,
+    /// Bytes retention's `max_bytes` counts: payload and key.
+    pub bytes: u64,
 }
 
 /// A producer id in the model's dedup view.
@@ -159,6 +163,12 @@ pub struct StreamM {
     pub delete_requested: bool,
     /// Ephemeral: the highest first offset seen.
     pub first_seen: u64,
+    /// Persistent: per partition, the first offset retention is known to have kept (a
+    /// truncation the store confirmed, or recovered).
+    pub first: Vec<u64>,
+    /// Persistent: per partition, the highest first offset a truncation asked for (it may
+    /// have happened even if not confirmed).
+    pub cut_sent: Vec<u64>,
 }
 
 impl StreamM {
@@ -173,6 +183,8 @@ impl StreamM {
             copies: BTreeMap::new(),
             delete_requested: false,
             first_seen: 0,
+            first: vec![0; n],
+            cut_sent: vec![0; n],
         }
     }
 
@@ -200,6 +212,9 @@ pub struct CurPartM {
     pub last_sent: Option<(u64, BTreeSet<u64>)>,
     /// Offsets whose ack the engine confirmed (all positions of an `Acked` reply).
     pub acked: BTreeSet<u64>,
+    /// Offsets a consumer sent an ack for in this engine life (the engine's position may
+    /// cover them before a save does).
+    pub ack_asked: BTreeSet<u64>,
     /// Deliveries in flight.
     pub in_flight: BTreeMap<u64, Flight>,
     /// Not to be delivered again before this time (nack delay, dead letter failure).
@@ -235,6 +250,7 @@ impl CurPartM {
         self.pending_keys.clear();
         self.delivered_now.clear();
         self.amo_sent.clear();
+        self.ack_asked.clear();
         self.describe_floor = None;
         self.last_sent = None;
     }
@@ -294,6 +310,9 @@ pub struct SubM {
     pub cursors: BTreeMap<Option<ConsumerId>, CursorM>,
     /// A delete of it was requested.
     pub delete_requested: bool,
+    /// Known to exist: its save committed, its creation was answered, or it was recovered
+    /// (a creation whose save failed leaves nothing).
+    pub exists: bool,
 }
 
 impl SubM {
@@ -308,6 +327,7 @@ impl SubM {
             resets: 0,
             cursors: BTreeMap::new(),
             delete_requested: false,
+            exists: false,
         }
     }
 

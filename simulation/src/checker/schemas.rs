@@ -74,6 +74,8 @@ impl Checker {
 
     /// Versions the store gave back at recovery: the engine restores them in order.
     pub(super) fn schemas_loaded(&mut self, records: &[SchemaRecord]) {
+        // What the store gives back is in it (a save applied by a crash is never answered).
+        self.schemas_saved(records);
         for r in records {
             let vs = self.registry.entry(r.event_type.clone()).or_default();
             if r.version as usize == vs.len() + 1 {

@@ -241,6 +241,7 @@ impl Checker {
             cp.in_flight.remove(&pos.offset);
             cp.not_before.remove(&pos.offset);
             cp.unpend_key(pos.offset);
+            cp.ack_asked.insert(pos.offset);
         }
     }
 
