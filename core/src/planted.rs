@@ -48,11 +48,15 @@ pub enum PlantedBug {
     RetentionPastHead,
     /// Retention ignores `keep_unconsumed`.
     RetentionIgnoresUnconsumed,
+    /// The relay skips an event now and then.
+    RelaySkipsEvent,
+    /// A failed publish moves the relay position as a confirm would.
+    RelayAdvancesBeforeConfirm,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 20] = [
+    pub const ALL: [PlantedBug; 22] = [
         PlantedBug::SkipDedup,
         PlantedBug::ForgetAck,
         PlantedBug::LoseUnknownAppend,
@@ -73,6 +77,8 @@ impl PlantedBug {
         PlantedBug::RetentionOffByOne,
         PlantedBug::RetentionPastHead,
         PlantedBug::RetentionIgnoresUnconsumed,
+        PlantedBug::RelaySkipsEvent,
+        PlantedBug::RelayAdvancesBeforeConfirm,
     ];
 
     /// Its command-line name, e.g. `skip-dedup`.
@@ -98,6 +104,8 @@ impl PlantedBug {
             PlantedBug::RetentionOffByOne => "retention-off-by-one",
             PlantedBug::RetentionPastHead => "retention-past-head",
             PlantedBug::RetentionIgnoresUnconsumed => "retention-ignores-unconsumed",
+            PlantedBug::RelaySkipsEvent => "relay-skips-event",
+            PlantedBug::RelayAdvancesBeforeConfirm => "relay-advances-before-confirm",
         }
     }
 }

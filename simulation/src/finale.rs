@@ -70,6 +70,27 @@ pub fn final_checks(
                 }
             }
         }
+        // Cross-service: once the broker is healthy, every event is confirmed and the saved
+        // relay position reaches the head.
+        if rec.config.scope == tributary_core::Scope::CrossService && checker.stream_is_stable(name)
+        {
+            for (p, head) in rec.heads.iter().enumerate() {
+                let at = state
+                    .relays
+                    .iter()
+                    .find(|r| &r.stream == name && r.partition == p as u32)
+                    .map_or(0, |r| r.next);
+                if at != head.next {
+                    return violation(
+                        "relay-confirmed",
+                        format!(
+                            "{name}/{p}: the saved relay position is {at}, the head {}",
+                            head.next
+                        ),
+                    );
+                }
+            }
+        }
         heads.insert(name.clone(), rec.heads.iter().map(|h| h.next).collect());
         firsts.insert(name.clone(), rec.heads.iter().map(|h| h.first).collect());
         if !checker.stream_is_stable(name) {

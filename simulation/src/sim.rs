@@ -13,8 +13,8 @@ use crate::swarm::Swarm;
 use crate::workload::{Generator, Pending, StreamW, World, consumer};
 use std::time::Duration;
 use tributary_core::{
-    Command, ConnId, ConsumerId, Engine, Input, MarkRead, OpId, Output, Position, ReplayItem,
-    SubscriptionMode,
+    Command, ConnId, ConsumerId, Engine, Input, MarkRead, OpId, Output, Position, PublishResult,
+    ReplayItem, SubscriptionMode,
 };
 
 const MS: u64 = 1_000_000;
@@ -105,6 +105,13 @@ enum Ev {
     },
     Restart {
         node: usize,
+    },
+    /// The simulated broker answers a publish.
+    PublishDone {
+        node: usize,
+        life: u64,
+        op: OpId,
+        result: PublishResult,
     },
     Probe,
 }
@@ -280,6 +287,16 @@ impl Sim {
                         self.start_engine(node);
                     }
                 }
+                Ev::PublishDone {
+                    node,
+                    life,
+                    op,
+                    result,
+                } => {
+                    if self.nodes[node].life == life {
+                        self.input(node, Input::PublishDone { op, result });
+                    }
+                }
                 Ev::Probe => self.probe(),
             }
         }
@@ -443,10 +460,31 @@ impl Sim {
                         n.world.replay_ended(conn, replay);
                     }
                 }
-                Output::Notice(_)
-                | Output::Assignment { .. }
-                | Output::ConsumerNotice { .. }
-                | Output::Publish { .. } => {}
+                Output::Publish { op, .. } => {
+                    // The simulated broker: each publish is confirmed or fails (chaos phase),
+                    // sometimes answered twice.
+                    let chaos = self.phase == Phase::Chaos;
+                    let sw = &self.swarm;
+                    let fail = chaos && self.clients.chance(sw.publish_fail);
+                    let result = if fail {
+                        PublishResult::Failed("simulated broker failure".into())
+                    } else {
+                        PublishResult::Confirmed
+                    };
+                    let twice = chaos && self.clients.chance(sw.publish_twice);
+                    let life = n.life;
+                    for _ in 0..1 + usize::from(twice) {
+                        let at = self.now + self.clients.below(sw.publish_latency_ms * MS + 1);
+                        let ev = Ev::PublishDone {
+                            node,
+                            life,
+                            op,
+                            result: result.clone(),
+                        };
+                        self.queue.push(at, ev);
+                    }
+                }
+                Output::Notice(_) | Output::Assignment { .. } | Output::ConsumerNotice { .. } => {}
             }
         }
         if let Some(v) = self.nodes[node].checker.take_violation() {
@@ -963,24 +1001,30 @@ impl Sim {
 /// Whether a probe shows every subscription caught up: every cursor's floor at its stream's
 /// head in every partition, nothing pending, every wanted consumer attached.
 fn converged(w: &World, p: &crate::workload::Probe) -> bool {
-    w.subs.iter().enumerate().all(|(i, s)| {
-        if s.retired {
-            return true;
-        }
-        match p.subs.get(&i) {
-            None => false,
-            Some(None) => true,
-            Some(Some(info)) => {
-                let Some(heads) = p.heads.get(&s.config.stream) else {
-                    return false;
-                };
-                info.cursors
-                    .iter()
-                    .all(|c| c.pending == 0 && c.floors.iter().zip(heads).all(|(f, h)| f == h))
-                    && !info.attached.is_empty()
+    // Cross-service streams: the broker confirmed everything.
+    let relayed = p
+        .relays
+        .iter()
+        .all(|(name, r)| p.heads.get(name) == Some(r));
+    relayed
+        && w.subs.iter().enumerate().all(|(i, s)| {
+            if s.retired {
+                return true;
             }
-        }
-    })
+            match p.subs.get(&i) {
+                None => false,
+                Some(None) => true,
+                Some(Some(info)) => {
+                    let Some(heads) = p.heads.get(&s.config.stream) else {
+                        return false;
+                    };
+                    info.cursors
+                        .iter()
+                        .all(|c| c.pending == 0 && c.floors.iter().zip(heads).all(|(f, h)| f == h))
+                        && !info.attached.is_empty()
+                }
+            }
+        })
 }
 
 fn describe_stuck(w: &World) -> String {
@@ -988,6 +1032,14 @@ fn describe_stuck(w: &World) -> String {
         return "no probe answered".into();
     };
     let mut out = Vec::new();
+    for (name, r) in &p.relays {
+        if p.heads.get(name) != Some(r) {
+            out.push(format!(
+                "{name}: relay positions {r:?}, heads {:?}",
+                p.heads.get(name)
+            ));
+        }
+    }
     for (i, s) in w.subs.iter().enumerate() {
         if s.retired {
             continue;

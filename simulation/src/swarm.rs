@@ -135,6 +135,14 @@ pub struct Swarm {
     pub ask_versions: u32,
     /// Chance (per mille) a persistent stream gets a retention policy.
     pub retention: u32,
+    /// Chance (per mille) a stream is cross-service (relayed to the simulated broker).
+    pub cross_service: u32,
+    /// The simulated broker: chance (per mille) a publish fails in the chaos phase.
+    pub publish_fail: u32,
+    /// The simulated broker: chance (per mille) a publish is answered twice.
+    pub publish_twice: u32,
+    /// The simulated broker: longest time to answer a publish, ms.
+    pub publish_latency_ms: u64,
     /// The action mix.
     pub mix: Mix,
     /// Consumer behaviour.
@@ -252,6 +260,10 @@ impl Swarm {
             json_payloads: 0,
             ask_versions: 0,
             retention: 0,
+            cross_service: 0,
+            publish_fail: 0,
+            publish_twice: 0,
+            publish_latency_ms: 1,
             mix,
             consumers,
             faults,
@@ -269,6 +281,15 @@ impl Swarm {
         self.json_payloads = pick(&mut r, &[500, 900, 1000]) as u32;
         self.ask_versions = pick(&mut r, &[0, 300, 700]) as u32;
         self.retention = maybe(&mut r, 500, 300, 700);
+        self.cross_service = maybe(&mut r, 500, 300, 700);
+        if self.cross_service > 0 {
+            self.publish_fail = maybe(&mut r, 600, 5, 200);
+            self.publish_twice = maybe(&mut r, 500, 5, 100);
+            self.publish_latency_ms = pick(&mut r, &[1, 20, 500]);
+            self.config.relay_window = pick(&mut r, &[1, 4, 100]) as usize;
+            self.config.relay_retry_base = Duration::from_millis(pick(&mut r, &[2, 50]));
+            self.config.relay_retry_max = Duration::from_millis(pick(&mut r, &[100, 2_000]));
+        }
         if self.retention > 0 {
             self.config.cleanup_interval = Duration::from_millis(pick(&mut r, &[20, 200, 2_000]));
             // The run starts at midnight UTC; wall clock steps move in and out of a window.

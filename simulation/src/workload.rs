@@ -64,6 +64,8 @@ pub struct Probe {
     pub outstanding: usize,
     /// Heads per stream.
     pub heads: BTreeMap<StreamName, Vec<u64>>,
+    /// Cross-service streams: relay positions per stream.
+    pub relays: BTreeMap<StreamName, Vec<u64>>,
     /// Each subscription's description (`None`: not found).
     pub subs: BTreeMap<usize, Option<SubscriptionInfo>>,
 }
@@ -184,6 +186,10 @@ impl World {
                 if let Some(p) = self.probe.as_mut().filter(|p| p.id == id) {
                     p.outstanding = p.outstanding.saturating_sub(1);
                     if let Ok(Reply::Streams(list)) = r {
+                        p.relays = list
+                            .iter()
+                            .filter_map(|i| Some((i.config.name.clone(), i.relay.clone()?)))
+                            .collect();
                         p.heads = list
                             .iter()
                             .map(|i| {
@@ -350,6 +356,9 @@ impl Generator<'_> {
         };
         if let Some(w) = r.pick(&self.swarm.dedup_windows) {
             c.dedup_window = *w;
+        }
+        if r.chance(self.swarm.cross_service) {
+            c.scope = tributary_core::Scope::CrossService;
         }
         c
     }

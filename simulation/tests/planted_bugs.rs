@@ -111,7 +111,18 @@ caught_by!(
     "retention-keeps-unconsumed"
 );
 
+caught_by!(
+    relay_skips_event,
+    PlantedBug::RelaySkipsEvent,
+    "relay-order"
+);
+caught_by!(
+    relay_advances_before_confirm,
+    PlantedBug::RelayAdvancesBeforeConfirm,
+    "relay-confirmed"
+);
+
 #[test]
 fn every_planted_bug_has_a_test() {
-    assert_eq!(PlantedBug::ALL.len(), 20);
+    assert_eq!(PlantedBug::ALL.len(), 22);
 }

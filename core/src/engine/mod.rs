@@ -78,6 +78,7 @@ pub(crate) enum Op {
     },
     ReadPage {
         origin: Origin,
+        from: u64,
     },
     FindOffset {
         resolve: u64,

@@ -46,6 +46,9 @@
 //! - `upcast`: a delivered or replayed event equals the model's shaping of the stored one to
 //!   the versions its reader asks for (upcast hop by hop by the model's own rules, or marked
 //!   `x-schema-newer-than-requested` / `x-upcast-error`, or left out when strict).
+//! - `relay-order`, `relay-confirmed`: see `relay.rs` (publishes in offset order per
+//!   partition, duplicates with the same message id, positions saved only over confirmed
+//!   offsets and never back).
 //! - `replay`: replays send matching events in order, within their range, filter, rate and
 //!   `max_events`, and a finished replay of a persistent stream sent everything committed
 //!   before it started.
@@ -126,6 +129,10 @@ pub struct Checker {
     schemas_committed: BTreeMap<(String, u32), tributary_core::SchemaRecord>,
     /// Schema versions whose registration was answered `Done`.
     schemas_acked: BTreeMap<(String, u32), tributary_core::SchemaRecord>,
+    /// Cross-service streams: the relay of each partition.
+    relays: BTreeMap<StreamName, BTreeMap<u32, relay::RelayPartM>>,
+    /// Publishes waiting for the broker: stream, partition, offset.
+    publishes: BTreeMap<OpId, (StreamName, u32, u64)>,
 }
 
 impl Checker {
@@ -152,6 +159,8 @@ impl Checker {
             registry: BTreeMap::new(),
             schemas_committed: BTreeMap::new(),
             schemas_acked: BTreeMap::new(),
+            relays: BTreeMap::new(),
+            publishes: BTreeMap::new(),
         }
     }
 
@@ -185,6 +194,7 @@ impl Checker {
         self.attached.clear();
         self.replays.clear();
         self.registry.clear();
+        self.publishes.clear();
         self.receipts_restart();
         let gone: Vec<StreamName> = self
             .streams
@@ -233,8 +243,8 @@ impl Checker {
                     self.storage_done(&req, result);
                 }
             }
-            // The workload makes no cross-service streams yet.
-            Input::Tick | Input::PublishDone { .. } => {}
+            Input::PublishDone { op, result } => self.publish_done(*op, result),
+            Input::Tick => {}
         }
     }
 
@@ -247,6 +257,9 @@ impl Checker {
                 }
                 if let StorageRequest::SaveSchemas(records) = req {
                     self.schemas_out(records);
+                }
+                if let StorageRequest::SaveRelay(rec) = req {
+                    self.relay_save_out(rec);
                 }
                 if let StorageRequest::Truncate {
                     stream,
@@ -300,7 +313,8 @@ impl Checker {
                 assignment.generation,
                 &assignment.partitions,
             ),
-            Output::ConsumerNotice { .. } | Output::Publish { .. } => {}
+            Output::Publish { op, stream, event } => self.publish_out(*op, stream, event),
+            Output::ConsumerNotice { .. } => {}
         }
     }
 
@@ -418,6 +432,10 @@ impl Checker {
                 }
                 match (req, reply) {
                     (StorageRequest::SaveSchemas(records), _) => self.schemas_saved(records),
+                    (StorageRequest::SaveRelay(rec), _) => self.relay_saved(rec),
+                    (StorageRequest::Recover, tributary_core::StorageReply::Recovered(state)) => {
+                        self.relays_recovered(state)
+                    }
                     (
                         StorageRequest::Truncate {
                             stream,
@@ -446,6 +464,8 @@ impl Checker {
 
     fn drop_stream(&mut self, name: &StreamName) {
         self.streams.remove(name);
+        self.relays.remove(name);
+        self.publishes.retain(|_, (s, _, _)| s != name);
         let subs: Vec<SubKey> = self.subs.keys().filter(|k| &k.0 == name).cloned().collect();
         for k in subs {
             self.drop_sub(&k);
@@ -484,7 +504,8 @@ impl Checker {
                 continue;
             };
             for (consumer, c) in &sub.cursors {
-                if c.reset {
+                // A reset moves the position (also one sent before the cursor was first used).
+                if c.reset || sub.resets > 0 {
                     continue;
                 }
                 for (p, cp) in &c.parts {

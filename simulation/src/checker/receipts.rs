@@ -13,7 +13,7 @@ use tributary_core::{
 };
 
 /// One receipt as the model knows it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct RcM {
     /// Marked read.
     read: bool,
@@ -21,6 +21,11 @@ pub(crate) struct RcM {
     fired: bool,
     /// As loaded from the store at recovery, not written since.
     loaded: bool,
+    /// The deliveries (their `delivered_at`) whose unread timeout fired: a timer armed by
+    /// the ack of an earlier delivery may fire after the event was sent again (a reset).
+    fired_at: BTreeSet<u64>,
+    /// The delivery the engine just saved as timed out (its record comes before its notice).
+    timing_out: Option<u64>,
 }
 
 /// What the model knows of one consumer of a ReadReceipt subscription.
@@ -142,6 +147,7 @@ impl Checker {
             // An unread timeout's own record (saved just before its notice) changes nothing
             // of what was loaded.
             h.loaded &= rec.read_at.is_none() && rec.timed_out.is_some();
+            h.timing_out = rec.timed_out.map(|t| t.0);
             if !delivered {
                 self.fail(
                     "receipt-delivered",
@@ -181,6 +187,8 @@ impl Checker {
                     fired: rec.read_at.is_none()
                         && rec.timed_out.is_some_and(|f| f >= rec.delivered_at),
                     loaded: true,
+                    fired_at: rec.timed_out.map(|t| t.0).into_iter().collect(),
+                    timing_out: None,
                 },
             );
         }
@@ -228,7 +236,17 @@ impl Checker {
             return;
         }
         let h = c.held.entry(at).or_default();
-        let (fired, read, loaded) = (h.fired, h.read, h.loaded);
+        let (read, loaded) = (h.read, h.loaded);
+        // Once per delivery: a second one is a timeout after the one of the current delivery
+        // (the model's view) that also names a delivery (`delivered_at`) that timed out
+        // before. Either alone is not enough: a timer armed by an earlier delivery may fire
+        // after the event was sent again, and a wall clock that stepped back leaves a
+        // redelivery's `delivered_at` as it was.
+        let again = match h.timing_out.take() {
+            Some(t) => !h.fired_at.insert(t),
+            None => true,
+        };
+        let fired = h.fired && again;
         h.fired = true;
         if fired {
             self.fail(
