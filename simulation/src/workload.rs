@@ -174,10 +174,8 @@ impl World {
             (Pending::Append(a), Err(_)) if a.events.iter().any(|e| e.event_id.is_some()) => {
                 self.history.push_front(a);
             }
-            (Pending::Schema(reg), Ok(Reply::Done)) => {
-                if !self.schemas.contains(&reg) {
-                    self.schemas.push(reg);
-                }
+            (Pending::Schema(reg), Ok(Reply::Done)) if !self.schemas.contains(&reg) => {
+                self.schemas.push(reg);
             }
             (Pending::Replay, Ok(Reply::ReplayStarted(id))) => {
                 self.replays.entry(conn).or_default().insert(*id);

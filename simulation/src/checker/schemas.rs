@@ -21,6 +21,9 @@ use tributary_core::{
 /// What a reader asks for: the version per event type, and whether strictly.
 pub(crate) type Reader = (BTreeMap<String, u32>, bool);
 
+/// A registry as listed: per event type, (version, schema, rules, function).
+type Listed = BTreeMap<String, Vec<(u32, Option<Value>, Vec<Rule>, bool)>>;
+
 /// What a reader must get for one stored event.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Shaped {
@@ -150,7 +153,7 @@ impl Checker {
 
     /// `ListSchemas`: exactly the model's registry.
     pub(super) fn schemas_listed(&mut self, list: &[SchemaInfo]) {
-        let got: BTreeMap<String, Vec<(u32, Option<Value>, Vec<Rule>, bool)>> = list
+        let got: Listed = list
             .iter()
             .map(|i| {
                 let vs = i
@@ -161,7 +164,7 @@ impl Checker {
                 (i.event_type.clone(), vs)
             })
             .collect();
-        let want: BTreeMap<String, Vec<(u32, Option<Value>, Vec<Rule>, bool)>> = self
+        let want: Listed = self
             .registry
             .iter()
             .filter(|(_, vs)| !vs.is_empty())
@@ -174,7 +177,7 @@ impl Checker {
             })
             .collect();
         if got != want {
-            let versions = |m: &BTreeMap<String, Vec<(u32, Option<Value>, Vec<Rule>, bool)>>| {
+            let versions = |m: &Listed| {
                 m.iter()
                     .map(|(t, vs)| format!("{t}: {}", vs.len()))
                     .collect::<Vec<_>>()
