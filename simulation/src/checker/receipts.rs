@@ -21,11 +21,6 @@ pub(crate) struct RcM {
     fired: bool,
     /// As loaded from the store at recovery, not written since.
     loaded: bool,
-    /// The deliveries (their `delivered_at`) whose unread timeout fired: a timer armed by
-    /// the ack of an earlier delivery may fire after the event was sent again (a reset).
-    fired_at: BTreeSet<u64>,
-    /// The delivery the engine just saved as timed out (its record comes before its notice).
-    timing_out: Option<u64>,
 }
 
 /// What the model knows of one consumer of a ReadReceipt subscription.
@@ -128,6 +123,23 @@ impl Checker {
         redelivered
     }
 
+    /// A consumer acknowledges receipt: an accepted ack arms a new unread timeout (a timer
+    /// armed by an earlier ack may still fire after the event was delivered again).
+    pub(super) fn receipts_acked(
+        &mut self,
+        key: &SubKey,
+        consumer: &ConsumerId,
+        positions: &[Position],
+    ) {
+        if let Some(c) = self.receipts.get_mut(&(key.clone(), consumer.clone())) {
+            for p in positions {
+                if let Some(h) = c.held.get_mut(&(p.partition, p.offset)) {
+                    h.fired = false;
+                }
+            }
+        }
+    }
+
     /// The engine writes receipts (`SaveReceipts`, issued as its memory changes).
     pub(super) fn receipts_saved(&mut self, records: &[ReceiptRecord]) {
         for rec in records {
@@ -147,7 +159,6 @@ impl Checker {
             // An unread timeout's own record (saved just before its notice) changes nothing
             // of what was loaded.
             h.loaded &= rec.read_at.is_none() && rec.timed_out.is_some();
-            h.timing_out = rec.timed_out.map(|t| t.0);
             if !delivered {
                 self.fail(
                     "receipt-delivered",
@@ -187,8 +198,6 @@ impl Checker {
                     fired: rec.read_at.is_none()
                         && rec.timed_out.is_some_and(|f| f >= rec.delivered_at),
                     loaded: true,
-                    fired_at: rec.timed_out.map(|t| t.0).into_iter().collect(),
-                    timing_out: None,
                 },
             );
         }
@@ -236,17 +245,7 @@ impl Checker {
             return;
         }
         let h = c.held.entry(at).or_default();
-        let (read, loaded) = (h.read, h.loaded);
-        // Once per delivery: a second one is a timeout after the one of the current delivery
-        // (the model's view) that also names a delivery (`delivered_at`) that timed out
-        // before. Either alone is not enough: a timer armed by an earlier delivery may fire
-        // after the event was sent again, and a wall clock that stepped back leaves a
-        // redelivery's `delivered_at` as it was.
-        let again = match h.timing_out.take() {
-            Some(t) => !h.fired_at.insert(t),
-            None => true,
-        };
-        let fired = h.fired && again;
+        let (fired, read, loaded) = (h.fired, h.read, h.loaded);
         h.fired = true;
         if fired {
             self.fail(

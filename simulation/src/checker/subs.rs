@@ -232,6 +232,7 @@ impl Checker {
         if !self.attached_on(conn, &key, consumer) || !self.owns_all(&key, consumer, positions) {
             return;
         }
+        self.receipts_acked(&key, consumer, positions);
         let Some(sub) = self.subs.get_mut(&key) else {
             return;
         };
