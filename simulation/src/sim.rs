@@ -872,12 +872,19 @@ impl Sim {
                 .pending
                 .iter()
                 .any(|((c, _), p)| matches!(p, Pending::Append(_)) && w.conns.contains(c));
+            // Cross-service streams: the relay positions are saved at the heads (a save may
+            // still be in flight after the broker confirmed everything; seed
+            // 5977934289289247728).
+            let relays_saved = relays_saved(&self.nodes[node].store.store);
             let heads = self.nodes[node]
                 .world
                 .probe
                 .as_ref()
                 .filter(|p| {
-                    !appending && p.outstanding == 0 && converged(&self.nodes[node].world, p)
+                    !appending
+                        && relays_saved
+                        && p.outstanding == 0
+                        && converged(&self.nodes[node].world, p)
                 })
                 .map(|p| p.heads.clone());
             let n = &mut self.nodes[node];
@@ -996,6 +1003,31 @@ impl Sim {
             self.send(node, conn, cmd, Pending::ProbeSub(id, i));
         }
     }
+}
+
+/// Whether the store holds every cross-service partition's relay position at its head.
+fn relays_saved(store: &tributary_store_memory::MemoryStore) -> bool {
+    let mut store = store.clone();
+    let req = tributary_core::StorageRequest::Recover;
+    let tributary_core::StorageResult::Ok(tributary_core::StorageReply::Recovered(state)) =
+        store.execute(&req)
+    else {
+        return false;
+    };
+    state
+        .streams
+        .iter()
+        .filter(|s| s.config.scope == tributary_core::Scope::CrossService)
+        .all(|s| {
+            s.heads.iter().enumerate().all(|(p, h)| {
+                let at = state
+                    .relays
+                    .iter()
+                    .find(|r| r.stream == s.config.name && r.partition == p as u32)
+                    .map_or(0, |r| r.next);
+                at == h.next
+            })
+        })
 }
 
 /// Whether a probe shows every subscription caught up: every cursor's floor at its stream's
