@@ -208,11 +208,11 @@ impl Engine {
                 let until = now.saturating_add(delay);
                 rp.paused_until = Some(until);
                 relay.voided += voided;
-                self.timers.insert((until, Timer::Relay(name.clone())));
                 #[cfg(feature = "planted-bugs")]
                 if advanced {
                     self.save_relay(&name, p);
                 }
+                self.timers.insert((until, Timer::Relay(name.clone())));
                 self.notice(Notice::PublishFailed {
                     stream: name,
                     position: Position {
