@@ -17,6 +17,12 @@
 //!     op,
 //!     result: StorageResult::Ok(StorageReply::Recovered(RecoveredState::default())),
 //! });
+//! // Then for the schema registry, in pages (an empty store has none).
+//! let Some(Output::Storage { op, req: StorageRequest::LoadSchemas { .. } }) = engine.poll_output() else { panic!() };
+//! engine.handle_input(now, Input::StorageDone {
+//!     op,
+//!     result: StorageResult::Ok(StorageReply::Schemas(Vec::new())),
+//! });
 //! assert!(engine.is_ready());
 //! ```
 
@@ -50,8 +56,8 @@ pub use names::{ConsumerId, DLQ_SUFFIX, MAX_NAME_LEN, StreamName, SubscriptionNa
 #[cfg(feature = "planted-bugs")]
 pub use planted::PlantedBug;
 pub use schema::{
-    Rule, SchemaInfo, SchemaRegistration, SchemaRegistry, SchemaVersionInfo, UpcastFn, Upcaster,
-    schema_of,
+    Rule, SchemaInfo, SchemaRecord, SchemaRegistration, SchemaRegistry, SchemaVersionInfo,
+    UpcastFn, Upcaster, json_in_binary, schema_of,
 };
 pub use storage::*;
 pub use stream_config::{

@@ -36,11 +36,27 @@ pub enum PlantedBug {
     UnreadTimeoutTwice,
     /// Recovery loads every receipt as unread.
     ReceiptsForgetReads,
+    /// `RegisterSchema` is answered before the version is saved.
+    RegisterSchemaUnsaved,
+    /// Recovery ignores the schema versions the store gives back.
+    SchemasNotRecovered,
+    /// Upcasting over two hops or more skips the first hop.
+    UpcastSkipsHop,
+    /// Retention removes one event more than a limit allows.
+    RetentionOffByOne,
+    /// A retention cut of everything goes one past the head (a hole before the next event).
+    RetentionPastHead,
+    /// Retention ignores `keep_unconsumed`.
+    RetentionIgnoresUnconsumed,
+    /// The relay skips an event now and then.
+    RelaySkipsEvent,
+    /// A failed publish moves the relay position as a confirm would.
+    RelayAdvancesBeforeConfirm,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 14] = [
+    pub const ALL: [PlantedBug; 22] = [
         PlantedBug::SkipDedup,
         PlantedBug::ForgetAck,
         PlantedBug::LoseUnknownAppend,
@@ -55,6 +71,14 @@ impl PlantedBug {
         PlantedBug::UnreadKeptOnRead,
         PlantedBug::UnreadTimeoutTwice,
         PlantedBug::ReceiptsForgetReads,
+        PlantedBug::RegisterSchemaUnsaved,
+        PlantedBug::SchemasNotRecovered,
+        PlantedBug::UpcastSkipsHop,
+        PlantedBug::RetentionOffByOne,
+        PlantedBug::RetentionPastHead,
+        PlantedBug::RetentionIgnoresUnconsumed,
+        PlantedBug::RelaySkipsEvent,
+        PlantedBug::RelayAdvancesBeforeConfirm,
     ];
 
     /// Its command-line name, e.g. `skip-dedup`.
@@ -74,6 +98,14 @@ impl PlantedBug {
             PlantedBug::UnreadKeptOnRead => "unread-kept-on-read",
             PlantedBug::UnreadTimeoutTwice => "unread-timeout-twice",
             PlantedBug::ReceiptsForgetReads => "receipts-forget-reads",
+            PlantedBug::RegisterSchemaUnsaved => "register-schema-unsaved",
+            PlantedBug::SchemasNotRecovered => "schemas-not-recovered",
+            PlantedBug::UpcastSkipsHop => "upcast-skips-hop",
+            PlantedBug::RetentionOffByOne => "retention-off-by-one",
+            PlantedBug::RetentionPastHead => "retention-past-head",
+            PlantedBug::RetentionIgnoresUnconsumed => "retention-ignores-unconsumed",
+            PlantedBug::RelaySkipsEvent => "relay-skips-event",
+            PlantedBug::RelayAdvancesBeforeConfirm => "relay-advances-before-confirm",
         }
     }
 }

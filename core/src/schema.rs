@@ -53,6 +53,36 @@ pub enum Rule {
     },
 }
 
+/// Serde for JSON values inside records that binary formats carry (journals use postcard,
+/// which cannot decode `serde_json::Value` or internally tagged enums): as JSON text in a
+/// binary format, as themselves in a human-readable one (TOML and JSON configuration files).
+pub mod json_in_binary {
+    use serde::de::{DeserializeOwned, Error as _};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Serializes `v` (as JSON text when the format is binary).
+    pub fn serialize<T: Serialize, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            v.serialize(s)
+        } else {
+            let text = serde_json::to_string(v).map_err(serde::ser::Error::custom)?;
+            s.serialize_str(&text)
+        }
+    }
+
+    /// Deserializes what `serialize` wrote.
+    pub fn deserialize<'de, T: DeserializeOwned, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<T, D::Error> {
+        if d.is_human_readable() {
+            T::deserialize(d)
+        } else {
+            let text = String::deserialize(d)?;
+            serde_json::from_str(&text).map_err(D::Error::custom)
+        }
+    }
+}
+
 /// A Rust upcaster: turns a document of version k-1 into one of version k.
 pub type UpcastFn = Arc<dyn Fn(Value) -> Result<Value, String> + Send + Sync>;
 
@@ -82,10 +112,10 @@ pub struct SchemaRegistration {
     /// The version: the latest registered plus one (1 for a new type).
     pub version: u32,
     /// Its JSON Schema, if any.
-    #[serde(default)]
+    #[serde(default, with = "json_in_binary")]
     pub schema: Option<Value>,
     /// Version > 1: the rules that make it from the version before.
-    #[serde(default)]
+    #[serde(default, with = "json_in_binary")]
     pub rules: Vec<Rule>,
 }
 
@@ -120,6 +150,56 @@ pub fn schema_of<T: schemars::JsonSchema>() -> Value {
 struct Version {
     schema: Option<Value>,
     upcaster: Option<Upcaster>,
+    /// Restored from the store as a Rust function upcaster that the embedding code has not
+    /// registered again since the restart: upcasting through it fails until it does.
+    missing_fn: bool,
+}
+
+impl Version {
+    /// What the store keeps of it.
+    fn record(&self, event_type: &str, version: u32) -> SchemaRecord {
+        SchemaRecord {
+            event_type: event_type.to_string(),
+            version,
+            schema: self.schema.clone(),
+            rules: match &self.upcaster {
+                Some(Upcaster::Rules(r)) => r.clone(),
+                _ => Vec::new(),
+            },
+            function: self.missing_fn || matches!(self.upcaster, Some(Upcaster::Function(_))),
+        }
+    }
+}
+
+/// What a registration did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Registered {
+    /// A new version.
+    New,
+    /// The very same version was registered before: nothing changed (a Rust function
+    /// restored from the store as missing is filled in).
+    Again,
+}
+
+/// One registered version as the store keeps it (`StorageRequest::SaveSchemas`). A Rust
+/// function upcaster cannot be stored: its version is kept with `function: true` and no
+/// rules, and after a restart the embedding code registers the function again
+/// (`Engine::register_schema_fn` with the same version and schema); until it does, upcasting
+/// through that version fails (`x-upcast-error`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaRecord {
+    /// The event type.
+    pub event_type: String,
+    /// The version.
+    pub version: u32,
+    /// Its JSON Schema, if any.
+    #[serde(with = "json_in_binary")]
+    pub schema: Option<Value>,
+    /// Its upcaster rules from the version before (empty for version 1 or a function).
+    #[serde(with = "json_in_binary")]
+    pub rules: Vec<Rule>,
+    /// Whether its upcaster is a Rust function (not stored).
+    pub function: bool,
 }
 
 /// Limits of a registry.
@@ -136,6 +216,9 @@ pub(crate) struct Limits {
 #[derive(Debug, Clone, Default)]
 pub struct SchemaRegistry {
     types: BTreeMap<String, Vec<Version>>,
+    /// PLANTED BUG switch (test-only): upcasting over two hops or more skips the first.
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) skip_hop: bool,
 }
 
 /// What upcasting one payload gave.
@@ -178,7 +261,7 @@ impl SchemaRegistry {
                             Some(Upcaster::Rules(r)) => r.clone(),
                             _ => Vec::new(),
                         },
-                        function: matches!(v.upcaster, Some(Upcaster::Function(_))),
+                        function: v.missing_fn || matches!(v.upcaster, Some(Upcaster::Function(_))),
                     })
                     .collect(),
             })
@@ -196,7 +279,7 @@ impl SchemaRegistry {
         schema: Option<Value>,
         upcaster: Option<Upcaster>,
         limits: Limits,
-    ) -> Result<(), Error> {
+    ) -> Result<Registered, Error> {
         if event_type.is_empty() || event_type.len() > limits.max_event_type_bytes {
             return Err(InvalidInput::Length {
                 field: "event_type",
@@ -207,6 +290,9 @@ impl SchemaRegistry {
             .into());
         }
         let latest = self.latest(event_type);
+        if version >= 1 && version <= latest {
+            return self.register_again(event_type, version, schema, upcaster);
+        }
         if version != latest + 1 {
             return Err(InvalidInput::Range {
                 field: "version",
@@ -276,8 +362,106 @@ impl SchemaRegistry {
         self.types
             .entry(event_type.to_string())
             .or_default()
-            .push(Version { schema, upcaster });
-        Ok(())
+            .push(Version {
+                schema,
+                upcaster,
+                missing_fn: false,
+            });
+        Ok(Registered::New)
+    }
+
+    /// A version registered again: accepted, changing nothing, when it is the same (same
+    /// schema and rules; or a Rust function again, which fills in one restored as missing).
+    fn register_again(
+        &mut self,
+        event_type: &str,
+        version: u32,
+        schema: Option<Value>,
+        upcaster: Option<Upcaster>,
+    ) -> Result<Registered, Error> {
+        let refused = || -> Result<Registered, Error> {
+            Err(InvalidInput::Conflict {
+                field: "version",
+                reason: "already registered with another schema or upcaster",
+            }
+            .into())
+        };
+        let Some(v) = self
+            .types
+            .get_mut(event_type)
+            .and_then(|vs| vs.get_mut(version as usize - 1))
+        else {
+            return refused();
+        };
+        if v.schema != schema {
+            return refused();
+        }
+        let rules = |u: &Option<Upcaster>| match u {
+            None => Some(Vec::new()),
+            Some(Upcaster::Rules(r)) => Some(r.clone()),
+            Some(Upcaster::Function(_)) => None,
+        };
+        match (&upcaster, v.missing_fn) {
+            (Some(Upcaster::Function(_)), true) => {
+                v.upcaster = upcaster;
+                v.missing_fn = false;
+                Ok(Registered::Again)
+            }
+            (Some(Upcaster::Function(_)), false)
+                if matches!(v.upcaster, Some(Upcaster::Function(_))) =>
+            {
+                v.upcaster = upcaster;
+                Ok(Registered::Again)
+            }
+            (_, false) if rules(&upcaster).is_some() && rules(&upcaster) == rules(&v.upcaster) => {
+                Ok(Registered::Again)
+            }
+            _ => refused(),
+        }
+    }
+
+    /// Restores a version the store kept (recovery), without checks: it passed them when it
+    /// was registered. Refused (`false`) unless it is the next version of its type.
+    pub(crate) fn restore(&mut self, r: &SchemaRecord) -> bool {
+        if r.version != self.latest(&r.event_type) + 1 {
+            return false;
+        }
+        let upcaster = (r.version > 1 && !r.function).then(|| Upcaster::Rules(r.rules.clone()));
+        self.types
+            .entry(r.event_type.clone())
+            .or_default()
+            .push(Version {
+                schema: r.schema.clone(),
+                upcaster,
+                missing_fn: r.function && r.version > 1,
+            });
+        true
+    }
+
+    /// Whether version `version` of `event_type` is the one the store keeps as `r`.
+    pub(crate) fn holds(&self, r: &SchemaRecord) -> bool {
+        self.types
+            .get(&r.event_type)
+            .and_then(|vs| vs.get((r.version as usize).wrapping_sub(1)))
+            .is_some_and(|v| v.record(&r.event_type, r.version) == *r)
+    }
+
+    /// The records of versions `from..=to` of an event type, for the store.
+    pub(crate) fn records(&self, event_type: &str, from: u32, to: u32) -> Vec<SchemaRecord> {
+        let Some(vs) = self.types.get(event_type) else {
+            return Vec::new();
+        };
+        (from.max(1)..=to.min(vs.len() as u32))
+            .map(|v| vs[v as usize - 1].record(event_type, v))
+            .collect()
+    }
+
+    /// Event types with their latest version.
+    pub(crate) fn latest_versions(&self) -> Vec<(String, u32)> {
+        self.types
+            .iter()
+            .map(|(t, vs)| (t.clone(), vs.len() as u32))
+            .collect()
     }
 
     /// Upcasts a JSON payload of `event_type` from version `from` to `to`, hop by hop.
@@ -297,10 +481,18 @@ impl SchemaRegistry {
             Err(e) => return Upcast::Failed(format!("payload is not JSON: {e}")),
         };
         for v in from + 1..=to {
-            let Some(up) = versions
-                .get(v as usize - 1)
-                .and_then(|x| x.upcaster.as_ref())
-            else {
+            // PLANTED BUG upcast-skips-hop (test-only): the first of several hops is skipped.
+            #[cfg(feature = "planted-bugs")]
+            if self.skip_hop && v == from + 1 && to > from + 1 {
+                continue;
+            }
+            let hop = versions.get(v as usize - 1);
+            if hop.is_some_and(|x| x.missing_fn) {
+                return Upcast::Failed(format!(
+                    "the upcaster to version {v} is a Rust function not registered again since the restart"
+                ));
+            }
+            let Some(up) = hop.and_then(|x| x.upcaster.as_ref()) else {
                 continue;
             };
             doc = match apply(up, doc) {
@@ -329,10 +521,13 @@ impl SchemaRegistry {
             return Ok(doc);
         };
         for v in from + 1..=to.min(versions.len() as u32) {
-            if let Some(up) = versions
-                .get(v as usize - 1)
-                .and_then(|x| x.upcaster.as_ref())
-            {
+            let hop = versions.get(v as usize - 1);
+            if hop.is_some_and(|x| x.missing_fn) {
+                return Err(format!(
+                    "the upcaster to version {v} is a Rust function not registered again since the restart"
+                ));
+            }
+            if let Some(up) = hop.and_then(|x| x.upcaster.as_ref()) {
                 doc = apply(up, doc)?;
             }
         }

@@ -9,6 +9,7 @@
 use crate::event::Event;
 use crate::ids::{EventId, SubId};
 use crate::names::{ConsumerId, StreamName};
+use crate::schema::SchemaRecord;
 use crate::stream_config::StreamConfig;
 use crate::subscription_config::SubscriptionConfig;
 use crate::time::UnixMillis;
@@ -128,7 +129,8 @@ pub struct StreamRecord {
     pub heads: Vec<PartitionHead>,
 }
 
-/// Everything the core rebuilds its state from, except dedup ids (loaded in pages).
+/// Everything the core rebuilds its state from, except dedup ids, receipts and schemas
+/// (loaded in pages).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RecoveredState {
     /// Persistent streams.
@@ -243,6 +245,18 @@ pub enum StorageRequest {
         /// Page size.
         limit: u32,
     },
+    /// Upsert registered schema versions (by event type and version; a repeat replaces the
+    /// row with the same content). The engine sends every version of an event type not yet
+    /// known saved, so the versions a store holds of a type are always 1..=n. Answer: `Done`.
+    SaveSchemas(Vec<SchemaRecord>),
+    /// Load schema versions ordered by (event type, version), after `after`, at most
+    /// `limit`. Answer: `Schemas`.
+    LoadSchemas {
+        /// Resume after this (event type, version).
+        after: Option<(String, u32)>,
+        /// Page size.
+        limit: u32,
+    },
     /// Remove a subscription's receipts whose last change (`read_at`, else `delivered_at`) is
     /// before `before`, `DELETE_BATCH` rows per statement. Answer: `Done`.
     ExpireReceipts {
@@ -268,6 +282,8 @@ pub enum StorageReply {
     Offset(u64),
     /// A page of read receipts.
     Receipts(Vec<ReceiptRecord>),
+    /// A page of schema versions.
+    Schemas(Vec<SchemaRecord>),
 }
 
 /// Why a store request failed. Nothing was written.

@@ -427,3 +427,130 @@ mod props {
         }
     }
 }
+
+fn list(h: &mut Harness) -> Vec<SchemaInfo> {
+    match h.cmd(Command::ListSchemas) {
+        Ok(Reply::Schemas(l)) => l,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn registered_versions_are_saved_and_survive_a_restart() {
+    let mut h = setup();
+    let before = list(&mut h);
+    let mut h = h.restart();
+    assert_eq!(list(&mut h), before, "the registry after a restart");
+    // Deliveries use the recovered upcasters.
+    subscribe_at(&mut h, "after", None, false);
+    h.append(STREAM, vec![user(1, json!({"id": 1, "name": "Ada"}))])
+        .unwrap();
+    let d = h.delivered_events("c");
+    assert_eq!(d[0].event.schema_version, 3);
+    assert_eq!(
+        payload(&d[0].event),
+        json!({"id": 1, "full_name": "Ada", "contact": {"email": "unknown"}, "kind": "person"})
+    );
+    // The same version again changes nothing; other content for it is refused.
+    assert_eq!(register(&mut h, v2()), Ok(Reply::Done));
+    let r = register(
+        &mut h,
+        SchemaRegistration {
+            rules: vec![],
+            ..v2()
+        },
+    );
+    assert!(
+        matches!(
+            r,
+            Err(Error::Invalid(InvalidInput::Conflict {
+                field: "version",
+                ..
+            }))
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_registration_is_answered_only_once_saved_and_a_failed_save_is_repeated() {
+    let mut h = Harness::new();
+    h.hold_storage = true;
+    let v1 = SchemaRegistration {
+        event_type: "user".into(),
+        version: 1,
+        schema: Some(v1_schema()),
+        rules: vec![],
+    };
+    let r1 = h.send(1, Command::RegisterSchema(v1));
+    let r2 = h.send(1, Command::RegisterSchema(v2()));
+    h.pump();
+    assert_eq!(h.reply(r1), None, "not answered before the save");
+    assert_eq!(h.held.len(), 2);
+    // The second save carries version 1 too (not known saved yet).
+    assert!(matches!(&h.held[1].1, StorageRequest::SaveSchemas(l) if l.len() == 2));
+    // The first save fails: version 1 waits for its repeat; the second commits both.
+    h.complete(
+        0,
+        Some(StorageResult::Err(StorageError::Unavailable("down".into()))),
+    );
+    h.complete(0, None);
+    h.pump();
+    assert_eq!(h.reply(r2), Some(Ok(Reply::Done)));
+    assert_eq!(
+        h.reply(r1),
+        None,
+        "its own save is repeated after a back-off"
+    );
+    h.hold_storage = false;
+    h.advance(std::time::Duration::from_secs(10));
+    assert_eq!(h.reply(r1), Some(Ok(Reply::Done)));
+    let h = h.restart();
+    assert_eq!(h.engine.schemas().latest("user"), 2);
+}
+
+#[test]
+fn a_function_upcaster_is_restored_missing_until_registered_again() {
+    let mut h = Harness::new();
+    h.create_persistent(STREAM, 1);
+    let v1 = SchemaRegistration {
+        event_type: "temp".into(),
+        version: 1,
+        schema: None,
+        rules: vec![],
+    };
+    assert_eq!(register(&mut h, v1), Ok(Reply::Done));
+    let double: UpcastFn = Arc::new(|mut v: Value| {
+        let n = v["n"].as_i64().ok_or("no n")?;
+        v["double"] = json!(n * 2);
+        Ok(v)
+    });
+    h.engine
+        .register_schema_fn("temp", 2, None, double.clone())
+        .unwrap();
+    h.pump();
+    let mut h = h.restart();
+    let listed = list(&mut h);
+    assert!(listed[0].versions[1].function, "{listed:?}");
+    let mut c = h.sub_config(STREAM, "q", SubscriptionMode::Exclusive);
+    c.strict_versions = false;
+    h.subscribe(c);
+    h.attach(1, STREAM, "q", "c", None);
+    let mut e = NewEvent::new("temp", br#"{"n": 4}"#.to_vec());
+    e.schema_version = 1;
+    h.append(STREAM, vec![e.clone()]).unwrap();
+    let d = h.delivered_events("c");
+    assert_eq!(d[0].event.schema_version, 1);
+    assert!(
+        d[0].event.headers[UPCAST_ERROR].contains("not registered again"),
+        "{:?}",
+        d[0].event.headers
+    );
+    h.engine
+        .register_schema_fn("temp", 2, None, double)
+        .unwrap();
+    h.append(STREAM, vec![e]).unwrap();
+    let d = h.delivered_events("c");
+    assert_eq!(d[0].event.schema_version, 2);
+    assert_eq!(payload(&d[0].event), json!({"n": 4, "double": 8}));
+}

@@ -13,8 +13,8 @@ use crate::swarm::Swarm;
 use crate::workload::{Generator, Pending, StreamW, World, consumer};
 use std::time::Duration;
 use tributary_core::{
-    Command, ConnId, ConsumerId, Engine, Input, MarkRead, OpId, Output, Position, ReplayItem,
-    SubscriptionMode,
+    Command, ConnId, ConsumerId, Engine, Input, MarkRead, OpId, Output, Position, PublishResult,
+    ReplayItem, SubscriptionMode,
 };
 
 const MS: u64 = 1_000_000;
@@ -105,6 +105,13 @@ enum Ev {
     },
     Restart {
         node: usize,
+    },
+    /// The simulated broker answers a publish.
+    PublishDone {
+        node: usize,
+        life: u64,
+        op: OpId,
+        result: PublishResult,
     },
     Probe,
 }
@@ -280,6 +287,16 @@ impl Sim {
                         self.start_engine(node);
                     }
                 }
+                Ev::PublishDone {
+                    node,
+                    life,
+                    op,
+                    result,
+                } => {
+                    if self.nodes[node].life == life {
+                        self.input(node, Input::PublishDone { op, result });
+                    }
+                }
                 Ev::Probe => self.probe(),
             }
         }
@@ -443,10 +460,31 @@ impl Sim {
                         n.world.replay_ended(conn, replay);
                     }
                 }
-                Output::Notice(_)
-                | Output::Assignment { .. }
-                | Output::ConsumerNotice { .. }
-                | Output::Publish { .. } => {}
+                Output::Publish { op, .. } => {
+                    // The simulated broker: each publish is confirmed or fails (chaos phase),
+                    // sometimes answered twice.
+                    let chaos = self.phase == Phase::Chaos;
+                    let sw = &self.swarm;
+                    let fail = chaos && self.clients.chance(sw.publish_fail);
+                    let result = if fail {
+                        PublishResult::Failed("simulated broker failure".into())
+                    } else {
+                        PublishResult::Confirmed
+                    };
+                    let twice = chaos && self.clients.chance(sw.publish_twice);
+                    let life = n.life;
+                    for _ in 0..1 + usize::from(twice) {
+                        let at = self.now + self.clients.below(sw.publish_latency_ms * MS + 1);
+                        let ev = Ev::PublishDone {
+                            node,
+                            life,
+                            op,
+                            result: result.clone(),
+                        };
+                        self.queue.push(at, ev);
+                    }
+                }
+                Output::Notice(_) | Output::Assignment { .. } | Output::ConsumerNotice { .. } => {}
             }
         }
         if let Some(v) = self.nodes[node].checker.take_violation() {
@@ -545,6 +583,7 @@ impl Sim {
             m.delete_stream,
             m.invalid,
             m.receipt_status,
+            m.register_schema,
         ];
         let Some(kind) = self.work.weighted(&weights) else {
             return;
@@ -619,6 +658,10 @@ impl Sim {
                 Some(c) => (None, c, Pending::Other),
                 None => return,
             },
+            16 => {
+                let (cmd, what) = g.register_schema(w);
+                (None, cmd, what)
+            }
             _ => match g.invalid(w) {
                 Some(c) => (None, c, Pending::Other),
                 None => return,
@@ -822,11 +865,27 @@ impl Sim {
             if !ready || self.nodes[node].converged {
                 continue;
             }
+            // Appends still unanswered (a write stalled since the chaos phase) may yet move the
+            // heads: no convergence before they are answered (seed 70).
+            let w = &self.nodes[node].world;
+            let appending = w
+                .pending
+                .iter()
+                .any(|((c, _), p)| matches!(p, Pending::Append(_)) && w.conns.contains(c));
+            // Cross-service streams: the relay positions are saved at the heads (a save may
+            // still be in flight after the broker confirmed everything; seed
+            // 5977934289289247728).
+            let relays_saved = relays_saved(&self.nodes[node].store.store);
             let heads = self.nodes[node]
                 .world
                 .probe
                 .as_ref()
-                .filter(|p| p.outstanding == 0 && converged(&self.nodes[node].world, p))
+                .filter(|p| {
+                    !appending
+                        && relays_saved
+                        && p.outstanding == 0
+                        && converged(&self.nodes[node].world, p)
+                })
                 .map(|p| p.heads.clone());
             let n = &mut self.nodes[node];
             match heads {
@@ -946,27 +1005,58 @@ impl Sim {
     }
 }
 
+/// Whether the store holds every cross-service partition's relay position at its head.
+fn relays_saved(store: &tributary_store_memory::MemoryStore) -> bool {
+    let mut store = store.clone();
+    let req = tributary_core::StorageRequest::Recover;
+    let tributary_core::StorageResult::Ok(tributary_core::StorageReply::Recovered(state)) =
+        store.execute(&req)
+    else {
+        return false;
+    };
+    state
+        .streams
+        .iter()
+        .filter(|s| s.config.scope == tributary_core::Scope::CrossService)
+        .all(|s| {
+            s.heads.iter().enumerate().all(|(p, h)| {
+                let at = state
+                    .relays
+                    .iter()
+                    .find(|r| r.stream == s.config.name && r.partition == p as u32)
+                    .map_or(0, |r| r.next);
+                at == h.next
+            })
+        })
+}
+
 /// Whether a probe shows every subscription caught up: every cursor's floor at its stream's
 /// head in every partition, nothing pending, every wanted consumer attached.
 fn converged(w: &World, p: &crate::workload::Probe) -> bool {
-    w.subs.iter().enumerate().all(|(i, s)| {
-        if s.retired {
-            return true;
-        }
-        match p.subs.get(&i) {
-            None => false,
-            Some(None) => true,
-            Some(Some(info)) => {
-                let Some(heads) = p.heads.get(&s.config.stream) else {
-                    return false;
-                };
-                info.cursors
-                    .iter()
-                    .all(|c| c.pending == 0 && c.floors.iter().zip(heads).all(|(f, h)| f == h))
-                    && !info.attached.is_empty()
+    // Cross-service streams: the broker confirmed everything.
+    let relayed = p
+        .relays
+        .iter()
+        .all(|(name, r)| p.heads.get(name) == Some(r));
+    relayed
+        && w.subs.iter().enumerate().all(|(i, s)| {
+            if s.retired {
+                return true;
             }
-        }
-    })
+            match p.subs.get(&i) {
+                None => false,
+                Some(None) => true,
+                Some(Some(info)) => {
+                    let Some(heads) = p.heads.get(&s.config.stream) else {
+                        return false;
+                    };
+                    info.cursors
+                        .iter()
+                        .all(|c| c.pending == 0 && c.floors.iter().zip(heads).all(|(f, h)| f == h))
+                        && !info.attached.is_empty()
+                }
+            }
+        })
 }
 
 fn describe_stuck(w: &World) -> String {
@@ -974,6 +1064,14 @@ fn describe_stuck(w: &World) -> String {
         return "no probe answered".into();
     };
     let mut out = Vec::new();
+    for (name, r) in &p.relays {
+        if p.heads.get(name) != Some(r) {
+            out.push(format!(
+                "{name}: relay positions {r:?}, heads {:?}",
+                p.heads.get(name)
+            ));
+        }
+    }
     for (i, s) in w.subs.iter().enumerate() {
         if s.retired {
             continue;

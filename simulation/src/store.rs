@@ -49,6 +49,9 @@ pub fn is_write(req: &StorageRequest) -> bool {
             | StorageRequest::LoadDedup { .. }
             | StorageRequest::Read { .. }
             | StorageRequest::FindOffset { .. }
+            | StorageRequest::LoadSchemas { .. }
+            | StorageRequest::LoadReceipts { .. }
+            | StorageRequest::RetentionCut { .. }
     )
 }
 

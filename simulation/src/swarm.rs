@@ -41,6 +41,9 @@ pub struct Mix {
     pub invalid: u32,
     /// Ask where a consumer of a ReadReceipt subscription stands (`ReceiptStatus`).
     pub receipt_status: u32,
+    /// Register a schema version (sometimes one the engine must refuse, sometimes one
+    /// registered before), or list the registry.
+    pub register_schema: u32,
 }
 
 /// How consumers answer what they are given (relative weights per event).
@@ -125,6 +128,21 @@ pub struct Swarm {
     pub read_receipts: u32,
     /// Unread timeouts ReadReceipt subscriptions pick from (none: never one).
     pub unread_timeouts: Vec<Duration>,
+    /// Chance (per mille) an event of a type with schemas carries a JSON object payload
+    /// (else random bytes, which cannot be upcast).
+    pub json_payloads: u32,
+    /// Chance (per mille) a subscription or replay names the versions it asks for.
+    pub ask_versions: u32,
+    /// Chance (per mille) a persistent stream gets a retention policy.
+    pub retention: u32,
+    /// Chance (per mille) a stream is cross-service (relayed to the simulated broker).
+    pub cross_service: u32,
+    /// The simulated broker: chance (per mille) a publish fails in the chaos phase.
+    pub publish_fail: u32,
+    /// The simulated broker: chance (per mille) a publish is answered twice.
+    pub publish_twice: u32,
+    /// The simulated broker: longest time to answer a publish, ms.
+    pub publish_latency_ms: u64,
     /// The action mix.
     pub mix: Mix,
     /// Consumer behaviour.
@@ -186,6 +204,7 @@ impl Swarm {
             delete_stream: maybe(&mut r, 200, 1, 1),
             invalid: maybe(&mut r, 500, 1, 4),
             receipt_status: 0,
+            register_schema: 0,
         };
         let consumers = ConsumerMix {
             ack: 40 + r.below(60) as u32,
@@ -238,12 +257,52 @@ impl Swarm {
             ordered: pick(&mut r, &[0, 500, 1000]) as u32,
             read_receipts: 0,
             unread_timeouts: Vec::new(),
+            json_payloads: 0,
+            ask_versions: 0,
+            retention: 0,
+            cross_service: 0,
+            publish_fail: 0,
+            publish_twice: 0,
+            publish_latency_ms: 1,
             mix,
             consumers,
             faults,
         };
         swarm.add_part2(seed);
+        swarm.add_part3(seed);
         swarm
+    }
+
+    /// Part 3 features (schemas, retention, the relay), from their own sub-seed.
+    fn add_part3(&mut self, seed: u64) {
+        let mut r = SimRng::new(seed, "swarm-part3");
+        let pick = |r: &mut SimRng, xs: &[u64]| xs[r.below(xs.len() as u64) as usize];
+        self.mix.register_schema = maybe(&mut r, 600, 1, 6);
+        self.json_payloads = pick(&mut r, &[500, 900, 1000]) as u32;
+        self.ask_versions = pick(&mut r, &[0, 300, 700]) as u32;
+        self.retention = maybe(&mut r, 500, 300, 700);
+        self.cross_service = maybe(&mut r, 500, 300, 700);
+        if self.cross_service > 0 {
+            self.publish_fail = maybe(&mut r, 600, 5, 200);
+            self.publish_twice = maybe(&mut r, 500, 5, 100);
+            self.publish_latency_ms = pick(&mut r, &[1, 20, 500]);
+            self.config.relay_window = pick(&mut r, &[1, 4, 100]) as usize;
+            self.config.relay_retry_base = Duration::from_millis(pick(&mut r, &[2, 50]));
+            self.config.relay_retry_max = Duration::from_millis(pick(&mut r, &[100, 2_000]));
+        }
+        if self.retention > 0 {
+            self.config.cleanup_interval = Duration::from_millis(pick(&mut r, &[20, 200, 2_000]));
+            // The run starts at midnight UTC; wall clock steps move in and out of a window.
+            self.config.cleanup_window = match r.below(4) {
+                0 => Some(tributary_core::CleanupWindow { start: 0, end: 4 }),
+                1 => Some(tributary_core::CleanupWindow {
+                    start: 86_390,
+                    end: 6,
+                }),
+                2 => Some(tributary_core::CleanupWindow { start: 2, end: 600 }),
+                _ => None,
+            };
+        }
     }
 
     /// Part 2 features (read receipts, ...), drawn from their own sub-seed so that the rest of

@@ -14,6 +14,7 @@ use tributary_core::{
     StreamConfig, StreamName, SubscriptionConfig, SubscriptionInfo, SubscriptionMode,
     SubscriptionName, UnixMillis, partition_of_key,
 };
+use tributary_core::{Rule, SchemaRegistration};
 
 /// A stream the clients know of.
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub enum Pending {
     Append(AppendRequest),
     /// A replay.
     Replay,
+    /// A schema registration.
+    Schema(SchemaRegistration),
     /// A liveness probe's list of streams.
     ProbeList(u64),
     /// A liveness probe's describe of a subscription.
@@ -61,6 +64,8 @@ pub struct Probe {
     pub outstanding: usize,
     /// Heads per stream.
     pub heads: BTreeMap<StreamName, Vec<u64>>,
+    /// Cross-service streams: relay positions per stream.
+    pub relays: BTreeMap<StreamName, Vec<u64>>,
     /// Each subscription's description (`None`: not found).
     pub subs: BTreeMap<usize, Option<SubscriptionInfo>>,
 }
@@ -88,9 +93,15 @@ pub struct World {
     next_sub: u32,
     /// The liveness probe in progress.
     pub probe: Option<Probe>,
+    /// Schema registrations answered `Done`, in order.
+    pub schemas: Vec<SchemaRegistration>,
 }
 
 const TYPES: [&str; 4] = ["created", "updated", "deleted", "audit"];
+/// The event types that get schemas (the first two of `TYPES`).
+const SCHEMA_TYPES: [&str; 2] = ["created", "updated"];
+/// Fields of the JSON payloads and of the rules that upcast them.
+const FIELDS: [&str; 7] = ["id", "name", "full_name", "n", "tag", "meta.src", "meta"];
 
 impl World {
     /// Opens a connection.
@@ -163,6 +174,9 @@ impl World {
             (Pending::Append(a), Err(_)) if a.events.iter().any(|e| e.event_id.is_some()) => {
                 self.history.push_front(a);
             }
+            (Pending::Schema(reg), Ok(Reply::Done)) if !self.schemas.contains(&reg) => {
+                self.schemas.push(reg);
+            }
             (Pending::Replay, Ok(Reply::ReplayStarted(id))) => {
                 self.replays.entry(conn).or_default().insert(*id);
             }
@@ -170,6 +184,10 @@ impl World {
                 if let Some(p) = self.probe.as_mut().filter(|p| p.id == id) {
                     p.outstanding = p.outstanding.saturating_sub(1);
                     if let Ok(Reply::Streams(list)) = r {
+                        p.relays = list
+                            .iter()
+                            .filter_map(|i| Some((i.config.name.clone(), i.relay.clone()?)))
+                            .collect();
                         p.heads = list
                             .iter()
                             .map(|i| {
@@ -260,8 +278,25 @@ impl Generator<'_> {
         let r = &mut *self.rng;
         let t = TYPES[r.below(TYPES.len() as u64) as usize];
         let len = r.below(48) as usize;
-        let payload: Vec<u8> = (0..len).map(|_| r.below(256) as u8).collect();
+        let mut payload: Vec<u8> = (0..len).map(|_| r.below(256) as u8).collect();
+        let mut version = 1;
+        if self.swarm.mix.register_schema > 0 && SCHEMA_TYPES.contains(&t) {
+            version = r.range(1, 3) as u32;
+            if r.chance(self.swarm.json_payloads) {
+                let mut doc = serde_json::Map::new();
+                for f in ["id", "name", "full_name", "n", "tag"] {
+                    if r.chance(600) {
+                        doc.insert(f.into(), serde_json::Value::from(r.below(100)));
+                    }
+                }
+                if r.chance(300) {
+                    doc.insert("meta".into(), serde_json::json!({"src": r.below(9)}));
+                }
+                payload = serde_json::Value::Object(doc).to_string().into_bytes();
+            }
+        }
         let mut e = NewEvent::new(t, payload);
+        e.schema_version = version;
         e.key = key.or_else(|| {
             r.chance(self.swarm.keyed)
                 .then(|| Bytes::from(format!("k{}", r.below(u64::from(self.swarm.keys)))))
@@ -296,6 +331,20 @@ impl Generator<'_> {
         } else {
             let mut c = StreamConfig::persistent(name(StreamName::new, format!("p{n}")));
             c.partitions = r.range(1, u64::from(self.swarm.max_partitions)) as u32;
+            if r.chance(self.swarm.retention) {
+                let mut p = tributary_core::RetentionPolicy {
+                    max_age: r
+                        .chance(400)
+                        .then(|| Duration::from_millis(r.range(50, 20_000))),
+                    max_events: r.chance(500).then(|| r.range(1, 40)),
+                    max_bytes: r.chance(400).then(|| r.range(30, 2_000)),
+                    keep_unconsumed: r.coin(),
+                };
+                if p.is_unlimited() {
+                    p.max_events = Some(r.range(1, 40));
+                }
+                c.retention = Some(p);
+            }
             c
         };
         c.delivery = match r.below(20) {
@@ -305,6 +354,9 @@ impl Generator<'_> {
         };
         if let Some(w) = r.pick(&self.swarm.dedup_windows) {
             c.dedup_window = *w;
+        }
+        if r.chance(self.swarm.cross_service) {
+            c.scope = tributary_core::Scope::CrossService;
         }
         c
     }
@@ -443,6 +495,10 @@ impl Generator<'_> {
             c.session_timeout = Duration::from_secs(7 * 24 * 3600);
             c.heartbeat_interval = Duration::from_secs(3600);
         }
+        if r.chance(self.swarm.ask_versions) {
+            let t = SCHEMA_TYPES[r.below(2) as usize];
+            c.schema_versions.insert(t.into(), r.range(1, 4) as u32);
+        }
         if mode == SubscriptionMode::ReadReceipt && r.chance(700) {
             c.unread_timeout = r.pick(&self.swarm.unread_timeouts).copied();
             c.redeliver_unread = c.unread_timeout.is_some() && r.coin();
@@ -551,6 +607,13 @@ impl Generator<'_> {
             from_first_available: r.coin(),
             ..ReplayOptions::default()
         };
+        let mut options = options;
+        if r.chance(self.swarm.ask_versions) {
+            let t = SCHEMA_TYPES[r.below(2) as usize];
+            options
+                .schema_versions
+                .insert(t.into(), r.range(1, 4) as u32);
+        }
         Some(Command::Replay {
             stream: s.config.name.clone(),
             from,
@@ -582,6 +645,74 @@ impl Generator<'_> {
             consumer: consumer(self.rng.below(4)),
             position,
         })
+    }
+
+    /// Registers a schema version: usually the next one of a type (its schema requiring some
+    /// fields, its rules moving some, so that some registrations are incompatible and
+    /// refused), sometimes one registered before (accepted again) or one out of order
+    /// (refused); or lists the registry.
+    pub fn register_schema(&mut self, world: &World) -> (Command, Pending) {
+        let r = &mut *self.rng;
+        if r.chance(100) {
+            return (Command::ListSchemas, Pending::Other);
+        }
+        if !world.schemas.is_empty() && r.chance(150) {
+            let reg = world.schemas[r.below(world.schemas.len() as u64) as usize].clone();
+            return (Command::RegisterSchema(reg.clone()), Pending::Schema(reg));
+        }
+        let t = SCHEMA_TYPES[r.below(2) as usize];
+        let latest = world
+            .schemas
+            .iter()
+            .filter(|g| g.event_type == t)
+            .map(|g| g.version)
+            .max()
+            .unwrap_or(0);
+        let version = match r.below(20) {
+            0 => latest + 2,
+            1 => latest,
+            _ => latest + 1,
+        };
+        let field = |r: &mut SimRng| FIELDS[r.below(FIELDS.len() as u64) as usize].to_string();
+        let schema = r.chance(700).then(|| {
+            let required: Vec<&str> = ["id", "name", "full_name", "n", "tag"]
+                .into_iter()
+                .filter(|_| r.chance(250))
+                .collect();
+            serde_json::json!({"type": "object", "required": required})
+        });
+        let rules = if version > 1 {
+            (0..r.below(4))
+                .map(|_| match r.below(5) {
+                    0 => Rule::Rename {
+                        from: field(r),
+                        to: field(r),
+                    },
+                    1 => Rule::Add {
+                        field: field(r),
+                        default: serde_json::Value::from(r.below(10)),
+                    },
+                    2 => Rule::Remove { field: field(r) },
+                    3 => Rule::Set {
+                        field: field(r),
+                        value: serde_json::json!({"v": r.below(10)}),
+                    },
+                    _ => Rule::Copy {
+                        from: field(r),
+                        to: field(r),
+                    },
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let reg = SchemaRegistration {
+            event_type: t.into(),
+            version,
+            schema,
+            rules,
+        };
+        (Command::RegisterSchema(reg.clone()), Pending::Schema(reg))
     }
 
     /// Cancels a running replay: (its connection, command).

@@ -85,7 +85,44 @@ caught_by!(
     "receipts-durable"
 );
 
+caught_by!(
+    register_schema_unsaved,
+    PlantedBug::RegisterSchemaUnsaved,
+    "schemas-durable"
+);
+// Caught first by `upcast` (deliveries after the restart are not upcast), or by
+// `schemas-durable` when a `ListSchemas` comes first.
+caught!(schemas_not_recovered, PlantedBug::SchemasNotRecovered);
+caught_by!(upcast_skips_hop, PlantedBug::UpcastSkipsHop, "upcast");
+
+caught_by!(
+    retention_off_by_one,
+    PlantedBug::RetentionOffByOne,
+    "retention-limits"
+);
+caught_by!(
+    retention_past_head,
+    PlantedBug::RetentionPastHead,
+    "retention-prefix"
+);
+caught_by!(
+    retention_ignores_unconsumed,
+    PlantedBug::RetentionIgnoresUnconsumed,
+    "retention-keeps-unconsumed"
+);
+
+caught_by!(
+    relay_skips_event,
+    PlantedBug::RelaySkipsEvent,
+    "relay-order"
+);
+caught_by!(
+    relay_advances_before_confirm,
+    PlantedBug::RelayAdvancesBeforeConfirm,
+    "relay-confirmed"
+);
+
 #[test]
 fn every_planted_bug_has_a_test() {
-    assert_eq!(PlantedBug::ALL.len(), 14);
+    assert_eq!(PlantedBug::ALL.len(), 22);
 }

@@ -78,6 +78,7 @@ pub(crate) enum Op {
     },
     ReadPage {
         origin: Origin,
+        from: u64,
     },
     FindOffset {
         resolve: u64,
@@ -105,6 +106,14 @@ pub(crate) enum Op {
     ExpireReceipts {
         sub: SubId,
     },
+    SaveSchemas {
+        event_type: String,
+        /// The highest version the request saves (every one below it is saved too).
+        upto: u32,
+        /// The registration waiting for it.
+        origin: Option<Origin>,
+    },
+    LoadSchemas,
     ReceiptFetch {
         key: SlotKey,
     },
@@ -251,6 +260,8 @@ pub struct Engine {
     publishes: BTreeMap<OpId, (StreamName, u32, u64)>,
     /// Event types, versions and upcasters.
     schemas: crate::schema::SchemaRegistry,
+    /// Per event type, the versions known saved in the store (1..=n).
+    schemas_saved: BTreeMap<String, u32>,
     /// When the retention run is due, if its timer is set.
     cleanup_due: Option<MonoNanos>,
     /// Retention cuts being worked out, by number.
@@ -302,6 +313,7 @@ impl Engine {
             seed,
             publishes: BTreeMap::new(),
             schemas: crate::schema::SchemaRegistry::default(),
+            schemas_saved: BTreeMap::new(),
             cleanup_due: None,
             cuts: BTreeMap::new(),
             next_cut: 1,
@@ -318,6 +330,7 @@ impl Engine {
     #[doc(hidden)]
     pub fn plant_bug(&mut self, bug: Option<crate::PlantedBug>) {
         self.planted = bug;
+        self.schemas.skip_hop = bug == Some(crate::PlantedBug::UpcastSkipsHop);
     }
 
     /// The engine's configuration.
@@ -395,7 +408,6 @@ impl Engine {
                 | Command::Commit { .. }
                 | Command::MarkRead { .. }
                 | Command::ReceiptStatus { .. }
-                | Command::RegisterSchema(_)
                 | Command::ListSchemas
         );
         if needs_storage && self.ops.len() >= self.cfg.max_storage_ops {
@@ -677,7 +689,8 @@ impl Engine {
             }
             Op::SaveCursor { .. } => self.save_cursor_done(p, result),
             Op::SaveReceipts { .. } | Op::ExpireReceipts { .. } => self.receipts_op_done(p, result),
-            Op::LoadReceipts { .. } => self.recovery_done(p, result),
+            Op::LoadReceipts { .. } | Op::LoadSchemas => self.recovery_done(p, result),
+            Op::SaveSchemas { .. } => self.save_schemas_done(p, result),
             Op::ReceiptFetch { .. } => self.receipt_fetch_done(p, result),
             Op::RetentionFind { .. } | Op::Truncate { .. } | Op::ExpireDedup { .. } => {
                 self.retention_op_done(p, result)

@@ -27,6 +27,12 @@ impl Engine {
                     _ => self.dedup_loaded(),
                 }
             }
+            (Op::LoadSchemas, StorageResult::Ok(StorageReply::Schemas(records))) => {
+                match self.schemas_loaded(records) {
+                    Some(after) => self.load_schemas(Some(after)),
+                    None => self.dedup_loaded(),
+                }
+            }
             (Op::LoadReceipts { sub }, StorageResult::Ok(StorageReply::Receipts(records))) => {
                 let sub = *sub;
                 match self.receipts_loaded(sub, records) {
@@ -137,13 +143,12 @@ impl Engine {
             .filter(|(_, s)| s.receipts.is_some() && s.durable)
             .map(|(id, _)| *id)
             .collect();
+        // Schema versions load in pages too (one more load to wait for).
         self.phase = Phase::Recovering {
-            dedup_loading: with_dedup.len() + with_receipts.len(),
+            dedup_loading: with_dedup.len() + with_receipts.len() + 1,
             loaded: true,
         };
-        if with_dedup.is_empty() && with_receipts.is_empty() {
-            return self.finish_recovery();
-        }
+        self.load_schemas(None);
         for name in with_dedup {
             self.load_dedup(&name, None);
         }
@@ -152,7 +157,7 @@ impl Engine {
         }
     }
 
-    /// One stream's dedup ids, or one subscription's receipts, are loaded.
+    /// One stream's dedup ids, one subscription's receipts, or the schemas, are loaded.
     fn dedup_loaded(&mut self) {
         if let Phase::Recovering { dedup_loading, .. } = &mut self.phase {
             *dedup_loading -= 1;
@@ -165,6 +170,8 @@ impl Engine {
     fn finish_recovery(&mut self) {
         self.phase = Phase::Ready;
         self.arm_cleanup();
+        // Versions registered by the embedding code and not in the store yet are saved.
+        self.save_unsaved_schemas();
         // Cross-service streams send again everything not confirmed before the restart.
         let relayed: Vec<StreamName> = self
             .streams

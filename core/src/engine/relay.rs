@@ -113,6 +113,14 @@ impl Engine {
                 self.next_op += 1;
                 rp.flying.insert(rp.next, op);
                 rp.next += 1;
+                // PLANTED BUG relay-skips-event (test-only): every seventh offset is skipped.
+                #[cfg(feature = "planted-bugs")]
+                if self.planted == Some(crate::PlantedBug::RelaySkipsEvent)
+                    && rp.next % 7 == 3
+                    && rp.next < part.next
+                {
+                    rp.next += 1;
+                }
                 total += 1;
                 sends.push((op, p as u32, ev));
             }
@@ -176,6 +184,15 @@ impl Engine {
                 self.relay_pump(&name);
             }
             PublishResult::Failed(error) => {
+                // PLANTED BUG relay-advances-before-confirm (test-only): a failed publish
+                // moves the position as a confirm would.
+                #[cfg(feature = "planted-bugs")]
+                let advanced = self.planted == Some(crate::PlantedBug::RelayAdvancesBeforeConfirm)
+                    && offset == rp.confirmed;
+                #[cfg(feature = "planted-bugs")]
+                if advanced {
+                    rp.confirmed += 1;
+                }
                 // Go back: this event and every later one of the partition are sent again; the
                 // later publishes still out are voided (their answers only free room).
                 let before = rp.flying.len();
@@ -191,6 +208,10 @@ impl Engine {
                 let until = now.saturating_add(delay);
                 rp.paused_until = Some(until);
                 relay.voided += voided;
+                #[cfg(feature = "planted-bugs")]
+                if advanced {
+                    self.save_relay(&name, p);
+                }
                 self.timers.insert((until, Timer::Relay(name.clone())));
                 let position = Position {
                     partition: p,

@@ -205,8 +205,28 @@ impl Engine {
         let Some(part) = s.parts.get(c.partition as usize) else {
             return;
         };
-        let mut cut = c.keep_from.min(part.next);
-        if policy.keep_unconsumed {
+        let keep_from = c.keep_from;
+        // PLANTED BUG retention-off-by-one (test-only): one event more than a limit allows.
+        #[cfg(feature = "planted-bugs")]
+        let keep_from = if self.planted == Some(crate::PlantedBug::RetentionOffByOne) {
+            keep_from + 1
+        } else {
+            keep_from
+        };
+        let mut cut = keep_from.min(part.next);
+        // PLANTED BUG retention-past-head (test-only): a cut of everything goes one past the
+        // head, opening a hole before the next event.
+        #[cfg(feature = "planted-bugs")]
+        if self.planted == Some(crate::PlantedBug::RetentionPastHead) && cut == part.next {
+            cut += 1;
+        }
+        // PLANTED BUG retention-ignores-unconsumed (test-only): `keep_unconsumed` is ignored.
+        #[cfg(feature = "planted-bugs")]
+        let keep_unconsumed = policy.keep_unconsumed
+            && self.planted != Some(crate::PlantedBug::RetentionIgnoresUnconsumed);
+        #[cfg(not(feature = "planted-bugs"))]
+        let keep_unconsumed = policy.keep_unconsumed;
+        if keep_unconsumed {
             cut = cut.min(self.unconsumed_floor(&c.stream, c.partition as usize));
         }
         // What is not relayed to the broker yet is never removed.

@@ -8,14 +8,26 @@
 //! or, with `strict_versions`, is refused: a subscription dead-letters it, a replay skips it.
 //! A payload that cannot be upcast (not JSON, or an upcaster failed) goes unchanged with the
 //! header `x-upcast-error`; a payload whose content type is not JSON is never upcast.
+//!
+//! The registry is durable: a new version is saved (`SaveSchemas`, with every version of its
+//! type not yet known saved, so a store always holds 1..=n) and `RegisterSchema` is answered
+//! once it is; recovery loads the versions back in pages (`LoadSchemas`). A version
+//! registered again with the same content is accepted and changes nothing (a server
+//! registers its configured schemas at every start). A Rust function upcaster is saved as
+//! `function: true` without the function, and restored as missing until the embedding code
+//! registers it again.
 
 use super::cursor::{CursorKey, SlotKey, SlotState};
-use super::{Engine, EventRef, Origin};
+use super::{Engine, EventRef, Op, Origin, PendingOp, Phase};
 use crate::api::{Output, Reply};
 use crate::error::Error;
 use crate::event::JSON;
 use crate::ids::SubId;
-use crate::schema::{Limits, SchemaRegistration, SchemaRegistry, Upcast, UpcastFn, Upcaster};
+use crate::schema::{
+    Limits, Registered, SchemaRecord, SchemaRegistration, SchemaRegistry, Upcast, UpcastFn,
+    Upcaster,
+};
+use crate::storage::{StorageRequest, StorageResult};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,16 +54,28 @@ impl Engine {
         }
     }
 
-    /// Registers a version with declarative rules (what `Command::RegisterSchema` does; a
-    /// server calls it for the schemas of its configuration file at start).
+    /// Registers a version with declarative rules, as `Command::RegisterSchema` does but
+    /// without waiting for the store: the version serves at once and is saved in the
+    /// background (after recovery, if it is still running; drain `poll_output` afterwards).
+    /// Registering a version again with the same content is accepted and changes nothing.
     pub fn register_schema(&mut self, reg: SchemaRegistration) -> Result<(), Error> {
+        let event_type = reg.event_type.clone();
+        self.register_rules(reg)?;
+        self.save_schemas(&event_type, None);
+        Ok(())
+    }
+
+    fn register_rules(&mut self, reg: SchemaRegistration) -> Result<Registered, Error> {
         let limits = self.schema_limits();
         let up = (!reg.rules.is_empty() || reg.version > 1).then_some(Upcaster::Rules(reg.rules));
         self.schemas
             .register(&reg.event_type, reg.version, reg.schema, up, limits)
     }
 
-    /// Registers a version whose upcaster from the version before is a Rust function.
+    /// Registers a version whose upcaster from the version before is a Rust function. The
+    /// store keeps the version without the function: after a restart, register it again
+    /// with the same version and schema (until then upcasting through it fails with
+    /// `x-upcast-error`).
     pub fn register_schema_fn(
         &mut self,
         event_type: &str,
@@ -66,7 +90,9 @@ impl Engine {
             schema,
             Some(Upcaster::Function(upcaster)),
             limits,
-        )
+        )?;
+        self.save_schemas(event_type, None);
+        Ok(())
     }
 
     /// The schema registry.
@@ -74,9 +100,104 @@ impl Engine {
         &self.schemas
     }
 
+    /// `Command::RegisterSchema`: answered once the version (and every one before it) is
+    /// saved.
     pub(crate) fn register_schema_cmd(&mut self, origin: Origin, reg: SchemaRegistration) {
-        let r = self.register_schema(reg).map(|()| Reply::Done);
-        self.reply_to(origin, r);
+        let event_type = reg.event_type.clone();
+        match self.register_rules(reg) {
+            Err(e) => self.reply_to(origin, Err(e)),
+            // PLANTED BUG register-schema-unsaved (test-only): answered before it is saved.
+            #[cfg(feature = "planted-bugs")]
+            Ok(_) if self.planted == Some(crate::PlantedBug::RegisterSchemaUnsaved) => {
+                self.reply_to(origin, Ok(Reply::Done))
+            }
+            Ok(_) => self.save_schemas(&event_type, Some(origin)),
+        }
+    }
+
+    /// Saves the versions of `event_type` not known saved (all of them up to its latest);
+    /// answers `origin` once they are (at once if nothing is left to save). While recovery
+    /// runs nothing is sent: it ends by saving what the store lacks.
+    fn save_schemas(&mut self, event_type: &str, origin: Option<Origin>) {
+        let saved = self.schemas_saved.get(event_type).copied().unwrap_or(0);
+        let latest = self.schemas.latest(event_type);
+        if saved >= latest || self.phase != Phase::Ready {
+            if let Some(o) = origin {
+                self.reply_to(o, Ok(Reply::Done));
+            }
+            return;
+        }
+        let records = self.schemas.records(event_type, saved + 1, latest);
+        self.storage(
+            Op::SaveSchemas {
+                event_type: event_type.to_string(),
+                upto: latest,
+                origin,
+            },
+            StorageRequest::SaveSchemas(records),
+        );
+    }
+
+    pub(crate) fn save_schemas_done(&mut self, p: PendingOp, result: StorageResult) {
+        match (&p.op, result) {
+            (
+                Op::SaveSchemas {
+                    event_type,
+                    upto,
+                    origin,
+                },
+                StorageResult::Ok(_),
+            ) => {
+                let saved = self.schemas_saved.entry(event_type.clone()).or_default();
+                *saved = (*saved).max(*upto);
+                if let Some(o) = *origin {
+                    self.reply_to(o, Ok(Reply::Done));
+                }
+            }
+            (_, StorageResult::Ok(_)) => {}
+            (_, StorageResult::Err(e)) => self.retry_later(p, "schema save", e.to_string()),
+            (_, StorageResult::Unknown) => {
+                self.retry_later(p, "schema save", "outcome unknown".into())
+            }
+        }
+    }
+
+    /// At the end of recovery: every version the store lacks is saved.
+    pub(super) fn save_unsaved_schemas(&mut self) {
+        for (event_type, _) in self.schemas.latest_versions() {
+            self.save_schemas(&event_type, None);
+        }
+    }
+
+    pub(super) fn load_schemas(&mut self, after: Option<(String, u32)>) {
+        let req = StorageRequest::LoadSchemas {
+            after,
+            limit: self.cfg.recovery_page,
+        };
+        self.storage(Op::LoadSchemas, req);
+    }
+
+    /// A page of stored versions: restored (a version the embedding code registered
+    /// differently before recovery ended keeps its own, and is saved over the stored one).
+    /// Returns where to resume if the page was full.
+    pub(super) fn schemas_loaded(&mut self, records: Vec<SchemaRecord>) -> Option<(String, u32)> {
+        let full = records.len() >= self.cfg.recovery_page as usize;
+        let last = records.last().map(|r| (r.event_type.clone(), r.version));
+        for r in &records {
+            // PLANTED BUG schemas-not-recovered (test-only): stored versions are ignored.
+            #[cfg(feature = "planted-bugs")]
+            if self.planted == Some(crate::PlantedBug::SchemasNotRecovered) {
+                continue;
+            }
+            if !self.schemas.holds(r) && !self.schemas.restore(r) {
+                continue;
+            }
+            let saved = self.schemas_saved.entry(r.event_type.clone()).or_default();
+            if r.version == *saved + 1 {
+                *saved = r.version;
+            }
+        }
+        last.filter(|_| full)
     }
 
     /// The event as a reader asking `asked` (per type) gets it.

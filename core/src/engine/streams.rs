@@ -1130,14 +1130,21 @@ impl Engine {
             from,
             max,
         };
-        self.storage(Op::ReadPage { origin }, req);
+        self.storage(Op::ReadPage { origin, from }, req);
     }
 
     pub(crate) fn read_page_done(&mut self, p: PendingOp, result: StorageResult) {
-        let Op::ReadPage { origin, .. } = p.op else {
+        let Op::ReadPage { origin, from } = p.op else {
             return;
         };
         let r = match result {
+            // A truncation whose outcome was unknown did happen: what it removed is gone.
+            StorageResult::Ok(StorageReply::Events(ev))
+                if ev.first().is_some_and(|e| e.offset > from) =>
+            {
+                let first_available = ev.first().map_or(from, |e| e.offset);
+                Err(Error::Truncated { first_available })
+            }
             StorageResult::Ok(StorageReply::Events(ev)) => Ok(Reply::Events(ev)),
             StorageResult::Ok(other) => Err(Error::Unavailable(format!(
                 "store answered a read with {other:?}"

@@ -847,15 +847,17 @@ impl Engine {
         sub.pump(&mut ctx, &mut self.out);
         let (fetches, saves) = (ctx.fetches, ctx.saves);
         let stream = sub.config.stream.clone();
-        // Schemas: each event at the version the subscription asks for (a refused event is
-        // dead-lettered; at-most-once ones, which hold no slot, are dropped).
-        self.shape_deliveries(id, before);
-        let Some(sub) = self.subs.get(&id) else {
-            return;
-        };
         // At-most-once on a persistent stream: the position moves before the events go out, so
         // a crash in between loses them rather than delivering them twice.
-        if sub.durable && sub.delivery == DeliverySemantics::AtMostOnce && !saves.is_empty() {
+        let hold =
+            sub.durable && sub.delivery == DeliverySemantics::AtMostOnce && !saves.is_empty();
+        // Schemas: each event at the version the subscription asks for (a refused event is
+        // dead-lettered; at-most-once ones, which hold no slot, are dropped). Held deliveries
+        // are shaped when they are released, against the registry of that moment.
+        if !hold {
+            self.shape_deliveries(id, before);
+        }
+        if hold {
             let release: Vec<Output> = self.out.drain(before..).collect();
             let w = self.next_ack_wait;
             self.next_ack_wait += 1;
@@ -1307,10 +1309,15 @@ impl Engine {
                 .and_then(|c| c.parts.get(k.partition as usize))
                 .is_none_or(|pc| pc.generation != *g)
         });
+        let before = self.out.len();
+        let sub = aw.generations.first().map(|(k, _)| k.sub);
         for o in aw.release.into_iter().filter(|_| !reset) {
             if self.still_attached(&o) {
                 self.out.push_back(o);
             }
+        }
+        if let Some(id) = sub {
+            self.shape_deliveries(id, before);
         }
     }
 

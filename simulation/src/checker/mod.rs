@@ -37,13 +37,28 @@
 //!   (not written since): receipts survive restarts.
 //! - `unread-timeout-once`: an unread timeout fires at most once per delivery (also across a
 //!   restart, once its firing is stored).
+//! - `retention-prefix`, `retention-limits`, `retention-keeps-unconsumed`: see
+//!   `retention.rs` (a cut never passes the head, removes only what the policy allows and,
+//!   with `keep_unconsumed`, nothing a subscription has not acknowledged).
+//! - `schemas-durable`: a schema registration is answered only once a save of it committed;
+//!   every acknowledged version is given back at recovery and `ListSchemas` shows exactly the
+//!   model's registry; an acknowledged version registered again unchanged is accepted.
+//! - `upcast`: a delivered or replayed event equals the model's shaping of the stored one to
+//!   the versions its reader asks for (upcast hop by hop by the model's own rules, or marked
+//!   `x-schema-newer-than-requested` / `x-upcast-error`, or left out when strict).
+//! - `relay-order`, `relay-confirmed`: see `relay.rs` (publishes in offset order per
+//!   partition, duplicates with the same message id, positions saved only over confirmed
+//!   offsets and never back).
 //! - `replay`: replays send matching events in order, within their range, filter, rate and
 //!   `max_events`, and a finished replay of a persistent stream sent everything committed
 //!   before it started.
 
 mod model;
 mod receipts;
+mod relay;
 mod replays;
+mod retention;
+mod schemas;
 mod streams;
 mod subs;
 
@@ -108,6 +123,16 @@ pub struct Checker {
     /// ReadReceipt subscriptions whose receipts were reloaded in this life and not written
     /// since.
     receipts_reloaded: std::collections::BTreeSet<SubKey>,
+    /// The schema registry the engine holds: per event type, versions 1..=n.
+    registry: BTreeMap<String, Vec<tributary_core::SchemaRecord>>,
+    /// Schema versions whose save committed (the store's content).
+    schemas_committed: BTreeMap<(String, u32), tributary_core::SchemaRecord>,
+    /// Schema versions whose registration was answered `Done`.
+    schemas_acked: BTreeMap<(String, u32), tributary_core::SchemaRecord>,
+    /// Cross-service streams: the relay of each partition.
+    relays: BTreeMap<StreamName, BTreeMap<u32, relay::RelayPartM>>,
+    /// Publishes waiting for the broker: stream, partition, offset.
+    publishes: BTreeMap<OpId, (StreamName, u32, u64)>,
 }
 
 impl Checker {
@@ -131,6 +156,11 @@ impl Checker {
             lives: 0,
             receipts: BTreeMap::new(),
             receipts_reloaded: std::collections::BTreeSet::new(),
+            registry: BTreeMap::new(),
+            schemas_committed: BTreeMap::new(),
+            schemas_acked: BTreeMap::new(),
+            relays: BTreeMap::new(),
+            publishes: BTreeMap::new(),
         }
     }
 
@@ -163,6 +193,8 @@ impl Checker {
         self.ops.clear();
         self.attached.clear();
         self.replays.clear();
+        self.registry.clear();
+        self.publishes.clear();
         self.receipts_restart();
         let gone: Vec<StreamName> = self
             .streams
@@ -211,8 +243,8 @@ impl Checker {
                     self.storage_done(&req, result);
                 }
             }
-            // The workload makes no cross-service streams yet.
-            Input::Tick | Input::PublishDone { .. } => {}
+            Input::PublishDone { op, result } => self.publish_done(*op, result),
+            Input::Tick => {}
         }
     }
 
@@ -222,6 +254,20 @@ impl Checker {
             Output::Storage { op, req } => {
                 if let StorageRequest::SaveReceipts(records) = req {
                     self.receipts_saved(records);
+                }
+                if let StorageRequest::SaveSchemas(records) = req {
+                    self.schemas_out(records);
+                }
+                if let StorageRequest::SaveRelay(rec) = req {
+                    self.relay_save_out(rec);
+                }
+                if let StorageRequest::Truncate {
+                    stream,
+                    partition,
+                    before,
+                } = req
+                {
+                    self.truncate_out(stream, *partition, *before);
                 }
                 self.storage_out(req);
                 self.ops.insert(*op, req.clone());
@@ -240,6 +286,16 @@ impl Checker {
             } => self.deliver(*conn, stream, subscription, consumer, events),
             Output::Replay { conn, replay, item } => self.replay_item(*conn, *replay, item),
             Output::Notice(n) => {
+                match n {
+                    tributary_core::Notice::Recovered { .. } => self.schemas_recovered(),
+                    tributary_core::Notice::Truncated {
+                        stream,
+                        partition,
+                        first,
+                        ..
+                    } => self.truncated(stream, *partition, *first),
+                    _ => {}
+                }
                 self.unread_timeout(n);
                 self.notice(n)
             }
@@ -257,7 +313,8 @@ impl Checker {
                 assignment.generation,
                 &assignment.partitions,
             ),
-            Output::ConsumerNotice { .. } | Output::Publish { .. } => {}
+            Output::Publish { op, stream, event } => self.publish_out(*op, stream, event),
+            Output::ConsumerNotice { .. } => {}
         }
     }
 
@@ -275,10 +332,13 @@ impl Checker {
                 consumer,
                 positions,
             } => {
+                // An ack sent while a reset is unanswered may be handled before the reset
+                // applies and answered after: it is not checked at its reply (seed
+                // 6906334499690708372).
                 epoch = self
                     .subs
                     .get(&(stream.clone(), subscription.clone()))
-                    .map_or(0, |s| s.resets);
+                    .map_or(0, |s| if s.resetting > 0 { u64::MAX } else { s.resets });
                 self.ack_in(conn, stream, subscription, consumer, positions)
             }
             Command::MarkRead {
@@ -291,7 +351,9 @@ impl Checker {
                 let positions = match read {
                     tributary_core::MarkRead::Positions(p) => p.clone(),
                     tributary_core::MarkRead::UpTo(p) => {
-                        self.in_flight_up_to(&(stream.clone(), subscription.clone()), consumer, *p)
+                        let key = (stream.clone(), subscription.clone());
+                        self.read_up_to_asked(&key, consumer, *p);
+                        self.in_flight_up_to(&key, consumer, *p)
                     }
                 };
                 self.ack_in(conn, stream, subscription, consumer, &positions)
@@ -371,6 +433,26 @@ impl Checker {
                 {
                     self.receipts_loaded(*sub, records);
                 }
+                match (req, reply) {
+                    (StorageRequest::SaveSchemas(records), _) => self.schemas_saved(records),
+                    (StorageRequest::SaveRelay(rec), _) => self.relay_saved(rec),
+                    (StorageRequest::Recover, tributary_core::StorageReply::Recovered(state)) => {
+                        self.relays_recovered(state)
+                    }
+                    (
+                        StorageRequest::Truncate {
+                            stream,
+                            partition,
+                            before,
+                        },
+                        _,
+                    ) => self.truncated(stream, *partition, *before),
+                    (
+                        StorageRequest::LoadSchemas { .. },
+                        tributary_core::StorageReply::Schemas(records),
+                    ) => self.schemas_loaded(records),
+                    _ => {}
+                }
                 self.storage_ok(req, reply)
             }
             StorageResult::Err(tributary_core::StorageError::Conflict(m)) => {
@@ -385,6 +467,8 @@ impl Checker {
 
     fn drop_stream(&mut self, name: &StreamName) {
         self.streams.remove(name);
+        self.relays.remove(name);
+        self.publishes.retain(|_, (s, _, _)| s != name);
         let subs: Vec<SubKey> = self.subs.keys().filter(|k| &k.0 == name).cloned().collect();
         for k in subs {
             self.drop_sub(&k);
@@ -423,7 +507,8 @@ impl Checker {
                 continue;
             };
             for (consumer, c) in &sub.cursors {
-                if c.reset {
+                // A reset moves the position (also one sent before the cursor was first used).
+                if c.reset || sub.resets > 0 {
                     continue;
                 }
                 for (p, cp) in &c.parts {

@@ -80,6 +80,41 @@ pub fn digest_event(e: &Event) -> u64 {
     )
 }
 
+/// What a reader's version shaping depends on, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    /// The event type.
+    pub event_type: String,
+    /// The stored schema version.
+    pub schema_version: u32,
+    /// The content type.
+    pub content_type: String,
+    /// The stored payload.
+    pub payload: Bytes,
+}
+
+impl Content {
+    /// Of a stored event.
+    pub fn of_event(e: &Event) -> std::sync::Arc<Content> {
+        std::sync::Arc::new(Content {
+            event_type: e.event_type.clone(),
+            schema_version: e.schema_version,
+            content_type: e.content_type.clone(),
+            payload: e.payload.clone(),
+        })
+    }
+
+    /// Of a producer's event.
+    pub fn of_new(e: &NewEvent) -> std::sync::Arc<Content> {
+        std::sync::Arc::new(Content {
+            event_type: e.event_type.clone(),
+            schema_version: e.schema_version,
+            content_type: e.content_type.clone(),
+            payload: e.payload.clone(),
+        })
+    }
+}
+
 /// An event the model knows at a position.
 #[derive(Debug, Clone)]
 pub struct EvM {
@@ -91,6 +126,12 @@ pub struct EvM {
     pub size: u64,
     /// Confirmed: the store committed it (persistent) or the engine answered it (ephemeral).
     pub confirmed: bool,
+    /// What shaping to a reader's version depends on.
+    pub content: std::sync::Arc<Content>,
+    /// Its timestamp (persistent events; zero when unknown).
+    pub ts: u64,
+    /// Bytes retention's `max_bytes` counts: payload and key.
+    pub bytes: u64,
 }
 
 /// A producer id in the model's dedup view.
@@ -122,6 +163,12 @@ pub struct StreamM {
     pub delete_requested: bool,
     /// Ephemeral: the highest first offset seen.
     pub first_seen: u64,
+    /// Persistent: per partition, the first offset retention is known to have kept (a
+    /// truncation the store confirmed, or recovered).
+    pub first: Vec<u64>,
+    /// Persistent: per partition, the highest first offset a truncation asked for (it may
+    /// have happened even if not confirmed).
+    pub cut_sent: Vec<u64>,
 }
 
 impl StreamM {
@@ -136,6 +183,8 @@ impl StreamM {
             copies: BTreeMap::new(),
             delete_requested: false,
             first_seen: 0,
+            first: vec![0; n],
+            cut_sent: vec![0; n],
         }
     }
 
@@ -163,6 +212,9 @@ pub struct CurPartM {
     pub last_sent: Option<(u64, BTreeSet<u64>)>,
     /// Offsets whose ack the engine confirmed (all positions of an `Acked` reply).
     pub acked: BTreeSet<u64>,
+    /// Offsets a consumer sent an ack for in this engine life (the engine's position may
+    /// cover them before a save does).
+    pub ack_asked: BTreeSet<u64>,
     /// Deliveries in flight.
     pub in_flight: BTreeMap<u64, Flight>,
     /// Not to be delivered again before this time (nack delay, dead letter failure).
@@ -198,6 +250,7 @@ impl CurPartM {
         self.pending_keys.clear();
         self.delivered_now.clear();
         self.amo_sent.clear();
+        self.ack_asked.clear();
         self.describe_floor = None;
         self.last_sent = None;
     }
@@ -257,6 +310,9 @@ pub struct SubM {
     pub cursors: BTreeMap<Option<ConsumerId>, CursorM>,
     /// A delete of it was requested.
     pub delete_requested: bool,
+    /// Known to exist: its save committed, its creation was answered, or it was recovered
+    /// (a creation whose save failed leaves nothing).
+    pub exists: bool,
 }
 
 impl SubM {
@@ -271,6 +327,7 @@ impl SubM {
             resets: 0,
             cursors: BTreeMap::new(),
             delete_requested: false,
+            exists: false,
         }
     }
 

@@ -13,7 +13,7 @@ use tributary_core::{
 };
 
 /// One receipt as the model knows it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct RcM {
     /// Marked read.
     read: bool,
@@ -121,6 +121,23 @@ impl Checker {
             }
         }
         redelivered
+    }
+
+    /// A consumer acknowledges receipt: an accepted ack arms a new unread timeout (a timer
+    /// armed by an earlier ack may still fire after the event was delivered again).
+    pub(super) fn receipts_acked(
+        &mut self,
+        key: &SubKey,
+        consumer: &ConsumerId,
+        positions: &[Position],
+    ) {
+        if let Some(c) = self.receipts.get_mut(&(key.clone(), consumer.clone())) {
+            for p in positions {
+                if let Some(h) = c.held.get_mut(&(p.partition, p.offset)) {
+                    h.fired = false;
+                }
+            }
+        }
     }
 
     /// The engine writes receipts (`SaveReceipts`, issued as its memory changes).

@@ -1,6 +1,9 @@
 //! Streams in the model: writes and their completions, appends, reads, describes, recovery.
 
-use super::model::{EvM, IdM, StreamM, SubM, digest_event, digest_new, lost_ack, position_of};
+use super::model::{
+    Content, EvM, IdM, StreamM, SubM, digest_event, digest_new, lost_ack, position_of,
+};
+use super::schemas::Reader;
 use super::{Checker, Sent};
 use std::collections::BTreeMap;
 use tributary_core::{
@@ -103,6 +106,9 @@ impl Checker {
                     digest: digest_event(e),
                     size: e.size() as u64,
                     confirmed,
+                    content: Content::of_event(e),
+                    ts: e.timestamp.0,
+                    bytes: (e.payload.len() + e.key.as_ref().map_or(0, |k| k.len())) as u64,
                 },
             );
         }
@@ -182,6 +188,12 @@ impl Checker {
                     self.drop_sub(&k);
                 }
             }
+            (StorageRequest::SaveSubscription(rec), _) => {
+                let key = (rec.config.stream.clone(), rec.config.name.clone());
+                if let Some(sub) = self.subs.get_mut(&key) {
+                    sub.exists = true;
+                }
+            }
             (StorageRequest::SaveCursor(rec), _) => {
                 if let Some(k) = self.sub_ids.get(&rec.sub).cloned()
                     && let Some(sub) = self.subs.get_mut(&k)
@@ -242,6 +254,12 @@ impl Checker {
                     }
                     *mine = (*mine).max(h.next);
                 }
+                if let Some(f) = s.first.get_mut(p) {
+                    *f = (*f).max(h.first);
+                }
+                if let Some(c) = s.cut_sent.get_mut(p) {
+                    *c = (*c).max(h.first);
+                }
             }
         }
         for rec in &state.subscriptions {
@@ -257,6 +275,7 @@ impl Checker {
                 .entry(key)
                 .or_insert_with(|| SubM::new(rec.config.clone(), delivery, true));
             sub.start_offsets = Some(rec.start_offsets.clone());
+            sub.exists = true;
         }
         for rec in &state.cursors {
             let Some(key) = self.sub_ids.get(&rec.sub).cloned() else {
@@ -309,6 +328,8 @@ impl Checker {
                 status,
             ),
             (Command::DescribeStream(_), Ok(Reply::Stream(info))) => self.stream_info(info),
+            (Command::RegisterSchema(reg), r) => self.register_reply(reg, r),
+            (Command::ListSchemas, Ok(Reply::Schemas(list))) => self.schemas_listed(list),
             (Command::ListStreams, Ok(Reply::Streams(list))) => {
                 for info in list {
                     self.stream_info(info);
@@ -330,7 +351,10 @@ impl Checker {
                     && let Some(s) = self.streams.get(&cfg.stream)
                 {
                     let sub = SubM::new(cfg.clone(), s.config.delivery, !s.ephemeral());
-                    self.subs.insert(key, sub);
+                    self.subs.insert(key.clone(), sub);
+                }
+                if let Some(sub) = self.subs.get_mut(&key) {
+                    sub.exists = true;
                 }
             }
             (
@@ -427,14 +451,18 @@ impl Checker {
                     format!("{name} partition {p}: described next offset {} but the committed head is {head}", part.next),
                 ));
             }
-            if !s.ephemeral() && part.first != 0 {
-                errors.push((
-                    "durable",
-                    format!(
-                        "{name} partition {p}: first offset {} (nothing removes events yet)",
-                        part.first
-                    ),
-                ));
+            if !s.ephemeral() {
+                let known = s.first.get(p).copied().unwrap_or(0);
+                let asked = s.cut_sent.get(p).copied().unwrap_or(0);
+                if part.first < known || part.first > asked.max(known) || part.first > part.next {
+                    errors.push((
+                        "retention-prefix",
+                        format!(
+                            "{name} partition {p}: first offset {} where retention kept from {known} (asked up to {asked}), next {}",
+                            part.first, part.next
+                        ),
+                    ));
+                }
             }
         }
         if let (tributary_core::StreamKind::Ephemeral(l), Some(part)) =
@@ -599,9 +627,12 @@ impl Checker {
                         errors.push(("readable", d));
                     }
                 }
+                // What a truncation may have removed (even one not confirmed) is not required.
+                let cut = s.cut_sent.get(partition as usize).copied().unwrap_or(0);
                 if !s.ephemeral()
                     && let Some(&h) = heads.get(partition as usize)
                     && from < h
+                    && from >= cut
                 {
                     let want = (h - from).min(u64::from(max));
                     if (evs.len() as u64) < want {
@@ -612,9 +643,15 @@ impl Checker {
                     }
                 }
             }
-            Err(Error::Truncated { first_available }) if !s.ephemeral() => {
-                errors.push(("readable", format!(
-                    "{stream}/{partition}: read from {from} answered Truncated (first {first_available}) though nothing removes events"
+            Err(Error::Truncated { first_available })
+                if !s.ephemeral()
+                    && (from >= *first_available
+                        || *first_available
+                            > s.cut_sent.get(partition as usize).copied().unwrap_or(0)) =>
+            {
+                errors.push(("retention-prefix", format!(
+                    "{stream}/{partition}: read from {from} answered Truncated (first {first_available}), retention asked to keep from {:?}",
+                    s.cut_sent.get(partition as usize)
                 )));
             }
             _ => {}
@@ -624,13 +661,25 @@ impl Checker {
         }
     }
 
-    /// Checks an event the engine sent against what the model knows at its position.
-    pub(super) fn check_content(&mut self, oracle: &'static str, e: &Event) {
-        if let Some(s) = self.streams.get(&e.stream)
-            && !s.delete_requested
-            && let Some(d) = mismatch(s, e)
-        {
-            self.fail(oracle, d);
+    /// Checks an event the engine sent against what the model knows at its position; with a
+    /// reader (deliveries, replays), as shaped to the versions it asks for (oracle `upcast`).
+    pub(super) fn check_content(
+        &mut self,
+        oracle: &'static str,
+        e: &Event,
+        reader: Option<&Reader>,
+    ) {
+        let Some(s) = self.streams.get(&e.stream).filter(|s| !s.delete_requested) else {
+            return;
+        };
+        let found = match (reader, s.events.get(&(e.partition, e.offset))) {
+            (Some(r), Some(m)) if m.id.is_none_or(|id| id == e.event_id) => self
+                .shape_mismatch(&m.content, m.digest, e, r)
+                .map(|d| ("upcast", d)),
+            _ => mismatch(s, e).map(|d| (oracle, d)),
+        };
+        if let Some((o, d)) = found {
+            self.fail(o, d);
         }
     }
 }
@@ -725,6 +774,9 @@ fn append_one(
                 digest: digest_new(e),
                 size: e.size() as u64,
                 confirmed: true,
+                content: Content::of_new(e),
+                ts: 0,
+                bytes: (e.payload.len() + e.key.as_ref().map_or(0, |k| k.len())) as u64,
             },
         );
         return;

@@ -30,8 +30,13 @@ impl Checker {
                 ),
             );
         }
+        let reader = self
+            .subs
+            .get(&key)
+            .map(|s| (s.config.schema_versions.clone(), s.config.strict_versions))
+            .unwrap_or_default();
         for d in events {
-            self.check_content("no-redelivery", &d.event);
+            self.check_content("no-redelivery", &d.event, Some(&reader));
         }
         let unread_redeliveries = self.receipts_delivered(&key, consumer, events);
         let now = self.now.mono;
@@ -227,6 +232,7 @@ impl Checker {
         if !self.attached_on(conn, &key, consumer) || !self.owns_all(&key, consumer, positions) {
             return;
         }
+        self.receipts_acked(&key, consumer, positions);
         let Some(sub) = self.subs.get_mut(&key) else {
             return;
         };
@@ -236,6 +242,7 @@ impl Checker {
             cp.in_flight.remove(&pos.offset);
             cp.not_before.remove(&pos.offset);
             cp.unpend_key(pos.offset);
+            cp.ack_asked.insert(pos.offset);
         }
     }
 

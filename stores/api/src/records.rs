@@ -1,9 +1,9 @@
 //! Records of the core from the columns both SQL stores keep.
 
-use crate::codec::{CodecError, decode_acked, from_json};
+use crate::codec::{CodecError, decode_acked, from_json, to_json};
 use tributary_core::{
-    ConsumerId, CursorRecord, DedupRecord, EventId, PartitionHead, ReceiptRecord, SubId,
-    SubscriptionRecord, UnixMillis,
+    ConsumerId, CursorRecord, DedupRecord, EventId, PartitionHead, ReceiptRecord, SchemaRecord,
+    SubId, SubscriptionRecord, UnixMillis,
 };
 
 fn u64_of(v: i64) -> u64 {
@@ -67,6 +67,33 @@ pub fn cursor_record(
         floor: u64_of(floor),
         acked: decode_acked(acked)?,
     })
+}
+
+/// A schema version from its row (`tributary_schemas`: the JSON Schema and the rules as JSON
+/// text).
+pub fn schema_record(
+    event_type: String,
+    version: i64,
+    schema: Option<&str>,
+    rules: &str,
+    function: bool,
+) -> Result<SchemaRecord, CodecError> {
+    Ok(SchemaRecord {
+        event_type,
+        version: u32::try_from(version)
+            .map_err(|_| CodecError(format!("schema version {version}")))?,
+        schema: schema.map(|s| from_json("schema", s)).transpose()?,
+        rules: from_json("schema rules", rules)?,
+        function,
+    })
+}
+
+/// The JSON text columns of a schema version: (schema, rules).
+pub fn schema_columns(r: &SchemaRecord) -> Result<(Option<String>, String), CodecError> {
+    Ok((
+        r.schema.as_ref().map(to_json).transpose()?,
+        to_json(&r.rules)?,
+    ))
 }
 
 /// A read receipt from its row (times in Unix milliseconds).

@@ -975,3 +975,193 @@ pub async fn an_append_after_one_that_did_not_commit_writes_nothing<S: Store>(s:
     // A later write that names a committed one goes.
     ok(s, chained("a", 23, Some(20), vec![event("a", 0, 1, 4, 1)])).await;
 }
+
+fn schema_record(event_type: &str, version: u32, function: bool) -> SchemaRecord {
+    SchemaRecord {
+        event_type: event_type.into(),
+        version,
+        schema: (version % 2 == 1).then(|| {
+            serde_json::json!({"type": "object", "required": ["id"], "properties": {"id": {"type": "integer"}}})
+        }),
+        rules: if version > 1 && !function {
+            vec![
+                Rule::Rename {
+                    from: "name".into(),
+                    to: "full_name".into(),
+                },
+                Rule::Add {
+                    field: "address.country".into(),
+                    default: serde_json::json!({"code": "NL", "eu": true}),
+                },
+            ]
+        } else {
+            Vec::new()
+        },
+        function,
+    }
+}
+
+async fn load_schemas<S: Store>(
+    s: &S,
+    after: Option<(String, u32)>,
+    limit: u32,
+) -> Vec<SchemaRecord> {
+    match s
+        .execute(StorageRequest::LoadSchemas { after, limit })
+        .await
+    {
+        StorageResult::Ok(StorageReply::Schemas(page)) => page,
+        other => panic!("LoadSchemas: {other:?}"),
+    }
+}
+
+/// Schema versions are upserted (a repeat changes nothing, new content replaces the row) and
+/// load in pages ordered by (event type in byte order, version), every field intact.
+pub async fn schema_versions_upsert_and_load_in_pages<S: Store>(s: &S) {
+    assert!(load_schemas(s, None, 10).await.is_empty(), "empty at first");
+    let all = vec![
+        schema_record("B", 1, false),
+        schema_record("a", 1, false),
+        schema_record("a", 2, false),
+        schema_record("a", 3, true),
+        schema_record("a.x", 1, false),
+    ];
+    ok(
+        s,
+        StorageRequest::SaveSchemas(vec![all[1].clone(), all[2].clone()]),
+    )
+    .await;
+    ok(
+        s,
+        StorageRequest::SaveSchemas(vec![all[2].clone(), all[3].clone(), all[0].clone()]),
+    )
+    .await;
+    ok(s, StorageRequest::SaveSchemas(vec![all[4].clone()])).await;
+    ok(s, StorageRequest::SaveSchemas(vec![all[4].clone()])).await;
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = load_schemas(s, after.clone(), 2).await;
+        assert!(page.len() <= 2, "a page holds at most its limit");
+        paged.extend(page.iter().cloned());
+        match page.last() {
+            Some(last) if page.len() == 2 => after = Some((last.event_type.clone(), last.version)),
+            _ => break,
+        }
+    }
+    assert_eq!(paged, all, "every version, in (event type, version) order");
+    let replaced = SchemaRecord {
+        schema: None,
+        ..all[0].clone()
+    };
+    ok(s, StorageRequest::SaveSchemas(vec![replaced.clone()])).await;
+    assert_eq!(load_schemas(s, None, 1).await, vec![replaced]);
+}
+
+/// Versions registered through an engine are there after a restart on the same store:
+/// listed, upcasting, and registering one again with the same content is accepted while
+/// other content is refused.
+pub async fn registered_schemas_survive_a_restart<S: Store>(s: &S) {
+    let wall = 1_767_225_600_000;
+    let reg = |version: u32, rules: Vec<Rule>, required: &[&str]| SchemaRegistration {
+        event_type: "user".into(),
+        version,
+        schema: Some(serde_json::json!({"type": "object", "required": required})),
+        rules,
+    };
+    let v1 = reg(1, vec![], &["name"]);
+    let v2 = reg(
+        2,
+        vec![Rule::Rename {
+            from: "name".into(),
+            to: "full_name".into(),
+        }],
+        &["full_name"],
+    );
+    let listed = {
+        let mut d = Driver::start(s, Config::default(), wall).await;
+        assert_eq!(
+            d.cmd(Command::RegisterSchema(v1.clone())).await,
+            Ok(Reply::Done)
+        );
+        assert_eq!(
+            d.cmd(Command::RegisterSchema(v2.clone())).await,
+            Ok(Reply::Done)
+        );
+        match d.cmd(Command::ListSchemas).await {
+            Ok(Reply::Schemas(l)) => l,
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut d = Driver::start(s, Config::default(), wall + 1000).await;
+    match d.cmd(Command::ListSchemas).await {
+        Ok(Reply::Schemas(l)) => assert_eq!(l, listed, "the registry after a restart"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        d.cmd(Command::RegisterSchema(v2.clone())).await,
+        Ok(Reply::Done),
+        "the same version again (a server's configured schemas at every start)"
+    );
+    let other = SchemaRegistration {
+        rules: vec![],
+        ..v2.clone()
+    };
+    let r = d.cmd(Command::RegisterSchema(other)).await;
+    assert!(
+        matches!(
+            r,
+            Err(Error::Invalid(InvalidInput::Conflict {
+                field: "version",
+                ..
+            }))
+        ),
+        "version 2 with other rules: {r:?}"
+    );
+    let stream = name("users");
+    assert_eq!(
+        d.cmd(Command::CreateStream(StreamConfig::persistent(
+            stream.clone()
+        )))
+        .await,
+        Ok(Reply::Done)
+    );
+    let r = d
+        .cmd(Command::Append(AppendRequest {
+            stream: stream.clone(),
+            events: vec![NewEvent::new("user", br#"{"name":"Ada"}"#.to_vec())],
+            expected_offset: None,
+        }))
+        .await;
+    assert!(matches!(r, Ok(Reply::Appended(_))), "{r:?}");
+    let sub = SubscriptionName::new("s").expect("name");
+    let config = SubscriptionConfig::new(stream.clone(), sub.clone(), SubscriptionMode::Broadcast);
+    assert_eq!(
+        d.cmd(Command::CreateSubscription(config)).await,
+        Ok(Reply::Done)
+    );
+    let consumer = ConsumerId::new("c").expect("id");
+    let attach = Command::Attach {
+        stream: stream.clone(),
+        subscription: sub,
+        consumer,
+        max_in_flight: None,
+    };
+    assert_eq!(d.cmd(attach).await, Ok(Reply::Done));
+    d.settle().await;
+    let delivered: Vec<Arc<Event>> = d
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Deliver { events, .. } => Some(events.iter().map(|x| x.event.clone())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(delivered.len(), 1, "{:?}", d.outputs);
+    assert_eq!(
+        delivered[0].schema_version, 2,
+        "upcast by the recovered upcaster"
+    );
+    assert_eq!(&delivered[0].payload[..], br#"{"full_name":"Ada"}"#);
+}

@@ -39,6 +39,8 @@ macro_rules! conformance_tests {
             reads_page_through_a_partition,
             events_keep_every_field,
             an_engine_restarted_on_the_store_carries_on,
+            schema_versions_upsert_and_load_in_pages,
+            registered_schemas_survive_a_restart,
             a_pipelined_append_commits_after_the_one_it_names,
             an_append_after_one_that_did_not_commit_writes_nothing,
         );

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tributary_core::{
     AppendWrite, ConsumerId, CursorRecord, DedupRecord, Engine, Event, Input, Now, Output,
-    PartitionHead, ReceiptRecord, RecoveredState, RelayRecord, StorageError, StorageReply,
-    StorageRequest, StorageResult, StreamConfig, StreamName, StreamRecord, SubId,
+    PartitionHead, ReceiptRecord, RecoveredState, RelayRecord, SchemaRecord, StorageError,
+    StorageReply, StorageRequest, StorageResult, StreamConfig, StreamName, StreamRecord, SubId,
     SubscriptionRecord, UnixMillis,
 };
 
@@ -59,6 +59,7 @@ pub struct MemoryStore {
     cursors: BTreeMap<(SubId, Option<ConsumerId>, u32), CursorRecord>,
     receipts: BTreeMap<(SubId, ConsumerId, u32, u64), ReceiptRecord>,
     relays: BTreeMap<(StreamName, u32), RelayRecord>,
+    schemas: BTreeMap<(String, u32), SchemaRecord>,
 }
 
 fn ok(r: StorageReply) -> StorageResult {
@@ -303,6 +304,27 @@ impl MemoryStore {
                     .map(|(_, r)| r.clone())
                     .collect();
                 ok(StorageReply::Receipts(page))
+            }
+            StorageRequest::SaveSchemas(list) => {
+                for r in list {
+                    self.schemas
+                        .insert((r.event_type.clone(), r.version), r.clone());
+                }
+                ok(StorageReply::Done)
+            }
+            StorageRequest::LoadSchemas { after, limit } => {
+                let page = self
+                    .schemas
+                    .values()
+                    .filter(|r| {
+                        after
+                            .as_ref()
+                            .is_none_or(|(t, v)| (&r.event_type, r.version) > (t, *v))
+                    })
+                    .take(*limit as usize)
+                    .cloned()
+                    .collect();
+                ok(StorageReply::Schemas(page))
             }
             StorageRequest::ExpireReceipts { sub, before } => {
                 self.receipts.retain(|k, r| {

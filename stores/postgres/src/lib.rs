@@ -20,6 +20,7 @@
 mod inbox;
 mod notify;
 mod requests;
+mod schemas;
 
 pub use inbox::Inbox;
 pub use notify::{Notifications, Wakeup};

@@ -87,6 +87,11 @@ impl PgStore {
             StorageRequest::ExpireReceipts { sub, before } => {
                 return self.expire_receipts(sub, before).await;
             }
+            StorageRequest::SaveSchemas(list) => return self.save_schemas(&list).await,
+            StorageRequest::LoadSchemas { after, limit } => self
+                .load_schemas(after, limit)
+                .await
+                .map(StorageReply::Schemas),
         };
         match r {
             Ok(reply) => StorageResult::Ok(reply),

@@ -5,13 +5,14 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::sync::Arc;
 use tributary_core::{
     AppendWrite, ConsumerId, CursorRecord, DedupRecord, Event, ReceiptRecord, RecoveredState,
-    RelayRecord, StorageError, StorageReply, StorageRequest, StorageResult, StreamConfig,
-    StreamName, SubId, SubscriptionRecord, UnixMillis,
+    RelayRecord, SchemaRecord, StorageError, StorageReply, StorageRequest, StorageResult,
+    StreamConfig, StreamName, SubId, SubscriptionRecord, UnixMillis,
 };
 use tributary_store_api::{
     CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
     RECOVER_SUBSCRIPTIONS, RelayRow, SubscriptionRow, codec, committed, decode_event, dedup_record,
-    encode_acked, encode_headers, existing_stream, failed, receipt_record, recovered, to_json,
+    encode_acked, encode_headers, existing_stream, failed, receipt_record, recovered,
+    schema_columns, schema_record, to_json,
 };
 
 type Res<T> = Result<T, StorageError>;
@@ -88,6 +89,11 @@ impl SqliteStore {
             StorageRequest::ExpireReceipts { sub, before } => {
                 return self.expire_receipts(sub, before).await;
             }
+            StorageRequest::SaveSchemas(list) => return self.save_schemas(&list).await,
+            StorageRequest::LoadSchemas { after, limit } => self
+                .load_schemas(after, limit)
+                .await
+                .map(StorageReply::Schemas),
         };
         match r {
             Ok(reply) => StorageResult::Ok(reply),
@@ -724,5 +730,68 @@ impl SqliteStore {
         .bind(i64_of(c.floor))
         .bind(encode_acked(&c.acked));
         self.write_one(q).await
+    }
+
+    /// Upserts schema versions in one transaction.
+    async fn save_schemas(&self, list: &[SchemaRecord]) -> StorageResult {
+        let mut tx = match self.writer.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        for r in list {
+            let (schema, rules) = match schema_columns(r) {
+                Ok(c) => c,
+                Err(e) => return StorageResult::Err(codec(e)),
+            };
+            let q = sqlx::query(
+                r#"INSERT INTO tributary_schemas (event_type, version, schema, rules, function)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (event_type, version) DO UPDATE SET schema = excluded.schema,
+                     rules = excluded.rules, function = excluded.function"#,
+            )
+            .bind(r.event_type.as_str())
+            .bind(i64::from(r.version))
+            .bind(schema)
+            .bind(rules)
+            .bind(r.function)
+            .execute(&mut *tx)
+            .await;
+            if let Err(e) = q {
+                return StorageResult::Err(failed(&e));
+            }
+        }
+        committed(tx.commit().await)
+    }
+
+    /// A page of schema versions, ordered by (event type, version).
+    async fn load_schemas(
+        &self,
+        after: Option<(String, u32)>,
+        limit: u32,
+    ) -> Res<Vec<SchemaRecord>> {
+        let mut c = self.reader().await?;
+        let (at, av) = after.map_or((String::new(), 0i64), |(t, v)| (t, i64::from(v)));
+        let rows = sqlx::query(
+            r#"SELECT event_type, version, schema, rules, function FROM tributary_schemas
+               WHERE (event_type, version) > (?, ?) ORDER BY event_type, version LIMIT ?"#,
+        )
+        .bind(at)
+        .bind(av)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?;
+        rows.iter()
+            .map(|r| {
+                schema_record(
+                    r.get("event_type"),
+                    r.get("version"),
+                    r.get::<Option<&str>, _>("schema"),
+                    r.get::<&str, _>("rules"),
+                    r.get("function"),
+                )
+                .map_err(codec)
+            })
+            .collect()
     }
 }

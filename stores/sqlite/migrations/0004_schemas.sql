@@ -1,0 +1,13 @@
+-- The schema registry (SPEC 7): every registered version of an event type, with its JSON
+-- Schema and its upcaster rules from the version before, as JSON text. A Rust function
+-- upcaster is not stored (`function` says there is one; the embedding code registers it
+-- again at start).
+
+CREATE TABLE tributary_schemas (
+    event_type  TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    schema      TEXT,
+    rules       TEXT NOT NULL,
+    function    INTEGER NOT NULL,
+    PRIMARY KEY (event_type, version)
+) WITHOUT ROWID;
