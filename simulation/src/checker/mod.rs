@@ -379,7 +379,11 @@ impl Checker {
                 consumer,
             } => {
                 let key = ((stream.clone(), subscription.clone()), consumer.clone());
-                if self.attached.get(&key).is_some_and(|a| a.conn == conn) {
+                // While a delete of the subscription is unanswered the engine refuses the
+                // detach (not found); if the delete then fails, the consumer is still
+                // attached (seed 3331109919175061133).
+                let deleting = self.subs.get(&key.0).is_some_and(|s| s.delete_requested);
+                if !deleting && self.attached.get(&key).is_some_and(|a| a.conn == conn) {
                     self.attached.remove(&key);
                     self.release_consumer(&key.0, consumer);
                 }
