@@ -133,6 +133,8 @@ pub struct Checker {
     relays: BTreeMap<StreamName, BTreeMap<u32, relay::RelayPartM>>,
     /// Publishes waiting for the broker: stream, partition, offset.
     publishes: BTreeMap<OpId, (StreamName, u32, u64)>,
+    /// Detaches waiting for their reply, with the attachment they ended.
+    detaching: BTreeMap<(ConnId, ReqId), ((SubKey, ConsumerId), Attachment)>,
 }
 
 impl Checker {
@@ -161,6 +163,7 @@ impl Checker {
             schemas_acked: BTreeMap::new(),
             relays: BTreeMap::new(),
             publishes: BTreeMap::new(),
+            detaching: BTreeMap::new(),
         }
     }
 
@@ -190,6 +193,7 @@ impl Checker {
         };
         self.max_wall = self.max_wall.max(now.wall.0);
         self.requests.clear();
+        self.detaching.clear();
         self.ops.clear();
         self.attached.clear();
         self.replays.clear();
@@ -273,6 +277,18 @@ impl Checker {
                 self.ops.insert(*op, req.clone());
             }
             Output::Reply { conn, req, reply } => {
+                if let Some((key, a)) = self.detaching.remove(&(*conn, *req))
+                    && matches!(
+                        reply,
+                        Err(tributary_core::Error::SubscriptionNotFound { .. })
+                    )
+                    && self
+                        .subs
+                        .get(&key.0)
+                        .is_some_and(|s| !s.delete_requested || s.exists)
+                {
+                    self.attached.entry(key).or_insert(a);
+                }
                 if let Some(sent) = self.requests.remove(&(*conn, *req)) {
                     self.reply(*conn, sent, reply);
                 }
@@ -379,12 +395,13 @@ impl Checker {
                 consumer,
             } => {
                 let key = ((stream.clone(), subscription.clone()), consumer.clone());
-                // While a delete of the subscription is unanswered the engine refuses the
-                // detach (not found); if the delete then fails, the consumer is still
-                // attached (seed 3331109919175061133).
-                let deleting = self.subs.get(&key.0).is_some_and(|s| s.delete_requested);
-                if !deleting && self.attached.get(&key).is_some_and(|a| a.conn == conn) {
-                    self.attached.remove(&key);
+                if self.attached.get(&key).is_some_and(|a| a.conn == conn) {
+                    // Kept until the reply: a detach the engine refuses (its subscription
+                    // is being deleted, and the delete may fail) leaves the consumer
+                    // attached (seed 3331109919175061133).
+                    if let Some(a) = self.attached.remove(&key) {
+                        self.detaching.insert((conn, req), (key.clone(), a));
+                    }
                     self.release_consumer(&key.0, consumer);
                 }
             }
