@@ -30,8 +30,8 @@ pub use codec::{
 };
 pub use records::{
     CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS, RECOVER_SUBSCRIPTIONS,
-    RelayRow, SubscriptionRow, cursor_record, dedup_record, existing_stream, partition_head,
-    receipt_record, recovered, schema_columns, schema_record, subscription_record,
+    RelayRow, SchemaRow, SubscriptionRow, cursor_record, dedup_record, existing_stream,
+    partition_head, receipt_record, recovered, schema_columns, schema_record, subscription_record,
 };
 pub use sql_errors::{codec, committed, failed};
 

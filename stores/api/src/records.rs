@@ -69,22 +69,30 @@ pub fn cursor_record(
     })
 }
 
-/// A schema version from its row (`tributary_schemas`: the JSON Schema and the rules as JSON
-/// text).
-pub fn schema_record(
-    event_type: String,
-    version: i64,
-    schema: Option<&str>,
-    rules: &str,
-    function: bool,
-) -> Result<SchemaRecord, CodecError> {
+/// A row of `tributary_schemas` (the JSON Schema and the rules as JSON text).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SchemaRow {
+    /// The event type.
+    pub event_type: String,
+    /// The version.
+    pub version: i64,
+    /// The JSON Schema, if the version has one.
+    pub schema: Option<String>,
+    /// The upcaster rules from the version before.
+    pub rules: String,
+    /// Whether the upcaster is a Rust function (not stored).
+    pub function: bool,
+}
+
+/// A schema version from its row.
+pub fn schema_record(r: SchemaRow) -> Result<SchemaRecord, CodecError> {
     Ok(SchemaRecord {
-        event_type,
-        version: u32::try_from(version)
-            .map_err(|_| CodecError(format!("schema version {version}")))?,
-        schema: schema.map(|s| from_json("schema", s)).transpose()?,
-        rules: from_json("schema rules", rules)?,
-        function,
+        event_type: r.event_type,
+        version: u32::try_from(r.version)
+            .map_err(|_| CodecError(format!("schema version {}", r.version)))?,
+        schema: r.schema.map(|s| from_json("schema", &s)).transpose()?,
+        rules: from_json("schema rules", &r.rules)?,
+        function: r.function,
     })
 }
 

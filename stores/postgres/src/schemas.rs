@@ -1,9 +1,8 @@
 //! The schema registry's requests (`SaveSchemas`, `LoadSchemas`) as SQL.
 
 use crate::PgStore;
-use sqlx::Row;
 use tributary_core::{SchemaRecord, StorageError, StorageResult};
-use tributary_store_api::{codec, committed, failed, schema_columns, schema_record};
+use tributary_store_api::{SchemaRow, codec, committed, failed, schema_columns, schema_record};
 
 impl PgStore {
     /// Upserts schema versions in one transaction.
@@ -46,7 +45,7 @@ impl PgStore {
     ) -> Result<Vec<SchemaRecord>, StorageError> {
         let mut c = self.pool.acquire().await.map_err(|e| failed(&e))?;
         let (at, av) = after.map_or((String::new(), 0i64), |(t, v)| (t, i64::from(v)));
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, SchemaRow>(
             r#"SELECT event_type, version, schema, rules, function FROM tributary_schemas
                WHERE (event_type COLLATE "C", version) > ($1::text COLLATE "C", $2::bigint)
                ORDER BY event_type COLLATE "C", version LIMIT $3"#,
@@ -57,17 +56,8 @@ impl PgStore {
         .fetch_all(&mut *c)
         .await
         .map_err(|e| failed(&e))?;
-        rows.iter()
-            .map(|r| {
-                schema_record(
-                    r.get("event_type"),
-                    r.get("version"),
-                    r.get::<Option<&str>, _>("schema"),
-                    r.get::<&str, _>("rules"),
-                    r.get("function"),
-                )
-                .map_err(codec)
-            })
+        rows.into_iter()
+            .map(|r| schema_record(r).map_err(codec))
             .collect()
     }
 }

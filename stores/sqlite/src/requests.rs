@@ -10,8 +10,8 @@ use tributary_core::{
 };
 use tributary_store_api::{
     CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
-    RECOVER_SUBSCRIPTIONS, RelayRow, SubscriptionRow, codec, committed, decode_event, dedup_record,
-    encode_acked, encode_headers, existing_stream, failed, receipt_record, recovered,
+    RECOVER_SUBSCRIPTIONS, RelayRow, SchemaRow, SubscriptionRow, codec, committed, decode_event,
+    dedup_record, encode_acked, encode_headers, existing_stream, failed, receipt_record, recovered,
     schema_columns, schema_record, to_json,
 };
 
@@ -771,7 +771,7 @@ impl SqliteStore {
     ) -> Res<Vec<SchemaRecord>> {
         let mut c = self.reader().await?;
         let (at, av) = after.map_or((String::new(), 0i64), |(t, v)| (t, i64::from(v)));
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, SchemaRow>(
             r#"SELECT event_type, version, schema, rules, function FROM tributary_schemas
                WHERE (event_type, version) > (?, ?) ORDER BY event_type, version LIMIT ?"#,
         )
@@ -781,17 +781,8 @@ impl SqliteStore {
         .fetch_all(&mut *c)
         .await
         .map_err(|e| failed(&e))?;
-        rows.iter()
-            .map(|r| {
-                schema_record(
-                    r.get("event_type"),
-                    r.get("version"),
-                    r.get::<Option<&str>, _>("schema"),
-                    r.get::<&str, _>("rules"),
-                    r.get("function"),
-                )
-                .map_err(codec)
-            })
+        rows.into_iter()
+            .map(|r| schema_record(r).map_err(codec))
             .collect()
     }
 }
