@@ -194,6 +194,11 @@ impl Checker {
         self.max_wall = self.max_wall.max(now.wall.0);
         self.requests.clear();
         self.detaching.clear();
+        for s in self.subs.values_mut() {
+            // No delete is in flight in a new engine.
+            s.deleting = false;
+            s.delete_uncertain = false;
+        }
         self.ops.clear();
         self.attached.clear();
         self.replays.clear();
@@ -482,7 +487,26 @@ impl Checker {
                     format!("the store refused a write as conflicting ({m}): {req:?}"),
                 );
             }
-            _ => {}
+            StorageResult::Err(_) => self.delete_subscription_failed(req, false),
+            StorageResult::Unknown => self.delete_subscription_failed(req, true),
+        }
+    }
+
+    /// A subscription's delete did not commit: for certain (the engine brings the subscription
+    /// back and takes its commands again, unless an earlier attempt's outcome was unknown) or
+    /// not known (the engine retries it).
+    fn delete_subscription_failed(&mut self, req: &StorageRequest, unknown: bool) {
+        let StorageRequest::DeleteSubscription(id) = req else {
+            return;
+        };
+        if let Some(k) = self.sub_ids.get(id)
+            && let Some(s) = self.subs.get_mut(k)
+        {
+            if unknown {
+                s.delete_uncertain = true;
+            } else if !s.delete_uncertain {
+                s.deleting = false;
+            }
         }
     }
 

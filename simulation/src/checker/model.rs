@@ -310,6 +310,12 @@ pub struct SubM {
     pub cursors: BTreeMap<Option<ConsumerId>, CursorM>,
     /// A delete of it was requested.
     pub delete_requested: bool,
+    /// A delete of it is in flight: the engine refuses its commands (acks, nacks, terms)
+    /// until the delete commits, or fails for certain and the subscription is back.
+    pub deleting: bool,
+    /// The delete in flight had an `Unknown` outcome: the engine retries it until it knows,
+    /// and a later failure does not bring the subscription back.
+    pub delete_uncertain: bool,
     /// Known to exist: its save committed, its creation was answered, or it was recovered
     /// (a creation whose save failed leaves nothing).
     pub exists: bool,
@@ -327,6 +333,8 @@ impl SubM {
             resets: 0,
             cursors: BTreeMap::new(),
             delete_requested: false,
+            deleting: false,
+            delete_uncertain: false,
             exists: false,
         }
     }

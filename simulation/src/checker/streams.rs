@@ -50,6 +50,7 @@ impl Checker {
                     && let Some(s) = self.subs.get_mut(k)
                 {
                     s.delete_requested = true;
+                    s.deleting = true;
                 }
             }
             StorageRequest::SaveCursor(rec) => self.cursor_out(rec),

@@ -214,10 +214,13 @@ impl Checker {
     }
 
     /// Whether `consumer` is attached on `conn` as the model knows it.
+    /// `consumer` is attached on `conn` and the engine takes its commands (no delete of the
+    /// subscription in flight: the engine refuses them, seed 8811133099873901841).
     fn attached_on(&self, conn: ConnId, key: &SubKey, consumer: &ConsumerId) -> bool {
         self.attached
             .get(&(key.clone(), consumer.clone()))
             .is_some_and(|a| a.conn == conn)
+            && self.subs.get(key).is_some_and(|s| !s.deleting)
     }
 
     pub(super) fn ack_in(
