@@ -317,4 +317,14 @@ async fn declared_streams_exist_at_start(b: Backend) {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("mysql://nope"));
+    let out = Command::new(BIN)
+        .args(["serve", "--durability", "fast"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"fast\"") && err.contains("`full`") && err.contains("`normal`"),
+        "{err}"
+    );
 }

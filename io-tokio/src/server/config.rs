@@ -67,6 +67,7 @@ use tributary_core::{
     SubscriptionMode, SubscriptionName, UnixMillis,
 };
 use tributary_http::{HealthThresholds, TlsFiles, Tokens};
+use tributary_store_api::Durability;
 
 /// The default data folder.
 pub const DEFAULT_DATA_DIR: &str = "./tributary-data";
@@ -94,6 +95,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// Which store (see [`StoreSpec`]).
     pub store: Option<String>,
+    /// When an acknowledged write is durable: `full` (fsync first) or `normal`.
+    pub durability: Option<Durability>,
     /// The gRPC address.
     pub grpc_listen: Option<SocketAddr>,
     /// Log format.
@@ -452,6 +455,8 @@ pub struct Overrides {
     pub pg_pool_size: Option<u32>,
     /// `--pg-statement-timeout` / `TRIBUTARY_PG_STATEMENT_TIMEOUT`.
     pub pg_statement_timeout: Option<Duration>,
+    /// `--durability` / `TRIBUTARY_DURABILITY`.
+    pub durability: Option<Durability>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -463,6 +468,8 @@ pub struct Settings {
     pub store: StoreSpec,
     /// How a PostgreSQL store is used.
     pub postgres: PgOptions,
+    /// When an acknowledged write is durable (either store).
+    pub durability: Durability,
     /// The gRPC address (port 0: any free port, printed at start).
     pub grpc_listen: SocketAddr,
     /// Log format.
@@ -602,6 +609,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             store,
             postgres,
+            durability: over.durability.or(file.durability).unwrap_or_default(),
             grpc_listen: over
                 .grpc_listen
                 .or(file.grpc_listen)
@@ -856,6 +864,25 @@ mod tests {
             parse("[postgres]\npool = 3\n").is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn durability_is_layered_and_checked() {
+        let file = parse("durability = \"normal\"\n").expect("valid");
+        let s = Settings::resolve(file.clone(), Overrides::default()).expect("valid");
+        assert_eq!(s.durability, Durability::Normal);
+        let over = Overrides {
+            durability: Some(Durability::Full),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(file, over).expect("valid");
+        assert_eq!(s.durability, Durability::Full, "the flag beats the file");
+        let defaults = Settings::resolve(FileConfig::default(), Overrides::default()).expect("ok");
+        assert_eq!(defaults.durability, Durability::Full, "fsync by default");
+        let e = parse("durability = \"fast\"\n")
+            .expect_err("an unknown durability is refused")
+            .to_string();
+        assert!(e.contains("fast") && e.contains("normal"), "{e}");
     }
 
     #[test]

@@ -108,7 +108,7 @@ impl std::fmt::Debug for Bound {
 pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
     let store = settings
         .store
-        .open_with(&settings.data_dir, &settings.postgres)
+        .open_with(&settings.data_dir, &settings.postgres, settings.durability)
         .await
         .map_err(ServeError::Store)?;
     let config = Config {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tributary_core::{StorageRequest, StorageResult};
-use tributary_store_api::Store;
+use tributary_store_api::{Durability, Store};
 use tributary_store_postgres::{PgStore, PgStoreConfig};
 use tributary_store_sqlite::{SqliteStore, SqliteStoreConfig};
 
@@ -138,15 +138,22 @@ impl StoreSpec {
 
     /// Opens the store (migrations applied, fsync on), PostgreSQL with the default options.
     pub async fn open(&self, data_dir: &Path) -> Result<AnyStore, String> {
-        self.open_with(data_dir, &PgOptions::default()).await
+        self.open_with(data_dir, &PgOptions::default(), Durability::Full)
+            .await
     }
 
-    /// Opens the store (migrations applied, fsync on), PostgreSQL with `pg`.
-    pub async fn open_with(&self, data_dir: &Path, pg: &PgOptions) -> Result<AnyStore, String> {
+    /// Opens the store (migrations applied) with `durability`, PostgreSQL with `pg`.
+    pub async fn open_with(
+        &self,
+        data_dir: &Path,
+        pg: &PgOptions,
+        durability: Durability,
+    ) -> Result<AnyStore, String> {
         match self {
             StoreSpec::Sqlite(p) => {
-                let path = self.sqlite_path(p, data_dir);
-                let s = SqliteStore::open(&SqliteStoreConfig::new(path))
+                let mut config = SqliteStoreConfig::new(self.sqlite_path(p, data_dir));
+                config.durability = durability;
+                let s = SqliteStore::open(&config)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(AnyStore::Sqlite(s))
@@ -157,6 +164,7 @@ impl StoreSpec {
                 config.pool_size = pg.pool_size;
                 config.statement_timeout = pg.statement_timeout;
                 config.acquire_timeout = pg.acquire_timeout;
+                config.durability = durability;
                 let s = PgStore::open(&config).await.map_err(|e| e.to_string())?;
                 Ok(AnyStore::Postgres(s))
             }
@@ -296,7 +304,7 @@ mod tests {
             acquire_timeout: Duration::from_secs(2),
         };
         let store = spec
-            .open_with(Path::new("."), &pg)
+            .open_with(Path::new("."), &pg, Durability::Normal)
             .await
             .expect("PostgreSQL opens");
         let AnyStore::Postgres(s) = &store else {
@@ -312,7 +320,41 @@ mod tests {
             .await
             .expect("SHOW answers");
         assert_eq!(shown, "1500ms");
+        let sync: String = sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(s.pool())
+            .await
+            .expect("SHOW answers");
+        assert_eq!(
+            sync, "off",
+            "durability normal leaves the fsync to PostgreSQL"
+        );
         store.close().await;
+        let full = spec.open(Path::new(".")).await.expect("PostgreSQL opens");
+        let AnyStore::Postgres(f) = &full else {
+            panic!("a PostgreSQL spec opens PostgreSQL");
+        };
+        let sync: String = sqlx::query_scalar("SHOW synchronous_commit")
+            .fetch_one(f.pool())
+            .await
+            .expect("SHOW answers");
+        assert_eq!(sync, "on", "full durability by default");
+        full.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_durability_reaches_the_writer() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        for d in [Durability::Normal, Durability::Full] {
+            let store = StoreSpec::Sqlite(None)
+                .open_with(dir.path(), &PgOptions::default(), d)
+                .await
+                .expect("SQLite opens");
+            let AnyStore::Sqlite(s) = &store else {
+                panic!("a SQLite spec opens SQLite");
+            };
+            assert_eq!(s.durability().await.expect("PRAGMA answers"), d);
+            store.close().await;
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 mod chain;
 mod codec;
+mod durability;
 mod records;
 mod sql_errors;
 
@@ -28,6 +29,7 @@ pub use codec::{
     CodecError, EventRow, decode_acked, decode_event, encode_acked, encode_headers, from_json,
     to_json,
 };
+pub use durability::{BadDurability, Durability};
 pub use records::{
     CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS, RECOVER_SUBSCRIPTIONS,
     RelayRow, SchemaRow, SubscriptionRow, cursor_record, dedup_record, existing_stream,

@@ -32,7 +32,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tributary_core::{StorageRequest, StorageResult, StreamName};
-pub use tributary_store_api::{DELETE_BATCH, PREDECESSOR_TIMEOUT};
+pub use tributary_store_api::{DELETE_BATCH, Durability, PREDECESSOR_TIMEOUT};
 use tributary_store_api::{Store, WriteChains};
 
 /// The channel of the wake-up notifications sent after each append.
@@ -49,6 +49,9 @@ pub struct PgStoreConfig {
     pub statement_timeout: Duration,
     /// How long to wait for a connection from the pool before answering `Unavailable`.
     pub acquire_timeout: Duration,
+    /// When a commit is durable: `Normal` sets `synchronous_commit = off` on every
+    /// connection (see [`Durability`]).
+    pub durability: Durability,
     /// Apply the migrations at open.
     pub migrate: bool,
     /// Send a `pg_notify` after each append.
@@ -60,13 +63,14 @@ pub struct PgStoreConfig {
 
 impl PgStoreConfig {
     /// Defaults for a URL: 16 connections, 30 s statement timeout, 5 s acquire timeout,
-    /// migrations and notifications on.
+    /// full durability, migrations and notifications on.
     pub fn new(url: impl Into<String>) -> Self {
         PgStoreConfig {
             url: url.into(),
             pool_size: 16,
             statement_timeout: Duration::from_secs(30),
             acquire_timeout: Duration::from_secs(5),
+            durability: Durability::Full,
             migrate: true,
             notify: true,
             schema: None,
@@ -109,6 +113,9 @@ impl PgStore {
         let mut options = PgConnectOptions::from_str(&config.url)
             .map_err(OpenError::Url)?
             .options([("statement_timeout", timeout_ms.as_str())]);
+        if config.durability == Durability::Normal {
+            options = options.options([("synchronous_commit", "off")]);
+        }
         if let Some(schema) = &config.schema {
             let plain = schema
                 .chars()

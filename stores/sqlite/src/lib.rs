@@ -27,18 +27,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tributary_core::{StorageRequest, StorageResult, StreamName};
-pub use tributary_store_api::{DELETE_BATCH, PREDECESSOR_TIMEOUT};
+pub use tributary_store_api::{DELETE_BATCH, Durability, PREDECESSOR_TIMEOUT};
 use tributary_store_api::{Store, WriteChains};
-
-/// When a commit is durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// fsync at every commit (`synchronous = FULL`): survives a power loss.
-    Full,
-    /// fsync at checkpoints only (`synchronous = NORMAL` in WAL): survives a crash of the
-    /// process, may lose the last commits on a power loss.
-    Normal,
-}
 
 /// Where the database is and how it is used.
 #[derive(Debug, Clone)]
@@ -158,6 +148,19 @@ impl SqliteStore {
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
             .fetch_all(&self.readers)
             .await
+    }
+
+    /// The durability the writer connection really has (`PRAGMA synchronous`: `FULL` or
+    /// `EXTRA` is [`Durability::Full`], anything weaker [`Durability::Normal`]).
+    pub async fn durability(&self) -> Result<Durability, sqlx::Error> {
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&self.writer)
+            .await?;
+        Ok(if level >= 2 {
+            Durability::Full
+        } else {
+            Durability::Normal
+        })
     }
 
     /// Closes the connections (the file stays consistent either way).

@@ -1,7 +1,7 @@
 //! Publish-to-deliver throughput and latency of a whole Tributary server, over gRPC on
 //! loopback: P producers publish 256-byte events (batches of B per call), C consumers read
 //! them through one exclusive subscription and acknowledge every delivery. The server runs
-//! in this process on the store given (fsync on), the client on the same cores.
+//! in this process on the store given (fsync on unless `--durability normal`), the client on the same cores.
 //!
 //! Closed loop (default): each producer keeps one call in flight. Open loop (`--rate R`):
 //! calls are started on a fixed schedule of R events/s whatever the answers, and latency is
@@ -25,6 +25,10 @@ struct Args {
     /// `sqlite:PATH` or `postgres://USER@HOST:PORT/DB[#SCHEMA]`.
     #[arg(long)]
     store: String,
+    /// `full` (every answer waits for its fsync) or `normal` (the fsync is left to the
+    /// database, as JetStream leaves it to the OS).
+    #[arg(long, default_value = "full")]
+    durability: tributary_store_api::Durability,
     /// Measured seconds.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -104,6 +108,7 @@ async fn main() -> Result<(), String> {
         Overrides {
             data_dir: Some(dir.clone()),
             store: Some(args.store.clone()),
+            durability: Some(args.durability),
             grpc_listen: Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?),
             http_listen: Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?),
             ..Overrides::default()
@@ -380,8 +385,9 @@ async fn main() -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&dir);
     let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
     println!(
-        "store {} | producers {} batch {} consumers {} partitions {} connections {} {}",
+        "store {} ({} durability) | producers {} batch {} consumers {} partitions {} connections {} {}",
         args.store.split('@').next_back().unwrap_or(""),
+        args.durability,
         args.producers,
         args.batch,
         args.consumers,

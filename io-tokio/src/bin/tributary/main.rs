@@ -106,6 +106,10 @@ struct ServeArgs {
     /// PostgreSQL: the server-side limit of one statement [default: 30s].
     #[arg(long, env = "TRIBUTARY_PG_STATEMENT_TIMEOUT", value_parser = humantime::parse_duration)]
     pg_statement_timeout: Option<Duration>,
+    /// `full`: every answer waits for the fsync of its commit; `normal`: the fsync is left to
+    /// the database (a machine crash may lose the last acknowledged writes) [default: full].
+    #[arg(long, env = "TRIBUTARY_DURABILITY")]
+    durability: Option<tributary_store_api::Durability>,
 }
 
 fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
@@ -132,6 +136,7 @@ fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
             stall_unhealthy: a.health_stall_unhealthy,
             pg_pool_size: a.pg_pool_size,
             pg_statement_timeout: a.pg_statement_timeout,
+            durability: a.durability,
         },
     )
 }
