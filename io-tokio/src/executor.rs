@@ -230,9 +230,8 @@ struct EngineTask<S, R> {
 }
 
 impl<S: Store, R: Runtime> EngineTask<S, R> {
-    /// Hands one input to the engine (recording it first when journaling).
-    fn input(&mut self, i: Input) {
-        let now = self.clock.now();
+    /// Hands one input to the engine at `now` (recording it first when journaling).
+    fn input(&mut self, now: Now, i: Input) {
         if let Some(j) = &self.journal {
             j.record(now, &i);
         }
@@ -264,8 +263,10 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                 },
                 _ = self.rt.sleep(wait).fuse() => Some(Input::Tick),
             };
+            // One reading of the clock for the inputs of this wake-up (they are ready together).
+            let now = self.clock.now();
             if let Some(i) = input {
-                self.input(i);
+                self.input(now, i);
             }
             // More inputs that are ready now, up to the budget, before draining again.
             for _ in 1..self.budget {
@@ -277,7 +278,7 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                     },
                 };
                 if let Some(i) = next {
-                    self.input(i);
+                    self.input(now, i);
                 }
             }
         }
