@@ -7,7 +7,8 @@
 //!
 //! Usage: `cargo run --release -p tributary-tests --bin bench-durable -- STORE [SECONDS] [P,P,...]`
 //! with STORE `sqlite:PATH` or `postgres:URL[#schema]`; defaults: 10 s, producers 1,16,256.
-//! `TRIBUTARY_WRITES_IN_FLIGHT=N` sets the engine's `max_append_writes_in_flight`.
+//! `TRIBUTARY_WRITES_IN_FLIGHT=N` sets the engine's `max_append_writes_in_flight`,
+//! `TRIBUTARY_WORKER_THREADS=N` the tokio worker threads (2).
 
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use std::sync::Arc;
@@ -23,8 +24,26 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const PAYLOAD: usize = 256;
 const BATCH: usize = 1000;
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
+    // One tokio worker per core by default; `TRIBUTARY_WORKER_THREADS=N` to compare.
+    let workers = std::env::var("TRIBUTARY_WORKER_THREADS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build();
+    match rt {
+        Ok(rt) => rt.block_on(run()),
+        Err(e) => {
+            eprintln!("bench-durable: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run() {
     let args: Vec<String> = std::env::args().collect();
     let Some(spec) = args.get(1).cloned() else {
         eprintln!("usage: bench-durable sqlite:PATH|postgres:URL[#schema] [SECONDS] [P,P,...]");
@@ -56,8 +75,13 @@ async fn main() {
         inner: store.clone(),
         writes: Arc::default(),
         events: Arc::default(),
+        busy_us: Arc::default(),
     };
-    let (writes, events) = (counting.writes.clone(), counting.events.clone());
+    let (writes, events, busy) = (
+        counting.writes.clone(),
+        counting.events.clone(),
+        counting.busy_us.clone(),
+    );
     let handle = match run_counting(counting) {
         Ok(h) => h,
         Err(e) => {
@@ -67,18 +91,26 @@ async fn main() {
     };
     let mut results = Vec::new();
     for p in producers {
-        let (w0, e0) = (
+        let (w0, e0, b0) = (
             writes.load(Ordering::Relaxed),
             events.load(Ordering::Relaxed),
+            busy.load(Ordering::Relaxed),
         );
         let usage = Usage::now(server);
+        let started = Instant::now();
         let rate = tributary(&handle, p, secs).await;
-        let (w, e) = (
+        let (w, e, b) = (
             writes.load(Ordering::Relaxed) - w0,
             events.load(Ordering::Relaxed) - e0,
+            busy.load(Ordering::Relaxed) - b0,
         );
         let cpu = usage.per_item_since(server, e);
-        results.push((p, rate, e as f64 / w.max(1) as f64, cpu));
+        let writes = Writes {
+            events: e as f64 / w.max(1) as f64,
+            latency_ms: b as f64 / 1000.0 / w.max(1) as f64,
+            in_flight: b as f64 / 1e6 / started.elapsed().as_secs_f64(),
+        };
+        results.push((p, rate, writes, cpu));
     }
     // The limit is measured before and after, on a table that grew in between: the mean of
     // the two, for the fastest method.
@@ -92,13 +124,24 @@ async fn main() {
         );
         limit = limit.max(mean);
     }
-    for (p, rate, per_write, cpu) in results {
+    for (p, rate, w, cpu) in results {
         println!(
-            "tributary, {p} producers: {rate:.0} events/s = {:.2} of the raw limit ({per_write:.1} events per write); {}",
+            "tributary, {p} producers: {rate:.0} events/s = {:.2} of the raw limit ({:.1} events per write, {:.2} ms per write, {:.2} writes in flight on average); {}",
             rate / limit,
+            w.events,
+            w.latency_ms,
+            w.in_flight,
             cpu_line(cpu)
         );
     }
+}
+
+/// The appends of one run: mean events per write, mean time from request to answer, and the
+/// mean number in flight.
+struct Writes {
+    events: f64,
+    latency_ms: f64,
+    in_flight: f64,
 }
 
 /// The processes of the store's server, whose CPU is counted beside the bench's own (none
@@ -125,11 +168,13 @@ async fn raw(store: &tributary_tests::AnyStore, spec: &str, secs: u64) -> Vec<Ra
     }
 }
 
-/// The store, counting the appends it carries out and their events.
+/// The store, counting the appends it carries out, their events and the time they took.
 struct Counting {
     inner: tributary_tests::AnyStore,
     writes: Arc<AtomicU64>,
     events: Arc<AtomicU64>,
+    /// Sum of the appends' durations, in microseconds.
+    busy_us: Arc<AtomicU64>,
 }
 
 impl tributary_store_api::Store for Counting {
@@ -141,12 +186,21 @@ impl tributary_store_api::Store for Counting {
         &self,
         req: StorageRequest,
     ) -> impl std::future::Future<Output = StorageResult> + Send {
+        let append = matches!(&req, StorageRequest::Append(_));
         if let StorageRequest::Append(w) = &req {
             self.writes.fetch_add(1, Ordering::Relaxed);
             self.events
                 .fetch_add(w.events.len() as u64, Ordering::Relaxed);
         }
-        self.inner.execute(req)
+        let (busy, started) = (self.busy_us.clone(), Instant::now());
+        let run = self.inner.execute(req);
+        async move {
+            let r = run.await;
+            if append {
+                busy.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            }
+            r
+        }
     }
 }
 
