@@ -166,6 +166,8 @@ struct Sim {
     journals_on: bool,
     journals: Vec<(String, Vec<u8>)>,
     deadline: VTime,
+    /// When the liveness phase healed the faults.
+    healed: VTime,
     probe_id: u64,
     #[cfg(feature = "planted-bugs")]
     plant: Option<tributary_core::PlantedBug>,
@@ -209,6 +211,7 @@ pub fn run(opts: &RunOptions) -> Outcome {
         journals_on: opts.journals,
         journals: Vec::new(),
         deadline: 0,
+        healed: 0,
         probe_id: 0,
         #[cfg(feature = "planted-bugs")]
         plant: opts.plant,
@@ -860,15 +863,38 @@ impl Sim {
 
     fn start_liveness(&mut self) {
         self.phase = Phase::Liveness;
-        self.deadline = self.now + LIVENESS_BOUND;
-        self.trace
-            .note(self.steps, self.now, || "liveness: faults healed".into());
+        self.healed = self.now;
+        let bound = self.liveness_bound();
+        self.deadline = self.now + bound;
+        self.trace.note(self.steps, self.now, || {
+            format!(
+                "liveness: faults healed; convergence due within {} s",
+                bound / (1000 * MS)
+            )
+        });
         for node in 0..self.nodes.len() {
             if self.nodes[node].engine.is_none() {
                 self.queue.push(self.now, Ev::Restart { node });
             }
         }
         self.queue.push(self.now + 100 * MS, Ev::Probe);
+    }
+
+    /// How long the liveness phase may take: [`LIVENESS_BOUND`], plus the time the relay needs
+    /// for the backlog left by the chaos phase, since the broker keeps its latency when faults
+    /// heal: each event takes at most one publish latency and two healthy storage requests,
+    /// with `relay_window` in flight per partition (seed 6543629422528533875: 2,755 events
+    /// behind, 500 ms publishes, one at a time).
+    fn liveness_bound(&self) -> VTime {
+        let backlog = self
+            .nodes
+            .iter()
+            .filter_map(|n| relay_backlog(&n.store.store))
+            .max()
+            .unwrap_or(0);
+        let per_event = self.swarm.publish_latency_ms * MS + MS;
+        let window = self.swarm.config.relay_window.max(1) as u64;
+        LIVENESS_BOUND + backlog.saturating_mul(per_event) / window
     }
 
     /// Every half second of the liveness phase: attach what should be attached, ask where
@@ -946,7 +972,7 @@ impl Sim {
                 "liveness",
                 format!(
                     "no convergence within {} s of healing: {}",
-                    LIVENESS_BOUND / (1000 * MS),
+                    self.deadline.saturating_sub(self.healed) / (1000 * MS),
                     stuck.join("; ")
                 ),
             );
@@ -1026,28 +1052,36 @@ impl Sim {
 }
 
 /// Whether the store holds every cross-service partition's relay position at its head.
-fn relays_saved(store: &tributary_store_memory::MemoryStore) -> bool {
+/// The relay's largest backlog: events of a cross-service partition the store holds past its
+/// saved relay position (`None`: the store cannot say).
+fn relay_backlog(store: &tributary_store_memory::MemoryStore) -> Option<u64> {
     let mut store = store.clone();
     let req = tributary_core::StorageRequest::Recover;
     let tributary_core::StorageResult::Ok(tributary_core::StorageReply::Recovered(state)) =
         store.execute(&req)
     else {
-        return false;
+        return None;
     };
-    state
+    let mut most = 0;
+    for s in state
         .streams
         .iter()
         .filter(|s| s.config.scope == tributary_core::Scope::CrossService)
-        .all(|s| {
-            s.heads.iter().enumerate().all(|(p, h)| {
-                let at = state
-                    .relays
-                    .iter()
-                    .find(|r| r.stream == s.config.name && r.partition == p as u32)
-                    .map_or(0, |r| r.next);
-                at == h.next
-            })
-        })
+    {
+        for (p, h) in s.heads.iter().enumerate() {
+            let at = state
+                .relays
+                .iter()
+                .find(|r| r.stream == s.config.name && r.partition == p as u32)
+                .map_or(0, |r| r.next);
+            most = most.max(h.next.saturating_sub(at));
+        }
+    }
+    Some(most)
+}
+
+fn relays_saved(store: &tributary_store_memory::MemoryStore) -> bool {
+    relay_backlog(store) == Some(0)
 }
 
 /// Whether a probe shows every subscription caught up: every cursor's floor at its stream's
