@@ -12,12 +12,11 @@ const KEPT: usize = 256;
 
 #[derive(Debug, Default)]
 struct Chain {
-    started: BTreeMap<u64, ()>,
     outcomes: BTreeMap<u64, bool>,
     order: VecDeque<u64>,
 }
 
-/// The writes of every stream: started, committed or not.
+/// The writes of every stream: committed or not.
 #[derive(Debug, Default)]
 pub struct WriteChains {
     chains: Mutex<BTreeMap<StreamName, Chain>>,
@@ -35,12 +34,6 @@ pub struct Finish<'a> {
 }
 
 impl Finish<'_> {
-    /// Marks the write as started (it holds its connection): successors may start too.
-    pub fn started(&self) {
-        self.chains.update(&self.stream, |c| {
-            c.started.insert(self.seq, ());
-        });
-    }
     /// Marks the write as committed.
     pub fn committed(&mut self) {
         self.committed = true;
@@ -51,7 +44,6 @@ impl Drop for Finish<'_> {
     fn drop(&mut self) {
         let (seq, committed) = (self.seq, self.committed);
         self.chains.update(&self.stream, |c| {
-            c.started.remove(&seq);
             if c.outcomes.insert(seq, committed).is_none() {
                 c.order.push_back(seq);
             }
@@ -127,24 +119,6 @@ impl WriteChains {
         if let Ok(mut m) = self.chains.lock() {
             m.remove(stream);
         }
-    }
-
-    /// The outcome of a write, if known now: `Some(true)` committed.
-    pub fn outcome(&self, stream: &StreamName, seq: u64) -> Option<bool> {
-        self.chains
-            .lock()
-            .ok()
-            .and_then(|m| m.get(stream).and_then(|c| c.outcomes.get(&seq).copied()))
-    }
-
-    /// Waits until the predecessor `after` started or finished (so that a successor never
-    /// holds a connection its predecessor still needs).
-    pub async fn wait_started(&self, stream: &StreamName, after: u64, timeout: Duration) {
-        let _ = self
-            .wait_for(stream, timeout, |c| {
-                (c.started.contains_key(&after) || c.outcomes.contains_key(&after)).then_some(())
-            })
-            .await;
     }
 
     /// Waits for the predecessor's outcome: `Ok` if it committed.

@@ -316,37 +316,11 @@ impl PgStore {
     /// whole statement fail (unique violation, nothing written); then the rows there tell an
     /// identical repeat (success) from a conflict.
     async fn append(&self, w: &AppendWrite) -> StorageResult {
-        // Pipelined appends: a write whose predecessor is still in flight runs in a
-        // transaction of its own, at the same time, and commits only after the predecessor
-        // committed. It starts once the predecessor holds its connection, so it never holds a
-        // connection the predecessor still needs.
+        // Pipelined appends: a write is built and sent to the store while its predecessor is
+        // in flight; its columns are gathered at once and it goes to the database as soon as
+        // that one committed (never if it did not). The database thus runs one append of a
+        // stream at a time, each one statement, while the engine gathers the next.
         let mut finish = self.chains.begin(&w.stream, w.seq);
-        let overlapped = match w.after {
-            None => false,
-            Some(after) => {
-                self.chains
-                    .wait_started(&w.stream, after, PREDECESSOR_TIMEOUT)
-                    .await;
-                match self.chains.outcome(&w.stream, after) {
-                    Some(true) => false,
-                    Some(false) => {
-                        return StorageResult::Err(StorageError::Unavailable(format!(
-                            "write {after} of stream {} did not commit",
-                            w.stream
-                        )));
-                    }
-                    None => true,
-                }
-            }
-        };
-        let mut c = match self.conn().await {
-            Ok(c) => c,
-            Err(e) => return StorageResult::Err(e),
-        };
-        let id = match self.stream_id(&mut c, &w.stream).await {
-            Ok(id) => id,
-            Err(e) => return StorageResult::Err(e),
-        };
         let n = w.events.len();
         let mut partition = Vec::with_capacity(n);
         let mut offset = Vec::with_capacity(n);
@@ -387,6 +361,22 @@ impl PgStore {
             .map(|d| d.event_id.as_bytes().to_vec())
             .collect();
         let dexp: Vec<i64> = w.dedup.iter().map(|d| i64_of(d.expires_at.0)).collect();
+        if let Some(after) = w.after
+            && let Err(e) = self
+                .chains
+                .wait_committed(&w.stream, after, PREDECESSOR_TIMEOUT)
+                .await
+        {
+            return StorageResult::Err(StorageError::Unavailable(e.0));
+        }
+        let mut c = match self.conn().await {
+            Ok(c) => c,
+            Err(e) => return StorageResult::Err(e),
+        };
+        let id = match self.stream_id(&mut c, &w.stream).await {
+            Ok(id) => id,
+            Err(e) => return StorageResult::Err(e),
+        };
         let channel = if self.notify {
             Some(NOTIFY_CHANNEL)
         } else {
@@ -424,29 +414,7 @@ impl PgStore {
         .bind(&dexp)
         .bind(channel)
         .bind(w.stream.as_str());
-        let r = if let (true, Some(after)) = (overlapped, w.after) {
-            let mut tx = match sqlx::Connection::begin(&mut *c).await {
-                Ok(tx) => tx,
-                Err(e) => return StorageResult::Err(failed(&e)),
-            };
-            finish.started();
-            match r.execute(&mut *tx).await {
-                Ok(_) => {
-                    if let Err(e) = self
-                        .chains
-                        .wait_committed(&w.stream, after, PREDECESSOR_TIMEOUT)
-                        .await
-                    {
-                        return StorageResult::Err(StorageError::Unavailable(e.0));
-                    }
-                    tx.commit().await
-                }
-                Err(e) => Err(e),
-            }
-        } else {
-            finish.started();
-            r.execute(&mut *c).await.map(|_| ())
-        };
+        let r = r.execute(&mut *c).await.map(|_| ());
         let result = match r {
             Ok(()) => StorageResult::Ok(StorageReply::Done),
             Err(sqlx::Error::Database(db))
