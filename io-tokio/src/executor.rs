@@ -264,19 +264,31 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                 _ = self.rt.sleep(wait).fuse() => Some(Input::Tick),
             };
             // One reading of the clock for the inputs of this wake-up (they are ready together).
-            let now = self.clock.now();
+            let mut now = self.clock.now();
+            let mut from_clients = matches!(input, Some(Input::Client { .. }));
             if let Some(i) = input {
                 self.input(now, i);
             }
-            // More inputs that are ready now, up to the budget, before draining again.
-            for _ in 1..self.budget {
+            // More inputs that are ready now, up to the budget, before draining again. When a
+            // client's command woke the task and nothing else is ready yet, the other tasks get
+            // one turn first: the callers woken by the last replies send their next commands
+            // then, and they are handled together here instead of one wake-up each.
+            let mut handled = 1;
+            while handled < self.budget {
                 let next = match done_rx.try_recv() {
                     Ok((op, result)) => Some(Input::StorageDone { op, result }),
                     Err(_) => match rx.try_recv() {
                         Ok(m) => self.message(m),
+                        Err(_) if from_clients => {
+                            from_clients = false;
+                            YieldNow(false).await;
+                            now = self.clock.now();
+                            continue;
+                        }
                         Err(_) => break,
                     },
                 };
+                handled += 1;
                 if let Some(i) = next {
                     self.input(now, i);
                 }
