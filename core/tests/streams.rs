@@ -867,6 +867,61 @@ fn group_commit_waits_briefly_for_as_many_appends_as_the_last_write_had() {
     assert_eq!(h.engine.timer_count(), 0, "no linger timer is left behind");
 }
 
+/// With two writes allowed, producers that all waited for one write split into two groups whose
+/// writes overlap: after a write of four with none other in flight, the next goes with two.
+#[test]
+fn group_commit_splits_the_producers_among_the_writes_of_the_pipeline() {
+    let config = Config {
+        append_linger: Duration::from_millis(1),
+        max_append_writes_in_flight: 2,
+        ..no_linger()
+    };
+    let mut h = Harness::with(config, tributary_store_memory::MemoryStore::new(), 3);
+    h.create_persistent("s", 1);
+    h.hold_storage = true;
+    let append = |h: &mut Harness, t: &str| {
+        h.send(
+            1,
+            Command::Append(AppendRequest {
+                stream: s("s"),
+                events: vec![ev(t)],
+                expected_offset: None,
+            }),
+        )
+    };
+    // a and b fill the pipeline; c to f wait and then share one write.
+    let early: Vec<ReqId> = ["a", "b", "c", "d", "e", "f"]
+        .iter()
+        .map(|t| append(&mut h, t))
+        .collect();
+    assert_eq!(h.held.len(), 2, "a and b each fill a place of the pipeline");
+    h.complete(0, None);
+    assert_eq!(
+        held_write(&h, 1).events.len(),
+        4,
+        "c to f share the next write"
+    );
+    h.complete(0, None);
+    h.complete(0, None);
+    assert!(early.iter().all(|r| h.reply(*r).is_some()));
+    // The last write had four requests and nothing is in flight: two make the next write.
+    let g = append(&mut h, "g");
+    assert!(h.held.is_empty(), "g waits for company");
+    let i = append(&mut h, "i");
+    assert_eq!(h.held.len(), 1, "g and i go without waiting for four");
+    assert_eq!(held_write(&h, 0).events.len(), 2);
+    // With a write in flight, the next waits for as many as the last write had (two).
+    let j = append(&mut h, "j");
+    assert_eq!(h.held.len(), 1, "j waits for company");
+    let k = append(&mut h, "k");
+    assert_eq!(h.held.len(), 2, "j and k overlap the write of g and i");
+    assert_eq!(held_write(&h, 1).events.len(), 2);
+    h.complete(0, None);
+    h.complete(0, None);
+    assert!([g, i, j, k].iter().all(|r| h.reply(*r).is_some()));
+    assert_eq!(h.engine.timer_count(), 0, "no linger timer is left behind");
+}
+
 /// Up to four writes in flight per stream, no linger.
 fn pipelined() -> Config {
     Config {

@@ -601,9 +601,16 @@ impl Engine {
             }
             // Group commit: after a write of N requests, wait (at most `append_linger`) until N
             // are queued again, so that many producers keep sharing writes instead of
-            // alternating a write of one with a write of the others.
+            // alternating a write of one with a write of the others. With room for more than
+            // one write and none in flight, N is shared by the writes the pipeline holds: the
+            // producers split into `depth` groups whose writes overlap, instead of all waiting
+            // for one write at a time (a state the pipeline would otherwise never leave).
             {
-                let target = s.last_write_requests;
+                let target = if s.pipeline.is_empty() {
+                    s.last_write_requests.div_ceil(depth)
+                } else {
+                    s.last_write_requests
+                };
                 let full = s.queue.len() >= target || s.queued_events >= self.cfg.max_write_events;
                 match s.linger {
                     Linger::Expired => {}
