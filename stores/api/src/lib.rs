@@ -56,7 +56,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many appends of one stream this store does best with in flight at once (a driver
     /// sets the engine's `max_append_writes_in_flight` from it unless configured otherwise):
-    /// two overlap one commit with the gathering of the next write.
+    /// two overlap one commit with the gathering and encoding of the next write.
     fn writes_in_flight(&self) -> usize {
         2
     }
