@@ -50,6 +50,9 @@ struct Args {
     /// Open loop at this many events/s (0: closed loop).
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Tokio worker threads shared by the server and the clients.
+    #[arg(long, default_value_t = 2)]
+    worker_threads: usize,
     /// Closed loop only: publish through `PublishPipelined` streams (one per producer, each
     /// with this many batches in flight) instead of unary calls.
     #[arg(long, default_value_t = 0)]
@@ -99,9 +102,17 @@ fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<(), String> {
+fn main() -> Result<(), String> {
     let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.worker_threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("tributary-bench-{}", std::process::id()));
     let settings = Settings::resolve(
         FileConfig::default(),
@@ -385,7 +396,7 @@ async fn main() -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&dir);
     let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
     println!(
-        "store {} ({} durability) | producers {} batch {} consumers {} partitions {} connections {} {}",
+        "store {} ({} durability) | producers {} batch {} consumers {} partitions {} connections {} workers {} {}",
         args.store.split('@').next_back().unwrap_or(""),
         args.durability,
         args.producers,
@@ -393,6 +404,7 @@ async fn main() -> Result<(), String> {
         args.consumers,
         args.partitions,
         args.connections,
+        args.worker_threads,
         if args.rate > 0 {
             format!("open loop {} events/s", args.rate)
         } else {
