@@ -283,13 +283,17 @@ impl Metrics {
         positions: &[Position],
     ) {
         let reader = reader_hash(stream, subscription, consumer);
+        let mut histogram = None;
         for p in positions {
             if let Some((_, at)) = st.delivered.remove(&(reader, *p)) {
                 let secs = now.mono.0.saturating_sub(at) as f64 / 1e9;
-                self.latency
-                    .get_or_create(&SubLabels {
-                        stream: stream.to_string(),
-                        subscription: subscription.to_string(),
+                // The label set is looked up once per ack, not once per position.
+                histogram
+                    .get_or_insert_with(|| {
+                        self.latency.get_or_create_owned(&SubLabels {
+                            stream: stream.to_string(),
+                            subscription: subscription.to_string(),
+                        })
                     })
                     .observe(secs);
             }
@@ -305,15 +309,23 @@ impl Metrics {
                 };
                 match (p, reply) {
                     (Pending::Append { stream, types }, Ok(Reply::Appended(outcomes))) => {
-                        for (t, o) in types.into_iter().zip(outcomes) {
-                            if matches!(o, tributary_core::AppendOutcome::Appended(_)) {
-                                self.published
-                                    .get_or_create(&StreamType {
-                                        stream: stream.clone(),
-                                        event_type: t,
-                                    })
-                                    .inc();
+                        // One label set per run of events of the same type.
+                        let mut run: Option<(String, u64)> = None;
+                        let appended = types.into_iter().zip(outcomes).filter(|(_, o)| {
+                            matches!(o, tributary_core::AppendOutcome::Appended(_))
+                        });
+                        for (t, _) in appended {
+                            match &mut run {
+                                Some((rt, n)) if *rt == t => *n += 1,
+                                _ => {
+                                    if let Some((rt, n)) = run.replace((t, 1)) {
+                                        self.count_published(&stream, rt, n);
+                                    }
+                                }
                             }
+                        }
+                        if let Some((rt, n)) = run {
+                            self.count_published(&stream, rt, n);
                         }
                     }
                     (Pending::Append { stream, types }, Err(_)) => {
@@ -405,6 +417,15 @@ impl Metrics {
             }
             _ => {}
         }
+    }
+
+    fn count_published(&self, stream: &str, event_type: String, n: u64) {
+        self.published
+            .get_or_create(&StreamType {
+                stream: stream.to_string(),
+                event_type,
+            })
+            .inc_by(n);
     }
 
     /// Sets the gauges from the engine's state: every stream with its subscriptions.
@@ -534,6 +555,35 @@ mod tests {
             ),
             1.0
         );
+        // Mixed types in one append: each counted under its own type.
+        let types = ["a", "a", "b", "a"];
+        m.on_input(
+            now(1),
+            &Input::Client {
+                conn,
+                req: ReqId(8),
+                cmd: Command::Append(AppendRequest {
+                    stream: name("s"),
+                    events: types.iter().map(|t| NewEvent::new(*t, "{}")).collect(),
+                    expected_offset: None,
+                }),
+            },
+        );
+        m.on_output(
+            now(1),
+            &Output::Reply {
+                conn,
+                req: ReqId(8),
+                reply: Ok(Reply::Appended(vec![AppendOutcome::Appended(p); 4])),
+            },
+        );
+        let published = |t: &str| {
+            value(
+                &m,
+                &format!("tributary_events_published_total{{stream=\"s\",event_type=\"{t}\"}}"),
+            )
+        };
+        assert_eq!((published("a"), published("b")), (4.0, 1.0));
         // A refused append counts its events as errors.
         m.on_input(
             now(1),
