@@ -787,12 +787,21 @@ impl Sim {
             }
         }
         let twice = self.phase == Phase::Chaos && self.clients.chance(30);
-        if !acks.is_empty() {
+        // A command names at most `max_ack_pending` positions, and a consumer may hold more
+        // (one window per partition). In the chaos phase a longer list is sent as it is (and
+        // refused); in the liveness phase what a consumer settles goes in as many commands as
+        // needed (seed 523600807091666462: refused acks of 6 left events in flight until
+        // their ack_wait, 30 s, again and again).
+        let most = match self.phase {
+            Phase::Chaos => usize::MAX,
+            _ => self.swarm.config.max_ack_pending.max(1) as usize,
+        };
+        for chunk in acks.chunks(most) {
             let cmd = Command::Ack {
                 stream: stream.clone(),
                 subscription: subscription.clone(),
                 consumer: consumer.clone(),
-                positions: acks,
+                positions: chunk.to_vec(),
             };
             if twice {
                 self.send(node, conn, cmd.clone(), Pending::Other);
@@ -803,22 +812,24 @@ impl Sim {
             let delay = c
                 .nack_delay
                 .then(|| Duration::from_millis(self.clients.below(2_000)));
-            let cmd = Command::Nack {
-                stream: stream.clone(),
-                subscription: subscription.clone(),
-                consumer: consumer.clone(),
-                positions: nacks,
-                delay,
-                error: "simulated failure".into(),
-            };
-            self.send(node, conn, cmd, Pending::Other);
+            for chunk in nacks.chunks(most) {
+                let cmd = Command::Nack {
+                    stream: stream.clone(),
+                    subscription: subscription.clone(),
+                    consumer: consumer.clone(),
+                    positions: chunk.to_vec(),
+                    delay,
+                    error: "simulated failure".into(),
+                };
+                self.send(node, conn, cmd, Pending::Other);
+            }
         }
-        if !terms.is_empty() {
+        for chunk in terms.chunks(most) {
             let cmd = Command::Term {
                 stream: stream.clone(),
                 subscription: subscription.clone(),
                 consumer: consumer.clone(),
-                positions: terms,
+                positions: chunk.to_vec(),
                 reason: "simulated poison".into(),
             };
             self.send(node, conn, cmd, Pending::Other);
