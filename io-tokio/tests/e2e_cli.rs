@@ -278,7 +278,12 @@ async fn declared_streams_exist_at_start(b: Backend) {
     .expect("write config");
     let store = new_store(b, dir.path(), "declared");
     let config_arg = config.display().to_string();
-    let server = Server::start_on(dir.path(), &store, &["--config", &config_arg]);
+    // One runtime thread is enough to serve (`--worker-threads`).
+    let server = Server::start_on(
+        dir.path(),
+        &store,
+        &["--config", &config_arg, "--worker-threads", "1"],
+    );
     let shown = ok(&server, &["stream", "show", "declared"], None);
     assert_eq!(shown[0]["partitions"].as_array().map(Vec::len), Some(3));
     let subs = ok(
@@ -317,6 +322,16 @@ async fn declared_streams_exist_at_start(b: Backend) {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("mysql://nope"));
+    let out = Command::new(BIN)
+        .args(["serve", "--worker-threads", "0"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("worker-threads") && err.contains("1..=1024"),
+        "{err}"
+    );
     let out = Command::new(BIN)
         .args(["serve", "--durability", "fast"])
         .output()

@@ -110,6 +110,10 @@ struct ServeArgs {
     /// the database (a machine crash may lose the last acknowledged writes) [default: full].
     #[arg(long, env = "TRIBUTARY_DURABILITY")]
     durability: Option<tributary_store_api::Durability>,
+    /// Threads of the async runtime [default: one per core]. With a database on the same
+    /// cores, fewer leave it more CPU (BENCHMARKS.md).
+    #[arg(long, env = "TRIBUTARY_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    worker_threads: Option<u16>,
 }
 
 fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
@@ -143,10 +147,15 @@ fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Cmd::Serve(ServeArgs {
+        worker_threads: Some(n),
+        ..
+    }) = &cli.command
     {
+        builder.worker_threads(usize::from(*n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tributary: cannot start the runtime: {e}");
