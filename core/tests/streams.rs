@@ -796,6 +796,18 @@ fn an_unknown_write_that_did_not_happen_is_written_by_the_repeat() {
     let _ = h.notices();
 }
 
+/// Sends an append of one event of type `t` to stream `s` on connection 1.
+fn append_one(h: &mut Harness, t: &str) -> ReqId {
+    h.send(
+        1,
+        Command::Append(AppendRequest {
+            stream: s("s"),
+            events: vec![ev(t)],
+            expected_offset: None,
+        }),
+    )
+}
+
 #[test]
 fn group_commit_waits_briefly_for_as_many_appends_as_the_last_write_had() {
     let config = Config {
@@ -805,23 +817,13 @@ fn group_commit_waits_briefly_for_as_many_appends_as_the_last_write_had() {
     let mut h = Harness::with(config, tributary_store_memory::MemoryStore::new(), 3);
     h.create_persistent("s", 1);
     h.hold_storage = true;
-    let append = |h: &mut Harness, t: &str| {
-        h.send(
-            1,
-            Command::Append(AppendRequest {
-                stream: s("s"),
-                events: vec![ev(t)],
-                expected_offset: None,
-            }),
-        )
-    };
-    let a = append(&mut h, "a");
+    let a = append_one(&mut h, "a");
     assert_eq!(
         h.held.len(),
         1,
         "the first write goes at once (the last write had no request)"
     );
-    let (b, c) = (append(&mut h, "b"), append(&mut h, "c"));
+    let (b, c) = (append_one(&mut h, "b"), append_one(&mut h, "c"));
     h.complete(0, None);
     assert!(h.reply(a).is_some());
     assert_eq!(
@@ -832,9 +834,9 @@ fn group_commit_waits_briefly_for_as_many_appends_as_the_last_write_had() {
     h.complete(0, None);
     assert!(h.reply(b).is_some() && h.reply(c).is_some());
     // The last write had two requests: one append waits for a second, within the linger.
-    let d = append(&mut h, "d");
+    let d = append_one(&mut h, "d");
     assert!(h.held.is_empty(), "d waits for company");
-    let e = append(&mut h, "e");
+    let e = append_one(&mut h, "e");
     assert_eq!(
         h.held.len(),
         1,
@@ -847,7 +849,7 @@ fn group_commit_waits_briefly_for_as_many_appends_as_the_last_write_had() {
     h.complete(0, None);
     assert!(h.reply(d).is_some() && h.reply(e).is_some());
     // Alone, an append waits at most the linger.
-    let f = append(&mut h, "f");
+    let f = append_one(&mut h, "f");
     assert!(h.held.is_empty());
     h.advance(Duration::from_micros(999));
     assert!(h.held.is_empty());
@@ -879,20 +881,10 @@ fn group_commit_splits_the_producers_among_the_writes_of_the_pipeline() {
     let mut h = Harness::with(config, tributary_store_memory::MemoryStore::new(), 3);
     h.create_persistent("s", 1);
     h.hold_storage = true;
-    let append = |h: &mut Harness, t: &str| {
-        h.send(
-            1,
-            Command::Append(AppendRequest {
-                stream: s("s"),
-                events: vec![ev(t)],
-                expected_offset: None,
-            }),
-        )
-    };
     // a and b fill the pipeline; c to f wait and then share one write.
     let early: Vec<ReqId> = ["a", "b", "c", "d", "e", "f"]
         .iter()
-        .map(|t| append(&mut h, t))
+        .map(|t| append_one(&mut h, t))
         .collect();
     assert_eq!(h.held.len(), 2, "a and b each fill a place of the pipeline");
     h.complete(0, None);
@@ -905,15 +897,15 @@ fn group_commit_splits_the_producers_among_the_writes_of_the_pipeline() {
     h.complete(0, None);
     assert!(early.iter().all(|r| h.reply(*r).is_some()));
     // The last write had four requests and nothing is in flight: two make the next write.
-    let g = append(&mut h, "g");
+    let g = append_one(&mut h, "g");
     assert!(h.held.is_empty(), "g waits for company");
-    let i = append(&mut h, "i");
+    let i = append_one(&mut h, "i");
     assert_eq!(h.held.len(), 1, "g and i go without waiting for four");
     assert_eq!(held_write(&h, 0).events.len(), 2);
     // With a write in flight, the next waits for as many as the last write had (two).
-    let j = append(&mut h, "j");
+    let j = append_one(&mut h, "j");
     assert_eq!(h.held.len(), 1, "j waits for company");
-    let k = append(&mut h, "k");
+    let k = append_one(&mut h, "k");
     assert_eq!(h.held.len(), 2, "j and k overlap the write of g and i");
     assert_eq!(held_write(&h, 1).events.len(), 2);
     h.complete(0, None);

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
-use tributary_core::StreamName;
+use tributary_core::{AppendWrite, StorageError, StreamName};
 
 /// Outcomes remembered per stream (the core has at most a few writes in flight).
 const KEPT: usize = 256;
@@ -118,6 +118,19 @@ impl WriteChains {
     pub fn forget(&self, stream: &StreamName) {
         if let Ok(mut m) = self.chains.lock() {
             m.remove(stream);
+        }
+    }
+
+    /// Waits until the write `w` names in `after` has committed (at once when it names none):
+    /// `Unavailable` when that one did not commit or did not finish within
+    /// [`PREDECESSOR_TIMEOUT`](crate::PREDECESSOR_TIMEOUT); then `w` must write nothing.
+    pub async fn wait_predecessor(&self, w: &AppendWrite) -> Result<(), StorageError> {
+        match w.after {
+            None => Ok(()),
+            Some(after) => self
+                .wait_committed(&w.stream, after, crate::PREDECESSOR_TIMEOUT)
+                .await
+                .map_err(|e| StorageError::Unavailable(e.0)),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Each storage request as SQL.
 
-use crate::{DELETE_BATCH, NOTIFY_CHANNEL, PREDECESSOR_TIMEOUT, PgStore};
+use crate::{DELETE_BATCH, NOTIFY_CHANNEL, PgStore};
 use sqlx::{PgConnection, Row};
 use tributary_core::{
     AppendWrite, ConsumerId, CursorRecord, DedupRecord, ReceiptRecord, RecoveredState, RelayRecord,
@@ -361,13 +361,8 @@ impl PgStore {
             .map(|d| d.event_id.as_bytes().to_vec())
             .collect();
         let dexp: Vec<i64> = w.dedup.iter().map(|d| i64_of(d.expires_at.0)).collect();
-        if let Some(after) = w.after
-            && let Err(e) = self
-                .chains
-                .wait_committed(&w.stream, after, PREDECESSOR_TIMEOUT)
-                .await
-        {
-            return StorageResult::Err(StorageError::Unavailable(e.0));
+        if let Err(e) = self.chains.wait_predecessor(w).await {
+            return StorageResult::Err(e);
         }
         let mut c = match self.conn().await {
             Ok(c) => c,

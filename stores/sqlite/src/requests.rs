@@ -1,6 +1,6 @@
 //! Each storage request as SQLite SQL.
 
-use crate::{DELETE_BATCH, PREDECESSOR_TIMEOUT, SqliteStore};
+use crate::{DELETE_BATCH, SqliteStore};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::sync::Arc;
 use tributary_core::{
@@ -315,13 +315,8 @@ impl SqliteStore {
         // Pipelined appends: one writer connection, so wait for the one before to finish
         // (it may need the connection), then go only if it committed.
         let mut finish = self.chains.begin(&w.stream, w.seq);
-        if let Some(after) = w.after
-            && let Err(e) = self
-                .chains
-                .wait_committed(&w.stream, after, PREDECESSOR_TIMEOUT)
-                .await
-        {
-            return StorageResult::Err(StorageError::Unavailable(e.0));
+        if let Err(e) = self.chains.wait_predecessor(w).await {
+            return StorageResult::Err(e);
         }
         let mut tx = match self.writer.begin().await {
             Ok(tx) => tx,
