@@ -514,23 +514,24 @@ mod tests {
             .unwrap_or(0.0)
     }
 
+    /// An append of one event per type in `types`, as the engine's input.
+    fn append_input(conn: ConnId, req: u64, types: &[&str]) -> Input {
+        Input::Client {
+            conn,
+            req: ReqId(req),
+            cmd: Command::Append(AppendRequest {
+                stream: name("s"),
+                events: types.iter().map(|t| NewEvent::new(*t, "{}")).collect(),
+                expected_offset: None,
+            }),
+        }
+    }
+
     #[test]
     fn counts_appends_from_their_reply_deliveries_by_attempt_and_latency_to_the_ack() {
         let m = Metrics::new();
         let (conn, req) = (ConnId(1), ReqId(7));
-        let events = vec![NewEvent::new("a", "{}"), NewEvent::new("a", "{}")];
-        m.on_input(
-            now(0),
-            &Input::Client {
-                conn,
-                req,
-                cmd: Command::Append(AppendRequest {
-                    stream: name("s"),
-                    events,
-                    expected_offset: None,
-                }),
-            },
-        );
+        m.on_input(now(0), &append_input(conn, req.0, &["a", "a"]));
         // Nothing is counted before the reply; a duplicate is not counted.
         assert_eq!(value(&m, "tributary_events_published_total"), 0.0);
         let p = Position {
@@ -556,19 +557,7 @@ mod tests {
             1.0
         );
         // Mixed types in one append: each counted under its own type.
-        let types = ["a", "a", "b", "a"];
-        m.on_input(
-            now(1),
-            &Input::Client {
-                conn,
-                req: ReqId(8),
-                cmd: Command::Append(AppendRequest {
-                    stream: name("s"),
-                    events: types.iter().map(|t| NewEvent::new(*t, "{}")).collect(),
-                    expected_offset: None,
-                }),
-            },
-        );
+        m.on_input(now(1), &append_input(conn, 8, &["a", "a", "b", "a"]));
         m.on_output(
             now(1),
             &Output::Reply {
@@ -585,18 +574,7 @@ mod tests {
         };
         assert_eq!((published("a"), published("b")), (4.0, 1.0));
         // A refused append counts its events as errors.
-        m.on_input(
-            now(1),
-            &Input::Client {
-                conn,
-                req: ReqId(8),
-                cmd: Command::Append(AppendRequest {
-                    stream: name("s"),
-                    events: vec![NewEvent::new("a", "{}")],
-                    expected_offset: None,
-                }),
-            },
-        );
+        m.on_input(now(1), &append_input(conn, 8, &["a"]));
         m.on_output(
             now(1),
             &Output::Reply {
