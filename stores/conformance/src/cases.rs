@@ -179,6 +179,99 @@ pub async fn a_repeated_append_is_idempotent_and_a_conflict_writes_nothing<S: St
     assert_eq!(got[1].event_id, EventId::from_bytes([2; 16]));
 }
 
+/// An append of hundreds of events and dedup ids (more than one statement's worth in the SQL
+/// stores) is written whole, read back in order, repeated idempotently; a conflict in its last
+/// rows writes none of it.
+pub async fn a_large_append_is_written_whole_or_not_at_all<S: Store>(s: &S) {
+    ok(s, StorageRequest::CreateStream(persistent("big", 3))).await;
+    let big = |n: u64, id_base: u64| -> (Vec<Arc<Event>>, Vec<DedupRecord>) {
+        let mut events = Vec::new();
+        let mut dedup = Vec::new();
+        for i in 0..n {
+            let (p, o) = ((i % 3) as u32, i / 3);
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&(id_base + i).to_le_bytes());
+            events.push(Arc::new(Event::from_new(
+                NewEvent::new("big", vec![(i % 251) as u8; 40]),
+                EventId::from_bytes(id),
+                name("big"),
+                p,
+                o,
+                UnixMillis(5),
+            )));
+            dedup.push(DedupRecord {
+                event_id: EventId::from_bytes(id),
+                partition: p,
+                offset: o,
+                expires_at: UnixMillis(1_000_000),
+            });
+        }
+        (events, dedup)
+    };
+    // 3 x 70 events: partitions of 70 offsets each, 210 rows, not a multiple of 64.
+    let (events, dedup) = big(210, 0);
+    ok(s, append("big", events.clone(), dedup.clone())).await;
+    ok(s, append("big", events.clone(), dedup.clone())).await;
+    for p in 0..3u32 {
+        let got = read(s, "big", p, 0, 1000).await;
+        let want: Vec<_> = events.iter().filter(|e| e.partition == p).collect();
+        assert_eq!(got.len(), 70, "partition {p} holds its 70 events once");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(
+                (g.offset, g.event_id, &g.payload),
+                (w.offset, w.event_id, &w.payload)
+            );
+        }
+    }
+    let StorageReply::Dedup(ids) = ok(
+        s,
+        StorageRequest::LoadDedup {
+            stream: name("big"),
+            live_at: UnixMillis(0),
+            after: None,
+            limit: 1000,
+        },
+    )
+    .await
+    else {
+        panic!("LoadDedup")
+    };
+    assert_eq!(ids.len(), 210, "every dedup id of the write is stored once");
+    // The next 150 events, the last of which takes an offset that holds another event.
+    let (mut more, more_dedup) = big(360, 1_000);
+    let mut more: Vec<_> = more.drain(210..).collect();
+    let last = more.len() - 1;
+    more[last] = event("big", 0, 3, 99, 5);
+    let r = s
+        .execute(append("big", more, more_dedup[210..].to_vec()))
+        .await;
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::Conflict(_))),
+        "conflict expected: {r:?}"
+    );
+    for p in 0..3u32 {
+        assert_eq!(
+            read(s, "big", p, 0, 1000).await.len(),
+            70,
+            "nothing of the refused write is stored in partition {p}"
+        );
+    }
+    let StorageReply::Dedup(ids) = ok(
+        s,
+        StorageRequest::LoadDedup {
+            stream: name("big"),
+            live_at: UnixMillis(0),
+            after: None,
+            limit: 1000,
+        },
+    )
+    .await
+    else {
+        panic!("LoadDedup")
+    };
+    assert_eq!(ids.len(), 210, "no dedup id of the refused write is stored");
+}
+
 /// Requests naming a stream that does not exist answer `NotFound` and write nothing.
 pub async fn requests_on_a_missing_stream_are_not_found<S: Store>(s: &S) {
     let r = s

@@ -27,6 +27,7 @@ macro_rules! conformance_tests {
             create_stream_is_idempotent_and_refuses_another_config,
             append_then_read_and_recover_heads,
             a_repeated_append_is_idempotent_and_a_conflict_writes_nothing,
+            a_large_append_is_written_whole_or_not_at_all,
             requests_on_a_missing_stream_are_not_found,
             dedup_ids_load_in_pages_and_expire,
             find_offset_by_time,

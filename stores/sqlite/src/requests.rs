@@ -1,6 +1,7 @@
 //! Each storage request as SQLite SQL.
 
 use crate::{DELETE_BATCH, SqliteStore};
+use sqlx::query_builder::Separated;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::sync::Arc;
 use tributary_core::{
@@ -17,8 +18,103 @@ use tributary_store_api::{
 
 type Res<T> = Result<T, StorageError>;
 
-/// Rows per multi-row INSERT (14 parameters each, well under SQLite's limit of 32,766).
-const ROWS_PER_INSERT: usize = 500;
+/// Rows per multi-row INSERT of an append. Every such INSERT has exactly this many rows, the
+/// last one padded with rows of NULLs that it skips: an append of any size is then made of a
+/// few statement shapes, which stay prepared in the connection's statement cache (a shape per
+/// row count would be prepared again and again, which costs more than the rows).
+const ROWS_PER_INSERT: usize = 64;
+
+/// Appends to `q` the statement `head` (an INSERT naming `columns` columns) fed from
+/// `SELECT * FROM (VALUES ...)` with `rows` and, up to [`ROWS_PER_INSERT`] rows, rows of NULLs
+/// that it skips; `bind` binds one row's `columns` values.
+fn push_padded_rows<T>(
+    q: &mut QueryBuilder<Sqlite>,
+    head: &str,
+    columns: usize,
+    rows: &[T],
+    bind: impl Fn(&mut Separated<'_, Sqlite, &'static str>, &T),
+) {
+    q.push(head);
+    q.push(" SELECT * FROM (VALUES ");
+    for i in 0..ROWS_PER_INSERT {
+        q.push(if i == 0 { "(" } else { ", (" });
+        let mut b = q.separated(", ");
+        match rows.get(i) {
+            Some(row) => bind(&mut b, row),
+            None => {
+                for _ in 0..columns {
+                    b.push_bind(None::<i64>);
+                }
+            }
+        }
+        q.push(")");
+    }
+    q.push(") WHERE column1 IS NOT NULL");
+}
+
+/// Appends to `q` an INSERT (`verb`: `INSERT` or `INSERT OR IGNORE`) of `rows` into the events
+/// of stream `id`, padded to [`ROWS_PER_INSERT`] rows.
+fn push_event_rows(q: &mut QueryBuilder<Sqlite>, verb: &str, id: i64, rows: &[Arc<Event>]) {
+    let head = format!(
+        r#"{verb} INTO tributary_events (stream_id, partition, "offset", event_id, ts, event_type,
+           schema_version, key, correlation_id, causation_id, headers, content_type, payload)"#
+    );
+    push_padded_rows(q, &head, 13, rows, |b, e| {
+        b.push_bind(id)
+            .push_bind(i64::from(e.partition))
+            .push_bind(i64_of(e.offset))
+            .push_bind(e.event_id.as_bytes().to_vec())
+            .push_bind(i64_of(e.timestamp.0))
+            .push_bind(e.event_type.clone())
+            .push_bind(i64::from(e.schema_version))
+            .push_bind(e.key.as_ref().map(|k| k.to_vec()))
+            .push_bind(e.correlation_id.clone())
+            .push_bind(e.causation_id.clone())
+            .push_bind(encode_headers(&e.headers))
+            .push_bind(e.content_type.clone())
+            .push_bind(e.payload.to_vec());
+    });
+}
+
+/// Appends to `q` an `INSERT OR IGNORE` of `rows` into the dedup records of stream `id`,
+/// padded to [`ROWS_PER_INSERT`] rows.
+fn push_dedup_rows(q: &mut QueryBuilder<Sqlite>, id: i64, rows: &[DedupRecord]) {
+    let head = r#"INSERT OR IGNORE INTO tributary_dedup (stream_id, partition, "offset", event_id, expires_at)"#;
+    push_padded_rows(q, head, 5, rows, |b, d| {
+        b.push_bind(id)
+            .push_bind(i64::from(d.partition))
+            .push_bind(i64_of(d.offset))
+            .push_bind(d.event_id.as_bytes().to_vec())
+            .push_bind(i64_of(d.expires_at.0));
+    });
+}
+
+/// The whole append as one command to the writer connection (its thread is woken once
+/// per write, not once per statement): `BEGIN IMMEDIATE`, the events and the dedup
+/// records in statements of [`ROWS_PER_INSERT`] rows, `COMMIT`. A taken offset fails the
+/// INSERT; a failed statement leaves the transaction open, so it is rolled back here.
+async fn append_at_once(
+    c: &mut SqliteConnection,
+    id: i64,
+    w: &AppendWrite,
+) -> Result<(), sqlx::Error> {
+    let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
+    for chunk in w.events.chunks(ROWS_PER_INSERT) {
+        push_event_rows(&mut q, "INSERT", id, chunk);
+        q.push("; ");
+    }
+    for chunk in w.dedup.chunks(ROWS_PER_INSERT) {
+        push_dedup_rows(&mut q, id, chunk);
+        q.push("; ");
+    }
+    q.push("COMMIT");
+    let r = q.build().execute(&mut *c).await;
+    if r.is_err() {
+        // Refused when no transaction is open (the failure was the COMMIT's, which ended it).
+        let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
+    }
+    r.map(|_| ())
+}
 
 fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -318,6 +414,36 @@ impl SqliteStore {
         if let Err(e) = self.chains.wait_predecessor(w).await {
             return StorageResult::Err(e);
         }
+        let at_once = {
+            let mut c = match self.writer.acquire().await {
+                Ok(c) => c,
+                Err(e) => return StorageResult::Err(failed(&e)),
+            };
+            let id = match self.stream_id(&mut c, &w.stream).await {
+                Ok(id) => id,
+                Err(e) => return StorageResult::Err(e),
+            };
+            append_at_once(&mut c, id, w).await
+            // The connection goes back to the pool here: the checked path needs it.
+        };
+        let r = match at_once {
+            Ok(()) => StorageResult::Ok(StorageReply::Done),
+            // Taken offsets (a repeat of this write, or a conflict) or any other refusal:
+            // nothing was written; the checked path tells which.
+            Err(sqlx::Error::Database(_)) => self.append_checked(w).await,
+            // The connection failed: the COMMIT may have run.
+            Err(_) => StorageResult::Unknown,
+        };
+        if matches!(r, StorageResult::Ok(_)) {
+            finish.committed();
+        }
+        r
+    }
+
+    /// The append in steps, each checked: rows whose offsets are taken are skipped, then
+    /// every taken offset must hold this write's event (a repeat of this very write succeeds),
+    /// else nothing is written. The path of a write whose single statement failed.
+    async fn append_checked(&self, w: &AppendWrite) -> StorageResult {
         let mut tx = match self.writer.begin().await {
             Ok(tx) => tx,
             Err(e) => return StorageResult::Err(failed(&e)),
@@ -328,25 +454,8 @@ impl SqliteStore {
         };
         let mut inserted = 0u64;
         for chunk in w.events.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                r#"INSERT OR IGNORE INTO tributary_events (stream_id, partition, "offset", event_id, ts, event_type,
-                   schema_version, key, correlation_id, causation_id, headers, content_type, payload) "#,
-            );
-            q.push_values(chunk, |mut b, e| {
-                b.push_bind(id)
-                    .push_bind(i64::from(e.partition))
-                    .push_bind(i64_of(e.offset))
-                    .push_bind(e.event_id.as_bytes().to_vec())
-                    .push_bind(i64_of(e.timestamp.0))
-                    .push_bind(e.event_type.clone())
-                    .push_bind(i64::from(e.schema_version))
-                    .push_bind(e.key.as_ref().map(|k| k.to_vec()))
-                    .push_bind(e.correlation_id.clone())
-                    .push_bind(e.causation_id.clone())
-                    .push_bind(encode_headers(&e.headers))
-                    .push_bind(e.content_type.clone())
-                    .push_bind(e.payload.to_vec());
-            });
+            let mut q = QueryBuilder::<Sqlite>::new("");
+            push_event_rows(&mut q, "INSERT OR IGNORE", id, chunk);
             match q.build().execute(&mut *tx).await {
                 Ok(r) => inserted += r.rows_affected(),
                 Err(e) => return StorageResult::Err(failed(&e)),
@@ -376,25 +485,13 @@ impl SqliteStore {
             }
         }
         for chunk in w.dedup.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                r#"INSERT OR IGNORE INTO tributary_dedup (stream_id, partition, "offset", event_id, expires_at) "#,
-            );
-            q.push_values(chunk, |mut b, d| {
-                b.push_bind(id)
-                    .push_bind(i64::from(d.partition))
-                    .push_bind(i64_of(d.offset))
-                    .push_bind(d.event_id.as_bytes().to_vec())
-                    .push_bind(i64_of(d.expires_at.0));
-            });
+            let mut q = QueryBuilder::<Sqlite>::new("");
+            push_dedup_rows(&mut q, id, chunk);
             if let Err(e) = q.build().execute(&mut *tx).await {
                 return StorageResult::Err(failed(&e));
             }
         }
-        let r = committed(tx.commit().await);
-        if matches!(r, StorageResult::Ok(_)) {
-            finish.committed();
-        }
-        r
+        committed(tx.commit().await)
     }
 
     async fn read(
