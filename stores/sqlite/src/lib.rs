@@ -118,8 +118,14 @@ impl SqliteStore {
                 Durability::Normal => SqliteSynchronous::Normal,
             })
             .foreign_keys(true)
-            .busy_timeout(config.busy_timeout);
+            .busy_timeout(config.busy_timeout)
+            // Statements that need a temporary table (the padded VALUES of an append) keep
+            // it in memory rather than in a file.
+            .pragma("temp_store", "memory");
+        // The connections are in this process: no ping before handing one out (a ping is a
+        // round trip to the connection's thread, a wake-up of it, for every request).
         let writer = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .min_connections(1)
             .connect_with(options.clone())
@@ -129,6 +135,7 @@ impl SqliteStore {
             MIGRATOR.run(&writer).await.map_err(OpenError::Migrate)?;
         }
         let readers = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(config.readers.max(1))
             .connect_with(options.read_only(true))
             .await
