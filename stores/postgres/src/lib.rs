@@ -35,6 +35,9 @@ use tributary_core::{StorageRequest, StorageResult, StreamName};
 pub use tributary_store_api::{DELETE_BATCH, Durability, PREDECESSOR_TIMEOUT};
 use tributary_store_api::{Store, WriteChains};
 
+/// A pooled connection idle this long is pinged before it is handed out again.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 /// The channel of the wake-up notifications sent after each append.
 pub const NOTIFY_CHANNEL: &str = "tributary_events";
 
@@ -139,7 +142,18 @@ impl PgStore {
             let _ = admin.close().await;
             options = options.options([("search_path", schema.as_str())]);
         }
+        // A connection is checked before it is handed out only after it sat idle: a check is
+        // a round trip to its server process, which would double those of every append.
         let pool = PgPoolOptions::new()
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_BEFORE_PING {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .max_connections(config.pool_size.max(1))
             .acquire_timeout(config.acquire_timeout)
             .connect_with(options)
