@@ -181,7 +181,7 @@ pub async fn a_repeated_append_is_idempotent_and_a_conflict_writes_nothing<S: St
 
 /// An append of hundreds of events and dedup ids (more than one statement's worth in the SQL
 /// stores) is written whole, read back in order, repeated idempotently; a conflict in its last
-/// rows writes none of it.
+/// rows writes none of it; a larger one (another path in the SQLite store) is written whole.
 pub async fn a_large_append_is_written_whole_or_not_at_all<S: Store>(s: &S) {
     ok(s, StorageRequest::CreateStream(persistent("big", 3))).await;
     let big = |n: u64, id_base: u64| -> (Vec<Arc<Event>>, Vec<DedupRecord>) {
@@ -270,6 +270,32 @@ pub async fn a_large_append_is_written_whole_or_not_at_all<S: Store>(s: &S) {
         panic!("LoadDedup")
     };
     assert_eq!(ids.len(), 210, "no dedup id of the refused write is stored");
+    // 300 more events with their ids: above what the SQLite store sends as one command.
+    let (events, dedup) = big(510, 0);
+    ok(
+        s,
+        append("big", events[210..].to_vec(), dedup[210..].to_vec()),
+    )
+    .await;
+    for p in 0..3u32 {
+        let got = read(s, "big", p, 0, 1000).await;
+        assert_eq!(got.len(), 170, "partition {p} holds 70 + 100 events");
+        assert!(got.iter().enumerate().all(|(i, e)| e.offset == i as u64));
+    }
+    let StorageReply::Dedup(ids) = ok(
+        s,
+        StorageRequest::LoadDedup {
+            stream: name("big"),
+            live_at: UnixMillis(0),
+            after: None,
+            limit: 1000,
+        },
+    )
+    .await
+    else {
+        panic!("LoadDedup")
+    };
+    assert_eq!(ids.len(), 510, "the dedup ids of both writes are stored");
 }
 
 /// Requests naming a stream that does not exist answer `NotFound` and write nothing.

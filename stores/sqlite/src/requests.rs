@@ -24,6 +24,11 @@ type Res<T> = Result<T, StorageError>;
 /// row count would be prepared again and again, which costs more than the rows).
 const ROWS_PER_INSERT: usize = 64;
 
+/// The most events, and the most dedup records, of an append sent as one command: its query
+/// then has one of 20 shapes (1 to 4 INSERTs of events, 0 to 4 of dedup records), each kept
+/// prepared, whatever the sizes of the writes (a bound on the statement cache's memory).
+const AT_ONCE_ROWS: usize = 4 * ROWS_PER_INSERT;
+
 /// Appends to `q` the statement `head` (an INSERT naming `columns` columns) fed from
 /// `SELECT * FROM (VALUES ...)` with `rows` and, up to [`ROWS_PER_INSERT`] rows, rows of NULLs
 /// that it skips; `bind` binds one row's `columns` values.
@@ -414,7 +419,7 @@ impl SqliteStore {
         if let Err(e) = self.chains.wait_predecessor(w).await {
             return StorageResult::Err(e);
         }
-        let at_once = {
+        let at_once = if w.events.len() <= AT_ONCE_ROWS && w.dedup.len() <= AT_ONCE_ROWS {
             let mut c = match self.writer.acquire().await {
                 Ok(c) => c,
                 Err(e) => return StorageResult::Err(failed(&e)),
@@ -423,16 +428,21 @@ impl SqliteStore {
                 Ok(id) => id,
                 Err(e) => return StorageResult::Err(e),
             };
-            append_at_once(&mut c, id, w).await
+            Some(append_at_once(&mut c, id, w).await)
             // The connection goes back to the pool here: the checked path needs it.
+        } else {
+            None
         };
         let r = match at_once {
-            Ok(()) => StorageResult::Ok(StorageReply::Done),
+            // A larger write goes statement by statement: its round trips are shared by many
+            // events, and the statement cache keeps only the shapes of writes up to the bound.
+            None => self.append_checked(w).await,
+            Some(Ok(())) => StorageResult::Ok(StorageReply::Done),
             // Taken offsets (a repeat of this write, or a conflict) or any other refusal:
             // nothing was written; the checked path tells which.
-            Err(sqlx::Error::Database(_)) => self.append_checked(w).await,
+            Some(Err(sqlx::Error::Database(_))) => self.append_checked(w).await,
             // The connection failed: the COMMIT may have run.
-            Err(_) => StorageResult::Unknown,
+            Some(Err(_)) => StorageResult::Unknown,
         };
         if matches!(r, StorageResult::Ok(_)) {
             finish.committed();
