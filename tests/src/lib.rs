@@ -5,7 +5,10 @@
 
 pub mod cpu;
 
-use tributary_core::{Config, Engine};
+use std::sync::Arc;
+use tributary_core::{
+    AppendWrite, Config, Engine, Event, EventId, NewEvent, StreamName, UnixMillis,
+};
 use tributary_io_tokio::server::store::{BadStoreSpec, StoreSpec};
 use tributary_io_tokio::{Clock, ExecutorConfig, Handle, TokioRuntime, start};
 use tributary_store_api::Store;
@@ -32,4 +35,44 @@ pub fn run_engine(store: AnyStore, mut config: Config, seed: u64) -> Result<Hand
         clock,
         ExecutorConfig::default(),
     ))
+}
+
+/// The append a bench sends straight to a store: events `from..from + n` of `stream`, each with
+/// `payload`, an id made of its number, and, over `partitions`, partition `number %
+/// partitions` at offset `number / partitions`; with a key (the number modulo 1,024) when
+/// `keyed`.
+pub fn bench_write(
+    stream: &StreamName,
+    from: u64,
+    n: u64,
+    partitions: u64,
+    payload: &bytes::Bytes,
+    keyed: bool,
+) -> AppendWrite {
+    let partitions = partitions.max(1);
+    let events = (from..from + n)
+        .map(|i| {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&i.to_le_bytes());
+            let mut e = NewEvent::new("bench.event", payload.clone());
+            if keyed {
+                e.key = Some(bytes::Bytes::from(format!("{}", i % 1024)));
+            }
+            Arc::new(Event::from_new(
+                e,
+                EventId::from_bytes(id),
+                stream.clone(),
+                (i % partitions) as u32,
+                i / partitions,
+                UnixMillis(1),
+            ))
+        })
+        .collect();
+    AppendWrite {
+        stream: stream.clone(),
+        seq: 0,
+        after: None,
+        events,
+        dedup: vec![],
+    }
 }

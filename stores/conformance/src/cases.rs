@@ -56,6 +56,20 @@ async fn recover<S: Store>(s: &S) -> RecoveredState {
     }
 }
 
+/// Every dedup record of `stream` (up to 1,000), live at any time.
+async fn all_dedup<S: Store>(s: &S, stream: &str) -> Vec<DedupRecord> {
+    let load = StorageRequest::LoadDedup {
+        stream: name(stream),
+        live_at: UnixMillis(0),
+        after: None,
+        limit: 1000,
+    };
+    match ok(s, load).await {
+        StorageReply::Dedup(ids) => ids,
+        other => panic!("LoadDedup answered {other:?}"),
+    }
+}
+
 async fn read<S: Store>(
     s: &S,
     stream: &str,
@@ -223,19 +237,7 @@ pub async fn a_large_append_is_written_whole_or_not_at_all<S: Store>(s: &S) {
             );
         }
     }
-    let StorageReply::Dedup(ids) = ok(
-        s,
-        StorageRequest::LoadDedup {
-            stream: name("big"),
-            live_at: UnixMillis(0),
-            after: None,
-            limit: 1000,
-        },
-    )
-    .await
-    else {
-        panic!("LoadDedup")
-    };
+    let ids = all_dedup(s, "big").await;
     assert_eq!(ids.len(), 210, "every dedup id of the write is stored once");
     // The next 150 events, the last of which takes an offset that holds another event.
     let (mut more, more_dedup) = big(360, 1_000);
@@ -256,19 +258,7 @@ pub async fn a_large_append_is_written_whole_or_not_at_all<S: Store>(s: &S) {
             "nothing of the refused write is stored in partition {p}"
         );
     }
-    let StorageReply::Dedup(ids) = ok(
-        s,
-        StorageRequest::LoadDedup {
-            stream: name("big"),
-            live_at: UnixMillis(0),
-            after: None,
-            limit: 1000,
-        },
-    )
-    .await
-    else {
-        panic!("LoadDedup")
-    };
+    let ids = all_dedup(s, "big").await;
     assert_eq!(ids.len(), 210, "no dedup id of the refused write is stored");
     // 300 more events with their ids: above what the SQLite store sends as one command.
     let (events, dedup) = big(510, 0);
@@ -282,19 +272,7 @@ pub async fn a_large_append_is_written_whole_or_not_at_all<S: Store>(s: &S) {
         assert_eq!(got.len(), 170, "partition {p} holds 70 + 100 events");
         assert!(got.iter().enumerate().all(|(i, e)| e.offset == i as u64));
     }
-    let StorageReply::Dedup(ids) = ok(
-        s,
-        StorageRequest::LoadDedup {
-            stream: name("big"),
-            live_at: UnixMillis(0),
-            after: None,
-            limit: 1000,
-        },
-    )
-    .await
-    else {
-        panic!("LoadDedup")
-    };
+    let ids = all_dedup(s, "big").await;
     assert_eq!(ids.len(), 510, "the dedup ids of both writes are stored");
 }
 

@@ -239,28 +239,7 @@ async fn store_alone(store: &tributary_tests::AnyStore, batch: usize, secs: u64)
     let start = Instant::now();
     let mut next = 0u64;
     while start.elapsed() < Duration::from_secs(secs) {
-        let events = (next..next + batch as u64)
-            .map(|o| {
-                let mut id = [0u8; 16];
-                id[..8].copy_from_slice(&o.to_le_bytes());
-                let e = NewEvent::new("bench.event", payload.clone());
-                Arc::new(Event::from_new(
-                    e,
-                    EventId::from_bytes(id),
-                    name.clone(),
-                    0,
-                    o,
-                    UnixMillis(1),
-                ))
-            })
-            .collect();
-        let w = AppendWrite {
-            stream: name.clone(),
-            seq: 0,
-            after: None,
-            events,
-            dedup: vec![],
-        };
+        let w = tributary_tests::bench_write(&name, next, batch as u64, 1, &payload, false);
         match store.execute(StorageRequest::Append(Arc::new(w))).await {
             StorageResult::Ok(_) => next += batch as u64,
             other => panic!("append: {other:?}"),

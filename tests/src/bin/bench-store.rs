@@ -10,12 +10,10 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tributary_core::{
-    AppendWrite, Event, EventId, NewEvent, StorageRequest, StorageResult, StreamConfig, StreamName,
-    UnixMillis,
-};
+use tributary_core::{StorageRequest, StorageResult, StreamConfig, StreamName};
 use tributary_io_tokio::server::store::{PgOptions, StoreSpec};
 use tributary_store_api::{Durability, Store};
+use tributary_tests::bench_write;
 use tributary_tests::cpu::Usage;
 
 /// The same allocator as the `tributary` binary.
@@ -74,29 +72,7 @@ async fn run(spec: StoreSpec, writes: u64, durability: Durability) -> Result<(),
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1_442_695_040_888_963_407);
         let batch = 100 + (seed >> 33) % 157;
-        let events = (next..next + batch)
-            .map(|i| {
-                let mut id = [0u8; 16];
-                id[..8].copy_from_slice(&i.to_le_bytes());
-                let mut e = NewEvent::new("bench", payload.clone());
-                e.key = Some(bytes::Bytes::from(format!("{}", i % 1024)));
-                Arc::new(Event::from_new(
-                    e,
-                    EventId::from_bytes(id),
-                    name.clone(),
-                    (i % PARTITIONS) as u32,
-                    i / PARTITIONS,
-                    UnixMillis(1),
-                ))
-            })
-            .collect();
-        let w = AppendWrite {
-            stream: name.clone(),
-            seq: 0,
-            after: None,
-            events,
-            dedup: vec![],
-        };
+        let w = bench_write(&name, next, batch, PARTITIONS, &payload, true);
         match store.execute(StorageRequest::Append(Arc::new(w))).await {
             StorageResult::Ok(_) => next += batch,
             other => return Err(format!("append: {other:?}")),
