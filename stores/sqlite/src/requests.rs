@@ -560,18 +560,18 @@ impl SqliteStore {
             .ok_or_else(|| StorageError::NotFound(format!("stream {stream} partition {partition}")))
     }
 
+    /// One statement as its own transaction (SQLite's autocommit: the statement and its
+    /// commit are one command to the writer's thread, not three). A database error means
+    /// nothing was written; a failure of the connection leaves the outcome unknown.
     async fn write_one(
         &self,
         q: sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments>,
     ) -> StorageResult {
-        let mut tx = match self.writer.begin().await {
-            Ok(tx) => tx,
+        let mut c = match self.writer.acquire().await {
+            Ok(c) => c,
             Err(e) => return StorageResult::Err(failed(&e)),
         };
-        if let Err(e) = q.execute(&mut *tx).await {
-            return StorageResult::Err(failed(&e));
-        }
-        committed(tx.commit().await)
+        committed(q.execute(&mut *c).await.map(|_| ()))
     }
 
     async fn save_subscription(&self, rec: &SubscriptionRecord) -> StorageResult {
