@@ -1,7 +1,9 @@
 //! Each storage request as SQL.
 
 use crate::{DELETE_BATCH, NOTIFY_CHANNEL, PgStore};
-use sqlx::{PgConnection, Row};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres, Row};
 use tributary_core::{
     AppendWrite, ConsumerId, CursorRecord, DedupRecord, ReceiptRecord, RecoveredState, RelayRecord,
     StorageError, StorageReply, StorageRequest, StorageResult, StreamConfig, StreamName, SubId,
@@ -504,14 +506,21 @@ impl PgStore {
             .ok_or_else(|| StorageError::NotFound(format!("stream {stream} partition {partition}")))
     }
 
+    /// One statement as its own transaction (autocommit: one round trip, not `BEGIN`, the
+    /// statement and `COMMIT`). A database error means nothing was written; a connection lost
+    /// while it ran leaves the outcome unknown.
+    async fn write_one(&self, q: Query<'_, Postgres, PgArguments>) -> StorageResult {
+        let mut c = match self.pool.acquire().await {
+            Ok(c) => c,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        committed(q.execute(&mut *c).await.map(|_| ()))
+    }
+
     async fn save_subscription(&self, rec: &SubscriptionRecord) -> StorageResult {
         let (config, starts) = match (to_json(&rec.config), to_json(&rec.start_offsets)) {
             (Ok(c), Ok(s)) => (c, s),
             (Err(e), _) | (_, Err(e)) => return StorageResult::Err(codec(e)),
-        };
-        let mut tx = match self.pool.begin().await {
-            Ok(tx) => tx,
-            Err(e) => return StorageResult::Err(failed(&e)),
         };
         let r = sqlx::query(
             r#"INSERT INTO tributary_subscriptions (id, stream_id, config, start_offsets)
@@ -521,37 +530,20 @@ impl PgStore {
         .bind(i64_of(rec.id.0))
         .bind(rec.config.stream.as_str())
         .bind(&config)
-        .bind(&starts)
-        .execute(&mut *tx)
-        .await;
-        if let Err(e) = r {
-            return StorageResult::Err(failed(&e));
-        }
-        committed(tx.commit().await)
+        .bind(&starts);
+        self.write_one(r).await
     }
 
     async fn delete_subscription(&self, id: SubId) -> StorageResult {
-        let mut tx = match self.pool.begin().await {
-            Ok(tx) => tx,
-            Err(e) => return StorageResult::Err(failed(&e)),
-        };
-        if let Err(e) = sqlx::query("DELETE FROM tributary_subscriptions WHERE id = $1")
-            .bind(i64_of(id.0))
-            .execute(&mut *tx)
-            .await
-        {
-            return StorageResult::Err(failed(&e));
-        }
-        committed(tx.commit().await)
+        self.write_one(
+            sqlx::query("DELETE FROM tributary_subscriptions WHERE id = $1").bind(i64_of(id.0)),
+        )
+        .await
     }
 
     /// Upserts receipts in one statement (`UNNEST`), merging with what is stored (the later
     /// delivery, the first read).
     async fn save_receipts(&self, list: &[ReceiptRecord]) -> StorageResult {
-        let mut tx = match self.pool.begin().await {
-            Ok(tx) => tx,
-            Err(e) => return StorageResult::Err(failed(&e)),
-        };
         let r = sqlx::query(
             r#"INSERT INTO tributary_receipts (sub_id, consumer, partition, "offset", delivered_at, read_at, timed_out)
                SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
@@ -578,13 +570,8 @@ impl PgStore {
             list.iter()
                 .map(|r| r.timed_out.map(|t| i64_of(t.0)))
                 .collect::<Vec<_>>(),
-        )
-        .execute(&mut *tx)
-        .await;
-        if let Err(e) = r {
-            return StorageResult::Err(failed(&e));
-        }
-        committed(tx.commit().await)
+        );
+        self.write_one(r).await
     }
 
     async fn load_receipts(
@@ -783,10 +770,6 @@ impl PgStore {
     }
 
     async fn save_cursor(&self, c: &CursorRecord) -> StorageResult {
-        let mut tx = match self.pool.begin().await {
-            Ok(tx) => tx,
-            Err(e) => return StorageResult::Err(failed(&e)),
-        };
         let r = sqlx::query(
             r#"INSERT INTO tributary_cursors (sub_id, consumer, partition, floor, acked) VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (sub_id, consumer, partition) DO UPDATE SET floor = EXCLUDED.floor, acked = EXCLUDED.acked"#,
@@ -795,12 +778,7 @@ impl PgStore {
         .bind(c.consumer.as_ref().map_or("", |c| c.as_str()))
         .bind(i32::try_from(c.partition).unwrap_or(i32::MAX))
         .bind(i64_of(c.floor))
-        .bind(encode_acked(&c.acked))
-        .execute(&mut *tx)
-        .await;
-        if let Err(e) = r {
-            return StorageResult::Err(failed(&e));
-        }
-        committed(tx.commit().await)
+        .bind(encode_acked(&c.acked));
+        self.write_one(r).await
     }
 }
