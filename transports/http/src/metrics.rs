@@ -85,8 +85,11 @@ struct StreamLabels {
 /// A command whose reply decides what is counted.
 #[derive(Debug)]
 enum Pending {
-    /// An append: the event type of each event, in order.
-    Append { stream: String, types: Vec<String> },
+    /// An append: the event types of its events in order, as runs (type, events in the run).
+    Append {
+        stream: String,
+        types: Vec<(String, u64)>,
+    },
     /// A nack of this many events.
     Nack {
         stream: String,
@@ -106,12 +109,28 @@ fn reader_hash(stream: &str, subscription: &str, consumer: &str) -> u64 {
     h.finish()
 }
 
+/// The maps below are written for every append and every delivered event: a fast hasher
+/// (their keys are the engine's ids and positions, not a client's strings).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct State {
-    pending: HashMap<(ConnId, ReqId), Pending>,
+    pending: FastMap<(ConnId, ReqId), Pending>,
     /// When each unacknowledged delivery was sent (monotonic nanoseconds), and on which
     /// connection.
-    delivered: HashMap<DeliveryKey, (ConnId, u64)>,
+    delivered: FastMap<DeliveryKey, (ConnId, u64)>,
+}
+
+/// The event types of `events` as runs of one type: one string per run, not per event.
+fn type_runs(events: &[tributary_core::NewEvent]) -> Vec<(String, u64)> {
+    let mut runs: Vec<(String, u64)> = Vec::new();
+    for e in events {
+        match runs.last_mut() {
+            Some((t, n)) if *t == e.event_type => *n += 1,
+            _ => runs.push((e.event_type.clone(), 1)),
+        }
+    }
+    runs
 }
 
 type HistogramFamily = Family<SubLabels, Histogram, fn() -> Histogram>;
@@ -218,7 +237,7 @@ impl Metrics {
                         (*conn, *req),
                         Pending::Append {
                             stream: a.stream.to_string(),
-                            types: a.events.iter().map(|e| e.event_type.clone()).collect(),
+                            types: type_runs(&a.events),
                         },
                     );
                 }
@@ -309,23 +328,18 @@ impl Metrics {
                 };
                 match (p, reply) {
                     (Pending::Append { stream, types }, Ok(Reply::Appended(outcomes))) => {
-                        // One label set per run of events of the same type.
-                        let mut run: Option<(String, u64)> = None;
-                        let appended = types.into_iter().zip(outcomes).filter(|(_, o)| {
-                            matches!(o, tributary_core::AppendOutcome::Appended(_))
-                        });
-                        for (t, _) in appended {
-                            match &mut run {
-                                Some((rt, n)) if *rt == t => *n += 1,
-                                _ => {
-                                    if let Some((rt, n)) = run.replace((t, 1)) {
-                                        self.count_published(&stream, rt, n);
-                                    }
-                                }
+                        // One label set per run of events of the same type; duplicates are
+                        // not counted.
+                        let mut outcomes = outcomes.iter();
+                        for (t, len) in types {
+                            let appended = outcomes
+                                .by_ref()
+                                .take(usize::try_from(len).unwrap_or(usize::MAX))
+                                .filter(|o| matches!(o, tributary_core::AppendOutcome::Appended(_)))
+                                .count() as u64;
+                            if appended > 0 {
+                                self.count_published(&stream, t, appended);
                             }
-                        }
-                        if let Some((rt, n)) = run {
-                            self.count_published(&stream, rt, n);
                         }
                     }
                     (Pending::Append { stream, types }, Err(_)) => {
@@ -335,7 +349,7 @@ impl Metrics {
                                 subscription: String::new(),
                                 reason: "publish_refused".into(),
                             })
-                            .inc_by(types.len() as u64);
+                            .inc_by(types.iter().map(|(_, n)| n).sum());
                     }
                     (
                         Pending::Nack {
@@ -573,6 +587,22 @@ mod tests {
             )
         };
         assert_eq!((published("a"), published("b")), (4.0, 1.0));
+        // A duplicate inside a run of one type: the rest of the run and the next run count.
+        m.on_input(now(1), &append_input(conn, 9, &["b", "b", "b", "a"]));
+        m.on_output(
+            now(1),
+            &Output::Reply {
+                conn,
+                req: ReqId(9),
+                reply: Ok(Reply::Appended(vec![
+                    AppendOutcome::Appended(p),
+                    AppendOutcome::Duplicate { original: p },
+                    AppendOutcome::Appended(p),
+                    AppendOutcome::Appended(p),
+                ])),
+            },
+        );
+        assert_eq!((published("a"), published("b")), (5.0, 3.0));
         // A refused append counts its events as errors.
         m.on_input(now(1), &append_input(conn, 8, &["a"]));
         m.on_output(
