@@ -37,7 +37,7 @@ fn push_padded_rows<T>(
     head: &str,
     columns: usize,
     rows: &[T],
-    bind: impl Fn(&mut Separated<'_, Sqlite, &'static str>, &T),
+    mut bind: impl FnMut(&mut Separated<'_, Sqlite, &'static str>, &T),
 ) {
     q.push(head);
     q.push(" SELECT * FROM (VALUES ");
@@ -57,6 +57,20 @@ fn push_padded_rows<T>(
     q.push(") WHERE column1 IS NOT NULL");
 }
 
+/// The last text bound in a column, shared by the rows that repeat it.
+#[derive(Default)]
+struct SharedText(Option<Arc<str>>);
+
+impl SharedText {
+    /// `text` as a shared string: the last one when equal, else a new one.
+    fn get(&mut self, text: &str) -> Arc<str> {
+        match &self.0 {
+            Some(last) if **last == *text => last.clone(),
+            _ => self.0.insert(Arc::from(text)).clone(),
+        }
+    }
+}
+
 /// Appends to `q` an INSERT (`verb`: `INSERT` or `INSERT OR IGNORE`) of `rows` into the events
 /// of stream `id`, padded to [`ROWS_PER_INSERT`] rows.
 fn push_event_rows(q: &mut QueryBuilder<Sqlite>, verb: &str, id: i64, rows: &[Arc<Event>]) {
@@ -64,19 +78,22 @@ fn push_event_rows(q: &mut QueryBuilder<Sqlite>, verb: &str, id: i64, rows: &[Ar
         r#"{verb} INTO tributary_events (stream_id, partition, "offset", event_id, ts, event_type,
            schema_version, key, correlation_id, causation_id, headers, content_type, payload)"#
     );
+    // Event types and content types repeat from event to event: each distinct one is copied
+    // once per statement and shared by its rows (an `Arc<str>` binds without a copy).
+    let (mut event_type, mut content_type) = (SharedText::default(), SharedText::default());
     push_padded_rows(q, &head, 13, rows, |b, e| {
         b.push_bind(id)
             .push_bind(i64::from(e.partition))
             .push_bind(i64_of(e.offset))
             .push_bind(e.event_id.as_bytes().to_vec())
             .push_bind(i64_of(e.timestamp.0))
-            .push_bind(e.event_type.clone())
+            .push_bind(event_type.get(&e.event_type))
             .push_bind(i64::from(e.schema_version))
             .push_bind(e.key.as_ref().map(|k| k.to_vec()))
             .push_bind(e.correlation_id.clone())
             .push_bind(e.causation_id.clone())
             .push_bind(encode_headers(&e.headers))
-            .push_bind(e.content_type.clone())
+            .push_bind(content_type.get(&e.content_type))
             .push_bind(e.payload.to_vec());
     });
 }
