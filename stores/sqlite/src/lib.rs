@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod append_sql;
 mod requests;
 
 use sqlx::sqlite::{

@@ -1,7 +1,10 @@
 //! Each storage request as SQLite SQL.
 
+use crate::append_sql::{
+    ROWS_PER_INSERT, at_once_script, bind_dedup, bind_events, dedup_insert, events_insert, i64_of,
+};
 use crate::{DELETE_BATCH, SqliteStore};
-use sqlx::query_builder::Separated;
+use sqlx::sqlite::SqliteArguments;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::sync::Arc;
 use tributary_core::{
@@ -12,125 +15,28 @@ use tributary_core::{
 use tributary_store_api::{
     CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
     RECOVER_SUBSCRIPTIONS, RelayRow, SchemaRow, SubscriptionRow, codec, committed, decode_event,
-    dedup_record, encode_acked, encode_headers, existing_stream, failed, receipt_record, recovered,
-    schema_columns, schema_record, to_json,
+    dedup_record, encode_acked, existing_stream, failed, receipt_record, recovered, schema_columns,
+    schema_record, to_json,
 };
 
 type Res<T> = Result<T, StorageError>;
 
-/// Rows per multi-row INSERT of an append. Every such INSERT has exactly this many rows, the
-/// last one padded with rows of NULLs that it skips: an append of any size is then made of a
-/// few statement shapes, which stay prepared in the connection's statement cache (a shape per
-/// row count would be prepared again and again, which costs more than the rows).
-const ROWS_PER_INSERT: usize = 64;
-
-/// The most events, and the most dedup records, of an append sent as one command: its query
-/// then has one of 20 shapes (1 to 4 INSERTs of events, 0 to 4 of dedup records), each kept
-/// prepared, whatever the sizes of the writes (a bound on the statement cache's memory).
-const AT_ONCE_ROWS: usize = 4 * ROWS_PER_INSERT;
-
-/// Appends to `q` the statement `head` (an INSERT naming `columns` columns) fed from
-/// `SELECT * FROM (VALUES ...)` with `rows` and, up to [`ROWS_PER_INSERT`] rows, rows of NULLs
-/// that it skips; `bind` binds one row's `columns` values.
-fn push_padded_rows<T>(
-    q: &mut QueryBuilder<Sqlite>,
-    head: &str,
-    columns: usize,
-    rows: &[T],
-    mut bind: impl FnMut(&mut Separated<'_, Sqlite, &'static str>, &T),
-) {
-    q.push(head);
-    q.push(" SELECT * FROM (VALUES ");
-    for i in 0..ROWS_PER_INSERT {
-        q.push(if i == 0 { "(" } else { ", (" });
-        let mut b = q.separated(", ");
-        match rows.get(i) {
-            Some(row) => bind(&mut b, row),
-            None => {
-                for _ in 0..columns {
-                    b.push_bind(None::<i64>);
-                }
-            }
-        }
-        q.push(")");
-    }
-    q.push(") WHERE column1 IS NOT NULL");
-}
-
-/// The last text bound in a column, shared by the rows that repeat it.
-#[derive(Default)]
-struct SharedText(Option<Arc<str>>);
-
-impl SharedText {
-    /// `text` as a shared string: the last one when equal, else a new one.
-    fn get(&mut self, text: &str) -> Arc<str> {
-        match &self.0 {
-            Some(last) if **last == *text => last.clone(),
-            _ => self.0.insert(Arc::from(text)).clone(),
-        }
-    }
-}
-
-/// Appends to `q` an INSERT (`verb`: `INSERT` or `INSERT OR IGNORE`) of `rows` into the events
-/// of stream `id`, padded to [`ROWS_PER_INSERT`] rows.
-fn push_event_rows(q: &mut QueryBuilder<Sqlite>, verb: &str, id: i64, rows: &[Arc<Event>]) {
-    let head = format!(
-        r#"{verb} INTO tributary_events (stream_id, partition, "offset", event_id, ts, event_type,
-           schema_version, key, correlation_id, causation_id, headers, content_type, payload)"#
-    );
-    // Event types and content types repeat from event to event: each distinct one is copied
-    // once per statement and shared by its rows (an `Arc<str>` binds without a copy).
-    let (mut event_type, mut content_type) = (SharedText::default(), SharedText::default());
-    push_padded_rows(q, &head, 13, rows, |b, e| {
-        b.push_bind(id)
-            .push_bind(i64::from(e.partition))
-            .push_bind(i64_of(e.offset))
-            .push_bind(e.event_id.as_bytes().to_vec())
-            .push_bind(i64_of(e.timestamp.0))
-            .push_bind(event_type.get(&e.event_type))
-            .push_bind(i64::from(e.schema_version))
-            .push_bind(e.key.as_ref().map(|k| k.to_vec()))
-            .push_bind(e.correlation_id.clone())
-            .push_bind(e.causation_id.clone())
-            .push_bind(encode_headers(&e.headers))
-            .push_bind(content_type.get(&e.content_type))
-            .push_bind(e.payload.to_vec());
-    });
-}
-
-/// Appends to `q` an `INSERT OR IGNORE` of `rows` into the dedup records of stream `id`,
-/// padded to [`ROWS_PER_INSERT`] rows.
-fn push_dedup_rows(q: &mut QueryBuilder<Sqlite>, id: i64, rows: &[DedupRecord]) {
-    let head = r#"INSERT OR IGNORE INTO tributary_dedup (stream_id, partition, "offset", event_id, expires_at)"#;
-    push_padded_rows(q, head, 5, rows, |b, d| {
-        b.push_bind(id)
-            .push_bind(i64::from(d.partition))
-            .push_bind(i64_of(d.offset))
-            .push_bind(d.event_id.as_bytes().to_vec())
-            .push_bind(i64_of(d.expires_at.0));
-    });
-}
-
 /// The whole append as one command to the writer connection (its thread is woken once
 /// per write, not once per statement): `BEGIN IMMEDIATE`, the events and the dedup
-/// records in statements of [`ROWS_PER_INSERT`] rows, `COMMIT`. A taken offset fails the
-/// INSERT; a failed statement leaves the transaction open, so it is rolled back here.
+/// records in statements of [`ROWS_PER_INSERT`] rows, `COMMIT` ([`at_once_script`]). A taken
+/// offset fails the INSERT; a failed statement leaves the transaction open, so it is rolled
+/// back here.
 async fn append_at_once(
     c: &mut SqliteConnection,
+    script: &'static str,
     id: i64,
     w: &AppendWrite,
 ) -> Result<(), sqlx::Error> {
-    let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
-    for chunk in w.events.chunks(ROWS_PER_INSERT) {
-        push_event_rows(&mut q, "INSERT", id, chunk);
-        q.push("; ");
-    }
-    for chunk in w.dedup.chunks(ROWS_PER_INSERT) {
-        push_dedup_rows(&mut q, id, chunk);
-        q.push("; ");
-    }
-    q.push("COMMIT");
-    let r = q.build().execute(&mut *c).await;
+    let mut args = SqliteArguments::default();
+    bind_events(&mut args, id, &w.events)
+        .and_then(|()| bind_dedup(&mut args, id, &w.dedup))
+        .map_err(sqlx::Error::Encode)?;
+    let r = sqlx::query_with(script, args).execute(&mut *c).await;
     if r.is_err() {
         // Refused when no transaction is open (the failure was the COMMIT's, which ended it).
         let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
@@ -138,8 +44,18 @@ async fn append_at_once(
     r.map(|_| ())
 }
 
-fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+/// One INSERT of an append's step-by-step path: `sql` with the values `bind` puts in.
+async fn insert_chunk(
+    c: &mut SqliteConnection,
+    sql: &'static str,
+    bind: impl FnOnce(&mut SqliteArguments) -> Result<(), sqlx::error::BoxDynError>,
+) -> Result<u64, sqlx::Error> {
+    let mut args = SqliteArguments::default();
+    bind(&mut args).map_err(sqlx::Error::Encode)?;
+    sqlx::query_with(sql, args)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected())
 }
 
 fn u64_of(v: i64) -> u64 {
@@ -436,7 +352,7 @@ impl SqliteStore {
         if let Err(e) = self.chains.wait_predecessor(w).await {
             return StorageResult::Err(e);
         }
-        let at_once = if w.events.len() <= AT_ONCE_ROWS && w.dedup.len() <= AT_ONCE_ROWS {
+        let at_once = if let Some(script) = at_once_script(w.events.len(), w.dedup.len()) {
             let mut c = match self.writer.acquire().await {
                 Ok(c) => c,
                 Err(e) => return StorageResult::Err(failed(&e)),
@@ -445,7 +361,7 @@ impl SqliteStore {
                 Ok(id) => id,
                 Err(e) => return StorageResult::Err(e),
             };
-            Some(append_at_once(&mut c, id, w).await)
+            Some(append_at_once(&mut c, script, id, w).await)
             // The connection goes back to the pool here: the checked path needs it.
         } else {
             None
@@ -481,10 +397,8 @@ impl SqliteStore {
         };
         let mut inserted = 0u64;
         for chunk in w.events.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Sqlite>::new("");
-            push_event_rows(&mut q, "INSERT OR IGNORE", id, chunk);
-            match q.build().execute(&mut *tx).await {
-                Ok(r) => inserted += r.rows_affected(),
+            match insert_chunk(&mut tx, events_insert(true), |a| bind_events(a, id, chunk)).await {
+                Ok(n) => inserted += n,
                 Err(e) => return StorageResult::Err(failed(&e)),
             }
         }
@@ -512,9 +426,9 @@ impl SqliteStore {
             }
         }
         for chunk in w.dedup.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Sqlite>::new("");
-            push_dedup_rows(&mut q, id, chunk);
-            if let Err(e) = q.build().execute(&mut *tx).await {
+            if let Err(e) =
+                insert_chunk(&mut tx, dedup_insert(), |a| bind_dedup(a, id, chunk)).await
+            {
                 return StorageResult::Err(failed(&e));
             }
         }
