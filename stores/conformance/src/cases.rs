@@ -620,6 +620,48 @@ pub async fn subscriptions_and_cursors_round_trip<S: Store>(s: &S) {
     );
 }
 
+/// Cursor saves in flight together are each kept, and one that is refused (its subscription
+/// does not exist) refuses no other (a store may write saves that wait together in one
+/// statement).
+pub async fn cursor_saves_in_flight_together_are_answered_each_on_its_own<S: Store>(s: &S) {
+    ok(s, StorageRequest::CreateStream(persistent("c", 4))).await;
+    let sub = SubscriptionRecord {
+        id: SubId(3),
+        config: SubscriptionConfig::new(
+            name("c"),
+            SubscriptionName::new("s").expect("name"),
+            SubscriptionMode::Exclusive,
+        ),
+        start_offsets: vec![0; 4],
+    };
+    ok(s, StorageRequest::SaveSubscription(sub)).await;
+    let cursor = |sub: u64, partition: u32| CursorRecord {
+        sub: SubId(sub),
+        consumer: None,
+        partition,
+        floor: 10 + u64::from(partition),
+        acked: vec![20 + u64::from(partition)],
+    };
+    let save = |c: CursorRecord| s.execute(StorageRequest::SaveCursor(c));
+    let (a, b, missing, c, d) = tokio::join!(
+        save(cursor(3, 0)),
+        save(cursor(3, 1)),
+        save(cursor(99, 0)),
+        save(cursor(3, 2)),
+        save(cursor(3, 3)),
+    );
+    for r in [a, b, c, d] {
+        assert!(matches!(r, StorageResult::Ok(_)), "a valid save: {r:?}");
+    }
+    assert!(
+        matches!(missing, StorageResult::Err(StorageError::NotFound(_))),
+        "the save of a missing subscription: {missing:?}"
+    );
+    let mut cursors = recover(s).await.cursors;
+    cursors.sort_by_key(|c| c.partition);
+    assert_eq!(cursors, (0..4).map(|p| cursor(3, p)).collect::<Vec<_>>());
+}
+
 /// A consumer group subscription keeps its mode, session settings and commit strategy, and its
 /// committed offsets are cursors without a consumer, one per partition.
 pub async fn a_consumer_group_subscription_round_trips<S: Store>(s: &S) {

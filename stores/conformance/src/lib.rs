@@ -32,6 +32,7 @@ macro_rules! conformance_tests {
             dedup_ids_load_in_pages_and_expire,
             find_offset_by_time,
             subscriptions_and_cursors_round_trip,
+            cursor_saves_in_flight_together_are_answered_each_on_its_own,
             a_consumer_group_subscription_round_trips,
             read_receipts_merge_page_expire_and_go_with_their_subscription,
             retention_cuts_truncates_prefixes_and_expires_dedup_ids,

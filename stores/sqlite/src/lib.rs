@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod append_sql;
+mod cursor_saves;
 mod requests;
 
 use sqlx::sqlite::{
@@ -91,6 +92,8 @@ pub struct SqliteStore {
     pub(crate) ids: Arc<Mutex<HashMap<StreamName, i64>>>,
     /// The order of pipelined appends: one commits only after the one it names.
     pub(crate) chains: Arc<WriteChains>,
+    /// Cursor saves waiting to be written together.
+    pub(crate) cursor_saves: Arc<cursor_saves::CursorSaves>,
 }
 
 /// The migrations, embedded at build time.
@@ -146,6 +149,7 @@ impl SqliteStore {
             readers,
             ids: Arc::default(),
             chains: Arc::default(),
+            cursor_saves: Arc::default(),
         };
         store.resume_deletions().await;
         Ok(store)

@@ -3,6 +3,7 @@
 use crate::append_sql::{
     ROWS_PER_INSERT, at_once_script, bind_dedup, bind_events, dedup_insert, events_insert, i64_of,
 };
+use crate::cursor_saves::{bind_cursors, upsert_sql};
 use crate::{DELETE_BATCH, SqliteStore};
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
@@ -15,7 +16,7 @@ use tributary_core::{
 use tributary_store_api::{
     CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
     RECOVER_SUBSCRIPTIONS, RelayRow, SchemaRow, SubscriptionRow, codec, committed, decode_event,
-    dedup_record, encode_acked, existing_stream, failed, receipt_record, recovered, schema_columns,
+    dedup_record, existing_stream, failed, receipt_record, recovered, schema_columns,
     schema_record, to_json,
 };
 
@@ -56,6 +57,23 @@ async fn insert_chunk(
         .execute(c)
         .await
         .map(|r| r.rows_affected())
+}
+
+/// Upserts `records` (up to [`crate::cursor_saves::MAX_ROWS`]) in one autocommit statement.
+async fn upsert_cursors(c: &mut SqliteConnection, records: &[&CursorRecord]) -> StorageResult {
+    if records.is_empty() {
+        return StorageResult::Ok(StorageReply::Done);
+    }
+    let mut args = SqliteArguments::default();
+    if let Err(e) = bind_cursors(&mut args, records.iter().copied()) {
+        return StorageResult::Err(failed(&sqlx::Error::Encode(e)));
+    }
+    committed(
+        sqlx::query_with(upsert_sql(records.len()), args)
+            .execute(c)
+            .await
+            .map(|_| ()),
+    )
 }
 
 fn u64_of(v: i64) -> u64 {
@@ -752,17 +770,37 @@ impl SqliteStore {
         .await
     }
 
+    /// Queues the save, then writes every queued save (its own, unless a save before it took
+    /// it) once it holds the writer connection; see [`crate::cursor_saves`].
     async fn save_cursor(&self, c: &CursorRecord) -> StorageResult {
-        let q = sqlx::query(
-            r#"INSERT INTO tributary_cursors (sub_id, consumer, partition, floor, acked) VALUES (?, ?, ?, ?, ?)
-               ON CONFLICT (sub_id, consumer, partition) DO UPDATE SET floor = excluded.floor, acked = excluded.acked"#,
-        )
-        .bind(i64_of(c.sub.0))
-        .bind(c.consumer.as_ref().map_or(String::new(), |c| c.to_string()))
-        .bind(i64::from(c.partition))
-        .bind(i64_of(c.floor))
-        .bind(encode_acked(&c.acked));
-        self.write_one(q).await
+        let answer = self.cursor_saves.push(c.clone());
+        match self.writer.acquire().await {
+            Ok(mut conn) => {
+                let batch = self.cursor_saves.take();
+                let records: Vec<&CursorRecord> = batch.iter().map(|(r, _)| r).collect();
+                let r = upsert_cursors(&mut conn, &records).await;
+                if batch.len() > 1 && matches!(r, StorageResult::Err(_)) {
+                    // Refused, so nothing was written: each save again on its own, so that one
+                    // save's refusal (its subscription deleted) is not the others'.
+                    for (rec, tx) in batch {
+                        let _ = tx.send(upsert_cursors(&mut conn, &[&rec]).await);
+                    }
+                } else {
+                    for (_, tx) in batch {
+                        let _ = tx.send(r.clone());
+                    }
+                }
+            }
+            Err(e) => {
+                // Nothing written: the saves queued so far fail together (the engine retries).
+                let r = StorageResult::Err(failed(&e));
+                for (_, tx) in self.cursor_saves.take() {
+                    let _ = tx.send(r.clone());
+                }
+            }
+        }
+        // Dropped unanswered (the holder's task ended mid-statement): the outcome is unknown.
+        answer.await.unwrap_or(StorageResult::Unknown)
     }
 
     /// Upserts schema versions in one transaction.
