@@ -22,6 +22,7 @@ mod chain;
 mod codec;
 mod durability;
 mod records;
+mod save_queue;
 mod sql_errors;
 
 pub use chain::{Finish, PredecessorFailed, WriteChains};
@@ -35,6 +36,7 @@ pub use records::{
     RelayRow, SchemaRow, SubscriptionRow, cursor_record, dedup_record, existing_stream,
     partition_head, receipt_record, recovered, schema_columns, schema_record, subscription_record,
 };
+pub use save_queue::{Answer, Batch, SaveQueue, Single};
 pub use sql_errors::{codec, committed, failed};
 
 use std::future::Future;

@@ -31,12 +31,15 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tributary_core::{StorageRequest, StorageResult, StreamName};
+use tributary_core::{CursorRecord, StorageRequest, StorageResult, StreamName};
 pub use tributary_store_api::{DELETE_BATCH, Durability, PREDECESSOR_TIMEOUT};
-use tributary_store_api::{Store, WriteChains};
+use tributary_store_api::{SaveQueue, Store, WriteChains};
 
 /// A pooled connection idle this long is pinged before it is handed out again.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
+/// The most cursor saves written in one statement (see [`SaveQueue`]).
+const CURSORS_PER_STATEMENT: usize = 64;
 
 /// The channel of the wake-up notifications sent after each append.
 pub const NOTIFY_CHANNEL: &str = "tributary_events";
@@ -107,6 +110,11 @@ pub struct PgStore {
     pub(crate) ids: Arc<Mutex<HashMap<StreamName, i64>>>,
     /// The order of pipelined appends: one commits only after the one it names.
     pub(crate) chains: Arc<WriteChains>,
+    /// Cursor saves waiting to be written together.
+    pub(crate) cursor_saves: Arc<SaveQueue<CursorRecord>>,
+    /// The turn to write queued cursor saves: one statement of them at a time, while the
+    /// next ones queue.
+    pub(crate) cursor_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl PgStore {
@@ -167,6 +175,8 @@ impl PgStore {
             notify: config.notify,
             ids: Arc::default(),
             chains: Arc::default(),
+            cursor_saves: Arc::new(SaveQueue::new(CURSORS_PER_STATEMENT)),
+            cursor_turn: Arc::default(),
         };
         store.resume_deletions().await;
         Ok(store)

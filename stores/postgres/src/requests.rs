@@ -769,16 +769,59 @@ impl PgStore {
         }
     }
 
+    /// Queues the save, then, with the turn to write cursor saves, writes every queued save
+    /// (its own, unless a save before it took it) in one statement; see
+    /// [`tributary_store_api::SaveQueue`].
     async fn save_cursor(&self, c: &CursorRecord) -> StorageResult {
-        let r = sqlx::query(
-            r#"INSERT INTO tributary_cursors (sub_id, consumer, partition, floor, acked) VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (sub_id, consumer, partition) DO UPDATE SET floor = EXCLUDED.floor, acked = EXCLUDED.acked"#,
-        )
-        .bind(i64_of(c.sub.0))
-        .bind(c.consumer.as_ref().map_or("", |c| c.as_str()))
-        .bind(i32::try_from(c.partition).unwrap_or(i32::MAX))
-        .bind(i64_of(c.floor))
-        .bind(encode_acked(&c.acked));
-        self.write_one(r).await
+        let answer = self.cursor_saves.push(c.clone());
+        {
+            let _turn = self.cursor_turn.lock().await;
+            let batch = self.cursor_saves.take();
+            if !batch.is_empty() {
+                match self.pool.acquire().await {
+                    Ok(mut conn) => {
+                        let r = upsert_cursors(&mut conn, &batch.records()).await;
+                        for one in batch.answer(&r) {
+                            let r = upsert_cursors(&mut conn, &[one.record()]).await;
+                            one.answer(r);
+                        }
+                    }
+                    Err(e) => {
+                        let r = StorageResult::Err(failed(&e));
+                        for one in batch.answer(&r) {
+                            one.answer(r.clone());
+                        }
+                    }
+                }
+            }
+        }
+        answer.outcome().await
     }
+}
+
+/// Upserts `records` in one autocommit statement (`UNNEST` of their columns).
+async fn upsert_cursors(c: &mut PgConnection, records: &[&CursorRecord]) -> StorageResult {
+    let r = sqlx::query(
+        r#"INSERT INTO tributary_cursors (sub_id, consumer, partition, floor, acked)
+           SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::bigint[], $5::text[])
+           ON CONFLICT (sub_id, consumer, partition) DO UPDATE SET floor = EXCLUDED.floor, acked = EXCLUDED.acked"#,
+    )
+    .bind(records.iter().map(|c| i64_of(c.sub.0)).collect::<Vec<_>>())
+    .bind(
+        records
+            .iter()
+            .map(|c| c.consumer.as_ref().map_or("", |c| c.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|c| i32::try_from(c.partition).unwrap_or(i32::MAX))
+            .collect::<Vec<_>>(),
+    )
+    .bind(records.iter().map(|c| i64_of(c.floor)).collect::<Vec<_>>())
+    .bind(records.iter().map(|c| encode_acked(&c.acked)).collect::<Vec<_>>())
+    .execute(c)
+    .await;
+    committed(r.map(|_| ()))
 }

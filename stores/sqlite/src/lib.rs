@@ -18,7 +18,7 @@
 #![warn(missing_docs)]
 
 mod append_sql;
-mod cursor_saves;
+mod cursor_sql;
 mod requests;
 
 use sqlx::sqlite::{
@@ -28,9 +28,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tributary_core::{StorageRequest, StorageResult, StreamName};
+use tributary_core::{CursorRecord, StorageRequest, StorageResult, StreamName};
 pub use tributary_store_api::{DELETE_BATCH, Durability, PREDECESSOR_TIMEOUT};
-use tributary_store_api::{Store, WriteChains};
+use tributary_store_api::{SaveQueue, Store, WriteChains};
 
 /// Where the database is and how it is used.
 #[derive(Debug, Clone)]
@@ -93,7 +93,7 @@ pub struct SqliteStore {
     /// The order of pipelined appends: one commits only after the one it names.
     pub(crate) chains: Arc<WriteChains>,
     /// Cursor saves waiting to be written together.
-    pub(crate) cursor_saves: Arc<cursor_saves::CursorSaves>,
+    pub(crate) cursor_saves: Arc<SaveQueue<CursorRecord>>,
 }
 
 /// The migrations, embedded at build time.
@@ -149,7 +149,7 @@ impl SqliteStore {
             readers,
             ids: Arc::default(),
             chains: Arc::default(),
-            cursor_saves: Arc::default(),
+            cursor_saves: Arc::new(SaveQueue::new(cursor_sql::MAX_ROWS)),
         };
         store.resume_deletions().await;
         Ok(store)

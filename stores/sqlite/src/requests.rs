@@ -3,7 +3,7 @@
 use crate::append_sql::{
     ROWS_PER_INSERT, at_once_script, bind_dedup, bind_events, dedup_insert, events_insert, i64_of,
 };
-use crate::cursor_saves::{bind_cursors, upsert_sql};
+use crate::cursor_sql::{bind_cursors, upsert_sql};
 use crate::{DELETE_BATCH, SqliteStore};
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
@@ -59,7 +59,7 @@ async fn insert_chunk(
         .map(|r| r.rows_affected())
 }
 
-/// Upserts `records` (up to [`crate::cursor_saves::MAX_ROWS`]) in one autocommit statement.
+/// Upserts `records` (up to [`crate::cursor_sql::MAX_ROWS`]) in one autocommit statement.
 async fn upsert_cursors(c: &mut SqliteConnection, records: &[&CursorRecord]) -> StorageResult {
     if records.is_empty() {
         return StorageResult::Ok(StorageReply::Done);
@@ -770,37 +770,26 @@ impl SqliteStore {
         .await
     }
 
-    /// Queues the save, then writes every queued save (its own, unless a save before it took
-    /// it) once it holds the writer connection; see [`crate::cursor_saves`].
+    /// Queues the save, then, holding the writer connection, writes every queued save (its
+    /// own, unless a save before it took it); see [`tributary_store_api::SaveQueue`].
     async fn save_cursor(&self, c: &CursorRecord) -> StorageResult {
         let answer = self.cursor_saves.push(c.clone());
         match self.writer.acquire().await {
             Ok(mut conn) => {
                 let batch = self.cursor_saves.take();
-                let records: Vec<&CursorRecord> = batch.iter().map(|(r, _)| r).collect();
-                let r = upsert_cursors(&mut conn, &records).await;
-                if batch.len() > 1 && matches!(r, StorageResult::Err(_)) {
-                    // Refused, so nothing was written: each save again on its own, so that one
-                    // save's refusal (its subscription deleted) is not the others'.
-                    for (rec, tx) in batch {
-                        let _ = tx.send(upsert_cursors(&mut conn, &[&rec]).await);
-                    }
-                } else {
-                    for (_, tx) in batch {
-                        let _ = tx.send(r.clone());
+                if !batch.is_empty() {
+                    let r = upsert_cursors(&mut conn, &batch.records()).await;
+                    for one in batch.answer(&r) {
+                        let r = upsert_cursors(&mut conn, &[one.record()]).await;
+                        one.answer(r);
                     }
                 }
             }
-            Err(e) => {
-                // Nothing written: the saves queued so far fail together (the engine retries).
-                let r = StorageResult::Err(failed(&e));
-                for (_, tx) in self.cursor_saves.take() {
-                    let _ = tx.send(r.clone());
-                }
-            }
+            Err(e) => self
+                .cursor_saves
+                .fail_queued(&StorageResult::Err(failed(&e))),
         }
-        // Dropped unanswered (the holder's task ended mid-statement): the outcome is unknown.
-        answer.await.unwrap_or(StorageResult::Unknown)
+        answer.outcome().await
     }
 
     /// Upserts schema versions in one transaction.
