@@ -3,6 +3,10 @@
 //! them through one exclusive subscription and acknowledge every delivery. The server runs
 //! in this process on the store given (fsync on unless `--durability normal`), the client on the same cores.
 //!
+//! Consume only (`--backlog N`): N events are published first (unary calls of 1,000), then the
+//! consumers start and the bench measures how fast they read and acknowledge the backlog,
+//! with no producer running.
+//!
 //! Closed loop (default): each producer keeps one call in flight. Open loop (`--rate R`):
 //! calls are started on a fixed schedule of R events/s whatever the answers, and latency is
 //! measured from the scheduled time, so queueing is not hidden (no coordinated omission).
@@ -57,6 +61,10 @@ struct Args {
     /// with this many batches in flight) instead of unary calls.
     #[arg(long, default_value_t = 0)]
     pipelined: usize,
+    /// Consume only: publish this many events first, then measure how fast the consumers
+    /// read and acknowledge them (at most `--seconds`).
+    #[arg(long, default_value_t = 0)]
+    backlog: u64,
 }
 
 /// The same allocator as the `tributary` binary.
@@ -170,7 +178,12 @@ async fn run(args: Args) -> Result<(), String> {
         failed: AtomicU64::new(0),
     });
 
+    if args.backlog > 0 {
+        publish_backlog(&clients, &stream, &shared, args.backlog).await?;
+    }
+
     // Consumers.
+    let consume_start = Instant::now();
     let mut consumers = Vec::new();
     for c in 0..args.consumers {
         let mut client = clients[c % clients.len()].clone();
@@ -238,7 +251,9 @@ async fn run(args: Args) -> Result<(), String> {
     // Producers.
     let mut producers = Vec::new();
     let limit = Arc::new(tokio::sync::Semaphore::new(args.producers.max(1)));
-    if args.rate == 0 && args.pipelined > 0 {
+    if args.backlog > 0 {
+        // No producers: the consumers read the backlog.
+    } else if args.rate == 0 && args.pipelined > 0 {
         for p in 0..args.producers {
             let mut client = clients[p % clients.len()].clone();
             let (stream, shared, batch, window) =
@@ -365,6 +380,40 @@ async fn run(args: Args) -> Result<(), String> {
         }));
     }
 
+    if args.backlog > 0 {
+        let deadline = consume_start + Duration::from_secs(args.seconds);
+        while shared.consumed.load(Ordering::Relaxed) < args.backlog && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (consumed, secs) = (
+            shared.consumed.load(Ordering::Relaxed),
+            consume_start.elapsed().as_secs_f64(),
+        );
+        shared.running.store(false, Ordering::Relaxed);
+        let _ = stop_tx.send(());
+        for c in consumers {
+            let _ = c.await;
+        }
+        let _ = server.await;
+        let _ = std::fs::remove_dir_all(&dir);
+        println!(
+            "store {} ({} durability) | backlog {} events, consumers {} partitions {} connections {} workers {}",
+            args.store.split('@').next_back().unwrap_or(""),
+            args.durability,
+            args.backlog,
+            args.consumers,
+            args.partitions,
+            args.connections,
+            args.worker_threads,
+        );
+        println!(
+            "consumed {:.0} events/s with acks ({consumed} of {} in {secs:.2} s)",
+            consumed as f64 / secs,
+            args.backlog
+        );
+        return Ok(());
+    }
+
     // Warm up for a second, then measure.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (p0, c0, t0) = (
@@ -430,5 +479,40 @@ async fn run(args: Args) -> Result<(), String> {
         q(&e2e_hist, 0.99),
         q(&e2e_hist, 0.999)
     );
+    Ok(())
+}
+
+/// Publishes `n` events before the consumers start, in unary calls of 1,000 (one call in
+/// flight per connection).
+async fn publish_backlog(
+    clients: &[Client],
+    stream: &str,
+    shared: &Arc<Shared>,
+    n: u64,
+) -> Result<(), String> {
+    const CALL: u64 = 1000;
+    let calls = n.div_ceil(CALL);
+    let mut tasks = Vec::new();
+    for (k, client) in clients.iter().enumerate() {
+        let mut client = client.clone();
+        let (stream, shared) = (stream.to_string(), shared.clone());
+        let mine = (k as u64..calls).step_by(clients.len());
+        tasks.push(tokio::spawn(async move {
+            for c in mine {
+                client
+                    .publish(pb::PublishRequest {
+                        stream: stream.clone(),
+                        events: events(&shared, (n - c * CALL).min(CALL) as usize, c * CALL),
+                        expected_offset: None,
+                    })
+                    .await
+                    .map_err(|e| format!("publishing the backlog: {e}"))?;
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
     Ok(())
 }
