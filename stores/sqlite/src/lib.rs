@@ -96,6 +96,9 @@ pub struct SqliteStore {
     pub(crate) cursor_saves: Arc<SaveQueue<CursorRecord>>,
 }
 
+/// Rows a reader connection's thread sends back ahead of the caller (sqlx's default: 50).
+const READ_ROW_BUFFER: usize = 1024;
+
 /// The migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -141,7 +144,15 @@ impl SqliteStore {
         let readers = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(config.readers.max(1))
-            .connect_with(options.read_only(true))
+            .connect_with(
+                options
+                    .read_only(true)
+                    // A read of a page of events (512 by default) is sent back by the
+                    // connection's thread row by row: with room for the whole page, that
+                    // thread never waits for the caller in the middle of a read (and is not
+                    // woken again for each slice of it).
+                    .row_buffer_size(READ_ROW_BUFFER),
+            )
             .await
             .map_err(open_err)?;
         let store = SqliteStore {
