@@ -66,6 +66,13 @@ impl<T> Batch<T> {
         }
         Vec::new()
     }
+
+    /// Answers every save with `r`, written by nobody (no turn to write could be had).
+    pub fn fail(self, r: &StorageResult) {
+        for (_, tx) in self.0 {
+            let _ = tx.send(r.clone());
+        }
+    }
 }
 
 /// One save of a refused statement, to be written alone.
@@ -111,14 +118,6 @@ impl<T> SaveQueue<T> {
         let mut q = self.lock();
         let n = q.len().min(self.max);
         Batch(q.drain(..n).collect())
-    }
-
-    /// Answers the saves queued so far with `r`, written by nobody (the turn to write could
-    /// not be had).
-    pub fn fail_queued(&self, r: &StorageResult) {
-        for (_, tx) in self.lock().drain(..) {
-            let _ = tx.send(r.clone());
-        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Queued<T>>> {
@@ -198,7 +197,7 @@ mod tests {
         let q = SaveQueue::new(8);
         let failed = q.push(1);
         let refused = StorageResult::Err(StorageError::Unavailable("no connection".into()));
-        q.fail_queued(&refused);
+        q.take().fail(&refused);
         assert_eq!(failed.outcome().await, refused);
         let dropped = q.push(2);
         drop(q);

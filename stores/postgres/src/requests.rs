@@ -786,12 +786,7 @@ impl PgStore {
                             one.answer(r);
                         }
                     }
-                    Err(e) => {
-                        let r = StorageResult::Err(failed(&e));
-                        for one in batch.answer(&r) {
-                            one.answer(r.clone());
-                        }
-                    }
+                    Err(e) => batch.fail(&StorageResult::Err(failed(&e))),
                 }
             }
         }

@@ -787,7 +787,8 @@ impl SqliteStore {
             }
             Err(e) => self
                 .cursor_saves
-                .fail_queued(&StorageResult::Err(failed(&e))),
+                .take()
+                .fail(&StorageResult::Err(failed(&e))),
         }
         answer.outcome().await
     }
