@@ -6,8 +6,14 @@ use tributary_core::{
     SubId, SubscriptionRecord, UnixMillis,
 };
 
-fn u64_of(v: i64) -> u64 {
+/// A stored signed integer as an offset, a time or a count (negative: 0; nothing stored is).
+pub fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// An offset, a time or a count as SQL's signed integer (saturating: they stay far below).
+pub fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn u32_of(v: i32) -> u32 {

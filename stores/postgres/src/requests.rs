@@ -12,21 +12,14 @@ use tributary_core::{
 use tributary_store_api::{
     CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
     RECOVER_SUBSCRIPTIONS, RelayRow, SubscriptionRow, codec, committed, decode_event, dedup_record,
-    encode_acked, encode_headers, existing_stream, failed, receipt_record, recovered, to_json,
+    encode_acked, encode_headers, existing_stream, failed, i64_of, receipt_record, recovered,
+    to_json, u64_of,
 };
 
 type Res<T> = Result<T, StorageError>;
 
 const EVENT_COLUMNS: &str = r#"partition, "offset", event_id, ts, event_type, schema_version, key, correlation_id,
     causation_id, headers, content_type, payload"#;
-
-fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u64_of(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
 
 impl PgStore {
     pub(crate) async fn run(&self, req: StorageRequest) -> StorageResult {

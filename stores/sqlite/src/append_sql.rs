@@ -12,7 +12,7 @@ use sqlx::error::BoxDynError;
 use sqlx::sqlite::SqliteArguments;
 use std::sync::{Arc, OnceLock};
 use tributary_core::{DedupRecord, Event};
-use tributary_store_api::encode_headers;
+use tributary_store_api::{encode_headers, i64_of};
 
 /// Rows per multi-row INSERT of an append.
 pub(crate) const ROWS_PER_INSERT: usize = 64;
@@ -168,11 +168,6 @@ pub(crate) fn bind_dedup(
         a.add(d.event_id.as_bytes().to_vec())?;
         a.add(i64_of(d.expires_at.0))
     })
-}
-
-/// A number stored as SQLite's signed integer (saturating: offsets and times stay far below).
-pub(crate) fn i64_of(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

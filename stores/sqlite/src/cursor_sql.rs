@@ -6,9 +6,7 @@ use sqlx::error::BoxDynError;
 use sqlx::sqlite::SqliteArguments;
 use std::sync::OnceLock;
 use tributary_core::CursorRecord;
-use tributary_store_api::encode_acked;
-
-use crate::append_sql::i64_of;
+use tributary_store_api::{encode_acked, i64_of};
 
 /// The most cursor records in one statement (and the number of statement shapes kept).
 pub(crate) const MAX_ROWS: usize = 8;

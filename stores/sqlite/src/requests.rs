@@ -1,7 +1,7 @@
 //! Each storage request as SQLite SQL.
 
 use crate::append_sql::{
-    ROWS_PER_INSERT, at_once_script, bind_dedup, bind_events, dedup_insert, events_insert, i64_of,
+    ROWS_PER_INSERT, at_once_script, bind_dedup, bind_events, dedup_insert, events_insert,
 };
 use crate::cursor_sql::{bind_cursors, upsert_sql};
 use crate::{DELETE_BATCH, SqliteStore};
@@ -16,8 +16,8 @@ use tributary_core::{
 use tributary_store_api::{
     CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
     RECOVER_SUBSCRIPTIONS, RelayRow, SchemaRow, SubscriptionRow, codec, committed, decode_event,
-    dedup_record, existing_stream, failed, receipt_record, recovered, schema_columns,
-    schema_record, to_json,
+    dedup_record, existing_stream, failed, i64_of, receipt_record, recovered, schema_columns,
+    schema_record, to_json, u64_of,
 };
 
 type Res<T> = Result<T, StorageError>;
@@ -74,10 +74,6 @@ async fn upsert_cursors(c: &mut SqliteConnection, records: &[&CursorRecord]) -> 
             .await
             .map(|_| ()),
     )
-}
-
-fn u64_of(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }
 
 impl SqliteStore {
