@@ -939,6 +939,62 @@ pub async fn events_keep_every_field<S: Store>(s: &S) {
     let bare = event("a", 0, 1, 2, 1_767_225_600_124);
     ok(s, append("a", vec![full.clone(), bare.clone()], vec![])).await;
     assert_eq!(read(s, "a", 0, 0, 10).await, vec![full, bare]);
+    // Writes in which only some events use a field, or one field alone, or all share a content
+    // type that is not the default (a store may send only the columns a write uses).
+    let with = |offset: u64, set: &dyn Fn(&mut NewEvent)| {
+        let mut e = NewEvent::new("t", vec![offset as u8; 4]);
+        e.content_type = "text/plain".into();
+        set(&mut e);
+        Arc::new(Event::from_new(
+            e,
+            EventId::from_bytes([offset as u8 + 10; 16]),
+            name("a"),
+            0,
+            offset,
+            UnixMillis(1_767_225_600_200 + offset),
+        ))
+    };
+    let writes: Vec<Vec<Arc<Event>>> = vec![
+        vec![
+            with(2, &|e| e.key = Some(b"k".to_vec().into())),
+            with(3, &|_| {}),
+        ],
+        vec![with(4, &|e| e.correlation_id = Some("c".into()))],
+        vec![
+            with(5, &|_| {}),
+            with(6, &|e| e.causation_id = Some("d".into())),
+        ],
+        vec![with(7, &|e| {
+            e.headers.insert("h".into(), "v".into());
+        })],
+        vec![
+            with(8, &|_| {}),
+            with(9, &|e| e.content_type = "text/csv".into()),
+        ],
+    ];
+    let mut expected = Vec::new();
+    for events in writes {
+        let dedup = events
+            .iter()
+            .map(|e| DedupRecord {
+                event_id: e.event_id,
+                partition: 0,
+                offset: e.offset,
+                expires_at: UnixMillis(u64::MAX / 4),
+            })
+            .collect();
+        ok(s, append("a", events.clone(), dedup)).await;
+        expected.extend(events);
+    }
+    assert_eq!(read(s, "a", 0, 2, 10).await, expected);
+    let mut ids: Vec<(u64, EventId)> = all_dedup(s, "a")
+        .await
+        .iter()
+        .map(|d| (d.offset, d.event_id))
+        .collect();
+    ids.sort();
+    let written: Vec<(u64, EventId)> = expected.iter().map(|e| (e.offset, e.event_id)).collect();
+    assert_eq!(ids, written);
 }
 
 /// An engine on the store: appends with ids, a subscription with acks; a new engine on the

@@ -4,9 +4,9 @@
 //!
 //! - Versioned migrations (`migrations/`, applied at [`PgStore::open`] unless turned off; sqlx
 //!   records the applied versions in `_sqlx_migrations`).
-//! - Appends are one transaction each: events by a multi-row `INSERT ... SELECT FROM UNNEST`
-//!   of column arrays, then the dedup ids, then one `pg_notify` (a wake-up hint for readers in
-//!   other processes, see [`Notifications`]). The core already merges the appends of many
+//! - Appends are one statement each: events by a multi-row `INSERT ... SELECT FROM UNNEST`
+//!   of column arrays (only the optional columns the write uses), then the dedup ids, then one
+//!   `pg_notify` (a wake-up hint for readers in other processes, see [`Notifications`]). The core already merges the appends of many
 //!   producers into one request per stream (group commit).
 //! - An outcome that cannot be known (the connection dropped during `COMMIT`) is `Unknown`.
 //! - A deleted stream disappears in one short transaction; its events are then removed in
@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod append_sql;
 mod inbox;
 mod notify;
 mod requests;

@@ -1,6 +1,7 @@
 //! Each storage request as SQL.
 
-use crate::{DELETE_BATCH, NOTIFY_CHANNEL, PgStore};
+use crate::append_sql::Columns;
+use crate::{DELETE_BATCH, PgStore};
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, Row};
@@ -12,8 +13,7 @@ use tributary_core::{
 use tributary_store_api::{
     CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
     RECOVER_SUBSCRIPTIONS, RelayRow, SubscriptionRow, codec, committed, decode_event, dedup_record,
-    encode_acked, encode_headers, existing_stream, failed, i64_of, receipt_record, recovered,
-    to_json, u64_of,
+    encode_acked, existing_stream, failed, i64_of, receipt_record, recovered, to_json, u64_of,
 };
 
 type Res<T> = Result<T, StorageError>;
@@ -317,45 +317,7 @@ impl PgStore {
         // stream at a time, each one statement, while the engine gathers the next.
         let mut finish = self.chains.begin(&w.stream, w.seq);
         let n = w.events.len();
-        let mut partition = Vec::with_capacity(n);
-        let mut offset = Vec::with_capacity(n);
-        let mut event_id = Vec::with_capacity(n);
-        let mut ts = Vec::with_capacity(n);
-        let mut event_type = Vec::with_capacity(n);
-        let mut schema_version = Vec::with_capacity(n);
-        let mut key = Vec::with_capacity(n);
-        let mut correlation = Vec::with_capacity(n);
-        let mut causation = Vec::with_capacity(n);
-        let mut headers = Vec::with_capacity(n);
-        let mut content_type = Vec::with_capacity(n);
-        let mut payload = Vec::with_capacity(n);
-        // Borrowed columns: the events' bytes and strings are encoded straight from the write.
-        for e in &w.events {
-            partition.push(i32::try_from(e.partition).unwrap_or(i32::MAX));
-            offset.push(i64_of(e.offset));
-            event_id.push(e.event_id.as_bytes().as_slice());
-            ts.push(i64_of(e.timestamp.0));
-            event_type.push(e.event_type.as_str());
-            schema_version.push(i32::try_from(e.schema_version).unwrap_or(i32::MAX));
-            key.push(e.key.as_deref());
-            correlation.push(e.correlation_id.as_deref());
-            causation.push(e.causation_id.as_deref());
-            headers.push(encode_headers(&e.headers));
-            content_type.push(e.content_type.as_str());
-            payload.push(&e.payload[..]);
-        }
-        let dp: Vec<i32> = w
-            .dedup
-            .iter()
-            .map(|d| i32::try_from(d.partition).unwrap_or(i32::MAX))
-            .collect();
-        let doff: Vec<i64> = w.dedup.iter().map(|d| i64_of(d.offset)).collect();
-        let did: Vec<Vec<u8>> = w
-            .dedup
-            .iter()
-            .map(|d| d.event_id.as_bytes().to_vec())
-            .collect();
-        let dexp: Vec<i64> = w.dedup.iter().map(|d| i64_of(d.expires_at.0)).collect();
+        let columns = Columns::of(w);
         if let Err(e) = self.chains.wait_predecessor(w).await {
             return StorageResult::Err(e);
         }
@@ -367,44 +329,11 @@ impl PgStore {
             Ok(id) => id,
             Err(e) => return StorageResult::Err(e),
         };
-        let channel = if self.notify {
-            Some(NOTIFY_CHANNEL)
-        } else {
-            None
-        };
-        let r = sqlx::query(
-            r#"WITH events AS (
-                 INSERT INTO tributary_events (stream_id, partition, "offset", event_id, ts, event_type,
-                     schema_version, key, correlation_id, causation_id, headers, content_type, payload)
-                 SELECT $1, * FROM UNNEST($2::int[], $3::bigint[], $4::bytea[], $5::bigint[], $6::text[],
-                     $7::int[], $8::bytea[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[])
-               ), dedup AS (
-                 INSERT INTO tributary_dedup (stream_id, partition, "offset", event_id, expires_at)
-                 SELECT $1, * FROM UNNEST($14::int[], $15::bigint[], $16::bytea[], $17::bigint[])
-                 ON CONFLICT DO NOTHING
-               )
-               SELECT pg_notify($18, $19) WHERE $18 IS NOT NULL"#,
-        )
-        .bind(id)
-        .bind(&partition)
-        .bind(&offset)
-        .bind(&event_id)
-        .bind(&ts)
-        .bind(&event_type)
-        .bind(&schema_version)
-        .bind(&key)
-        .bind(&correlation)
-        .bind(&causation)
-        .bind(&headers)
-        .bind(&content_type)
-        .bind(&payload)
-        .bind(&dp)
-        .bind(&doff)
-        .bind(&did)
-        .bind(&dexp)
-        .bind(channel)
-        .bind(w.stream.as_str());
-        let r = r.execute(&mut *c).await.map(|_| ());
+        let r = columns
+            .query(id, self.notify, w.stream.as_str())
+            .execute(&mut *c)
+            .await
+            .map(|_| ());
         let result = match r {
             Ok(()) => StorageResult::Ok(StorageReply::Done),
             Err(sqlx::Error::Database(db))
@@ -418,9 +347,9 @@ impl PgStore {
                        WHERE e.stream_id = $1"#,
                 )
                 .bind(id)
-                .bind(&partition)
-                .bind(&offset)
-                .bind(&event_id)
+                .bind(&columns.partition)
+                .bind(&columns.offset)
+                .bind(&columns.event_id)
                 .fetch_one(&mut *c)
                 .await;
                 match same {
