@@ -25,6 +25,7 @@ on_both_stores!(
     consumer_group_shares_partitions_by_generation,
     read_receipts_track_delivered_and_read,
     upcasting_on_delivery_and_replay,
+    pipelined_publish_answers_in_order_with_failures_in_place,
 );
 
 async fn publish_read_and_administer(b: Backend) {
@@ -1047,4 +1048,111 @@ async fn upcasting_on_delivery_and_replay(b: Backend) {
             break;
         }
     }
+}
+
+/// `PublishPipelined`: more batches than the server awaits at once (back-pressure), among them
+/// a missing batch, an invalid event and a wrong expected offset. Every batch is answered, in
+/// the order sent, the failures in their places and nothing of theirs written; the stream ends
+/// once the client has closed its side and the last answer is out.
+async fn pipelined_publish_answers_in_order_with_failures_in_place(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "pipelined");
+    let mut c = server.client().await;
+    create_stream(&mut c, "p", 1).await;
+    const BATCHES: u64 = 300;
+    let (tx, rx) = tokio::sync::mpsc::channel(BATCHES as usize);
+    let mut failing = Vec::new();
+    for i in 0..BATCHES {
+        let mut batch = pb::PublishRequest {
+            stream: "p".into(),
+            events: vec![json_event("t", &format!(r#"{{"i":{i}}}"#))],
+            expected_offset: None,
+        };
+        let batch = match i % 50 {
+            7 => {
+                failing.push((i, Code::InvalidArgument));
+                None
+            }
+            13 => {
+                batch.events[0].event_type = String::new();
+                failing.push((i, Code::InvalidArgument));
+                Some(batch)
+            }
+            21 => {
+                batch.expected_offset = Some(1_000_000);
+                failing.push((i, Code::FailedPrecondition));
+                Some(batch)
+            }
+            _ => Some(batch),
+        };
+        tx.send(pb::PipelinedPublish {
+            request_id: 1000 + i,
+            batch,
+        })
+        .await
+        .expect("queue a batch");
+    }
+    drop(tx);
+    let mut answers = c
+        .publish_pipelined(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("open the pipelined publish")
+        .into_inner();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Some(a) = tokio::time::timeout_at(deadline.into(), answers.message())
+        .await
+        .expect("the answers end once the client has closed its side")
+        .expect("answer")
+    {
+        got.push(a);
+    }
+    assert_eq!(got.len() as u64, BATCHES, "one answer per batch");
+    let mut next_offset = 0;
+    let mut written = Vec::new();
+    for (i, a) in got.iter().enumerate() {
+        let i = i as u64;
+        assert_eq!(
+            a.request_id,
+            1000 + i,
+            "answers in the order of the batches"
+        );
+        match (&a.kind, failing.iter().find(|(f, _)| *f == i)) {
+            (Some(pb::pipelined_answer::Kind::Error(e)), Some((_, code))) => {
+                assert_eq!(e.code, *code as i32, "batch {i}: {e:?}");
+                assert!(!e.message.is_empty());
+            }
+            (Some(pb::pipelined_answer::Kind::Published(p)), None) => {
+                let pos = p.outcomes[0].position.expect("position");
+                assert_eq!(pos.offset, next_offset, "batch {i}");
+                next_offset += 1;
+                written.push(i);
+            }
+            (other, f) => panic!("batch {i}: answered {other:?}, expected failure {f:?}"),
+        }
+    }
+    let mut read = Vec::new();
+    loop {
+        let page = c
+            .read(pb::ReadRequest {
+                stream: "p".into(),
+                partition: 0,
+                from: read.len() as u64,
+                max: 100,
+            })
+            .await
+            .expect("read")
+            .into_inner()
+            .events;
+        if page.is_empty() {
+            break;
+        }
+        read.extend(page);
+    }
+    let bodies: Vec<String> = read
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.payload).into_owned())
+        .collect();
+    let expected: Vec<String> = written.iter().map(|i| format!(r#"{{"i":{i}}}"#)).collect();
+    assert_eq!(bodies, expected, "exactly the accepted batches, in order");
 }
