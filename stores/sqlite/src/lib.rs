@@ -13,6 +13,10 @@
 //!   the appends of many producers into one request per stream (group commit).
 //! - A deleted stream disappears in one short transaction; its rows are removed afterwards in
 //!   bounded batches (resumed at the next open after a crash).
+//! - Build with `LIBSQLITE3_FLAGS=SQLITE_DEFAULT_MEMSTATUS=0` (this workspace's
+//!   `.cargo/config.toml` sets it): SQLite's memory statistics put every allocation of every
+//!   connection behind one process-wide mutex, which costs reads a third of their rate when
+//!   several readers run.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
