@@ -278,11 +278,19 @@ async fn declared_streams_exist_at_start(b: Backend) {
     .expect("write config");
     let store = new_store(b, dir.path(), "declared");
     let config_arg = config.display().to_string();
-    // One runtime thread is enough to serve (`--worker-threads`).
+    // One runtime thread is enough to serve (`--worker-threads`), with appends pipelined two
+    // deep whatever the store (`--append-writes-in-flight`).
     let server = Server::start_on(
         dir.path(),
         &store,
-        &["--config", &config_arg, "--worker-threads", "1"],
+        &[
+            "--config",
+            &config_arg,
+            "--worker-threads",
+            "1",
+            "--append-writes-in-flight",
+            "2",
+        ],
     );
     let shown = ok(&server, &["stream", "show", "declared"], None);
     assert_eq!(shown[0]["partitions"].as_array().map(Vec::len), Some(3));
@@ -292,9 +300,17 @@ async fn declared_streams_exist_at_start(b: Backend) {
         None,
     );
     assert_eq!(subs[0]["mode"], "SUBSCRIPTION_MODE_EXCLUSIVE");
+    let published = ok(
+        &server,
+        &["publish", "declared", "--type", "t"],
+        Some("{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n"),
+    );
+    assert_eq!(published.len(), 3);
     // A second start on the same store with the same file finds them there.
     let server = server.restart();
     assert_eq!(ok(&server, &["stream", "list"], None).len(), 1);
+    let shown = ok(&server, &["stream", "show", "declared"], None);
+    assert_eq!(shown[0]["length"], 3, "{shown:?}");
 
     // A bad file: the server does not start, and says which entry is wrong.
     std::fs::write(&config, "[[streams]]\nname = \"x\"\npartitions = 0\n").expect("write");
@@ -330,6 +346,16 @@ async fn declared_streams_exist_at_start(b: Backend) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("worker-threads") && err.contains("1..=1024"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--append-writes-in-flight", "9"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("append_writes_in_flight") && err.contains("9 is outside 1..=8"),
         "{err}"
     );
     let out = Command::new(BIN)

@@ -7,6 +7,7 @@
 //! store = "sqlite"                  # or "sqlite:PATH", or "postgres://user@host:5432/db"
 //! grpc_listen = "127.0.0.1:50051"
 //! log_format = "pretty"             # or "json"
+//! # append_writes_in_flight = 2     # per stream; default: the store's (SQLite 1, PostgreSQL 2)
 //! shutdown_timeout = "10s"
 //! # journal = "./engine.journal"  # record the engine's inputs for the simulator
 //! http_listen = "127.0.0.1:8080"    # the management API, health and metrics
@@ -97,6 +98,9 @@ pub struct FileConfig {
     pub store: Option<String>,
     /// When an acknowledged write is durable: `full` (fsync first) or `normal`.
     pub durability: Option<Durability>,
+    /// Appends of one stream written to the store at once (see
+    /// [`Settings::append_writes_in_flight`]).
+    pub append_writes_in_flight: Option<usize>,
     /// The gRPC address.
     pub grpc_listen: Option<SocketAddr>,
     /// Log format.
@@ -457,7 +461,12 @@ pub struct Overrides {
     pub pg_statement_timeout: Option<Duration>,
     /// `--durability` / `TRIBUTARY_DURABILITY`.
     pub durability: Option<Durability>,
+    /// `--append-writes-in-flight` / `TRIBUTARY_APPEND_WRITES_IN_FLIGHT`.
+    pub append_writes_in_flight: Option<usize>,
 }
+
+/// The most appends of one stream that may be written at once (`append_writes_in_flight`).
+pub const MAX_APPEND_WRITES_IN_FLIGHT: usize = 8;
 
 /// Everything `serve` needs, resolved.
 #[derive(Debug, Clone)]
@@ -470,6 +479,10 @@ pub struct Settings {
     pub postgres: PgOptions,
     /// When an acknowledged write is durable (either store).
     pub durability: Durability,
+    /// Appends of one stream written to the store at once, each committing after the one
+    /// before it (1..=[`MAX_APPEND_WRITES_IN_FLIGHT`]); `None`: the store's preference
+    /// (SQLite 1, PostgreSQL 2).
+    pub append_writes_in_flight: Option<usize>,
     /// The gRPC address (port 0: any free port, printed at start).
     pub grpc_listen: SocketAddr,
     /// Log format.
@@ -584,6 +597,17 @@ impl Settings {
         postgres
             .validate()
             .map_err(|e| invalid("postgres".into(), e))?;
+        let append_writes_in_flight = over
+            .append_writes_in_flight
+            .or(file.append_writes_in_flight);
+        if let Some(n) = append_writes_in_flight
+            && !(1..=MAX_APPEND_WRITES_IN_FLIGHT).contains(&n)
+        {
+            return Err(invalid(
+                "append_writes_in_flight".into(),
+                format!("{n} is outside 1..={MAX_APPEND_WRITES_IN_FLIGHT}"),
+            ));
+        }
         let streams = file
             .streams
             .iter()
@@ -610,6 +634,7 @@ impl Settings {
             store,
             postgres,
             durability: over.durability.or(file.durability).unwrap_or_default(),
+            append_writes_in_flight,
             grpc_listen: over
                 .grpc_listen
                 .or(file.grpc_listen)
@@ -883,6 +908,44 @@ mod tests {
             .expect_err("an unknown durability is refused")
             .to_string();
         assert!(e.contains("fast") && e.contains("normal"), "{e}");
+    }
+
+    #[test]
+    fn append_writes_in_flight_is_layered_and_checked() {
+        let file = parse("append_writes_in_flight = 3\n").expect("valid");
+        let s = Settings::resolve(file.clone(), Overrides::default()).expect("valid");
+        assert_eq!(s.append_writes_in_flight, Some(3));
+        let over = Overrides {
+            append_writes_in_flight: Some(1),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(file.clone(), over).expect("valid");
+        assert_eq!(
+            s.append_writes_in_flight,
+            Some(1),
+            "the flag beats the file"
+        );
+        let defaults = Settings::resolve(FileConfig::default(), Overrides::default()).expect("ok");
+        assert_eq!(
+            defaults.append_writes_in_flight, None,
+            "the store's preference"
+        );
+        for bad in [0, MAX_APPEND_WRITES_IN_FLIGHT + 1] {
+            let e = Settings::resolve(
+                file.clone(),
+                Overrides {
+                    append_writes_in_flight: Some(bad),
+                    ..Overrides::default()
+                },
+            )
+            .expect_err("out of range")
+            .to_string();
+            assert!(
+                e.contains("append_writes_in_flight")
+                    && e.contains(&format!("{bad} is outside 1..=8")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -112,7 +112,9 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         .await
         .map_err(ServeError::Store)?;
     let config = Config {
-        max_append_writes_in_flight: store.writes_in_flight(),
+        max_append_writes_in_flight: settings
+            .append_writes_in_flight
+            .unwrap_or_else(|| store.writes_in_flight()),
         ..settings.engine.clone()
     };
     let clock = Clock::default();

@@ -61,6 +61,9 @@ struct Args {
     /// with this many batches in flight) instead of unary calls.
     #[arg(long, default_value_t = 0)]
     pipelined: usize,
+    /// Appends of the stream written to the store at once (0: the store's preference).
+    #[arg(long, default_value_t = 0)]
+    append_writes_in_flight: usize,
     /// Consume only: publish this many events first, then measure how fast the consumers
     /// read and acknowledge them (at most `--seconds`).
     #[arg(long, default_value_t = 0)]
@@ -128,6 +131,8 @@ async fn run(args: Args) -> Result<(), String> {
             data_dir: Some(dir.clone()),
             store: Some(args.store.clone()),
             durability: Some(args.durability),
+            append_writes_in_flight: (args.append_writes_in_flight > 0)
+                .then_some(args.append_writes_in_flight),
             grpc_listen: Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?),
             http_listen: Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?),
             ..Overrides::default()

@@ -110,6 +110,11 @@ struct ServeArgs {
     /// the database (a machine crash may lose the last acknowledged writes) [default: full].
     #[arg(long, env = "TRIBUTARY_DURABILITY")]
     durability: Option<tributary_store_api::Durability>,
+    /// Appends of one stream written to the store at once, each committing after the one
+    /// before [default: the store's, SQLite 1, PostgreSQL 2]. More overlap the server's work
+    /// with the store's, in smaller writes (BENCHMARKS.md).
+    #[arg(long, env = "TRIBUTARY_APPEND_WRITES_IN_FLIGHT")]
+    append_writes_in_flight: Option<usize>,
     /// Threads of the async runtime [default: one per core]. With a database on the same
     /// cores, fewer leave it more CPU (BENCHMARKS.md).
     #[arg(long, env = "TRIBUTARY_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -141,6 +146,7 @@ fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
             pg_pool_size: a.pg_pool_size,
             pg_statement_timeout: a.pg_statement_timeout,
             durability: a.durability,
+            append_writes_in_flight: a.append_writes_in_flight,
         },
     )
 }
