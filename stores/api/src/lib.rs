@@ -33,9 +33,9 @@ pub use codec::{
 pub use durability::{BadDurability, Durability};
 pub use records::{
     CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS, RECOVER_SUBSCRIPTIONS,
-    RelayRow, SchemaRow, SubscriptionRow, cursor_record, dedup_record, existing_stream, i64_of,
-    partition_head, receipt_record, recovered, schema_columns, schema_record, subscription_record,
-    u64_of,
+    RelayRow, SchemaRow, SubscriptionRow, cursor_record, dedup_record, existing_stream, i32_of,
+    i64_of, partition_head, receipt_record, recovered, schema_columns, schema_record,
+    subscription_record, u64_of,
 };
 pub use save_queue::{Answer, Batch, SaveQueue, Single};
 pub use sql_errors::{codec, committed, failed};

@@ -16,6 +16,12 @@ pub fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// A partition, a partition count or a schema version as SQL's `int` (saturating: the core
+/// bounds them far below).
+pub fn i32_of(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
 fn u32_of(v: i32) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }

@@ -16,7 +16,7 @@ use sqlx::query::Query;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 use tributary_core::AppendWrite;
-use tributary_store_api::{encode_headers, i64_of};
+use tributary_store_api::{encode_headers, i32_of, i64_of};
 
 /// The types of the optional columns, in the table's order: key, correlation id, causation id,
 /// headers.
@@ -273,9 +273,4 @@ impl<'a> Columns<'a> {
         }
         q
     }
-}
-
-/// A partition or schema version as PostgreSQL's `int` (both are bounded far below by the core).
-fn i32_of(v: u32) -> i32 {
-    i32::try_from(v).unwrap_or(i32::MAX)
 }

@@ -13,7 +13,8 @@ use tributary_core::{
 use tributary_store_api::{
     CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
     RECOVER_SUBSCRIPTIONS, RelayRow, SubscriptionRow, codec, committed, decode_event, dedup_record,
-    encode_acked, existing_stream, failed, i64_of, receipt_record, recovered, to_json, u64_of,
+    encode_acked, existing_stream, failed, i32_of, i64_of, receipt_record, recovered, to_json,
+    u64_of,
 };
 
 type Res<T> = Result<T, StorageError>;
@@ -204,7 +205,7 @@ impl PgStore {
         )
         .bind(config.name.as_str())
         .bind(&json)
-        .bind(i32::try_from(config.partitions).unwrap_or(i32::MAX))
+        .bind(i32_of(config.partitions))
         .fetch_one(&mut *tx)
         .await;
         let id = match id {
@@ -215,7 +216,7 @@ impl PgStore {
             "INSERT INTO tributary_partitions (stream_id, partition) SELECT $1, generate_series(0, $2 - 1)",
         )
         .bind(id)
-        .bind(i32::try_from(config.partitions).unwrap_or(i32::MAX))
+        .bind(i32_of(config.partitions))
         .execute(&mut *tx)
         .await;
         if let Err(e) = r {
@@ -386,7 +387,7 @@ impl PgStore {
         );
         let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .bind(i32::try_from(partition).unwrap_or(i32::MAX))
+            .bind(i32_of(partition))
             .bind(i64_of(from))
             .bind(i64::from(max))
             .fetch_all(&mut *c)
@@ -400,7 +401,7 @@ impl PgStore {
     async fn find_offset(&self, stream: &StreamName, partition: u32, at: UnixMillis) -> Res<u64> {
         let mut c = self.conn().await?;
         let id = self.stream_id(&mut c, stream).await?;
-        let p = i32::try_from(partition).unwrap_or(i32::MAX);
+        let p = i32_of(partition);
         let found: Option<i64> = sqlx::query_scalar(
             r#"SELECT "offset" FROM tributary_events WHERE stream_id = $1 AND partition = $2 AND ts >= $3
                ORDER BY ts, "offset" LIMIT 1"#,
@@ -478,7 +479,7 @@ impl PgStore {
         .bind(list.iter().map(|r| r.consumer.to_string()).collect::<Vec<_>>())
         .bind(
             list.iter()
-                .map(|r| i32::try_from(r.partition).unwrap_or(i32::MAX))
+                .map(|r| i32_of(r.partition))
                 .collect::<Vec<_>>(),
         )
         .bind(list.iter().map(|r| i64_of(r.offset)).collect::<Vec<_>>())
@@ -504,11 +505,7 @@ impl PgStore {
     ) -> Res<Vec<ReceiptRecord>> {
         let mut c = self.conn().await?;
         let (ac, ap, ao) = after.map_or((String::new(), -1i32, -1i64), |(c, p, o)| {
-            (
-                c.to_string(),
-                i32::try_from(p).unwrap_or(i32::MAX),
-                i64_of(o),
-            )
+            (c.to_string(), i32_of(p), i64_of(o))
         });
         let rows = sqlx::query(
             r#"SELECT sub_id, consumer, partition, "offset", delivered_at, read_at, timed_out FROM tributary_receipts
@@ -544,7 +541,7 @@ impl PgStore {
     async fn retention_cut(&self, stream: &StreamName, partition: u32, max_bytes: u64) -> Res<u64> {
         let mut c = self.conn().await?;
         let id = self.stream_id(&mut c, stream).await?;
-        let part = i32::try_from(partition).unwrap_or(i32::MAX);
+        let part = i32_of(partition);
         let over: Option<i64> = sqlx::query_scalar(
             r#"SELECT "offset" FROM (
                  SELECT "offset", SUM(octet_length(payload) + COALESCE(octet_length(key), 0))
@@ -585,7 +582,7 @@ impl PgStore {
                 Err(e) => return StorageResult::Err(e),
             }
         };
-        let part = i32::try_from(partition).unwrap_or(i32::MAX);
+        let part = i32_of(partition);
         let r = sqlx::query(
             r#"UPDATE tributary_partitions SET
                  first_offset = GREATEST(first_offset, $3),
@@ -681,7 +678,7 @@ impl PgStore {
                ON CONFLICT (stream_id, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset"#,
         )
         .bind(r.stream.as_str())
-        .bind(i32::try_from(r.partition).unwrap_or(i32::MAX))
+        .bind(i32_of(r.partition))
         .bind(i64_of(r.next))
         .execute(&self.pool)
         .await;
@@ -733,7 +730,7 @@ async fn upsert_cursors(c: &mut PgConnection, records: &[&CursorRecord]) -> Stor
     .bind(
         records
             .iter()
-            .map(|c| i32::try_from(c.partition).unwrap_or(i32::MAX))
+            .map(|c| i32_of(c.partition))
             .collect::<Vec<_>>(),
     )
     .bind(records.iter().map(|c| i64_of(c.floor)).collect::<Vec<_>>())
