@@ -18,9 +18,14 @@ use std::sync::OnceLock;
 use tributary_core::AppendWrite;
 use tributary_store_api::{encode_headers, i32_of, i64_of};
 
-/// The types of the optional columns, in the table's order: key, correlation id, causation id,
-/// headers.
+/// The types of the optional columns, in the table's order: [`KEY`], [`CORRELATION`],
+/// [`CAUSATION`], [`HEADERS`].
 const OPTIONAL_TYPES: [&str; 4] = ["bytea", "text", "text", "text"];
+/// The optional columns, as bits of [`Shape::optional`].
+const KEY: u8 = 0;
+const CORRELATION: u8 = 1;
+const CAUSATION: u8 = 2;
+const HEADERS: u8 = 3;
 
 /// Which columns a write sends: the index of its statement text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +42,11 @@ struct Shape {
 const SHAPES: usize = 64;
 
 impl Shape {
+    /// Optional column `column` is sent as an array.
+    fn sends(self, column: u8) -> bool {
+        self.optional & (1 << column) != 0
+    }
+
     fn index(self) -> usize {
         usize::from(self.optional)
             | usize::from(self.one_content_type) << 4
@@ -59,8 +69,8 @@ impl Shape {
         for ty in ["int", "bigint", "bytea", "bigint", "text", "int"] {
             b.array(ty);
         }
-        for (bit, ty) in OPTIONAL_TYPES.iter().enumerate() {
-            if self.optional & (1 << bit) != 0 {
+        for (column, ty) in (0u8..).zip(OPTIONAL_TYPES) {
+            if self.sends(column) {
                 b.array(ty);
             } else {
                 b.select.push(format!("NULL::{ty}"));
@@ -165,10 +175,10 @@ impl<'a> Columns<'a> {
         let mut optional = 0u8;
         let mut one_content_type = true;
         for e in &w.events {
-            optional |= u8::from(e.key.is_some())
-                | u8::from(e.correlation_id.is_some()) << 1
-                | u8::from(e.causation_id.is_some()) << 2
-                | u8::from(!e.headers.is_empty()) << 3;
+            optional |= u8::from(e.key.is_some()) << KEY
+                | u8::from(e.correlation_id.is_some()) << CORRELATION
+                | u8::from(e.causation_id.is_some()) << CAUSATION
+                | u8::from(!e.headers.is_empty()) << HEADERS;
             one_content_type &= e.content_type == first_type;
         }
         let shape = Shape {
@@ -177,7 +187,7 @@ impl<'a> Columns<'a> {
             dedup: !w.dedup.is_empty(),
         };
         let n = w.events.len();
-        let sent = |bit: u8| if optional & (1 << bit) != 0 { n } else { 0 };
+        let sent = |column| if shape.sends(column) { n } else { 0 };
         let mut c = Columns {
             shape,
             partition: Vec::with_capacity(n),
@@ -186,10 +196,10 @@ impl<'a> Columns<'a> {
             ts: Vec::with_capacity(n),
             event_type: Vec::with_capacity(n),
             schema_version: Vec::with_capacity(n),
-            key: Vec::with_capacity(sent(0)),
-            correlation: Vec::with_capacity(sent(1)),
-            causation: Vec::with_capacity(sent(2)),
-            headers: Vec::with_capacity(sent(3)),
+            key: Vec::with_capacity(sent(KEY)),
+            correlation: Vec::with_capacity(sent(CORRELATION)),
+            causation: Vec::with_capacity(sent(CAUSATION)),
+            headers: Vec::with_capacity(sent(HEADERS)),
             content_type: Vec::with_capacity(if one_content_type { 1 } else { n }),
             payload: Vec::with_capacity(n),
             dedup_partition: w.dedup.iter().map(|d| i32_of(d.partition)).collect(),
@@ -207,16 +217,16 @@ impl<'a> Columns<'a> {
             c.ts.push(i64_of(e.timestamp.0));
             c.event_type.push(e.event_type.as_str());
             c.schema_version.push(i32_of(e.schema_version));
-            if optional & 1 != 0 {
+            if shape.sends(KEY) {
                 c.key.push(e.key.as_deref());
             }
-            if optional & 2 != 0 {
+            if shape.sends(CORRELATION) {
                 c.correlation.push(e.correlation_id.as_deref());
             }
-            if optional & 4 != 0 {
+            if shape.sends(CAUSATION) {
                 c.causation.push(e.causation_id.as_deref());
             }
-            if optional & 8 != 0 {
+            if shape.sends(HEADERS) {
                 c.headers.push(encode_headers(&e.headers));
             }
             if !one_content_type {
@@ -246,16 +256,16 @@ impl<'a> Columns<'a> {
             .bind(&self.ts)
             .bind(&self.event_type)
             .bind(&self.schema_version);
-        if s.optional & 1 != 0 {
+        if s.sends(KEY) {
             q = q.bind(&self.key);
         }
-        if s.optional & 2 != 0 {
+        if s.sends(CORRELATION) {
             q = q.bind(&self.correlation);
         }
-        if s.optional & 4 != 0 {
+        if s.sends(CAUSATION) {
             q = q.bind(&self.causation);
         }
-        if s.optional & 8 != 0 {
+        if s.sends(HEADERS) {
             q = q.bind(&self.headers);
         }
         q = if s.one_content_type {
