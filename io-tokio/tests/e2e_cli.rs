@@ -18,6 +18,17 @@ fn lines(out: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Runs `tributary serve` with `args`, which must refuse to start; its stderr.
+fn serve_refused(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "serve {args:?} started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Runs a client command that must succeed; its stdout as JSON lines.
 fn ok(s: &Server, args: &[&str], stdin: Option<&str>) -> Vec<Value> {
     let (success, out, err) = s.cli(args, stdin);
@@ -314,56 +325,30 @@ async fn declared_streams_exist_at_start(b: Backend) {
 
     // A bad file: the server does not start, and says which entry is wrong.
     std::fs::write(&config, "[[streams]]\nname = \"x\"\npartitions = 0\n").expect("write");
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--config",
-            &config_arg,
-            "--store",
-            &store,
-        ])
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refused(&[
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--config",
+        &config_arg,
+        "--store",
+        &store,
+    ]);
     assert!(
         err.contains("streams[0] (x)") && err.contains("partitions"),
         "{err}"
     );
-    let out = Command::new(BIN)
-        .args(["serve", "--store", "mysql://nope"])
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("mysql://nope"));
-    let out = Command::new(BIN)
-        .args(["serve", "--worker-threads", "0"])
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(serve_refused(&["--store", "mysql://nope"]).contains("mysql://nope"));
+    let err = serve_refused(&["--worker-threads", "0"]);
     assert!(
         err.contains("worker-threads") && err.contains("1..=1024"),
         "{err}"
     );
-    let out = Command::new(BIN)
-        .args(["serve", "--append-writes-in-flight", "9"])
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refused(&["--append-writes-in-flight", "9"]);
     assert!(
         err.contains("append_writes_in_flight") && err.contains("9 is outside 1..=8"),
         "{err}"
     );
-    let out = Command::new(BIN)
-        .args(["serve", "--durability", "fast"])
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refused(&["--durability", "fast"]);
     assert!(
         err.contains("\"fast\"") && err.contains("`full`") && err.contains("`normal`"),
         "{err}"
