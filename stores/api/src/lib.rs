@@ -24,6 +24,7 @@ mod durability;
 mod records;
 mod save_queue;
 mod sql_errors;
+mod time_search;
 
 pub use chain::{Finish, PredecessorFailed, WriteChains};
 pub use codec::{
@@ -39,6 +40,7 @@ pub use records::{
 };
 pub use save_queue::{Answer, Batch, SaveQueue, Single};
 pub use sql_errors::{codec, committed, failed};
+pub use time_search::{FIND_BOUNDS, FIND_PROBE, Probe, TimeSearch};
 
 use std::future::Future;
 use std::time::Duration;

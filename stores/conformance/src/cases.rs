@@ -408,6 +408,51 @@ pub async fn find_offset_by_time<S: Store>(s: &S) {
         .await;
         assert_eq!(r, StorageReply::Offset(want), "time {at}");
     }
+
+    // A longer partition (the SQL stores bisect its offsets), with times repeated and skipped,
+    // written in several appends, its first events removed, beside a partition of other times.
+    ok(s, StorageRequest::CreateStream(persistent("b", 2))).await;
+    let ts_of = |i: u64| 1_000 + i / 5 * 2;
+    for chunk in 0..3u64 {
+        let evs = (chunk * 200..(chunk + 1) * 200)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&i.to_be_bytes());
+                Arc::new(Event::from_new(
+                    NewEvent::new("long", vec![1; 8]),
+                    EventId::from_bytes(id),
+                    name("b"),
+                    1,
+                    i,
+                    UnixMillis(ts_of(i)),
+                ))
+            })
+            .collect();
+        ok(s, append("b", evs, vec![])).await;
+    }
+    let others = (0..50u8)
+        .map(|i| event("b", 0, u64::from(i), i + 1, 5_000))
+        .collect();
+    ok(s, append("b", others, vec![])).await;
+    let truncate = StorageRequest::Truncate {
+        stream: name("b"),
+        partition: 1,
+        before: 100,
+    };
+    ok(s, truncate).await;
+    for at in 990..ts_of(600) + 3 {
+        let want = (100..600).find(|&i| ts_of(i) >= at).unwrap_or(600);
+        let r = ok(
+            s,
+            StorageRequest::FindOffset {
+                stream: name("b"),
+                partition: 1,
+                at: UnixMillis(at),
+            },
+        )
+        .await;
+        assert_eq!(r, StorageReply::Offset(want), "long partition, time {at}");
+    }
 }
 
 /// Retention: the byte cut counts payloads and keys from the head; a truncation removes a

@@ -14,10 +14,10 @@ use tributary_core::{
     StreamConfig, StreamName, SubId, SubscriptionRecord, UnixMillis,
 };
 use tributary_store_api::{
-    CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
-    RECOVER_SUBSCRIPTIONS, RelayRow, SchemaRow, SubscriptionRow, codec, committed, decode_event,
-    dedup_record, existing_stream, failed, i64_of, receipt_record, recovered, schema_columns,
-    schema_record, to_json, u64_of,
+    CursorRow, EventRow, FIND_BOUNDS, FIND_PROBE, HeadRow, RECOVER_CURSORS, RECOVER_HEADS,
+    RECOVER_RELAYS, RECOVER_SUBSCRIPTIONS, RelayRow, SchemaRow, SubscriptionRow, TimeSearch, codec,
+    committed, decode_event, dedup_record, existing_stream, failed, i64_of, receipt_record,
+    recovered, schema_columns, schema_record, to_json, u64_of,
 };
 
 type Res<T> = Result<T, StorageError>;
@@ -475,34 +475,34 @@ impl SqliteStore {
             .collect()
     }
 
+    /// The first offset at or after `at` by bisecting the stored offsets ([`TimeSearch`]: no
+    /// index on the timestamp), or the next offset when every stored event is before it.
     async fn find_offset(&self, stream: &StreamName, partition: u32, at: UnixMillis) -> Res<u64> {
         let mut c = self.reader().await?;
         let id = self.stream_id(&mut c, stream).await?;
-        let found: Option<i64> = sqlx::query_scalar(
-            r#"SELECT "offset" FROM tributary_events WHERE stream_id = ? AND partition = ? AND ts >= ?
-               ORDER BY ts, "offset" LIMIT 1"#,
-        )
-        .bind(id)
-        .bind(i64::from(partition))
-        .bind(i64_of(at.0))
-        .fetch_optional(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?;
-        if let Some(o) = found {
-            return Ok(u64_of(o));
+        let p = i64::from(partition);
+        let bounds = sqlx::query_as(FIND_BOUNDS)
+            .bind(id)
+            .bind(p)
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(|e| failed(&e))?
+            .ok_or_else(|| {
+                StorageError::NotFound(format!("stream {stream} partition {partition}"))
+            })?;
+        let (mut search, next) = TimeSearch::from_bounds(bounds, at);
+        while let Some(probe) = search.probe() {
+            let row = sqlx::query_as(FIND_PROBE)
+                .bind(id)
+                .bind(p)
+                .bind(i64_of(probe.from))
+                .bind(i64_of(probe.below))
+                .fetch_optional(&mut *c)
+                .await
+                .map_err(|e| failed(&e))?;
+            search.answer_row(row);
         }
-        let next: Option<i64> = sqlx::query_scalar(
-            r#"SELECT MAX(p.next_floor, COALESCE((SELECT e."offset" + 1 FROM tributary_events e
-                 WHERE e.stream_id = p.stream_id AND e.partition = p.partition ORDER BY e."offset" DESC LIMIT 1), 0))
-               FROM tributary_partitions p WHERE p.stream_id = ? AND p.partition = ?"#,
-        )
-        .bind(id)
-        .bind(i64::from(partition))
-        .fetch_optional(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?;
-        next.map(u64_of)
-            .ok_or_else(|| StorageError::NotFound(format!("stream {stream} partition {partition}")))
+        Ok(search.found().unwrap_or(next))
     }
 
     /// One statement as its own transaction (SQLite's autocommit: the statement and its
@@ -668,8 +668,9 @@ impl SqliteStore {
                     r#"UPDATE tributary_partitions SET
                          first_offset = MAX(first_offset, ?3),
                          next_floor = MAX(next_floor, ?3),
-                         last_ts = MAX(last_ts, COALESCE((SELECT MAX(ts) FROM tributary_events
-                           WHERE stream_id = ?1 AND partition = ?2 AND "offset" < ?3), 0))
+                         last_ts = MAX(last_ts, COALESCE((SELECT ts FROM tributary_events
+                           WHERE stream_id = ?1 AND partition = ?2 AND "offset" < ?3
+                           ORDER BY "offset" DESC LIMIT 1), 0))
                        WHERE stream_id = ?1 AND partition = ?2"#,
                 )
                 .bind(id)

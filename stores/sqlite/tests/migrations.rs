@@ -23,7 +23,8 @@ async fn ok(store: &SqliteStore, req: StorageRequest) -> StorageReply {
 }
 
 /// Events stored in the table of migration 0001 (ordered by stream, partition and offset) are
-/// all there after 0005 moved them to a rowid table: by offset, by time and in the heads.
+/// all there after 0005 moved them to a rowid table and 0006 dropped the index on their times:
+/// by offset, by time and in the heads.
 #[tokio::test]
 async fn events_written_before_the_rowid_table_survive_its_migration() {
     let dir = match tempfile::tempdir() {
@@ -80,7 +81,7 @@ async fn events_written_before_the_rowid_table_survive_its_migration() {
         Err(e) => panic!("open and migrate: {e}"),
     };
     match store.applied_migrations().await {
-        Ok(v) => assert_eq!(v.last(), Some(&5), "0005 applied: {v:?}"),
+        Ok(v) => assert_eq!(v.last(), Some(&6), "0005 and 0006 applied: {v:?}"),
         Err(e) => panic!("applied migrations: {e}"),
     }
     for p in 0..2u32 {
