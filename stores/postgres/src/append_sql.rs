@@ -5,7 +5,10 @@
 //! them, as a `NULL` in the text otherwise, and a content type shared by every event is sent
 //! once: most writes carry none of the optional columns and one content type, and each array
 //! costs the server a pass of its own (a write of 128 events with all twelve arrays spent about
-//! three times the raw load's CPU per row in the unnesting, see BENCHMARKS.md). The dedup ids
+//! three times the raw load's CPU per row in the unnesting, see BENCHMARKS.md). The arrays are
+//! unnested in the select list (`SELECT unnest($4), unnest($5), ...`, which PostgreSQL runs in
+//! step, as `UNNEST($4, $5, ...)` would), so the rows stream into the insert instead of being
+//! gathered in a tuple store first as a function in `FROM` is. The dedup ids
 //! go in a second data-modifying CTE of the same statement when the write has any. One text per
 //! shape (64 of them), each built once per process.
 
@@ -63,7 +66,6 @@ impl Shape {
     fn build(self) -> String {
         let mut b = Builder {
             next: 3,
-            unnest: Vec::new(),
             select: vec!["$1".to_string()],
         };
         for ty in ["int", "bigint", "bytea", "bigint", "text", "int"] {
@@ -82,17 +84,14 @@ impl Shape {
             b.array("text");
         }
         b.array("bytea");
-        let names: Vec<String> = (0..b.unnest.len()).map(|i| format!("c{i}")).collect();
         let mut sql = format!(
             r#"WITH events AS (
                  INSERT INTO tributary_events (stream_id, partition, "offset", event_id, ts,
                      event_type, schema_version, key, correlation_id, causation_id, headers,
                      content_type, payload)
-                 SELECT {} FROM UNNEST({}) AS u({})
+                 SELECT {}
                )"#,
             b.select.join(", "),
-            b.unnest.join(", "),
-            names.join(", ")
         );
         if self.dedup {
             let columns =
@@ -116,8 +115,6 @@ impl Shape {
 struct Builder {
     /// The last parameter's number.
     next: usize,
-    /// The arrays unnested, as parameters.
-    unnest: Vec<String>,
     /// The inserted values, in the table's column order.
     select: Vec<String>,
 }
@@ -131,8 +128,7 @@ impl Builder {
     /// A column sent as an array, one element per event.
     fn array(&mut self, ty: &str) {
         let p = self.param(&format!("{ty}[]"));
-        self.select.push(format!("c{}", self.unnest.len()));
-        self.unnest.push(p);
+        self.select.push(format!("unnest({p})"));
     }
 
     /// A column sent once, the same for every event.
