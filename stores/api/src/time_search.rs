@@ -11,8 +11,8 @@
 //! [`TimeSearch`] holds the decisions and no I/O: a store asks it for the next [`Probe`], runs
 //! it, and hands back what it found, until there is no probe left.
 
-use crate::u64_of;
-use tributary_core::UnixMillis;
+use crate::{failed, i32_of, i64_of, u64_of};
+use tributary_core::{StorageError, StreamName, UnixMillis};
 
 /// The bounds of a search in every SQL store (`$1` the stream's id, `$2` the partition): the
 /// lowest and highest stored offsets and the partition's next floor; no row when the partition
@@ -110,6 +110,49 @@ impl TimeSearch {
     pub fn found(&self) -> Option<u64> {
         self.found
     }
+}
+
+/// `FindOffset` in a SQL store: the first offset of `partition` (of the stream `stream`, stored
+/// with the id `id`) at or after `at`, or the partition's next offset when every stored event
+/// is before it; [`FIND_BOUNDS`], then one [`FIND_PROBE`] per step of a [`TimeSearch`], on the
+/// connection `c`.
+pub async fn find_offset<DB>(
+    c: &mut DB::Connection,
+    stream: &StreamName,
+    id: i64,
+    partition: u32,
+    at: UnixMillis,
+) -> Result<u64, StorageError>
+where
+    DB: sqlx::Database,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i32: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> (i64, i64): sqlx::FromRow<'r, DB::Row>,
+    for<'r> (Option<i64>, Option<i64>, i64): sqlx::FromRow<'r, DB::Row>,
+{
+    let p = i32_of(partition);
+    let bounds = sqlx::query_as::<DB, (Option<i64>, Option<i64>, i64)>(FIND_BOUNDS)
+        .bind(id)
+        .bind(p)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(|e| failed(&e))?
+        .ok_or_else(|| StorageError::NotFound(format!("stream {stream} partition {partition}")))?;
+    let (mut search, next) = TimeSearch::from_bounds(bounds, at);
+    while let Some(probe) = search.probe() {
+        let row = sqlx::query_as::<DB, (i64, i64)>(FIND_PROBE)
+            .bind(id)
+            .bind(p)
+            .bind(i64_of(probe.from))
+            .bind(i64_of(probe.below))
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(|e| failed(&e))?;
+        search.answer_row(row);
+    }
+    Ok(search.found().unwrap_or(next))
 }
 
 #[cfg(test)]

@@ -11,10 +11,10 @@ use tributary_core::{
     SubscriptionRecord, UnixMillis,
 };
 use tributary_store_api::{
-    CursorRow, EventRow, FIND_BOUNDS, FIND_PROBE, HeadRow, RECOVER_CURSORS, RECOVER_HEADS,
-    RECOVER_RELAYS, RECOVER_SUBSCRIPTIONS, RelayRow, SubscriptionRow, TimeSearch, codec, committed,
-    decode_event, dedup_record, encode_acked, existing_stream, failed, i32_of, i64_of,
-    receipt_record, recovered, to_json, u64_of,
+    CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
+    RECOVER_SUBSCRIPTIONS, RelayRow, SubscriptionRow, codec, committed, decode_event, dedup_record,
+    encode_acked, existing_stream, failed, i32_of, i64_of, receipt_record, recovered, to_json,
+    u64_of,
 };
 
 type Res<T> = Result<T, StorageError>;
@@ -398,34 +398,12 @@ impl PgStore {
             .collect()
     }
 
-    /// The first offset at or after `at` by bisecting the stored offsets ([`TimeSearch`]: no
-    /// index on the timestamp), or the next offset when every stored event is before it.
+    /// The first offset at or after `at` by bisecting the stored offsets (no index on the
+    /// timestamp), or the next offset when every stored event is before it.
     async fn find_offset(&self, stream: &StreamName, partition: u32, at: UnixMillis) -> Res<u64> {
         let mut c = self.conn().await?;
         let id = self.stream_id(&mut c, stream).await?;
-        let p = i32_of(partition);
-        let bounds = sqlx::query_as(FIND_BOUNDS)
-            .bind(id)
-            .bind(p)
-            .fetch_optional(&mut *c)
-            .await
-            .map_err(|e| failed(&e))?
-            .ok_or_else(|| {
-                StorageError::NotFound(format!("stream {stream} partition {partition}"))
-            })?;
-        let (mut search, next) = TimeSearch::from_bounds(bounds, at);
-        while let Some(probe) = search.probe() {
-            let row = sqlx::query_as(FIND_PROBE)
-                .bind(id)
-                .bind(p)
-                .bind(i64_of(probe.from))
-                .bind(i64_of(probe.below))
-                .fetch_optional(&mut *c)
-                .await
-                .map_err(|e| failed(&e))?;
-            search.answer_row(row);
-        }
-        Ok(search.found().unwrap_or(next))
+        tributary_store_api::find_offset::<sqlx::Postgres>(&mut c, stream, id, partition, at).await
     }
 
     /// One statement as its own transaction (autocommit: one round trip, not `BEGIN`, the
