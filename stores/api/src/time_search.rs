@@ -9,7 +9,8 @@
 //! where a search by time is a rare start of a subscription or a replay.
 //!
 //! [`TimeSearch`] holds the decisions and no I/O: a store asks it for the next [`Probe`], runs
-//! it, and hands back what it found, until there is no probe left.
+//! it, and hands back what it found, until there is no probe left. [`find_offset`] does that on
+//! a connection of either SQL store.
 
 use crate::{failed, i32_of, i64_of, u64_of};
 use tributary_core::{StorageError, StreamName, UnixMillis};
