@@ -212,7 +212,8 @@ pub fn partition_of_key(key: &[u8], partitions: u32) -> u32 {
 
 /// The events of one request after dedup: what to write, and each event's outcome so far.
 enum Planned {
-    Write(Box<Event>, Option<DedupRecord>),
+    /// Built in its `Arc` at once: it is stored and shared from there, never copied.
+    Write(Arc<Event>, Option<DedupRecord>),
     Duplicate(Position),
 }
 
@@ -578,7 +579,7 @@ impl Engine {
             let ts = wall.max(last_ts[p as usize]);
             last_ts[p as usize] = ts;
             out.push(Planned::Write(
-                Box::new(Event::from_new(e, id, name.clone(), p, offset, ts)),
+                Arc::new(Event::from_new(e, id, name.clone(), p, offset, ts)),
                 rec,
             ));
         }
@@ -687,7 +688,7 @@ impl Engine {
                                         partition: ev.partition,
                                         offset: ev.offset,
                                     }));
-                                    events.push(Arc::new(*ev));
+                                    events.push(ev);
                                     dedup.extend(rec);
                                 }
                             }
@@ -1025,7 +1026,7 @@ impl Engine {
                         offset: ev.offset,
                     }));
                     part.bytes += ev.size() as u64;
-                    part.cache.push_back(Arc::new(*ev));
+                    part.cache.push_back(ev);
                 }
             }
         }
