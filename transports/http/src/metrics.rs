@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use tributary_core::{
     Command, ConnId, Input, MarkRead, Notice, Now, Output, Position, Reply, ReqId, StreamInfo,
-    SubscriptionInfo,
+    StreamName, SubscriptionInfo,
 };
 
 /// The buckets of `event_processing_latency_seconds`: 1 ms to 60 s.
@@ -42,6 +42,8 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 const MAX_TIMED: usize = 65_536;
 /// Commands waiting for their reply, kept to count their outcome at most.
 const MAX_PENDING: usize = 65_536;
+/// `events_published_total` counters kept at hand (stream and event type pairs) at most.
+const MAX_CACHED_COUNTERS: usize = 4_096;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StreamType {
@@ -85,11 +87,8 @@ struct StreamLabels {
 /// A command whose reply decides what is counted.
 #[derive(Debug)]
 enum Pending {
-    /// An append: the event types of its events in order, as runs (type, events in the run).
-    Append {
-        stream: String,
-        types: Vec<(String, u64)>,
-    },
+    /// An append: the event types of its events in order, as runs of one type.
+    Append { stream: StreamName, runs: Runs },
     /// A nack of this many events.
     Nack {
         stream: String,
@@ -113,24 +112,69 @@ fn reader_hash(stream: &str, subscription: &str, consumer: &str) -> u64 {
 /// (their keys are the engine's ids and positions, not a client's strings).
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// The runs of an append: a type and the number of events in the run. Most appends have one.
+#[derive(Debug)]
+enum Runs {
+    One((RunType, u64)),
+    Many(Vec<(RunType, u64)>),
+}
+
+impl Runs {
+    fn as_slice(&self) -> &[(RunType, u64)] {
+        match self {
+            Runs::One(r) => std::slice::from_ref(r),
+            Runs::Many(v) => v,
+        }
+    }
+}
+
+/// The type of a run: its counter when one is at hand, or its name (the counter is made when
+/// the first event of that type is appended, so a refused append leaves no series).
+#[derive(Debug)]
+enum RunType {
+    Counter(Counter),
+    Name(String),
+}
+
 #[derive(Debug, Default)]
 struct State {
     pending: FastMap<(ConnId, ReqId), Pending>,
+    /// The `events_published_total` counters made so far, by stream and event type (found
+    /// without allocating; a counter is never removed from its family, so the one at hand is
+    /// the one scraped).
+    published: FastMap<StreamName, FastMap<String, Counter>>,
+    /// Counters in `published`.
+    cached: usize,
     /// When each unacknowledged delivery was sent (monotonic nanoseconds), and on which
     /// connection.
     delivered: FastMap<DeliveryKey, (ConnId, u64)>,
 }
 
-/// The event types of `events` as runs of one type: one string per run, not per event.
-fn type_runs(events: &[tributary_core::NewEvent]) -> Vec<(String, u64)> {
-    let mut runs: Vec<(String, u64)> = Vec::new();
-    for e in events {
-        match runs.last_mut() {
-            Some((t, n)) if *t == e.event_type => *n += 1,
-            _ => runs.push((e.event_type.clone(), 1)),
-        }
+/// The event types of `events` as runs of one type: one entry per run, not per event, with
+/// the run's counter when `st` has it.
+fn type_runs(st: &State, stream: &StreamName, events: &[tributary_core::NewEvent]) -> Runs {
+    let known = st.published.get(stream);
+    let mut runs: Option<Runs> = None;
+    let mut rest = events;
+    while let Some(first) = rest.first() {
+        let t = first.event_type.as_str();
+        let n = rest.iter().take_while(|e| e.event_type == t).count();
+        rest = &rest[n..];
+        let ty = match known.and_then(|m| m.get(t)) {
+            Some(c) => RunType::Counter(c.clone()),
+            None => RunType::Name(t.to_string()),
+        };
+        let run = (ty, n as u64);
+        runs = Some(match runs {
+            None => Runs::One(run),
+            Some(Runs::One(r)) => Runs::Many(vec![r, run]),
+            Some(Runs::Many(mut v)) => {
+                v.push(run);
+                Runs::Many(v)
+            }
+        });
     }
-    runs
+    runs.unwrap_or(Runs::Many(Vec::new()))
 }
 
 type HistogramFamily = Family<SubLabels, Histogram, fn() -> Histogram>;
@@ -233,11 +277,12 @@ impl Metrics {
         match input {
             Input::Client { conn, req, cmd } => match cmd {
                 Command::Append(a) if st.pending.len() < MAX_PENDING => {
+                    let runs = type_runs(&st, &a.stream, &a.events);
                     st.pending.insert(
                         (*conn, *req),
                         Pending::Append {
-                            stream: a.stream.to_string(),
-                            types: type_runs(&a.events),
+                            stream: a.stream.clone(),
+                            runs,
                         },
                     );
                 }
@@ -327,29 +372,35 @@ impl Metrics {
                     return;
                 };
                 match (p, reply) {
-                    (Pending::Append { stream, types }, Ok(Reply::Appended(outcomes))) => {
+                    (Pending::Append { stream, runs }, Ok(Reply::Appended(outcomes))) => {
                         // One label set per run of events of the same type; duplicates are
                         // not counted.
                         let mut outcomes = outcomes.iter();
-                        for (t, len) in types {
+                        for (ty, len) in runs.as_slice() {
                             let appended = outcomes
                                 .by_ref()
-                                .take(usize::try_from(len).unwrap_or(usize::MAX))
+                                .take(usize::try_from(*len).unwrap_or(usize::MAX))
                                 .filter(|o| matches!(o, tributary_core::AppendOutcome::Appended(_)))
                                 .count() as u64;
-                            if appended > 0 {
-                                self.count_published(&stream, t, appended);
+                            if appended == 0 {
+                                continue;
+                            }
+                            match ty {
+                                RunType::Counter(c) => {
+                                    c.inc_by(appended);
+                                }
+                                RunType::Name(t) => self.count_published(&stream, t, appended),
                             }
                         }
                     }
-                    (Pending::Append { stream, types }, Err(_)) => {
+                    (Pending::Append { stream, runs }, Err(_)) => {
                         self.errors
                             .get_or_create(&ErrorLabels {
-                                stream,
+                                stream: stream.to_string(),
                                 subscription: String::new(),
                                 reason: "publish_refused".into(),
                             })
-                            .inc_by(types.iter().map(|(_, n)| n).sum());
+                            .inc_by(runs.as_slice().iter().map(|(_, n)| n).sum());
                     }
                     (
                         Pending::Nack {
@@ -433,13 +484,25 @@ impl Metrics {
         }
     }
 
-    fn count_published(&self, stream: &str, event_type: String, n: u64) {
-        self.published
+    /// Counts `n` events published of a type that had no counter at hand when its append came
+    /// in, and keeps the counter at hand (up to `MAX_CACHED_COUNTERS`).
+    fn count_published(&self, stream: &StreamName, event_type: &str, n: u64) {
+        let counter = self
+            .published
             .get_or_create(&StreamType {
                 stream: stream.to_string(),
-                event_type,
+                event_type: event_type.to_string(),
             })
-            .inc_by(n);
+            .clone();
+        counter.inc_by(n);
+        let mut st = self.state();
+        if st.cached < MAX_CACHED_COUNTERS {
+            let types = st.published.entry(stream.clone()).or_default();
+            if !types.contains_key(event_type) {
+                types.insert(event_type.to_string(), counter);
+                st.cached += 1;
+            }
+        }
     }
 
     /// Sets the gauges from the engine's state: every stream with its subscriptions.
@@ -614,6 +677,38 @@ mod tests {
             },
         );
         assert_eq!(value(&m, "tributary_event_errors_total"), 1.0);
+        assert_eq!((published("a"), published("b")), (5.0, 3.0));
+        // A type first seen in a refused append gets no series.
+        m.on_input(now(1), &append_input(conn, 10, &["z"]));
+        m.on_output(
+            now(1),
+            &Output::Reply {
+                conn,
+                req: ReqId(10),
+                reply: Err(Error::Unavailable("x".into())),
+            },
+        );
+        assert!(!m.render().contains("event_type=\"z\""));
+        // The same type in another stream is its own series.
+        let mut other = append_input(conn, 11, &["a"]);
+        if let Input::Client {
+            cmd: Command::Append(a),
+            ..
+        } = &mut other
+        {
+            a.stream = name("t");
+        }
+        m.on_input(now(1), &other);
+        m.on_output(
+            now(1),
+            &Output::Reply {
+                conn,
+                req: ReqId(11),
+                reply: Ok(Reply::Appended(vec![AppendOutcome::Appended(p)])),
+            },
+        );
+        let in_t = "tributary_events_published_total{stream=\"t\",event_type=\"a\"}";
+        assert_eq!((value(&m, in_t), published("a")), (1.0, 5.0));
         let deliver = |events| Output::Deliver {
             conn,
             stream: name("s"),
