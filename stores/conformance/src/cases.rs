@@ -381,6 +381,16 @@ pub async fn dedup_ids_load_in_pages_and_expire<S: Store>(s: &S) {
     assert!(none.is_empty(), "a missing stream has no ids");
 }
 
+/// The answer to `FindOffset` in `stream`'s `partition` at time `at`.
+async fn find_at<S: Store>(s: &S, stream: &str, partition: u32, at: u64) -> StorageReply {
+    let req = StorageRequest::FindOffset {
+        stream: name(stream),
+        partition,
+        at: UnixMillis(at),
+    };
+    ok(s, req).await
+}
+
 /// `FindOffset` is the first offset with a timestamp at or after the time, or the next offset.
 pub async fn find_offset_by_time<S: Store>(s: &S) {
     ok(s, StorageRequest::CreateStream(persistent("a", 1))).await;
@@ -397,15 +407,7 @@ pub async fn find_offset_by_time<S: Store>(s: &S) {
         .collect();
     ok(s, append("a", evs, vec![])).await;
     for (at, want) in [(0, 0), (10, 0), (11, 1), (20, 1), (21, 3), (40, 4), (41, 5)] {
-        let r = ok(
-            s,
-            StorageRequest::FindOffset {
-                stream: name("a"),
-                partition: 0,
-                at: UnixMillis(at),
-            },
-        )
-        .await;
+        let r = find_at(s, "a", 0, at).await;
         assert_eq!(r, StorageReply::Offset(want), "time {at}");
     }
 
@@ -442,15 +444,7 @@ pub async fn find_offset_by_time<S: Store>(s: &S) {
     ok(s, truncate).await;
     for at in 990..ts_of(600) + 3 {
         let want = (100..600).find(|&i| ts_of(i) >= at).unwrap_or(600);
-        let r = ok(
-            s,
-            StorageRequest::FindOffset {
-                stream: name("b"),
-                partition: 1,
-                at: UnixMillis(at),
-            },
-        )
-        .await;
+        let r = find_at(s, "b", 1, at).await;
         assert_eq!(r, StorageReply::Offset(want), "long partition, time {at}");
     }
 }
