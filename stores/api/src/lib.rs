@@ -40,7 +40,7 @@ pub use records::{
 };
 pub use save_queue::{Answer, Batch, SaveQueue, Single};
 pub use sql_errors::{codec, committed, failed};
-pub use time_search::{FIND_BOUNDS, FIND_PROBE, Probe, TimeSearch, find_offset};
+pub use time_search::{Probe, TimeSearch, find_offset};
 
 use std::future::Future;
 use std::time::Duration;

@@ -15,19 +15,19 @@
 use crate::{failed, i32_of, i64_of, u64_of};
 use tributary_core::{StorageError, StreamName, UnixMillis};
 
-/// The bounds of a search in every SQL store (`$1` the stream's id, `$2` the partition): the
+/// The bounds of a search in a SQL store (`$1` the stream's id, `$2` the partition): the
 /// lowest and highest stored offsets and the partition's next floor; no row when the partition
 /// does not exist.
-pub const FIND_BOUNDS: &str = r#"SELECT
+const FIND_BOUNDS: &str = r#"SELECT
      (SELECT e."offset" FROM tributary_events e WHERE e.stream_id = p.stream_id
         AND e.partition = p.partition ORDER BY e."offset" ASC LIMIT 1),
      (SELECT e."offset" FROM tributary_events e WHERE e.stream_id = p.stream_id
         AND e.partition = p.partition ORDER BY e."offset" DESC LIMIT 1),
      p.next_floor
    FROM tributary_partitions p WHERE p.stream_id = $1 AND p.partition = $2"#;
-/// A [`Probe`] in every SQL store (`$3` its `from`, `$4` its `below`): the offset and timestamp
+/// A [`Probe`] in a SQL store (`$3` its `from`, `$4` its `below`): the offset and timestamp
 /// of the first event in the range, one look-up in the offset index.
-pub const FIND_PROBE: &str = r#"SELECT "offset", ts FROM tributary_events
+const FIND_PROBE: &str = r#"SELECT "offset", ts FROM tributary_events
    WHERE stream_id = $1 AND partition = $2 AND "offset" >= $3 AND "offset" < $4
    ORDER BY "offset" LIMIT 1"#;
 
@@ -62,21 +62,6 @@ impl TimeSearch {
             hi,
             found: None,
         }
-    }
-
-    /// A search from a row of [`FIND_BOUNDS`] (lowest and highest stored offsets, next floor),
-    /// and the offset to answer when every stored event is before `at`: the partition's next.
-    pub fn from_bounds(
-        (lo, hi, floor): (Option<i64>, Option<i64>, i64),
-        at: UnixMillis,
-    ) -> (Self, u64) {
-        let next = hi.map_or(0, |h| u64_of(h) + 1).max(u64_of(floor));
-        (Self::new(lo.map_or(0, u64_of), next, at), next)
-    }
-
-    /// [`answer`](Self::answer) with a row of [`FIND_PROBE`].
-    pub fn answer_row(&mut self, row: Option<(i64, i64)>) {
-        self.answer(row.map(|(o, ts)| (u64_of(o), UnixMillis(u64_of(ts)))));
     }
 
     /// The next probe to run, or `None` once the search is decided.
@@ -134,14 +119,16 @@ where
     for<'r> (Option<i64>, Option<i64>, i64): sqlx::FromRow<'r, DB::Row>,
 {
     let p = i32_of(partition);
-    let bounds = sqlx::query_as::<DB, (Option<i64>, Option<i64>, i64)>(FIND_BOUNDS)
+    let (lo, hi, floor) = sqlx::query_as::<DB, (Option<i64>, Option<i64>, i64)>(FIND_BOUNDS)
         .bind(id)
         .bind(p)
         .fetch_optional(&mut *c)
         .await
         .map_err(|e| failed(&e))?
         .ok_or_else(|| StorageError::NotFound(format!("stream {stream} partition {partition}")))?;
-    let (mut search, next) = TimeSearch::from_bounds(bounds, at);
+    // Every stored event before `at`: the partition's next offset.
+    let next = hi.map_or(0, |h| u64_of(h) + 1).max(u64_of(floor));
+    let mut search = TimeSearch::new(lo.map_or(0, u64_of), next, at);
     while let Some(probe) = search.probe() {
         let row = sqlx::query_as::<DB, (i64, i64)>(FIND_PROBE)
             .bind(id)
@@ -151,7 +138,7 @@ where
             .fetch_optional(&mut *c)
             .await
             .map_err(|e| failed(&e))?;
-        search.answer_row(row);
+        search.answer(row.map(|(o, ts)| (u64_of(o), UnixMillis(u64_of(ts)))));
     }
     Ok(search.found().unwrap_or(next))
 }
