@@ -667,27 +667,18 @@ mod tests {
         );
         assert_eq!((published("a"), published("b")), (5.0, 3.0));
         // A refused append counts its events as errors.
+        let refused = |req| Output::Reply {
+            conn,
+            req: ReqId(req),
+            reply: Err(Error::Unavailable("x".into())),
+        };
         m.on_input(now(1), &append_input(conn, 8, &["a"]));
-        m.on_output(
-            now(1),
-            &Output::Reply {
-                conn,
-                req: ReqId(8),
-                reply: Err(Error::Unavailable("x".into())),
-            },
-        );
+        m.on_output(now(1), &refused(8));
         assert_eq!(value(&m, "tributary_event_errors_total"), 1.0);
         assert_eq!((published("a"), published("b")), (5.0, 3.0));
         // A type first seen in a refused append gets no series.
         m.on_input(now(1), &append_input(conn, 10, &["z"]));
-        m.on_output(
-            now(1),
-            &Output::Reply {
-                conn,
-                req: ReqId(10),
-                reply: Err(Error::Unavailable("x".into())),
-            },
-        );
+        m.on_output(now(1), &refused(10));
         assert!(!m.render().contains("event_type=\"z\""));
         // The same type in another stream is its own series.
         let mut other = append_input(conn, 11, &["a"]);
