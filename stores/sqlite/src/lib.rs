@@ -9,6 +9,9 @@
 //!   sqlx records the applied versions in `_sqlx_migrations`.
 //! - One writer connection (SQLite has one writer at a time) and a pool of readers, which WAL
 //!   lets read while a write commits.
+//! - A third connection copies the WAL into the database beside the writer (`PASSIVE`
+//!   checkpoints after commits), so that the writer's own checkpoint, inside a commit, finds
+//!   little left to copy and sync.
 //! - An append is one transaction of multi-row `INSERT OR IGNORE` statements; the core merges
 //!   the appends of many producers into one request per stream (group commit).
 //! - A deleted stream disappears in one short transaction; its rows are removed afterwards in
@@ -22,6 +25,7 @@
 #![warn(missing_docs)]
 
 mod append_sql;
+mod checkpoint;
 mod cursor_sql;
 mod requests;
 
@@ -98,6 +102,8 @@ pub struct SqliteStore {
     pub(crate) chains: Arc<WriteChains>,
     /// Cursor saves waiting to be written together.
     pub(crate) cursor_saves: Arc<SaveQueue<CursorRecord>>,
+    /// Copies the WAL into the database beside the writer (see `checkpoint.rs`).
+    pub(crate) checkpointer: checkpoint::Checkpointer,
 }
 
 /// Rows a reader connection's thread sends back ahead of the caller (sqlx's default: 50).
@@ -132,7 +138,11 @@ impl SqliteStore {
             .busy_timeout(config.busy_timeout)
             // Statements that need a temporary table (the padded VALUES of an append) keep
             // it in memory rather than in a file.
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            .pragma(
+                "wal_autocheckpoint",
+                checkpoint::WRITER_CHECKPOINT_FRAMES.to_string(),
+            );
         // The connections are in this process: no ping before handing one out (a ping is a
         // round trip to the connection's thread, a wake-up of it, for every request).
         let writer = SqlitePoolOptions::new()
@@ -145,6 +155,9 @@ impl SqliteStore {
         if config.migrate {
             MIGRATOR.run(&writer).await.map_err(OpenError::Migrate)?;
         }
+        let checkpointer = checkpoint::Checkpointer::open(options.clone())
+            .await
+            .map_err(open_err)?;
         let readers = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(config.readers.max(1))
@@ -160,6 +173,7 @@ impl SqliteStore {
             .await
             .map_err(open_err)?;
         let store = SqliteStore {
+            checkpointer,
             writer,
             readers,
             ids: Arc::default(),
@@ -190,8 +204,15 @@ impl SqliteStore {
         })
     }
 
+    /// Background WAL checkpoint passes made since the store opened (a diagnostic: the WAL is
+    /// copied into the database beside the writer, which then finds little left to copy).
+    pub fn checkpoint_passes(&self) -> u64 {
+        self.checkpointer.passes()
+    }
+
     /// Closes the connections (the file stays consistent either way).
     pub async fn close(&self) {
+        self.checkpointer.close().await;
         self.readers.close().await;
         self.writer.close().await;
     }

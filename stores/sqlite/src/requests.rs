@@ -393,6 +393,7 @@ impl SqliteStore {
         };
         if matches!(r, StorageResult::Ok(_)) {
             finish.committed();
+            self.checkpointer.kick();
         }
         r
     }

@@ -1,0 +1,106 @@
+//! The WAL is copied into the database beside the writer, and stays bounded while appends
+//! keep coming.
+
+use std::sync::Arc;
+use tributary_core::{
+    AppendWrite, Event, EventId, NewEvent, StorageReply, StorageRequest, StorageResult,
+    StreamConfig, StreamName, UnixMillis,
+};
+use tributary_store_api::{Durability, Store};
+use tributary_store_sqlite::{SqliteStore, SqliteStoreConfig};
+
+fn name() -> StreamName {
+    match StreamName::new("orders") {
+        Ok(n) => n,
+        Err(e) => panic!("stream name: {e}"),
+    }
+}
+
+async fn ok(store: &SqliteStore, req: StorageRequest) -> StorageReply {
+    match store.execute(req).await {
+        StorageResult::Ok(r) => r,
+        other => panic!("expected success, got {other:?}"),
+    }
+}
+
+const WRITES: u64 = 128;
+const PER_WRITE: u64 = 256;
+
+fn event(offset: u64) -> Arc<Event> {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&(offset + 1).to_le_bytes());
+    Arc::new(Event::from_new(
+        NewEvent::new("order.created", offset.to_le_bytes().repeat(32)),
+        EventId::from_bytes(id),
+        name(),
+        0,
+        offset,
+        UnixMillis(1_000 + offset),
+    ))
+}
+
+/// About 11 MB of events in 128 commits: the background passes run, the WAL never holds much
+/// more than the writer's checkpoint threshold (about 4 MB: the writer still starts it again),
+/// and every event reads back.
+#[tokio::test]
+async fn the_wal_is_copied_beside_the_writer_and_stays_bounded() {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("temporary folder: {e}"),
+    };
+    let path = dir.path().join("ckpt.db");
+    let mut config = SqliteStoreConfig::new(&path);
+    config.durability = Durability::Normal;
+    let store = match SqliteStore::open(&config).await {
+        Ok(s) => s,
+        Err(e) => panic!("open: {e}"),
+    };
+    ok(
+        &store,
+        StorageRequest::CreateStream(StreamConfig::persistent(name())),
+    )
+    .await;
+    let wal = dir.path().join("ckpt.db-wal");
+    let mut largest_wal = 0;
+    for w in 0..WRITES {
+        let events = (w * PER_WRITE..(w + 1) * PER_WRITE).map(event).collect();
+        let append = AppendWrite {
+            stream: name(),
+            seq: w,
+            after: w.checked_sub(1),
+            events,
+            dedup: vec![],
+        };
+        ok(&store, StorageRequest::Append(Arc::new(append))).await;
+        largest_wal = largest_wal.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    assert!(
+        store.checkpoint_passes() > 0,
+        "no background checkpoint pass ran"
+    );
+    assert!(
+        largest_wal < 6 << 20,
+        "the WAL grew to {largest_wal} bytes: the writer never started it again"
+    );
+    let StorageReply::Recovered(state) = ok(&store, StorageRequest::Recover).await else {
+        panic!("Recover answered something else")
+    };
+    assert_eq!(state.streams[0].heads[0].next, WRITES * PER_WRITE);
+    for from in [0, WRITES * PER_WRITE - 1000] {
+        let req = StorageRequest::Read {
+            stream: name(),
+            partition: 0,
+            from,
+            max: 1000,
+        };
+        let StorageReply::Events(got) = ok(&store, req).await else {
+            panic!("Read answered something else")
+        };
+        assert_eq!(got.len(), 1000);
+        for (k, g) in got.iter().enumerate() {
+            let want = event(from + k as u64);
+            assert_eq!((g.offset, &g.payload), (want.offset, &want.payload));
+        }
+    }
+    store.close().await;
+}
