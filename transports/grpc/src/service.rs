@@ -330,9 +330,11 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         });
         let stop = self.stop.clone();
         self.link.spawn(async move {
+            // One wait for the stop for the whole stream, not one per message.
+            let mut stopped = std::pin::pin!(stop.recv().fuse());
             loop {
                 let m = select_biased! {
-                    _ = stop.recv().fuse() => return,
+                    _ = stopped.as_mut() => return,
                     m = input.message().fuse() => m,
                 };
                 let Ok(Some(m)) = m else { return };
@@ -395,9 +397,11 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         self.link.spawn(answer_in_order(answers_rx, out.clone()));
         let stop = self.stop.clone();
         self.link.spawn(async move {
+            // One wait for the stop for the whole stream, not one per message.
+            let mut stopped = std::pin::pin!(stop.recv().fuse());
             loop {
                 let m = select_biased! {
-                    _ = stop.recv().fuse() => return,
+                    _ = stopped.as_mut() => return,
                     m = input.message().fuse() => m,
                 };
                 let m = match m {
