@@ -13,7 +13,8 @@
 //! (the one that lets the WAL start again) still runs, but finds little left to copy and
 //! little to sync. A failed pass is harmless: the writer's own checkpoint copies what it left.
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use crate::single::SingleConnection;
+use sqlx::sqlite::SqliteConnectOptions;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -31,7 +32,7 @@ const MIN_FRAMES: i64 = 16;
 /// The checkpointing connection and whether a pass is running. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Checkpointer {
-    conn: SqlitePool,
+    conn: Arc<SingleConnection>,
     running: Arc<AtomicBool>,
     passes: Arc<AtomicU64>,
 }
@@ -39,14 +40,8 @@ pub(crate) struct Checkpointer {
 impl Checkpointer {
     /// Opens the checkpointing connection with the writer's options.
     pub(crate) async fn open(options: SqliteConnectOptions) -> Result<Self, sqlx::Error> {
-        let conn = SqlitePoolOptions::new()
-            .test_before_acquire(false)
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(options)
-            .await?;
         Ok(Checkpointer {
-            conn,
+            conn: Arc::new(SingleConnection::connect(&options).await?),
             running: Arc::default(),
             passes: Arc::default(),
         })
@@ -60,10 +55,14 @@ impl Checkpointer {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
-                let pass: Result<(i64, i64, i64), _> =
-                    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-                        .fetch_one(&me.conn)
-                        .await;
+                let pass: Result<(i64, i64, i64), _> = match me.conn.hold().await {
+                    Ok(mut c) => {
+                        sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                            .fetch_one(&mut *c)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
                 me.passes.fetch_add(1, Ordering::Relaxed);
                 // (busy, pages in the WAL, pages copied): go on while the WAL grows and is
                 // still short of the writer's own checkpoint.

@@ -28,6 +28,7 @@ mod append_sql;
 mod checkpoint;
 mod cursor_sql;
 mod requests;
+mod single;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -95,7 +96,7 @@ pub enum OpenError {
 /// The SQLite store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pub(crate) writer: SqlitePool,
+    pub(crate) writer: Arc<single::SingleConnection>,
     pub(crate) readers: SqlitePool,
     pub(crate) ids: Arc<Mutex<HashMap<StreamName, i64>>>,
     /// The order of pipelined appends: one commits only after the one it names.
@@ -143,21 +144,18 @@ impl SqliteStore {
                 "wal_autocheckpoint",
                 checkpoint::WRITER_CHECKPOINT_FRAMES.to_string(),
             );
-        // The connections are in this process: no ping before handing one out (a ping is a
-        // round trip to the connection's thread, a wake-up of it, for every request).
-        let writer = SqlitePoolOptions::new()
-            .test_before_acquire(false)
-            .max_connections(1)
-            .min_connections(1)
-            .connect_with(options.clone())
+        let writer = single::SingleConnection::connect(&options)
             .await
             .map_err(open_err)?;
         if config.migrate {
-            MIGRATOR.run(&writer).await.map_err(OpenError::Migrate)?;
+            let mut c = writer.hold().await.map_err(open_err)?;
+            MIGRATOR.run(&mut *c).await.map_err(OpenError::Migrate)?;
         }
         let checkpointer = checkpoint::Checkpointer::open(options.clone())
             .await
             .map_err(open_err)?;
+        // The connections are in this process: no ping before handing one out (a ping is a
+        // round trip to the connection's thread, a wake-up of it, for every request).
         let readers = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(config.readers.max(1))
@@ -174,7 +172,7 @@ impl SqliteStore {
             .map_err(open_err)?;
         let store = SqliteStore {
             checkpointer,
-            writer,
+            writer: Arc::new(writer),
             readers,
             ids: Arc::default(),
             chains: Arc::default(),
@@ -195,7 +193,7 @@ impl SqliteStore {
     /// `EXTRA` is [`Durability::Full`], anything weaker [`Durability::Normal`]).
     pub async fn durability(&self) -> Result<Durability, sqlx::Error> {
         let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&self.writer)
+            .fetch_one(&mut *self.writer.hold().await?)
             .await?;
         Ok(if level >= 2 {
             Durability::Full

@@ -5,6 +5,7 @@ use crate::append_sql::{
 };
 use crate::cursor_sql::{bind_cursors, upsert_sql};
 use crate::{DELETE_BATCH, SqliteStore};
+use sqlx::Connection as _;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::sync::Arc;
@@ -239,7 +240,11 @@ impl SqliteStore {
             Ok(j) => j,
             Err(e) => return StorageResult::Err(codec(e)),
         };
-        let mut tx = match self.writer.begin().await {
+        let mut c = match self.writer.hold().await {
+            Ok(c) => c,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let mut tx = match c.begin().await {
             Ok(tx) => tx,
             Err(e) => return StorageResult::Err(failed(&e)),
         };
@@ -285,7 +290,11 @@ impl SqliteStore {
     }
 
     async fn delete_stream(&self, name: &StreamName) -> StorageResult {
-        let mut tx = match self.writer.begin().await {
+        let mut c = match self.writer.hold().await {
+            Ok(c) => c,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let mut tx = match c.begin().await {
             Ok(tx) => tx,
             Err(e) => return StorageResult::Err(failed(&e)),
         };
@@ -319,10 +328,13 @@ impl SqliteStore {
     }
 
     pub(crate) async fn resume_deletions(&self) {
-        let ids: Vec<i64> = sqlx::query_scalar("SELECT stream_id FROM tributary_deleted_streams")
-            .fetch_all(&self.writer)
-            .await
-            .unwrap_or_default();
+        let ids: Vec<i64> = match self.writer.hold().await {
+            Ok(mut c) => sqlx::query_scalar("SELECT stream_id FROM tributary_deleted_streams")
+                .fetch_all(&mut *c)
+                .await
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
         for id in ids {
             let store = self.clone();
             tokio::spawn(async move { store.purge(id).await });
@@ -338,10 +350,13 @@ impl SqliteStore {
                    (SELECT partition, "offset" FROM {table} WHERE stream_id = ?1 LIMIT ?2)"#
             );
             loop {
-                match sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                    .bind(id)
-                    .bind(DELETE_BATCH)
-                    .execute(&self.writer)
+                match self
+                    .writer
+                    .execute(
+                        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                            .bind(id)
+                            .bind(DELETE_BATCH),
+                    )
                     .await
                 {
                     Ok(r) if r.rows_affected() > 0 => continue,
@@ -353,9 +368,11 @@ impl SqliteStore {
                 }
             }
         }
-        let _ = sqlx::query("DELETE FROM tributary_deleted_streams WHERE stream_id = ?")
-            .bind(id)
-            .execute(&self.writer)
+        let _ = self
+            .writer
+            .execute(
+                sqlx::query("DELETE FROM tributary_deleted_streams WHERE stream_id = ?").bind(id),
+            )
             .await;
     }
 
@@ -367,7 +384,7 @@ impl SqliteStore {
             return StorageResult::Err(e);
         }
         let at_once = if let Some(script) = at_once_script(w.events.len(), w.dedup.len()) {
-            let mut c = match self.writer.acquire().await {
+            let mut c = match self.writer.hold().await {
                 Ok(c) => c,
                 Err(e) => return StorageResult::Err(failed(&e)),
             };
@@ -402,7 +419,11 @@ impl SqliteStore {
     /// every taken offset must hold this write's event (a repeat of this very write succeeds),
     /// else nothing is written. The path of a write whose single statement failed.
     async fn append_checked(&self, w: &AppendWrite) -> StorageResult {
-        let mut tx = match self.writer.begin().await {
+        let mut c = match self.writer.hold().await {
+            Ok(c) => c,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let mut tx = match c.begin().await {
             Ok(tx) => tx,
             Err(e) => return StorageResult::Err(failed(&e)),
         };
@@ -491,7 +512,7 @@ impl SqliteStore {
         &self,
         q: sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments>,
     ) -> StorageResult {
-        let mut c = match self.writer.acquire().await {
+        let mut c = match self.writer.hold().await {
             Ok(c) => c,
             Err(e) => return StorageResult::Err(failed(&e)),
         };
@@ -525,7 +546,11 @@ impl SqliteStore {
     /// Upserts receipts in one transaction, merging with what is stored (the later delivery,
     /// the first read).
     async fn save_receipts(&self, list: &[ReceiptRecord]) -> StorageResult {
-        let mut tx = match self.writer.begin().await {
+        let mut c = match self.writer.hold().await {
+            Ok(c) => c,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let mut tx = match c.begin().await {
             Ok(tx) => tx,
             Err(e) => return StorageResult::Err(failed(&e)),
         };
@@ -661,7 +686,7 @@ impl SqliteStore {
             return r;
         }
         loop {
-            let r = sqlx::query(
+            let r = self.writer.execute(sqlx::query(
                 r#"DELETE FROM tributary_events WHERE stream_id = ?1 AND partition = ?2 AND "offset" IN
                    (SELECT "offset" FROM tributary_events WHERE stream_id = ?1 AND partition = ?2
                     AND "offset" < ?3 LIMIT ?4)"#,
@@ -669,8 +694,7 @@ impl SqliteStore {
             .bind(id)
             .bind(i64::from(partition))
             .bind(i64_of(before))
-            .bind(DELETE_BATCH)
-            .execute(&self.writer)
+            .bind(DELETE_BATCH))
             .await;
             match r {
                 Ok(r) if r.rows_affected() > 0 => continue,
@@ -693,15 +717,14 @@ impl SqliteStore {
             }
         };
         loop {
-            let r = sqlx::query(
+            let r = self.writer.execute(sqlx::query(
                 r#"DELETE FROM tributary_dedup WHERE stream_id = ?1 AND (partition, "offset") IN
                    (SELECT partition, "offset" FROM tributary_dedup WHERE stream_id = ?1
                     AND expires_at <= ?2 LIMIT ?3)"#,
             )
             .bind(id)
             .bind(i64_of(at.0))
-            .bind(DELETE_BATCH)
-            .execute(&self.writer)
+            .bind(DELETE_BATCH))
             .await;
             match r {
                 Ok(r) if r.rows_affected() > 0 => continue,
@@ -714,15 +737,14 @@ impl SqliteStore {
     /// Removes receipts last changed before `before`, `DELETE_BATCH` rows per statement.
     async fn expire_receipts(&self, sub: SubId, before: UnixMillis) -> StorageResult {
         loop {
-            let r = sqlx::query(
+            let r = self.writer.execute(sqlx::query(
                 r#"DELETE FROM tributary_receipts WHERE (sub_id, consumer, partition, "offset") IN
                    (SELECT sub_id, consumer, partition, "offset" FROM tributary_receipts
                     WHERE sub_id = ?1 AND max(delivered_at, coalesce(read_at, 0)) < ?2 LIMIT ?3)"#,
             )
             .bind(i64_of(sub.0))
             .bind(i64_of(before.0))
-            .bind(DELETE_BATCH)
-            .execute(&self.writer)
+            .bind(DELETE_BATCH))
             .await;
             match r {
                 Ok(r) if r.rows_affected() > 0 => continue,
@@ -750,7 +772,7 @@ impl SqliteStore {
     /// own, unless a save before it took it); see [`tributary_store_api::SaveQueue`].
     async fn save_cursor(&self, c: &CursorRecord) -> StorageResult {
         let answer = self.cursor_saves.push(c.clone());
-        match self.writer.acquire().await {
+        match self.writer.hold().await {
             Ok(mut conn) => {
                 let batch = self.cursor_saves.take();
                 if !batch.is_empty() {
@@ -771,7 +793,11 @@ impl SqliteStore {
 
     /// Upserts schema versions in one transaction.
     async fn save_schemas(&self, list: &[SchemaRecord]) -> StorageResult {
-        let mut tx = match self.writer.begin().await {
+        let mut c = match self.writer.hold().await {
+            Ok(c) => c,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let mut tx = match c.begin().await {
             Ok(tx) => tx,
             Err(e) => return StorageResult::Err(failed(&e)),
         };
