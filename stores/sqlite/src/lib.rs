@@ -144,13 +144,21 @@ impl SqliteStore {
                 "wal_autocheckpoint",
                 checkpoint::WRITER_CHECKPOINT_FRAMES.to_string(),
             );
+        if config.migrate {
+            // On a pool of its own, closed before the writer opens: sqlx's migrator runs on
+            // a pool (or a connection borrowed in a way that makes `open` not `Send`).
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await
+                .map_err(open_err)?;
+            let migrated = MIGRATOR.run(&pool).await.map_err(OpenError::Migrate);
+            pool.close().await;
+            migrated?;
+        }
         let writer = single::SingleConnection::connect(&options)
             .await
             .map_err(open_err)?;
-        if config.migrate {
-            let mut c = writer.hold().await.map_err(open_err)?;
-            MIGRATOR.run(&mut *c).await.map_err(OpenError::Migrate)?;
-        }
         let checkpointer = checkpoint::Checkpointer::open(options.clone())
             .await
             .map_err(open_err)?;

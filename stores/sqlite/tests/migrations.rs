@@ -121,3 +121,11 @@ async fn events_written_before_the_rowid_table_survive_its_migration() {
     );
     store.close().await;
 }
+
+/// Opening the store is a future a runtime can spawn (a server opens it inside a task).
+#[test]
+fn opening_is_send() {
+    fn spawnable<T: Send + 'static>(_: &T) {}
+    let config = SqliteStoreConfig::new("never-opened.db");
+    spawnable(&async move { SqliteStore::open(&config).await.map(|_| ()) });
+}
