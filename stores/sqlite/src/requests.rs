@@ -393,7 +393,7 @@ impl SqliteStore {
                 Err(e) => return StorageResult::Err(e),
             };
             Some(append_at_once(&mut c, script, id, w).await)
-            // The connection goes back to the pool here: the checked path needs it.
+            // The writer connection is given back here: the checked path needs it.
         } else {
             None
         };
