@@ -1,27 +1,15 @@
 //! The WAL is copied into the database beside the writer, and stays bounded while appends
 //! keep coming.
 
+mod common;
+
+use common::{name, ok};
 use std::sync::Arc;
 use tributary_core::{
-    AppendWrite, Event, EventId, NewEvent, StorageReply, StorageRequest, StorageResult,
-    StreamConfig, StreamName, UnixMillis,
+    AppendWrite, Event, EventId, NewEvent, StorageReply, StorageRequest, StreamConfig, UnixMillis,
 };
-use tributary_store_api::{Durability, Store};
+use tributary_store_api::Durability;
 use tributary_store_sqlite::{SqliteStore, SqliteStoreConfig};
-
-fn name() -> StreamName {
-    match StreamName::new("orders") {
-        Ok(n) => n,
-        Err(e) => panic!("stream name: {e}"),
-    }
-}
-
-async fn ok(store: &SqliteStore, req: StorageRequest) -> StorageReply {
-    match store.execute(req).await {
-        StorageResult::Ok(r) => r,
-        other => panic!("expected success, got {other:?}"),
-    }
-}
 
 const WRITES: u64 = 128;
 const PER_WRITE: u64 = 256;

@@ -1,26 +1,13 @@
 //! A database written before a migration keeps every event after it.
 
+mod common;
+
+use common::{name, ok};
 use std::sync::Arc;
 use tributary_core::{
-    AppendWrite, Event, EventId, NewEvent, StorageReply, StorageRequest, StorageResult,
-    StreamConfig, StreamName, UnixMillis,
+    AppendWrite, Event, EventId, NewEvent, StorageReply, StorageRequest, StreamConfig, UnixMillis,
 };
-use tributary_store_api::Store;
 use tributary_store_sqlite::{MIGRATOR, SqliteStore, SqliteStoreConfig};
-
-fn name() -> StreamName {
-    match StreamName::new("orders") {
-        Ok(n) => n,
-        Err(e) => panic!("stream name: {e}"),
-    }
-}
-
-async fn ok(store: &SqliteStore, req: StorageRequest) -> StorageReply {
-    match store.execute(req).await {
-        StorageResult::Ok(r) => r,
-        other => panic!("expected success, got {other:?}"),
-    }
-}
 
 /// Events stored in the table of migration 0001 (ordered by stream, partition and offset) are
 /// all there after 0005 moved them to a rowid table and 0006 dropped the index on their times:
