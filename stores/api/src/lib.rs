@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod batch;
 mod chain;
 mod codec;
 mod durability;
@@ -26,6 +27,7 @@ mod save_queue;
 mod sql_errors;
 mod time_search;
 
+pub use batch::{BATCH_BYTES, EventBatch, batch, batches, decode_batch, retained_bytes};
 pub use chain::{Finish, PredecessorFailed, WriteChains};
 pub use codec::{
     CodecError, EventRow, decode_acked, decode_event, encode_acked, encode_headers, from_json,

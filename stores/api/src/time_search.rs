@@ -4,13 +4,14 @@
 //! the later of its clock and the partition's last timestamp. So the first event at or after a
 //! time is found by bisecting the stored offsets, one probe ("the first event at or after this
 //! offset and below that one") per step, as many steps as the binary logarithm of the
-//! partition's length. The SQL stores keep no index on the timestamp: each would cost an index
-//! insertion per appended event (a quarter of PostgreSQL's CPU per event, see BENCHMARKS.md),
-//! where a search by time is a rare start of a subscription or a replay.
+//! partition's length. The SQLite store keeps no index on the timestamp: it would cost an index
+//! insertion per appended event, where a search by time is a rare start of a subscription or a
+//! replay. (PostgreSQL stores record batches and indexes their last timestamps, one entry per
+//! batch.)
 //!
 //! [`TimeSearch`] holds the decisions and no I/O: a store asks it for the next [`Probe`], runs
 //! it, and hands back what it found, until there is no probe left. [`find_offset`] does that on
-//! a connection of either SQL store.
+//! a connection of a store of one row per event.
 
 use crate::{failed, i32_of, i64_of, u64_of};
 use tributary_core::{StorageError, StreamName, UnixMillis};

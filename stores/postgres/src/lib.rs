@@ -3,11 +3,17 @@
 //! Tributary's production store: carries out the core's storage requests on PostgreSQL.
 //!
 //! - Versioned migrations (`migrations/`, applied at [`PgStore::open`] unless turned off; sqlx
-//!   records the applied versions in `_sqlx_migrations`).
-//! - Appends are one statement each: events by a multi-row `INSERT ... SELECT FROM UNNEST`
-//!   of column arrays (only the optional columns the write uses), then the dedup ids, then one
-//!   `pg_notify` (a wake-up hint for readers in other processes, see [`Notifications`]). The core already merges the appends of many
-//!   producers into one request per stream (group commit).
+//!   records the applied versions in `_sqlx_migrations`). Events stored one row each by
+//!   versions before 6 are moved into record batches at open ([`UpgradeError`] if they cannot
+//!   be).
+//! - Events are stored in record batches: one row per partition and append, its events encoded
+//!   in one value (`tributary_store_api::batches`), so the database writes a row and an index
+//!   entry per batch, not per event.
+//! - Appends are one statement each: the batches by a multi-row `INSERT ... SELECT` of unnested
+//!   arrays, written only if none overlaps a stored batch, then the dedup ids, then one
+//!   `pg_notify` (a wake-up hint for readers in other processes, see [`Notifications`]). The
+//!   core already merges the appends of many producers into one request per stream (group
+//!   commit).
 //! - An outcome that cannot be known (the connection dropped during `COMMIT`) is `Unknown`.
 //! - A deleted stream disappears in one short transaction; its events are then removed in
 //!   bounded batches in the background (resumed at the next open after a crash).
@@ -22,9 +28,11 @@ mod inbox;
 mod notify;
 mod requests;
 mod schemas;
+mod upgrade;
 
 pub use inbox::Inbox;
 pub use notify::{Notifications, Wakeup};
+pub use upgrade::UpgradeError;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -100,6 +108,9 @@ pub enum OpenError {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The events of an earlier version could not be moved into record batches.
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
 }
 
 /// The PostgreSQL store. Cheap to clone (a pool handle).
@@ -170,6 +181,13 @@ impl PgStore {
             .map_err(OpenError::Connect)?;
         if config.migrate {
             MIGRATOR.run(&pool).await.map_err(OpenError::Migrate)?;
+        }
+        let moved = upgrade::move_event_rows(&pool).await?;
+        if moved > 0 {
+            tracing::info!(
+                events = moved,
+                "events of an earlier version moved into record batches"
+            );
         }
         let store = PgStore {
             pool,

@@ -1,5 +1,6 @@
-//! What only the PostgreSQL store does: migrations recorded, notifications after appends,
-//! the inbox, the outcome of a lost commit, and a server that goes away and comes back.
+//! What only the PostgreSQL store does: migrations recorded, the events of an earlier version
+//! moved into record batches, notifications after appends, the inbox, the outcome of a lost
+//! commit, and a server that goes away and comes back.
 
 mod common;
 
@@ -46,13 +47,13 @@ async fn migrations_are_recorded_and_can_be_skipped() {
     let s = PgStore::open(&config).await.expect("open");
     assert_eq!(
         s.applied_migrations().await.expect("versions"),
-        vec![1, 2, 3, 4, 5]
+        vec![1, 2, 3, 4, 5, 6]
     );
     // Opening again applies nothing new.
     let again = PgStore::open(&config).await.expect("reopen");
     assert_eq!(
         again.applied_migrations().await.expect("versions"),
-        vec![1, 2, 3, 4, 5]
+        vec![1, 2, 3, 4, 5, 6]
     );
     // With migrations off, a fresh schema has no tables: requests fail, clearly.
     let mut off = common::fresh_config();
@@ -63,6 +64,129 @@ async fn migrations_are_recorded_and_can_be_skipped() {
         matches!(r, StorageResult::Err(StorageError::Unavailable(ref m)) if m.contains("tributary_streams")),
         "{r:?}"
     );
+}
+
+/// A row as schema version 5 stored an event: one row per event in `tributary_events`.
+async fn insert_v5_row(s: &PgStore, stream_id: i64, e: &Event) {
+    sqlx::query(
+        r#"INSERT INTO tributary_events (stream_id, partition, "offset", event_id, ts, event_type,
+             schema_version, key, correlation_id, causation_id, headers, content_type, payload)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
+    )
+    .bind(stream_id)
+    .bind(i32::try_from(e.partition).expect("partition"))
+    .bind(i64::try_from(e.offset).expect("offset"))
+    .bind(e.event_id.as_bytes().to_vec())
+    .bind(i64::try_from(e.timestamp.0).expect("ts"))
+    .bind(&e.event_type)
+    .bind(i32::try_from(e.schema_version).expect("version"))
+    .bind(e.key.as_ref().map(|k| k.to_vec()))
+    .bind(&e.correlation_id)
+    .bind(&e.causation_id)
+    .bind((!e.headers.is_empty()).then(|| serde_json::to_string(&e.headers).expect("json")))
+    .bind(&e.content_type)
+    .bind(e.payload.to_vec())
+    .execute(s.pool())
+    .await
+    .expect("a version 5 row");
+}
+
+async fn read_all(s: &PgStore, name: &str, partition: u32) -> Vec<Arc<Event>> {
+    match s
+        .execute(StorageRequest::Read {
+            stream: stream(name),
+            partition,
+            from: 0,
+            max: 1000,
+        })
+        .await
+    {
+        StorageResult::Ok(StorageReply::Events(e)) => e,
+        other => panic!("read: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn events_stored_one_row_each_by_version_5_are_moved_into_batches_at_open() {
+    let config = common::fresh_config();
+    let s = PgStore::open(&config).await.expect("open");
+    let mut config_2 = StreamConfig::persistent(stream("old"));
+    config_2.partitions = 2;
+    let r = s.execute(StorageRequest::CreateStream(config_2)).await;
+    assert_eq!(r, StorageResult::Ok(StorageReply::Done));
+    let id: i64 = sqlx::query_scalar("SELECT id FROM tributary_streams WHERE name = 'old'")
+        .fetch_one(s.pool())
+        .await
+        .expect("the stream's id");
+    // 70 events of about 250 bytes in partition 0 (more than one batch), 3 in partition 1,
+    // every field used.
+    let mut written = Vec::new();
+    for (partition, count) in [(0u32, 70u64), (1, 3)] {
+        for offset in 0..count {
+            let payload = format!("{{\"n\":{offset},\"pad\":\"{}\"}}", "x".repeat(200));
+            let mut n = NewEvent::new("old.type", payload.into_bytes());
+            n.key = Some(format!("k{offset}").into_bytes().into());
+            n.correlation_id = Some(format!("c{offset}"));
+            n.causation_id = offset.is_multiple_of(2).then(|| "cause".to_string());
+            if offset.is_multiple_of(3) {
+                n.headers.insert("h".into(), format!("{offset}"));
+            }
+            let byte = u8::try_from(offset).expect("small") + if partition == 0 { 0 } else { 100 };
+            let e = Event::from_new(
+                n,
+                EventId::from_bytes([byte; 16]),
+                stream("old"),
+                partition,
+                offset,
+                UnixMillis(1_000 + offset),
+            );
+            insert_v5_row(&s, id, &e).await;
+            written.push(e);
+        }
+    }
+    drop(s);
+    let s = PgStore::open(&config).await.expect("reopen moves the rows");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM tributary_events")
+        .fetch_one(s.pool())
+        .await
+        .expect("count");
+    assert_eq!(left, 0, "every row moved");
+    let batches: i64 = sqlx::query_scalar("SELECT count(*) FROM tributary_batches")
+        .fetch_one(s.pool())
+        .await
+        .expect("count");
+    assert!(
+        batches >= 3,
+        "70 events of partition 0 in more than one batch: {batches} in all"
+    );
+    let mut back: Vec<Event> = Vec::new();
+    for p in [0, 1] {
+        back.extend(read_all(&s, "old", p).await.iter().map(|e| (**e).clone()));
+    }
+    assert_eq!(back, written, "every event, every field, in order");
+    let StorageResult::Ok(StorageReply::Recovered(r)) = s.execute(StorageRequest::Recover).await
+    else {
+        panic!("recover");
+    };
+    let heads = &r.streams[0].heads;
+    assert_eq!((heads[0].first, heads[0].next), (0, 70));
+    assert_eq!((heads[1].first, heads[1].next), (0, 3));
+    assert_eq!(heads[0].last_timestamp, UnixMillis(1_069));
+    // An append after the move carries on, and a repeat of a moved event is recognised.
+    let r = s.execute(one_event("old", 70, 9)).await;
+    assert_eq!(r, StorageResult::Ok(StorageReply::Done));
+    let repeat = StorageRequest::Append(Arc::new(AppendWrite {
+        stream: stream("old"),
+        seq: 1,
+        after: None,
+        events: vec![Arc::new(written[5].clone())],
+        dedup: vec![],
+    }));
+    assert_eq!(
+        s.execute(repeat).await,
+        StorageResult::Ok(StorageReply::Done)
+    );
+    assert_eq!(read_all(&s, "old", 0).await.len(), 71);
 }
 
 #[tokio::test]
