@@ -22,6 +22,15 @@ type Res<T> = Result<T, StorageError>;
 /// Batches read per statement of a read.
 const READ_BATCHES: i64 = 8;
 
+/// A page of a read (`$3` the first offset wanted): from the batch that may hold it (the one
+/// with the greatest first offset not above it, found in the primary key) onwards, so the
+/// statement walks the index from there instead of from the partition's start.
+const READ_SQL: &str = r#"SELECT last_offset, body FROM tributary_batches
+   WHERE stream_id = $1 AND partition = $2
+     AND first_offset >= (SELECT COALESCE(MAX(first_offset), 0) FROM tributary_batches
+       WHERE stream_id = $1 AND partition = $2 AND first_offset <= $3)
+   ORDER BY first_offset LIMIT $4"#;
+
 /// Recovery's heads (see `tributary_store_api::RECOVER_HEADS`), from the record batches: the
 /// lowest and highest stored offsets and the last timestamp, one index look-up each.
 const RECOVER_BATCH_HEADS: &str = r#"SELECT s.id, s.name, s.config, p.partition, p.first_offset, p.next_floor, p.last_ts,
@@ -430,7 +439,9 @@ impl PgStore {
     ) -> Res<std::collections::BTreeMap<u64, std::sync::Arc<tributary_core::Event>>> {
         let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
             r#"SELECT body FROM tributary_batches
-               WHERE stream_id = $1 AND partition = $2 AND first_offset <= $4 AND last_offset >= $3
+               WHERE stream_id = $1 AND partition = $2 AND first_offset <= $4
+                 AND first_offset >= (SELECT COALESCE(MAX(first_offset), 0) FROM tributary_batches
+                   WHERE stream_id = $1 AND partition = $2 AND first_offset <= $3)
                ORDER BY first_offset"#,
         )
         .bind(id)
@@ -465,18 +476,14 @@ impl PgStore {
         let mut out = Vec::new();
         let mut next = from;
         while out.len() < want {
-            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-                r#"SELECT last_offset, body FROM tributary_batches
-                   WHERE stream_id = $1 AND partition = $2 AND last_offset >= $3
-                   ORDER BY first_offset LIMIT $4"#,
-            )
-            .bind(id)
-            .bind(i32_of(partition))
-            .bind(i64_of(next))
-            .bind(READ_BATCHES)
-            .fetch_all(&mut *c)
-            .await
-            .map_err(|e| failed(&e))?;
+            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(READ_SQL)
+                .bind(id)
+                .bind(i32_of(partition))
+                .bind(i64_of(next))
+                .bind(READ_BATCHES)
+                .fetch_all(&mut *c)
+                .await
+                .map_err(|e| failed(&e))?;
             let Some(last) = rows.last().map(|r| u64_of(r.0)) else {
                 break;
             };
@@ -706,27 +713,11 @@ impl PgStore {
         let id = self.stream_id(&mut c, stream).await?;
         let part = i32_of(partition);
         let cut = i64_of(before);
-        // The batch that holds `before` with events below it, if any.
-        let straddling: Option<(i64, Vec<u8>)> = sqlx::query_as(
-            r#"SELECT first_offset, body FROM tributary_batches
-               WHERE stream_id = $1 AND partition = $2 AND first_offset < $3 AND last_offset >= $3"#,
-        )
-        .bind(id)
-        .bind(part)
-        .bind(cut)
-        .fetch_optional(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?;
-        let (dropped, kept) = match &straddling {
-            Some((_, body)) => decode_batch(stream, partition, body)
-                .map_err(codec)?
-                .into_iter()
-                .partition::<Vec<_>, _>(|e| e.offset < before),
-            None => (Vec::new(), Vec::new()),
-        };
-        let below: Option<i64> = sqlx::query_scalar(
-            r#"SELECT last_ts FROM tributary_batches
-               WHERE stream_id = $1 AND partition = $2 AND last_offset < $3
+        // The last batch that starts below `before`: it holds `before` (then its events below
+        // go), or it is the last one wholly below.
+        let last_below: Option<(i64, i64, i64, Vec<u8>)> = sqlx::query_as(
+            r#"SELECT first_offset, last_offset, last_ts, body FROM tributary_batches
+               WHERE stream_id = $1 AND partition = $2 AND first_offset < $3
                ORDER BY first_offset DESC LIMIT 1"#,
         )
         .bind(id)
@@ -735,6 +726,32 @@ impl PgStore {
         .fetch_optional(&mut *c)
         .await
         .map_err(|e| failed(&e))?;
+        let (straddling, below) = match last_below {
+            Some((first, last, _, body)) if last >= cut => {
+                // The latest timestamp wholly below is that of the batch before it.
+                let before_it: Option<i64> = sqlx::query_scalar(
+                    r#"SELECT last_ts FROM tributary_batches
+                       WHERE stream_id = $1 AND partition = $2 AND first_offset < $3
+                       ORDER BY first_offset DESC LIMIT 1"#,
+                )
+                .bind(id)
+                .bind(part)
+                .bind(first)
+                .fetch_optional(&mut *c)
+                .await
+                .map_err(|e| failed(&e))?;
+                (Some((first, body)), before_it)
+            }
+            Some((_, _, last_ts, _)) => (None, Some(last_ts)),
+            None => (None, None),
+        };
+        let (dropped, kept) = match &straddling {
+            Some((_, body)) => decode_batch(stream, partition, body)
+                .map_err(codec)?
+                .into_iter()
+                .partition::<Vec<_>, _>(|e| e.offset < before),
+            None => (Vec::new(), Vec::new()),
+        };
         let last_ts = dropped
             .iter()
             .map(|e| e.timestamp.0)
@@ -778,7 +795,8 @@ impl PgStore {
             let r = sqlx::query(
                 r#"DELETE FROM tributary_batches WHERE stream_id = $1 AND partition = $2
                    AND first_offset IN (SELECT first_offset FROM tributary_batches
-                     WHERE stream_id = $1 AND partition = $2 AND last_offset < $3 LIMIT $4)"#,
+                     WHERE stream_id = $1 AND partition = $2 AND first_offset < $3
+                       AND last_offset < $3 LIMIT $4)"#,
             )
             .bind(id)
             .bind(part)
