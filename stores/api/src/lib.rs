@@ -37,7 +37,7 @@ pub use durability::{BadDurability, Durability};
 pub use records::{
     CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS, RECOVER_SUBSCRIPTIONS,
     RelayRow, SchemaRow, SubscriptionRow, cursor_record, dedup_record, existing_stream, i32_of,
-    i64_of, partition_head, receipt_record, recovered, schema_columns, schema_record,
+    i64_of, next_offset, partition_head, receipt_record, recovered, schema_columns, schema_record,
     subscription_record, u64_of,
 };
 pub use save_queue::{Answer, Batch, SaveQueue, Single};

@@ -26,6 +26,12 @@ fn u32_of(v: i32) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
 
+/// A partition's next offset: past its highest stored offset, and never below the floor its
+/// last removal left.
+pub fn next_offset(highest: Option<i64>, floor: i64) -> u64 {
+    highest.map_or(0, |h| u64_of(h) + 1).max(u64_of(floor))
+}
+
 /// A partition's head from its `partitions` row and its lowest and highest stored events:
 /// the next offset never goes below `next_floor` (kept when events are removed).
 pub fn partition_head(
@@ -36,7 +42,7 @@ pub fn partition_head(
     hi: Option<i64>,
     hi_ts: Option<i64>,
 ) -> PartitionHead {
-    let next = u64_of(next_floor).max(hi.map_or(0, |h| u64_of(h) + 1));
+    let next = next_offset(hi, next_floor);
     let first = lo.map_or(next, |l| u64_of(l).max(u64_of(first_offset)));
     let last = u64_of(last_ts).max(hi_ts.map_or(0, u64_of));
     PartitionHead {

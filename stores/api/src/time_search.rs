@@ -13,7 +13,7 @@
 //! it, and hands back what it found, until there is no probe left. [`find_offset`] does that on
 //! a connection of a store of one row per event.
 
-use crate::{failed, i32_of, i64_of, u64_of};
+use crate::{failed, i32_of, i64_of, next_offset, u64_of};
 use tributary_core::{StorageError, StreamName, UnixMillis};
 
 /// The bounds of a search in a SQL store (`$1` the stream's id, `$2` the partition): the
@@ -128,7 +128,7 @@ where
         .map_err(|e| failed(&e))?
         .ok_or_else(|| StorageError::NotFound(format!("stream {stream} partition {partition}")))?;
     // Every stored event before `at`: the partition's next offset.
-    let next = hi.map_or(0, |h| u64_of(h) + 1).max(u64_of(floor));
+    let next = next_offset(hi, floor);
     let mut search = TimeSearch::new(lo.map_or(0, u64_of), next, at);
     while let Some(probe) = search.probe() {
         let row = sqlx::query_as::<DB, (i64, i64)>(FIND_PROBE)

@@ -13,8 +13,8 @@ use tributary_core::{
 use tributary_store_api::{
     CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_RELAYS, RECOVER_SUBSCRIPTIONS, RelayRow,
     SubscriptionRow, batch, codec, committed, decode_batch, dedup_record, encode_acked,
-    existing_stream, failed, i32_of, i64_of, receipt_record, recovered, retained_bytes, to_json,
-    u64_of,
+    existing_stream, failed, i32_of, i64_of, next_offset, receipt_record, recovered,
+    retained_bytes, to_json, u64_of,
 };
 
 type Res<T> = Result<T, StorageError>;
@@ -536,7 +536,7 @@ impl PgStore {
         .await
         .map_err(|e| failed(&e))?
         .ok_or_else(|| StorageError::NotFound(format!("stream {stream} partition {partition}")))?;
-        Ok(hi.map_or(0, |h| u64_of(h) + 1).max(u64_of(floor)))
+        Ok(next_offset(hi, floor))
     }
 
     /// One statement as its own transaction (autocommit: one round trip, not `BEGIN`, the
