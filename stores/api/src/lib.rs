@@ -19,15 +19,16 @@
 #![warn(missing_docs)]
 
 mod batch;
+mod batch_sql;
 mod chain;
 mod codec;
 mod durability;
 mod records;
 mod save_queue;
 mod sql_errors;
-mod time_search;
 
 pub use batch::{BATCH_BYTES, EventBatch, batch, batches, decode_batch, retained_bytes};
+pub use batch_sql::{RECOVER_HEADS, SqlBatches, UpgradeError};
 pub use chain::{Finish, PredecessorFailed, WriteChains};
 pub use codec::{
     CodecError, EventRow, decode_acked, decode_event, encode_acked, encode_headers, from_json,
@@ -35,14 +36,13 @@ pub use codec::{
 };
 pub use durability::{BadDurability, Durability};
 pub use records::{
-    CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS, RECOVER_SUBSCRIPTIONS,
-    RelayRow, SchemaRow, SubscriptionRow, cursor_record, dedup_record, existing_stream, i32_of,
-    i64_of, next_offset, partition_head, receipt_record, recovered, schema_columns, schema_record,
+    CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_RELAYS, RECOVER_SUBSCRIPTIONS, RelayRow,
+    SchemaRow, SubscriptionRow, cursor_record, dedup_record, existing_stream, i32_of, i64_of,
+    next_offset, partition_head, receipt_record, recovered, schema_columns, schema_record,
     subscription_record, u64_of,
 };
 pub use save_queue::{Answer, Batch, SaveQueue, Single};
 pub use sql_errors::{codec, committed, failed};
-pub use time_search::{Probe, TimeSearch, find_offset};
 
 use std::future::Future;
 use std::time::Duration;

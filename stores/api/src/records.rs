@@ -162,24 +162,13 @@ pub fn dedup_record(
     })
 }
 
-/// Recovery reads the same in every SQL store: one row per partition with its head (from the
-/// partitions table and the lowest and highest stored events: one index look-up each).
-pub const RECOVER_HEADS: &str = r#"SELECT s.id, s.name, s.config, p.partition, p.first_offset, p.next_floor, p.last_ts,
-     (SELECT e."offset" FROM tributary_events e WHERE e.stream_id = p.stream_id
-        AND e.partition = p.partition ORDER BY e."offset" ASC LIMIT 1) AS lo,
-     (SELECT e."offset" FROM tributary_events e WHERE e.stream_id = p.stream_id
-        AND e.partition = p.partition ORDER BY e."offset" DESC LIMIT 1) AS hi,
-     (SELECT e.ts FROM tributary_events e WHERE e.stream_id = p.stream_id
-        AND e.partition = p.partition ORDER BY e."offset" DESC LIMIT 1) AS hi_ts
-   FROM tributary_streams s JOIN tributary_partitions p ON p.stream_id = s.id
-   ORDER BY s.name, p.partition"#;
 /// The subscriptions to recover.
 pub const RECOVER_SUBSCRIPTIONS: &str =
     "SELECT id, config, start_offsets FROM tributary_subscriptions ORDER BY id";
 /// The cursors to recover.
 pub const RECOVER_CURSORS: &str = "SELECT sub_id, consumer, partition, floor, acked FROM tributary_cursors ORDER BY sub_id, consumer, partition";
 
-/// A row of [`RECOVER_HEADS`].
+/// A row of [`crate::RECOVER_HEADS`].
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct HeadRow {
     /// The stream's surrogate id.

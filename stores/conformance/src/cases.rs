@@ -274,6 +274,40 @@ pub async fn a_large_append_is_written_whole_or_not_at_all<S: Store>(s: &S) {
     }
     let ids = all_dedup(s, "big").await;
     assert_eq!(ids.len(), 510, "the dedup ids of both writes are stored");
+    // 150 events of 5,000 bytes in partition 1: a record batch each in the SQL stores, more
+    // than the SQLite store sends as one command. Repeated, it is recognised.
+    let large = |first: u64, seed: u8| -> Vec<Arc<Event>> {
+        (0..150u64)
+            .map(|i| {
+                let mut id = [seed; 16];
+                id[..8].copy_from_slice(&i.to_le_bytes());
+                Arc::new(Event::from_new(
+                    NewEvent::new("big", vec![(i % 251) as u8; 5_000]),
+                    EventId::from_bytes(id),
+                    name("big"),
+                    1,
+                    first + i,
+                    UnixMillis(6),
+                ))
+            })
+            .collect()
+    };
+    let first = large(170, 7);
+    ok(s, append("big", first.clone(), vec![])).await;
+    ok(s, append("big", first.clone(), vec![])).await;
+    let got = read(s, "big", 1, 170, 1000).await;
+    assert_eq!(got, first, "the 150 large events once");
+    // The next 150, and one more in partition 2 at an offset that holds another event: its
+    // batch comes after all of theirs, and none of the write is stored.
+    let mut then = large(320, 8);
+    then.push(event("big", 2, 169, 97, 6));
+    let r = s.execute(append("big", then, vec![])).await;
+    assert!(
+        matches!(r, StorageResult::Err(StorageError::Conflict(_))),
+        "conflict expected: {r:?}"
+    );
+    assert_eq!(read(s, "big", 1, 170, 1000).await, first);
+    assert_eq!(read(s, "big", 2, 0, 1000).await.len(), 170);
 }
 
 /// Requests naming a stream that does not exist answer `NotFound` and write nothing.
@@ -411,7 +445,7 @@ pub async fn find_offset_by_time<S: Store>(s: &S) {
         assert_eq!(r, StorageReply::Offset(want), "time {at}");
     }
 
-    // A longer partition (the SQL stores bisect its offsets), with times repeated and skipped,
+    // A longer partition (in several record batches in the SQL stores), with times repeated and skipped,
     // written in several appends, its first events removed, beside a partition of other times.
     ok(s, StorageRequest::CreateStream(persistent("b", 2))).await;
     let ts_of = |i: u64| 1_000 + i / 5 * 2;

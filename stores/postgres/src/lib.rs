@@ -32,7 +32,7 @@ mod upgrade;
 
 pub use inbox::Inbox;
 pub use notify::{Notifications, Wakeup};
-pub use upgrade::UpgradeError;
+pub use tributary_store_api::UpgradeError;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};

@@ -11,47 +11,15 @@ use tributary_core::{
     SubscriptionRecord, UnixMillis,
 };
 use tributary_store_api::{
-    CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_RELAYS, RECOVER_SUBSCRIPTIONS, RelayRow,
-    SubscriptionRow, batch, codec, committed, decode_batch, dedup_record, encode_acked,
-    existing_stream, failed, i32_of, i64_of, next_offset, receipt_record, recovered,
-    retained_bytes, to_json, u64_of,
+    CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS, RECOVER_SUBSCRIPTIONS,
+    RelayRow, SqlBatches, SubscriptionRow, codec, committed, dedup_record, encode_acked,
+    existing_stream, failed, i32_of, i64_of, receipt_record, recovered, to_json,
 };
 
 type Res<T> = Result<T, StorageError>;
 
-/// Batches read per statement of a read.
-const READ_BATCHES: i64 = 8;
-
-/// A page of a read (`$3` the first offset wanted): from the batch that may hold it (the one
-/// with the greatest first offset not above it, found in the primary key) onwards, so the
-/// statement walks the index from there instead of from the partition's start.
-const READ_SQL: &str = r#"SELECT last_offset, body FROM tributary_batches
-   WHERE stream_id = $1 AND partition = $2
-     AND first_offset >= (SELECT COALESCE(MAX(first_offset), 0) FROM tributary_batches
-       WHERE stream_id = $1 AND partition = $2 AND first_offset <= $3)
-   ORDER BY first_offset LIMIT $4"#;
-
-/// Recovery's heads (see `tributary_store_api::RECOVER_HEADS`), from the record batches: the
-/// lowest and highest stored offsets and the last timestamp, one index look-up each.
-const RECOVER_BATCH_HEADS: &str = r#"SELECT s.id, s.name, s.config, p.partition, p.first_offset, p.next_floor, p.last_ts,
-     (SELECT b.first_offset FROM tributary_batches b WHERE b.stream_id = p.stream_id
-        AND b.partition = p.partition ORDER BY b.first_offset ASC LIMIT 1) AS lo,
-     (SELECT b.last_offset FROM tributary_batches b WHERE b.stream_id = p.stream_id
-        AND b.partition = p.partition ORDER BY b.first_offset DESC LIMIT 1) AS hi,
-     (SELECT b.last_ts FROM tributary_batches b WHERE b.stream_id = p.stream_id
-        AND b.partition = p.partition ORDER BY b.first_offset DESC LIMIT 1) AS hi_ts
-   FROM tributary_streams s JOIN tributary_partitions p ON p.stream_id = s.id
-   ORDER BY s.name, p.partition"#;
-
-/// The events of `w` by partition.
-fn by_partition(w: &AppendWrite) -> std::collections::BTreeMap<u32, Vec<&tributary_core::Event>> {
-    let mut out: std::collections::BTreeMap<u32, Vec<&tributary_core::Event>> =
-        std::collections::BTreeMap::new();
-    for e in &w.events {
-        out.entry(e.partition).or_default().push(e);
-    }
-    out
-}
+/// The record-batch statements on PostgreSQL.
+type Batches = SqlBatches<Postgres>;
 
 impl PgStore {
     pub(crate) async fn run(&self, req: StorageRequest) -> StorageResult {
@@ -149,7 +117,7 @@ impl PgStore {
 
     async fn recover(&self) -> Res<RecoveredState> {
         let mut c = self.conn().await?;
-        let heads: Vec<HeadRow> = sqlx::query_as(RECOVER_BATCH_HEADS)
+        let heads: Vec<HeadRow> = sqlx::query_as(RECOVER_HEADS)
             .fetch_all(&mut *c)
             .await
             .map_err(|e| failed(&e))?;
@@ -375,11 +343,11 @@ impl PgStore {
         let result = match r {
             Ok((0, _)) => StorageResult::Ok(StorageReply::Done),
             // Stored batches overlap, or (a writer racing us) the same first offset was taken.
-            Ok(_) => self.repeat_or_conflict(&mut c, id, w).await,
+            Ok(_) => Batches::repeat_or_conflict(&mut c, id, w).await,
             Err(sqlx::Error::Database(db))
                 if db.kind() == sqlx::error::ErrorKind::UniqueViolation =>
             {
-                self.repeat_or_conflict(&mut c, id, w).await
+                Batches::repeat_or_conflict(&mut c, id, w).await
             }
             // The statement is its own transaction: a database error means nothing was written;
             // a lost connection leaves it unknown.
@@ -389,77 +357,6 @@ impl PgStore {
             finish.committed();
         }
         result
-    }
-
-    /// After a refused append: success when every event of `w` is stored at its offset with
-    /// its id (an identical repeat), a conflict otherwise.
-    async fn repeat_or_conflict(
-        &self,
-        c: &mut PgConnection,
-        id: i64,
-        w: &AppendWrite,
-    ) -> StorageResult {
-        let mut all = true;
-        for (partition, events) in by_partition(w) {
-            let (Some(lo), Some(hi)) = (
-                events.iter().map(|e| e.offset).min(),
-                events.iter().map(|e| e.offset).max(),
-            ) else {
-                continue;
-            };
-            let stored = match self.stored_range(c, &w.stream, id, partition, lo, hi).await {
-                Ok(s) => s,
-                Err(e) => return StorageResult::Err(e),
-            };
-            all &= events.iter().all(|e| {
-                stored
-                    .get(&e.offset)
-                    .is_some_and(|s| s.event_id == e.event_id)
-            });
-        }
-        if all {
-            StorageResult::Ok(StorageReply::Done)
-        } else {
-            StorageResult::Err(StorageError::Conflict(format!(
-                "stream {}: offsets of this write hold other events",
-                w.stream
-            )))
-        }
-    }
-
-    /// The stored events of `partition` with offsets in `lo..=hi`, by offset.
-    async fn stored_range(
-        &self,
-        c: &mut PgConnection,
-        stream: &StreamName,
-        id: i64,
-        partition: u32,
-        lo: u64,
-        hi: u64,
-    ) -> Res<std::collections::BTreeMap<u64, std::sync::Arc<tributary_core::Event>>> {
-        let bodies: Vec<Vec<u8>> = sqlx::query_scalar(
-            r#"SELECT body FROM tributary_batches
-               WHERE stream_id = $1 AND partition = $2 AND first_offset <= $4
-                 AND first_offset >= (SELECT COALESCE(MAX(first_offset), 0) FROM tributary_batches
-                   WHERE stream_id = $1 AND partition = $2 AND first_offset <= $3)
-               ORDER BY first_offset"#,
-        )
-        .bind(id)
-        .bind(i32_of(partition))
-        .bind(i64_of(lo))
-        .bind(i64_of(hi))
-        .fetch_all(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?;
-        let mut out = std::collections::BTreeMap::new();
-        for body in bodies {
-            for e in decode_batch(stream, partition, &body).map_err(codec)? {
-                if (lo..=hi).contains(&e.offset) {
-                    out.insert(e.offset, e);
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// Up to `max` events of `partition` from offset `from`, a few batches per statement.
@@ -472,71 +369,14 @@ impl PgStore {
     ) -> Res<Vec<std::sync::Arc<tributary_core::Event>>> {
         let mut c = self.conn().await?;
         let id = self.stream_id(&mut c, stream).await?;
-        let want = usize::try_from(max).unwrap_or(usize::MAX);
-        let mut out = Vec::new();
-        let mut next = from;
-        while out.len() < want {
-            let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(READ_SQL)
-                .bind(id)
-                .bind(i32_of(partition))
-                .bind(i64_of(next))
-                .bind(READ_BATCHES)
-                .fetch_all(&mut *c)
-                .await
-                .map_err(|e| failed(&e))?;
-            let Some(last) = rows.last().map(|r| u64_of(r.0)) else {
-                break;
-            };
-            let full = rows.len() == usize::try_from(READ_BATCHES).unwrap_or(0);
-            for (_, body) in rows {
-                let events = decode_batch(stream, partition, &body).map_err(codec)?;
-                out.extend(events.into_iter().filter(|e| e.offset >= next));
-            }
-            out.truncate(want);
-            if !full {
-                break;
-            }
-            next = last.saturating_add(1);
-        }
-        Ok(out)
+        Batches::read(&mut c, stream, id, partition, from, max).await
     }
 
-    /// The first offset at or after `at`: the first batch whose last event is at or after it
-    /// (the time index), then the event inside; the next offset when every stored event is
-    /// before it.
+    /// The first offset at or after `at` (the index on the batches' last timestamps).
     async fn find_offset(&self, stream: &StreamName, partition: u32, at: UnixMillis) -> Res<u64> {
         let mut c = self.conn().await?;
         let id = self.stream_id(&mut c, stream).await?;
-        let p = i32_of(partition);
-        let body: Option<Vec<u8>> = sqlx::query_scalar(
-            r#"SELECT body FROM tributary_batches
-               WHERE stream_id = $1 AND partition = $2 AND last_ts >= $3
-               ORDER BY last_ts, first_offset LIMIT 1"#,
-        )
-        .bind(id)
-        .bind(p)
-        .bind(i64_of(at.0))
-        .fetch_optional(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?;
-        if let Some(body) = body {
-            let events = decode_batch(stream, partition, &body).map_err(codec)?;
-            if let Some(e) = events.iter().find(|e| e.timestamp >= at) {
-                return Ok(e.offset);
-            }
-        }
-        let (hi, floor): (Option<i64>, i64) = sqlx::query_as(
-            r#"SELECT (SELECT b.last_offset FROM tributary_batches b WHERE b.stream_id = p.stream_id
-                 AND b.partition = p.partition ORDER BY b.first_offset DESC LIMIT 1), p.next_floor
-               FROM tributary_partitions p WHERE p.stream_id = $1 AND p.partition = $2"#,
-        )
-        .bind(id)
-        .bind(p)
-        .fetch_optional(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?
-        .ok_or_else(|| StorageError::NotFound(format!("stream {stream} partition {partition}")))?;
-        Ok(next_offset(hi, floor))
+        Batches::find_offset(&mut c, stream, id, partition, at).await
     }
 
     /// One statement as its own transaction (autocommit: one round trip, not `BEGIN`, the
@@ -647,167 +487,23 @@ impl PgStore {
     }
 
     /// The first offset to keep so that the partition's tail holds at most `max_bytes` of
-    /// payloads and keys: the newest batch at which the batches' running total from the end
-    /// passes the limit, then the event inside it where the total does.
+    /// payloads and keys.
     async fn retention_cut(&self, stream: &StreamName, partition: u32, max_bytes: u64) -> Res<u64> {
         let mut c = self.conn().await?;
         let id = self.stream_id(&mut c, stream).await?;
-        let part = i32_of(partition);
-        let over: Option<(i64, i64)> = sqlx::query_as(
-            r#"SELECT first_offset, tail - bytes FROM (
-                 SELECT first_offset, bytes,
-                   (SUM(bytes) OVER (ORDER BY first_offset DESC))::bigint AS tail
-                 FROM tributary_batches WHERE stream_id = $1 AND partition = $2) t
-               WHERE tail > $3 ORDER BY first_offset DESC LIMIT 1"#,
-        )
-        .bind(id)
-        .bind(part)
-        .bind(i64_of(max_bytes))
-        .fetch_optional(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?;
-        if let Some((first, newer)) = over {
-            let body: Vec<u8> = sqlx::query_scalar(
-                "SELECT body FROM tributary_batches WHERE stream_id = $1 AND partition = $2 AND first_offset = $3",
-            )
-            .bind(id)
-            .bind(part)
-            .bind(first)
-            .fetch_one(&mut *c)
-            .await
-            .map_err(|e| failed(&e))?;
-            let events = decode_batch(stream, partition, &body).map_err(codec)?;
-            let mut total = u64_of(newer);
-            for e in events.iter().rev() {
-                total = total.saturating_add(retained_bytes(e));
-                if total > max_bytes {
-                    return Ok(e.offset + 1);
-                }
-            }
-            // The batch's stored size disagrees with its events: keep it whole.
-            return Ok(u64_of(first));
-        }
-        let first: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(first_offset) FROM tributary_batches WHERE stream_id = $1 AND partition = $2",
-        )
-        .bind(id)
-        .bind(part)
-        .fetch_one(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?;
-        Ok(first.map_or(0, u64_of))
+        Batches::retention_cut(&mut c, stream, id, partition, max_bytes).await
     }
 
-    /// Removes the prefix below `before`: the partition row first (first offset, next floor,
-    /// last timestamp), then the batch that holds `before` loses its events below it, then the
-    /// batches wholly below go, `DELETE_BATCH` per statement.
+    /// Removes the prefix below `before` (see `SqlBatches::truncate`).
     async fn truncate(&self, stream: &StreamName, partition: u32, before: u64) -> StorageResult {
-        match self.truncate_prefix(stream, partition, before).await {
+        let r = async {
+            let mut c = self.conn().await?;
+            let id = self.stream_id(&mut c, stream).await?;
+            Batches::truncate(&mut c, stream, id, partition, before).await
+        };
+        match r.await {
             Ok(()) => StorageResult::Ok(StorageReply::Done),
             Err(e) => StorageResult::Err(e),
-        }
-    }
-
-    async fn truncate_prefix(&self, stream: &StreamName, partition: u32, before: u64) -> Res<()> {
-        let mut c = self.conn().await?;
-        let id = self.stream_id(&mut c, stream).await?;
-        let part = i32_of(partition);
-        let cut = i64_of(before);
-        // The last batch that starts below `before`: it holds `before` (then its events below
-        // go), or it is the last one wholly below.
-        let last_below: Option<(i64, i64, i64, Vec<u8>)> = sqlx::query_as(
-            r#"SELECT first_offset, last_offset, last_ts, body FROM tributary_batches
-               WHERE stream_id = $1 AND partition = $2 AND first_offset < $3
-               ORDER BY first_offset DESC LIMIT 1"#,
-        )
-        .bind(id)
-        .bind(part)
-        .bind(cut)
-        .fetch_optional(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?;
-        let (straddling, below) = match last_below {
-            Some((first, last, _, body)) if last >= cut => {
-                // The latest timestamp wholly below is that of the batch before it.
-                let before_it: Option<i64> = sqlx::query_scalar(
-                    r#"SELECT last_ts FROM tributary_batches
-                       WHERE stream_id = $1 AND partition = $2 AND first_offset < $3
-                       ORDER BY first_offset DESC LIMIT 1"#,
-                )
-                .bind(id)
-                .bind(part)
-                .bind(first)
-                .fetch_optional(&mut *c)
-                .await
-                .map_err(|e| failed(&e))?;
-                (Some((first, body)), before_it)
-            }
-            Some((_, _, last_ts, _)) => (None, Some(last_ts)),
-            None => (None, None),
-        };
-        let (dropped, kept) = match &straddling {
-            Some((_, body)) => decode_batch(stream, partition, body)
-                .map_err(codec)?
-                .into_iter()
-                .partition::<Vec<_>, _>(|e| e.offset < before),
-            None => (Vec::new(), Vec::new()),
-        };
-        let last_ts = dropped
-            .iter()
-            .map(|e| e.timestamp.0)
-            .chain(below.map(u64_of))
-            .max()
-            .unwrap_or(0);
-        sqlx::query(
-            r#"UPDATE tributary_partitions SET
-                 first_offset = GREATEST(first_offset, $3),
-                 next_floor = GREATEST(next_floor, $3),
-                 last_ts = GREATEST(last_ts, $4)
-               WHERE stream_id = $1 AND partition = $2"#,
-        )
-        .bind(id)
-        .bind(part)
-        .bind(cut)
-        .bind(i64_of(last_ts))
-        .execute(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?;
-        if let Some((old_first, _)) = straddling {
-            let refs: Vec<&tributary_core::Event> = kept.iter().map(|e| &**e).collect();
-            let b = batch(partition, &refs).map_err(codec)?;
-            sqlx::query(
-                r#"UPDATE tributary_batches SET first_offset = $4, first_ts = $5, bytes = $6,
-                     body = $7
-                   WHERE stream_id = $1 AND partition = $2 AND first_offset = $3"#,
-            )
-            .bind(id)
-            .bind(part)
-            .bind(old_first)
-            .bind(i64_of(b.first_offset))
-            .bind(i64_of(b.first_ts))
-            .bind(i64_of(b.bytes))
-            .bind(&b.body)
-            .execute(&mut *c)
-            .await
-            .map_err(|e| failed(&e))?;
-        }
-        loop {
-            let r = sqlx::query(
-                r#"DELETE FROM tributary_batches WHERE stream_id = $1 AND partition = $2
-                   AND first_offset IN (SELECT first_offset FROM tributary_batches
-                     WHERE stream_id = $1 AND partition = $2 AND first_offset < $3
-                       AND last_offset < $3 LIMIT $4)"#,
-            )
-            .bind(id)
-            .bind(part)
-            .bind(cut)
-            .bind(DELETE_BATCH)
-            .execute(&mut *c)
-            .await
-            .map_err(|e| failed(&e))?;
-            if r.rows_affected() == 0 {
-                return Ok(());
-            }
         }
     }
 

@@ -12,8 +12,14 @@
 //! - A third connection copies the WAL into the database beside the writer (`PASSIVE`
 //!   checkpoints after commits), so that the writer's own checkpoint, inside a commit, finds
 //!   little left to copy and sync.
-//! - An append is one transaction of multi-row `INSERT OR IGNORE` statements; the core merges
-//!   the appends of many producers into one request per stream (group commit).
+//! - Events are stored in record batches (migration 0007): one row per partition and append,
+//!   its events encoded together (`tributary_store_api::batches`). An append is one
+//!   transaction of multi-row `INSERT` statements, sent as one command when it is not large;
+//!   the core merges the appends of many producers into one request per stream (group commit).
+//!   A trigger refuses a batch that overlaps a stored one, so an append of taken offsets writes
+//!   nothing; the stored events then tell an identical repeat from a conflict.
+//! - The events of databases written before version 7 (one row per event) are moved into
+//!   batches when the store opens ([`OpenError::Upgrade`] if they cannot be).
 //! - A deleted stream disappears in one short transaction; its rows are removed afterwards in
 //!   bounded batches (resumed at the next open after a crash).
 //! - Build with `LIBSQLITE3_FLAGS=SQLITE_DEFAULT_MEMSTATUS=0` (this workspace's
@@ -38,8 +44,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tributary_core::{CursorRecord, StorageRequest, StorageResult, StreamName};
-pub use tributary_store_api::{DELETE_BATCH, Durability, PREDECESSOR_TIMEOUT};
-use tributary_store_api::{SaveQueue, Store, WriteChains};
+pub use tributary_store_api::{DELETE_BATCH, Durability, PREDECESSOR_TIMEOUT, UpgradeError};
+use tributary_store_api::{SaveQueue, SqlBatches, Store, WriteChains};
 
 /// Where the database is and how it is used.
 #[derive(Debug, Clone)]
@@ -91,6 +97,9 @@ pub enum OpenError {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The events of an earlier version could not be moved into record batches.
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
 }
 
 /// The SQLite store. Cheap to clone.
@@ -159,6 +168,13 @@ impl SqliteStore {
         let writer = single::SingleConnection::connect(&options)
             .await
             .map_err(open_err)?;
+        let moved = move_event_rows(&mut *writer.hold().await.map_err(open_err)?).await?;
+        if moved > 0 {
+            tracing::info!(
+                events = moved,
+                "events of an earlier version moved into record batches"
+            );
+        }
         let checkpointer = checkpoint::Checkpointer::open(options.clone())
             .await
             .map_err(open_err)?;
@@ -222,6 +238,20 @@ impl SqliteStore {
         self.readers.close().await;
         self.writer.close().await;
     }
+}
+
+/// Moves the events of versions before 7 (one row per event) into record batches; nothing to
+/// do when the database has not both tables (migrations off on an empty file).
+async fn move_event_rows(c: &mut sqlx::SqliteConnection) -> Result<u64, UpgradeError> {
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('tributary_events', 'tributary_batches')",
+    )
+    .fetch_one(&mut *c)
+    .await?;
+    if tables < 2 {
+        return Ok(0);
+    }
+    SqlBatches::<sqlx::Sqlite>::move_event_rows(c).await
 }
 
 impl Store for SqliteStore {

@@ -1,7 +1,8 @@
 //! Each storage request as SQLite SQL.
 
 use crate::append_sql::{
-    ROWS_PER_INSERT, at_once_script, bind_dedup, bind_events, dedup_insert, events_insert,
+    BATCHES_PER_INSERT, ROWS_PER_INSERT, at_once_script, batches_insert, bind_batches, bind_dedup,
+    dedup_insert,
 };
 use crate::cursor_sql::{bind_cursors, upsert_sql};
 use crate::{DELETE_BATCH, SqliteStore};
@@ -15,28 +16,31 @@ use tributary_core::{
     StreamConfig, StreamName, SubId, SubscriptionRecord, UnixMillis,
 };
 use tributary_store_api::{
-    CursorRow, EventRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
-    RECOVER_SUBSCRIPTIONS, RelayRow, SchemaRow, SubscriptionRow, codec, committed, decode_event,
-    dedup_record, existing_stream, failed, i64_of, receipt_record, recovered, schema_columns,
-    schema_record, to_json, u64_of,
+    CursorRow, EventBatch, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
+    RECOVER_SUBSCRIPTIONS, RelayRow, SchemaRow, SqlBatches, SubscriptionRow, batches, codec,
+    committed, dedup_record, existing_stream, failed, i64_of, receipt_record, recovered,
+    schema_columns, schema_record, to_json,
 };
 
 type Res<T> = Result<T, StorageError>;
 
+/// The record-batch statements on SQLite.
+type Batches = SqlBatches<Sqlite>;
+
 /// The whole append as one command to the writer connection (its thread is woken once
-/// per write, not once per statement): `BEGIN IMMEDIATE`, the events and the dedup
-/// records in statements of [`ROWS_PER_INSERT`] rows, `COMMIT` ([`at_once_script`]). A taken
-/// offset fails the INSERT; a failed statement leaves the transaction open, so it is rolled
-/// back here.
+/// per write, not once per statement): `BEGIN IMMEDIATE`, the batches and the dedup records
+/// in statements of a fixed number of rows, `COMMIT` ([`at_once_script`]). A failed statement
+/// leaves the transaction open, so it is rolled back here.
 async fn append_at_once(
     c: &mut SqliteConnection,
     script: &'static str,
     id: i64,
-    w: &AppendWrite,
+    batches: Vec<EventBatch>,
+    dedup: &[DedupRecord],
 ) -> Result<(), sqlx::Error> {
     let mut args = SqliteArguments::default();
-    bind_events(&mut args, id, &w.events)
-        .and_then(|()| bind_dedup(&mut args, id, &w.dedup))
+    bind_batches(&mut args, id, batches)
+        .and_then(|()| bind_dedup(&mut args, id, dedup))
         .map_err(sqlx::Error::Encode)?;
     let r = sqlx::query_with(script, args).execute(&mut *c).await;
     if r.is_err() {
@@ -46,18 +50,45 @@ async fn append_at_once(
     r.map(|_| ())
 }
 
-/// One INSERT of an append's step-by-step path: `sql` with the values `bind` puts in.
-async fn insert_chunk(
+/// A larger append in one transaction, statement by statement: its round trips are shared by
+/// many events, and the statement cache keeps only the shapes of the writes sent at once.
+async fn append_in_steps(
     c: &mut SqliteConnection,
-    sql: &'static str,
-    bind: impl FnOnce(&mut SqliteArguments) -> Result<(), sqlx::error::BoxDynError>,
-) -> Result<u64, sqlx::Error> {
-    let mut args = SqliteArguments::default();
-    bind(&mut args).map_err(sqlx::Error::Encode)?;
-    sqlx::query_with(sql, args)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected())
+    id: i64,
+    mut batches: Vec<EventBatch>,
+    dedup: &[DedupRecord],
+) -> Result<(), sqlx::Error> {
+    let mut tx = c.begin().await?;
+    while !batches.is_empty() {
+        let chunk: Vec<EventBatch> = batches
+            .drain(..BATCHES_PER_INSERT.min(batches.len()))
+            .collect();
+        let mut args = SqliteArguments::default();
+        bind_batches(&mut args, id, chunk).map_err(sqlx::Error::Encode)?;
+        sqlx::query_with(batches_insert(), args)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for chunk in dedup.chunks(ROWS_PER_INSERT) {
+        let mut args = SqliteArguments::default();
+        bind_dedup(&mut args, id, chunk).map_err(sqlx::Error::Encode)?;
+        sqlx::query_with(dedup_insert(), args)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
+
+/// Whether a refused append was refused for offsets already taken: a batch that overlaps a
+/// stored one (the trigger of migration 0007) or starts where one does (the unique index).
+fn offsets_taken(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.kind() == sqlx::error::ErrorKind::UniqueViolation
+                || db.message().contains("a stored batch overlaps")
+        }
+        _ => false,
+    }
 }
 
 /// Upserts `records` (up to [`crate::cursor_sql::MAX_ROWS`]) in one autocommit statement.
@@ -344,10 +375,16 @@ impl SqliteStore {
     /// Removes a deleted stream's rows, `DELETE_BATCH` per statement, so that no statement
     /// holds the write lock for long.
     pub(crate) async fn purge(&self, id: i64) {
-        for table in ["tributary_events", "tributary_dedup"] {
+        // The events of versions before 7 (left there when their stream was deleted before
+        // the move), the batches, the dedup records.
+        for (table, key) in [
+            ("tributary_events", r#""offset""#),
+            ("tributary_batches", "first_offset"),
+            ("tributary_dedup", r#""offset""#),
+        ] {
             let sql = format!(
-                r#"DELETE FROM {table} WHERE stream_id = ?1 AND (partition, "offset") IN
-                   (SELECT partition, "offset" FROM {table} WHERE stream_id = ?1 LIMIT ?2)"#
+                r#"DELETE FROM {table} WHERE stream_id = ?1 AND (partition, {key}) IN
+                   (SELECT partition, {key} FROM {table} WHERE stream_id = ?1 LIMIT ?2)"#
             );
             loop {
                 match self
@@ -378,12 +415,17 @@ impl SqliteStore {
 
     async fn append(&self, w: &AppendWrite) -> StorageResult {
         // Pipelined appends: one writer connection, so wait for the one before to finish
-        // (it may need the connection), then go only if it committed.
+        // (it may need the connection), then go only if it committed. The batches are encoded
+        // while it runs.
         let mut finish = self.chains.begin(&w.stream, w.seq);
+        let batches = match batches(w.events.iter().map(|e| &**e)) {
+            Ok(b) => b,
+            Err(e) => return StorageResult::Err(codec(e)),
+        };
         if let Err(e) = self.chains.wait_predecessor(w).await {
             return StorageResult::Err(e);
         }
-        let at_once = if let Some(script) = at_once_script(w.events.len(), w.dedup.len()) {
+        let (id, r) = {
             let mut c = match self.writer.hold().await {
                 Ok(c) => c,
                 Err(e) => return StorageResult::Err(failed(&e)),
@@ -392,83 +434,29 @@ impl SqliteStore {
                 Ok(id) => id,
                 Err(e) => return StorageResult::Err(e),
             };
-            Some(append_at_once(&mut c, script, id, w).await)
-            // The writer connection is given back here: the checked path needs it.
-        } else {
-            None
+            let r = match at_once_script(batches.len(), w.dedup.len()) {
+                Some(script) => append_at_once(&mut c, script, id, batches, &w.dedup).await,
+                None => append_in_steps(&mut c, id, batches, &w.dedup).await,
+            };
+            (id, r)
+            // The writer connection is given back here.
         };
-        let r = match at_once {
-            // A larger write goes statement by statement: its round trips are shared by many
-            // events, and the statement cache keeps only the shapes of writes up to the bound.
-            None => self.append_checked(w).await,
-            Some(Ok(())) => StorageResult::Ok(StorageReply::Done),
-            // Taken offsets (a repeat of this write, or a conflict) or any other refusal:
-            // nothing was written; the checked path tells which.
-            Some(Err(sqlx::Error::Database(_))) => self.append_checked(w).await,
-            // The connection failed: the COMMIT may have run.
-            Some(Err(_)) => StorageResult::Unknown,
+        let r = match r {
+            Ok(()) => StorageResult::Ok(StorageReply::Done),
+            // Offsets taken: nothing was written; the stored events tell an identical repeat
+            // of this write from a conflict.
+            Err(e) if offsets_taken(&e) => match self.reader().await {
+                Ok(mut c) => Batches::repeat_or_conflict(&mut c, id, w).await,
+                Err(e) => StorageResult::Err(e),
+            },
+            // Any other refusal wrote nothing; a failed connection leaves it unknown.
+            Err(e) => committed(Err(e)),
         };
         if matches!(r, StorageResult::Ok(_)) {
             finish.committed();
             self.checkpointer.kick();
         }
         r
-    }
-
-    /// The append in steps, each checked: rows whose offsets are taken are skipped, then
-    /// every taken offset must hold this write's event (a repeat of this very write succeeds),
-    /// else nothing is written. The path of a write whose single statement failed.
-    async fn append_checked(&self, w: &AppendWrite) -> StorageResult {
-        let mut c = match self.writer.hold().await {
-            Ok(c) => c,
-            Err(e) => return StorageResult::Err(failed(&e)),
-        };
-        let mut tx = match c.begin().await {
-            Ok(tx) => tx,
-            Err(e) => return StorageResult::Err(failed(&e)),
-        };
-        let id = match self.stream_id(&mut tx, &w.stream).await {
-            Ok(id) => id,
-            Err(e) => return StorageResult::Err(e),
-        };
-        let mut inserted = 0u64;
-        for chunk in w.events.chunks(ROWS_PER_INSERT) {
-            match insert_chunk(&mut tx, events_insert(true), |a| bind_events(a, id, chunk)).await {
-                Ok(n) => inserted += n,
-                Err(e) => return StorageResult::Err(failed(&e)),
-            }
-        }
-        if (inserted as usize) < w.events.len() {
-            // Some offsets were taken: a repeat of this very write is fine, anything else is not.
-            for e in &w.events {
-                let have: Result<Option<Vec<u8>>, _> = sqlx::query_scalar(
-                    r#"SELECT event_id FROM tributary_events WHERE stream_id = ? AND partition = ? AND "offset" = ?"#,
-                )
-                .bind(id)
-                .bind(i64::from(e.partition))
-                .bind(i64_of(e.offset))
-                .fetch_optional(&mut *tx)
-                .await;
-                match have {
-                    Err(err) => return StorageResult::Err(failed(&err)),
-                    Ok(Some(have)) if have.as_slice() != e.event_id.as_bytes() => {
-                        return StorageResult::Err(StorageError::Conflict(format!(
-                            "stream {} partition {} offset {} holds another event",
-                            w.stream, e.partition, e.offset
-                        )));
-                    }
-                    Ok(_) => {}
-                }
-            }
-        }
-        for chunk in w.dedup.chunks(ROWS_PER_INSERT) {
-            if let Err(e) =
-                insert_chunk(&mut tx, dedup_insert(), |a| bind_dedup(a, id, chunk)).await
-            {
-                return StorageResult::Err(failed(&e));
-            }
-        }
-        committed(tx.commit().await)
     }
 
     async fn read(
@@ -480,29 +468,14 @@ impl SqliteStore {
     ) -> Res<Vec<Arc<Event>>> {
         let mut c = self.reader().await?;
         let id = self.stream_id(&mut c, stream).await?;
-        let rows: Vec<EventRow> = sqlx::query_as(
-            r#"SELECT partition, "offset", event_id, ts, event_type, schema_version, key, correlation_id,
-                   causation_id, headers, content_type, payload FROM tributary_events
-               WHERE stream_id = ? AND partition = ? AND "offset" >= ? ORDER BY "offset" LIMIT ?"#,
-        )
-        .bind(id)
-        .bind(i64::from(partition))
-        .bind(i64_of(from))
-        .bind(i64::from(max))
-        .fetch_all(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?;
-        rows.into_iter()
-            .map(|r| decode_event(stream, r).map_err(codec))
-            .collect()
+        Batches::read(&mut c, stream, id, partition, from, max).await
     }
 
-    /// The first offset at or after `at` by bisecting the stored offsets (no index on the
-    /// timestamp), or the next offset when every stored event is before it.
+    /// The first offset at or after `at` (the index on the batches' last timestamps).
     async fn find_offset(&self, stream: &StreamName, partition: u32, at: UnixMillis) -> Res<u64> {
         let mut c = self.reader().await?;
         let id = self.stream_id(&mut c, stream).await?;
-        tributary_store_api::find_offset::<Sqlite>(&mut c, stream, id, partition, at).await
+        Batches::find_offset(&mut c, stream, id, partition, at).await
     }
 
     /// One statement as its own transaction (SQLite's autocommit: the statement and its
@@ -626,81 +599,23 @@ impl SqliteStore {
     async fn retention_cut(&self, stream: &StreamName, partition: u32, max_bytes: u64) -> Res<u64> {
         let mut c = self.reader().await?;
         let id = self.stream_id(&mut c, stream).await?;
-        let over: Option<i64> = sqlx::query_scalar(
-            r#"SELECT "offset" FROM (
-                 SELECT "offset", SUM(length(payload) + COALESCE(length(key), 0))
-                   OVER (ORDER BY "offset" DESC) AS tail
-                 FROM tributary_events WHERE stream_id = ? AND partition = ?)
-               WHERE tail > ? ORDER BY "offset" DESC LIMIT 1"#,
-        )
-        .bind(id)
-        .bind(i64::from(partition))
-        .bind(i64_of(max_bytes))
-        .fetch_optional(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?;
-        if let Some(o) = over {
-            return Ok(u64_of(o) + 1);
-        }
-        let first: Option<i64> = sqlx::query_scalar(
-            r#"SELECT MIN("offset") FROM tributary_events WHERE stream_id = ? AND partition = ?"#,
-        )
-        .bind(id)
-        .bind(i64::from(partition))
-        .fetch_one(&mut *c)
-        .await
-        .map_err(|e| failed(&e))?;
-        Ok(first.map_or(0, u64_of))
+        Batches::retention_cut(&mut c, stream, id, partition, max_bytes).await
     }
 
-    /// Removes the prefix below `before`: the partition row first (first offset, next floor,
-    /// last timestamp), then the events, `DELETE_BATCH` per statement.
+    /// Removes the prefix below `before` (see `SqlBatches::truncate`), on the writer
+    /// connection, held until it is done.
     async fn truncate(&self, stream: &StreamName, partition: u32, before: u64) -> StorageResult {
-        let id = {
-            let mut c = match self.reader().await {
-                Ok(c) => c,
-                Err(e) => return StorageResult::Err(e),
+        let r = async {
+            let id = {
+                let mut c = self.reader().await?;
+                self.stream_id(&mut c, stream).await?
             };
-            match self.stream_id(&mut c, stream).await {
-                Ok(id) => id,
-                Err(e) => return StorageResult::Err(e),
-            }
+            let mut c = self.writer.hold().await.map_err(|e| failed(&e))?;
+            Batches::truncate(&mut c, stream, id, partition, before).await
         };
-        let r = self
-            .write_one(
-                sqlx::query(
-                    r#"UPDATE tributary_partitions SET
-                         first_offset = MAX(first_offset, ?3),
-                         next_floor = MAX(next_floor, ?3),
-                         last_ts = MAX(last_ts, COALESCE((SELECT ts FROM tributary_events
-                           WHERE stream_id = ?1 AND partition = ?2 AND "offset" < ?3
-                           ORDER BY "offset" DESC LIMIT 1), 0))
-                       WHERE stream_id = ?1 AND partition = ?2"#,
-                )
-                .bind(id)
-                .bind(i64::from(partition))
-                .bind(i64_of(before)),
-            )
-            .await;
-        if !matches!(r, StorageResult::Ok(_)) {
-            return r;
-        }
-        loop {
-            let r = self.writer.execute(sqlx::query(
-                r#"DELETE FROM tributary_events WHERE stream_id = ?1 AND partition = ?2 AND "offset" IN
-                   (SELECT "offset" FROM tributary_events WHERE stream_id = ?1 AND partition = ?2
-                    AND "offset" < ?3 LIMIT ?4)"#,
-            )
-            .bind(id)
-            .bind(i64::from(partition))
-            .bind(i64_of(before))
-            .bind(DELETE_BATCH))
-            .await;
-            match r {
-                Ok(r) if r.rows_affected() > 0 => continue,
-                Ok(_) => return StorageResult::Ok(StorageReply::Done),
-                Err(e) => return StorageResult::Err(failed(&e)),
-            }
+        match r.await {
+            Ok(()) => StorageResult::Ok(StorageReply::Done),
+            Err(e) => StorageResult::Err(e),
         }
     }
 
