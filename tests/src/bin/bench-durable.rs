@@ -1,9 +1,9 @@
 //! Durable append throughput, end to end through the engine, the executor and a store, with
 //! fsync on: P producers each keep one append of one 256-byte event in flight, for a fixed
 //! time. In the same run it measures the physical limit: the fastest raw bulk load of the
-//! same rows into the same table without Tributary, in batches of 1,000 rows, one transaction
-//! each (PostgreSQL: binary COPY and multi-row INSERT from UNNEST arrays; SQLite: multi-row
-//! INSERT), and prints the ratio.
+//! same events into the same table without Tributary, 1,000 events per transaction, encoded as
+//! the stores encode them (record batches; PostgreSQL: a multi-row INSERT from UNNEST arrays;
+//! SQLite: a multi-row INSERT), and prints the ratio.
 //!
 //! Usage: `cargo run --release -p tributary-tests --bin bench-durable -- STORE [SECONDS] [P,P,...]`
 //! with STORE `sqlite:PATH` or `postgres:URL[#schema]`; defaults: 10 s, producers 1,16,256.
@@ -295,19 +295,25 @@ async fn tributary(h: &tributary_io_tokio::Handle, producers: usize, secs: u64) 
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// One row of the events table as the raw loads write it.
-fn row(offset: i64) -> (i32, i64, Vec<u8>, i64, &'static str, i32, Vec<u8>) {
-    let mut id = vec![0u8; 16];
-    id[..8].copy_from_slice(&offset.to_le_bytes());
-    (
-        0,
-        offset,
-        id,
-        1_767_225_600_000,
-        "bench.event",
-        1,
-        vec![7u8; PAYLOAD],
-    )
+/// The record batches (the stored form of events in both SQL stores) of the 1,000 events of
+/// one raw load, from `offset` on, all in partition 0 as the appends of the runs.
+fn raw_batches(offset: u64) -> Vec<tributary_store_api::EventBatch> {
+    let stream = StreamName::new("bench-raw").expect("a valid name");
+    let events: Vec<Event> = (offset..offset + BATCH as u64)
+        .map(|o| {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&o.to_le_bytes());
+            Event::from_new(
+                NewEvent::new("bench.event", vec![7u8; PAYLOAD]),
+                EventId::from_bytes(id),
+                stream.clone(),
+                0,
+                o,
+                UnixMillis(1_767_225_600_000),
+            )
+        })
+        .collect();
+    tributary_store_api::batches(events.iter()).expect("encodes")
 }
 
 async fn raw_postgres(spec: &str, secs: u64) -> Vec<RawResult> {
@@ -323,94 +329,46 @@ async fn raw_postgres(spec: &str, secs: u64) -> Vec<RawResult> {
             .expect("schema");
     }
     let stream_id: i64 = -(std::process::id() as i64);
-    let mut out = Vec::new();
-    // Multi-row INSERT from UNNEST arrays.
+    // Multi-row INSERT of the batches from UNNEST arrays, one transaction per 1,000 events.
     let usage = Usage::now("postgres");
     let start = Instant::now();
-    let mut next = 0i64;
+    let mut next = 0u64;
     while start.elapsed() < Duration::from_secs(secs) {
-        let rows: Vec<_> = (next..next + BATCH as i64).map(row).collect();
-        next += BATCH as i64;
+        let b = raw_batches(next);
+        next += BATCH as u64;
+        let col = |f: fn(&tributary_store_api::EventBatch) -> u64| -> Vec<i64> {
+            b.iter().map(|x| f(x) as i64).collect()
+        };
         let mut tx = c.begin().await.expect("begin");
         sqlx::query(
-            r#"INSERT INTO tributary_events (stream_id, partition, "offset", event_id, ts, event_type,
-                 schema_version, key, correlation_id, causation_id, headers, content_type, payload)
-               SELECT $1, p, o, i, t, ty, v, NULL, NULL, NULL, NULL, 'application/json', pl
-               FROM UNNEST($2::int[], $3::bigint[], $4::bytea[], $5::bigint[], $6::text[], $7::int[], $8::bytea[])
-                 AS u(p, o, i, t, ty, v, pl)"#,
+            r#"INSERT INTO tributary_batches (stream_id, partition, first_offset, last_offset,
+                 first_ts, last_ts, bytes, body)
+               SELECT $1, 0, * FROM UNNEST($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                 $6::bigint[], $7::bytea[])"#,
         )
         .bind(stream_id)
-        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.2.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.3).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.4.to_string()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.5).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.6.clone()).collect::<Vec<_>>())
+        .bind(col(|x| x.first_offset))
+        .bind(col(|x| x.last_offset))
+        .bind(col(|x| x.first_ts))
+        .bind(col(|x| x.last_ts))
+        .bind(col(|x| x.bytes))
+        .bind(b.iter().map(|x| x.body.as_slice()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await
         .expect("insert");
         tx.commit().await.expect("commit");
     }
-    out.push((
-        "postgres INSERT ... UNNEST",
+    let out = vec![(
+        "postgres record batches, INSERT ... UNNEST",
         next as f64 / start.elapsed().as_secs_f64(),
-        usage.per_item_since("postgres", next as u64),
-    ));
-    // Binary COPY.
-    let usage = Usage::now("postgres");
-    let start = Instant::now();
-    let first = next;
-    while start.elapsed() < Duration::from_secs(secs) {
-        let mut buf = Vec::with_capacity(BATCH * 400);
-        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-        buf.extend_from_slice(&0i32.to_be_bytes());
-        buf.extend_from_slice(&0i32.to_be_bytes());
-        for o in next..next + BATCH as i64 {
-            let r = row(o);
-            buf.extend_from_slice(&13i16.to_be_bytes());
-            let field = |buf: &mut Vec<u8>, b: &[u8]| {
-                buf.extend_from_slice(&(b.len() as i32).to_be_bytes());
-                buf.extend_from_slice(b);
-            };
-            field(&mut buf, &stream_id.to_be_bytes());
-            field(&mut buf, &r.0.to_be_bytes());
-            field(&mut buf, &r.1.to_be_bytes());
-            field(&mut buf, &r.2);
-            field(&mut buf, &r.3.to_be_bytes());
-            field(&mut buf, r.4.as_bytes());
-            field(&mut buf, &r.5.to_be_bytes());
-            for _ in 0..4 {
-                buf.extend_from_slice(&(-1i32).to_be_bytes());
-            }
-            field(&mut buf, b"application/json");
-            field(&mut buf, &r.6);
-        }
-        buf.extend_from_slice(&(-1i16).to_be_bytes());
-        next += BATCH as i64;
-        let mut tx = c.begin().await.expect("begin");
-        let mut copy = tx
-            .copy_in_raw(
-                r#"COPY tributary_events (stream_id, partition, "offset", event_id, ts, event_type, schema_version,
-                     key, correlation_id, causation_id, headers, content_type, payload) FROM STDIN (FORMAT binary)"#,
-            )
-            .await
-            .expect("copy");
-        copy.send(buf).await.expect("copy data");
-        copy.finish().await.expect("copy end");
-        tx.commit().await.expect("commit");
-    }
-    out.push((
-        "postgres binary COPY",
-        (next - first) as f64 / start.elapsed().as_secs_f64(),
-        usage.per_item_since("postgres", (next - first) as u64),
-    ));
-    sqlx::query("DELETE FROM tributary_events WHERE stream_id = $1")
+        usage.per_item_since("postgres", next),
+    )];
+    sqlx::query("DELETE FROM tributary_batches WHERE stream_id = $1")
         .bind(stream_id)
         .execute(&mut c)
         .await
         .expect("clean up");
-    sqlx::query("VACUUM tributary_events")
+    sqlx::query("VACUUM tributary_batches")
         .execute(&mut c)
         .await
         .expect("vacuum");
@@ -429,37 +387,34 @@ async fn raw_sqlite(spec: &str, secs: u64) -> Vec<RawResult> {
     let stream_id: i64 = -(std::process::id() as i64);
     let usage = Usage::now("");
     let start = Instant::now();
-    let mut next = 0i64;
+    let mut next = 0u64;
     while start.elapsed() < Duration::from_secs(secs) {
+        let b = raw_batches(next);
         let mut tx = c.begin().await.expect("begin");
-        for half in 0..2 {
-            let from = next + half * (BATCH as i64 / 2);
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                r#"INSERT INTO tributary_events (stream_id, partition, "offset", event_id, ts, event_type,
-                   schema_version, content_type, payload) "#,
-            );
-            q.push_values((from..from + BATCH as i64 / 2).map(row), |mut b, r| {
-                b.push_bind(stream_id)
-                    .push_bind(r.0)
-                    .push_bind(r.1)
-                    .push_bind(r.2)
-                    .push_bind(r.3)
-                    .push_bind(r.4)
-                    .push_bind(r.5)
-                    .push_bind("application/json")
-                    .push_bind(r.6);
-            });
-            q.build().execute(&mut *tx).await.expect("insert");
-        }
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            r#"INSERT INTO tributary_batches (stream_id, partition, first_offset, last_offset,
+               first_ts, last_ts, bytes, body) "#,
+        );
+        q.push_values(b, |mut q, x| {
+            q.push_bind(stream_id)
+                .push_bind(0i64)
+                .push_bind(x.first_offset as i64)
+                .push_bind(x.last_offset as i64)
+                .push_bind(x.first_ts as i64)
+                .push_bind(x.last_ts as i64)
+                .push_bind(x.bytes as i64)
+                .push_bind(x.body);
+        });
+        q.build().execute(&mut *tx).await.expect("insert");
         tx.commit().await.expect("commit");
-        next += BATCH as i64;
+        next += BATCH as u64;
     }
     let rate = next as f64 / start.elapsed().as_secs_f64();
-    let cpu = usage.per_item_since("", next as u64);
-    sqlx::query("DELETE FROM tributary_events WHERE stream_id = ?")
+    let cpu = usage.per_item_since("", next);
+    sqlx::query("DELETE FROM tributary_batches WHERE stream_id = ?")
         .bind(stream_id)
         .execute(&mut c)
         .await
         .expect("clean up");
-    vec![("sqlite multi-row INSERT", rate, cpu)]
+    vec![("sqlite record batches, multi-row INSERT", rate, cpu)]
 }
