@@ -19,6 +19,10 @@
 //!   bounded batches in the background (resumed at the next open after a crash).
 //! - [`Inbox`] records "event processed" inside a consumer's own transaction (exactly-once
 //!   processing, SPEC 5).
+//! - The store's sessions run with `enable_seqscan = off`: every statement of the store reads
+//!   through an index, and a generic plan made while a table looked empty would otherwise scan
+//!   it whole on every append until the next analyze. Queries of your own on [`PgStore::pool`]
+//!   run with it too.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -135,7 +139,15 @@ impl PgStore {
         let timeout_ms = config.statement_timeout.as_millis().to_string();
         let mut options = PgConnectOptions::from_str(&config.url)
             .map_err(OpenError::Url)?
-            .options([("statement_timeout", timeout_ms.as_str())]);
+            .options([("statement_timeout", timeout_ms.as_str())])
+            // Every statement of the store reads through an index. A prepared statement keeps
+            // the generic plan it made first: made when the statistics said a table was empty
+            // (vacuumed once empty, as after retention removed everything), that plan scans
+            // the whole table, and keeps doing so on every append while the table grows, until
+            // the next analyze (measured: appends of 256 events 5 times slower, the server's
+            // CPU per event 8 times higher). Sequential scans off, the planner takes the index
+            // even then (no cost measured otherwise, BENCHMARKS.md).
+            .options([("enable_seqscan", "off")]);
         if config.durability == Durability::Normal {
             options = options.options([("synchronous_commit", "off")]);
         }
@@ -201,7 +213,8 @@ impl PgStore {
         Ok(store)
     }
 
-    /// The pool, for callers that keep their own data next to Tributary's (the inbox).
+    /// The pool, for callers that keep their own data next to Tributary's (the inbox). Its
+    /// sessions run with `enable_seqscan = off` (see the crate's documentation).
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -404,3 +404,48 @@ fn workspace() -> std::path::PathBuf {
 fn tempdir_path(name: &str) -> String {
     format!("/tmp/tributary-pg-{name}-{}", std::process::id())
 }
+
+/// The look-ups of the record batches stay in the index when the table's statistics say it is
+/// empty (it was vacuumed once empty, as after retention removed everything) and the plan is
+/// the generic one a prepared statement keeps: a sequential scan, planned for an empty table,
+/// would be kept while the table grows and read all of it on every append.
+#[tokio::test]
+async fn batch_look_ups_use_the_index_after_the_table_was_vacuumed_empty() {
+    let s = common::fresh_store().await;
+    create(&s, "v").await;
+    assert_eq!(
+        s.execute(one_event("v", 0, 1)).await,
+        StorageResult::Ok(StorageReply::Done)
+    );
+    let cut = StorageRequest::Truncate {
+        stream: stream("v"),
+        partition: 0,
+        before: 1,
+    };
+    assert_eq!(s.execute(cut).await, StorageResult::Ok(StorageReply::Done));
+    let mut c = s.pool().acquire().await.expect("connection");
+    sqlx::query("VACUUM tributary_batches")
+        .execute(&mut *c)
+        .await
+        .expect("vacuum");
+    for sql in [
+        "SET plan_cache_mode = force_generic_plan",
+        r#"PREPARE look_up(bigint, int, bigint) AS SELECT last_offset FROM tributary_batches
+           WHERE stream_id = $1 AND partition = $2 AND first_offset <= $3
+           ORDER BY first_offset DESC LIMIT 1"#,
+    ] {
+        sqlx::query(sql).execute(&mut *c).await.expect(sql);
+    }
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE look_up(1, 0, 5)")
+        .fetch_all(&mut *c)
+        .await
+        .expect("explain");
+    for sql in ["DEALLOCATE look_up", "RESET plan_cache_mode"] {
+        sqlx::query(sql).execute(&mut *c).await.expect(sql);
+    }
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("Index") && !plan.contains("Seq Scan"),
+        "{plan}"
+    );
+}
