@@ -60,10 +60,15 @@ pub struct SqliteStoreConfig {
     pub readers: u32,
     /// How long a statement waits for a lock before failing.
     pub busy_timeout: Duration,
+    /// WAL pages at which the writer copies the WAL into the database itself, inside a commit
+    /// (SQLite's `wal_autocheckpoint`); a connection of its own copies it beside the writer
+    /// until nine tenths of that. Larger: fewer pauses of the writer, a larger WAL file.
+    pub wal_checkpoint_pages: u32,
 }
 
 impl SqliteStoreConfig {
-    /// Defaults for a file: full durability, migrations on, 4 readers, 5 s busy timeout.
+    /// Defaults for a file: full durability, migrations on, 4 readers, 5 s busy timeout, the
+    /// writer's checkpoint every 10,000 WAL pages (40 MB).
     pub fn new(path: impl Into<PathBuf>) -> Self {
         SqliteStoreConfig {
             path: path.into(),
@@ -71,6 +76,7 @@ impl SqliteStoreConfig {
             migrate: true,
             readers: 4,
             busy_timeout: Duration::from_secs(5),
+            wal_checkpoint_pages: checkpoint::DEFAULT_WAL_CHECKPOINT_PAGES,
         }
     }
 }
@@ -151,7 +157,7 @@ impl SqliteStore {
             .pragma("temp_store", "memory")
             .pragma(
                 "wal_autocheckpoint",
-                checkpoint::WRITER_CHECKPOINT_FRAMES.to_string(),
+                config.wal_checkpoint_pages.max(1).to_string(),
             );
         if config.migrate {
             // On a pool of its own, closed before the writer opens: sqlx's migrator runs on
@@ -175,9 +181,10 @@ impl SqliteStore {
                 "events of an earlier version moved into record batches"
             );
         }
-        let checkpointer = checkpoint::Checkpointer::open(options.clone())
-            .await
-            .map_err(open_err)?;
+        let checkpointer =
+            checkpoint::Checkpointer::open(options.clone(), config.wal_checkpoint_pages.max(1))
+                .await
+                .map_err(open_err)?;
         // The connections are in this process: no ping before handing one out (a ping is a
         // round trip to the connection's thread, a wake-up of it, for every request).
         let readers = SqlitePoolOptions::new()
