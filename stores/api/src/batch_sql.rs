@@ -64,21 +64,18 @@ const NEXT: &str = r#"SELECT (SELECT b.last_offset FROM tributary_batches b
      ORDER BY b.first_offset DESC LIMIT 1), p.next_floor
    FROM tributary_partitions p WHERE p.stream_id = $1 AND p.partition = $2"#;
 
-/// The newest batch at which the batches' running total of bytes from the end passes `$3`,
-/// with the total of the batches after it.
-const OVER_SIZE: &str = r#"SELECT first_offset, tail - bytes FROM (
-     SELECT first_offset, bytes,
-       CAST(SUM(bytes) OVER (ORDER BY first_offset DESC) AS BIGINT) AS tail
-     FROM tributary_batches WHERE stream_id = $1 AND partition = $2) t
-   WHERE tail > $3 ORDER BY first_offset DESC LIMIT 1"#;
+/// Batches read per statement of the size cut.
+const TAIL_BATCHES: i64 = 1024;
+
+/// A page of the size cut: the first offsets and sizes of up to `$4` batches that start below
+/// `$3`, newest first.
+const TAIL: &str = r#"SELECT first_offset, bytes FROM tributary_batches
+   WHERE stream_id = $1 AND partition = $2 AND first_offset < $3
+   ORDER BY first_offset DESC LIMIT $4"#;
 
 /// The body of the batch that starts at `$3`.
 const BODY_AT: &str = r#"SELECT body FROM tributary_batches
    WHERE stream_id = $1 AND partition = $2 AND first_offset = $3"#;
-
-/// The lowest stored offset.
-const LOWEST: &str =
-    "SELECT MIN(first_offset) FROM tributary_batches WHERE stream_id = $1 AND partition = $2";
 
 /// The last batch that starts below `$3`.
 const LAST_BELOW: &str = r#"SELECT first_offset, last_offset, last_ts, body FROM tributary_batches
@@ -306,8 +303,11 @@ where
     }
 
     /// The first offset to keep so that the partition's tail holds at most `max_bytes` of
-    /// payloads and keys: the newest batch at which the batches' running total from the end
-    /// passes the limit, then the event inside it where the total does.
+    /// payloads and keys: the batches' sizes are added up from the newest, a page at a time,
+    /// until the one at which the total passes the limit (so the walk reads about as many
+    /// batches as the limit keeps, whatever the partition's length), then its events are added
+    /// up from its newest to the one where the total does. The lowest stored offset when the
+    /// whole partition fits (0 when it is empty).
     pub async fn retention_cut(
         c: &mut DB::Connection,
         stream: &StreamName,
@@ -316,39 +316,47 @@ where
         max_bytes: u64,
     ) -> Res<u64> {
         let part = i32_of(partition);
-        let over: Option<(i64, i64)> = sqlx::query_as(OVER_SIZE)
-            .bind(id)
-            .bind(part)
-            .bind(i64_of(max_bytes))
-            .fetch_optional(&mut *c)
-            .await
-            .map_err(|e| failed(&e))?;
-        if let Some((first, newer)) = over {
-            let (body,): (Vec<u8>,) = sqlx::query_as(BODY_AT)
+        let mut total = 0u64;
+        let mut lowest = None;
+        let mut below = i64::MAX;
+        loop {
+            let page: Vec<(i64, i64)> = sqlx::query_as(TAIL)
                 .bind(id)
                 .bind(part)
-                .bind(first)
-                .fetch_one(&mut *c)
+                .bind(below)
+                .bind(TAIL_BATCHES)
+                .fetch_all(&mut *c)
                 .await
                 .map_err(|e| failed(&e))?;
-            let events = decode_batch(stream, partition, &body).map_err(codec)?;
-            let mut total = u64_of(newer);
-            for e in events.iter().rev() {
-                total = total.saturating_add(retained_bytes(e));
-                if total > max_bytes {
-                    return Ok(e.offset + 1);
+            let full = page.len() == usize::try_from(TAIL_BATCHES).unwrap_or(0);
+            for (first, bytes) in page {
+                if total.saturating_add(u64_of(bytes)) <= max_bytes {
+                    total += u64_of(bytes);
+                    lowest = Some(first);
+                    below = first;
+                    continue;
                 }
+                let (body,): (Vec<u8>,) = sqlx::query_as(BODY_AT)
+                    .bind(id)
+                    .bind(part)
+                    .bind(first)
+                    .fetch_one(&mut *c)
+                    .await
+                    .map_err(|e| failed(&e))?;
+                let events = decode_batch(stream, partition, &body).map_err(codec)?;
+                for e in events.iter().rev() {
+                    total = total.saturating_add(retained_bytes(e));
+                    if total > max_bytes {
+                        return Ok(e.offset + 1);
+                    }
+                }
+                // The batch's stored size disagrees with its events: keep it whole.
+                return Ok(u64_of(first));
             }
-            // The batch's stored size disagrees with its events: keep it whole.
-            return Ok(u64_of(first));
+            if !full {
+                return Ok(lowest.map_or(0, u64_of));
+            }
         }
-        let (first,): (Option<i64>,) = sqlx::query_as(LOWEST)
-            .bind(id)
-            .bind(part)
-            .fetch_one(&mut *c)
-            .await
-            .map_err(|e| failed(&e))?;
-        Ok(first.map_or(0, u64_of))
     }
 
     /// Removes the prefix of `partition` below `before`: the partition row first (first

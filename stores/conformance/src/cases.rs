@@ -483,6 +483,92 @@ pub async fn find_offset_by_time<S: Store>(s: &S) {
     }
 }
 
+/// The byte cut over a long partition written in several appends (many record batches in the
+/// SQL stores, the cut falling inside one of them or on its edge), with keys on some events,
+/// against the cut counted event by event; and again after a truncation. Twice: 400 events of
+/// 200 to 1,100 bytes, and 1,100 events of 4,000 bytes (a batch each in the SQL stores, more
+/// than one page of the walk from the newest).
+pub async fn the_byte_cut_counts_from_the_head_across_many_appends<S: Store>(s: &S) {
+    byte_cuts(s, "z", 400, |i| 200 + (i * 37) % 900, 123).await;
+    byte_cuts(s, "y", 1_100, |_| 4_000, 30).await;
+}
+
+async fn byte_cuts<S: Store>(s: &S, stream: &str, count: u64, size: fn(u64) -> u64, cut_at: u64) {
+    ok(s, StorageRequest::CreateStream(persistent(stream, 1))).await;
+    let events: Vec<Arc<Event>> = (0..count)
+        .map(|i| {
+            let mut n = NewEvent::new("z", vec![(i % 251) as u8; size(i) as usize]);
+            if i.is_multiple_of(3) {
+                n.key = Some(vec![1u8; 10].into());
+            }
+            let mut id = [3u8; 16];
+            id[..8].copy_from_slice(&i.to_le_bytes());
+            Arc::new(Event::from_new(
+                n,
+                EventId::from_bytes(id),
+                name(stream),
+                0,
+                i,
+                UnixMillis(1),
+            ))
+        })
+        .collect();
+    for chunk in events.chunks(100) {
+        ok(s, append(stream, chunk.to_vec(), vec![])).await;
+    }
+    let counted = |e: &Event| size(e.offset) + if e.offset.is_multiple_of(3) { 10 } else { 0 };
+    let cut = |first: u64, max: u64| -> u64 {
+        let mut total = 0;
+        for e in events.iter().rev().filter(|e| e.offset >= first) {
+            total += counted(e);
+            if total > max {
+                return e.offset + 1;
+            }
+        }
+        first
+    };
+    for first in [0u64, cut_at] {
+        if first > 0 {
+            let truncate = StorageRequest::Truncate {
+                stream: name(stream),
+                partition: 0,
+                before: first,
+            };
+            ok(s, truncate).await;
+        }
+        let whole: u64 = events.iter().skip(first as usize).map(|e| counted(e)).sum();
+        for max in [
+            0,
+            1,
+            199,
+            1_000,
+            7_899,
+            7_900,
+            50_000,
+            123_457,
+            4_200_000,
+            whole - 1,
+            whole,
+            whole + 1,
+        ] {
+            let r = ok(
+                s,
+                StorageRequest::RetentionCut {
+                    stream: name(stream),
+                    partition: 0,
+                    max_bytes: max,
+                },
+            )
+            .await;
+            assert_eq!(
+                r,
+                StorageReply::Offset(cut(first, max)),
+                "stream {stream}, max_bytes {max}, first offset {first}"
+            );
+        }
+    }
+}
+
 /// Retention: the byte cut counts payloads and keys from the head; a truncation removes a
 /// prefix only, never lowers the first offset, and keeps the next offset and last timestamp
 /// when nothing is left; expired dedup ids are removed.

@@ -36,6 +36,7 @@ macro_rules! conformance_tests {
             a_consumer_group_subscription_round_trips,
             read_receipts_merge_page_expire_and_go_with_their_subscription,
             retention_cuts_truncates_prefixes_and_expires_dedup_ids,
+            the_byte_cut_counts_from_the_head_across_many_appends,
             relay_positions_round_trip_and_go_with_their_stream,
             deleting_a_stream_removes_it_and_frees_the_name,
             reads_page_through_a_partition,
