@@ -225,31 +225,22 @@ where
         id: i64,
         w: &AppendWrite,
     ) -> StorageResult {
+        // Each partition's range of offsets in the write.
+        let mut ranges: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        for e in &w.events {
+            let r = ranges.entry(e.partition).or_insert((e.offset, e.offset));
+            *r = (r.0.min(e.offset), r.1.max(e.offset));
+        }
         let mut all = true;
-        for b in match batches(w.events.iter().map(|e| &**e)) {
-            Ok(b) => b,
-            Err(e) => return StorageResult::Err(codec(e)),
-        } {
-            let stored = match Self::stored_range(
-                c,
-                &w.stream,
-                id,
-                b.partition,
-                b.first_offset,
-                b.last_offset,
-            )
-            .await
-            {
+        for (partition, (lo, hi)) in ranges {
+            let stored = match Self::stored_range(c, &w.stream, id, partition, lo, hi).await {
                 Ok(s) => s,
                 Err(e) => return StorageResult::Err(e),
             };
             all &= w
                 .events
                 .iter()
-                .filter(|e| {
-                    e.partition == b.partition
-                        && (b.first_offset..=b.last_offset).contains(&e.offset)
-                })
+                .filter(|e| e.partition == partition)
                 .all(|e| {
                     stored
                         .get(&e.offset)

@@ -142,6 +142,7 @@ impl SqliteStore {
             path: config.path.clone(),
             source,
         };
+        let checkpoint_pages = config.wal_checkpoint_pages.max(1);
         let options = SqliteConnectOptions::new()
             .filename(&config.path)
             .create_if_missing(true)
@@ -155,10 +156,7 @@ impl SqliteStore {
             // Statements that need a temporary table (the padded VALUES of an append) keep
             // it in memory rather than in a file.
             .pragma("temp_store", "memory")
-            .pragma(
-                "wal_autocheckpoint",
-                config.wal_checkpoint_pages.max(1).to_string(),
-            );
+            .pragma("wal_autocheckpoint", checkpoint_pages.to_string());
         if config.migrate {
             // On a pool of its own, closed before the writer opens: sqlx's migrator runs on
             // a pool (or a connection borrowed in a way that makes `open` not `Send`).
@@ -181,10 +179,9 @@ impl SqliteStore {
                 "events of an earlier version moved into record batches"
             );
         }
-        let checkpointer =
-            checkpoint::Checkpointer::open(options.clone(), config.wal_checkpoint_pages.max(1))
-                .await
-                .map_err(open_err)?;
+        let checkpointer = checkpoint::Checkpointer::open(options.clone(), checkpoint_pages)
+            .await
+            .map_err(open_err)?;
         // The connections are in this process: no ping before handing one out (a ping is a
         // round trip to the connection's thread, a wake-up of it, for every request).
         let readers = SqlitePoolOptions::new()
