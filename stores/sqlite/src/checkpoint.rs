@@ -9,13 +9,20 @@
 //!
 //! Here a connection of its own copies the WAL as it grows, with `PASSIVE` checkpoints (which
 //! never block the writer or the readers), on its own thread: after each commit it is asked
-//! for a pass, and it makes passes until the WAL is nearly copied. It stops at nine tenths of
-//! the writer's own threshold, so that the writer's checkpoint
-//! (the one that lets the WAL start again) still runs, but finds little left to copy and
-//! little to sync. A failed pass is harmless: the writer's own checkpoint copies what it left.
+//! for a pass, and it makes passes until the WAL is nearly copied. Once a pass finds the WAL
+//! at nine tenths of the writer's threshold, the passes stop and the next append's commit is
+//! followed, on the writer's connection, by one last `PASSIVE` checkpoint, which finds little
+//! left to copy and nothing to wait for: no commit can come between, and no pass runs until it
+//! is done. That one copies the WAL whole, so the write after it starts the WAL again.
+//!
+//! The hand-over matters: SQLite lets one checkpoint run at a time and a `PASSIVE` one that
+//! finds another running gives up. Left to race, a pass in flight made the writer's own
+//! checkpoint give up commit after commit on a loaded machine, and the WAL grew past twice
+//! its threshold. SQLite's own checkpoint stays set at the threshold, for when the passes fail.
+//! A failed pass is harmless: the writer's checkpoint copies what it left.
 
 use crate::single::SingleConnection;
-use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -36,6 +43,9 @@ pub(crate) struct Checkpointer {
     /// writer's own checkpoint.
     handoff: i64,
     running: Arc<AtomicBool>,
+    /// A pass found the WAL at `handoff`: the writer checkpoints after its next commit, and
+    /// no pass starts until it has.
+    writers_turn: Arc<AtomicBool>,
     passes: Arc<AtomicU64>,
 }
 
@@ -50,42 +60,71 @@ impl Checkpointer {
             conn: Arc::new(SingleConnection::connect(&options).await?),
             handoff: i64::from(writer_pages) * 9 / 10,
             running: Arc::default(),
+            writers_turn: Arc::default(),
             passes: Arc::default(),
         })
     }
 
-    /// Called after a commit: starts passes in the background unless some are running.
+    /// Called after a commit: starts passes in the background unless some are running or it
+    /// is the writer's turn.
     pub(crate) fn kick(&self) {
-        if self.running.swap(true, Ordering::AcqRel) {
+        if self.writers_turn.load(Ordering::Acquire) || self.running.swap(true, Ordering::AcqRel) {
             return;
         }
         let me = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let pass: Result<(i64, i64, i64), _> = match me.conn.hold().await {
-                    Ok(mut c) => {
-                        sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-                            .fetch_one(&mut *c)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
-                me.passes.fetch_add(1, Ordering::Relaxed);
-                // (busy, pages in the WAL, pages copied): go on while the WAL grows and is
-                // still short of the writer's own checkpoint.
-                match pass {
-                    Ok((0, log, copied)) if log - copied >= MIN_FRAMES && log < me.handoff => {}
-                    Ok(_) => break,
-                    Err(e) => {
-                        // Harmless (the writer's own checkpoint copies what is left), and a
-                        // failing disk shows in the writes themselves.
-                        tracing::debug!(error = %e, "background WAL checkpoint failed");
-                        break;
-                    }
+        tokio::spawn(async move { me.run_passes().await });
+    }
+
+    /// Makes passes while the WAL grows and is short of the hand-over, then clears `running`.
+    async fn run_passes(&self) {
+        loop {
+            let pass: Result<(i64, i64, i64), _> = match self.conn.hold().await {
+                Ok(mut c) => {
+                    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                        .fetch_one(&mut *c)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            self.passes.fetch_add(1, Ordering::Relaxed);
+            // (busy, pages in the WAL, pages copied)
+            match pass {
+                Ok((_, log, _)) if log >= self.handoff => {
+                    self.writers_turn.store(true, Ordering::Release);
+                    break;
+                }
+                Ok((0, log, copied)) if log - copied >= MIN_FRAMES => {}
+                Ok(_) => break,
+                Err(e) => {
+                    // Harmless (SQLite's own checkpoint copies what is left), and a failing
+                    // disk shows in the writes themselves.
+                    tracing::debug!(error = %e, "background WAL checkpoint failed");
+                    break;
                 }
             }
-            me.running.store(false, Ordering::Release);
-        });
+        }
+        self.running.store(false, Ordering::Release);
+    }
+
+    /// Called by the writer after a commit, on its connection: when a pass found the WAL at
+    /// the hand-over, copies the rest of it, so that the next write starts it again. No pass
+    /// is running then. Until the WAL is copied whole (a reader on an older snapshot can hold
+    /// back its newest pages) it stays the writer's turn, and the next commit tries again.
+    pub(crate) async fn writers_checkpoint(&self, writer: &mut SqliteConnection) {
+        if !self.writers_turn.load(Ordering::Acquire) {
+            return;
+        }
+        let pass: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(writer)
+            .await;
+        match pass {
+            Ok((0, log, copied)) if copied >= log => {
+                self.writers_turn.store(false, Ordering::Release);
+            }
+            // A reader on an older snapshot keeps the newest pages from being copied.
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "the writer's WAL checkpoint failed"),
+        }
     }
 
     /// Passes made so far (for tests).
@@ -96,5 +135,148 @@ impl Checkpointer {
     /// Closes the connection: passes after this fail and stop.
     pub(crate) async fn close(&self) {
         self.conn.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+    use sqlx::{ConnectOptions, Connection};
+
+    /// The pages in the WAL, as a checkpoint reports them.
+    async fn wal_pages(c: &mut SqliteConnection) -> i64 {
+        let (_, log, _): (i64, i64, i64) = match sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(c)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => panic!("checkpoint: {e}"),
+        };
+        log
+    }
+
+    async fn commit(c: &mut SqliteConnection) {
+        if let Err(e) = sqlx::query("INSERT INTO t (x) VALUES (zeroblob(6000))")
+            .execute(c)
+            .await
+        {
+            panic!("insert: {e}");
+        }
+    }
+
+    /// A database with SQLite's own checkpoint off, so that only the hand-over copies the WAL;
+    /// a writer connection and a checkpointer handing over at 90 pages.
+    async fn setup(
+        dir: &tempfile::TempDir,
+    ) -> (SqliteConnectOptions, SqliteConnection, Checkpointer) {
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("handover.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .pragma("wal_autocheckpoint", "0");
+        let mut writer = match options.connect().await {
+            Ok(c) => c,
+            Err(e) => panic!("open: {e}"),
+        };
+        if let Err(e) = sqlx::query("CREATE TABLE t (x BLOB)")
+            .execute(&mut writer)
+            .await
+        {
+            panic!("create: {e}");
+        }
+        let ck = match Checkpointer::open(options.clone(), 100).await {
+            Ok(c) => c,
+            Err(e) => panic!("checkpointer: {e}"),
+        };
+        (options, writer, ck)
+    }
+
+    /// Past the hand-over, the passes stop and leave the rest to the writer; no pass starts
+    /// while it is the writer's turn; the writer's checkpoint copies the WAL whole and the
+    /// write after it starts the WAL again.
+    #[tokio::test]
+    async fn a_pass_at_the_hand_over_leaves_the_rest_to_the_writer() {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("temporary folder: {e}"),
+        };
+        let (_, mut writer, ck) = setup(&dir).await;
+        // Below the hand-over: a pass copies everything and it is not the writer's turn.
+        commit(&mut writer).await;
+        ck.running.store(true, Ordering::Release);
+        ck.run_passes().await;
+        assert!(!ck.writers_turn.load(Ordering::Acquire));
+        for _ in 0..50 {
+            commit(&mut writer).await;
+        }
+        ck.running.store(true, Ordering::Release);
+        ck.run_passes().await;
+        assert!(
+            ck.writers_turn.load(Ordering::Acquire),
+            "a pass found the WAL past 90 pages and did not hand over"
+        );
+        let passes = ck.passes();
+        ck.kick();
+        assert!(
+            !ck.running.load(Ordering::Acquire),
+            "a pass started during the writer's turn"
+        );
+        commit(&mut writer).await;
+        ck.writers_checkpoint(&mut writer).await;
+        assert!(!ck.writers_turn.load(Ordering::Acquire));
+        assert_eq!(ck.passes(), passes);
+        commit(&mut writer).await;
+        let pages = wal_pages(&mut writer).await;
+        assert!(
+            pages < 10,
+            "the WAL holds {pages} pages after the writer's checkpoint: it was not started again"
+        );
+        ck.close().await;
+    }
+
+    /// A reader on an older snapshot keeps the writer's checkpoint from copying the WAL whole:
+    /// it stays the writer's turn until a checkpoint after the reader copies it.
+    #[tokio::test]
+    async fn the_writers_turn_lasts_until_the_wal_is_copied_whole() {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("temporary folder: {e}"),
+        };
+        let (options, mut writer, ck) = setup(&dir).await;
+        for _ in 0..50 {
+            commit(&mut writer).await;
+        }
+        ck.running.store(true, Ordering::Release);
+        ck.run_passes().await;
+        assert!(ck.writers_turn.load(Ordering::Acquire));
+        let mut reader = match options.connect().await {
+            Ok(c) => c,
+            Err(e) => panic!("reader: {e}"),
+        };
+        let mut snapshot = match reader.begin().await {
+            Ok(t) => t,
+            Err(e) => panic!("begin: {e}"),
+        };
+        if let Err(e) = sqlx::query("SELECT count(*) FROM t")
+            .fetch_one(&mut *snapshot)
+            .await
+        {
+            panic!("read: {e}");
+        }
+        commit(&mut writer).await;
+        ck.writers_checkpoint(&mut writer).await;
+        assert!(
+            ck.writers_turn.load(Ordering::Acquire),
+            "the turn ended with pages a reader held back still in the WAL"
+        );
+        if let Err(e) = snapshot.rollback().await {
+            panic!("rollback: {e}");
+        }
+        commit(&mut writer).await;
+        ck.writers_checkpoint(&mut writer).await;
+        assert!(!ck.writers_turn.load(Ordering::Acquire));
+        ck.close().await;
     }
 }

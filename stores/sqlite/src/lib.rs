@@ -10,8 +10,8 @@
 //! - One writer connection (SQLite has one writer at a time) and a pool of readers, which WAL
 //!   lets read while a write commits.
 //! - A third connection copies the WAL into the database beside the writer (`PASSIVE`
-//!   checkpoints after commits), so that the writer's own checkpoint, inside a commit, finds
-//!   little left to copy and sync.
+//!   checkpoints after commits) until the WAL nears its threshold; then the writer copies the
+//!   little left after a commit, so that the WAL starts again from the top (`checkpoint.rs`).
 //! - Events are stored in record batches (migration 0007): one row per partition and append,
 //!   its events encoded together (`tributary_store_api::batches`). An append is one
 //!   transaction of multi-row `INSERT` statements, sent as one command when it is not large;
@@ -60,9 +60,10 @@ pub struct SqliteStoreConfig {
     pub readers: u32,
     /// How long a statement waits for a lock before failing.
     pub busy_timeout: Duration,
-    /// WAL pages at which the writer copies the WAL into the database itself, inside a commit
-    /// (SQLite's `wal_autocheckpoint`); a connection of its own copies it beside the writer
-    /// until nine tenths of that. Larger: fewer pauses of the writer, a larger WAL file.
+    /// WAL pages around which the WAL starts again from the top: a connection of its own
+    /// copies the WAL beside the writer until nine tenths of that, then the writer copies the
+    /// rest after a commit (SQLite's own `wal_autocheckpoint` is set to it too, for when the
+    /// background copies fail). Larger: fewer pauses of the writer, a larger WAL file.
     pub wal_checkpoint_pages: u32,
 }
 

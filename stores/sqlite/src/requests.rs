@@ -438,6 +438,9 @@ impl SqliteStore {
                 Some(script) => append_at_once(&mut c, script, id, batches, &w.dedup).await,
                 None => append_in_steps(&mut c, id, batches, &w.dedup).await,
             };
+            if r.is_ok() {
+                self.checkpointer.writers_checkpoint(&mut c).await;
+            }
             (id, r)
             // The writer connection is given back here.
         };
