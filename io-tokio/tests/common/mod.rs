@@ -235,6 +235,9 @@ pub struct Session {
     pub tx: tokio::sync::mpsc::Sender<pb::SubscribeRequest>,
     pub rx: tonic::Streaming<pb::SubscribeResponse>,
     next_id: u64,
+    /// Messages other than events that came while [`Session::answer`] waited for another
+    /// (notices, assignments, other answers): [`Session::next`] gives them first, in order.
+    kept: std::collections::VecDeque<pb::SubscribeResponse>,
 }
 
 pub fn open(stream: &str, subscription: &str, consumer: &str) -> pb::OpenSubscription {
@@ -273,20 +276,34 @@ impl Session {
             ),
             "first message: {first:?}"
         );
-        Session { tx, rx, next_id: 2 }
+        Session {
+            tx,
+            rx,
+            next_id: 2,
+            kept: Default::default(),
+        }
     }
 
-    /// The next message that is not a heartbeat.
+    /// The next message that is not a heartbeat: a kept one first, else from the server
+    /// within 30 s (heartbeats do not extend the wait).
     pub async fn next(&mut self) -> pb::SubscribeResponse {
-        loop {
-            let m = within("next message", self.rx.message())
-                .await
-                .expect("stream ok")
-                .expect("stream open");
-            if !matches!(m.kind, Some(pb::subscribe_response::Kind::Heartbeat(_))) {
-                return m;
-            }
+        match self.kept.pop_front() {
+            Some(m) => m,
+            None => self.receive().await,
         }
+    }
+
+    async fn receive(&mut self) -> pb::SubscribeResponse {
+        let rx = &mut self.rx;
+        within("next message", async {
+            loop {
+                let m = rx.message().await.expect("stream ok").expect("stream open");
+                if !matches!(m.kind, Some(pb::subscribe_response::Kind::Heartbeat(_))) {
+                    return m;
+                }
+            }
+        })
+        .await
     }
 
     /// Events until `n` have arrived (acks and other answers in between are skipped).
@@ -313,15 +330,25 @@ impl Session {
         id
     }
 
-    /// The answer to request `id`, skipping events (returned too).
+    /// The answer to request `id`, with the events that came before it; other messages are
+    /// kept for [`Session::next`] (a notice may come before an answer on a loaded machine).
     pub async fn answer(&mut self, id: u64) -> (pb::subscribe_response::Kind, Vec<pb::Delivery>) {
+        let is_answer = |m: &pb::SubscribeResponse| {
+            m.request_id == id
+                && !matches!(m.kind, None | Some(pb::subscribe_response::Kind::Events(_)))
+        };
+        if let Some(at) = self.kept.iter().position(is_answer)
+            && let Some(pb::SubscribeResponse { kind: Some(k), .. }) = self.kept.remove(at)
+        {
+            return (k, Vec::new());
+        }
         let mut events = Vec::new();
         loop {
-            let m = self.next().await;
+            let m = self.receive().await;
             match m.kind {
                 Some(pb::subscribe_response::Kind::Events(d)) => events.extend(d.events),
                 Some(k) if m.request_id == id => return (k, events),
-                _ => {}
+                _ => self.kept.push_back(m),
             }
         }
     }
