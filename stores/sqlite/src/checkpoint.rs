@@ -78,12 +78,8 @@ impl Checkpointer {
     /// Makes passes while the WAL grows and is short of the hand-over, then clears `running`.
     async fn run_passes(&self) {
         loop {
-            let pass: Result<(i64, i64, i64), _> = match self.conn.hold().await {
-                Ok(mut c) => {
-                    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-                        .fetch_one(&mut *c)
-                        .await
-                }
+            let pass = match self.conn.hold().await {
+                Ok(mut c) => passive_checkpoint(&mut c).await,
                 Err(e) => Err(e),
             };
             self.passes.fetch_add(1, Ordering::Relaxed);
@@ -114,10 +110,7 @@ impl Checkpointer {
         if !self.writers_turn.load(Ordering::Acquire) {
             return;
         }
-        let pass: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(writer)
-            .await;
-        match pass {
+        match passive_checkpoint(writer).await {
             Ok((0, log, copied)) if copied >= log => {
                 self.writers_turn.store(false, Ordering::Release);
             }
@@ -138,6 +131,13 @@ impl Checkpointer {
     }
 }
 
+/// A `PASSIVE` checkpoint: (busy, pages in the WAL, pages copied).
+async fn passive_checkpoint(c: &mut SqliteConnection) -> Result<(i64, i64, i64), sqlx::Error> {
+    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(c)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,14 +146,16 @@ mod tests {
 
     /// The pages in the WAL, as a checkpoint reports them.
     async fn wal_pages(c: &mut SqliteConnection) -> i64 {
-        let (_, log, _): (i64, i64, i64) = match sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(c)
-            .await
-        {
-            Ok(r) => r,
+        match passive_checkpoint(c).await {
+            Ok((_, log, _)) => log,
             Err(e) => panic!("checkpoint: {e}"),
-        };
-        log
+        }
+    }
+
+    /// Background passes, run here rather than spawned, as `kick` would start them.
+    async fn passes_now(ck: &Checkpointer) {
+        ck.running.store(true, Ordering::Release);
+        ck.run_passes().await;
     }
 
     async fn commit(c: &mut SqliteConnection) {
@@ -167,9 +169,16 @@ mod tests {
 
     /// A database with SQLite's own checkpoint off, so that only the hand-over copies the WAL;
     /// a writer connection and a checkpointer handing over at 90 pages.
-    async fn setup(
-        dir: &tempfile::TempDir,
-    ) -> (SqliteConnectOptions, SqliteConnection, Checkpointer) {
+    async fn setup() -> (
+        tempfile::TempDir,
+        SqliteConnectOptions,
+        SqliteConnection,
+        Checkpointer,
+    ) {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("temporary folder: {e}"),
+        };
         let options = SqliteConnectOptions::new()
             .filename(dir.path().join("handover.db"))
             .create_if_missing(true)
@@ -190,7 +199,7 @@ mod tests {
             Ok(c) => c,
             Err(e) => panic!("checkpointer: {e}"),
         };
-        (options, writer, ck)
+        (dir, options, writer, ck)
     }
 
     /// Past the hand-over, the passes stop and leave the rest to the writer; no pass starts
@@ -198,21 +207,15 @@ mod tests {
     /// write after it starts the WAL again.
     #[tokio::test]
     async fn a_pass_at_the_hand_over_leaves_the_rest_to_the_writer() {
-        let dir = match tempfile::tempdir() {
-            Ok(d) => d,
-            Err(e) => panic!("temporary folder: {e}"),
-        };
-        let (_, mut writer, ck) = setup(&dir).await;
+        let (_dir, _, mut writer, ck) = setup().await;
         // Below the hand-over: a pass copies everything and it is not the writer's turn.
         commit(&mut writer).await;
-        ck.running.store(true, Ordering::Release);
-        ck.run_passes().await;
+        passes_now(&ck).await;
         assert!(!ck.writers_turn.load(Ordering::Acquire));
         for _ in 0..50 {
             commit(&mut writer).await;
         }
-        ck.running.store(true, Ordering::Release);
-        ck.run_passes().await;
+        passes_now(&ck).await;
         assert!(
             ck.writers_turn.load(Ordering::Acquire),
             "a pass found the WAL past 90 pages and did not hand over"
@@ -240,16 +243,11 @@ mod tests {
     /// it stays the writer's turn until a checkpoint after the reader copies it.
     #[tokio::test]
     async fn the_writers_turn_lasts_until_the_wal_is_copied_whole() {
-        let dir = match tempfile::tempdir() {
-            Ok(d) => d,
-            Err(e) => panic!("temporary folder: {e}"),
-        };
-        let (options, mut writer, ck) = setup(&dir).await;
+        let (_dir, options, mut writer, ck) = setup().await;
         for _ in 0..50 {
             commit(&mut writer).await;
         }
-        ck.running.store(true, Ordering::Release);
-        ck.run_passes().await;
+        passes_now(&ck).await;
         assert!(ck.writers_turn.load(Ordering::Acquire));
         let mut reader = match options.connect().await {
             Ok(c) => c,
