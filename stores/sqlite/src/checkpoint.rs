@@ -20,9 +20,19 @@
 //! checkpoint give up commit after commit on a loaded machine, and the WAL grew past twice
 //! its threshold. SQLite's own checkpoint stays set at the threshold, for when the passes fail.
 //! A failed pass is harmless: the writer's checkpoint copies what it left.
+//!
+//! A pass can also be slow: its fsync of the database file waits behind every other write of
+//! the machine, while the writer's commits (which do not fsync at `synchronous = NORMAL`) go
+//! on, and the WAL grew by all of them (16 MB in one second on a loaded CI machine). So the
+//! WAL has a hard limit, the threshold's size in bytes: the writer's connection keeps the WAL
+//! file at it (`journal_size_limit`: a WAL started again is cut back to it), and a commit that
+//! finds the file larger makes the writer wait for the pass in flight and copy the rest itself.
+//! That wait is the back-pressure SQLite's own checkpoint gives, and the WAL stays within the
+//! limit and one append.
 
 use crate::single::SingleConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -35,6 +45,10 @@ pub(crate) const DEFAULT_WAL_CHECKPOINT_PAGES: u32 = 10_000;
 /// Pages not yet copied below which another pass is not worth its two fsyncs.
 const MIN_FRAMES: i64 = 16;
 
+/// Bytes of the WAL file's header, and of each frame's header before its page.
+const WAL_HEADER: u64 = 32;
+const FRAME_HEADER: u64 = 24;
+
 /// The checkpointing connection and whether a pass is running. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Checkpointer {
@@ -42,6 +56,11 @@ pub(crate) struct Checkpointer {
     /// WAL pages from which the background passes stop, leaving the rest of the WAL to the
     /// writer's own checkpoint.
     handoff: i64,
+    /// The WAL file.
+    wal: Arc<Path>,
+    /// Its size in bytes past which the writer copies the WAL itself after a commit, waiting
+    /// for a pass in flight; also the size a WAL started again is cut back to.
+    limit: u64,
     running: Arc<AtomicBool>,
     /// A pass found the WAL at `handoff`: the writer checkpoints after its next commit, and
     /// no pass starts until it has.
@@ -50,15 +69,32 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Opens the checkpointing connection with the writer's options; the writer checkpoints
-    /// itself at `writer_pages`.
+    /// Opens the checkpointing connection with the writer's options, for the database at
+    /// `path`, whose writer checkpoints itself at `writer_pages`; sets the writer's
+    /// `journal_size_limit` to the WAL's limit.
     pub(crate) async fn open(
         options: SqliteConnectOptions,
+        writer: &mut SqliteConnection,
+        path: &Path,
         writer_pages: u32,
     ) -> Result<Self, sqlx::Error> {
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&mut *writer)
+            .await?;
+        let frame = u64::try_from(page_size).unwrap_or(4096) + FRAME_HEADER;
+        let limit = WAL_HEADER + u64::from(writer_pages) * frame;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA journal_size_limit = {limit}"
+        )))
+        .execute(&mut *writer)
+        .await?;
+        let mut wal = PathBuf::from(path).into_os_string();
+        wal.push("-wal");
         Ok(Checkpointer {
             conn: Arc::new(SingleConnection::connect(&options).await?),
             handoff: i64::from(writer_pages) * 9 / 10,
+            wal: Arc::from(PathBuf::from(wal)),
+            limit,
             running: Arc::default(),
             writers_turn: Arc::default(),
             passes: Arc::default(),
@@ -103,13 +139,19 @@ impl Checkpointer {
     }
 
     /// Called by the writer after a commit, on its connection: when a pass found the WAL at
-    /// the hand-over, copies the rest of it, so that the next write starts it again. No pass
-    /// is running then. Until the WAL is copied whole (a reader on an older snapshot can hold
-    /// back its newest pages) it stays the writer's turn, and the next commit tries again.
+    /// the hand-over, or the WAL file is past its limit, copies the rest of the WAL, so that
+    /// the next write starts it again. It first waits for a pass in flight (whose checkpoint
+    /// would make this one give up), and no pass starts until it is done. Until the WAL is
+    /// copied whole (a reader on an older snapshot can hold back its newest pages) it stays
+    /// the writer's turn, and the next commit tries again.
     pub(crate) async fn writers_checkpoint(&self, writer: &mut SqliteConnection) {
-        if !self.writers_turn.load(Ordering::Acquire) {
+        if !self.writers_turn.load(Ordering::Acquire) && !self.wal_past_limit() {
             return;
         }
+        // Closed: the store is closing, and SQLite's own checkpoint is there.
+        let Ok(_no_pass) = self.conn.hold().await else {
+            return;
+        };
         match passive_checkpoint(writer).await {
             Ok((0, log, copied)) if copied >= log => {
                 self.writers_turn.store(false, Ordering::Release);
@@ -118,6 +160,12 @@ impl Checkpointer {
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "the writer's WAL checkpoint failed"),
         }
+    }
+
+    /// Whether the WAL file is larger than its limit: it grew past it since it last started
+    /// again (an unreadable size counts as not).
+    fn wal_past_limit(&self) -> bool {
+        std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > self.limit)
     }
 
     /// Passes made so far (for tests).
@@ -168,7 +216,8 @@ mod tests {
     }
 
     /// A database with SQLite's own checkpoint off, so that only the hand-over copies the WAL;
-    /// a writer connection and a checkpointer handing over at 90 pages.
+    /// a writer connection and a checkpointer handing over at 90 pages, the WAL's limit at
+    /// 100.
     async fn setup() -> (
         tempfile::TempDir,
         SqliteConnectOptions,
@@ -179,8 +228,9 @@ mod tests {
             Ok(d) => d,
             Err(e) => panic!("temporary folder: {e}"),
         };
+        let path = dir.path().join("handover.db");
         let options = SqliteConnectOptions::new()
-            .filename(dir.path().join("handover.db"))
+            .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -195,7 +245,7 @@ mod tests {
         {
             panic!("create: {e}");
         }
-        let ck = match Checkpointer::open(options.clone(), 100).await {
+        let ck = match Checkpointer::open(options.clone(), &mut writer, &path, 100).await {
             Ok(c) => c,
             Err(e) => panic!("checkpointer: {e}"),
         };
@@ -275,6 +325,59 @@ mod tests {
         commit(&mut writer).await;
         ck.writers_checkpoint(&mut writer).await;
         assert!(!ck.writers_turn.load(Ordering::Acquire));
+        ck.close().await;
+    }
+
+    /// A pass in flight (here, one that holds the checkpointer's turn while more is committed
+    /// beside it) does not leave the WAL to grow: once the WAL file is past its limit, the
+    /// writer's checkpoint waits for that pass, then copies the WAL whole, although it is not
+    /// the writer's turn; the write after it starts the WAL again and cuts the file back to
+    /// the limit.
+    #[tokio::test]
+    async fn past_its_limit_the_writer_waits_for_the_pass_in_flight_and_copies_the_wal() {
+        let (_dir, options, mut writer, ck) = setup().await;
+        let pass = match ck.conn.hold().await {
+            Ok(p) => p,
+            Err(e) => panic!("checkpointer: {e}"),
+        };
+        ck.running.store(true, Ordering::Release);
+        while !ck.wal_past_limit() {
+            commit(&mut writer).await;
+        }
+        assert!(!ck.writers_turn.load(Ordering::Acquire));
+        let checkpointing = {
+            let ck = ck.clone();
+            tokio::spawn(async move {
+                ck.writers_checkpoint(&mut writer).await;
+                writer
+            })
+        };
+        // Committed by the pass's side after the writer asked to checkpoint: a writer that
+        // did not wait for the pass would copy the WAL without these pages.
+        let mut beside = match options.connect().await {
+            Ok(c) => c,
+            Err(e) => panic!("second connection: {e}"),
+        };
+        for _ in 0..5 {
+            commit(&mut beside).await;
+        }
+        drop(pass);
+        let mut writer = match checkpointing.await {
+            Ok(w) => w,
+            Err(e) => panic!("the writer's checkpoint: {e}"),
+        };
+        commit(&mut writer).await;
+        let pages = wal_pages(&mut writer).await;
+        assert!(
+            pages < 10,
+            "the WAL holds {pages} pages after the writer's checkpoint: it was not started again"
+        );
+        let size = std::fs::metadata(&*ck.wal).map_or(0, |m| m.len());
+        assert!(
+            size <= ck.limit,
+            "the WAL file stayed at {size} bytes, past its limit of {}",
+            ck.limit
+        );
         ck.close().await;
     }
 }

@@ -11,7 +11,9 @@
 //!   lets read while a write commits.
 //! - A third connection copies the WAL into the database beside the writer (`PASSIVE`
 //!   checkpoints after commits) until the WAL nears its threshold; then the writer copies the
-//!   little left after a commit, so that the WAL starts again from the top (`checkpoint.rs`).
+//!   little left after a commit, so that the WAL starts again from the top. A WAL file past
+//!   the threshold's size makes the writer wait for the copy in flight and copy the rest
+//!   itself: the WAL stays within the threshold and one append (`checkpoint.rs`).
 //! - Events are stored in record batches (migration 0007): one row per partition and append,
 //!   its events encoded together (`tributary_store_api::batches`). An append is one
 //!   transaction of multi-row `INSERT` statements, sent as one command when it is not large;
@@ -63,7 +65,10 @@ pub struct SqliteStoreConfig {
     /// WAL pages around which the WAL starts again from the top: a connection of its own
     /// copies the WAL beside the writer until nine tenths of that, then the writer copies the
     /// rest after a commit (SQLite's own `wal_autocheckpoint` is set to it too, for when the
-    /// background copies fail). Larger: fewer pauses of the writer, a larger WAL file.
+    /// background copies fail). It is also the WAL file's limit: past that many pages the
+    /// writer waits for a slow copy in flight and copies the rest itself, and a WAL started
+    /// again is cut back to it (`journal_size_limit`). Larger: fewer pauses of the writer, a
+    /// larger WAL file.
     pub wal_checkpoint_pages: u32,
 }
 
@@ -180,9 +185,14 @@ impl SqliteStore {
                 "events of an earlier version moved into record batches"
             );
         }
-        let checkpointer = checkpoint::Checkpointer::open(options.clone(), checkpoint_pages)
-            .await
-            .map_err(open_err)?;
+        let checkpointer = checkpoint::Checkpointer::open(
+            options.clone(),
+            &mut *writer.hold().await.map_err(open_err)?,
+            &config.path,
+            checkpoint_pages,
+        )
+        .await
+        .map_err(open_err)?;
         // The connections are in this process: no ping before handing one out (a ping is a
         // round trip to the connection's thread, a wake-up of it, for every request).
         let readers = SqlitePoolOptions::new()
