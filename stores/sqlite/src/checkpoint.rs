@@ -27,8 +27,10 @@
 //! WAL has a hard limit, the threshold's size in bytes: the writer's connection keeps the WAL
 //! file at it (`journal_size_limit`: a WAL started again is cut back to it), and a commit that
 //! finds the file larger makes the writer wait for the pass in flight and copy the rest itself.
-//! That wait is the back-pressure SQLite's own checkpoint gives, and the WAL stays within the
-//! limit and one append.
+//! The writer thus cannot outrun the copy, as when SQLite checkpoints inside its commits, and
+//! the WAL stays within the limit and an append or two, while no read holds an older snapshot
+//! (no checkpoint can copy the pages such a read may still need). Writes other than appends
+//! (cursor saves, stream changes) do not look at the limit: the next append does.
 
 use crate::single::SingleConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
@@ -69,32 +71,18 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Opens the checkpointing connection with the writer's options, for the database at
-    /// `path`, whose writer checkpoints itself at `writer_pages`; sets the writer's
-    /// `journal_size_limit` to the WAL's limit.
+    /// Opens the checkpointing connection with the writer's options; the writer checkpoints
+    /// itself at `writer_pages`, and its WAL is `wal` (see [`limit_wal`]).
     pub(crate) async fn open(
         options: SqliteConnectOptions,
-        writer: &mut SqliteConnection,
-        path: &Path,
+        wal: WalLimit,
         writer_pages: u32,
     ) -> Result<Self, sqlx::Error> {
-        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
-            .fetch_one(&mut *writer)
-            .await?;
-        let frame = u64::try_from(page_size).unwrap_or(4096) + FRAME_HEADER;
-        let limit = WAL_HEADER + u64::from(writer_pages) * frame;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "PRAGMA journal_size_limit = {limit}"
-        )))
-        .execute(&mut *writer)
-        .await?;
-        let mut wal = PathBuf::from(path).into_os_string();
-        wal.push("-wal");
         Ok(Checkpointer {
             conn: Arc::new(SingleConnection::connect(&options).await?),
             handoff: i64::from(writer_pages) * 9 / 10,
-            wal: Arc::from(PathBuf::from(wal)),
-            limit,
+            wal: Arc::from(wal.file),
+            limit: wal.bytes,
             running: Arc::default(),
             writers_turn: Arc::default(),
             passes: Arc::default(),
@@ -179,6 +167,40 @@ impl Checkpointer {
     }
 }
 
+/// The WAL file of a database and its limit in bytes.
+#[derive(Debug)]
+pub(crate) struct WalLimit {
+    file: PathBuf,
+    bytes: u64,
+}
+
+/// Sets the writer's `journal_size_limit` to `pages` WAL pages in bytes (a WAL started again is
+/// cut back to that), and tells where its WAL file is: beside the database file SQLite opened,
+/// which for a symbolic link is the file it points to.
+pub(crate) async fn limit_wal(
+    writer: &mut SqliteConnection,
+    pages: u32,
+) -> Result<WalLimit, sqlx::Error> {
+    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&mut *writer)
+        .await?;
+    let frame = u64::try_from(page_size).unwrap_or(4096) + FRAME_HEADER;
+    let bytes = WAL_HEADER + u64::from(pages) * frame;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PRAGMA journal_size_limit = {bytes}"
+    )))
+    .execute(&mut *writer)
+    .await?;
+    let db: String =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(&mut *writer)
+            .await?;
+    Ok(WalLimit {
+        file: PathBuf::from(db + "-wal"),
+        bytes,
+    })
+}
+
 /// A `PASSIVE` checkpoint: (busy, pages in the WAL, pages copied).
 async fn passive_checkpoint(c: &mut SqliteConnection) -> Result<(i64, i64, i64), sqlx::Error> {
     sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
@@ -245,7 +267,11 @@ mod tests {
         {
             panic!("create: {e}");
         }
-        let ck = match Checkpointer::open(options.clone(), &mut writer, &path, 100).await {
+        let wal = match limit_wal(&mut writer, 100).await {
+            Ok(w) => w,
+            Err(e) => panic!("WAL limit: {e}"),
+        };
+        let ck = match Checkpointer::open(options.clone(), wal, 100).await {
             Ok(c) => c,
             Err(e) => panic!("checkpointer: {e}"),
         };
@@ -328,8 +354,8 @@ mod tests {
         ck.close().await;
     }
 
-    /// A pass in flight (here, one that holds the checkpointer's turn while more is committed
-    /// beside it) does not leave the WAL to grow: once the WAL file is past its limit, the
+    /// A pass in flight (here the test holds the checkpointer's connection, as a pass does,
+    /// while more is committed beside it) does not leave the WAL to grow: once the WAL file is past its limit, the
     /// writer's checkpoint waits for that pass, then copies the WAL whole, although it is not
     /// the writer's turn; the write after it starts the WAL again and cuts the file back to
     /// the limit.
@@ -361,6 +387,10 @@ mod tests {
         for _ in 0..5 {
             commit(&mut beside).await;
         }
+        assert!(
+            !checkpointing.is_finished(),
+            "the writer's checkpoint ended while a pass was in flight"
+        );
         drop(pass);
         let mut writer = match checkpointing.await {
             Ok(w) => w,
@@ -379,5 +409,48 @@ mod tests {
             ck.limit
         );
         ck.close().await;
+    }
+
+    /// The WAL file measured is the one SQLite writes: for a database opened through a
+    /// symbolic link, beside the file the link points to.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_wal_measured_is_beside_the_file_a_link_points_to() {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("temporary folder: {e}"),
+        };
+        let real = dir.path().join("real.db");
+        let link = dir.path().join("link.db");
+        if let Err(e) =
+            std::fs::File::create(&real).and_then(|_| std::os::unix::fs::symlink(&real, &link))
+        {
+            panic!("link: {e}");
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&link)
+            .journal_mode(SqliteJournalMode::Wal);
+        let mut writer = match options.connect().await {
+            Ok(c) => c,
+            Err(e) => panic!("open: {e}"),
+        };
+        let wal = match limit_wal(&mut writer, 100).await {
+            Ok(w) => w,
+            Err(e) => panic!("WAL limit: {e}"),
+        };
+        let real = match real.canonicalize() {
+            Ok(p) => p,
+            Err(e) => panic!("canonical path: {e}"),
+        };
+        assert_eq!(wal.file, real.with_file_name("real.db-wal"));
+        assert_eq!(wal.bytes, 32 + 100 * (4096 + 24));
+        if let Err(e) = sqlx::query("CREATE TABLE t (x BLOB)")
+            .execute(&mut writer)
+            .await
+        {
+            panic!("create: {e}");
+        }
+        commit(&mut writer).await;
+        assert!(wal.file.exists(), "no WAL file at {}", wal.file.display());
     }
 }

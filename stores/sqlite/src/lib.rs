@@ -13,7 +13,8 @@
 //!   checkpoints after commits) until the WAL nears its threshold; then the writer copies the
 //!   little left after a commit, so that the WAL starts again from the top. A WAL file past
 //!   the threshold's size makes the writer wait for the copy in flight and copy the rest
-//!   itself: the WAL stays within the threshold and one append (`checkpoint.rs`).
+//!   itself: the WAL stays within the threshold and an append or two, while no read holds an
+//!   older snapshot (`checkpoint.rs`).
 //! - Events are stored in record batches (migration 0007): one row per partition and append,
 //!   its events encoded together (`tributary_store_api::batches`). An append is one
 //!   transaction of multi-row `INSERT` statements, sent as one command when it is not large;
@@ -185,14 +186,15 @@ impl SqliteStore {
                 "events of an earlier version moved into record batches"
             );
         }
-        let checkpointer = checkpoint::Checkpointer::open(
-            options.clone(),
+        let wal = checkpoint::limit_wal(
             &mut *writer.hold().await.map_err(open_err)?,
-            &config.path,
             checkpoint_pages,
         )
         .await
         .map_err(open_err)?;
+        let checkpointer = checkpoint::Checkpointer::open(options.clone(), wal, checkpoint_pages)
+            .await
+            .map_err(open_err)?;
         // The connections are in this process: no ping before handing one out (a ping is a
         // round trip to the connection's thread, a wake-up of it, for every request).
         let readers = SqlitePoolOptions::new()
