@@ -250,9 +250,8 @@ mod tests {
             Ok(d) => d,
             Err(e) => panic!("temporary folder: {e}"),
         };
-        let path = dir.path().join("handover.db");
         let options = SqliteConnectOptions::new()
-            .filename(&path)
+            .filename(dir.path().join("handover.db"))
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -355,10 +354,10 @@ mod tests {
     }
 
     /// A pass in flight (here the test holds the checkpointer's connection, as a pass does,
-    /// while more is committed beside it) does not leave the WAL to grow: once the WAL file is past its limit, the
-    /// writer's checkpoint waits for that pass, then copies the WAL whole, although it is not
-    /// the writer's turn; the write after it starts the WAL again and cuts the file back to
-    /// the limit.
+    /// while more is committed beside it) does not leave the WAL to grow: once the WAL file is
+    /// past its limit, the writer's checkpoint waits for that pass, then copies the WAL whole,
+    /// although it is not the writer's turn; the write after it starts the WAL again and cuts
+    /// the file back to the limit.
     #[tokio::test]
     async fn past_its_limit_the_writer_waits_for_the_pass_in_flight_and_copies_the_wal() {
         let (_dir, options, mut writer, ck) = setup().await;
@@ -366,7 +365,6 @@ mod tests {
             Ok(p) => p,
             Err(e) => panic!("checkpointer: {e}"),
         };
-        ck.running.store(true, Ordering::Release);
         while !ck.wal_past_limit() {
             commit(&mut writer).await;
         }

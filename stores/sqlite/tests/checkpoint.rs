@@ -75,7 +75,7 @@ async fn the_wal_is_copied_beside_the_writer_and_stays_bounded() {
     );
     // The threshold in bytes: the WAL header, then a 24-byte header and a 4 KB page a frame.
     let limit = 32 + 250 * (24 + 4096);
-    // What one append adds to the WAL at most (the first one is at least that much).
+    // The most one append made the WAL file grow (the first append at least).
     assert!(largest_growth > 0);
     assert!(
         largest_wal <= limit + 2 * largest_growth,
