@@ -338,7 +338,10 @@ async fn a_commit_that_loses_its_connection_is_unknown() {
 async fn while_the_server_is_away_requests_fail_clearly_and_work_again_after() {
     // A server of its own, so that stopping it disturbs no other test.
     let dir = tempdir_path("away");
-    let port = 54400 + (std::process::id() % 500) as u16;
+    // Above Linux's ephemeral range (32768–60999), which the other tests' connections take
+    // their local ports from: one of them held this test's port once, and the server could
+    // not start. The server binds the same port again after its restart.
+    let port = 61000 + (std::process::id() % 4000) as u16;
     let start = || {
         std::process::Command::new("scripts/pg-test-cluster")
             .current_dir(workspace())
