@@ -147,6 +147,22 @@ pub enum Error {
         /// The group's generation.
         generation: u64,
     },
+    /// A nack or term named an event that is in flight to another consumer of the
+    /// subscription (exclusive mode): only the consumer it was delivered to may nack or term
+    /// it. Nothing changed.
+    #[error(
+        "consumer {consumer} cannot settle partition {partition} offset {offset}: it is in flight to consumer {holder}"
+    )]
+    NotHolder {
+        /// The consumer that asked.
+        consumer: ConsumerId,
+        /// The partition.
+        partition: u32,
+        /// The offset.
+        offset: u64,
+        /// The consumer the event is in flight to.
+        holder: ConsumerId,
+    },
     /// A schema version is not compatible with the version before (SPEC 7); nothing changed.
     #[error("schema {event_type} v{version}: field {field:?}: {reason}")]
     SchemaIncompatible {
@@ -209,6 +225,7 @@ impl Error {
             Error::FailedPrecondition { .. } => "FAILED_PRECONDITION",
             Error::StaleGeneration { .. } => "STALE_GENERATION",
             Error::NotAssigned { .. } => "NOT_ASSIGNED",
+            Error::NotHolder { .. } => "NOT_HOLDER",
             Error::SchemaIncompatible { .. } => "SCHEMA_INCOMPATIBLE",
         }
     }
@@ -228,6 +245,7 @@ impl Error {
             | Error::FailedPrecondition { .. }
             | Error::StaleGeneration { .. }
             | Error::NotAssigned { .. }
+            | Error::NotHolder { .. }
             | Error::SchemaIncompatible { .. } => ErrorClass::FailedPrecondition,
             Error::StreamFull { .. } | Error::Busy { .. } => ErrorClass::ResourceExhausted,
             Error::Truncated { .. } => ErrorClass::OutOfRange,

@@ -52,11 +52,13 @@ pub enum PlantedBug {
     RelaySkipsEvent,
     /// A failed publish moves the relay position as a confirm would.
     RelayAdvancesBeforeConfirm,
+    /// A nack or term from any consumer settles an event in flight to another.
+    NonHolderNack,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 22] = [
+    pub const ALL: [PlantedBug; 23] = [
         PlantedBug::SkipDedup,
         PlantedBug::ForgetAck,
         PlantedBug::LoseUnknownAppend,
@@ -79,6 +81,7 @@ impl PlantedBug {
         PlantedBug::RetentionIgnoresUnconsumed,
         PlantedBug::RelaySkipsEvent,
         PlantedBug::RelayAdvancesBeforeConfirm,
+        PlantedBug::NonHolderNack,
     ];
 
     /// Its command-line name, e.g. `skip-dedup`.
@@ -106,6 +109,7 @@ impl PlantedBug {
             PlantedBug::RetentionIgnoresUnconsumed => "retention-ignores-unconsumed",
             PlantedBug::RelaySkipsEvent => "relay-skips-event",
             PlantedBug::RelayAdvancesBeforeConfirm => "relay-advances-before-confirm",
+            PlantedBug::NonHolderNack => "non-holder-nack",
         }
     }
 }

@@ -892,3 +892,47 @@ fn a_dead_letter_replays_into_its_source_without_the_dead_letter_headers() {
     let plain = h.read("orders", 0, 0, 1).unwrap();
     assert!(plain[0].dead_letter_replay().is_err());
 }
+
+#[test]
+fn only_the_consumer_an_event_is_in_flight_to_may_nack_or_term_it() {
+    let mut h = Harness::new();
+    h.create_persistent("s", 1);
+    h.subscribe(h.sub_config("s", "q", SubscriptionMode::Exclusive));
+    h.attach(1, "s", "q", "a", Some(1));
+    h.attach(2, "s", "q", "b", Some(1));
+    h.append_n("s", 3);
+    let d = h.deliveries();
+    let held_by = |who: &str| d.iter().find(|x| x.0 == who).map(|x| x.1).unwrap();
+    let (of_a, of_b) = (held_by("a"), held_by("b"));
+    let refused = Err(Error::NotHolder {
+        consumer: c("b"),
+        partition: of_a.partition,
+        offset: of_a.offset,
+        holder: c("a"),
+    });
+    // b names a's event, alone or beside its own: refused whole, nothing changes.
+    assert_eq!(
+        h.nack(2, "s", "q", "b", vec![of_b, of_a], None),
+        refused.clone()
+    );
+    let term = |positions| Command::Term {
+        stream: s("s"),
+        subscription: sub("q"),
+        consumer: c("b"),
+        positions,
+        reason: "not mine".into(),
+    };
+    assert_eq!(h.cmd_on(2, term(vec![of_a])), refused);
+    // a's credit was not returned: nothing more is delivered to a, nor redelivered to b.
+    assert!(h.deliveries().is_empty());
+    assert!(
+        h.read("s.dlq", 0, 0, 10)
+            .is_err_and(|e| matches!(e, Error::StreamNotFound(_)))
+    );
+    // The holder may; so may b for its own event.
+    assert_eq!(
+        h.nack(1, "s", "q", "a", vec![of_a], Some(Duration::ZERO)),
+        Ok(Reply::Done)
+    );
+    assert_eq!(h.cmd_on(2, term(vec![of_b])), Ok(Reply::Done));
+}

@@ -1006,6 +1006,47 @@ impl Engine {
         Ok((id, ci))
     }
 
+    /// Refuses a nack or term naming an event in flight to another consumer (exclusive mode,
+    /// where consumers share one cursor): settling it would redeliver or dead-letter what that
+    /// consumer still holds and return its credit. Positions not in flight pass.
+    fn check_holder(
+        &mut self,
+        id: SubId,
+        ci: u32,
+        consumer: &ConsumerId,
+        positions: &[Position],
+    ) -> Result<(), Error> {
+        for pos in positions {
+            let key = CursorKey {
+                sub: id,
+                cursor: ci,
+                partition: pos.partition,
+            };
+            let holder = self
+                .part_cursor(key)
+                .and_then(|pc| pc.slot_mut(pos.offset))
+                .and_then(|s| s.pending.as_ref())
+                .and_then(|p| match &p.state {
+                    SlotState::InFlight { consumer: h, .. } if h != consumer => Some(h.clone()),
+                    _ => None,
+                });
+            // PLANTED BUG non-holder-nack (test-only): any consumer may settle any event.
+            #[cfg(feature = "planted-bugs")]
+            if self.planted == Some(crate::PlantedBug::NonHolderNack) {
+                continue;
+            }
+            if let Some(holder) = holder {
+                return Err(Error::NotHolder {
+                    consumer: consumer.clone(),
+                    partition: pos.partition,
+                    offset: pos.offset,
+                    holder,
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn ack(
         &mut self,
         origin: Origin,
@@ -1334,7 +1375,12 @@ impl Engine {
         delay: Option<Duration>,
         error: String,
     ) {
-        let (id, ci) = match self.positions_for(origin, &stream, &name, &consumer, &positions) {
+        let (id, ci) = match self
+            .positions_for(origin, &stream, &name, &consumer, &positions)
+            .and_then(|(id, ci)| {
+                self.check_holder(id, ci, &consumer, &positions)?;
+                Ok((id, ci))
+            }) {
             Ok(x) => x,
             Err(e) => return self.reply_to(origin, Err(e)),
         };
@@ -1363,7 +1409,12 @@ impl Engine {
         positions: Vec<Position>,
         reason: String,
     ) {
-        let (id, ci) = match self.positions_for(origin, &stream, &name, &consumer, &positions) {
+        let (id, ci) = match self
+            .positions_for(origin, &stream, &name, &consumer, &positions)
+            .and_then(|(id, ci)| {
+                self.check_holder(id, ci, &consumer, &positions)?;
+                Ok((id, ci))
+            }) {
             Ok(x) => x,
             Err(e) => return self.reply_to(origin, Err(e)),
         };

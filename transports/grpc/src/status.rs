@@ -88,6 +88,17 @@ fn metadata_of(e: &Error) -> HashMap<String, String> {
             put("partition", partition.to_string());
             put("generation", generation.to_string());
         }
+        Error::NotHolder {
+            consumer,
+            partition,
+            offset,
+            holder,
+        } => {
+            put("consumer", consumer.to_string());
+            put("partition", partition.to_string());
+            put("offset", offset.to_string());
+            put("holder", holder.to_string());
+        }
         Error::Invalid(_) | Error::Unavailable(_) | Error::ReplayNotFound(_) => {}
     }
     m
