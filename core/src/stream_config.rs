@@ -177,6 +177,24 @@ impl StreamConfig {
                 max: MAX_DLQ_SOURCE_NAME_LEN,
             });
         }
+        // A dead letter stream keeps its letters in one order in one durable partition: the
+        // engine writes them to partition 0 and the management API reads them from there.
+        if self.name.is_dlq() {
+            if self.is_ephemeral() {
+                return Err(InvalidInput::Conflict {
+                    field: "kind",
+                    reason: "a dead letter stream (<stream>.dlq) is persistent",
+                });
+            }
+            if self.partitions != 1 {
+                return Err(InvalidInput::Range {
+                    field: "partitions (a dead letter stream <stream>.dlq has one)",
+                    value: self.partitions.into(),
+                    min: 1,
+                    max: 1,
+                });
+            }
+        }
         if let Some(r) = &self.retention {
             r.validate()?;
             if self.is_ephemeral() {

@@ -72,10 +72,32 @@ fn bad_stream_configs_are_refused_and_change_nothing() {
         h.cmd(Command::CreateStream(long)),
         Err(Error::Invalid(InvalidInput::Length { max: 124, .. }))
     ));
+    // A dead letter stream made by hand has one persistent partition, where the engine writes
+    // the letters and the management API reads them.
+    let mut dlq = StreamConfig::persistent(s("orders.dlq"));
+    dlq.partitions = 3;
+    assert!(matches!(
+        h.cmd(Command::CreateStream(dlq)),
+        Err(Error::Invalid(InvalidInput::Range {
+            field: "partitions (a dead letter stream <stream>.dlq has one)",
+            value: 3,
+            max: 1,
+            ..
+        }))
+    ));
+    let dlq = StreamConfig::ephemeral(s("orders.dlq"), 10, 10, Overflow::Reject);
+    assert!(matches!(
+        h.cmd(Command::CreateStream(dlq)),
+        Err(Error::Invalid(InvalidInput::Conflict { field: "kind", .. }))
+    ));
     let Ok(Reply::Streams(list)) = h.cmd(Command::ListStreams) else {
         panic!()
     };
     assert!(list.is_empty());
+    assert_eq!(
+        h.cmd(Command::CreateStream(StreamConfig::persistent(s("orders.dlq")))),
+        Ok(Reply::Done)
+    );
 }
 
 #[test]
