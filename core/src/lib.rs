@@ -64,6 +64,6 @@ pub use stream_config::{
     DeliverySemantics, EphemeralLimits, Overflow, RetentionPolicy, Scope, StreamConfig, StreamKind,
 };
 pub use subscription_config::{
-    CommitStrategy, StartPosition, SubscriptionConfig, SubscriptionMode,
+    CommitStrategy, StartPosition, SubscriptionConfig, SubscriptionMode, SubscriptionOptions,
 };
 pub use time::{MonoNanos, Now, UnixMillis};

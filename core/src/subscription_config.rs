@@ -136,7 +136,125 @@ pub struct SubscriptionConfig {
     pub strict_versions: bool,
 }
 
+/// The options a front-end (the server's configuration file, gRPC) was given for a new
+/// subscription, each `None` when not given. [`SubscriptionConfig::from_options`] turns them
+/// into a configuration with SPEC's defaults for the rest, and refuses an option that the
+/// subscription's mode would ignore, so that nothing asked for is silently dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionOptions {
+    /// Where it starts (beginning).
+    pub start: Option<StartPosition>,
+    /// Ack wait (30 s).
+    pub ack_wait: Option<Duration>,
+    /// Deliveries before the dead letter stream (5).
+    pub max_deliveries: Option<u32>,
+    /// Exclusive only: one event per key in flight (`Some(false)` is the same as `None`).
+    pub ordered_by_key: Option<bool>,
+    /// ConsumerGroup only: how often members heartbeat (10 s).
+    pub heartbeat_interval: Option<Duration>,
+    /// ConsumerGroup only: a member not heard from for this long leaves (30 s).
+    pub session_timeout: Option<Duration>,
+    /// ConsumerGroup only: the commit strategy (after batches of 100).
+    pub commit: Option<CommitStrategy>,
+    /// ReadReceipt only: an event not read this long after delivery gives a notice.
+    pub unread_timeout: Option<Duration>,
+    /// ReadReceipt only: an unread timeout also delivers the event again
+    /// (`Some(false)` is the same as `None`).
+    pub redeliver_unread: Option<bool>,
+    /// ReadReceipt only: receipts older than this are removed (7 days).
+    pub receipt_ttl: Option<Duration>,
+    /// ReadReceipt only: how often receipts are cleaned up (1 h).
+    pub receipt_cleanup_interval: Option<Duration>,
+    /// The schema version wanted per event type (the latest registered).
+    pub schema_versions: std::collections::BTreeMap<String, u32>,
+    /// Refuse (dead-letter) events newer than the version asked for.
+    pub strict_versions: bool,
+}
+
 impl SubscriptionConfig {
+    /// A configuration from the options given, SPEC's defaults for the rest. Refused, naming
+    /// the option: an option of another mode (`ordered_by_key` outside Exclusive, heartbeat,
+    /// session and commit options outside ConsumerGroup, unread and receipt options outside
+    /// ReadReceipt), and whatever [`SubscriptionConfig::validate`] refuses.
+    pub fn from_options(
+        stream: StreamName,
+        name: SubscriptionName,
+        mode: SubscriptionMode,
+        o: SubscriptionOptions,
+    ) -> Result<SubscriptionConfig, InvalidInput> {
+        let only = |given: bool, field: &'static str, wanted: SubscriptionMode, reason| {
+            if given && mode != wanted {
+                Err(InvalidInput::Conflict { field, reason })
+            } else {
+                Ok(())
+            }
+        };
+        use SubscriptionMode::{ConsumerGroup, Exclusive, ReadReceipt};
+        let group = "only consumer-group subscriptions have it";
+        let receipts = "only read-receipt subscriptions have it";
+        only(
+            o.ordered_by_key == Some(true),
+            "ordered_by_key",
+            Exclusive,
+            "only exclusive subscriptions can be ordered by key",
+        )?;
+        only(
+            o.heartbeat_interval.is_some(),
+            "heartbeat_interval",
+            ConsumerGroup,
+            group,
+        )?;
+        only(
+            o.session_timeout.is_some(),
+            "session_timeout",
+            ConsumerGroup,
+            group,
+        )?;
+        only(o.commit.is_some(), "commit", ConsumerGroup, group)?;
+        only(
+            o.unread_timeout.is_some(),
+            "unread_timeout",
+            ReadReceipt,
+            receipts,
+        )?;
+        only(
+            o.redeliver_unread == Some(true),
+            "redeliver_unread",
+            ReadReceipt,
+            receipts,
+        )?;
+        only(
+            o.receipt_ttl.is_some(),
+            "receipt_ttl",
+            ReadReceipt,
+            receipts,
+        )?;
+        only(
+            o.receipt_cleanup_interval.is_some(),
+            "receipt_cleanup_interval",
+            ReadReceipt,
+            receipts,
+        )?;
+        let mut c = SubscriptionConfig::new(stream, name, mode);
+        c.start = o.start.unwrap_or(c.start);
+        c.ack_wait = o.ack_wait.unwrap_or(c.ack_wait);
+        c.max_deliveries = o.max_deliveries.unwrap_or(c.max_deliveries);
+        c.ordered_by_key = o.ordered_by_key.unwrap_or(false);
+        c.heartbeat_interval = o.heartbeat_interval.unwrap_or(c.heartbeat_interval);
+        c.session_timeout = o.session_timeout.unwrap_or(c.session_timeout);
+        c.commit = o.commit.unwrap_or(c.commit);
+        c.unread_timeout = o.unread_timeout;
+        c.redeliver_unread = o.redeliver_unread.unwrap_or(false);
+        c.receipt_ttl = o.receipt_ttl.unwrap_or(c.receipt_ttl);
+        c.receipt_cleanup_interval = o
+            .receipt_cleanup_interval
+            .unwrap_or(c.receipt_cleanup_interval);
+        c.schema_versions = o.schema_versions;
+        c.strict_versions = o.strict_versions;
+        c.validate()?;
+        Ok(c)
+    }
+
     /// A subscription with SPEC's defaults.
     pub fn new(stream: StreamName, name: SubscriptionName, mode: SubscriptionMode) -> Self {
         let d = Config::default();
@@ -217,6 +335,14 @@ impl SubscriptionConfig {
                 value: 0,
                 min: 1,
                 max: u64::MAX,
+            });
+        }
+        if let Some((_, &v)) = self.schema_versions.iter().find(|(_, v)| **v == 0) {
+            return Err(InvalidInput::Range {
+                field: "schema_versions (a version)",
+                value: v.into(),
+                min: 1,
+                max: u32::MAX as u64,
             });
         }
         if self.redeliver_unread && self.unread_timeout.is_none() {

@@ -95,7 +95,9 @@ fn bad_stream_configs_are_refused_and_change_nothing() {
     };
     assert!(list.is_empty());
     assert_eq!(
-        h.cmd(Command::CreateStream(StreamConfig::persistent(s("orders.dlq")))),
+        h.cmd(Command::CreateStream(StreamConfig::persistent(s(
+            "orders.dlq"
+        )))),
         Ok(Reply::Done)
     );
 }

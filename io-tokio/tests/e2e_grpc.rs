@@ -170,6 +170,28 @@ async fn exclusive_shares_events_among_consumers(b: Backend) {
         vec![0, 1, 2, 3, 4, 5],
         "each event to exactly one worker"
     );
+    // w2 may not nack or term what is in flight to w1: refused, and w1 keeps it.
+    for kind in [
+        In::Nack(pb::Nack {
+            positions: positions(&a[..1]),
+            ..Default::default()
+        }),
+        In::Term(pb::Term {
+            positions: positions(&a[..1]),
+            ..Default::default()
+        }),
+    ] {
+        let id = w2.send(kind).await;
+        match w2.answer(id).await {
+            (Out::Error(e), extra) => {
+                assert_eq!(e.code, Code::FailedPrecondition as i32, "{e:?}");
+                assert_eq!(e.reason, "NOT_HOLDER", "{e:?}");
+                assert!(e.message.contains("w1"), "{e:?}");
+                assert!(extra.is_empty(), "nothing redelivered: {extra:?}");
+            }
+            other => panic!("a non-holder's settle answered {other:?}"),
+        }
+    }
     assert_eq!(w1.ack(&a).await.acked, 3);
     assert_eq!(w2.ack(&bb).await.acked, 3);
 }
@@ -425,6 +447,61 @@ async fn bad_input_is_refused_with_its_code_and_changes_nothing(b: Backend) {
         .await
         .expect_err("exists");
     assert_eq!(e.code(), Code::AlreadyExists);
+
+    // A dead letter stream made by hand has one partition.
+    let e = c
+        .create_stream(pb::CreateStreamRequest {
+            name: "s.dlq".into(),
+            partitions: 3,
+            ..Default::default()
+        })
+        .await
+        .expect_err("a dead letter stream of 3 partitions");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("partitions"), "{}", e.message());
+
+    // An option the subscription's mode would ignore is refused, naming it.
+    for (mode, config, field) in [
+        (
+            pb::SubscriptionMode::Exclusive,
+            pb::SubscriptionConfig {
+                heartbeat_interval_ms: 1000,
+                ..Default::default()
+            },
+            "heartbeat_interval",
+        ),
+        (
+            pb::SubscriptionMode::Broadcast,
+            pb::SubscriptionConfig {
+                commit: Some(pb::CommitStrategy {
+                    kind: Some(pb::commit_strategy::Kind::AfterBatch(5)),
+                }),
+                ..Default::default()
+            },
+            "commit",
+        ),
+        (
+            pb::SubscriptionMode::ConsumerGroup,
+            pb::SubscriptionConfig {
+                receipt_ttl_ms: 1000,
+                ..Default::default()
+            },
+            "receipt_ttl",
+        ),
+    ] {
+        let e = c
+            .create_subscription(pb::SubscriptionConfig {
+                stream: "s".into(),
+                name: "q".into(),
+                mode: mode as i32,
+                ..config
+            })
+            .await
+            .expect_err(field);
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let bad = e.get_details_bad_request().expect("names the field");
+        assert_eq!(bad.field_violations[0].field, field, "{e:?}");
+    }
 
     let mut long_type = json_event(&"x".repeat(257), "{}");
     long_type.key = None;
@@ -694,6 +771,40 @@ async fn sigterm_during_a_publish_storm_loses_no_acknowledged_event(b: Backend) 
             "acknowledged event {body} at {partition}/{offset}"
         );
     }
+}
+
+/// `--max-payload-bytes` is the engine's payload limit: one byte over is refused, naming the
+/// field and the limit, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payload_limit_is_the_servers_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(Backend::Sqlite, dir.path(), "payload");
+    let server = Server::start_on(dir.path(), &store, &["--max-payload-bytes", "100"]);
+    let mut c = server.client().await;
+    create_stream(&mut c, "p", 1).await;
+    let fits = json_event("t", &format!("\"{}\"", "x".repeat(98)));
+    publish(&mut c, "p", vec![fits]).await;
+    let over = json_event("t", &format!("\"{}\"", "x".repeat(99)));
+    let e = c
+        .publish(pb::PublishRequest {
+            stream: "p".into(),
+            events: vec![over],
+            expected_offset: None,
+        })
+        .await
+        .expect_err("101 bytes");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("payload") && e.message().contains("100"),
+        "{}",
+        e.message()
+    );
+    let info = c
+        .get_stream(pb::GetStreamRequest { name: "p".into() })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(info.partitions[0].next, 1, "only the event that fits");
 }
 
 /// A journal recorded by the server replays in the simulator, and its checker finds every

@@ -8,6 +8,7 @@
 //! grpc_listen = "127.0.0.1:50051"
 //! log_format = "pretty"             # or "json"
 //! # append_writes_in_flight = 2     # per stream; default: the store's (SQLite 1, PostgreSQL 2)
+//! # max_payload_bytes = 1048576     # largest event payload (1 MiB; at most 4 MiB)
 //! shutdown_timeout = "10s"
 //! # journal = "./engine.journal"  # record the engine's inputs for the simulator
 //! http_listen = "127.0.0.1:8080"    # the management API, health and metrics
@@ -45,6 +46,16 @@
 //! start = "beginning"               # "end", an offset, or a time like "2026-11-27T10:00:00Z"
 //! ack_wait = "30s"
 //! max_deliveries = 5
+//! schema_versions = { "order.created" = 2 }   # the version delivered per type (latest)
+//! strict_versions = false           # true: dead-letter events newer than asked for
+//!
+//! [[subscriptions]]                 # options of one mode are refused on another
+//! stream = "orders"
+//! name = "inbox"
+//! mode = "read-receipt"
+//! unread_timeout = "1h"
+//! receipt_ttl = "7days"
+//! receipt_cleanup_interval = "1h"
 //!
 //! [[schemas]]                       # registered at start, in order
 //! event_type = "order.created"
@@ -65,7 +76,7 @@ use std::time::Duration;
 use tributary_core::{
     CleanupWindow, CommitStrategy, Config, DeliverySemantics, Overflow, RetentionPolicy,
     SchemaRegistration, Scope, StartPosition, StreamConfig, StreamName, SubscriptionConfig,
-    SubscriptionMode, SubscriptionName, UnixMillis,
+    SubscriptionMode, SubscriptionName, SubscriptionOptions, UnixMillis,
 };
 use tributary_http::{HealthThresholds, TlsFiles, Tokens};
 use tributary_store_api::Durability;
@@ -101,6 +112,8 @@ pub struct FileConfig {
     /// Appends of one stream written to the store at once (see
     /// [`Settings::append_writes_in_flight`]).
     pub append_writes_in_flight: Option<usize>,
+    /// Largest payload of one event, bytes (1 MiB; at most the largest append, 4 MiB).
+    pub max_payload_bytes: Option<usize>,
     /// The gRPC address.
     pub grpc_listen: Option<SocketAddr>,
     /// Log format.
@@ -341,6 +354,16 @@ pub struct SubscriptionDecl {
     /// Read receipts: receipts older than this are removed (7 days).
     #[serde(default, with = "humantime_serde")]
     pub receipt_ttl: Option<Duration>,
+    /// Read receipts: how often old receipts are removed (1h).
+    #[serde(default, with = "humantime_serde")]
+    pub receipt_cleanup_interval: Option<Duration>,
+    /// The schema version delivered per event type (unset types: the latest).
+    #[serde(default)]
+    pub schema_versions: std::collections::BTreeMap<String, u32>,
+    /// Dead-letter events newer than the version asked for instead of delivering them
+    /// marked.
+    #[serde(default)]
+    pub strict_versions: bool,
 }
 
 /// A consumer group's commit strategy, as written in the file.
@@ -463,6 +486,8 @@ pub struct Overrides {
     pub durability: Option<Durability>,
     /// `--append-writes-in-flight` / `TRIBUTARY_APPEND_WRITES_IN_FLIGHT`.
     pub append_writes_in_flight: Option<usize>,
+    /// `--max-payload-bytes` / `TRIBUTARY_MAX_PAYLOAD_BYTES`.
+    pub max_payload_bytes: Option<usize>,
 }
 
 /// The most appends of one stream that may be written at once (`append_writes_in_flight`).
@@ -608,6 +633,20 @@ impl Settings {
                 format!("{n} is outside 1..={MAX_APPEND_WRITES_IN_FLIGHT}"),
             ));
         }
+        let mut engine =
+            engine_config(file.retention.as_ref(), file.dead_letter_retention.as_ref())?;
+        if let Some(n) = over.max_payload_bytes.or(file.max_payload_bytes) {
+            if !(1..=engine.max_batch_bytes).contains(&n) {
+                return Err(invalid(
+                    "max_payload_bytes".into(),
+                    format!(
+                        "{n} is outside 1..={} (an event must fit in one append)",
+                        engine.max_batch_bytes
+                    ),
+                ));
+            }
+            engine.max_payload_bytes = n;
+        }
         let streams = file
             .streams
             .iter()
@@ -649,7 +688,7 @@ impl Settings {
             tokens,
             tls,
             health,
-            engine: engine_config(file.retention.as_ref(), file.dead_letter_retention.as_ref())?,
+            engine,
             schemas: file.schemas,
             streams,
             subscriptions,
@@ -780,46 +819,49 @@ impl SubscriptionDecl {
             ModeDecl::ConsumerGroup => SubscriptionMode::ConsumerGroup,
             ModeDecl::ReadReceipt => SubscriptionMode::ReadReceipt,
         };
-        let mut c = SubscriptionConfig::new(stream, name, mode);
-        c.start = match &self.start {
-            None => StartPosition::Beginning,
-            Some(StartDecl::Offset(o)) => StartPosition::Offset(*o),
-            Some(StartDecl::Word(w)) => parse_start(w).map_err(|e| ("start", e))?,
+        let start = match &self.start {
+            None => None,
+            Some(StartDecl::Offset(o)) => Some(StartPosition::Offset(*o)),
+            Some(StartDecl::Word(w)) => Some(parse_start(w).map_err(|e| ("start", e))?),
         };
-        if let Some(a) = self.ack_wait {
-            c.ack_wait = a;
+        // `commit_batch` and `commit_interval` belong to one strategy each: given with
+        // another (or with none), they would be ignored, so they are refused.
+        let d = Config::default();
+        if self.commit_batch.is_some() && self.commit != Some(CommitDecl::AfterBatch) {
+            return Err(("commit_batch", "needs commit = \"after-batch\"".to_string()));
         }
-        if let Some(m) = self.max_deliveries {
-            c.max_deliveries = m;
+        if self.commit_interval.is_some() && self.commit != Some(CommitDecl::Periodic) {
+            return Err(("commit_interval", "needs commit = \"periodic\"".to_string()));
         }
-        c.ordered_by_key = self.ordered_by_key;
-        if let Some(h) = self.heartbeat_interval {
-            c.heartbeat_interval = h;
-        }
-        if let Some(t) = self.session_timeout {
-            c.session_timeout = t;
-        }
-        if let Some(k) = self.commit {
-            let d = Config::default();
-            c.commit = match k {
-                CommitDecl::Manual => CommitStrategy::Manual,
-                CommitDecl::AfterEach => CommitStrategy::AfterEach,
-                CommitDecl::AfterBatch => {
-                    CommitStrategy::AfterBatch(self.commit_batch.unwrap_or(d.default_commit_batch))
-                }
-                CommitDecl::Periodic => CommitStrategy::Periodic(
-                    self.commit_interval
-                        .ok_or(("commit_interval", "needed with periodic".to_string()))?,
-                ),
-            };
-        }
-        c.unread_timeout = self.unread_timeout;
-        c.redeliver_unread = self.redeliver_unread;
-        if let Some(t) = self.receipt_ttl {
-            c.receipt_ttl = t;
-        }
-        c.validate().map_err(|e| ("", e.to_string()))?;
-        Ok(c)
+        let commit = match self.commit {
+            None => None,
+            Some(CommitDecl::Manual) => Some(CommitStrategy::Manual),
+            Some(CommitDecl::AfterEach) => Some(CommitStrategy::AfterEach),
+            Some(CommitDecl::AfterBatch) => Some(CommitStrategy::AfterBatch(
+                self.commit_batch.unwrap_or(d.default_commit_batch),
+            )),
+            Some(CommitDecl::Periodic) => Some(CommitStrategy::Periodic(
+                self.commit_interval
+                    .ok_or(("commit_interval", "needed with periodic".to_string()))?,
+            )),
+        };
+        let options = SubscriptionOptions {
+            start,
+            ack_wait: self.ack_wait,
+            max_deliveries: self.max_deliveries,
+            ordered_by_key: Some(self.ordered_by_key),
+            heartbeat_interval: self.heartbeat_interval,
+            session_timeout: self.session_timeout,
+            commit,
+            unread_timeout: self.unread_timeout,
+            redeliver_unread: Some(self.redeliver_unread),
+            receipt_ttl: self.receipt_ttl,
+            receipt_cleanup_interval: self.receipt_cleanup_interval,
+            schema_versions: self.schema_versions.clone(),
+            strict_versions: self.strict_versions,
+        };
+        SubscriptionConfig::from_options(stream, name, mode, options)
+            .map_err(|e| ("", e.to_string()))
     }
 }
 
@@ -1002,6 +1044,122 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("streams[0] (orders)"), "{text}");
         assert!(text.contains("partitions"), "{text}");
+    }
+
+    /// Each option below would be ignored by the subscription it is given to: refused, the
+    /// message naming the entry and the option.
+    #[test]
+    fn subscription_options_that_would_be_ignored_are_refused() {
+        let cases = [
+            (
+                "mode = \"consumer-group\"\ncommit_batch = 10",
+                "commit_batch",
+            ),
+            (
+                "mode = \"consumer-group\"\ncommit = \"periodic\"\ncommit_interval = \"1s\"\ncommit_batch = 10",
+                "commit_batch",
+            ),
+            (
+                "mode = \"consumer-group\"\ncommit = \"after-batch\"\ncommit_interval = \"1s\"",
+                "commit_interval",
+            ),
+            (
+                "mode = \"consumer-group\"\ncommit_interval = \"1s\"",
+                "commit_interval",
+            ),
+            (
+                "mode = \"exclusive\"\nsession_timeout = \"1m\"",
+                "session_timeout",
+            ),
+            ("heartbeat_interval = \"1s\"", "heartbeat_interval"),
+            ("mode = \"exclusive\"\ncommit = \"manual\"", "commit"),
+            (
+                "mode = \"broadcast\"\nunread_timeout = \"1m\"",
+                "unread_timeout",
+            ),
+            ("mode = \"exclusive\"\nreceipt_ttl = \"1d\"", "receipt_ttl"),
+            (
+                "mode = \"consumer-group\"\nreceipt_cleanup_interval = \"1h\"",
+                "receipt_cleanup_interval",
+            ),
+            (
+                "mode = \"broadcast\"\nordered_by_key = true",
+                "ordered_by_key",
+            ),
+            ("schema_versions = { \"a.b\" = 0 }", "schema_versions"),
+        ];
+        for (options, field) in cases {
+            let text = format!("[[subscriptions]]\nstream = \"s\"\nname = \"q\"\n{options}\n");
+            let file = parse(&text).expect("valid toml");
+            let e = Settings::resolve(file, Overrides::default()).expect_err(options);
+            let e = e.to_string();
+            assert!(e.contains("subscriptions[0] (q)"), "{options}: {e}");
+            assert!(e.contains(field), "{options}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_subscription_option_can_be_set_in_the_file() {
+        let file = parse(
+            r#"
+            [[subscriptions]]
+            stream = "s"
+            name = "receipts"
+            mode = "read-receipt"
+            unread_timeout = "1m"
+            redeliver_unread = true
+            receipt_ttl = "2days"
+            receipt_cleanup_interval = "10m"
+            schema_versions = { "order.created" = 2 }
+            strict_versions = true
+
+            [[subscriptions]]
+            stream = "s"
+            name = "group"
+            mode = "consumer-group"
+            heartbeat_interval = "2s"
+            session_timeout = "9s"
+            commit = "after-batch"
+            commit_batch = 7
+            "#,
+        )
+        .expect("valid");
+        let s = Settings::resolve(file, Overrides::default()).expect("valid");
+        let r = &s.subscriptions[0];
+        assert_eq!(r.receipt_cleanup_interval, Duration::from_secs(600));
+        assert_eq!(r.receipt_ttl, Duration::from_secs(2 * 86_400));
+        assert_eq!(r.schema_versions.get("order.created"), Some(&2));
+        assert!(r.strict_versions && r.redeliver_unread);
+        let g = &s.subscriptions[1];
+        assert_eq!(g.commit, CommitStrategy::AfterBatch(7));
+        assert_eq!(g.session_timeout, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn the_payload_limit_is_layered_and_checked() {
+        let file = parse("max_payload_bytes = 2048\n").expect("valid");
+        let s = Settings::resolve(file.clone(), Overrides::default()).expect("valid");
+        assert_eq!(s.engine.max_payload_bytes, 2048);
+        let over = Overrides {
+            max_payload_bytes: Some(4096),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(file, over).expect("valid");
+        assert_eq!(s.engine.max_payload_bytes, 4096);
+        let defaults = Settings::resolve(FileConfig::default(), Overrides::default()).expect("ok");
+        assert_eq!(defaults.engine.max_payload_bytes, 1 << 20);
+        for bad in [0, (4 << 20) + 1] {
+            let over = Overrides {
+                max_payload_bytes: Some(bad),
+                ..Overrides::default()
+            };
+            let e = Settings::resolve(FileConfig::default(), over).expect_err("refused");
+            let e = e.to_string();
+            assert!(
+                e.contains("max_payload_bytes") && e.contains("4194304"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tributary_core::{
     Error, Event, EventId, JSON, NewEvent, Overflow, Position, ReplayFrom, ReplayOptions,
     RetentionPolicy, Rule, SchemaInfo, SchemaRegistration, Scope, StartPosition, StreamConfig,
     StreamInfo, StreamKind, StreamName, SubscriptionConfig, SubscriptionInfo, SubscriptionMode,
-    SubscriptionName, UnixMillis,
+    SubscriptionName, SubscriptionOptions, UnixMillis,
 };
 
 fn core_err(e: impl Into<Error>) -> Status {
@@ -247,45 +247,47 @@ pub(crate) fn subscription_config(c: pb::SubscriptionConfig) -> Result<Subscript
         Ok(pb::SubscriptionMode::ReadReceipt) => SubscriptionMode::ReadReceipt,
         Err(_) => return Err(invalid("mode", "unknown value")),
     };
-    let mut s = SubscriptionConfig::new(stream_name(&c.stream)?, subscription_name(&c.name)?, mode);
-    s.start = start_position(c.start);
-    if c.ack_wait_ms > 0 {
-        s.ack_wait = Duration::from_millis(c.ack_wait_ms);
-    }
-    if c.max_deliveries > 0 {
-        s.max_deliveries = c.max_deliveries;
-    }
-    s.ordered_by_key = c.ordered_by_key;
-    if c.heartbeat_interval_ms > 0 {
-        s.heartbeat_interval = Duration::from_millis(c.heartbeat_interval_ms);
-    }
-    if c.session_timeout_ms > 0 {
-        s.session_timeout = Duration::from_millis(c.session_timeout_ms);
-    }
-    if let Some(k) = c.commit.and_then(|c| c.kind) {
+    let given = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+    let commit = c.commit.and_then(|c| c.kind).map(|k| {
         use pb::commit_strategy::Kind;
-        s.commit = match k {
+        match k {
             Kind::Manual(_) => CommitStrategy::Manual,
             Kind::AfterEach(_) => CommitStrategy::AfterEach,
             Kind::AfterBatch(n) => CommitStrategy::AfterBatch(n),
             Kind::PeriodicMs(ms) => CommitStrategy::Periodic(Duration::from_millis(ms)),
-        };
-    }
-    s.unread_timeout = c.unread_timeout_ms.map(Duration::from_millis);
-    s.redeliver_unread = c.redeliver_unread;
-    if c.receipt_ttl_ms > 0 {
-        s.receipt_ttl = Duration::from_millis(c.receipt_ttl_ms);
-    }
-    if c.receipt_cleanup_interval_ms > 0 {
-        s.receipt_cleanup_interval = Duration::from_millis(c.receipt_cleanup_interval_ms);
-    }
-    s.schema_versions = c.schema_versions.into_iter().collect();
-    s.strict_versions = c.strict_versions;
-    Ok(s)
+        }
+    });
+    let options = SubscriptionOptions {
+        start: Some(start_position(c.start)),
+        ack_wait: given(c.ack_wait_ms),
+        max_deliveries: (c.max_deliveries > 0).then_some(c.max_deliveries),
+        ordered_by_key: Some(c.ordered_by_key),
+        heartbeat_interval: given(c.heartbeat_interval_ms),
+        session_timeout: given(c.session_timeout_ms),
+        commit,
+        unread_timeout: c.unread_timeout_ms.map(Duration::from_millis),
+        redeliver_unread: Some(c.redeliver_unread),
+        receipt_ttl: given(c.receipt_ttl_ms),
+        receipt_cleanup_interval: given(c.receipt_cleanup_interval_ms),
+        schema_versions: c.schema_versions.into_iter().collect(),
+        strict_versions: c.strict_versions,
+    };
+    SubscriptionConfig::from_options(
+        stream_name(&c.stream)?,
+        subscription_name(&c.name)?,
+        mode,
+        options,
+    )
+    .map_err(|e| error_to_status(&e.into()))
 }
 
+/// A subscription's configuration as the protocol carries it: the options of other modes
+/// are left unset (zero), so that the message can be sent back to create it again.
 pub(crate) fn subscription_config_to_pb(c: &SubscriptionConfig) -> pb::SubscriptionConfig {
     use pb::commit_strategy::Kind;
+    let group = c.mode == SubscriptionMode::ConsumerGroup;
+    let receipts = c.mode == SubscriptionMode::ReadReceipt;
+    let when = |yes: bool, ms: u64| if yes { ms } else { 0 };
     pb::SubscriptionConfig {
         stream: c.stream.to_string(),
         name: c.name.to_string(),
@@ -299,9 +301,9 @@ pub(crate) fn subscription_config_to_pb(c: &SubscriptionConfig) -> pb::Subscript
         ack_wait_ms: ms(c.ack_wait),
         max_deliveries: c.max_deliveries,
         ordered_by_key: c.ordered_by_key,
-        heartbeat_interval_ms: ms(c.heartbeat_interval),
-        session_timeout_ms: ms(c.session_timeout),
-        commit: Some(pb::CommitStrategy {
+        heartbeat_interval_ms: when(group, ms(c.heartbeat_interval)),
+        session_timeout_ms: when(group, ms(c.session_timeout)),
+        commit: group.then(|| pb::CommitStrategy {
             kind: Some(match c.commit {
                 CommitStrategy::Manual => Kind::Manual(pb::Empty {}),
                 CommitStrategy::AfterEach => Kind::AfterEach(pb::Empty {}),
@@ -311,8 +313,8 @@ pub(crate) fn subscription_config_to_pb(c: &SubscriptionConfig) -> pb::Subscript
         }),
         unread_timeout_ms: c.unread_timeout.map(ms),
         redeliver_unread: c.redeliver_unread,
-        receipt_ttl_ms: ms(c.receipt_ttl),
-        receipt_cleanup_interval_ms: ms(c.receipt_cleanup_interval),
+        receipt_ttl_ms: when(receipts, ms(c.receipt_ttl)),
+        receipt_cleanup_interval_ms: when(receipts, ms(c.receipt_cleanup_interval)),
         schema_versions: c
             .schema_versions
             .iter()

@@ -119,6 +119,10 @@ struct ServeArgs {
     /// cores, fewer leave it more CPU (BENCHMARKS.md).
     #[arg(long, env = "TRIBUTARY_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
+    /// Largest payload of one event, bytes [default: 1048576, 1 MiB; at most 4194304, the
+    /// largest append].
+    #[arg(long, env = "TRIBUTARY_MAX_PAYLOAD_BYTES")]
+    max_payload_bytes: Option<usize>,
 }
 
 fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
@@ -147,6 +151,7 @@ fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
             pg_statement_timeout: a.pg_statement_timeout,
             durability: a.durability,
             append_writes_in_flight: a.append_writes_in_flight,
+            max_payload_bytes: a.max_payload_bytes,
         },
     )
 }
