@@ -23,6 +23,7 @@ on_both_stores!(
     server_streaming_variant_settles_by_session_id,
     sigterm_during_a_publish_storm_loses_no_acknowledged_event,
     consumer_group_shares_partitions_by_generation,
+    a_member_that_stops_heartbeating_loses_its_partitions,
     read_receipts_track_delivered_and_read,
     upcasting_on_delivery_and_replay,
     pipelined_publish_answers_in_order_with_failures_in_place,
@@ -977,6 +978,161 @@ async fn consumer_group_shares_partitions_by_generation(b: Backend) {
     for p in &a1.partitions {
         assert_eq!(group.owners[*p as usize], "m1");
     }
+}
+
+/// Waits until `s` is assigned every partition in `all` (a generation after `after`),
+/// heartbeating as a live member does; returns how long it took.
+async fn takes_over(s: &mut Session, after: u64, all: &[u32], bound: Duration) -> Duration {
+    let start = Instant::now();
+    let mut beat = tokio::time::interval(Duration::from_millis(200));
+    tokio::time::timeout(bound, async {
+        loop {
+            tokio::select! {
+                _ = beat.tick() => { s.send(In::Heartbeat(pb::Heartbeat { time: 0 })).await; }
+                m = s.rx.message() => match m.expect("session").expect("open").kind {
+                    Some(Out::Assignment(a)) if a.generation > after && a.partitions == all => break,
+                    _ => {}
+                },
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the partitions did not move within {bound:?}"));
+    start.elapsed()
+}
+
+/// SPEC 3: members heartbeat themselves. A member whose connection stays open but that sends
+/// nothing loses its partitions after `session_timeout`; the server never heartbeats for it.
+async fn a_member_that_stops_heartbeating_loses_its_partitions(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "liveness");
+    let mut c = server.client().await;
+    create_stream(&mut c, "clicks", 2).await;
+    let mut o = open("clicks", "analytics", "hung");
+    o.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::ConsumerGroup as i32,
+        heartbeat_interval_ms: 300,
+        session_timeout_ms: 1500,
+        commit: Some(pb::CommitStrategy {
+            kind: Some(pb::commit_strategy::Kind::Manual(pb::Empty {})),
+        }),
+        ..Default::default()
+    });
+    let mut hung = Session::open(&mut c, o.clone()).await;
+    assert_eq!(assignment(&mut hung).await.partitions, vec![0, 1]);
+    o.consumer = "live".into();
+    let mut live = Session::open(&mut c, o).await;
+    let shared = assignment(&mut live).await;
+    assert_eq!(shared.partitions.len(), 1, "{shared:?}");
+    // `hung` keeps its stream open and says nothing from here on.
+    takes_over(
+        &mut live,
+        shared.generation,
+        &[0, 1],
+        Duration::from_secs(20),
+    )
+    .await;
+    // The hung member is told its session ended.
+    let told = within("the expired member is told", async {
+        loop {
+            if let Some(Out::Assignment(a)) = hung.next().await.kind
+                && !a.member
+            {
+                return a;
+            }
+        }
+    })
+    .await;
+    assert!(told.partitions.is_empty(), "{told:?}");
+}
+
+/// A member whose process is frozen (SIGSTOP) answers no HTTP/2 ping: the server's keepalive
+/// closes its connection and its partitions move to the other member long before its
+/// session timeout (60 s here) would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_member_process_loses_its_partitions_through_keepalive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(Backend::Sqlite, dir.path(), "frozen");
+    let server = Server::start_on(
+        dir.path(),
+        &store,
+        &[
+            "--grpc-keepalive-interval",
+            "300ms",
+            "--grpc-keepalive-timeout",
+            "300ms",
+        ],
+    );
+    let mut c = server.client().await;
+    create_stream(&mut c, "clicks", 2).await;
+    c.create_subscription(pb::SubscriptionConfig {
+        stream: "clicks".into(),
+        name: "analytics".into(),
+        mode: pb::SubscriptionMode::ConsumerGroup as i32,
+        heartbeat_interval_ms: 1000,
+        session_timeout_ms: 60_000,
+        ..Default::default()
+    })
+    .await
+    .expect("create subscription");
+    // The member to freeze: the CLI, a process of its own that heartbeats by itself.
+    let mut member = std::process::Command::new(BIN)
+        .args([
+            "subscribe",
+            "clicks",
+            "--subscription",
+            "analytics",
+            "--mode",
+            "group",
+            "--consumer",
+            "frozen",
+        ])
+        .env("TRIBUTARY_SERVER", &server.url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run the CLI");
+    let owners = |c: &mut Client| {
+        let mut c = c.clone();
+        async move {
+            c.get_subscription(pb::SubscriptionRef {
+                stream: "clicks".into(),
+                subscription: "analytics".into(),
+            })
+            .await
+            .expect("describe")
+            .into_inner()
+            .group
+            .map(|g| g.owners)
+            .unwrap_or_default()
+        }
+    };
+    within("the CLI joins", async {
+        while owners(&mut c).await != ["frozen", "frozen"] {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let mut live = Session::open(&mut c, open("clicks", "analytics", "live")).await;
+    let shared = assignment(&mut live).await;
+    assert_eq!(shared.partitions.len(), 1, "{shared:?}");
+    let pid = member.id().to_string();
+    let stop = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill -STOP");
+    assert!(stop.success());
+    let took = takes_over(
+        &mut live,
+        shared.generation,
+        &[0, 1],
+        Duration::from_secs(20),
+    )
+    .await;
+    let _ = member.kill();
+    let _ = member.wait();
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert_eq!(owners(&mut c).await, ["live", "live"]);
 }
 
 async fn read_receipts_track_delivered_and_read(b: Backend) {

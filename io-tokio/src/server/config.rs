@@ -6,6 +6,8 @@
 //! data_dir = "./tributary-data"
 //! store = "sqlite"                  # or "sqlite:PATH", or "postgres://user@host:5432/db"
 //! grpc_listen = "127.0.0.1:50051"
+//! grpc_keepalive_interval = "10s"   # HTTP/2 pings on idle gRPC connections
+//! grpc_keepalive_timeout = "10s"    # an unanswered ping closes the connection
 //! log_format = "pretty"             # or "json"
 //! # append_writes_in_flight = 2     # per stream; default: the store's (SQLite 1, PostgreSQL 2)
 //! # max_payload_bytes = 1048576     # largest event payload (1 MiB; at most 4 MiB)
@@ -116,6 +118,12 @@ pub struct FileConfig {
     pub max_payload_bytes: Option<usize>,
     /// The gRPC address.
     pub grpc_listen: Option<SocketAddr>,
+    /// How often an idle gRPC connection is probed with an HTTP/2 ping (10s).
+    #[serde(default, with = "humantime_serde")]
+    pub grpc_keepalive_interval: Option<Duration>,
+    /// A ping not answered within this closes the connection (10s).
+    #[serde(default, with = "humantime_serde")]
+    pub grpc_keepalive_timeout: Option<Duration>,
     /// Log format.
     pub log_format: Option<LogFormat>,
     /// How long a shutdown waits for calls in flight.
@@ -488,6 +496,10 @@ pub struct Overrides {
     pub append_writes_in_flight: Option<usize>,
     /// `--max-payload-bytes` / `TRIBUTARY_MAX_PAYLOAD_BYTES`.
     pub max_payload_bytes: Option<usize>,
+    /// `--grpc-keepalive-interval` / `TRIBUTARY_GRPC_KEEPALIVE_INTERVAL`.
+    pub grpc_keepalive_interval: Option<Duration>,
+    /// `--grpc-keepalive-timeout` / `TRIBUTARY_GRPC_KEEPALIVE_TIMEOUT`.
+    pub grpc_keepalive_timeout: Option<Duration>,
 }
 
 /// The most appends of one stream that may be written at once (`append_writes_in_flight`).
@@ -510,6 +522,10 @@ pub struct Settings {
     pub append_writes_in_flight: Option<usize>,
     /// The gRPC address (port 0: any free port, printed at start).
     pub grpc_listen: SocketAddr,
+    /// HTTP/2 keepalive of gRPC connections: a ping this often on an idle connection, and the
+    /// connection closed (its consumers detached) when one is not answered within
+    /// `grpc_keepalive.1`. A vanished or frozen client is noticed within their sum.
+    pub grpc_keepalive: (Duration, Duration),
     /// Log format.
     pub log_format: LogFormat,
     /// How long a shutdown waits for calls in flight.
@@ -633,6 +649,28 @@ impl Settings {
                 format!("{n} is outside 1..={MAX_APPEND_WRITES_IN_FLIGHT}"),
             ));
         }
+        let keepalive = |flag: Option<Duration>, file: Option<Duration>, what: &str| {
+            let d = flag.or(file).unwrap_or(Duration::from_secs(10));
+            if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+                return Err(invalid(
+                    what.into(),
+                    format!("{} is outside 100ms..=1h", humantime::format_duration(d)),
+                ));
+            }
+            Ok(d)
+        };
+        let grpc_keepalive = (
+            keepalive(
+                over.grpc_keepalive_interval,
+                file.grpc_keepalive_interval,
+                "grpc_keepalive_interval",
+            )?,
+            keepalive(
+                over.grpc_keepalive_timeout,
+                file.grpc_keepalive_timeout,
+                "grpc_keepalive_timeout",
+            )?,
+        );
         let mut engine =
             engine_config(file.retention.as_ref(), file.dead_letter_retention.as_ref())?;
         if let Some(n) = over.max_payload_bytes.or(file.max_payload_bytes) {
@@ -678,6 +716,7 @@ impl Settings {
                 .grpc_listen
                 .or(file.grpc_listen)
                 .unwrap_or(default_listen),
+            grpc_keepalive,
             log_format: over.log_format.or(file.log_format).unwrap_or_default(),
             shutdown_timeout: file.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
             journal: over.journal.or(file.journal),

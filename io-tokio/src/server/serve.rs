@@ -86,6 +86,7 @@ pub struct Bound {
     handle: Handle,
     listener: TcpListener,
     shutdown_timeout: std::time::Duration,
+    grpc_keepalive: (std::time::Duration, std::time::Duration),
     http_addr: SocketAddr,
     http_listener: std::net::TcpListener,
     http_app: axum::Router,
@@ -202,6 +203,7 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         handle,
         listener,
         shutdown_timeout: settings.shutdown_timeout,
+        grpc_keepalive: settings.grpc_keepalive,
         http_addr,
         http_listener,
         http_app,
@@ -235,6 +237,7 @@ impl Bound {
             handle,
             listener,
             shutdown_timeout,
+            grpc_keepalive,
             http_addr,
             http_listener,
             http_app,
@@ -253,7 +256,11 @@ impl Bound {
             },
             shutdown_timeout,
         ));
-        let mut builder = tonic::transport::Server::builder();
+        // A client that vanished (or froze) without closing is noticed by HTTP/2 pings, and
+        // its connection closed: its consumers detach and a group rebalances.
+        let mut builder = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(grpc_keepalive.0))
+            .http2_keepalive_timeout(Some(grpc_keepalive.1));
         if let Some(tls) = grpc_tls {
             builder = builder.tls_config(tls)?;
         }

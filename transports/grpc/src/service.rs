@@ -21,9 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tributary_core::{
-    AppendRequest, Command, ConnEvent, Error, ReplayItem, Reply, StreamName, SubscriptionMode,
-};
+use tributary_core::{AppendRequest, Command, ConnEvent, Error, ReplayItem, Reply, StreamName};
 
 /// A publish's stream and, per event, its producer-given id and correlation id (for logs).
 type Published = (
@@ -240,11 +238,6 @@ impl<L: EngineLink> EventStreamService<L> {
             subscription,
             consumer,
             mode: config.mode,
-            group_heartbeat: if config.mode == SubscriptionMode::ConsumerGroup {
-                config.heartbeat_interval
-            } else {
-                self.config.heartbeat_interval
-            },
         });
         Ok((session, grants, grants_rx))
     }

@@ -34,8 +34,6 @@ pub(crate) struct Session<C> {
     pub(crate) consumer: ConsumerId,
     /// The subscription's mode (a group member's heartbeats go to the engine).
     pub(crate) mode: SubscriptionMode,
-    /// ConsumerGroup: how often the member must be heard from.
-    pub(crate) group_heartbeat: Duration,
 }
 
 /// A client command of a session.
@@ -335,19 +333,11 @@ pub(crate) async fn forward<L: EngineLink>(
                     return;
                 }
             },
-            _ = link.sleep(heartbeat.min(session.group_heartbeat)).fuse() => {
-                // The session's stream is open: a group member is alive (its reply, the
-                // assignment, changes nothing here and is not awaited).
-                if session.mode == SubscriptionMode::ConsumerGroup {
-                    let _ = session
-                        .conn
-                        .submit(Command::Heartbeat {
-                            stream: session.stream.clone(),
-                            subscription: session.subscription.clone(),
-                            consumer: session.consumer.clone(),
-                        })
-                        .await;
-                }
+            _ = link.sleep(heartbeat).fuse() => {
+                // The server's own heartbeat, so that the client sees the server alive. It is
+                // never a group member's: a member heartbeats itself (SPEC 3), so a hung
+                // member loses its partitions after its session timeout even while its
+                // connection stays open.
                 let msg = pb::SubscribeResponse {
                     request_id: 0,
                     kind: Some(Kind::Heartbeat(pb::Heartbeat { time: unix_now() })),

@@ -454,7 +454,48 @@ pub async fn subscribe(a: SubscribeArgs) -> Result<(), String> {
         .into_inner();
     let (mut next_id, mut received, mut acked) = (2u64, 0u64, 0u64);
     let want = a.count.map(u64::from);
-    while let Some(m) = responses.message().await.map_err(status)? {
+    // A consumer group member heartbeats itself, at its subscription's interval: the server
+    // never does it on a member's behalf, so a hung client loses its partitions.
+    let heartbeat = match a.mode {
+        ModeArg::Group => {
+            let info = client
+                .get_subscription(pb::SubscriptionRef {
+                    stream: a.stream.clone(),
+                    subscription: a.subscription.clone(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let ms = info
+                .config
+                .map_or(0, |c| c.heartbeat_interval_ms)
+                .clamp(1, 10_000);
+            Some(std::time::Duration::from_millis(ms))
+        }
+        _ => None,
+    };
+    // Without heartbeats the branch is disabled; the period only has to be valid.
+    let mut ticks =
+        tokio::time::interval(heartbeat.unwrap_or(std::time::Duration::from_secs(3600)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        let m = tokio::select! {
+            m = responses.message() => match m.map_err(status)? {
+                Some(m) => m,
+                None => break,
+            },
+            _ = ticks.tick(), if heartbeat.is_some() => {
+                tx.send(pb::SubscribeRequest {
+                    request_id: next_id,
+                    kind: Some(In::Heartbeat(pb::Heartbeat { time: 0 })),
+                })
+                .await
+                .map_err(|_| closed())?;
+                next_id += 1;
+                continue;
+            }
+        };
         match m.kind {
             Some(Out::Events(d)) => {
                 let mut positions = Vec::new();
@@ -504,6 +545,12 @@ pub async fn subscribe(a: SubscribeArgs) -> Result<(), String> {
             }
             Some(Out::Notice(n)) => {
                 eprintln!("notice: {} {}", n.kind, n.text);
+            }
+            Some(Out::Assignment(g)) if !g.member => {
+                return Err(
+                    "the consumer group session expired (no heartbeat within its session_timeout)"
+                        .into(),
+                );
             }
             Some(_) | None => {}
         }

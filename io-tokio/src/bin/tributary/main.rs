@@ -119,6 +119,13 @@ struct ServeArgs {
     /// cores, fewer leave it more CPU (BENCHMARKS.md).
     #[arg(long, env = "TRIBUTARY_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     worker_threads: Option<u16>,
+    /// gRPC: how often an idle connection is probed with an HTTP/2 ping [default: 10s].
+    #[arg(long, env = "TRIBUTARY_GRPC_KEEPALIVE_INTERVAL", value_parser = humantime::parse_duration)]
+    grpc_keepalive_interval: Option<Duration>,
+    /// gRPC: a ping not answered within this closes the connection (its consumers detach)
+    /// [default: 10s].
+    #[arg(long, env = "TRIBUTARY_GRPC_KEEPALIVE_TIMEOUT", value_parser = humantime::parse_duration)]
+    grpc_keepalive_timeout: Option<Duration>,
     /// Largest payload of one event, bytes [default: 1048576, 1 MiB; at most 4194304, the
     /// largest append].
     #[arg(long, env = "TRIBUTARY_MAX_PAYLOAD_BYTES")]
@@ -152,6 +159,8 @@ fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
             durability: a.durability,
             append_writes_in_flight: a.append_writes_in_flight,
             max_payload_bytes: a.max_payload_bytes,
+            grpc_keepalive_interval: a.grpc_keepalive_interval,
+            grpc_keepalive_timeout: a.grpc_keepalive_timeout,
         },
     )
 }
