@@ -54,11 +54,13 @@ pub enum PlantedBug {
     RelayAdvancesBeforeConfirm,
     /// A nack or term from any consumer settles an event in flight to another.
     NonHolderNack,
+    /// A consumer group member's session never times out.
+    SessionExpiryIgnored,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 23] = [
+    pub const ALL: [PlantedBug; 24] = [
         PlantedBug::SkipDedup,
         PlantedBug::ForgetAck,
         PlantedBug::LoseUnknownAppend,
@@ -82,6 +84,7 @@ impl PlantedBug {
         PlantedBug::RelaySkipsEvent,
         PlantedBug::RelayAdvancesBeforeConfirm,
         PlantedBug::NonHolderNack,
+        PlantedBug::SessionExpiryIgnored,
     ];
 
     /// Its command-line name, e.g. `skip-dedup`.
@@ -110,6 +113,7 @@ impl PlantedBug {
             PlantedBug::RelaySkipsEvent => "relay-skips-event",
             PlantedBug::RelayAdvancesBeforeConfirm => "relay-advances-before-confirm",
             PlantedBug::NonHolderNack => "non-holder-nack",
+            PlantedBug::SessionExpiryIgnored => "session-expiry-ignored",
         }
     }
 }

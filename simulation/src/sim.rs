@@ -119,7 +119,21 @@ enum Ev {
         result: PublishResult,
     },
     Probe,
+    /// Consumer group members heartbeat (those that have not hung).
+    Beat {
+        node: usize,
+        life: u64,
+    },
 }
+
+/// How often the simulated group members look whether a heartbeat is due.
+const BEAT_EVERY: VTime = 1000 * MS;
+/// Chaos phase: the chance (per mille, per beat) that a group member hangs: no more
+/// heartbeats, acks or anything else until its session ends.
+const HANG_PER_MILLE: u32 = 15;
+/// Chaos phase: the chance (per mille, per reaction) that a consumer of an exclusive
+/// subscription nacks or terms the event last delivered to another consumer.
+const FOREIGN_SETTLE_PER_MILLE: u32 = 40;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Phase {
@@ -143,6 +157,8 @@ struct Node {
     /// chaos phase may land after a probe's snapshot).
     converged_heads: Option<std::collections::BTreeMap<tributary_core::StreamName, Vec<u64>>>,
     clock_went_back: bool,
+    /// When its next `Ev::Beat` is due (none while it has no group member).
+    beat_at: Option<VTime>,
 }
 
 /// One run.
@@ -189,6 +205,7 @@ pub fn run(opts: &RunOptions) -> Outcome {
             converged: false,
             converged_heads: None,
             clock_went_back: false,
+            beat_at: None,
         })
         .collect();
     let setup = swarm.persistent_streams + swarm.ephemeral_streams + 1;
@@ -321,6 +338,7 @@ impl Sim {
                     }
                 }
                 Ev::Probe => self.probe(),
+                Ev::Beat { node, life } => self.beat(node, life),
             }
         }
         if self.failure.is_none() && self.phase != Phase::Done {
@@ -401,6 +419,7 @@ impl Sim {
         n.store.crash(&mut self.faults);
         n.life += 1;
         n.next_tick = None;
+        n.beat_at = None;
         n.world.crash();
         let down = self.faults.below(self.swarm.faults.down_max_ms * MS + 1);
         self.queue.push(self.now + down, Ev::Restart { node });
@@ -458,13 +477,18 @@ impl Sim {
                     } else {
                         self.clients.below(5 * MS)
                     };
-                    let positions = events
+                    let positions: Vec<Position> = events
                         .iter()
                         .map(|d| Position {
                             partition: d.event.partition,
                             offset: d.event.offset,
                         })
                         .collect();
+                    if n.world.subs[sub].config.mode == SubscriptionMode::Exclusive
+                        && let Some(&last) = positions.last()
+                    {
+                        n.world.last_given.insert(sub, (consumer.clone(), last));
+                    }
                     let life = n.life;
                     self.queue.push(
                         self.now + think,
@@ -507,9 +531,24 @@ impl Sim {
                         self.queue.push(at, ev);
                     }
                 }
-                Output::Notice(_) | Output::Assignment { .. } | Output::ConsumerNotice { .. } => {}
+                Output::Assignment {
+                    conn,
+                    stream,
+                    subscription,
+                    consumer,
+                    assignment,
+                } => n.world.assigned(
+                    conn,
+                    &stream,
+                    &subscription,
+                    &consumer,
+                    assignment.generation,
+                    assignment.member,
+                ),
+                Output::Notice(_) | Output::ConsumerNotice { .. } => {}
             }
         }
+        self.ensure_beat(node);
         if let Some(v) = self.nodes[node].checker.take_violation() {
             self.fail_at(node, v.oracle, v.detail);
         }
@@ -736,6 +775,7 @@ impl Sim {
             || n.engine.is_none()
             || !n.world.conns.contains(&conn)
             || n.world.consumers.get(&(sub, consumer.clone())) != Some(&Some(conn))
+            || n.world.hung.contains(&(sub, consumer.clone()))
         {
             return;
         }
@@ -843,6 +883,123 @@ impl Sim {
             };
             self.send(node, conn, cmd, Pending::Other);
         }
+        self.commit_or_meddle(node, conn, sub, &consumer);
+    }
+
+    /// After a reaction: a consumer group member may commit (a `Manual` group always does in
+    /// the liveness phase), and in the chaos phase a consumer of an exclusive subscription may
+    /// try to nack or term what was last delivered to another consumer (to be refused).
+    fn commit_or_meddle(&mut self, node: usize, conn: ConnId, sub: usize, consumer: &ConsumerId) {
+        let chaos = self.phase == Phase::Chaos;
+        let w = &self.nodes[node].world;
+        let config = w.subs[sub].config.clone();
+        let (stream, subscription) = (config.stream.clone(), config.name.clone());
+        match config.mode {
+            SubscriptionMode::ConsumerGroup => {
+                let manual = config.commit == tributary_core::CommitStrategy::Manual;
+                let Some(&generation) = w.generations.get(&(sub, consumer.clone())) else {
+                    return;
+                };
+                let commit = if chaos {
+                    self.clients.chance(if manual { 500 } else { 100 })
+                } else {
+                    manual
+                };
+                if commit {
+                    let cmd = Command::Commit {
+                        stream,
+                        subscription,
+                        consumer: consumer.clone(),
+                        generation,
+                        offsets: Vec::new(),
+                    };
+                    self.send(node, conn, cmd, Pending::Other);
+                }
+            }
+            SubscriptionMode::Exclusive if chaos => {
+                let Some((holder, pos)) = w.last_given.get(&sub).cloned() else {
+                    return;
+                };
+                if &holder == consumer || !self.clients.chance(FOREIGN_SETTLE_PER_MILLE) {
+                    return;
+                }
+                let cmd = if self.clients.coin() {
+                    Command::Nack {
+                        stream,
+                        subscription,
+                        consumer: consumer.clone(),
+                        positions: vec![pos],
+                        delay: None,
+                        error: "not mine".into(),
+                    }
+                } else {
+                    Command::Term {
+                        stream,
+                        subscription,
+                        consumer: consumer.clone(),
+                        positions: vec![pos],
+                        reason: "not mine".into(),
+                    }
+                };
+                self.send(node, conn, cmd, Pending::Other);
+            }
+            _ => {}
+        }
+    }
+
+    /// Schedules the node's next beat if it has group members and none is due.
+    fn ensure_beat(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        if n.beat_at.is_some() || n.engine.is_none() || self.phase == Phase::Done {
+            return;
+        }
+        if n.world.group_members().is_empty() {
+            return;
+        }
+        let at = self.now + BEAT_EVERY;
+        n.beat_at = Some(at);
+        let life = n.life;
+        self.queue.push(at, Ev::Beat { node, life });
+    }
+
+    /// Group members heartbeat when due; in the chaos phase one may hang instead.
+    fn beat(&mut self, node: usize, life: u64) {
+        let n = &mut self.nodes[node];
+        if n.life != life {
+            return;
+        }
+        n.beat_at = None;
+        if n.engine.is_none() {
+            return;
+        }
+        let chaos = self.phase == Phase::Chaos;
+        for (sub, consumer, conn) in self.nodes[node].world.group_members() {
+            let key = (sub, consumer.clone());
+            let w = &self.nodes[node].world;
+            if w.hung.contains(&key) {
+                continue;
+            }
+            if chaos && self.clients.chance(HANG_PER_MILLE) {
+                self.nodes[node].world.hung.insert(key);
+                continue;
+            }
+            let c = &w.subs[sub].config;
+            let due = w
+                .beats
+                .get(&key)
+                .is_none_or(|&last| self.now >= last + c.heartbeat_interval.as_nanos() as u64);
+            if !due {
+                continue;
+            }
+            let cmd = Command::Heartbeat {
+                stream: c.stream.clone(),
+                subscription: c.name.clone(),
+                consumer,
+            };
+            self.nodes[node].world.beats.insert(key, self.now);
+            self.send(node, conn, cmd, Pending::Other);
+        }
+        self.ensure_beat(node);
     }
 
     /// ReadReceipt: what a consumer marks read of what it was given: some of the positions,
@@ -874,6 +1031,10 @@ impl Sim {
 
     fn start_liveness(&mut self) {
         self.phase = Phase::Liveness;
+        // Hung group members come back: they heartbeat and answer again.
+        for n in &mut self.nodes {
+            n.world.hung.clear();
+        }
         self.healed = self.now;
         let bound = self.liveness_bound();
         self.deadline = self.now + bound;

@@ -95,6 +95,15 @@ pub struct World {
     pub probe: Option<Probe>,
     /// Schema registrations answered `Done`, in order.
     pub schemas: Vec<SchemaRegistration>,
+    /// Consumer group members that stopped heartbeating and answering (hung).
+    pub hung: BTreeSet<(usize, ConsumerId)>,
+    /// Consumer group members: the generation of their last assignment.
+    pub generations: BTreeMap<(usize, ConsumerId), u64>,
+    /// Consumer group members: when each last sent a heartbeat.
+    pub beats: BTreeMap<(usize, ConsumerId), u64>,
+    /// Exclusive subscriptions: the last event delivered and to whom (another consumer of it
+    /// may try to nack or term it).
+    pub last_given: BTreeMap<usize, (ConsumerId, Position)>,
 }
 
 const TYPES: [&str; 4] = ["created", "updated", "deleted", "audit"];
@@ -138,6 +147,46 @@ impl World {
             *c = None;
         }
         self.probe = None;
+        self.hung.clear();
+        self.beats.clear();
+    }
+
+    /// Consumer group members attached now: (subscription, consumer, connection).
+    pub fn group_members(&self) -> Vec<(usize, ConsumerId, ConnId)> {
+        self.consumers
+            .iter()
+            .filter_map(|((sub, c), conn)| Some((*sub, c.clone(), (*conn)?)))
+            .filter(|(sub, _, conn)| {
+                self.conns.contains(conn)
+                    && self.subs.get(*sub).is_some_and(|s| {
+                        !s.retired && s.config.mode == SubscriptionMode::ConsumerGroup
+                    })
+            })
+            .collect()
+    }
+
+    /// A consumer group member was told its share, or (`member: false`) that its session
+    /// ended: it is no longer attached.
+    pub fn assigned(
+        &mut self,
+        conn: ConnId,
+        stream: &StreamName,
+        subscription: &SubscriptionName,
+        consumer: &ConsumerId,
+        generation: u64,
+        member: bool,
+    ) {
+        let Some(sub) = self.sub_index(stream, subscription) else {
+            return;
+        };
+        let key = (sub, consumer.clone());
+        if member {
+            self.generations.insert(key, generation);
+        } else if self.consumers.get(&key) == Some(&Some(conn)) {
+            self.consumers.insert(key.clone(), None);
+            self.hung.remove(&key);
+            self.beats.remove(&key);
+        }
     }
 
     /// A connection closed.
@@ -489,11 +538,17 @@ impl Generator<'_> {
         }
         c.ordered_by_key = mode == SubscriptionMode::Exclusive && r.chance(self.swarm.ordered);
         if mode == SubscriptionMode::ConsumerGroup {
-            // The model takes an ack's reply as durable, and the simulated consumers do not
-            // heartbeat: commit every ack, and sessions that outlast a run.
-            c.commit = tributary_core::CommitStrategy::AfterEach;
-            c.session_timeout = Duration::from_secs(7 * 24 * 3600);
-            c.heartbeat_interval = Duration::from_secs(3600);
+            // Every commit strategy; members heartbeat every third of their session timeout
+            // (the simulator's `Ev::Beat`), and some stop (hang) in the chaos phase.
+            use tributary_core::CommitStrategy;
+            c.commit = match r.below(4) {
+                0 => CommitStrategy::Manual,
+                1 => CommitStrategy::AfterEach,
+                2 => CommitStrategy::AfterBatch(r.range(1, 6) as u32),
+                _ => CommitStrategy::Periodic(Duration::from_millis(r.range(200, 3_000))),
+            };
+            c.session_timeout = Duration::from_secs([3, 6, 15][r.below(3) as usize]);
+            c.heartbeat_interval = c.session_timeout / 3;
         }
         if r.chance(self.swarm.ask_versions) {
             let t = SCHEMA_TYPES[r.below(2) as usize];

@@ -213,6 +213,11 @@ impl Engine {
             }
             Some(_) => {}
         }
+        // PLANTED BUG session-expiry-ignored (test-only): a silent member stays for ever.
+        #[cfg(feature = "planted-bugs")]
+        if self.planted == Some(crate::PlantedBug::SessionExpiryIgnored) {
+            return;
+        }
         g.sessions.remove(&consumer);
         let generation = g.generation;
         let (stream, subscription) = (sub.config.stream.clone(), sub.config.name.clone());

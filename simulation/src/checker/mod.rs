@@ -24,6 +24,11 @@
 //!   ack wait, nack delay or dead-letter failure, with attempts counting up.
 //! - `credit`: no consumer has more than `max_in_flight` events in flight.
 //! - `group-owner`: in a consumer group, no partition has two owners in one generation.
+//! - `session-expiry`: a consumer group member not heard from (no command of its own: attach,
+//!   heartbeat, ack, nack, term, commit) for its `session_timeout` is expired: told
+//!   `member: false` and detached (see `groups.rs`).
+//! - `holder-only`: in an exclusive subscription, a nack or term naming an event in flight to
+//!   another consumer is refused (`NotHolder`), and only such a one.
 //! - `ordered-by-key`: never two events of one key pending at once on an ordered subscription.
 //! - `delivered-to-attached`: deliveries go to consumers attached on that connection.
 //! - `ephemeral-bounds`: an ephemeral stream never holds more than its `max_events` /
@@ -53,6 +58,7 @@
 //!   `max_events`, and a finished replay of a persistent stream sent everything committed
 //!   before it started.
 
+mod groups;
 mod model;
 mod receipts;
 mod relay;
@@ -95,6 +101,8 @@ pub(crate) struct Sent {
     heads: Vec<u64>,
     /// Acks: the subscription's reset count when it was sent.
     epoch: u64,
+    /// Nacks and terms: what the holder rule expects of the reply.
+    holder: groups::HolderCheck,
 }
 
 /// The reference model and the oracles of one node (across its restarts).
@@ -135,6 +143,9 @@ pub struct Checker {
     publishes: BTreeMap<OpId, (StreamName, u32, u64)>,
     /// Detaches waiting for their reply, with the attachment they ended.
     detaching: BTreeMap<(ConnId, ReqId), ((SubKey, ConsumerId), Attachment)>,
+    /// Consumer groups: when each member (attached in this life) was last heard from, at the
+    /// latest.
+    group_heard: BTreeMap<(SubKey, ConsumerId), MonoNanos>,
 }
 
 impl Checker {
@@ -164,6 +175,7 @@ impl Checker {
             relays: BTreeMap::new(),
             publishes: BTreeMap::new(),
             detaching: BTreeMap::new(),
+            group_heard: BTreeMap::new(),
         }
     }
 
@@ -201,6 +213,7 @@ impl Checker {
         }
         self.ops.clear();
         self.attached.clear();
+        self.group_heard.clear();
         self.replays.clear();
         self.registry.clear();
         self.publishes.clear();
@@ -244,6 +257,7 @@ impl Checker {
             wall: now.wall,
         };
         self.max_wall = self.max_wall.max(now.wall.0);
+        self.sessions_due();
         match input {
             Input::Client { conn, req, cmd } => self.command_in(*conn, *req, cmd),
             Input::ConnClosed { conn } => self.conn_closed(*conn),
@@ -327,6 +341,15 @@ impl Checker {
                 subscription,
                 consumer,
                 assignment,
+                conn,
+            } if !assignment.member => {
+                self.expired(&(stream.clone(), subscription.clone()), consumer, *conn)
+            }
+            Output::Assignment {
+                stream,
+                subscription,
+                consumer,
+                assignment,
                 ..
             } => self.assignment(
                 &(stream.clone(), subscription.clone()),
@@ -342,6 +365,8 @@ impl Checker {
     fn command_in(&mut self, conn: ConnId, req: ReqId, cmd: &Command) {
         let mut heads = Vec::new();
         let mut epoch = 0;
+        let mut holder = groups::HolderCheck::default();
+        self.heard(cmd);
         match cmd {
             Command::Append(a) => heads = self.heads_of(&a.stream),
             Command::Read { stream, .. } | Command::Replay { stream, .. } => {
@@ -386,14 +411,24 @@ impl Checker {
                 positions,
                 delay,
                 ..
-            } => self.nack_in(conn, stream, subscription, consumer, positions, *delay),
+            } => {
+                holder = self.holder_check(conn, stream, subscription, consumer, positions);
+                if !holder.must_refuse {
+                    self.nack_in(conn, stream, subscription, consumer, positions, *delay)
+                }
+            }
             Command::Term {
                 stream,
                 subscription,
                 consumer,
                 positions,
                 ..
-            } => self.term_in(conn, stream, subscription, consumer, positions),
+            } => {
+                holder = self.holder_check(conn, stream, subscription, consumer, positions);
+                if !holder.must_refuse {
+                    self.term_in(conn, stream, subscription, consumer, positions)
+                }
+            }
             Command::Detach {
                 stream,
                 subscription,
@@ -401,6 +436,7 @@ impl Checker {
             } => {
                 let key = ((stream.clone(), subscription.clone()), consumer.clone());
                 if self.attached.get(&key).is_some_and(|a| a.conn == conn) {
+                    self.group_heard.remove(&key);
                     // Kept until the reply: a detach the engine refuses (its subscription
                     // is being deleted, and the delete may fail) leaves the consumer
                     // attached (seed 3331109919175061133).
@@ -424,6 +460,7 @@ impl Checker {
                 cmd: cmd.clone(),
                 heads,
                 epoch,
+                holder,
             },
         );
     }
@@ -443,6 +480,7 @@ impl Checker {
             .map(|(k, _)| k.clone())
             .collect();
         for (sub, consumer) in gone {
+            self.group_heard.remove(&(sub.clone(), consumer.clone()));
             self.attached.remove(&(sub.clone(), consumer.clone()));
             self.release_consumer(&sub, &consumer);
         }

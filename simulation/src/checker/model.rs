@@ -212,6 +212,9 @@ pub struct CurPartM {
     pub last_sent: Option<(u64, BTreeSet<u64>)>,
     /// Offsets whose ack the engine confirmed (all positions of an `Acked` reply).
     pub acked: BTreeSet<u64>,
+    /// Consumer groups that commit later than each ack: offsets whose ack the engine
+    /// confirmed before committing it (a crash may deliver them again).
+    pub acked_uncommitted: BTreeSet<u64>,
     /// Offsets a consumer sent an ack for in this engine life (the engine's position may
     /// cover them before a save does).
     pub ack_asked: BTreeSet<u64>,
@@ -239,7 +242,9 @@ pub struct CurPartM {
 impl CurPartM {
     /// Whether `o` is known acknowledged (durably saved, or confirmed by an ack reply).
     pub fn is_acked(&self, o: u64) -> bool {
-        self.acked.contains(&o) || self.saved.as_ref().is_some_and(|s| covers(s, o))
+        self.acked.contains(&o)
+            || self.acked_uncommitted.contains(&o)
+            || self.saved.as_ref().is_some_and(|s| covers(s, o))
     }
 
     /// Forgets everything a reset or a restart voids.
@@ -251,6 +256,7 @@ impl CurPartM {
         self.delivered_now.clear();
         self.amo_sent.clear();
         self.ack_asked.clear();
+        self.acked_uncommitted.clear();
         self.describe_floor = None;
         self.last_sent = None;
     }

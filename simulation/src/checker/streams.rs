@@ -307,6 +307,7 @@ impl Checker {
 
     /// A reply to a client command.
     pub(super) fn reply(&mut self, conn: ConnId, sent: Sent, reply: &Result<Reply, Error>) {
+        self.holder_reply(&sent, reply);
         match (&sent.cmd, reply) {
             (Command::CreateStream(cfg), Ok(Reply::Done)) => {
                 self.streams
@@ -385,6 +386,7 @@ impl Checker {
                 // attaches held during recovery, answered in the order they came).
                 let key = ((stream.clone(), subscription.clone()), consumer.clone());
                 let max_in_flight = max_in_flight.unwrap_or(self.cfg.default_max_in_flight);
+                self.joined(&key);
                 self.attached.insert(
                     key,
                     super::model::Attachment {

@@ -190,7 +190,7 @@ impl Checker {
 
     /// Whether the engine takes this list of positions (else it refuses the whole command and
     /// changes nothing): 1 to `max_ack_pending` positions, each in a partition of the stream.
-    fn positions_valid(&self, stream: &StreamName, positions: &[Position]) -> bool {
+    pub(super) fn positions_valid(&self, stream: &StreamName, positions: &[Position]) -> bool {
         let parts = self.streams.get(stream).map_or(0, |s| s.config.partitions);
         !positions.is_empty()
             && positions.len() as u64 <= self.cfg.max_ack_pending
@@ -199,7 +199,12 @@ impl Checker {
 
     /// Consumer groups: whether every position is of a partition `consumer` owns (the engine
     /// refuses the whole ack, nack or term otherwise). Other modes: true.
-    fn owns_all(&self, key: &SubKey, consumer: &ConsumerId, positions: &[Position]) -> bool {
+    pub(super) fn owns_all(
+        &self,
+        key: &SubKey,
+        consumer: &ConsumerId,
+        positions: &[Position],
+    ) -> bool {
         let group = self
             .subs
             .get(key)
@@ -216,7 +221,7 @@ impl Checker {
     /// Whether `consumer` is attached on `conn` as the model knows it.
     /// `consumer` is attached on `conn` and the engine takes its commands (no delete of the
     /// subscription in flight: the engine refuses them, seed 8811133099873901841).
-    fn attached_on(&self, conn: ConnId, key: &SubKey, consumer: &ConsumerId) -> bool {
+    pub(super) fn attached_on(&self, conn: ConnId, key: &SubKey, consumer: &ConsumerId) -> bool {
         self.attached
             .get(&(key.clone(), consumer.clone()))
             .is_some_and(|a| a.conn == conn)
@@ -485,6 +490,10 @@ impl Checker {
             let cursor = sub.cursor_key(consumer);
             let durable = sub.durable;
             let ordered = sub.config.ordered_by_key;
+            // A consumer group commits as its strategy says: only `AfterEach` answers an ack
+            // once it is saved; the others answer at once and commit later.
+            let commits_later = sub.config.mode == SubscriptionMode::ConsumerGroup
+                && sub.config.commit != tributary_core::CommitStrategy::AfterEach;
             let distinct: std::collections::BTreeSet<Position> =
                 positions.iter().copied().collect();
             let possible = distinct
@@ -503,6 +512,10 @@ impl Checker {
             if *acked as usize == positions.len() && !positions.is_empty() {
                 for p in positions.iter().filter(|p| !uncertain(p)) {
                     let cp = sub.part(cursor.clone(), p.partition);
+                    if commits_later {
+                        cp.acked_uncommitted.insert(p.offset);
+                        continue;
+                    }
                     if durable
                         && !cp
                             .saved
