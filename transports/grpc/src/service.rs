@@ -5,6 +5,7 @@ use crate::convert::{
     start_position, stream_config, stream_info_to_pb, stream_name, subscription_config,
     subscription_info_to_pb, subscription_name,
 };
+use crate::limit::{LimitedServer, MAX_REQUEST_MESSAGE_BYTES};
 use crate::link::{EngineConn, EngineLink};
 use crate::pb;
 use crate::pb::event_stream_server::EventStream;
@@ -12,7 +13,7 @@ use crate::session::{
     Answer, Out, PIPELINED_COMMANDS, Sent, Session, Settle, answer_in_order, expect_open, forward,
     reply_kind, session_error,
 };
-use crate::status::invalid;
+use crate::status::{invalid, session_not_found, with_context};
 use crate::{CORRELATION_HEADER, error_to_status, event_to_pb};
 use futures_util::{FutureExt, Stream, select_biased};
 use std::collections::BTreeMap;
@@ -113,11 +114,16 @@ impl<L: EngineLink> EventStreamService<L> {
         }
     }
 
-    /// The tonic server of this service.
-    pub fn into_server(self) -> pb::event_stream_server::EventStreamServer<Self> {
-        pb::event_stream_server::EventStreamServer::new(self)
-            .max_decoding_message_size(8 << 20)
-            .max_encoding_message_size(64 << 20)
+    /// The tonic server of this service. A request message over
+    /// [`MAX_REQUEST_MESSAGE_BYTES`] is refused with `RESOURCE_EXHAUSTED` and details, before
+    /// its bytes are buffered ([`LimitedServer`]).
+    pub fn into_server(self) -> LimitedServer<pb::event_stream_server::EventStreamServer<Self>> {
+        LimitedServer::new(
+            pb::event_stream_server::EventStreamServer::new(self)
+                .max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES)
+                .max_encoding_message_size(64 << 20),
+            MAX_REQUEST_MESSAGE_BYTES,
+        )
     }
 
     async fn call(&self, cmd: Command) -> Result<Reply, Status> {
@@ -278,19 +284,36 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         let corr = correlation(&req);
         let mut input = req.into_inner();
         let mut out = pb::PublishStreamResponse::default();
-        while let Some(r) = input.message().await? {
-            let batch = self.append(r, corr.as_deref()).await.map_err(|s| {
-                Status::new(
-                    s.code(),
-                    format!(
-                        "batch {} refused ({} batches, {} events appended before it): {}",
-                        out.batches.len(),
-                        out.batches.len(),
-                        out.events,
-                        s.message()
-                    ),
-                )
-            })?;
+        // A refused batch (bad input, too large, not protobuf, refused by the engine) ends the
+        // call with its own status (code, ErrorInfo, BadRequest), what was appended before it
+        // added to the ErrorInfo's metadata and to the text.
+        let refused = |out: &pb::PublishStreamResponse, s: Status| {
+            with_context(
+                &s,
+                format!(
+                    "batch {} refused ({} batches, {} events appended before it): {}",
+                    out.batches.len(),
+                    out.batches.len(),
+                    out.events,
+                    s.message()
+                ),
+                &[
+                    ("batches_before", out.batches.len().to_string()),
+                    ("appended_before", out.events.to_string()),
+                ],
+                "BATCH_REFUSED",
+            )
+        };
+        loop {
+            let r = match input.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(s) => return Err(refused(&out, s)),
+            };
+            let batch = match self.append(r, corr.as_deref()).await {
+                Ok(b) => b,
+                Err(s) => return Err(refused(&out, s)),
+            };
             out.events += batch.outcomes.len() as u64;
             out.batches.push(batch);
         }
@@ -495,7 +518,7 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
             .lock()
             .ok()
             .and_then(|s| s.get(&r.session_id).cloned())
-            .ok_or_else(|| Status::not_found(format!("no open session {:?}", r.session_id)))?;
+            .ok_or_else(|| session_not_found(&r.session_id))?;
         use pb::settle_request::Kind;
         let settle = match r.kind {
             Some(Kind::Ack(a)) => Settle::Ack(a),
