@@ -39,9 +39,11 @@ pub struct ServiceConfig {
     pub heartbeat_interval: Duration,
     /// Messages queued per response stream before the sender waits for the client.
     pub response_buffer: usize,
-    /// Replay items a client may fall behind by before its replay is stopped with
-    /// `RESOURCE_EXHAUSTED` (a replay has no back-pressure in the core beyond its rate).
-    pub max_replay_backlog: usize,
+    /// A replay's flow control: batches of events the engine may have sent that tonic has
+    /// not yet taken from the response stream (tonic takes one when HTTP/2 flow control lets
+    /// it send). A slow reader holds at most this many batches on the server; the replay
+    /// waits for it. At least 1.
+    pub replay_window: u32,
 }
 
 impl Default for ServiceConfig {
@@ -49,7 +51,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             heartbeat_interval: Duration::from_secs(10),
             response_buffer: 64,
-            max_replay_backlog: 1024,
+            replay_window: 8,
         }
     }
 }
@@ -552,7 +554,8 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
     ) -> Result<Response<Self::ReplayStream>, Status> {
         let r = req.into_inner();
         let stream = stream_name(&r.stream)?;
-        let (from, options) = replay(&r)?;
+        let (from, mut options) = replay(&r)?;
+        options.window = Some(self.config.replay_window.max(1));
         let conn = self.link.connect().await.map_err(|e| error_to_status(&e))?;
         let id = match conn
             .call(Command::Replay {
@@ -567,15 +570,34 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
             Err(e) => return Err(error_to_status(&e)),
         };
         let (out, rx) = tokio::sync::mpsc::channel(self.config.response_buffer.max(1));
-        let (stop, max_backlog) = (self.stop.clone(), self.config.max_replay_backlog);
+        // Batches tonic took from the response stream, reported to the engine as credit.
+        let (taken_tx, taken_rx) = async_channel::unbounded::<()>();
+        let stop = self.stop.clone();
         self.link.spawn(async move {
             use pb::replay_response::Kind;
+            let mut stopped = std::pin::pin!(stop.recv().fuse());
             loop {
                 let item = select_biased! {
                     _ = out.closed().fuse() => return,
-                    _ = stop.recv().fuse() => {
+                    _ = stopped.as_mut() => {
                         let _ = out.send(Err(Status::unavailable("the server is shutting down"))).await;
                         return;
+                    }
+                    t = taken_rx.recv().fuse() => {
+                        // Every batch taken so far, in one command.
+                        let mut batches = u32::from(t.is_ok());
+                        while taken_rx.try_recv().is_ok() {
+                            batches = batches.saturating_add(1);
+                        }
+                        // The answer is not awaited: a replay that has just ended answers
+                        // `REPLAY_NOT_FOUND`, and its last items are on their way anyway.
+                        if batches > 0
+                            && conn.submit(Command::ReplayCredit { replay: id, batches }).await.is_err()
+                        {
+                            let _ = out.send(Err(Status::unavailable("the engine has stopped"))).await;
+                            return;
+                        }
+                        continue;
                     }
                     e = conn.next().fuse() => e,
                 };
@@ -611,22 +633,29 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
                         return;
                     }
                 };
-                if conn.backlog() > max_backlog {
-                    let _ = out
-                        .send(Err(Status::resource_exhausted(format!(
-                            "the client fell more than {max_backlog} replay batches behind; \
-                             replay with max_events_per_second"
-                        ))))
-                        .await;
-                    return;
-                }
                 if out.send(Ok(pb::ReplayResponse { kind: Some(kind) })).await.is_err() || last {
                     // Dropping the connection stops the replay in the engine.
                     return;
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        // A batch counts as taken when tonic takes it from the stream to send it, which HTTP/2
+        // flow control paces: the engine's window covers the batches queued here.
+        let taken = move |m: &Result<pb::ReplayResponse, Status>| {
+            if let Ok(pb::ReplayResponse {
+                kind: Some(pb::replay_response::Kind::Events(_)),
+            }) = m
+            {
+                let _ = taken_tx.try_send(());
+            }
+        };
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            ReceiverStream::new(rx),
+            move |m| {
+                taken(&m);
+                m
+            },
+        ))))
     }
 
     async fn read(
