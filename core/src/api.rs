@@ -110,6 +110,13 @@ pub struct ReplayOptions {
     /// Leave out events newer than the version asked for (instead of marking them).
     #[serde(default)]
     pub strict_versions: bool,
+    /// Flow control: at most this many `Events` batches sent and not yet taken by the reader,
+    /// as the driver reports with [`Command::ReplayCredit`]; at the window the replay pauses
+    /// (it reads nothing more and reports no progress) until batches are taken, so a slow
+    /// reader holds at most `window` batches. `None`: no window, the driver takes every batch
+    /// as it comes and grants nothing (the replay goes at its rate). At least 1.
+    #[serde(default)]
+    pub window: Option<u32>,
 }
 
 /// What a client asks of the engine.
@@ -236,6 +243,16 @@ pub enum Command {
     },
     /// Stop a replay. Reply: `Done`.
     CancelReplay(ReplayId),
+    /// A replay with a `window`: the reader took `batches` more of its `Events` batches, so as
+    /// many more may be sent (taken batches beyond those outstanding count for nothing). Reply:
+    /// `Done`; `ReplayNotFound` when the replay is not running on this connection (it ended,
+    /// was cancelled, or is another connection's). A replay without a window ignores it.
+    ReplayCredit {
+        /// The replay.
+        replay: ReplayId,
+        /// How many batches were taken.
+        batches: u32,
+    },
     /// ConsumerGroup: a member says it is alive (any command of the member also counts).
     /// Reply: `Assignment`, its current generation and partitions.
     Heartbeat {

@@ -1115,3 +1115,221 @@ fn replay_from_the_tail_cache_ends_at_the_heads_it_started_with() {
 fn replay_from_the_store_ends_at_the_heads_it_started_with() {
     replay_ignores_events_appended_while_it_runs(small_cache(4));
 }
+
+// ---- flow control (window) --------------------------------------------------------------------
+
+/// Replays 3 partitions of 40 events in batches of 4 with a window of 3 to a reader that takes
+/// one batch at a time: never more than 3 batches out, a stalled reader gets nothing more
+/// (no progress either) while time passes, and the replay finishes with every event once, in
+/// order per partition.
+fn windowed_replay_to_a_slow_reader(mut h: Harness) {
+    h.create_persistent("big", 3);
+    for _ in 0..8 {
+        h.append_n("big", 15);
+    }
+    let stored = read_all(&mut h, "big");
+    assert_eq!(stored.len(), 120);
+    let window = 3;
+    let id = replay(
+        &mut h,
+        "big",
+        ReplayFrom::Offset(0),
+        ReplayOptions {
+            batch_size: Some(4),
+            window: Some(window),
+            progress_interval: Some(Duration::from_millis(100)),
+            ..opts()
+        },
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    // Batches received and not yet reported taken.
+    let mut held = 0u32;
+    let mut most_held = 0;
+    for round in 0.. {
+        assert!(round < 1000, "the replay did not finish");
+        let got = items(&mut h, id);
+        held += batch_sizes(&got).len() as u32;
+        most_held = most_held.max(held);
+        assert!(held <= window, "{held} batches out, window {window}");
+        all.extend(got);
+        if is_done(&all) {
+            break;
+        }
+        if round == 0 {
+            // At the window and stalled: time passes, nothing more comes, not even progress.
+            assert_eq!(held, window);
+            run_for(&mut h, Duration::from_secs(5));
+            assert!(
+                items(&mut h, id).is_empty(),
+                "a paused replay sends nothing"
+            );
+        }
+        if round == 5 {
+            // Credit beyond what is out counts for nothing: still at most the window.
+            assert_eq!(
+                h.cmd(Command::ReplayCredit {
+                    replay: id,
+                    batches: u32::MAX
+                }),
+                Ok(Reply::Done)
+            );
+            held = 0;
+            continue;
+        }
+        // The slow reader takes one batch.
+        assert_eq!(
+            h.cmd(Command::ReplayCredit {
+                replay: id,
+                batches: 1
+            }),
+            Ok(Reply::Done)
+        );
+        held -= 1;
+    }
+    assert_eq!(most_held, window);
+    assert_eq!(done_total(&all), 120);
+    let events = events_of(&all);
+    assert_eq!(events.len(), 120);
+    let seen: BTreeSet<(u32, u64)> = events.iter().map(|e| (e.partition, e.offset)).collect();
+    assert_eq!(seen.len(), 120, "every event once");
+    for p in 0..3 {
+        let in_p: Vec<u64> = events
+            .iter()
+            .filter(|e| e.partition == p)
+            .map(|e| e.offset)
+            .collect();
+        assert!(
+            in_p.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} in order: {in_p:?}"
+        );
+    }
+    // Taking batches of a replay that has ended: not found.
+    assert_eq!(
+        h.cmd(Command::ReplayCredit {
+            replay: id,
+            batches: 1
+        }),
+        Err(Error::ReplayNotFound(id))
+    );
+}
+
+#[test]
+fn windowed_replay_from_the_tail_cache_keeps_at_most_the_window_out() {
+    windowed_replay_to_a_slow_reader(Harness::new());
+}
+
+#[test]
+fn windowed_replay_from_the_store_keeps_at_most_the_window_out() {
+    windowed_replay_to_a_slow_reader(small_cache(4));
+}
+
+#[test]
+fn a_window_with_a_rate_honours_both() {
+    let mut h = Harness::new();
+    h.create_persistent("paced", 1);
+    h.append_n("paced", 20);
+    let id = replay(
+        &mut h,
+        "paced",
+        ReplayFrom::Offset(0),
+        ReplayOptions {
+            batch_size: Some(2),
+            max_events_per_second: Some(4),
+            window: Some(1),
+            ..opts()
+        },
+    )
+    .unwrap();
+    let mut all = items(&mut h, id);
+    assert_eq!(batch_sizes(&all), vec![2], "one batch, the window");
+    for _ in 0..100 {
+        if is_done(&all) {
+            break;
+        }
+        let before = events_of(&all).len();
+        assert_eq!(
+            h.cmd(Command::ReplayCredit {
+                replay: id,
+                batches: 1
+            }),
+            Ok(Reply::Done)
+        );
+        h.advance(Duration::from_secs(1));
+        let got = items(&mut h, id);
+        assert!(batch_sizes(&got).len() <= 1, "window 1: {got:?}");
+        all.extend(got);
+        // At most the bucket (4) plus what a second refills (4) in one second.
+        assert!(events_of(&all).len() - before <= 8);
+    }
+    assert_eq!(done_total(&all), 20);
+    assert_eq!(offsets(&events_of(&all)), (0..20).collect::<Vec<u64>>());
+}
+
+#[test]
+fn replay_credit_is_refused_for_a_replay_of_another_connection_and_a_zero_window_is_bad_input() {
+    let mut h = Harness::new();
+    h.create_persistent("orders", 1);
+    h.append_n("orders", 50);
+    let r = replay(
+        &mut h,
+        "orders",
+        ReplayFrom::Offset(0),
+        ReplayOptions {
+            window: Some(0),
+            ..opts()
+        },
+    );
+    assert!(
+        matches!(
+            r,
+            Err(Error::Invalid(InvalidInput::Range {
+                field: "window",
+                value: 0,
+                ..
+            }))
+        ),
+        "{r:?}"
+    );
+    assert!(h.replay_items().is_empty());
+    let id = replay(
+        &mut h,
+        "orders",
+        ReplayFrom::Offset(0),
+        ReplayOptions {
+            batch_size: Some(5),
+            window: Some(2),
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(batch_sizes(&items(&mut h, id)), vec![5, 5]);
+    // Connection 2 cannot take connection 1's batches: refused, nothing moves.
+    assert_eq!(
+        h.cmd_on(
+            2,
+            Command::ReplayCredit {
+                replay: id,
+                batches: 2
+            }
+        ),
+        Err(Error::ReplayNotFound(id))
+    );
+    assert!(items(&mut h, id).is_empty());
+    assert_eq!(
+        h.cmd(Command::ReplayCredit {
+            replay: ReplayId(999),
+            batches: 1
+        }),
+        Err(Error::ReplayNotFound(ReplayId(999)))
+    );
+    // Its own connection can.
+    assert_eq!(
+        h.cmd(Command::ReplayCredit {
+            replay: id,
+            batches: 2
+        }),
+        Ok(Reply::Done)
+    );
+    assert_eq!(batch_sizes(&items(&mut h, id)), vec![5, 5]);
+}

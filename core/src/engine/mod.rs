@@ -404,6 +404,9 @@ impl Engine {
                 | Command::ListSubscriptions(_)
                 | Command::ListStreams
                 | Command::CancelReplay(_)
+                // Never refused (a lost grant would stall its replay); it starts at most one
+                // read of that replay, as the replay's timer does.
+                | Command::ReplayCredit { .. }
                 | Command::Heartbeat { .. }
                 | Command::Commit { .. }
                 | Command::MarkRead { .. }
@@ -515,6 +518,9 @@ impl Engine {
                 options,
             } => self.start_replay(origin, stream, from, options),
             Command::CancelReplay(id) => self.cancel_replay(origin, id),
+            Command::ReplayCredit { replay, batches } => {
+                self.replay_credit(origin, replay, batches)
+            }
             Command::Heartbeat {
                 stream,
                 subscription,

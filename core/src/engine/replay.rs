@@ -1,6 +1,8 @@
 //! Replays: a finite read of a stream from an offset, a time or a time range, partition by
 //! partition, rate-limited by a token bucket on the core's clock, with progress reports.
-//! A replay ends at the heads the stream had when it started.
+//! A replay ends at the heads the stream had when it started. With a `window`, at most that
+//! many batches are out (sent and not yet reported taken by `Command::ReplayCredit`): at the
+//! window the replay pauses, with at most one read batch buffered, until the reader takes some.
 
 use super::{Engine, EventRef, Op, Origin, PendingOp, Timer};
 use crate::api::{Output, ReplayFrom, ReplayItem, ReplayOptions, Reply};
@@ -45,6 +47,17 @@ pub(crate) struct Replay {
     sent: u64,
     wake: Option<MonoNanos>,
     resolving: bool,
+    /// Flow control: the most batches out at once (`None`: no window).
+    window: Option<u32>,
+    /// Batches sent and not yet reported taken.
+    outstanding: u32,
+}
+
+impl Replay {
+    /// At its window: nothing more goes out until batches are taken.
+    fn paused(&self) -> bool {
+        self.window.is_some_and(|w| self.outstanding >= w)
+    }
 }
 
 impl Engine {
@@ -110,6 +123,8 @@ impl Engine {
             sent: 0,
             wake: None,
             resolving,
+            window: o.window,
+            outstanding: 0,
         };
         self.replays.insert(id, replay);
         self.conn(origin.0).replays.insert(id);
@@ -172,6 +187,15 @@ impl Engine {
             };
             return Err(e.into());
         }
+        if o.window == Some(0) {
+            return Err(InvalidInput::Range {
+                field: "window",
+                value: 0,
+                min: 1,
+                max: u32::MAX.into(),
+            }
+            .into());
+        }
         if o.progress_interval.is_some_and(|d| d.is_zero()) {
             return Err(InvalidInput::Range {
                 field: "progress_interval (ms)",
@@ -213,6 +237,19 @@ impl Engine {
             self.reply_to(origin, Ok(Reply::Done));
         } else {
             self.reply_to(origin, Err(Error::ReplayNotFound(id)));
+        }
+    }
+
+    /// The reader of replay `id` took `batches` of its batches: that many more may go out.
+    pub(crate) fn replay_credit(&mut self, origin: Origin, id: ReplayId, batches: u32) {
+        let Some(r) = self.replays.get_mut(&id).filter(|r| r.conn == origin.0) else {
+            return self.reply_to(origin, Err(Error::ReplayNotFound(id)));
+        };
+        let paused = r.paused();
+        r.outstanding = r.outstanding.saturating_sub(batches);
+        self.reply_to(origin, Ok(Reply::Done));
+        if paused && !self.replays.get(&id).is_some_and(Replay::paused) {
+            self.replay_pump(id);
         }
     }
 
@@ -331,6 +368,10 @@ impl Engine {
                 self.storage(Op::ReplayRead { replay: id }, req);
                 return;
             }
+            if r.paused() {
+                // Resumed by `replay_credit` (no timer: a stalled reader costs nothing).
+                return;
+            }
             let mut n = r.buffer.len().min(r.batch as usize);
             if let Some(m) = r.max_events {
                 n = n.min((m - r.sent) as usize);
@@ -353,6 +394,9 @@ impl Engine {
             }
             let events: Vec<EventRef> = r.buffer.drain(..n).collect();
             r.sent += n as u64;
+            if r.window.is_some() {
+                r.outstanding += 1;
+            }
             if r.rate.is_some() {
                 r.tokens -= n as u64 * UNIT;
             }

@@ -393,6 +393,8 @@ pub(crate) fn replay(r: &pb::ReplayRequest) -> Result<(ReplayFrom, ReplayOptions
             .map(|(k, v)| (k.clone(), *v))
             .collect(),
         strict_versions: r.strict_versions,
+        // The service sets its own (`ServiceConfig::replay_window`).
+        window: None,
     };
     Ok((from, options))
 }

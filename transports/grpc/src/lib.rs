@@ -12,7 +12,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod codec;
 mod convert;
+mod limit;
 mod link;
 mod service;
 mod session;
@@ -22,9 +24,11 @@ mod status;
 #[allow(missing_docs, clippy::all)]
 pub mod pb {
     tonic::include_proto!("tributary.v1");
+    include!(concat!(env!("OUT_DIR"), "/client/tributary.v1.rs"));
 }
 
 pub use convert::{event_to_pb, ms, new_event_from_pb, start_position_to_pb};
+pub use limit::{LimitedBody, LimitedServer, MAX_REQUEST_MESSAGE_BYTES};
 pub use link::{EngineConn, EngineLink};
 pub use service::{EventStreamService, ServiceConfig};
 pub use status::{ERROR_DOMAIN, error_to_status};

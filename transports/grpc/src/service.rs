@@ -5,6 +5,7 @@ use crate::convert::{
     start_position, stream_config, stream_info_to_pb, stream_name, subscription_config,
     subscription_info_to_pb, subscription_name,
 };
+use crate::limit::{LimitedServer, MAX_REQUEST_MESSAGE_BYTES};
 use crate::link::{EngineConn, EngineLink};
 use crate::pb;
 use crate::pb::event_stream_server::EventStream;
@@ -12,7 +13,7 @@ use crate::session::{
     Answer, Out, PIPELINED_COMMANDS, Sent, Session, Settle, answer_in_order, expect_open, forward,
     reply_kind, session_error,
 };
-use crate::status::invalid;
+use crate::status::{invalid, session_not_found, with_context};
 use crate::{CORRELATION_HEADER, error_to_status, event_to_pb};
 use futures_util::{FutureExt, Stream, select_biased};
 use std::collections::BTreeMap;
@@ -36,9 +37,11 @@ pub struct ServiceConfig {
     pub heartbeat_interval: Duration,
     /// Messages queued per response stream before the sender waits for the client.
     pub response_buffer: usize,
-    /// Replay items a client may fall behind by before its replay is stopped with
-    /// `RESOURCE_EXHAUSTED` (a replay has no back-pressure in the core beyond its rate).
-    pub max_replay_backlog: usize,
+    /// A replay's flow control: batches of events the engine may have sent that tonic has
+    /// not yet taken from the response stream (tonic takes one when HTTP/2 flow control lets
+    /// it send). A slow reader holds at most this many batches on the server; the replay
+    /// waits for it. At least 1.
+    pub replay_window: u32,
 }
 
 impl Default for ServiceConfig {
@@ -46,7 +49,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             heartbeat_interval: Duration::from_secs(10),
             response_buffer: 64,
-            max_replay_backlog: 1024,
+            replay_window: 8,
         }
     }
 }
@@ -111,11 +114,16 @@ impl<L: EngineLink> EventStreamService<L> {
         }
     }
 
-    /// The tonic server of this service.
-    pub fn into_server(self) -> pb::event_stream_server::EventStreamServer<Self> {
-        pb::event_stream_server::EventStreamServer::new(self)
-            .max_decoding_message_size(8 << 20)
-            .max_encoding_message_size(64 << 20)
+    /// The tonic server of this service. A request message over
+    /// [`MAX_REQUEST_MESSAGE_BYTES`] is refused with `RESOURCE_EXHAUSTED` and details, before
+    /// its bytes are buffered ([`LimitedServer`]).
+    pub fn into_server(self) -> LimitedServer<pb::event_stream_server::EventStreamServer<Self>> {
+        LimitedServer::new(
+            pb::event_stream_server::EventStreamServer::new(self)
+                .max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES)
+                .max_encoding_message_size(64 << 20),
+            MAX_REQUEST_MESSAGE_BYTES,
+        )
     }
 
     async fn call(&self, cmd: Command) -> Result<Reply, Status> {
@@ -271,19 +279,36 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         let corr = correlation(&req);
         let mut input = req.into_inner();
         let mut out = pb::PublishStreamResponse::default();
-        while let Some(r) = input.message().await? {
-            let batch = self.append(r, corr.as_deref()).await.map_err(|s| {
-                Status::new(
-                    s.code(),
-                    format!(
-                        "batch {} refused ({} batches, {} events appended before it): {}",
-                        out.batches.len(),
-                        out.batches.len(),
-                        out.events,
-                        s.message()
-                    ),
-                )
-            })?;
+        // A refused batch (bad input, too large, not protobuf, refused by the engine) ends the
+        // call with its own status (code, ErrorInfo, BadRequest), what was appended before it
+        // added to the ErrorInfo's metadata and to the text.
+        let refused = |out: &pb::PublishStreamResponse, s: Status| {
+            with_context(
+                &s,
+                format!(
+                    "batch {} refused ({} batches, {} events appended before it): {}",
+                    out.batches.len(),
+                    out.batches.len(),
+                    out.events,
+                    s.message()
+                ),
+                &[
+                    ("batches_before", out.batches.len().to_string()),
+                    ("appended_before", out.events.to_string()),
+                ],
+                "BATCH_REFUSED",
+            )
+        };
+        loop {
+            let r = match input.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(s) => return Err(refused(&out, s)),
+            };
+            let batch = match self.append(r, corr.as_deref()).await {
+                Ok(b) => b,
+                Err(s) => return Err(refused(&out, s)),
+            };
             out.events += batch.outcomes.len() as u64;
             out.batches.push(batch);
         }
@@ -488,7 +513,7 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
             .lock()
             .ok()
             .and_then(|s| s.get(&r.session_id).cloned())
-            .ok_or_else(|| Status::not_found(format!("no open session {:?}", r.session_id)))?;
+            .ok_or_else(|| session_not_found(&r.session_id))?;
         use pb::settle_request::Kind;
         let settle = match r.kind {
             Some(Kind::Ack(a)) => Settle::Ack(a),
@@ -522,7 +547,8 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
     ) -> Result<Response<Self::ReplayStream>, Status> {
         let r = req.into_inner();
         let stream = stream_name(&r.stream)?;
-        let (from, options) = replay(&r)?;
+        let (from, mut options) = replay(&r)?;
+        options.window = Some(self.config.replay_window.max(1));
         let conn = self.link.connect().await.map_err(|e| error_to_status(&e))?;
         let id = match conn
             .call(Command::Replay {
@@ -537,15 +563,34 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
             Err(e) => return Err(error_to_status(&e)),
         };
         let (out, rx) = tokio::sync::mpsc::channel(self.config.response_buffer.max(1));
-        let (stop, max_backlog) = (self.stop.clone(), self.config.max_replay_backlog);
+        // Batches tonic took from the response stream, reported to the engine as credit.
+        let (taken_tx, taken_rx) = async_channel::unbounded::<()>();
+        let stop = self.stop.clone();
         self.link.spawn(async move {
             use pb::replay_response::Kind;
+            let mut stopped = std::pin::pin!(stop.recv().fuse());
             loop {
                 let item = select_biased! {
                     _ = out.closed().fuse() => return,
-                    _ = stop.recv().fuse() => {
+                    _ = stopped.as_mut() => {
                         let _ = out.send(Err(Status::unavailable("the server is shutting down"))).await;
                         return;
+                    }
+                    t = taken_rx.recv().fuse() => {
+                        // Every batch taken so far, in one command.
+                        let mut batches = u32::from(t.is_ok());
+                        while taken_rx.try_recv().is_ok() {
+                            batches = batches.saturating_add(1);
+                        }
+                        // The answer is not awaited: a replay that has just ended answers
+                        // `REPLAY_NOT_FOUND`, and its last items are on their way anyway.
+                        if batches > 0
+                            && conn.submit(Command::ReplayCredit { replay: id, batches }).await.is_err()
+                        {
+                            let _ = out.send(Err(Status::unavailable("the engine has stopped"))).await;
+                            return;
+                        }
+                        continue;
                     }
                     e = conn.next().fuse() => e,
                 };
@@ -581,22 +626,29 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
                         return;
                     }
                 };
-                if conn.backlog() > max_backlog {
-                    let _ = out
-                        .send(Err(Status::resource_exhausted(format!(
-                            "the client fell more than {max_backlog} replay batches behind; \
-                             replay with max_events_per_second"
-                        ))))
-                        .await;
-                    return;
-                }
                 if out.send(Ok(pb::ReplayResponse { kind: Some(kind) })).await.is_err() || last {
                     // Dropping the connection stops the replay in the engine.
                     return;
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        // A batch counts as taken when tonic takes it from the stream to send it, which HTTP/2
+        // flow control paces: the engine's window covers the batches queued here.
+        let taken = move |m: &Result<pb::ReplayResponse, Status>| {
+            if let Ok(pb::ReplayResponse {
+                kind: Some(pb::replay_response::Kind::Events(_)),
+            }) = m
+            {
+                let _ = taken_tx.try_send(());
+            }
+        };
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            ReceiverStream::new(rx),
+            move |m| {
+                taken(&m);
+                m
+            },
+        ))))
     }
 
     async fn read(

@@ -132,15 +132,78 @@ pub fn error_to_status(e: &Error) -> Status {
 
 /// Bad input found by the transport itself (before the core saw the request).
 pub(crate) fn invalid(field: &str, description: impl Into<String>) -> Status {
+    bad_input("INVALID_INPUT", field, description)
+}
+
+/// `INVALID_ARGUMENT` with an `ErrorInfo` of this reason and a `BadRequest` naming `field`.
+pub(crate) fn bad_input(reason: &str, field: &str, description: impl Into<String>) -> Status {
     let description = description.into();
     let mut details = ErrorDetails::new();
-    details.set_error_info("INVALID_INPUT", ERROR_DOMAIN, HashMap::new());
+    details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
     details.add_bad_request_violation(field, description.clone());
     Status::with_error_details(
         Code::InvalidArgument,
         format!("invalid input: {field}: {description}"),
         details,
     )
+}
+
+/// A request message larger than the server takes: `RESOURCE_EXHAUSTED` (gRPC's code for a
+/// message over the receiver's limit), reason `MESSAGE_TOO_LARGE` with `size` and `limit` in
+/// the metadata, and a `BadRequest` on the request.
+pub(crate) fn message_too_large(size: usize, limit: usize) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info(
+        "MESSAGE_TOO_LARGE",
+        ERROR_DOMAIN,
+        HashMap::from([
+            ("size".to_string(), size.to_string()),
+            ("limit".to_string(), limit.to_string()),
+        ]),
+    );
+    let description = format!("a message of {size} bytes; the limit is {limit} bytes");
+    details.add_bad_request_violation("request", description.clone());
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!("request too large: {description}"),
+        details,
+    )
+}
+
+/// `status` with a new message and `extra` added to its `ErrorInfo` metadata, every other detail
+/// kept (a `BadRequest` stays). A status without `ErrorInfo` gets one, reason `fallback`.
+pub(crate) fn with_context(
+    status: &Status,
+    message: String,
+    extra: &[(&str, String)],
+    fallback: &str,
+) -> Status {
+    let mut details = status.get_error_details();
+    let (reason, domain, mut metadata) = match details.error_info() {
+        Some(i) => (i.reason.clone(), i.domain.clone(), i.metadata.clone()),
+        None => (
+            fallback.to_string(),
+            ERROR_DOMAIN.to_string(),
+            HashMap::new(),
+        ),
+    };
+    for (k, v) in extra {
+        metadata.insert((*k).to_string(), v.clone());
+    }
+    details.set_error_info(reason, domain, metadata);
+    Status::with_error_details(status.code(), message, details)
+}
+
+/// A session id the server does not know (never opened, or ended): `NOT_FOUND`, reason
+/// `SESSION_NOT_FOUND`, the id in the metadata.
+pub(crate) fn session_not_found(id: &str) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info(
+        "SESSION_NOT_FOUND",
+        ERROR_DOMAIN,
+        HashMap::from([("session_id".to_string(), id.to_string())]),
+    );
+    Status::with_error_details(Code::NotFound, format!("no open session {id:?}"), details)
 }
 
 #[cfg(test)]
