@@ -604,6 +604,105 @@ mod tests {
         }
     }
 
+    /// An event type and a consumer id holding every character the exposition formats
+    /// escape (`"`, `\\` and, in the event type, a newline; a consumer id is printable ASCII),
+    /// and the characters that delimit labels.
+    const HOSTILE_TYPE: &str = "odd\"type\\with\nnewline},x=\"y";
+    const HOSTILE_CONSUMER: &str = "c\"o\\n},s=\"u";
+
+    /// Every (family, label name, label value) of a parsed exposition (the parser unescapes
+    /// the values).
+    fn labels_of<T: Clone, V: Clone + openmetrics_parser::RenderableMetricValue>(
+        families: &std::collections::HashMap<String, openmetrics_parser::MetricFamily<T, V>>,
+    ) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for (name, family) in families {
+            for sample in family.iter_samples() {
+                let set = sample.get_labelset().expect("a sample's labels");
+                for (k, v) in set.iter() {
+                    out.push((name.clone(), k.clone(), v.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// A workload whose event type and consumer id hold what the formats must escape.
+    fn hostile_workload() -> Metrics {
+        let m = Metrics::new();
+        let conn = ConnId(1);
+        m.on_input(now(0), &append_input(conn, 1, &[HOSTILE_TYPE]));
+        let p = Position {
+            partition: 0,
+            offset: 0,
+        };
+        m.on_output(
+            now(1),
+            &Output::Reply {
+                conn,
+                req: ReqId(1),
+                reply: Ok(Reply::Appended(vec![AppendOutcome::Appended(p)])),
+            },
+        );
+        let event = Event::from_new(
+            NewEvent::new(HOSTILE_TYPE, "{}"),
+            EventId::from_bytes([9; 16]),
+            name("s"),
+            0,
+            0,
+            UnixMillis(0),
+        );
+        let d = Delivered {
+            event: Arc::new(event),
+            attempt: 1,
+        };
+        let again = Delivered {
+            attempt: 2,
+            ..d.clone()
+        };
+        let consumer = ConsumerId::new(HOSTILE_CONSUMER).expect("a valid consumer id");
+        for d in [d, again] {
+            m.on_output(
+                now(2),
+                &Output::Deliver {
+                    conn,
+                    stream: name("s"),
+                    subscription: SubscriptionName::new("q").expect("sub"),
+                    consumer: consumer.clone(),
+                    events: vec![d],
+                },
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn hostile_label_values_are_escaped_and_the_exposition_parses() {
+        let m = hostile_workload();
+        let text = m.render();
+        let parsed = openmetrics_parser::openmetrics::parse_openmetrics(&text)
+            .unwrap_or_else(|e| panic!("OpenMetrics does not parse ({e:?}):\n{text}"));
+        let labels = labels_of(&parsed.families);
+        for family in [
+            "tributary_events_published",
+            "tributary_events_consumed",
+            "tributary_event_retries",
+        ] {
+            assert!(
+                labels.contains(&(family.into(), "event_type".into(), HOSTILE_TYPE.into())),
+                "{family}: {labels:?}"
+            );
+        }
+        assert!(
+            labels.contains(&(
+                "tributary_events_consumed".into(),
+                "consumer".into(),
+                HOSTILE_CONSUMER.into()
+            )),
+            "{labels:?}"
+        );
+    }
+
     #[test]
     fn counts_appends_from_their_reply_deliveries_by_attempt_and_latency_to_the_ack() {
         let m = Metrics::new();
