@@ -310,19 +310,37 @@ async fn health(
     Ok((code, Json(report)))
 }
 
-/// Prometheus metrics, text format.
+/// Prometheus metrics: the text format 0.0.4, or OpenMetrics 1.0.0 when `Accept` asks for it
+/// (see [`metrics::Format::from_accept`]).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String,
-               content_type = "text/plain; version=0.0.4")))]
-async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    params(("Accept" = Option<String>, Header,
+        description = "`application/openmetrics-text` (version 1.0.0) for OpenMetrics; \
+                       anything else, or none, gets the Prometheus text format 0.0.4")),
+    responses((status = 200,
+        description = "The metrics, in the format negotiated from `Accept` (`Vary: Accept`)",
+        content(
+            (String = "text/plain; version=0.0.4; charset=utf-8"),
+            (String = "application/openmetrics-text; version=1.0.0; charset=utf-8")))))]
+async fn metrics(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    // Several Accept lines are one list.
+    let accept: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let format =
+        metrics::Format::from_accept((!accept.is_empty()).then(|| accept.join(",")).as_deref());
     let snap = snapshot(&st).await?;
     st.metrics.set_gauges(&snap);
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        st.metrics.render(),
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            (header::VARY, "accept"),
+        ],
+        st.metrics.render(format),
     )
         .into_response())
 }

@@ -19,6 +19,10 @@
 //! Gauges are read from the engine when `/metrics` is scraped: `stream_length{stream}`,
 //! `consumer_lag{stream, subscription, consumer}` (`consumer` empty for the shared position of
 //! an exclusive subscription) and `active_consumers{stream, subscription}`.
+//!
+//! [`Metrics::render`] writes the Prometheus text format 0.0.4 or OpenMetrics 1.0.0
+//! ([`Format`], negotiated from `Accept` by [`Format::from_accept`]), with label values
+//! escaped.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -538,12 +542,89 @@ impl Metrics {
         }
     }
 
-    /// The metrics in the Prometheus text format.
-    pub fn render(&self) -> String {
+    /// The metrics in `format`. Label values are escaped (`\\`, `"` and newlines) as both
+    /// formats require, so any event type or consumer id leaves the exposition parseable.
+    pub fn render(&self, format: Format) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = match format {
+            Format::Text => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            }
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            }
+        };
         out
+    }
+}
+
+/// The exposition formats `/metrics` serves, chosen from the request's `Accept` header as
+/// Prometheus's own client libraries choose: OpenMetrics only when the client asks for it,
+/// else the text format 0.0.4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4: a counter's `# HELP` and `# TYPE` name its samples
+    /// (`..._total`); no `# UNIT`, no `# EOF`.
+    Text,
+    /// OpenMetrics 1.0.0: a counter's family is named without `_total`; ends with `# EOF`.
+    OpenMetrics,
+}
+
+/// The `Content-Type` of [`Format::Text`].
+pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+/// The `Content-Type` of [`Format::OpenMetrics`].
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl Format {
+    /// The `Content-Type` of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => TEXT_CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+
+    /// The format to answer an `Accept` header with (`None`: no header). Each media range is
+    /// weighed by its `q` (1 when absent; 0 refuses it), then by how specific it is (a type
+    /// before `text/*` before `*/*`), then by its place in the header. Served:
+    /// `application/openmetrics-text` (without a version or `version=1.0.0`) as OpenMetrics;
+    /// `text/plain` (without a version or `version=0.0.4`), `text/*` and `*/*` as the text
+    /// format. A header that accepts neither gets the text format, as Prometheus's client
+    /// libraries answer it.
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        let mut best: Option<(f32, u8, Format)> = None;
+        for range in accept.unwrap_or("").split(',') {
+            let Ok(m) = range.trim().parse::<mime::Mime>() else {
+                continue;
+            };
+            let q = match m.get_param("q") {
+                None => 1.0,
+                Some(q) => match q.as_str().parse::<f32>() {
+                    Ok(q) if (0.0..=1.0).contains(&q) => q,
+                    _ => continue,
+                },
+            };
+            let version = m.get_param("version").map(|v| v.as_str().to_string());
+            let (specific, format) = match (m.type_().as_str(), m.subtype().as_str()) {
+                ("application", "openmetrics-text")
+                    if version.as_deref().is_none_or(|v| v == "1.0.0") =>
+                {
+                    (2, Format::OpenMetrics)
+                }
+                ("text", "plain") if version.as_deref().is_none_or(|v| v == "0.0.4") => {
+                    (2, Format::Text)
+                }
+                ("text", "*") => (1, Format::Text),
+                ("*", "*") => (0, Format::Text),
+                _ => continue,
+            };
+            if q > 0.0 && best.is_none_or(|(bq, bs, _)| (q, specific) > (bq, bs)) {
+                best = Some((q, specific, format));
+            }
+        }
+        best.map_or(Format::Text, |(_, _, f)| f)
     }
 }
 
@@ -583,7 +664,7 @@ mod tests {
     }
 
     fn value(m: &Metrics, line_start: &str) -> f64 {
-        m.render()
+        m.render(Format::OpenMetrics)
             .lines()
             .find(|l| l.starts_with(line_start))
             .and_then(|l| l.rsplit_once(' '))
@@ -677,9 +758,20 @@ mod tests {
     }
 
     #[test]
-    fn hostile_label_values_are_escaped_and_the_exposition_parses() {
+    fn hostile_label_values_are_escaped_and_both_formats_parse() {
         let m = hostile_workload();
-        let text = m.render();
+        let want = |labels: &[(String, String, String)], family: &str| {
+            for (name, value) in [("event_type", HOSTILE_TYPE), ("consumer", HOSTILE_CONSUMER)] {
+                if family.starts_with("tributary_events_published") && name == "consumer" {
+                    continue;
+                }
+                assert!(
+                    labels.contains(&(family.into(), name.into(), value.into())),
+                    "{family} {name}: {labels:?}"
+                );
+            }
+        };
+        let text = m.render(Format::OpenMetrics);
         let parsed = openmetrics_parser::openmetrics::parse_openmetrics(&text)
             .unwrap_or_else(|e| panic!("OpenMetrics does not parse ({e:?}):\n{text}"));
         let labels = labels_of(&parsed.families);
@@ -688,18 +780,64 @@ mod tests {
             "tributary_events_consumed",
             "tributary_event_retries",
         ] {
-            assert!(
-                labels.contains(&(family.into(), "event_type".into(), HOSTILE_TYPE.into())),
-                "{family}: {labels:?}"
-            );
+            want(&labels, family);
         }
+        let text = m.render(Format::Text);
+        let parsed = openmetrics_parser::prometheus::parse_prometheus(&text)
+            .unwrap_or_else(|e| panic!("the text format does not parse ({e:?}):\n{text}"));
+        let labels = labels_of(&parsed.families);
+        for family in [
+            "tributary_events_published_total",
+            "tributary_events_consumed_total",
+            "tributary_event_retries_total",
+        ] {
+            want(&labels, family);
+        }
+        // The escapes themselves, as both formats write them.
         assert!(
-            labels.contains(&(
-                "tributary_events_consumed".into(),
-                "consumer".into(),
-                HOSTILE_CONSUMER.into()
-            )),
-            "{labels:?}"
+            text.contains(r#"event_type="odd\"type\\with\nnewline},x=\"y""#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_format_follows_accept() {
+        let f = |a: &str| Format::from_accept(Some(a));
+        assert_eq!(Format::from_accept(None), Format::Text);
+        assert_eq!(f(""), Format::Text);
+        assert_eq!(f("text/plain;version=0.0.4"), Format::Text);
+        assert_eq!(f("*/*"), Format::Text);
+        assert_eq!(f("application/json"), Format::Text);
+        assert_eq!(f("application/openmetrics-text"), Format::OpenMetrics);
+        assert_eq!(
+            f("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            Format::OpenMetrics
+        );
+        // What Prometheus sends.
+        assert_eq!(
+            f(
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            ),
+            Format::OpenMetrics
+        );
+        // Weights, then specificity, then order.
+        assert_eq!(
+            f("application/openmetrics-text;q=0.2, text/plain;q=0.9"),
+            Format::Text
+        );
+        assert_eq!(f("*/*, application/openmetrics-text"), Format::OpenMetrics);
+        assert_eq!(f("text/plain, application/openmetrics-text"), Format::Text);
+        assert_eq!(f("application/openmetrics-text;q=0, */*"), Format::Text);
+        // A version not served is not taken; a malformed range or weight is skipped.
+        assert_eq!(
+            f("application/openmetrics-text;version=0.0.1"),
+            Format::Text
+        );
+        assert_eq!(f("text/plain;version=9"), Format::Text);
+        assert_eq!(f("garbage, application/openmetrics-text;q=2"), Format::Text);
+        assert_eq!(
+            f("garbage, application/openmetrics-text;q=0.5"),
+            Format::OpenMetrics
         );
     }
 
@@ -778,7 +916,7 @@ mod tests {
         // A type first seen in a refused append gets no series.
         m.on_input(now(1), &append_input(conn, 10, &["z"]));
         m.on_output(now(1), &refused(10));
-        assert!(!m.render().contains("event_type=\"z\""));
+        assert!(!m.render(Format::OpenMetrics).contains("event_type=\"z\""));
         // The same type in another stream is its own series.
         let mut other = append_input(conn, 11, &["a"]);
         if let Input::Client {
