@@ -14,7 +14,9 @@
 //!   `dead_letter` (events moved to the dead letter stream), `publish_refused` (events of
 //!   refused appends, `subscription` empty);
 //! - `event_processing_latency_seconds{stream, subscription}`: from a delivery to the
-//!   consumer's ack (or mark-read) of that event.
+//!   consumer's ack (or mark-read) of that event;
+//! - `unread_timeouts_total{stream, subscription, consumer}`: read-receipt deliveries not read
+//!   within `unread_timeout` (SPEC 6: the engine's `UnreadTimeout` notice, once per delivery).
 //!
 //! Gauges are read from the engine when `/metrics` is scraped: `stream_length{stream}`,
 //! `consumer_lag{stream, subscription, consumer}` (`consumer` empty for the shared position of
@@ -195,6 +197,7 @@ pub struct Metrics {
     lag: Family<ConsumerLabels, Gauge>,
     length: Family<StreamLabels, Gauge>,
     active: Family<SubLabels, Gauge>,
+    unread: Family<ConsumerLabels, Counter>,
     state: Mutex<State>,
 }
 
@@ -225,6 +228,7 @@ impl Metrics {
             lag: Family::default(),
             length: Family::default(),
             active: Family::default(),
+            unread: Family::default(),
             state: Mutex::new(State::default()),
             registry: Registry::default(),
         };
@@ -263,6 +267,11 @@ impl Metrics {
             "active_consumers",
             "Consumers attached to a subscription",
             m.active.clone(),
+        );
+        registry.register(
+            "unread_timeouts",
+            "Read-receipt deliveries not read within the subscription's unread timeout",
+            m.unread.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -368,7 +377,8 @@ impl Metrics {
         }
     }
 
-    /// Counts what an output says happened: appends answered, deliveries, dead letters.
+    /// Counts what an output says happened: appends answered, deliveries, dead letters, unread
+    /// timeouts.
     pub fn on_output(&self, now: Now, output: &Output) {
         match output {
             Output::Reply { conn, req, reply } => {
@@ -481,6 +491,20 @@ impl Metrics {
                         stream: stream.to_string(),
                         subscription: subscription.to_string(),
                         reason: "dead_letter".into(),
+                    })
+                    .inc();
+            }
+            Output::Notice(Notice::UnreadTimeout {
+                stream,
+                subscription,
+                consumer,
+                ..
+            }) => {
+                self.unread
+                    .get_or_create(&ConsumerLabels {
+                        stream: stream.to_string(),
+                        subscription: subscription.to_string(),
+                        consumer: consumer.to_string(),
                     })
                     .inc();
             }
@@ -797,6 +821,38 @@ mod tests {
         assert!(
             text.contains(r#"event_type="odd\"type\\with\nnewline},x=\"y""#),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn unread_timeouts_are_counted_per_consumer() {
+        let m = Metrics::new();
+        let timeout = |consumer: &str, offset| {
+            Output::Notice(Notice::UnreadTimeout {
+                stream: name("s"),
+                subscription: SubscriptionName::new("q").expect("sub"),
+                consumer: ConsumerId::new(consumer).expect("consumer"),
+                position: Position {
+                    partition: 0,
+                    offset,
+                },
+                redelivered: offset % 2 == 0,
+                event: None,
+            })
+        };
+        m.on_output(now(1), &timeout("c1", 0));
+        m.on_output(now(2), &timeout("c1", 1));
+        m.on_output(now(3), &timeout("c2", 1));
+        let series = |c: &str| {
+            format!(
+                "tributary_unread_timeouts_total{{stream=\"s\",subscription=\"q\",consumer=\"{c}\"}}"
+            )
+        };
+        assert_eq!(value(&m, &series("c1")), 2.0);
+        assert_eq!(value(&m, &series("c2")), 1.0);
+        assert!(
+            m.render(Format::Text)
+                .contains("# TYPE tributary_unread_timeouts_total counter\n")
         );
     }
 
