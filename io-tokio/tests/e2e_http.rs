@@ -908,6 +908,57 @@ fn outside_parsers(base: &str, values: &[&str]) {
     assert!(out.status.success(), "scripts/check-metrics failed:\n{log}");
 }
 
+/// A journal whose writes fail (`/dev/full`: no space left) is reported when it happens: a log
+/// line (code 11) while the server runs, `/health` degraded with the journal as the reason, a
+/// counter in `/metrics`; and the engine goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_journal_is_logged_counted_and_shown_in_health() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(Backend::Sqlite, dir.path(), "journal_full");
+    let server = Server::start_env(
+        dir.path(),
+        &store,
+        &["--journal", "/dev/full", "--log-format", "json"],
+        "info",
+    );
+    let http = Http::new(&server);
+    let mut c = server.client().await;
+    create_stream(&mut c, "j", 1).await;
+    publish(&mut c, "j", vec![json_event("a", "{}")]).await;
+    let health = health_until(&http, "the journal degraded", |_, h| {
+        h["status"] == "degraded"
+    })
+    .await;
+    let journal = health["components"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["component"] == "journal"))
+        .unwrap_or_else(|| panic!("no journal component: {health}"));
+    assert_eq!(journal["status"], "degraded", "{health}");
+    assert!(
+        journal["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("write failed") && r.contains("No space left")),
+        "{health}"
+    );
+    // Logged when it happened, not at shutdown.
+    let logged = server.log().lines().any(|l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|v| v["code"] == 11 && v["level"] == "ERROR")
+    });
+    assert!(logged, "{}", server.log());
+    // The engine goes on; what it handles now is not journaled, and counted.
+    publish(&mut c, "j", vec![json_event("a", "{}")]).await;
+    let (_, text) = http.send(Method::GET, "/metrics", None).await;
+    assert_eq!(
+        metric(&text, "tributary_journal_write_failures_total", &[]),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "tributary_journal_dropped_records_total", &[]) >= 1.0,
+        "{text}"
+    );
+}
+
 // ---- once, on SQLite -----------------------------------------------------------------------
 
 const WRITE: &str = "write-token-0123456789";

@@ -151,6 +151,7 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         }
         None => (None, None),
     };
+    let journal_status = journal.as_ref().map(|j| j.status());
     let engine =
         Engine::new(config, seed, start_at).map_err(|e| ServeError::Engine(e.to_string()))?;
     let metrics = Arc::new(tributary_http::Metrics::new());
@@ -170,6 +171,7 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         Arc::new(HttpLink {
             handle: handle.clone(),
             store: store.clone(),
+            journal: journal_status,
         }),
         metrics,
         tributary_http::HttpConfig {

@@ -53,6 +53,21 @@ pub trait EngineApi: Send + Sync + 'static {
     fn call(&self, cmd: Command) -> BoxFuture<Result<Reply, Error>>;
     /// Whether the store is reachable and its migrations are all applied; `Err` says why not.
     fn ready(&self) -> BoxFuture<Result<(), String>>;
+    /// The engine's journal, when it keeps one (for `/health` and `/metrics`).
+    fn journal(&self) -> Option<JournalFigures> {
+        None
+    }
+}
+
+/// What the engine's journal has lost so far, as `/health` and `/metrics` show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalFigures {
+    /// Writes that failed (a failure ends the journal).
+    pub write_failures: u64,
+    /// Inputs the engine handled that the journal does not hold.
+    pub dropped: u64,
+    /// Why it stopped, if it did.
+    pub error: Option<String>,
 }
 
 /// The HTTP server's settings.
@@ -292,7 +307,8 @@ async fn snapshot(st: &AppState) -> Result<Vec<(StreamInfo, Vec<SubscriptionInfo
     Ok(out)
 }
 
-/// Health with per-stream, per-subscription and per-consumer detail; 503 when unhealthy.
+/// Health with per-stream, per-subscription and per-consumer detail, and the server's own
+/// components (the journal); 503 when unhealthy.
 #[utoipa::path(get, path = "/health", tag = "operations",
     responses(
         (status = 200, description = "Healthy or degraded", body = health::HealthReport),
@@ -301,7 +317,9 @@ async fn health(
     State(st): State<AppState>,
 ) -> Result<(StatusCode, Json<health::HealthReport>), ApiError> {
     let snap = snapshot(&st).await?;
-    let report = health::report(&snap, &st.health, now_millis(), st.started);
+    let components: Vec<health::ComponentHealth> =
+        st.engine.journal().iter().map(health::journal).collect();
+    let report = health::report(&snap, components, &st.health, now_millis(), st.started);
     let code = if report.status == health::Status::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -335,6 +353,9 @@ async fn metrics(
         metrics::Format::from_accept((!accept.is_empty()).then(|| accept.join(",")).as_deref());
     let snap = snapshot(&st).await?;
     st.metrics.set_gauges(&snap);
+    if let Some(j) = st.engine.journal() {
+        st.metrics.set_journal(&j);
+    }
     Ok((
         [
             (header::CONTENT_TYPE, format.content_type()),

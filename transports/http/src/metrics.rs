@@ -16,7 +16,9 @@
 //! - `event_processing_latency_seconds{stream, subscription}`: from a delivery to the
 //!   consumer's ack (or mark-read) of that event;
 //! - `unread_timeouts_total{stream, subscription, consumer}`: read-receipt deliveries not read
-//!   within `unread_timeout` (SPEC 6: the engine's `UnreadTimeout` notice, once per delivery).
+//!   within `unread_timeout` (SPEC 6: the engine's `UnreadTimeout` notice, once per delivery);
+//! - `journal_write_failures_total` and `journal_dropped_records_total`: the journal's losses,
+//!   set from its own counts at each scrape (0 without a journal).
 //!
 //! Gauges are read from the engine when `/metrics` is scraped: `stream_length{stream}`,
 //! `consumer_lag{stream, subscription, consumer}` (`consumer` empty for the shared position of
@@ -198,6 +200,8 @@ pub struct Metrics {
     length: Family<StreamLabels, Gauge>,
     active: Family<SubLabels, Gauge>,
     unread: Family<ConsumerLabels, Counter>,
+    journal_failures: Counter,
+    journal_dropped: Counter,
     state: Mutex<State>,
 }
 
@@ -229,6 +233,8 @@ impl Metrics {
             length: Family::default(),
             active: Family::default(),
             unread: Family::default(),
+            journal_failures: Counter::default(),
+            journal_dropped: Counter::default(),
             state: Mutex::new(State::default()),
             registry: Registry::default(),
         };
@@ -272,6 +278,16 @@ impl Metrics {
             "unread_timeouts",
             "Read-receipt deliveries not read within the subscription's unread timeout",
             m.unread.clone(),
+        );
+        registry.register(
+            "journal_write_failures",
+            "Writes of the engine's journal that failed (a failure ends the journal)",
+            m.journal_failures.clone(),
+        );
+        registry.register(
+            "journal_dropped_records",
+            "Inputs of the engine that its journal does not hold (after a write failure)",
+            m.journal_dropped.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -563,6 +579,18 @@ impl Metrics {
                         .set(gauge_value(figures.lag));
                 }
             }
+        }
+    }
+
+    /// Sets the journal's counters to what it has counted (they only grow).
+    pub fn set_journal(&self, j: &crate::JournalFigures) {
+        // One scrape at a time moves them, so that two do not add the same difference.
+        let _st = self.state();
+        for (counter, total) in [
+            (&self.journal_failures, j.write_failures),
+            (&self.journal_dropped, j.dropped),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
     }
 
