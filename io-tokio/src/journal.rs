@@ -124,6 +124,10 @@ impl Journal {
         let Some(tx) = &self.tx else {
             return;
         };
+        if tx.is_closed() {
+            self.status.dropped_some(1);
+            return;
+        }
         let sent = match tx.try_send((now, input.clone())) {
             Ok(()) => Ok(()),
             Err(async_channel::TrySendError::Full(r)) => tx.send(r).await.map_err(|_| ()),
