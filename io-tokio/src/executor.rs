@@ -230,10 +230,11 @@ struct EngineTask<S, R> {
 }
 
 impl<S: Store, R: Runtime> EngineTask<S, R> {
-    /// Hands one input to the engine at `now` (recording it first when journaling).
-    fn input(&mut self, now: Now, i: Input) {
+    /// Hands one input to the engine at `now` (recording it first when journaling: when the
+    /// journal's queue is full this waits, yielding the thread).
+    async fn input(&mut self, now: Now, i: Input) {
         if let Some(j) = &self.journal {
-            j.record(now, &i);
+            j.record(now, &i).await;
         }
         if let Some(o) = &self.observer {
             o.input(now, &i);
@@ -267,7 +268,7 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
             let mut now = self.clock.now();
             let mut from_clients = matches!(input, Some(Input::Client { .. }));
             if let Some(i) = input {
-                self.input(now, i);
+                self.input(now, i).await;
             }
             // More inputs that are ready now, up to the budget, before draining again. When a
             // client's command woke the task and nothing else is ready yet, the other tasks get
@@ -290,7 +291,7 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                 };
                 handled += 1;
                 if let Some(i) = next {
-                    self.input(now, i);
+                    self.input(now, i).await;
                 }
             }
         }

@@ -26,7 +26,7 @@ pub mod server;
 
 pub use clock::Clock;
 pub use executor::{Connection, ExecutorConfig, Handle, NO_CONN, Observer, PendingReply, start};
-pub use journal::Journal;
+pub use journal::{Journal, JournalStatus};
 pub use runtime::Runtime;
 #[cfg(feature = "tokio")]
 pub use runtime::TokioRuntime;

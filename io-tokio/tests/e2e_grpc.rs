@@ -1434,3 +1434,89 @@ async fn pipelined_publish_answers_in_order_with_failures_in_place(b: Backend) {
     let expected: Vec<String> = written.iter().map(|i| format!(r#"{{"i":{i}}}"#)).collect();
     assert_eq!(bodies, expected, "exactly the accepted batches, in order");
 }
+
+/// The whole shutdown takes at most `shutdown_timeout`, however many of its steps are held:
+/// here a `PublishStream` call whose client never ends its stream (it holds the gRPC server,
+/// and through it the engine's handles) and an HTTP request whose body never finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_takes_at_most_shutdown_timeout() {
+    use tokio::io::AsyncWriteExt;
+    const TIMEOUT: Duration = Duration::from_secs(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("tributary.toml");
+    std::fs::write(
+        &config,
+        format!("shutdown_timeout = \"{}s\"\n", TIMEOUT.as_secs()),
+    )
+    .expect("config");
+    let store = new_store(Backend::Sqlite, dir.path(), "shutdown");
+    let config_arg = config.display().to_string();
+    let mut server = Server::start_on(
+        dir.path(),
+        &store,
+        &["--config", &config_arg, "--log-format", "json"],
+    );
+    let mut c = server.client().await;
+    create_stream(&mut c, "held", 1).await;
+    // A client stream that stays open after its first batch.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pb::PublishRequest {
+        stream: "held".into(),
+        events: vec![json_event("t", "{}")],
+        expected_offset: None,
+    })
+    .await
+    .expect("queue the batch");
+    let mut streaming = c.clone();
+    let call = tokio::spawn(async move {
+        streaming
+            .publish_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+    });
+    // The call is being served once its batch is in the stream.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = c
+            .get_stream(pb::GetStreamRequest {
+                name: "held".into(),
+            })
+            .await
+            .expect("get stream")
+            .into_inner();
+        if s.length == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the held call's batch never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An HTTP request whose body never comes whole.
+    let addr = server.http.trim_start_matches("http://").to_string();
+    let mut http = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    http.write_all(
+        format!(
+            "POST /api/event-streams HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 1000\r\n\r\n{{"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("send");
+
+    let started = Instant::now();
+    assert!(server.terminate(), "a clean exit");
+    let took = started.elapsed();
+    assert!(
+        took < TIMEOUT + Duration::from_millis(1500),
+        "the shutdown took {took:?} with shutdown_timeout {TIMEOUT:?}:\n{}",
+        server.log()
+    );
+    // It did wait for the held call (the timeout was reached, and said so).
+    assert!(took >= TIMEOUT - Duration::from_millis(100), "{took:?}");
+    assert!(server.log().contains("\"code\":3"), "{}", server.log());
+    drop((tx, http));
+    let _ = call.await;
+}

@@ -681,7 +681,7 @@ async fn metrics_count_a_known_workload(b: Backend) {
         ),
         6.0
     );
-    assert!(text.contains("tributary_event_processing_latency_seconds_bucket{le=\"0.001\",stream=\"m\",subscription=\"proc\"}"), "{text}");
+    assert!(text.contains("tributary_event_processing_latency_seconds_bucket{stream=\"m\",subscription=\"proc\",le=\"0.001\"}"), "{text}");
     assert_eq!(m("tributary_stream_length", &[("stream", "m")]), 7.0);
     assert_eq!(m("tributary_stream_length", &[("stream", "m.dlq")]), 1.0);
     assert_eq!(
@@ -719,6 +719,244 @@ async fn metrics_count_a_known_workload(b: Backend) {
         "{text}"
     );
     drop(s);
+}
+
+/// A GET of `path` with exactly these request headers (reqwest adds `Accept: */*` when none
+/// is given; a scraper may send none): (status, headers, body).
+async fn raw_get(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = within("connect", tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut out = Vec::new();
+    within("response", s.read_to_end(&mut out))
+        .await
+        .expect("read");
+    let text = String::from_utf8(out).expect("utf-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    // The body is small and sent whole: no chunked framing expected.
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// What Prometheus itself sends when it scrapes (2.x and 3.x).
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+const TEXT_004: &str = "content-type: text/plain; version=0.0.4; charset=utf-8";
+const OPENMETRICS: &str =
+    "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_format_follows_accept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(Backend::Sqlite, dir.path(), "http_accept");
+    let mut c = server.client().await;
+    create_stream(&mut c, "m", 1).await;
+    publish(&mut c, "m", vec![json_event("a", "{}")]).await;
+    let text_format = |body: &str| {
+        // The text format 0.0.4: a counter's HELP and TYPE name its samples (with `_total`),
+        // no UNIT, no EOF.
+        assert!(
+            body.contains("# HELP tributary_events_published_total ")
+                && body.contains("# TYPE tributary_events_published_total counter\n")
+                && !body.contains("# EOF")
+                && !body.contains("# UNIT"),
+            "{body}"
+        );
+        openmetrics_parser::prometheus::parse_prometheus(body)
+            .unwrap_or_else(|e| panic!("not the text format ({e:?}): {body}"));
+    };
+    let openmetrics = |body: &str| {
+        assert!(
+            body.contains("# TYPE tributary_events_published counter\n")
+                && body.ends_with("# EOF\n"),
+            "{body}"
+        );
+        openmetrics_parser::openmetrics::parse_openmetrics(body)
+            .unwrap_or_else(|e| panic!("not OpenMetrics ({e:?}): {body}"));
+    };
+    let cases: [(&[(&str, &str)], bool); 7] = [
+        (&[], false),
+        (&[("Accept", "text/plain;version=0.0.4")], false),
+        (&[("Accept", "*/*")], false),
+        (&[("Accept", "application/json")], false),
+        (&[("Accept", "application/openmetrics-text")], true),
+        (&[("Accept", PROMETHEUS_ACCEPT)], true),
+        (
+            &[(
+                "Accept",
+                "application/openmetrics-text;q=0.2, text/plain;version=0.0.4;q=0.9",
+            )],
+            false,
+        ),
+    ];
+    for (headers, wants_openmetrics) in cases {
+        let (status, head, body) = raw_get(&server.http, "/metrics", headers).await;
+        assert_eq!(status, 200, "{headers:?}: {head}");
+        assert!(head.contains("vary: accept"), "{headers:?}: {head}");
+        if wants_openmetrics {
+            assert!(head.contains(OPENMETRICS), "{headers:?}: {head}");
+            openmetrics(&body);
+        } else {
+            assert!(head.contains(TEXT_004), "{headers:?}: {head}");
+            text_format(&body);
+        }
+    }
+    // The OpenAPI document says what /metrics serves.
+    let (_, doc) = Http::new(&server).get("/openapi.json").await;
+    let content = &doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"];
+    for ct in [
+        "text/plain; version=0.0.4; charset=utf-8",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    ] {
+        assert!(content.get(ct).is_some(), "{ct}: {content}");
+    }
+}
+
+/// An event type holding `"`, `\\` and a newline, and a consumer id holding `"` and `\\`
+/// (free text within their limits): both formats of `/metrics` still parse, with a
+/// grammar-based parser here and, through `scripts/check-metrics`, with promtool and Python's
+/// `prometheus_client` parsers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_with_hostile_names_parse() {
+    const TYPE: &str = "odd\"type\\with\nnewline},x=\"y";
+    const CONSUMER: &str = "c\"o\\n},s=\"u";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(Backend::Sqlite, dir.path(), "http_hostile");
+    let mut c = server.client().await;
+    create_stream(&mut c, "m", 1).await;
+    let mut o = open("m", "proc", CONSUMER);
+    o.create = Some(pb::SubscriptionConfig::default());
+    let mut s = Session::open(&mut c, o).await;
+    publish(&mut c, "m", vec![json_event(TYPE, "{}")]).await;
+    let got = s.events(1).await;
+    assert_eq!(
+        got[0].event.as_ref().map(|e| e.event_type.as_str()),
+        Some(TYPE)
+    );
+    s.ack(&got).await;
+    let series = |labels: &[(String, String)]| {
+        labels.contains(&("event_type".to_string(), TYPE.to_string()))
+            && labels.contains(&("consumer".to_string(), CONSUMER.to_string()))
+    };
+    let (_, _, text) = raw_get(&server.http, "/metrics", &[("Accept", "text/plain")]).await;
+    let parsed = openmetrics_parser::prometheus::parse_prometheus(&text)
+        .unwrap_or_else(|e| panic!("the text format does not parse ({e:?}):\n{text}"));
+    let family = &parsed.families["tributary_events_consumed_total"];
+    assert!(
+        family.iter_samples().any(|s| series(&sample_labels(s))),
+        "{text}"
+    );
+    let (_, _, om) = raw_get(&server.http, "/metrics", &[("Accept", PROMETHEUS_ACCEPT)]).await;
+    let parsed = openmetrics_parser::openmetrics::parse_openmetrics(&om)
+        .unwrap_or_else(|e| panic!("OpenMetrics does not parse ({e:?}):\n{om}"));
+    let family = &parsed.families["tributary_events_consumed"];
+    assert!(
+        family.iter_samples().any(|s| series(&sample_labels(s))),
+        "{om}"
+    );
+    outside_parsers(&server.http, &[TYPE, CONSUMER]);
+    drop(s);
+}
+
+/// The label names and values of a parsed sample.
+fn sample_labels<V: Clone + openmetrics_parser::RenderableMetricValue>(
+    s: &openmetrics_parser::Sample<V>,
+) -> Vec<(String, String)> {
+    s.get_labelset()
+        .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
+/// Runs `scripts/check-metrics` (promtool and Python's `prometheus_client` on both formats,
+/// and each of `values` found as a label value). Without those tools the check is skipped,
+/// unless `TRIBUTARY_REQUIRE_METRICS_TOOLS` is set (CI installs them and sets it).
+fn outside_parsers(base: &str, values: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check-metrics");
+    let out = std::process::Command::new(script)
+        .arg(base)
+        .args(values)
+        .output()
+        .expect("run scripts/check-metrics");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Exit 2: a tool is missing.
+    if out.status.code() == Some(2) && std::env::var_os("TRIBUTARY_REQUIRE_METRICS_TOOLS").is_none()
+    {
+        eprintln!("scripts/check-metrics skipped: {log}");
+        return;
+    }
+    assert!(out.status.success(), "scripts/check-metrics failed:\n{log}");
+}
+
+/// A journal whose writes fail (`/dev/full`: no space left) is reported when it happens: a log
+/// line (code 11) while the server runs, `/health` degraded with the journal as the reason, a
+/// counter in `/metrics`; and the engine goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_journal_is_logged_counted_and_shown_in_health() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(Backend::Sqlite, dir.path(), "journal_full");
+    let server = Server::start_env(
+        dir.path(),
+        &store,
+        &["--journal", "/dev/full", "--log-format", "json"],
+        "info",
+    );
+    let http = Http::new(&server);
+    let mut c = server.client().await;
+    create_stream(&mut c, "j", 1).await;
+    publish(&mut c, "j", vec![json_event("a", "{}")]).await;
+    let health = health_until(&http, "the journal degraded", |_, h| {
+        h["status"] == "degraded"
+    })
+    .await;
+    let journal = health["components"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["component"] == "journal"))
+        .unwrap_or_else(|| panic!("no journal component: {health}"));
+    assert_eq!(journal["status"], "degraded", "{health}");
+    assert!(
+        journal["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("write failed") && r.contains("No space left")),
+        "{health}"
+    );
+    // Logged when it happened, not at shutdown.
+    let logged = server.log().lines().any(|l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|v| v["code"] == 11 && v["level"] == "ERROR")
+    });
+    assert!(logged, "{}", server.log());
+    // The engine goes on; what it handles now is not journaled, and counted.
+    publish(&mut c, "j", vec![json_event("a", "{}")]).await;
+    let (_, text) = http.send(Method::GET, "/metrics", None).await;
+    assert_eq!(
+        metric(&text, "tributary_journal_write_failures_total", &[]),
+        1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "tributary_journal_dropped_records_total", &[]) >= 1.0,
+        "{text}"
+    );
 }
 
 // ---- once, on SQLite -----------------------------------------------------------------------

@@ -65,6 +65,8 @@ pub struct HttpLink {
     pub handle: Handle,
     /// The store, for readiness.
     pub store: crate::server::store::AnyStore,
+    /// The engine's journal, when it keeps one, for health and metrics.
+    pub journal: Option<crate::JournalStatus>,
 }
 
 impl tributary_http::EngineApi for HttpLink {
@@ -76,6 +78,16 @@ impl tributary_http::EngineApi for HttpLink {
     fn ready(&self) -> tributary_http::BoxFuture<Result<(), String>> {
         let store = self.store.clone();
         Box::pin(async move { store.readiness().await })
+    }
+
+    fn journal(&self) -> Option<tributary_http::JournalFigures> {
+        self.journal
+            .as_ref()
+            .map(|j| tributary_http::JournalFigures {
+                write_failures: j.write_failures(),
+                dropped: j.dropped(),
+                error: j.error(),
+            })
     }
 }
 

@@ -152,6 +152,7 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         }
         None => (None, None),
     };
+    let journal_status = journal.as_ref().map(|j| j.status());
     let engine =
         Engine::new(config, seed, start_at).map_err(|e| ServeError::Engine(e.to_string()))?;
     let metrics = Arc::new(tributary_http::Metrics::new());
@@ -171,6 +172,7 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         Arc::new(HttpLink {
             handle: handle.clone(),
             store: store.clone(),
+            journal: journal_status,
         }),
         metrics,
         tributary_http::HttpConfig {
@@ -225,7 +227,8 @@ impl Bound {
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets the calls in flight
-    /// finish (up to the shutdown timeout), stops the engine and closes the store.
+    /// finish, stops the engine and closes the store, all of it within the shutdown timeout
+    /// (one deadline for every step; past it, what is still running is left or aborted).
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()>,
@@ -301,48 +304,67 @@ impl Bound {
             "stopping: no new calls; waiting for the calls in flight"
         );
         // Sessions and replays end; unary calls in flight (appends) finish and are answered.
+        // Every step below shares one deadline: the whole shutdown takes at most
+        // `shutdown_timeout` (the HTTP server's grace started with it, above).
+        let deadline = tokio::time::Instant::now() + shutdown_timeout;
         drop(stop_tx);
         let _ = signalled_tx.send(());
         let _ = http_stop_tx.send(());
-        let result = match tokio::time::timeout(shutdown_timeout, server).await {
+        let mut server = server;
+        let result = match tokio::time::timeout_at(deadline, &mut server).await {
             Ok(Ok(r)) => r.map_err(ServeError::from),
             Ok(Err(join)) => {
                 tracing::error!(code = 3, error = %join, "the gRPC server task failed");
                 Ok(())
             }
             Err(_) => {
+                // Its calls end with it, and release the engine's handles they hold.
+                server.abort();
                 tracing::warn!(
                     code = 3,
                     timeout = ?shutdown_timeout,
-                    "calls still in flight after the shutdown timeout: stopping anyway"
+                    "gRPC calls still in flight after the shutdown timeout: stopping anyway"
                 );
                 Ok(())
             }
         };
-        match tokio::time::timeout(shutdown_timeout, http).await {
+        let mut http = http;
+        match tokio::time::timeout_at(deadline, &mut http).await {
             Ok(Ok(Err(e))) => tracing::error!(code = 3, error = %e, "the HTTP server failed"),
             Ok(Err(join)) => {
                 tracing::error!(code = 3, error = %join, "the HTTP server task failed")
             }
-            Err(_) => tracing::warn!(
-                code = 3,
-                "HTTP requests still in flight after the shutdown timeout"
-            ),
+            Err(_) => {
+                http.abort();
+                tracing::warn!(
+                    code = 3,
+                    timeout = ?shutdown_timeout,
+                    "HTTP requests still in flight after the shutdown timeout: stopping anyway"
+                )
+            }
             Ok(Ok(Ok(()))) => {}
         }
         // The engine task ends once the last handle is gone; then its journal is complete.
         let stopped = handle.stopped();
         drop(handle);
-        if tokio::time::timeout(shutdown_timeout, stopped)
+        if tokio::time::timeout_at(deadline, stopped).await.is_err() {
+            tracing::warn!(
+                code = 3,
+                timeout = ?shutdown_timeout,
+                "the engine task did not end within the shutdown timeout: stopping anyway"
+            );
+        }
+        // Whatever was acknowledged is already durable: a close cut short loses nothing.
+        if tokio::time::timeout_at(deadline, store.close())
             .await
             .is_err()
         {
             tracing::warn!(
                 code = 3,
-                "the engine task did not end within the shutdown timeout"
+                timeout = ?shutdown_timeout,
+                "the store did not close within the shutdown timeout: stopping anyway"
             );
         }
-        store.close().await;
         tracing::info!(code = 4, "stopped");
         result
     }

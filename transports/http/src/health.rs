@@ -118,6 +118,17 @@ pub struct StreamHealth {
     pub subscriptions: Vec<SubscriptionHealth>,
 }
 
+/// The health of one of the server's own components (the journal).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ComponentHealth {
+    /// Which: `journal`.
+    pub component: String,
+    /// Its status.
+    pub status: Status,
+    /// Why it is not healthy.
+    pub reasons: Vec<String>,
+}
+
 /// The health of the whole server.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct HealthReport {
@@ -125,6 +136,34 @@ pub struct HealthReport {
     pub status: Status,
     /// Every stream.
     pub streams: Vec<StreamHealth>,
+    /// The server's own components: the journal when it keeps one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentHealth>,
+}
+
+/// The journal's health: `degraded` once a write failed or an input was not recorded (the
+/// journal is incomplete for the rest of the process's life; events are served as before, so
+/// never `unhealthy`).
+pub fn journal(j: &crate::JournalFigures) -> ComponentHealth {
+    let mut reasons = Vec::new();
+    if j.write_failures > 0 {
+        reasons.push(format!(
+            "write failed: {}",
+            j.error.as_deref().unwrap_or("unknown error")
+        ));
+    }
+    if j.dropped > 0 {
+        reasons.push(format!("{} inputs not recorded", j.dropped));
+    }
+    ComponentHealth {
+        component: "journal".into(),
+        status: if reasons.is_empty() {
+            Status::Healthy
+        } else {
+            Status::Degraded
+        },
+        reasons,
+    }
 }
 
 /// Every position of a subscription with its figures: broadcast and read-receipt consumers
@@ -212,6 +251,7 @@ pub fn consumer_health(
 /// The health of everything, at `now`.
 pub fn report(
     streams: &[(StreamInfo, Vec<SubscriptionInfo>)],
+    components: Vec<ComponentHealth>,
     t: &HealthThresholds,
     now: UnixMillis,
     started: UnixMillis,
@@ -242,8 +282,14 @@ pub fn report(
         })
         .collect();
     HealthReport {
-        status: worst(streams.iter().map(|s| s.status)),
+        status: worst(
+            streams
+                .iter()
+                .map(|s| s.status)
+                .chain(components.iter().map(|c| c.status)),
+        ),
         streams,
+        components,
     }
 }
 
@@ -306,6 +352,31 @@ mod tests {
         assert_eq!(status(fig(1, None, None)), Status::Unhealthy);
         // Without lag nothing is stalled.
         assert_eq!(status(fig(0, None, None)), Status::Healthy);
+    }
+
+    #[test]
+    fn a_journal_that_lost_inputs_degrades_the_server() {
+        let fine = journal(&crate::JournalFigures::default());
+        assert_eq!((fine.status, fine.reasons.len()), (Status::Healthy, 0));
+        let failed = journal(&crate::JournalFigures {
+            write_failures: 1,
+            dropped: 3,
+            error: Some("journal i/o: No space left on device".into()),
+        });
+        assert_eq!(failed.status, Status::Degraded);
+        assert_eq!(
+            failed.reasons,
+            [
+                "write failed: journal i/o: No space left on device",
+                "3 inputs not recorded"
+            ]
+        );
+        let r = report(&[], vec![failed], &t(), NOW, START);
+        assert_eq!(r.status, Status::Degraded);
+        assert_eq!(
+            report(&[], vec![fine], &t(), NOW, START).status,
+            Status::Healthy
+        );
     }
 
     #[test]

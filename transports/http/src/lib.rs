@@ -53,6 +53,21 @@ pub trait EngineApi: Send + Sync + 'static {
     fn call(&self, cmd: Command) -> BoxFuture<Result<Reply, Error>>;
     /// Whether the store is reachable and its migrations are all applied; `Err` says why not.
     fn ready(&self) -> BoxFuture<Result<(), String>>;
+    /// The engine's journal, when it keeps one (for `/health` and `/metrics`).
+    fn journal(&self) -> Option<JournalFigures> {
+        None
+    }
+}
+
+/// What the engine's journal has lost so far, as `/health` and `/metrics` show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalFigures {
+    /// Writes that failed (a failure ends the journal).
+    pub write_failures: u64,
+    /// Inputs the engine handled that the journal does not hold.
+    pub dropped: u64,
+    /// Why it stopped, if it did.
+    pub error: Option<String>,
 }
 
 /// The HTTP server's settings.
@@ -292,7 +307,8 @@ async fn snapshot(st: &AppState) -> Result<Vec<(StreamInfo, Vec<SubscriptionInfo
     Ok(out)
 }
 
-/// Health with per-stream, per-subscription and per-consumer detail; 503 when unhealthy.
+/// Health with per-stream, per-subscription and per-consumer detail, and the server's own
+/// components (the journal); 503 when unhealthy.
 #[utoipa::path(get, path = "/health", tag = "operations",
     responses(
         (status = 200, description = "Healthy or degraded", body = health::HealthReport),
@@ -301,7 +317,9 @@ async fn health(
     State(st): State<AppState>,
 ) -> Result<(StatusCode, Json<health::HealthReport>), ApiError> {
     let snap = snapshot(&st).await?;
-    let report = health::report(&snap, &st.health, now_millis(), st.started);
+    let components: Vec<health::ComponentHealth> =
+        st.engine.journal().iter().map(health::journal).collect();
+    let report = health::report(&snap, components, &st.health, now_millis(), st.started);
     let code = if report.status == health::Status::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -310,19 +328,40 @@ async fn health(
     Ok((code, Json(report)))
 }
 
-/// Prometheus metrics, text format.
+/// Prometheus metrics: the text format 0.0.4, or OpenMetrics 1.0.0 when `Accept` asks for it
+/// (see [`metrics::Format::from_accept`]).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String,
-               content_type = "text/plain; version=0.0.4")))]
-async fn metrics(State(st): State<AppState>) -> Result<Response, ApiError> {
+    params(("Accept" = Option<String>, Header,
+        description = "`application/openmetrics-text` (version 1.0.0) for OpenMetrics; \
+                       anything else, or none, gets the Prometheus text format 0.0.4")),
+    responses((status = 200,
+        description = "The metrics, in the format negotiated from `Accept` (`Vary: Accept`)",
+        content(
+            (String = "text/plain; version=0.0.4; charset=utf-8"),
+            (String = "application/openmetrics-text; version=1.0.0; charset=utf-8")))))]
+async fn metrics(
+    State(st): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    // Several Accept lines are one list.
+    let accept: Vec<&str> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let format =
+        metrics::Format::from_accept((!accept.is_empty()).then(|| accept.join(",")).as_deref());
     let snap = snapshot(&st).await?;
     st.metrics.set_gauges(&snap);
+    if let Some(j) = st.engine.journal() {
+        st.metrics.set_journal(&j);
+    }
     Ok((
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        st.metrics.render(),
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            (header::VARY, "accept"),
+        ],
+        st.metrics.render(format),
     )
         .into_response())
 }

@@ -14,11 +14,19 @@
 //!   `dead_letter` (events moved to the dead letter stream), `publish_refused` (events of
 //!   refused appends, `subscription` empty);
 //! - `event_processing_latency_seconds{stream, subscription}`: from a delivery to the
-//!   consumer's ack (or mark-read) of that event.
+//!   consumer's ack (or mark-read) of that event;
+//! - `unread_timeouts_total{stream, subscription, consumer}`: read-receipt deliveries not read
+//!   within `unread_timeout` (SPEC 6: the engine's `UnreadTimeout` notice, once per delivery);
+//! - `journal_write_failures_total` and `journal_dropped_records_total`: the journal's losses,
+//!   set from its own counts at each scrape (0 without a journal).
 //!
 //! Gauges are read from the engine when `/metrics` is scraped: `stream_length{stream}`,
 //! `consumer_lag{stream, subscription, consumer}` (`consumer` empty for the shared position of
 //! an exclusive subscription) and `active_consumers{stream, subscription}`.
+//!
+//! [`Metrics::render`] writes the Prometheus text format 0.0.4 or OpenMetrics 1.0.0
+//! ([`Format`], negotiated from `Accept` by [`Format::from_accept`]), with label values
+//! escaped.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -191,6 +199,9 @@ pub struct Metrics {
     lag: Family<ConsumerLabels, Gauge>,
     length: Family<StreamLabels, Gauge>,
     active: Family<SubLabels, Gauge>,
+    unread: Family<ConsumerLabels, Counter>,
+    journal_failures: Counter,
+    journal_dropped: Counter,
     state: Mutex<State>,
 }
 
@@ -221,6 +232,9 @@ impl Metrics {
             lag: Family::default(),
             length: Family::default(),
             active: Family::default(),
+            unread: Family::default(),
+            journal_failures: Counter::default(),
+            journal_dropped: Counter::default(),
             state: Mutex::new(State::default()),
             registry: Registry::default(),
         };
@@ -259,6 +273,21 @@ impl Metrics {
             "active_consumers",
             "Consumers attached to a subscription",
             m.active.clone(),
+        );
+        registry.register(
+            "unread_timeouts",
+            "Read-receipt deliveries not read within the subscription's unread timeout",
+            m.unread.clone(),
+        );
+        registry.register(
+            "journal_write_failures",
+            "Writes of the engine's journal that failed (a failure ends the journal)",
+            m.journal_failures.clone(),
+        );
+        registry.register(
+            "journal_dropped_records",
+            "Inputs of the engine that its journal does not hold (after a write failure)",
+            m.journal_dropped.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -364,7 +393,8 @@ impl Metrics {
         }
     }
 
-    /// Counts what an output says happened: appends answered, deliveries, dead letters.
+    /// Counts what an output says happened: appends answered, deliveries, dead letters, unread
+    /// timeouts.
     pub fn on_output(&self, now: Now, output: &Output) {
         match output {
             Output::Reply { conn, req, reply } => {
@@ -480,6 +510,20 @@ impl Metrics {
                     })
                     .inc();
             }
+            Output::Notice(Notice::UnreadTimeout {
+                stream,
+                subscription,
+                consumer,
+                ..
+            }) => {
+                self.unread
+                    .get_or_create(&ConsumerLabels {
+                        stream: stream.to_string(),
+                        subscription: subscription.to_string(),
+                        consumer: consumer.to_string(),
+                    })
+                    .inc();
+            }
             _ => {}
         }
     }
@@ -538,12 +582,101 @@ impl Metrics {
         }
     }
 
-    /// The metrics in the Prometheus text format.
-    pub fn render(&self) -> String {
+    /// Sets the journal's counters to what it has counted (they only grow).
+    pub fn set_journal(&self, j: &crate::JournalFigures) {
+        // One scrape at a time moves them, so that two do not add the same difference.
+        let _st = self.state();
+        for (counter, total) in [
+            (&self.journal_failures, j.write_failures),
+            (&self.journal_dropped, j.dropped),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    /// The metrics in `format`. Label values are escaped (`\\`, `"` and newlines) as both
+    /// formats require, so any event type or consumer id leaves the exposition parseable.
+    pub fn render(&self, format: Format) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = match format {
+            Format::Text => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            }
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            }
+        };
         out
+    }
+}
+
+/// The exposition formats `/metrics` serves, chosen from the request's `Accept` header as
+/// Prometheus's own client libraries choose: OpenMetrics only when the client asks for it,
+/// else the text format 0.0.4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4: a counter's `# HELP` and `# TYPE` name its samples
+    /// (`..._total`); no `# UNIT`, no `# EOF`.
+    Text,
+    /// OpenMetrics 1.0.0: a counter's family is named without `_total`; ends with `# EOF`.
+    OpenMetrics,
+}
+
+/// The `Content-Type` of [`Format::Text`].
+pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+/// The `Content-Type` of [`Format::OpenMetrics`].
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl Format {
+    /// The `Content-Type` of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => TEXT_CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+
+    /// The format to answer an `Accept` header with (`None`: no header). Each media range is
+    /// weighed by its `q` (1 when absent; 0 refuses it), then by how specific it is (a type
+    /// before `text/*` before `*/*`), then by its place in the header. Served:
+    /// `application/openmetrics-text` (without a version or `version=1.0.0`) as OpenMetrics;
+    /// `text/plain` (without a version or `version=0.0.4`), `text/*` and `*/*` as the text
+    /// format. A header that accepts neither gets the text format, as Prometheus's client
+    /// libraries answer it.
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        let mut best: Option<(f32, u8, Format)> = None;
+        for range in accept.unwrap_or("").split(',') {
+            let Ok(m) = range.trim().parse::<mime::Mime>() else {
+                continue;
+            };
+            let q = match m.get_param("q") {
+                None => 1.0,
+                Some(q) => match q.as_str().parse::<f32>() {
+                    Ok(q) if (0.0..=1.0).contains(&q) => q,
+                    _ => continue,
+                },
+            };
+            let version = m.get_param("version").map(|v| v.as_str().to_string());
+            let (specific, format) = match (m.type_().as_str(), m.subtype().as_str()) {
+                ("application", "openmetrics-text")
+                    if version.as_deref().is_none_or(|v| v == "1.0.0") =>
+                {
+                    (2, Format::OpenMetrics)
+                }
+                ("text", "plain") if version.as_deref().is_none_or(|v| v == "0.0.4") => {
+                    (2, Format::Text)
+                }
+                ("text", "*") => (1, Format::Text),
+                ("*", "*") => (0, Format::Text),
+                _ => continue,
+            };
+            if q > 0.0 && best.is_none_or(|(bq, bs, _)| (q, specific) > (bq, bs)) {
+                best = Some((q, specific, format));
+            }
+        }
+        best.map_or(Format::Text, |(_, _, f)| f)
     }
 }
 
@@ -583,7 +716,7 @@ mod tests {
     }
 
     fn value(m: &Metrics, line_start: &str) -> f64 {
-        m.render()
+        m.render(Format::OpenMetrics)
             .lines()
             .find(|l| l.starts_with(line_start))
             .and_then(|l| l.rsplit_once(' '))
@@ -602,6 +735,194 @@ mod tests {
                 expected_offset: None,
             }),
         }
+    }
+
+    /// An event type and a consumer id holding every character the exposition formats
+    /// escape (`"`, `\\` and, in the event type, a newline; a consumer id is printable ASCII),
+    /// and the characters that delimit labels.
+    const HOSTILE_TYPE: &str = "odd\"type\\with\nnewline},x=\"y";
+    const HOSTILE_CONSUMER: &str = "c\"o\\n},s=\"u";
+
+    /// Every (family, label name, label value) of a parsed exposition (the parser unescapes
+    /// the values).
+    fn labels_of<T: Clone, V: Clone + openmetrics_parser::RenderableMetricValue>(
+        families: &std::collections::HashMap<String, openmetrics_parser::MetricFamily<T, V>>,
+    ) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        for (name, family) in families {
+            for sample in family.iter_samples() {
+                let set = sample.get_labelset().expect("a sample's labels");
+                for (k, v) in set.iter() {
+                    out.push((name.clone(), k.clone(), v.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// A workload whose event type and consumer id hold what the formats must escape.
+    fn hostile_workload() -> Metrics {
+        let m = Metrics::new();
+        let conn = ConnId(1);
+        m.on_input(now(0), &append_input(conn, 1, &[HOSTILE_TYPE]));
+        let p = Position {
+            partition: 0,
+            offset: 0,
+        };
+        m.on_output(
+            now(1),
+            &Output::Reply {
+                conn,
+                req: ReqId(1),
+                reply: Ok(Reply::Appended(vec![AppendOutcome::Appended(p)])),
+            },
+        );
+        let event = Event::from_new(
+            NewEvent::new(HOSTILE_TYPE, "{}"),
+            EventId::from_bytes([9; 16]),
+            name("s"),
+            0,
+            0,
+            UnixMillis(0),
+        );
+        let d = Delivered {
+            event: Arc::new(event),
+            attempt: 1,
+        };
+        let again = Delivered {
+            attempt: 2,
+            ..d.clone()
+        };
+        let consumer = ConsumerId::new(HOSTILE_CONSUMER).expect("a valid consumer id");
+        for d in [d, again] {
+            m.on_output(
+                now(2),
+                &Output::Deliver {
+                    conn,
+                    stream: name("s"),
+                    subscription: SubscriptionName::new("q").expect("sub"),
+                    consumer: consumer.clone(),
+                    events: vec![d],
+                },
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn hostile_label_values_are_escaped_and_both_formats_parse() {
+        let m = hostile_workload();
+        let want = |labels: &[(String, String, String)], family: &str| {
+            for (name, value) in [("event_type", HOSTILE_TYPE), ("consumer", HOSTILE_CONSUMER)] {
+                if family.starts_with("tributary_events_published") && name == "consumer" {
+                    continue;
+                }
+                assert!(
+                    labels.contains(&(family.into(), name.into(), value.into())),
+                    "{family} {name}: {labels:?}"
+                );
+            }
+        };
+        let text = m.render(Format::OpenMetrics);
+        let parsed = openmetrics_parser::openmetrics::parse_openmetrics(&text)
+            .unwrap_or_else(|e| panic!("OpenMetrics does not parse ({e:?}):\n{text}"));
+        let labels = labels_of(&parsed.families);
+        for family in [
+            "tributary_events_published",
+            "tributary_events_consumed",
+            "tributary_event_retries",
+        ] {
+            want(&labels, family);
+        }
+        let text = m.render(Format::Text);
+        let parsed = openmetrics_parser::prometheus::parse_prometheus(&text)
+            .unwrap_or_else(|e| panic!("the text format does not parse ({e:?}):\n{text}"));
+        let labels = labels_of(&parsed.families);
+        for family in [
+            "tributary_events_published_total",
+            "tributary_events_consumed_total",
+            "tributary_event_retries_total",
+        ] {
+            want(&labels, family);
+        }
+        // The escapes themselves, as both formats write them.
+        assert!(
+            text.contains(r#"event_type="odd\"type\\with\nnewline},x=\"y""#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unread_timeouts_are_counted_per_consumer() {
+        let m = Metrics::new();
+        let timeout = |consumer: &str, offset| {
+            Output::Notice(Notice::UnreadTimeout {
+                stream: name("s"),
+                subscription: SubscriptionName::new("q").expect("sub"),
+                consumer: ConsumerId::new(consumer).expect("consumer"),
+                position: Position {
+                    partition: 0,
+                    offset,
+                },
+                redelivered: offset % 2 == 0,
+                event: None,
+            })
+        };
+        m.on_output(now(1), &timeout("c1", 0));
+        m.on_output(now(2), &timeout("c1", 1));
+        m.on_output(now(3), &timeout("c2", 1));
+        let series = |c: &str| {
+            format!(
+                "tributary_unread_timeouts_total{{stream=\"s\",subscription=\"q\",consumer=\"{c}\"}}"
+            )
+        };
+        assert_eq!(value(&m, &series("c1")), 2.0);
+        assert_eq!(value(&m, &series("c2")), 1.0);
+        assert!(
+            m.render(Format::Text)
+                .contains("# TYPE tributary_unread_timeouts_total counter\n")
+        );
+    }
+
+    #[test]
+    fn the_format_follows_accept() {
+        let f = |a: &str| Format::from_accept(Some(a));
+        assert_eq!(Format::from_accept(None), Format::Text);
+        assert_eq!(f(""), Format::Text);
+        assert_eq!(f("text/plain;version=0.0.4"), Format::Text);
+        assert_eq!(f("*/*"), Format::Text);
+        assert_eq!(f("application/json"), Format::Text);
+        assert_eq!(f("application/openmetrics-text"), Format::OpenMetrics);
+        assert_eq!(
+            f("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            Format::OpenMetrics
+        );
+        // What Prometheus sends.
+        assert_eq!(
+            f(
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            ),
+            Format::OpenMetrics
+        );
+        // Weights, then specificity, then order.
+        assert_eq!(
+            f("application/openmetrics-text;q=0.2, text/plain;q=0.9"),
+            Format::Text
+        );
+        assert_eq!(f("*/*, application/openmetrics-text"), Format::OpenMetrics);
+        assert_eq!(f("text/plain, application/openmetrics-text"), Format::Text);
+        assert_eq!(f("application/openmetrics-text;q=0, */*"), Format::Text);
+        // A version not served is not taken; a malformed range or weight is skipped.
+        assert_eq!(
+            f("application/openmetrics-text;version=0.0.1"),
+            Format::Text
+        );
+        assert_eq!(f("text/plain;version=9"), Format::Text);
+        assert_eq!(f("garbage, application/openmetrics-text;q=2"), Format::Text);
+        assert_eq!(
+            f("garbage, application/openmetrics-text;q=0.5"),
+            Format::OpenMetrics
+        );
     }
 
     #[test]
@@ -679,7 +1000,7 @@ mod tests {
         // A type first seen in a refused append gets no series.
         m.on_input(now(1), &append_input(conn, 10, &["z"]));
         m.on_output(now(1), &refused(10));
-        assert!(!m.render().contains("event_type=\"z\""));
+        assert!(!m.render(Format::OpenMetrics).contains("event_type=\"z\""));
         // The same type in another stream is its own series.
         let mut other = append_input(conn, 11, &["a"]);
         if let Input::Client {
