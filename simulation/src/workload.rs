@@ -355,6 +355,14 @@ impl Generator<'_> {
         if let Some(w) = r.pick(&self.swarm.dedup_windows) {
             c.dedup_window = *w;
         }
+        // An exactly-once stream needs a dedup window: now and then one without is asked
+        // for, and must be refused.
+        if c.delivery == DeliverySemantics::ExactlyOnce
+            && c.dedup_window.is_zero()
+            && !r.chance(125)
+        {
+            c.dedup_window = Duration::from_secs(600);
+        }
         if r.chance(self.swarm.cross_service) {
             c.scope = tributary_core::Scope::CrossService;
         }
@@ -386,6 +394,15 @@ impl Generator<'_> {
             });
         } else {
             req.events = (0..n).map(|_| self.event(None)).collect();
+        }
+        // Producers of an exactly-once stream give ids (the stream refuses an event without
+        // one): nearly always.
+        if s.config.delivery == DeliverySemantics::ExactlyOnce && !self.rng.chance(30) {
+            for e in &mut req.events {
+                if e.event_id.is_none() {
+                    e.event_id = Some(EventId::from_random(self.rng.bytes16()));
+                }
+            }
         }
         if req.events.iter().any(|e| e.event_id.is_some()) {
             world.history.push_back(req.clone());

@@ -12,6 +12,9 @@
 //! - `dedup`: an id committed within its dedup window is answered `Duplicate` with its original
 //!   position, and `Duplicate` always names where the id was written.
 //! - `expected-offset`: an append with `expected_offset` lands there.
+//! - `exactly-once`: an exactly-once stream is never created without a dedup window, and an
+//!   append to one is refused for a missing `event_id` exactly when one of its events has
+//!   none (SPEC 5).
 //! - `durable`: after a restart, every committed event, subscription and saved position is
 //!   recovered; stream heads and `describe` agree with the model.
 //! - `readable`: a read returns every committed event of its range, dense and unchanged.
