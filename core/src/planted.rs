@@ -52,11 +52,14 @@ pub enum PlantedBug {
     RelaySkipsEvent,
     /// A failed publish moves the relay position as a confirm would.
     RelayAdvancesBeforeConfirm,
+    /// The schema compatibility check drops the top-level field of a rename from a dotted
+    /// path (`rename address.city -> city` loses `address`): a compatible version is refused.
+    RenameDropsParent,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 22] = [
+    pub const ALL: [PlantedBug; 23] = [
         PlantedBug::SkipDedup,
         PlantedBug::ForgetAck,
         PlantedBug::LoseUnknownAppend,
@@ -79,6 +82,7 @@ impl PlantedBug {
         PlantedBug::RetentionIgnoresUnconsumed,
         PlantedBug::RelaySkipsEvent,
         PlantedBug::RelayAdvancesBeforeConfirm,
+        PlantedBug::RenameDropsParent,
     ];
 
     /// Its command-line name, e.g. `skip-dedup`.
@@ -106,6 +110,7 @@ impl PlantedBug {
             PlantedBug::RetentionIgnoresUnconsumed => "retention-ignores-unconsumed",
             PlantedBug::RelaySkipsEvent => "relay-skips-event",
             PlantedBug::RelayAdvancesBeforeConfirm => "relay-advances-before-confirm",
+            PlantedBug::RenameDropsParent => "rename-drops-parent",
         }
     }
 }
