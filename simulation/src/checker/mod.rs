@@ -46,6 +46,10 @@
 //! - `schemas-durable`: a schema registration is answered only once a save of it committed;
 //!   every acknowledged version is given back at recovery and `ListSchemas` shows exactly the
 //!   model's registry; an acknowledged version registered again unchanged is accepted.
+//! - `schema-compatible`: a version the engine registers is compatible with the one before,
+//!   and a registration refused as incompatible is not, naming a field that may be missing
+//!   (by the model's own reading of SPEC 7's rule, in `schemas.rs`: dotted paths, nested
+//!   `required` lists).
 //! - `upcast`: a delivered or replayed event equals the model's shaping of the stored one to
 //!   the versions its reader asks for (upcast hop by hop by the model's own rules, or marked
 //!   `x-schema-newer-than-requested` / `x-upcast-error`, or left out when strict).
