@@ -56,11 +56,14 @@ pub enum PlantedBug {
     NonHolderNack,
     /// A consumer group member's session never times out.
     SessionExpiryIgnored,
+    /// The schema compatibility check drops the top-level field of a rename from a dotted
+    /// path (`rename address.city -> city` loses `address`): a compatible version is refused.
+    RenameDropsParent,
 }
 
 impl PlantedBug {
     /// Every planted bug.
-    pub const ALL: [PlantedBug; 24] = [
+    pub const ALL: [PlantedBug; 25] = [
         PlantedBug::SkipDedup,
         PlantedBug::ForgetAck,
         PlantedBug::LoseUnknownAppend,
@@ -85,6 +88,7 @@ impl PlantedBug {
         PlantedBug::RelayAdvancesBeforeConfirm,
         PlantedBug::NonHolderNack,
         PlantedBug::SessionExpiryIgnored,
+        PlantedBug::RenameDropsParent,
     ];
 
     /// Its command-line name, e.g. `skip-dedup`.
@@ -114,6 +118,7 @@ impl PlantedBug {
             PlantedBug::RelayAdvancesBeforeConfirm => "relay-advances-before-confirm",
             PlantedBug::NonHolderNack => "non-holder-nack",
             PlantedBug::SessionExpiryIgnored => "session-expiry-ignored",
+            PlantedBug::RenameDropsParent => "rename-drops-parent",
         }
     }
 }

@@ -219,6 +219,10 @@ pub struct SchemaRegistry {
     /// PLANTED BUG switch (test-only): upcasting over two hops or more skips the first.
     #[cfg(feature = "planted-bugs")]
     pub(crate) skip_hop: bool,
+    /// PLANTED BUG switch (test-only): the compatibility check drops a dotted rename's
+    /// top-level field.
+    #[cfg(feature = "planted-bugs")]
+    pub(crate) rename_drops_parent: bool,
 }
 
 /// What upcasting one payload gave.
@@ -356,7 +360,11 @@ impl SchemaRegistry {
                 .and_then(|v| v.last())
                 .and_then(|v| v.schema.clone());
             if let (Some(old), Some(new), Some(up)) = (&prev, &schema, &upcaster) {
-                check_compatible(event_type, version, old, new, up)?;
+                #[cfg(feature = "planted-bugs")]
+                let planted = self.rename_drops_parent;
+                #[cfg(not(feature = "planted-bugs"))]
+                let planted = false;
+                check_compatible(event_type, version, old, new, up, planted)?;
             }
         }
         self.types
@@ -622,79 +630,254 @@ fn put(obj: &mut Map<String, Value>, path: &str, v: Value) {
     cur.insert(last.to_string(), v);
 }
 
-/// The top-level required fields of a JSON Schema.
-fn required(schema: &Value) -> BTreeSet<String> {
-    schema
+/// The deepest nesting of required fields the compatibility check follows (a required
+/// field at depth 1 is top-level).
+pub(crate) const MAX_REQUIRED_DEPTH: usize = 16;
+/// The most required fields, at every depth, of one schema the compatibility check follows.
+pub(crate) const MAX_REQUIRED_PATHS: usize = 4096;
+/// The longest chain of local `$ref`s followed to reach one property's schema.
+const MAX_REF_HOPS: usize = 8;
+
+/// The names in a schema's own `required` list, in order, each once.
+fn required(schema: &Value) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for f in schema
         .get("required")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if !out.iter().any(|o| o == f) {
+            out.push(f.to_string());
+        }
+    }
+    out
 }
 
-/// SPEC 7: every required field of `new` is required in `old` or set by the upcaster.
+/// `node` with its local `$ref` (`#/$defs/Name`, any JSON pointer into `root`) followed.
+fn resolve<'a>(root: &'a Value, mut node: &'a Value) -> &'a Value {
+    for _ in 0..MAX_REF_HOPS {
+        match node
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix('#'))
+            .and_then(|pointer| root.pointer(pointer))
+        {
+            Some(next) => node = next,
+            None => break,
+        }
+    }
+    node
+}
+
+/// The schema of property `name` of an object schema (its `$ref` followed).
+fn property<'a>(root: &'a Value, node: &'a Value, name: &str) -> Option<&'a Value> {
+    node.get("properties")
+        .and_then(|p| p.get(name))
+        .map(|p| resolve(root, p))
+}
+
+/// The required paths of a schema, dotted, parents before their children: each field of its
+/// `required` list, and below a required field whose schema (in `properties`, a local `$ref`
+/// followed) has a `required` list of its own, that field's required paths. The nested
+/// `required` of an optional field is not followed (a document without the field is valid).
+/// Refused past [`MAX_REQUIRED_DEPTH`] or [`MAX_REQUIRED_PATHS`] (a `$ref` cycle of required
+/// fields has no finite valid document).
+pub(crate) fn required_paths(schema: &Value) -> Result<Vec<String>, InvalidInput> {
+    fn walk(
+        root: &Value,
+        node: &Value,
+        prefix: &str,
+        depth: usize,
+        out: &mut Vec<String>,
+    ) -> Result<(), InvalidInput> {
+        for name in required(node) {
+            if depth > MAX_REQUIRED_DEPTH {
+                return Err(InvalidInput::Length {
+                    field: "schema: nesting of required fields",
+                    len: depth,
+                    min: 1,
+                    max: MAX_REQUIRED_DEPTH,
+                });
+            }
+            if out.len() >= MAX_REQUIRED_PATHS {
+                return Err(InvalidInput::Length {
+                    field: "schema: required fields at every depth",
+                    len: out.len() + 1,
+                    min: 0,
+                    max: MAX_REQUIRED_PATHS,
+                });
+            }
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            out.push(path.clone());
+            if let Some(child) = property(root, node, &name) {
+                walk(root, child, &path, depth + 1, out)?;
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(schema, resolve(schema, schema), "", 1, &mut out)?;
+    Ok(out)
+}
+
+/// The paths present in every valid document, as the compatibility check follows them
+/// through an upcaster's rules: a set of dotted paths that holds the parents of each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Guaranteed(BTreeSet<String>);
+
+/// Whether `path` is `at` or below it.
+fn at_or_below(path: &str, at: &str) -> bool {
+    path.strip_prefix(at)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+impl Guaranteed {
+    fn has(&self, path: &str) -> bool {
+        self.0.contains(path)
+    }
+
+    /// `at` and what is below it, as suffixes of `at` ("" for `at` itself, ".x" below).
+    fn subtree(&self, at: &str) -> Vec<String> {
+        self.0
+            .range(at.to_string()..)
+            .take_while(|p| p.starts_with(at))
+            .filter(|p| at_or_below(p, at))
+            .map(|p| p[at.len()..].to_string())
+            .collect()
+    }
+
+    /// Removes `at` (unless `keep_at`) and everything below it.
+    fn cut(&mut self, at: &str, keep_at: bool) {
+        self.0
+            .retain(|p| !at_or_below(p, at) || (keep_at && p.as_str() == at));
+    }
+
+    /// Adds `at` and its parents.
+    fn add(&mut self, at: &str) {
+        let mut end = 0;
+        for (i, c) in at.char_indices() {
+            if c == '.' {
+                self.0.insert(at[..i].to_string());
+            }
+            end = i + c.len_utf8();
+        }
+        self.0.insert(at[..end].to_string());
+    }
+
+    /// `to` becomes a value holding `moved` (suffixes from `subtree`); what was there goes.
+    fn put(&mut self, to: &str, moved: &[String]) {
+        self.cut(to, false);
+        self.add(to);
+        for m in moved {
+            self.0.insert(format!("{to}{m}"));
+        }
+    }
+
+    /// The paths of a JSON value set at `at` (through its objects).
+    fn put_value(&mut self, at: &str, v: &Value) {
+        self.cut(at, false);
+        self.add(at);
+        if let Value::Object(m) = v {
+            for (k, child) in m {
+                self.put_value(&format!("{at}.{k}"), child);
+            }
+        }
+    }
+
+    /// Every path of a document.
+    fn of_document(doc: &Value) -> Self {
+        let mut g = Guaranteed::default();
+        if let Value::Object(m) = doc {
+            for (k, v) in m {
+                g.put_value(k, v);
+            }
+        }
+        g
+    }
+
+    /// What one rule leaves guaranteed (see `docs/semantics.md`, Schemas).
+    fn apply(&mut self, r: &Rule, _planted_rename_drops_parent: bool) {
+        match r {
+            Rule::Rename { from, to } | Rule::Copy { from, to } => {
+                let rename = matches!(r, Rule::Rename { .. });
+                if self.has(from) {
+                    let moved = self.subtree(from);
+                    if rename {
+                        self.cut(from, false);
+                    }
+                    self.put(to, &moved);
+                } else {
+                    // Absent (nothing to move) or there with unknown content, which then
+                    // replaces `to`'s: `to` stays if it was there, what was below it may not.
+                    if rename {
+                        self.cut(from, false);
+                    }
+                    self.cut(to, true);
+                }
+                // PLANTED BUG rename-drops-parent (test-only): a rename from a dotted path
+                // also drops the path's top-level field (the check's bug of issue 20).
+                #[cfg(feature = "planted-bugs")]
+                if _planted_rename_drops_parent
+                    && rename
+                    && let Some((top, _)) = from.split_once('.')
+                {
+                    self.cut(top, false);
+                }
+            }
+            Rule::Add { field, .. } => self.add(field),
+            Rule::Set { field, value } => self.put_value(field, value),
+            Rule::Remove { field } => self.cut(field, false),
+        }
+    }
+}
+
+/// SPEC 7: every required path of `new` (at any depth) is guaranteed in an upcast valid
+/// document of `old`: required in `old` and carried through the rules, or made by them.
 fn check_compatible(
     event_type: &str,
     version: u32,
     old: &Value,
     new: &Value,
     up: &Upcaster,
+    _planted_rename_drops_parent: bool,
 ) -> Result<(), Error> {
-    let need = required(new);
-    let have: BTreeSet<String> = match up {
+    let need = required_paths(new)?;
+    let have = match up {
         Upcaster::Rules(rules) => {
-            let mut have = required(old);
+            let mut have = Guaranteed::default();
+            for p in required_paths(old)? {
+                have.add(&p);
+            }
             for r in rules {
-                match r {
-                    Rule::Rename { from, to } => {
-                        if have.remove(top(from)) && !from.contains('.') {
-                            have.insert(top(to).to_string());
-                        }
-                    }
-                    Rule::Copy { from, to } => {
-                        if have.contains(top(from)) && !from.contains('.') {
-                            have.insert(top(to).to_string());
-                        }
-                    }
-                    Rule::Add { field, .. } | Rule::Set { field, .. } => {
-                        have.insert(top(field).to_string());
-                    }
-                    Rule::Remove { field } => {
-                        if !field.contains('.') {
-                            have.remove(field.as_str());
-                        }
-                    }
-                }
+                have.apply(r, _planted_rename_drops_parent);
             }
             have
         }
-        Upcaster::Function(f) => {
-            let sample = sample_of(old);
-            match f(sample) {
-                Ok(Value::Object(m)) => m.keys().cloned().collect(),
-                Ok(_) => BTreeSet::new(),
-                Err(e) => {
-                    return Err(Error::SchemaIncompatible {
-                        event_type: event_type.to_string(),
-                        version,
-                        field: String::new(),
-                        reason: format!("the upcaster failed on a valid document: {e}"),
-                    });
-                }
+        Upcaster::Function(f) => match f(sample_of(old)?) {
+            Ok(doc) => Guaranteed::of_document(&doc),
+            Err(e) => {
+                return Err(Error::SchemaIncompatible {
+                    event_type: event_type.to_string(),
+                    version,
+                    field: String::new(),
+                    reason: format!("the upcaster failed on a valid document: {e}"),
+                });
             }
-        }
+        },
     };
-    match need.iter().find(|f| !have.contains(*f)) {
+    match need.iter().find(|f| !have.has(f)) {
         Some(field) => Err(Error::SchemaIncompatible {
             event_type: event_type.to_string(),
             version,
             field: field.clone(),
             reason: format!(
-                "required in version {version}, but neither required in version {} nor set by its upcaster",
+                "required in version {version}, but not in every document of version {} after its upcaster (neither required there and kept by the rules, nor set by them)",
                 version - 1
             ),
         }),
@@ -702,36 +885,37 @@ fn check_compatible(
     }
 }
 
-fn top(path: &str) -> &str {
-    path.split('.').next().unwrap_or(path)
-}
-
-/// A minimal valid document of a schema: its required fields, each a value of its type.
-pub(crate) fn sample_of(schema: &Value) -> Value {
-    let props = schema.get("properties").and_then(Value::as_object);
-    let mut m = Map::new();
-    for f in required(schema) {
-        let ty = props
-            .and_then(|p| p.get(&f))
-            .and_then(|p| p.get("type"))
-            .and_then(|t| match t {
-                Value::String(s) => Some(s.as_str()),
-                Value::Array(a) => a.first().and_then(Value::as_str),
-                _ => None,
-            });
-        let v = match ty {
+/// A minimal valid document of a schema: its required paths, each leaf a value of its type.
+pub(crate) fn sample_of(schema: &Value) -> Result<Value, InvalidInput> {
+    fn leaf(ty: Option<&str>) -> Value {
+        match ty {
             Some("string") => Value::String(String::new()),
             Some("integer") | Some("number") => Value::from(0),
             Some("boolean") => Value::Bool(false),
             Some("array") => Value::Array(Vec::new()),
-            Some("object") => props
-                .and_then(|p| p.get(&f))
-                .map_or(Value::Object(Map::new()), sample_of),
+            Some("object") => Value::Object(Map::new()),
             _ => Value::Null,
-        };
-        m.insert(f, v);
+        }
     }
-    Value::Object(m)
+    fn build(root: &Value, node: &Value) -> Value {
+        let mut m = Map::new();
+        for f in required(node) {
+            let child = property(root, node, &f);
+            let v = match child {
+                Some(c) if !required(c).is_empty() => build(root, c),
+                _ => leaf(child.and_then(|c| c.get("type")).and_then(|t| match t {
+                    Value::String(s) => Some(s.as_str()),
+                    Value::Array(a) => a.first().and_then(Value::as_str),
+                    _ => None,
+                })),
+            };
+            m.insert(f, v);
+        }
+        Value::Object(m)
+    }
+    // Bounds the recursion (a `$ref` cycle of required fields is refused here).
+    required_paths(schema)?;
+    Ok(build(schema, resolve(schema, schema)))
 }
 
 #[cfg(test)]
@@ -850,7 +1034,250 @@ mod tests {
             nick: Option<String>,
         }
         let s = schema_of::<V1>();
-        assert_eq!(required(&s), BTreeSet::from(["id".to_string()]));
-        assert_eq!(sample_of(&s), json!({"id": 0}));
+        assert_eq!(required(&s), vec!["id".to_string()]);
+        assert_eq!(sample_of(&s).unwrap(), json!({"id": 0}));
+    }
+
+    /// Registers `v1` then `v2` (with `rules`) on a fresh registry: v2's result.
+    fn v2_after(v1: Value, v2: Value, rules: Vec<Rule>) -> Result<Registered, Error> {
+        let mut r = SchemaRegistry::default();
+        r.register("t", 1, Some(v1), None, limits()).unwrap();
+        r.register("t", 2, Some(v2), Some(Upcaster::Rules(rules)), limits())
+    }
+
+    fn refused_for(r: Result<Registered, Error>) -> String {
+        match r {
+            Err(Error::SchemaIncompatible { field, .. }) => field,
+            other => panic!("expected SchemaIncompatible, got {other:?}"),
+        }
+    }
+
+    fn rename(from: &str, to: &str) -> Rule {
+        Rule::Rename {
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+
+    fn address(required: &[&str]) -> Value {
+        json!({"type": "object", "required": ["address"],
+               "properties": {"address": {"type": "object", "required": required}}})
+    }
+
+    #[test]
+    fn a_dotted_rename_keeps_the_parent_it_moves_out_of() {
+        // Issue 20: `rename address.city -> city`; v2 requires `address` and `city`.
+        let v1 = address(&["city", "street"]);
+        let v2 = json!({"type": "object", "required": ["address", "city"]});
+        assert_eq!(
+            v2_after(v1.clone(), v2.clone(), vec![rename("address.city", "city")]),
+            Ok(Registered::New)
+        );
+        // The upcast document holds both indeed.
+        let mut r = SchemaRegistry::default();
+        r.register("t", 1, Some(v1), None, limits()).unwrap();
+        r.register(
+            "t",
+            2,
+            Some(v2),
+            Some(Upcaster::Rules(vec![rename("address.city", "city")])),
+            limits(),
+        )
+        .unwrap();
+        assert_eq!(
+            r.upcast_value(
+                "t",
+                1,
+                2,
+                json!({"address": {"city": "Ghent", "street": "x"}})
+            )
+            .unwrap(),
+            json!({"address": {"street": "x"}, "city": "Ghent"})
+        );
+    }
+
+    #[test]
+    fn nested_required_fields_are_checked_at_every_depth() {
+        // v2 requires address.zip, which no v1 document must have: refused, naming it.
+        let v1 = address(&["city"]);
+        let v2 = address(&["city", "zip"]);
+        assert_eq!(
+            refused_for(v2_after(v1.clone(), v2.clone(), vec![])),
+            "address.zip"
+        );
+        let add_zip = Rule::Add {
+            field: "address.zip".into(),
+            default: json!("0000"),
+        };
+        assert_eq!(v2_after(v1.clone(), v2, vec![add_zip]), Ok(Registered::New));
+        // A field moved away is no longer there.
+        let moved = v2_after(
+            v1.clone(),
+            address(&["city"]),
+            vec![rename("address.city", "city")],
+        );
+        assert_eq!(refused_for(moved), "address.city");
+        // Three levels deep, and a `set` of an object makes its fields.
+        let deep = |inner: &[&str]| {
+            json!({"required": ["a"], "properties": {"a": {"required": ["b"],
+                   "properties": {"b": {"required": inner}}}}})
+        };
+        assert_eq!(
+            refused_for(v2_after(deep(&["c"]), deep(&["c", "d"]), vec![])),
+            "a.b.d"
+        );
+        let set = Rule::Set {
+            field: "a.b".into(),
+            value: json!({"c": 1, "d": {"e": 2}}),
+        };
+        assert_eq!(
+            v2_after(deep(&["x"]), deep(&["c", "d"]), vec![set]),
+            Ok(Registered::New)
+        );
+    }
+
+    #[test]
+    fn only_fields_every_valid_document_holds_count() {
+        // `address` is optional in v1: its `city` may be missing after the rename.
+        let v1 = json!({"required": ["id"], "properties": {"address": {"required": ["city"]}}});
+        let v2 = json!({"required": ["id", "city"]});
+        assert_eq!(
+            refused_for(v2_after(v1, v2, vec![rename("address.city", "city")])),
+            "city"
+        );
+        // A copy keeps its source; a rename from a field that may be missing keeps its
+        // target but not what is below it (the target may be replaced).
+        let v1 = address(&["city"]);
+        let both = json!({"required": ["address", "city"],
+                          "properties": {"address": {"required": ["city"]}}});
+        let copy = Rule::Copy {
+            from: "address.city".into(),
+            to: "city".into(),
+        };
+        assert_eq!(v2_after(v1.clone(), both, vec![copy]), Ok(Registered::New));
+        assert_eq!(
+            refused_for(v2_after(
+                v1.clone(),
+                v1.clone(),
+                vec![rename("legacy", "address")]
+            )),
+            "address.city"
+        );
+        assert_eq!(
+            v2_after(
+                v1,
+                json!({"required": ["address"]}),
+                vec![rename("legacy", "address")]
+            ),
+            Ok(Registered::New)
+        );
+    }
+
+    #[test]
+    fn schemars_schemas_of_nested_types_are_followed_through_their_refs() {
+        #[derive(schemars::JsonSchema)]
+        #[allow(dead_code)]
+        struct Address {
+            city: String,
+            street: Option<String>,
+        }
+        #[derive(schemars::JsonSchema)]
+        #[allow(dead_code)]
+        struct V1 {
+            id: u64,
+            address: Address,
+        }
+        #[derive(schemars::JsonSchema)]
+        #[allow(dead_code)]
+        struct Street {
+            street: Option<String>,
+        }
+        #[derive(schemars::JsonSchema)]
+        #[allow(dead_code)]
+        struct V2 {
+            id: u64,
+            city: String,
+            address: Street,
+        }
+        #[derive(schemars::JsonSchema)]
+        #[allow(dead_code)]
+        struct Zip {
+            zip: String,
+        }
+        #[derive(schemars::JsonSchema)]
+        #[allow(dead_code)]
+        struct V3 {
+            id: u64,
+            city: String,
+            address: Zip,
+        }
+        assert_eq!(
+            required_paths(&schema_of::<V1>()).unwrap(),
+            vec!["id", "address", "address.city"]
+        );
+        assert_eq!(
+            sample_of(&schema_of::<V1>()).unwrap(),
+            json!({"id": 0, "address": {"city": ""}})
+        );
+        let mut r = SchemaRegistry::default();
+        r.register("t", 1, Some(schema_of::<V1>()), None, limits())
+            .unwrap();
+        let to_v2 = Upcaster::Rules(vec![rename("address.city", "city")]);
+        r.register("t", 2, Some(schema_of::<V2>()), Some(to_v2), limits())
+            .unwrap();
+        let e = r.register("t", 3, Some(schema_of::<V3>()), None, limits());
+        assert_eq!(refused_for(e), "address.zip");
+    }
+
+    #[test]
+    fn a_cycle_of_required_fields_is_refused_with_its_limit() {
+        let v1 = json!({"required": ["n"]});
+        let cycle = json!({"$ref": "#/$defs/Node", "$defs": {"Node": {"required": ["next"],
+                           "properties": {"next": {"$ref": "#/$defs/Node"}}}}});
+        assert_eq!(
+            v2_after(v1, cycle, vec![]),
+            Err(Error::Invalid(InvalidInput::Length {
+                field: "schema: nesting of required fields",
+                len: MAX_REQUIRED_DEPTH + 1,
+                min: 1,
+                max: MAX_REQUIRED_DEPTH,
+            }))
+        );
+    }
+
+    #[test]
+    fn a_function_upcaster_is_judged_by_the_nested_fields_it_makes() {
+        let mut r = SchemaRegistry::default();
+        r.register("t", 1, Some(address(&["city"])), None, limits())
+            .unwrap();
+        let flatten: UpcastFn = Arc::new(|mut v| {
+            let city = v["address"]["city"].take();
+            v["city"] = city;
+            Ok(v)
+        });
+        let v2 = json!({"required": ["city", "address"],
+                        "properties": {"address": {"required": ["city"]}}});
+        let e = r.register(
+            "t",
+            2,
+            Some(v2.clone()),
+            Some(Upcaster::Function(flatten)),
+            limits(),
+        );
+        // `take` leaves `null` behind: `address.city` is still there.
+        assert_eq!(e, Ok(Registered::New));
+        let mut r = SchemaRegistry::default();
+        r.register("t", 1, Some(address(&["city"])), None, limits())
+            .unwrap();
+        let moves: UpcastFn = Arc::new(|mut v| {
+            let city = v["address"]
+                .as_object_mut()
+                .and_then(|a| a.remove("city"))
+                .unwrap_or_default();
+            v["city"] = city;
+            Ok(v)
+        });
+        let e = r.register("t", 2, Some(v2), Some(Upcaster::Function(moves)), limits());
+        assert_eq!(refused_for(e), "address.city");
     }
 }

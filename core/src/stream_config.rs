@@ -43,7 +43,12 @@ pub enum DeliverySemantics {
     /// Redelivered until acknowledged.
     #[default]
     AtLeastOnce,
-    /// At-least-once, plus idempotent appends and no redelivery of an acknowledged event.
+    /// At-least-once with producer dedup required (SPEC 5): the stream's `dedup_window` must
+    /// be above zero and every appended event must carry its producer's `event_id` (an append
+    /// with an event without one is refused), so a producer's retry within the window is
+    /// answered `Duplicate`; an acknowledged event is never delivered again. Consumers make
+    /// their side effects once with the inbox (`tributary-store-postgres`'s `Inbox`) or
+    /// their own idempotence.
     ExactlyOnce,
 }
 
@@ -194,6 +199,12 @@ impl StreamConfig {
                     max: 1,
                 });
             }
+        }
+        if self.delivery == DeliverySemantics::ExactlyOnce && self.dedup_window.is_zero() {
+            return Err(InvalidInput::Conflict {
+                field: "dedup_window",
+                reason: "an exactly-once stream needs a producer dedup window above 0 (0 turns dedup off)",
+            });
         }
         if let Some(r) = &self.retention {
             r.validate()?;

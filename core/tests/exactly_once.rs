@@ -268,7 +268,8 @@ fn exactly_once_subscriptions_never_redeliver_an_acknowledged_event() {
     sc.ack_wait = Duration::from_secs(1);
     h.subscribe(sc);
     h.attach(1, "s", "q", "a", None);
-    h.append_n("s", 4);
+    h.append("s", (1..=4).map(|i| ev_id("t", i)).collect())
+        .unwrap();
     h.deliveries();
     h.ack(1, "s", "q", "a", vec![pos(0, 0), pos(0, 2)]).unwrap();
     h.advance(Duration::from_secs(1));
@@ -291,6 +292,62 @@ fn exactly_once_subscriptions_never_redeliver_an_acknowledged_event() {
             .map(|d| d.1.offset)
             .collect::<Vec<_>>(),
         vec![3]
+    );
+}
+
+#[test]
+fn an_exactly_once_stream_needs_a_dedup_window_and_producer_ids() {
+    let mut h = Harness::new();
+    let mut cfg = StreamConfig::persistent(s("s"));
+    cfg.delivery = DeliverySemantics::ExactlyOnce;
+    cfg.dedup_window = Duration::ZERO;
+    assert_eq!(
+        h.cmd(Command::CreateStream(cfg.clone())),
+        Err(Error::Invalid(InvalidInput::Conflict {
+            field: "dedup_window",
+            reason: "an exactly-once stream needs a producer dedup window above 0 (0 turns dedup off)",
+        }))
+    );
+    assert_eq!(
+        h.cmd(Command::DescribeStream(s("s"))),
+        Err(Error::StreamNotFound(s("s"))),
+        "a refused stream is not created"
+    );
+    // AtLeastOnce may turn dedup off; ExactlyOnce with a window is accepted.
+    let mut off = cfg.clone();
+    off.name = s("t");
+    off.delivery = DeliverySemantics::AtLeastOnce;
+    h.create(off);
+    cfg.dedup_window = Duration::from_secs(60);
+    h.create(cfg);
+    // Every event of an append needs its producer's id: one without refuses the whole batch.
+    let refused = h.append("s", vec![ev_id("t", 1), ev("anon")]);
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Invalid(InvalidInput::Conflict {
+                field: "event_id",
+                ..
+            }))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(h.describe("s").length(), 0, "nothing of it was written");
+    assert_eq!(
+        h.append("s", vec![ev_id("t", 1)]),
+        Ok(vec![AppendOutcome::Appended(pos(0, 0))])
+    );
+    assert_eq!(
+        h.append("s", vec![ev_id("t", 1)]),
+        Ok(vec![AppendOutcome::Duplicate {
+            original: pos(0, 0)
+        }]),
+        "a producer's retry within the window is a duplicate"
+    );
+    // An AtLeastOnce stream still gives an id to an event that has none.
+    assert_eq!(
+        h.append("t", vec![ev("anon")]),
+        Ok(vec![AppendOutcome::Appended(pos(0, 0))])
     );
 }
 

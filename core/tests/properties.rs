@@ -916,6 +916,15 @@ fn done_or_not_holder(r: &Result<Reply, Error>, who: usize, mode: SubscriptionMo
     }
 }
 
+/// Gives `e` a producer id (the next of `ids`) on an exactly-once stream, which needs one.
+fn producer_id(e: NewEvent, delivery: DeliverySemantics, ids: &mut u64) -> NewEvent {
+    if delivery != DeliverySemantics::ExactlyOnce {
+        return e;
+    }
+    *ids += 1;
+    e.with_id(EventId::from_bytes(u128::from(*ids).to_le_bytes()))
+}
+
 /// `exact`: also check that each floor is at least the first offset not acknowledged
 /// (SPEC 3: the ack floor is the lowest offset not yet acknowledged).
 fn check_floors(
@@ -950,14 +959,18 @@ fn check_floors(
         SubscriptionMode::Broadcast | SubscriptionMode::ReadReceipt => Some(c(CONSUMERS[who])),
     };
     let mut settled: BTreeMap<Option<ConsumerId>, Vec<BTreeSet<u64>>> = BTreeMap::new();
+    let mut ids = 0u64;
     for (step, op) in ops.into_iter().enumerate() {
         match op {
             SubOp::Append(keys) => {
                 let events = keys
                     .into_iter()
-                    .map(|k| match k {
-                        Some(k) => ev("job").with_key(key_bytes(k)),
-                        None => ev("job"),
+                    .map(|k| {
+                        let e = match k {
+                            Some(k) => ev("job").with_key(key_bytes(k)),
+                            None => ev("job"),
+                        };
+                        producer_id(e, delivery, &mut ids)
                     })
                     .collect();
                 h.append("work", events)
@@ -1277,7 +1290,12 @@ fn check_ephemeral(
                     .iter()
                     .map(|&n| {
                         counter += 1;
-                        NewEvent::new("tick", vec![counter as u8; n as usize])
+                        let e = NewEvent::new("tick", vec![counter as u8; n as usize]);
+                        if delivery == DeliverySemantics::ExactlyOnce {
+                            e.with_id(EventId::from_bytes(u128::from(counter).to_le_bytes()))
+                        } else {
+                            e
+                        }
                     })
                     .collect();
                 let r = h.append("live", events);

@@ -116,6 +116,17 @@ async fn streams_subscriptions_consumers_and_resets(b: Backend) {
         .await;
     is_error(&bad_name, 400, "INVALID_INPUT");
     assert_eq!(bad_name.1["field"], "name");
+    // Exactly-once without a producer dedup window contradicts itself (SPEC 5).
+    let no_dedup = http
+        .post(
+            "/api/event-streams",
+            json!({"name": "payments", "delivery": "exactly_once", "dedup_window_ms": 0}),
+        )
+        .await;
+    is_error(&no_dedup, 400, "INVALID_INPUT");
+    assert_eq!(no_dedup.1["field"], "dedup_window", "{}", no_dedup.1);
+    let (status, _) = http.get("/api/event-streams/payments").await;
+    assert_eq!(status, 404, "a refused stream is not created");
     let (status, text) = http
         .send(Method::POST, "/api/event-streams", Some("{\"name\": "))
         .await;

@@ -110,7 +110,21 @@ const TYPES: [&str; 4] = ["created", "updated", "deleted", "audit"];
 /// The event types that get schemas (the first two of `TYPES`).
 const SCHEMA_TYPES: [&str; 2] = ["created", "updated"];
 /// Fields of the JSON payloads and of the rules that upcast them.
-const FIELDS: [&str; 7] = ["id", "name", "full_name", "n", "tag", "meta.src", "meta"];
+const FIELDS: [&str; 10] = [
+    "id",
+    "name",
+    "full_name",
+    "n",
+    "tag",
+    "meta.src",
+    "meta",
+    "meta.kind",
+    "src",
+    "kind",
+];
+/// The top-level fields a schema may require; `meta` may require `META_FIELDS` in turn.
+const TOP_FIELDS: [&str; 8] = ["id", "name", "full_name", "n", "tag", "meta", "src", "kind"];
+const META_FIELDS: [&str; 2] = ["src", "kind"];
 
 impl World {
     /// Opens a connection.
@@ -404,6 +418,14 @@ impl Generator<'_> {
         if let Some(w) = r.pick(&self.swarm.dedup_windows) {
             c.dedup_window = *w;
         }
+        // An exactly-once stream needs a dedup window: now and then one without is asked
+        // for, and must be refused.
+        if c.delivery == DeliverySemantics::ExactlyOnce
+            && c.dedup_window.is_zero()
+            && !r.chance(125)
+        {
+            c.dedup_window = Duration::from_secs(600);
+        }
         if r.chance(self.swarm.cross_service) {
             c.scope = tributary_core::Scope::CrossService;
         }
@@ -435,6 +457,15 @@ impl Generator<'_> {
             });
         } else {
             req.events = (0..n).map(|_| self.event(None)).collect();
+        }
+        // Producers of an exactly-once stream give ids (the stream refuses an event without
+        // one): nearly always.
+        if s.config.delivery == DeliverySemantics::ExactlyOnce && !self.rng.chance(30) {
+            for e in &mut req.events {
+                if e.event_id.is_none() {
+                    e.event_id = Some(EventId::from_random(self.rng.bytes16()));
+                }
+            }
         }
         if req.events.iter().any(|e| e.event_id.is_some()) {
             world.history.push_back(req.clone());
@@ -729,18 +760,16 @@ impl Generator<'_> {
             _ => latest + 1,
         };
         let field = |r: &mut SimRng| FIELDS[r.below(FIELDS.len() as u64) as usize].to_string();
-        let schema = r.chance(700).then(|| {
-            let required: Vec<&str> = ["id", "name", "full_name", "n", "tag"]
-                .into_iter()
-                .filter(|_| r.chance(250))
-                .collect();
-            serde_json::json!({"type": "object", "required": required})
-        });
-        let rules = if version > 1 {
+        let rules: Vec<Rule> = if version > 1 {
             (0..r.below(4))
                 .map(|_| match r.below(5) {
+                    // Often out of `meta` (a dotted path).
                     0 => Rule::Rename {
-                        from: field(r),
+                        from: if r.coin() {
+                            format!("meta.{}", META_FIELDS[r.below(2) as usize])
+                        } else {
+                            field(r)
+                        },
                         to: field(r),
                     },
                     1 => Rule::Add {
@@ -761,6 +790,58 @@ impl Generator<'_> {
         } else {
             Vec::new()
         };
+        // The schema mostly requires what the version before required or the rules write
+        // (often compatible), now and then something else (often not): the checker judges
+        // both answers. `meta` may require fields of its own.
+        let prev = world
+            .schemas
+            .iter()
+            .rev()
+            .find(|g| g.event_type == t && g.version == latest)
+            .and_then(|g| g.schema.clone());
+        let mut likely: BTreeSet<String> = BTreeSet::new();
+        match &prev {
+            Some(p) => {
+                for f in p["required"].as_array().into_iter().flatten() {
+                    likely.insert(f.as_str().unwrap_or_default().to_string());
+                }
+                for f in p["properties"]["meta"]["required"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    likely.insert(format!("meta.{}", f.as_str().unwrap_or_default()));
+                }
+            }
+            None => likely.extend(FIELDS.iter().map(|f| f.to_string())),
+        }
+        for rule in &rules {
+            let (Rule::Rename { to: f, .. }
+            | Rule::Copy { to: f, .. }
+            | Rule::Add { field: f, .. }
+            | Rule::Set { field: f, .. }) = rule
+            else {
+                continue;
+            };
+            likely.insert(f.clone());
+            if let Some((top, _)) = f.split_once('.') {
+                likely.insert(top.to_string());
+            }
+        }
+        let pick = |r: &mut SimRng, f: &str| r.chance(if likely.contains(f) { 650 } else { 50 });
+        let schema = r.chance(700).then(|| {
+            let required: Vec<&str> = TOP_FIELDS.into_iter().filter(|f| pick(r, f)).collect();
+            let mut schema = serde_json::json!({"type": "object", "required": required});
+            if required.contains(&"meta") && r.chance(700) {
+                let inner: Vec<&str> = META_FIELDS
+                    .into_iter()
+                    .filter(|f| pick(r, &format!("meta.{f}")))
+                    .collect();
+                schema["properties"] =
+                    serde_json::json!({"meta": {"type": "object", "required": inner}});
+            }
+            schema
+        });
         let reg = SchemaRegistration {
             event_type: t.into(),
             version,

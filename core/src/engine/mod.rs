@@ -331,6 +331,7 @@ impl Engine {
     pub fn plant_bug(&mut self, bug: Option<crate::PlantedBug>) {
         self.planted = bug;
         self.schemas.skip_hop = bug == Some(crate::PlantedBug::UpcastSkipsHop);
+        self.schemas.rename_drops_parent = bug == Some(crate::PlantedBug::RenameDropsParent);
     }
 
     /// The engine's configuration.

@@ -16,7 +16,7 @@ use crate::event::{Event, NewEvent, validate_batch};
 use crate::ids::{EventId, SubId};
 use crate::names::StreamName;
 use crate::storage::{AppendWrite, DedupRecord, StorageReply, StorageRequest, StorageResult};
-use crate::stream_config::{Overflow, StreamConfig, StreamKind};
+use crate::stream_config::{DeliverySemantics, Overflow, StreamConfig, StreamKind};
 use crate::time::{MonoNanos, UnixMillis};
 use rand_core::RngCore;
 use std::collections::{BTreeSet, VecDeque};
@@ -383,6 +383,18 @@ impl Engine {
         };
         if s.status == StreamStatus::Deleting {
             return self.reply_to(origin, Err(Error::StreamNotFound(a.stream)));
+        }
+        if s.config.delivery == DeliverySemantics::ExactlyOnce
+            && a.events.iter().any(|e| e.event_id.is_none())
+        {
+            return self.reply_to(
+                origin,
+                Err(InvalidInput::Conflict {
+                    field: "event_id",
+                    reason: "required on an exactly-once stream: the producer's id is what deduplicates its retries",
+                }
+                .into()),
+            );
         }
         if a.expected_offset.is_some() && s.config.partitions > 1 {
             let p = a.events[0]

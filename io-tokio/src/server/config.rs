@@ -1202,6 +1202,23 @@ mod tests {
     }
 
     #[test]
+    fn an_exactly_once_stream_without_a_dedup_window_is_refused() {
+        let file = parse(
+            r#"
+            [[streams]]
+            name = "payments"
+            delivery = "exactly-once"
+            dedup_window = "0s"
+            "#,
+        )
+        .expect("valid toml");
+        let e = Settings::resolve(file, Overrides::default()).expect_err("refused");
+        let text = e.to_string();
+        assert!(text.contains("streams[0] (payments)"), "{text}");
+        assert!(text.contains("dedup_window"), "{text}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_store_are_refused() {
         let e = parse("grpc_listn = \"x\"").expect_err("unknown key");
         assert!(e.to_string().contains("grpc_listn"), "{e}");

@@ -12,6 +12,9 @@
 //! - `dedup`: an id committed within its dedup window is answered `Duplicate` with its original
 //!   position, and `Duplicate` always names where the id was written.
 //! - `expected-offset`: an append with `expected_offset` lands there.
+//! - `exactly-once`: an exactly-once stream is never created without a dedup window, and an
+//!   append to one is refused for a missing `event_id` exactly when one of its events has
+//!   none (SPEC 5).
 //! - `durable`: after a restart, every committed event, subscription and saved position is
 //!   recovered; stream heads and `describe` agree with the model.
 //! - `readable`: a read returns every committed event of its range, dense and unchanged.
@@ -48,6 +51,10 @@
 //! - `schemas-durable`: a schema registration is answered only once a save of it committed;
 //!   every acknowledged version is given back at recovery and `ListSchemas` shows exactly the
 //!   model's registry; an acknowledged version registered again unchanged is accepted.
+//! - `schema-compatible`: a version the engine registers is compatible with the one before,
+//!   and a registration refused as incompatible is not, naming a field that may be missing
+//!   (by the model's own reading of SPEC 7's rule, in `schemas.rs`: dotted paths, nested
+//!   `required` lists).
 //! - `upcast`: a delivered or replayed event equals the model's shaping of the stored one to
 //!   the versions its reader asks for (upcast hop by hop by the model's own rules, or marked
 //!   `x-schema-newer-than-requested` / `x-upcast-error`, or left out when strict).

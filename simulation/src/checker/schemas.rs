@@ -3,7 +3,9 @@
 //! durability, and a reference upcaster of its own that says what a reader asking for some
 //! versions must get for each stored event (SPEC 7).
 //!
-//! Oracles: `schemas-durable` (a registration is answered only once a save of it committed;
+//! Oracles: `schema-compatible` (a version the engine registers is compatible with the one
+//! before, and one it refuses as incompatible is not, naming a field that may be missing, by
+//! the model's own reading of the rule below), `schemas-durable` (a registration is answered only once a save of it committed;
 //! every acknowledged version is in the registry after a restart, as `ListSchemas` shows;
 //! registering an acknowledged version again with the same content is accepted) and `upcast`
 //! (a delivered or replayed event equals the model's shaping of the stored one: upcast hop by
@@ -53,7 +55,28 @@ impl Checker {
                         self.fail("schemas-durable", d);
                     }
                 }
-                std::cmp::Ordering::Equal => vs.push(r.clone()),
+                std::cmp::Ordering::Equal => {
+                    // A new version the engine registered: compatible with the one before.
+                    let missing = match (i.checked_sub(1).map(|p| &vs[p]), &r.schema) {
+                        (Some(prev), Some(new)) if !r.function => prev
+                            .schema
+                            .as_ref()
+                            .map(|old| missing_after(old, new, &r.rules))
+                            .unwrap_or_default(),
+                        _ => Vec::new(),
+                    };
+                    vs.push(r.clone());
+                    if !missing.is_empty() {
+                        let d = format!(
+                            "{} v{} was registered, but {missing:?} may be missing from an upcast v{} document (rules {:?})",
+                            r.event_type,
+                            r.version,
+                            r.version - 1,
+                            r.rules
+                        );
+                        self.fail("schema-compatible", d);
+                    }
+                }
                 std::cmp::Ordering::Greater => {
                     let d = format!(
                         "{} v{} saved while the registry holds {} versions",
@@ -128,8 +151,11 @@ impl Checker {
                 }
                 self.schemas_acked.insert(key, saved);
             }
+            Err(Error::SchemaIncompatible { field, version, .. }) => {
+                self.judge_refusal(reg, *version, field);
+            }
             // Refused for its content (not for load: `Busy`, `Unavailable`).
-            Err(e @ (Error::Invalid(_) | Error::SchemaIncompatible { .. })) => {
+            Err(e @ Error::Invalid(_)) => {
                 if let Some(a) = self.schemas_acked.get(&key)
                     && a.schema == reg.schema
                     && a.rules == reg.rules
@@ -148,6 +174,51 @@ impl Checker {
                 "schemas-durable",
                 format!("a registration answered {other:?}"),
             ),
+        }
+    }
+
+    /// A registration refused as incompatible: it must be, by the model's rule, and the field
+    /// named must be one that may be missing. Judged when the model knows the version before
+    /// (the engine's latest: only the next version is checked for compatibility).
+    fn judge_refusal(&mut self, reg: &SchemaRegistration, version: u32, field: &str) {
+        let at = format!("{} v{}", reg.event_type, reg.version);
+        if version != reg.version {
+            return self.fail(
+                "schema-compatible",
+                format!("{at}: refused as incompatible naming version {version}"),
+            );
+        }
+        let vs = self
+            .registry
+            .get(&reg.event_type)
+            .map_or(&[][..], |v| &v[..]);
+        if reg.version < 2 || vs.len() + 1 != reg.version as usize {
+            return;
+        }
+        let old = vs[vs.len() - 1].schema.clone();
+        let (Some(old), Some(new)) = (old, &reg.schema) else {
+            return self.fail(
+                "schema-compatible",
+                format!(
+                    "{at}: refused as incompatible ({field}) though a schema is missing on one side"
+                ),
+            );
+        };
+        let missing = missing_after(&old, new, &reg.rules);
+        if missing.is_empty() {
+            self.fail(
+                "schema-compatible",
+                format!(
+                    "{at}: refused as incompatible ({field:?}), but every required field of it is in every upcast v{} document (rules {:?})",
+                    reg.version - 1,
+                    reg.rules
+                ),
+            );
+        } else if !missing.iter().any(|m| m == field) {
+            self.fail(
+                "schema-compatible",
+                format!("{at}: refused naming {field:?}, but what may be missing is {missing:?}"),
+            );
         }
     }
 
@@ -296,6 +367,79 @@ impl Checker {
             }
         }
     }
+}
+
+// The compatibility rule (SPEC 7, docs/semantics.md "Schemas"), written apart from the
+// core's: a skeleton document holds exactly the paths every valid document of the old version
+// holds (its required fields, and the required fields of a required field's own schema, at
+// every depth; leaves `null`). The reference upcaster below takes it through the rules, with
+// one difference: a field the skeleton lacks may be missing or hold anything, so a rule
+// reading it (rename, copy) may put anything at its target (the target stays, what was below
+// it does not), and `add` of it keeps whatever was there (the field is there, nothing below
+// it is known). The new version's required paths must all be in the result. (The workload
+// writes no `$ref`s; the core follows local ones.)
+
+/// The required paths of a schema, parents before children.
+fn needed(schema: &Value, prefix: &str, out: &mut Vec<String>) {
+    let names = schema["required"].as_array().into_iter().flatten();
+    for name in names.filter_map(Value::as_str) {
+        let path = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        if out.contains(&path) {
+            continue;
+        }
+        out.push(path.clone());
+        needed(&schema["properties"][name], &path, out);
+    }
+}
+
+/// The skeleton of a schema's valid documents.
+fn skeleton(schema: &Value) -> Map<String, Value> {
+    let mut doc = Map::new();
+    for name in schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let child = &schema["properties"][name];
+        let below = child["required"].as_array().is_some_and(|a| !a.is_empty());
+        let v = if below {
+            Value::Object(skeleton(child))
+        } else {
+            Value::Null
+        };
+        doc.insert(name.to_string(), v);
+    }
+    doc
+}
+
+/// The required paths of `new` that may be missing from an upcast valid `old` document.
+pub(crate) fn missing_after(old: &Value, new: &Value, rules: &[Rule]) -> Vec<String> {
+    let mut doc = skeleton(old);
+    for r in rules {
+        match r {
+            Rule::Rename { from, to } | Rule::Copy { from, to } if lookup(&doc, from).is_none() => {
+                if lookup(&doc, to).is_some() {
+                    set_path(&mut doc, to, Value::Null);
+                }
+            }
+            Rule::Add { field, .. } => {
+                if lookup(&doc, field).is_none() {
+                    set_path(&mut doc, field, Value::Null);
+                }
+            }
+            _ => apply_rule(r, &mut doc),
+        }
+    }
+    let mut need = Vec::new();
+    needed(new, "", &mut need);
+    need.into_iter()
+        .filter(|p| lookup(&doc, p).is_none())
+        .collect()
 }
 
 // The reference upcaster: SPEC 7's rules on a JSON object, written apart from the core's.

@@ -7,8 +7,9 @@ use super::schemas::Reader;
 use super::{Checker, Sent};
 use std::collections::BTreeMap;
 use tributary_core::{
-    AppendOutcome, AppendRequest, AppendWrite, Command, ConnId, Error, Event, NewEvent, Position,
-    RecoveredState, Reply, StorageReply, StorageRequest, StreamInfo, StreamName, partition_of_key,
+    AppendOutcome, AppendRequest, AppendWrite, Command, ConnId, DeliverySemantics, Error, Event,
+    InvalidInput, NewEvent, Position, RecoveredState, Reply, StorageReply, StorageRequest,
+    StreamInfo, StreamName, partition_of_key,
 };
 
 impl Checker {
@@ -310,6 +311,15 @@ impl Checker {
         self.holder_reply(&sent, reply);
         match (&sent.cmd, reply) {
             (Command::CreateStream(cfg), Ok(Reply::Done)) => {
+                if cfg.delivery == DeliverySemantics::ExactlyOnce && cfg.dedup_window.is_zero() {
+                    self.fail(
+                        "exactly-once",
+                        format!(
+                            "{}: an exactly-once stream without a dedup window was created",
+                            cfg.name
+                        ),
+                    );
+                }
                 self.streams
                     .entry(cfg.name.clone())
                     .or_insert_with(|| StreamM::new(cfg.clone()));
@@ -520,6 +530,33 @@ impl Checker {
         let dedup_on = !s.config.dedup_window.is_zero();
         let partitions = s.config.partitions;
         let mut errors: Vec<(&'static str, String)> = Vec::new();
+        // SPEC 5: every event appended to an exactly-once stream carries its producer's id.
+        let anonymous = a.events.iter().any(|e| e.event_id.is_none());
+        let exactly_once = s.config.delivery == DeliverySemantics::ExactlyOnce;
+        match r {
+            Ok(Reply::Appended(_)) if exactly_once && anonymous => errors.push((
+                "exactly-once",
+                format!(
+                    "{}: an append with an event without a producer id was taken by an exactly-once stream",
+                    a.stream
+                ),
+            )),
+            Err(Error::Invalid(InvalidInput::Conflict {
+                field: "event_id", ..
+            })) if !(exactly_once && anonymous) => errors.push((
+                "exactly-once",
+                format!(
+                    "{}: an append was refused for a missing event id, though {}",
+                    a.stream,
+                    if exactly_once {
+                        "every event had one"
+                    } else {
+                        "the stream is not exactly-once"
+                    }
+                ),
+            )),
+            _ => {}
+        }
         match r {
             Ok(Reply::Appended(outs)) => {
                 if outs.len() != a.events.len() {

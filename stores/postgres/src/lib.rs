@@ -18,7 +18,8 @@
 //! - A deleted stream disappears in one short transaction; its events are then removed in
 //!   bounded batches in the background (resumed at the next open after a crash).
 //! - [`Inbox`] records "event processed" inside a consumer's own transaction (exactly-once
-//!   processing, SPEC 5).
+//!   processing, SPEC 5), keyed by [`InboxKey`] (stream, subscription, consumer where
+//!   broadcast) and the event id.
 //! - The store's sessions run with `enable_seqscan = off`: every statement of the store reads
 //!   through an index, and a generic plan made while a table looked empty would otherwise scan
 //!   it whole on every append until the next analyze. Queries of your own on [`PgStore::pool`]
@@ -34,7 +35,7 @@ mod requests;
 mod schemas;
 mod upgrade;
 
-pub use inbox::Inbox;
+pub use inbox::{Inbox, InboxKey};
 pub use notify::{Notifications, Wakeup};
 pub use tributary_store_api::UpgradeError;
 

@@ -8,10 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 use tributary_core::*;
 use tributary_store_api::Store;
-use tributary_store_postgres::{Inbox, Notifications, PgStore, Wakeup};
+use tributary_store_conformance::Driver;
+use tributary_store_postgres::{Inbox, InboxKey, Notifications, PgStore, Wakeup};
 
 fn stream(name: &str) -> StreamName {
     StreamName::new(name).expect("name")
+}
+
+fn sub(name: &str) -> SubscriptionName {
+    SubscriptionName::new(name).expect("name")
+}
+
+fn consumer(id: &str) -> ConsumerId {
+    ConsumerId::new(id).expect("id")
 }
 
 async fn create(s: &PgStore, name: &str) {
@@ -47,13 +56,13 @@ async fn migrations_are_recorded_and_can_be_skipped() {
     let s = PgStore::open(&config).await.expect("open");
     assert_eq!(
         s.applied_migrations().await.expect("versions"),
-        vec![1, 2, 3, 4, 5, 6]
+        vec![1, 2, 3, 4, 5, 6, 7]
     );
     // Opening again applies nothing new.
     let again = PgStore::open(&config).await.expect("reopen");
     assert_eq!(
         again.applied_migrations().await.expect("versions"),
-        vec![1, 2, 3, 4, 5, 6]
+        vec![1, 2, 3, 4, 5, 6, 7]
     );
     // With migrations off, a fresh schema has no tables: requests fail, clearly.
     let mut off = common::fresh_config();
@@ -242,11 +251,14 @@ async fn the_inbox_records_an_event_once_inside_the_callers_transaction() {
         .await
         .expect("table");
     let id = EventId::from_bytes([7; 16]);
+    let billing = InboxKey::shared(&stream("orders"), &sub("billing"));
+    let shipping = InboxKey::shared(&stream("orders"), &sub("shipping"));
     let process = |commit: bool| {
         let pool = s.pool().clone();
+        let key = billing.clone();
         async move {
             let mut tx = pool.begin().await.expect("begin");
-            let first = Inbox::record(&mut tx, "billing", id).await.expect("record");
+            let first = Inbox::record(&mut tx, &key, id).await.expect("record");
             if first {
                 sqlx::query("INSERT INTO ledger VALUES (1)")
                     .execute(&mut *tx)
@@ -273,12 +285,12 @@ async fn the_inbox_records_an_event_once_inside_the_callers_transaction() {
         .expect("count");
     assert_eq!(n, 1, "the side effect happened once");
     assert!(
-        Inbox::contains(&mut c, "billing", id)
+        Inbox::contains(&mut c, &billing, id)
             .await
             .expect("contains")
     );
     assert!(
-        !Inbox::contains(&mut c, "shipping", id)
+        !Inbox::contains(&mut c, &shipping, id)
             .await
             .expect("contains")
     );
@@ -294,6 +306,188 @@ async fn the_inbox_records_an_event_once_inside_the_callers_transaction() {
             .expect("forget"),
         1
     );
+}
+
+/// Processes every delivery the driver holds as a consumer with an inbox does: in one
+/// transaction, `Inbox::record` and (the first time only) a ledger row naming who processed
+/// it; commit; then ack, except on the subscriptions of `crash_before_ack` (a crash between
+/// the commit and the ack). Returns (subscription, consumer, whether the effect ran), sorted.
+async fn process_deliveries(
+    d: &mut Driver<'_, PgStore>,
+    s: &PgStore,
+    modes: &[(&str, SubscriptionMode)],
+    crash_before_ack: &[&str],
+) -> Vec<(String, String, bool)> {
+    let outputs = std::mem::take(&mut d.outputs);
+    let mut done = Vec::new();
+    for o in outputs {
+        let Output::Deliver {
+            stream,
+            subscription,
+            consumer,
+            events,
+            ..
+        } = o
+        else {
+            continue;
+        };
+        let mode = modes
+            .iter()
+            .find(|(n, _)| *n == subscription.as_str())
+            .map(|(_, m)| *m)
+            .expect("a subscription of the test");
+        let key = InboxKey::new(mode, &stream, &subscription, &consumer);
+        for e in events {
+            let mut tx = s.pool().begin().await.expect("begin");
+            let first = Inbox::record(&mut tx, &key, e.event.event_id)
+                .await
+                .expect("record");
+            if first {
+                sqlx::query("INSERT INTO ledger VALUES ($1, $2, $3)")
+                    .bind(subscription.as_str())
+                    .bind(consumer.as_str())
+                    .bind(e.event.offset as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("effect");
+            }
+            tx.commit().await.expect("commit");
+            if !crash_before_ack.contains(&subscription.as_str()) {
+                let r = d
+                    .cmd(Command::Ack {
+                        stream: stream.clone(),
+                        subscription: subscription.clone(),
+                        consumer: consumer.clone(),
+                        positions: vec![Position {
+                            partition: e.event.partition,
+                            offset: e.event.offset,
+                        }],
+                    })
+                    .await;
+                assert_eq!(
+                    r,
+                    Ok(Reply::Acked {
+                        acked: 1,
+                        ignored: 0
+                    })
+                );
+            }
+            done.push((subscription.to_string(), consumer.to_string(), first));
+        }
+    }
+    done.sort();
+    done
+}
+
+fn row(subscription: &str, consumer: &str, effect: bool) -> (String, String, bool) {
+    (subscription.to_string(), consumer.to_string(), effect)
+}
+
+#[tokio::test]
+async fn the_inbox_gives_each_broadcast_consumer_its_effect_and_skips_a_redelivery() {
+    let s = common::fresh_store().await;
+    sqlx::query("CREATE TABLE ledger (subscription TEXT, consumer TEXT, event BIGINT)")
+        .execute(s.pool())
+        .await
+        .expect("table");
+    let wall = 1_767_225_600_000;
+    let modes = [
+        ("audit", SubscriptionMode::Broadcast),
+        ("billing", SubscriptionMode::Exclusive),
+    ];
+    let consumers = [("audit", "a"), ("audit", "b"), ("billing", "w")];
+    let attach = |subscription: &str, id: &str| Command::Attach {
+        stream: stream("payments"),
+        subscription: sub(subscription),
+        consumer: consumer(id),
+        max_in_flight: None,
+    };
+    {
+        let mut d = Driver::start(&s, Config::default(), wall).await;
+        let mut config = StreamConfig::persistent(stream("payments"));
+        config.delivery = DeliverySemantics::ExactlyOnce;
+        assert_eq!(d.cmd(Command::CreateStream(config)).await, Ok(Reply::Done));
+        for (name, mode) in modes {
+            let c = SubscriptionConfig::new(stream("payments"), sub(name), mode);
+            assert_eq!(d.cmd(Command::CreateSubscription(c)).await, Ok(Reply::Done));
+        }
+        for (subscription, id) in consumers {
+            assert_eq!(d.cmd(attach(subscription, id)).await, Ok(Reply::Done));
+        }
+        let event = NewEvent::new("paid", b"{}".to_vec()).with_id(EventId::from_bytes([9; 16]));
+        let append = Command::Append(AppendRequest {
+            stream: stream("payments"),
+            events: vec![event],
+            expected_offset: None,
+        });
+        assert!(matches!(d.cmd(append).await, Ok(Reply::Appended(_))));
+        // Billing's consumer commits its effect, then the engine stops before its ack.
+        let done = process_deliveries(&mut d, &s, &modes, &["billing"]).await;
+        assert_eq!(
+            done,
+            vec![
+                row("audit", "a", true),
+                row("audit", "b", true),
+                row("billing", "w", true)
+            ],
+            "each broadcast consumer made its own side effect"
+        );
+    }
+    // After the restart only billing's unacknowledged event comes again: the inbox
+    // recognises it, the effect is skipped, and the ack goes out.
+    let mut d = Driver::start(&s, Config::default(), wall + 1_000).await;
+    for (subscription, id) in consumers {
+        assert_eq!(d.cmd(attach(subscription, id)).await, Ok(Reply::Done));
+    }
+    let again = process_deliveries(&mut d, &s, &modes, &[]).await;
+    assert_eq!(again, vec![row("billing", "w", false)]);
+    // Acknowledging it once more (a retried ack) changes nothing and is not refused.
+    let ack = Command::Ack {
+        stream: stream("payments"),
+        subscription: sub("billing"),
+        consumer: consumer("w"),
+        positions: vec![Position {
+            partition: 0,
+            offset: 0,
+        }],
+    };
+    assert_eq!(
+        d.cmd(ack).await,
+        Ok(Reply::Acked {
+            acked: 0,
+            ignored: 1
+        })
+    );
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT subscription, consumer FROM ledger ORDER BY 1, 2")
+            .fetch_all(s.pool())
+            .await
+            .expect("ledger");
+    let want = [("audit", "a"), ("audit", "b"), ("billing", "w")]
+        .map(|(a, b)| (a.to_string(), b.to_string()));
+    assert_eq!(rows, want, "every side effect happened exactly once");
+}
+
+#[tokio::test]
+async fn an_inbox_record_from_before_version_7_still_counts_for_its_subscription() {
+    let s = common::fresh_store().await;
+    let id = EventId::from_bytes([3; 16]);
+    // A record as version 6's `Inbox::record` wrote it: subscription and event id only.
+    sqlx::query("INSERT INTO tributary_inbox (subscription, event_id) VALUES ($1, $2)")
+        .bind("billing")
+        .bind(id.as_bytes().as_slice())
+        .execute(s.pool())
+        .await
+        .expect("old record");
+    let key = InboxKey::shared(&stream("orders"), &sub("billing"));
+    let mut c = s.pool().acquire().await.expect("connection");
+    assert!(Inbox::contains(&mut c, &key, id).await.expect("contains"));
+    assert!(
+        !Inbox::record(&mut c, &key, id).await.expect("record"),
+        "processed before the upgrade"
+    );
+    let other = InboxKey::shared(&stream("orders"), &sub("shipping"));
+    assert!(Inbox::record(&mut c, &other, id).await.expect("record"));
 }
 
 #[tokio::test]

@@ -68,7 +68,8 @@ pub enum DeliveryView {
     AtMostOnce,
     /// Redelivered until acknowledged (default).
     AtLeastOnce,
-    /// At least once plus dedup on both sides.
+    /// At least once with producer dedup required: a dedup window above 0, and a producer
+    /// `event_id` on every appended event; consumers use the inbox or their own idempotence.
     ExactlyOnce,
 }
 
@@ -186,7 +187,7 @@ pub struct CreateStream {
     pub partitions: Option<u32>,
     /// Delivery semantics (`at_least_once`).
     pub delivery: Option<DeliveryView>,
-    /// Dedup window in ms (600000; 0 turns it off).
+    /// Dedup window in ms (600000; 0 turns it off, refused for `exactly_once`).
     pub dedup_window_ms: Option<u64>,
     /// Mirror to the message broker.
     #[serde(default)]
