@@ -144,6 +144,7 @@ fn routes(state: AppState, tokens: Arc<Tokens>) -> (axum::Router, utoipa::openap
         .routes(routes!(api::get_subscription))
         .routes(routes!(api::get_consumer))
         .routes(routes!(api::reset_offset))
+        .routes(routes!(api::reset_subscription_offset))
         .routes(routes!(api::list_schemas, api::register_schema))
         .routes(routes!(api::get_schema))
         .routes(routes!(api::list_dead_letters))
