@@ -159,6 +159,24 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A broadcast or read receipt subscription has no position for this consumer.
+    #[error(
+        "subscription {subscription} on stream {stream} has no position for consumer {consumer}"
+    )]
+    ConsumerNotFound {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The consumer.
+        consumer: ConsumerId,
+    },
+    /// The consumer is attached: its position cannot be removed under it; nothing changed.
+    #[error("consumer {0} is attached: detach it before removing its position")]
+    ConsumerAttached(ConsumerId),
+    /// The consumer's position is being removed; attach (or remove) again once it is gone.
+    #[error("the position of consumer {0} is being removed; try again once it is gone")]
+    ConsumerRemoving(ConsumerId),
     /// The stream is in a state that does not allow the request (e.g. being deleted).
     #[error("stream {stream}: {reason}")]
     FailedPrecondition {
@@ -210,6 +228,9 @@ impl Error {
             Error::StaleGeneration { .. } => "STALE_GENERATION",
             Error::NotAssigned { .. } => "NOT_ASSIGNED",
             Error::SchemaIncompatible { .. } => "SCHEMA_INCOMPATIBLE",
+            Error::ConsumerNotFound { .. } => "CONSUMER_NOT_FOUND",
+            Error::ConsumerAttached(_) => "CONSUMER_ATTACHED",
+            Error::ConsumerRemoving(_) => "CONSUMER_REMOVING",
         }
     }
 
@@ -220,6 +241,7 @@ impl Error {
             Error::StreamNotFound(_)
             | Error::SubscriptionNotFound { .. }
             | Error::NotAttached(_)
+            | Error::ConsumerNotFound { .. }
             | Error::ReplayNotFound(_) => ErrorClass::NotFound,
             Error::StreamExists(_)
             | Error::SubscriptionExists { .. }
@@ -228,10 +250,11 @@ impl Error {
             | Error::FailedPrecondition { .. }
             | Error::StaleGeneration { .. }
             | Error::NotAssigned { .. }
+            | Error::ConsumerAttached(_)
             | Error::SchemaIncompatible { .. } => ErrorClass::FailedPrecondition,
             Error::StreamFull { .. } | Error::Busy { .. } => ErrorClass::ResourceExhausted,
             Error::Truncated { .. } => ErrorClass::OutOfRange,
-            Error::Unavailable(_) => ErrorClass::Unavailable,
+            Error::Unavailable(_) | Error::ConsumerRemoving(_) => ErrorClass::Unavailable,
         }
     }
 }

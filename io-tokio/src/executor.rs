@@ -538,5 +538,18 @@ fn log_notice(n: &Notice) {
         Notice::StorageRetry { what, error } => {
             tracing::warn!(code = 1002, what, error = %error, "storage request failed; retrying")
         }
+        Notice::ConsumerRemoved {
+            stream,
+            subscription,
+            consumer,
+            expired,
+        } => tracing::info!(
+            code = 2003,
+            stream = %stream,
+            subscription = %subscription,
+            consumer = %consumer,
+            expired,
+            "consumer position removed"
+        ),
     }
 }

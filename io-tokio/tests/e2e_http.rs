@@ -16,6 +16,7 @@ use tributary_grpc::pb;
 on_both_stores!(
     streams_subscriptions_consumers_and_resets,
     shared_positions_reset_with_every_consumer_down,
+    a_consumer_gone_for_good_is_removed_and_health_recovers,
     dead_letters_are_listed_and_replayed_into_their_stream,
     health_follows_lag_and_stalls,
     metrics_count_a_known_workload,
@@ -1103,6 +1104,132 @@ async fn shared_positions_reset_with_every_consumer_down(b: Backend) {
     }
 }
 
+/// A broadcast consumer that left for good keeps /health unhealthy until its position is
+/// removed (`DELETE .../consumers/{consumer}`); then health recovers, also after a restart.
+async fn a_consumer_gone_for_good_is_removed_and_health_recovers(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(b, dir.path(), "http_remove");
+    let server = Server::start_on(
+        dir.path(),
+        &store,
+        &["--health-lag-degraded", "1", "--health-lag-unhealthy", "2"],
+    );
+    let http = Http::new(&server);
+    let mut c = server.client().await;
+    create_stream(&mut c, "jobs", 1).await;
+    let mut o = open("jobs", "fan", "stays");
+    o.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::Broadcast as i32,
+        ..Default::default()
+    });
+    let mut stays = Session::open(&mut c, o).await;
+    let leaves = Session::open(&mut c, open("jobs", "fan", "leaves")).await;
+    let events = (0..3).map(|i| json_event("job", &format!("{i}"))).collect();
+    publish(&mut c, "jobs", events).await;
+    let got = stays.events(3).await;
+    stays.ack(&got).await;
+    let gone = "/api/event-streams/jobs/subscriptions/fan/consumers/leaves";
+
+    // Attached: refused, nothing changes.
+    let attached = http.json(Method::DELETE, gone, None).await;
+    is_error(&attached, 409, "CONSUMER_ATTACHED");
+    drop(leaves);
+    wait_detached(&mut c, "jobs", "fan", "leaves").await;
+    // Gone with lag 3: unhealthy, and it stays so.
+    health_until(
+        &http,
+        "unhealthy by the lag of the consumer gone",
+        |st, h| st == 503 && h["status"] == "unhealthy",
+    )
+    .await;
+
+    // Refusals name what is wrong.
+    is_error(
+        &http
+            .json(
+                Method::DELETE,
+                "/api/event-streams/jobs/subscriptions/fan/consumers/ghost",
+                None,
+            )
+            .await,
+        404,
+        "CONSUMER_NOT_FOUND",
+    );
+    is_error(
+        &http
+            .json(
+                Method::DELETE,
+                "/api/event-streams/jobs/subscriptions/nope/consumers/leaves",
+                None,
+            )
+            .await,
+        404,
+        "SUBSCRIPTION_NOT_FOUND",
+    );
+    let mut w = open("jobs", "work", "w1");
+    w.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::Exclusive as i32,
+        ..Default::default()
+    });
+    let work = Session::open(&mut c, w).await;
+    drop(work);
+    wait_detached(&mut c, "jobs", "work", "w1").await;
+    let shared = http
+        .json(
+            Method::DELETE,
+            "/api/event-streams/jobs/subscriptions/work/consumers/w1",
+            None,
+        )
+        .await;
+    is_error(&shared, 400, "INVALID_INPUT");
+    assert_eq!(shared.1["field"], "consumer");
+    // (The exclusive subscription lags too: reset it past everything to leave only the
+    // broadcast consumer's lag.)
+    let (status, _) = http
+        .post(
+            "/api/event-streams/jobs/subscriptions/work/reset-offset",
+            json!({"offset": 3}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // Removed: 204, no longer listed, health recovers.
+    let (status, body) = http.json(Method::DELETE, gone, None).await;
+    assert_eq!(status, 204, "{body}");
+    is_error(&http.get(gone).await, 404, "CONSUMER_NOT_FOUND");
+    let (_, sub) = http.get("/api/event-streams/jobs/subscriptions/fan").await;
+    let who: Vec<&str> = sub["cursors"]
+        .as_array()
+        .expect("cursors")
+        .iter()
+        .filter_map(|c| c["consumer"].as_str())
+        .collect();
+    assert_eq!(who, vec!["stays"], "{sub}");
+    let h = health_until(&http, "healthy once the position is gone", |st, h| {
+        st == 200 && h["status"] == "healthy"
+    })
+    .await;
+    assert!(!h.to_string().contains("leaves"), "{h}");
+    is_error(
+        &http.json(Method::DELETE, gone, None).await,
+        404,
+        "CONSUMER_NOT_FOUND",
+    );
+    drop(stays);
+    wait_detached(&mut c, "jobs", "fan", "stays").await;
+
+    // Durable: after a restart it is still gone and health stays healthy.
+    let server = server.restart();
+    let http = Http::new(&server);
+    let (status, h) = http.get("/health").await;
+    assert_eq!(
+        (status, h["status"].as_str()),
+        (200, Some("healthy")),
+        "{h}"
+    );
+    is_error(&http.get(gone).await, 404, "CONSUMER_NOT_FOUND");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_is_valid_and_names_every_route() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1159,7 +1286,7 @@ async fn the_openapi_document_is_valid_and_names_every_route() {
             assert!(!text.contains("no route"), "{method} {path}: {text}");
         }
     }
-    assert_eq!(operations, 19);
+    assert_eq!(operations, 20);
     // And what is not documented is not served.
     let (status, text) = http.send(Method::GET, "/api/undocumented", None).await;
     assert_eq!(status, 404);

@@ -759,6 +759,37 @@ pub async fn get_consumer(
         .ok_or_else(|| consumer_not_found(&name, &id, &consumer))
 }
 
+/// Removes a broadcast or read receipt consumer's position (every partition) and its read
+/// receipts for good, so that a consumer gone for good no longer counts in lag and health. The
+/// consumer must be detached; if it attaches again it starts at the subscription's start.
+#[utoipa::path(delete, path = "/api/event-streams/{name}/subscriptions/{id}/consumers/{consumer}",
+    tag = "subscriptions",
+    params(("name" = String, Path, description = "The stream"),
+           ("id" = String, Path, description = "The subscription"),
+           ("consumer" = String, Path, description = "The consumer")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, description = "An exclusive or consumer group subscription (one shared position, none per consumer)", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such stream, subscription or consumer position", body = ErrorBody),
+        (status = 409, description = "The consumer is attached (CONSUMER_ATTACHED)", body = ErrorBody),
+        (status = 503, description = "Its removal is under way (CONSUMER_REMOVING), or the store is away", body = ErrorBody)))]
+pub async fn remove_consumer(
+    State(st): State<AppState>,
+    Path((name, id, consumer)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (stream, sub, c) = (stream_name(&name)?, sub_name(&id)?, consumer_id(&consumer)?);
+    st.engine
+        .call(Command::RemoveConsumer {
+            stream,
+            subscription: sub,
+            consumer: c,
+        })
+        .await?;
+    // Logged by the server as the engine's `ConsumerRemoved` notice (code 2003).
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// The start position a reset body names: exactly one of `offset` and `timestamp`; an offset
 /// past the end of the stream is refused.
 async fn reset_target(

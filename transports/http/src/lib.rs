@@ -142,7 +142,7 @@ fn routes(state: AppState, tokens: Arc<Tokens>) -> (axum::Router, utoipa::openap
         .routes(routes!(api::get_stream, api::delete_stream))
         .routes(routes!(api::list_subscriptions))
         .routes(routes!(api::get_subscription))
-        .routes(routes!(api::get_consumer))
+        .routes(routes!(api::get_consumer, api::remove_consumer))
         .routes(routes!(api::reset_offset))
         .routes(routes!(api::reset_subscription_offset))
         .routes(routes!(api::list_schemas, api::register_schema))
