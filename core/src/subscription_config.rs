@@ -134,6 +134,12 @@ pub struct SubscriptionConfig {
     /// them marked with `x-schema-newer-than-requested`.
     #[serde(default)]
     pub strict_versions: bool,
+    /// Broadcast and ReadReceipt: a consumer detached for longer than this loses its position
+    /// and receipts, as by `Command::RemoveConsumer` (counted from its detach, or from the
+    /// engine's start for a consumer not attached since). `None`: the engine's
+    /// `default_consumer_expiry` (off unless set); zero: never, whatever the default.
+    #[serde(default)]
+    pub consumer_expiry: Option<Duration>,
 }
 
 impl SubscriptionConfig {
@@ -157,6 +163,7 @@ impl SubscriptionConfig {
             receipt_cleanup_interval: d.default_receipt_cleanup_interval,
             schema_versions: Default::default(),
             strict_versions: false,
+            consumer_expiry: None,
         }
     }
 
@@ -217,6 +224,12 @@ impl SubscriptionConfig {
                 value: 0,
                 min: 1,
                 max: u64::MAX,
+            });
+        }
+        if self.consumer_expiry.is_some() && self.mode.shared_position() {
+            return Err(InvalidInput::Conflict {
+                field: "consumer_expiry",
+                reason: "only broadcast and read receipt subscriptions keep a position per consumer",
             });
         }
         if self.redeliver_unread && self.unread_timeout.is_none() {

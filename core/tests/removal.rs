@@ -385,3 +385,152 @@ fn an_ephemeral_stream_frees_at_once_and_trims_what_only_the_removed_consumer_he
         "room once y's position is gone"
     );
 }
+
+// ---- consumer_expiry --------------------------------------------------------------------------
+
+fn expiring(h: &Harness, name: &str, after: Option<u64>) -> SubscriptionConfig {
+    let mut cfg = h.sub_config("s", name, SubscriptionMode::Broadcast);
+    cfg.consumer_expiry = after.map(std::time::Duration::from_secs);
+    cfg
+}
+
+fn secs(n: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(n)
+}
+
+#[test]
+fn a_consumer_detached_longer_than_its_expiry_loses_its_position() {
+    let mut h = Harness::new();
+    h.create_persistent("s", 1);
+    h.subscribe(expiring(&h, "b", Some(60)));
+    h.attach(1, "s", "b", "x", None);
+    h.attach(2, "s", "b", "y", None);
+    h.append_n("s", 3);
+    h.deliveries();
+    h.ack(1, "s", "b", "x", vec![pos(0, 0), pos(0, 1), pos(0, 2)])
+        .unwrap();
+    h.ack(2, "s", "b", "y", vec![pos(0, 0)]).unwrap();
+    detach(&mut h, 2, "b", "y");
+    h.notices();
+    // Attached again within the expiry, then detached: the time counts from the new detach.
+    h.advance(secs(30));
+    h.attach(3, "s", "b", "y", None);
+    h.deliveries();
+    h.advance(secs(40));
+    detach(&mut h, 3, "b", "y");
+    h.advance(secs(59));
+    assert_eq!(
+        positions_of(&mut h, "b"),
+        vec![("x".into(), 3), ("y".into(), 1)],
+        "59 s after its last detach"
+    );
+    assert!(removed_notices(&mut h).is_empty());
+    h.advance(secs(2));
+    assert_eq!(removed_notices(&mut h), vec![("y".into(), true)]);
+    assert_eq!(
+        positions_of(&mut h, "b"),
+        vec![("x".into(), 3)],
+        "x stays attached: it never expires"
+    );
+    assert!(
+        h.store
+            .cursors()
+            .iter()
+            .all(|r| r.consumer.as_ref() != Some(&c("y"))),
+        "{:?}",
+        h.store.cursors()
+    );
+    // Its timer is gone; x's detach arms its own.
+    let timers = h.engine.timer_count();
+    detach(&mut h, 1, "b", "x");
+    assert_eq!(h.engine.timer_count(), timers + 1);
+    h.advance(secs(61));
+    assert_eq!(removed_notices(&mut h), vec![("x".into(), true)]);
+    assert!(h.describe_sub("s", "b").cursors.is_empty());
+}
+
+#[test]
+fn after_a_restart_the_expiry_counts_from_the_start() {
+    let mut h = Harness::new();
+    h.create_persistent("s", 1);
+    h.subscribe(expiring(&h, "b", Some(60)));
+    h.attach(2, "s", "b", "y", None);
+    h.append_n("s", 2);
+    h.deliveries();
+    h.ack(2, "s", "b", "y", vec![pos(0, 0)]).unwrap();
+    let mut h = h.restart();
+    assert_eq!(positions_of(&mut h, "b"), vec![("y".into(), 1)]);
+    h.advance(secs(59));
+    assert_eq!(positions_of(&mut h, "b"), vec![("y".into(), 1)]);
+    h.advance(secs(2));
+    assert_eq!(removed_notices(&mut h), vec![("y".into(), true)]);
+    let mut h = h.restart();
+    assert!(
+        h.describe_sub("s", "b").cursors.is_empty(),
+        "expired for good"
+    );
+}
+
+#[test]
+fn the_engine_default_applies_unless_the_subscription_says_otherwise() {
+    let config = Config {
+        default_consumer_expiry: Some(secs(10)),
+        ..no_linger()
+    };
+    let mut h = Harness::with(config, tributary_store_memory::MemoryStore::new(), 7);
+    h.create_persistent("s", 1);
+    h.subscribe(expiring(&h, "default", None));
+    h.subscribe(expiring(&h, "never", Some(0)));
+    h.subscribe(expiring(&h, "longer", Some(100)));
+    let mut r = h.sub_config("s", "receipts", SubscriptionMode::ReadReceipt);
+    r.consumer_expiry = None;
+    h.subscribe(r);
+    for name in ["default", "never", "longer", "receipts"] {
+        h.attach(2, "s", name, "y", None);
+        detach(&mut h, 2, name, "y");
+    }
+    h.notices();
+    h.advance(secs(11));
+    let mut gone = removed_notices(&mut h);
+    gone.sort();
+    assert_eq!(gone, vec![("y".into(), true), ("y".into(), true)]);
+    for (name, left) in [("default", 0), ("never", 1), ("longer", 1), ("receipts", 0)] {
+        assert_eq!(h.describe_sub("s", name).cursors.len(), left, "{name}");
+    }
+    h.advance(secs(90));
+    assert_eq!(h.describe_sub("s", "longer").cursors.len(), 0);
+    assert_eq!(h.describe_sub("s", "never").cursors.len(), 1);
+}
+
+#[test]
+fn consumer_expiry_is_refused_where_there_is_no_position_per_consumer() {
+    let mut h = Harness::new();
+    h.create_persistent("s", 1);
+    for mode in [SubscriptionMode::Exclusive, SubscriptionMode::ConsumerGroup] {
+        let mut cfg = h.sub_config("s", "q", mode);
+        cfg.consumer_expiry = Some(secs(60));
+        assert_eq!(
+            h.cmd(Command::CreateSubscription(cfg)),
+            Err(Error::Invalid(InvalidInput::Conflict {
+                field: "consumer_expiry",
+                reason: "only broadcast and read receipt subscriptions keep a position per consumer",
+            })),
+            "{mode:?}"
+        );
+    }
+    // With the engine's default set, exclusive positions do not expire.
+    let config = Config {
+        default_consumer_expiry: Some(secs(1)),
+        ..no_linger()
+    };
+    let mut h = Harness::with(config, tributary_store_memory::MemoryStore::new(), 7);
+    h.create_persistent("s", 1);
+    h.subscribe(h.sub_config("s", "q", SubscriptionMode::Exclusive));
+    h.attach(2, "s", "q", "w", None);
+    h.append_n("s", 1);
+    h.deliveries();
+    h.ack(2, "s", "q", "w", vec![pos(0, 0)]).unwrap();
+    detach(&mut h, 2, "q", "w");
+    h.advance(secs(5));
+    assert_eq!(h.describe_sub("s", "q").cursors[0].floors, vec![1]);
+}

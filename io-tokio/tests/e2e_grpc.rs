@@ -1263,4 +1263,54 @@ async fn remove_consumer_drops_a_detached_broadcast_position(b: Backend) {
         "names the field: {e:?}"
     );
     drop(keep);
+
+    // consumer_expiry_ms: a detached consumer's position goes by itself.
+    let mut o = open("feed", "brief", "short");
+    o.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::Broadcast as i32,
+        consumer_expiry_ms: Some(300),
+        ..Default::default()
+    });
+    let mut short = Session::open(&mut c, o).await;
+    let got = short.events(2).await;
+    short.ack(&got[..1]).await;
+    let describe = pb::SubscriptionRef {
+        stream: "feed".into(),
+        subscription: "brief".into(),
+    };
+    let info = c
+        .get_subscription(describe.clone())
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(
+        info.config.as_ref().and_then(|c| c.consumer_expiry_ms),
+        Some(300)
+    );
+    assert_eq!(info.cursors.len(), 1);
+    drop(short);
+    within("the detached consumer's position expires", async {
+        loop {
+            let info = c
+                .get_subscription(describe.clone())
+                .await
+                .expect("describe");
+            if info.get_ref().cursors.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let e = c
+        .create_subscription(pb::SubscriptionConfig {
+            stream: "feed".into(),
+            name: "work2".into(),
+            mode: pb::SubscriptionMode::Exclusive as i32,
+            consumer_expiry_ms: Some(300),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no position per consumer");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 }

@@ -188,6 +188,8 @@ pub(crate) enum Timer {
     Cleanup,
     /// A cross-service stream's relay may send again after a failed publish.
     Relay(StreamName),
+    /// A detached broadcast or read receipt consumer's position expires (`consumer_expiry`).
+    ConsumerExpiry(SubId, ConsumerId),
 }
 
 /// How far the engine is in its life.
@@ -759,6 +761,7 @@ impl Engine {
                 Timer::ReceiptCleanup(sub) => self.receipt_cleanup(sub),
                 Timer::Cleanup => self.cleanup_due_now(),
                 Timer::Relay(name) => self.relay_wake(&name),
+                Timer::ConsumerExpiry(sub, consumer) => self.consumer_expired(at, sub, consumer),
             }
         }
     }

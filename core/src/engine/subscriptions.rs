@@ -65,6 +65,8 @@ pub(crate) struct Cursor {
     pub(crate) consumer: Option<ConsumerId>,
     pub(crate) parts: Vec<PartCursor>,
     pub(crate) state: CursorState,
+    /// When its detached consumer's position expires (`Timer::ConsumerExpiry`), if armed.
+    pub(crate) expires: Option<MonoNanos>,
 }
 
 impl Cursor {
@@ -158,6 +160,7 @@ impl Subscription {
             consumer: consumer.clone(),
             parts,
             state: CursorState::Live,
+            expires: None,
         };
         let i = match self
             .cursors
@@ -646,6 +649,10 @@ impl Engine {
         // Positions being removed are gone with their subscription.
         self.removals.retain(|(s, _)| *s != id);
         for cursor in &sub.cursors {
+            if let (Some(at), Some(c)) = (cursor.expires, &cursor.consumer) {
+                self.timers
+                    .remove(&(at, Timer::ConsumerExpiry(id, c.clone())));
+            }
             if let CursorState::Removing {
                 origin: Some(origin),
                 ..
@@ -785,6 +792,7 @@ impl Engine {
             },
         );
         let group = sub.group.is_some();
+        self.disarm_expiry(id, cursor);
         self.conn(origin.0).attached.insert((id, consumer.clone()));
         self.reply_to(origin, Ok(Reply::Done));
         if group {
@@ -891,6 +899,7 @@ impl Engine {
             self.timers.remove(&(deadline, Timer::AckWait(key)));
         }
         self.leave_group(id, consumer);
+        self.arm_expiry(id, ci);
     }
 
     // ---- delivery --------------------------------------------------------------------------
@@ -1831,6 +1840,10 @@ impl Engine {
             origin,
             deleting: false,
         };
+        if let (Some(at), Some(c)) = (cursor.expires.take(), &cursor.consumer) {
+            self.timers
+                .remove(&(at, Timer::ConsumerExpiry(id, c.clone())));
+        }
         let mut dropped = Vec::new();
         for (p, pc) in cursor.parts.iter_mut().enumerate() {
             let floor = pc.floor();
@@ -1858,6 +1871,96 @@ impl Engine {
         self.removals.insert((id, ci));
         self.advance_removals(id);
         self.trim_ephemeral(&stream);
+    }
+
+    /// The `consumer_expiry` in force for a subscription (its own, else the engine's; zero
+    /// and shared positions: none).
+    fn expiry_of(&self, sub: &Subscription) -> Option<std::time::Duration> {
+        if sub.config.mode.shared_position() {
+            return None;
+        }
+        sub.config
+            .consumer_expiry
+            .or(self.cfg.default_consumer_expiry)
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Arms the expiry of cursor `ci` of `id`, whose consumer is detached (from now).
+    fn arm_expiry(&mut self, id: SubId, ci: u32) {
+        let now = self.now.mono;
+        let Some(sub) = self.subs.get(&id) else {
+            return;
+        };
+        let Some(after) = self.expiry_of(sub) else {
+            return;
+        };
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        let Some(cursor) = sub.cursors.get_mut(ci as usize).filter(|c| c.live()) else {
+            return;
+        };
+        let Some(consumer) = cursor.consumer.clone() else {
+            return;
+        };
+        if sub.consumers.contains_key(&consumer) {
+            return;
+        }
+        let at = now.saturating_add(after);
+        if let Some(old) = cursor.expires.replace(at) {
+            self.timers
+                .remove(&(old, Timer::ConsumerExpiry(id, consumer.clone())));
+        }
+        self.timers
+            .insert((at, Timer::ConsumerExpiry(id, consumer)));
+    }
+
+    /// Arms the expiry of every detached consumer's position of `id` (after recovery).
+    pub(crate) fn arm_all_expiries(&mut self, id: SubId) {
+        let cursors: Vec<u32> = self
+            .subs
+            .get(&id)
+            .map(|s| s.live_cursors().map(|(ci, _)| ci).collect())
+            .unwrap_or_default();
+        for ci in cursors {
+            self.arm_expiry(id, ci);
+        }
+    }
+
+    /// Its consumer attached: the position no longer expires.
+    fn disarm_expiry(&mut self, id: SubId, ci: u32) {
+        let Some(cursor) = self
+            .subs
+            .get_mut(&id)
+            .and_then(|s| s.cursors.get_mut(ci as usize))
+        else {
+            return;
+        };
+        if let (Some(at), Some(c)) = (cursor.expires.take(), &cursor.consumer) {
+            self.timers
+                .remove(&(at, Timer::ConsumerExpiry(id, c.clone())));
+        }
+    }
+
+    /// `Timer::ConsumerExpiry`: the consumer stayed detached for `consumer_expiry`.
+    pub(crate) fn consumer_expired(&mut self, at: MonoNanos, id: SubId, consumer: ConsumerId) {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        if sub.status != SubStatus::Ready || sub.consumers.contains_key(&consumer) {
+            return;
+        }
+        let Some(&ci) = sub.cursor_of.get(&consumer) else {
+            return;
+        };
+        let Some(cursor) = sub.cursors.get_mut(ci as usize).filter(|c| c.live()) else {
+            return;
+        };
+        if cursor.expires != Some(at) {
+            return;
+        }
+        cursor.expires = None;
+        self.start_removal(id, ci, None);
     }
 
     /// Whether a storage request about cursor `ci` of `id` is in flight or waits to be sent

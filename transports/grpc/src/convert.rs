@@ -281,6 +281,7 @@ pub(crate) fn subscription_config(c: pb::SubscriptionConfig) -> Result<Subscript
     }
     s.schema_versions = c.schema_versions.into_iter().collect();
     s.strict_versions = c.strict_versions;
+    s.consumer_expiry = c.consumer_expiry_ms.map(Duration::from_millis);
     Ok(s)
 }
 
@@ -310,6 +311,7 @@ pub(crate) fn subscription_config_to_pb(c: &SubscriptionConfig) -> pb::Subscript
             }),
         }),
         unread_timeout_ms: c.unread_timeout.map(ms),
+        consumer_expiry_ms: c.consumer_expiry.map(ms),
         redeliver_unread: c.redeliver_unread,
         receipt_ttl_ms: ms(c.receipt_ttl),
         receipt_cleanup_interval_ms: ms(c.receipt_cleanup_interval),

@@ -276,6 +276,9 @@ pub struct SubscriptionView {
     pub last_progress: Option<u64>,
     /// Consumer groups: the generation.
     pub generation: Option<u64>,
+    /// Broadcast and read receipts: a consumer detached longer than this (ms) loses its
+    /// position (`null`: the server's default; 0: never).
+    pub consumer_expiry_ms: Option<u64>,
     /// Its positions.
     pub cursors: Vec<CursorView>,
 }
@@ -312,6 +315,7 @@ impl From<&SubscriptionInfo> for SubscriptionView {
             lag: s.figures.lag,
             last_progress: s.figures.last_progress.map(|m| m.0),
             generation: s.group.as_ref().map(|g| g.generation),
+            consumer_expiry_ms: s.config.consumer_expiry.map(|d| d.as_millis() as u64),
             cursors: s.cursors.iter().map(cursor_view).collect(),
         }
     }
