@@ -310,6 +310,22 @@ pub enum Command {
         /// The event whose receipt is wanted.
         position: Option<Position>,
     },
+    // New variants go last: journals and the simulator's trace encode variants by index.
+    /// Broadcast and read receipt subscriptions: remove one consumer's position (every
+    /// partition) and its read receipts, for good, so that a consumer gone for good no longer
+    /// counts (lag, health, retention's `keep_unconsumed`). Refused while the consumer is
+    /// attached (`ConsumerAttached`), for subscriptions with one shared position, and for a
+    /// consumer with no position (`ConsumerNotFound`). If it attaches again later it starts
+    /// at the subscription's start like a new consumer. Reply: `Done` once removed from the
+    /// store.
+    RemoveConsumer {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The consumer.
+        consumer: ConsumerId,
+    },
 }
 
 /// What a consumer marks read (ReadReceipt subscriptions).
@@ -695,6 +711,19 @@ pub enum Notice {
         what: &'static str,
         /// The failure.
         error: String,
+    },
+    /// A consumer's position (and its read receipts) was removed from a broadcast or read
+    /// receipt subscription: by `RemoveConsumer`, or because it stayed detached longer than
+    /// the subscription's `consumer_expiry`.
+    ConsumerRemoved {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The consumer.
+        consumer: ConsumerId,
+        /// Removed by its expiry (not by a command).
+        expired: bool,
     },
 }
 

@@ -124,6 +124,9 @@ pub struct Config {
     pub default_receipt_ttl: Duration,
     /// Default interval of the receipt cleanup (1 h).
     pub default_receipt_cleanup_interval: Duration,
+    /// Broadcast and ReadReceipt subscriptions whose `consumer_expiry` is unset: a consumer
+    /// detached for longer than this loses its position and receipts (`None`: never).
+    pub default_consumer_expiry: Option<Duration>,
     /// Most read receipts held per consumer of a ReadReceipt subscription. At the limit the
     /// oldest read receipts are forgotten first; when every receipt is unread, acks and marks
     /// that would add one are refused with `Busy`.
@@ -211,6 +214,7 @@ impl Default for Config {
             default_commit_batch: 100,
             default_receipt_ttl: Duration::from_secs(7 * 24 * 3600),
             default_receipt_cleanup_interval: Duration::from_secs(3600),
+            default_consumer_expiry: None,
             max_receipts_per_consumer: 100_000,
             default_retention: RetentionPolicy::default(),
             dead_letter_retention: RetentionPolicy {

@@ -175,6 +175,24 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A broadcast or read receipt subscription has no position for this consumer.
+    #[error(
+        "subscription {subscription} on stream {stream} has no position for consumer {consumer}"
+    )]
+    ConsumerNotFound {
+        /// The stream.
+        stream: StreamName,
+        /// The subscription.
+        subscription: SubscriptionName,
+        /// The consumer.
+        consumer: ConsumerId,
+    },
+    /// The consumer is attached: its position cannot be removed under it; nothing changed.
+    #[error("consumer {0} is attached: detach it before removing its position")]
+    ConsumerAttached(ConsumerId),
+    /// The consumer's position is being removed; attach (or remove) again once it is gone.
+    #[error("the position of consumer {0} is being removed; try again once it is gone")]
+    ConsumerRemoving(ConsumerId),
     /// The stream is in a state that does not allow the request (e.g. being deleted).
     #[error("stream {stream}: {reason}")]
     FailedPrecondition {
@@ -227,6 +245,9 @@ impl Error {
             Error::NotAssigned { .. } => "NOT_ASSIGNED",
             Error::NotHolder { .. } => "NOT_HOLDER",
             Error::SchemaIncompatible { .. } => "SCHEMA_INCOMPATIBLE",
+            Error::ConsumerNotFound { .. } => "CONSUMER_NOT_FOUND",
+            Error::ConsumerAttached(_) => "CONSUMER_ATTACHED",
+            Error::ConsumerRemoving(_) => "CONSUMER_REMOVING",
         }
     }
 
@@ -237,6 +258,7 @@ impl Error {
             Error::StreamNotFound(_)
             | Error::SubscriptionNotFound { .. }
             | Error::NotAttached(_)
+            | Error::ConsumerNotFound { .. }
             | Error::ReplayNotFound(_) => ErrorClass::NotFound,
             Error::StreamExists(_)
             | Error::SubscriptionExists { .. }
@@ -246,10 +268,11 @@ impl Error {
             | Error::StaleGeneration { .. }
             | Error::NotAssigned { .. }
             | Error::NotHolder { .. }
+            | Error::ConsumerAttached(_)
             | Error::SchemaIncompatible { .. } => ErrorClass::FailedPrecondition,
             Error::StreamFull { .. } | Error::Busy { .. } => ErrorClass::ResourceExhausted,
             Error::Truncated { .. } => ErrorClass::OutOfRange,
-            Error::Unavailable(_) => ErrorClass::Unavailable,
+            Error::Unavailable(_) | Error::ConsumerRemoving(_) => ErrorClass::Unavailable,
         }
     }
 }

@@ -265,6 +265,17 @@ pub enum StorageRequest {
         /// The cutoff.
         before: UnixMillis,
     },
+    /// Remove one consumer's cursor records (every partition) and read receipts of a
+    /// subscription, atomically, so that neither comes back at recovery. Idempotent: `Done`
+    /// whether or not any were stored, and when the subscription is gone. The engine sends it
+    /// only once no save of that consumer's cursor or receipts is in flight, and sends none
+    /// after it. Answer: `Done`.
+    DeleteCursor {
+        /// The subscription.
+        sub: SubId,
+        /// The consumer.
+        consumer: ConsumerId,
+    },
 }
 
 /// A store's answer to a request that succeeded.

@@ -134,6 +134,12 @@ pub struct SubscriptionConfig {
     /// them marked with `x-schema-newer-than-requested`.
     #[serde(default)]
     pub strict_versions: bool,
+    /// Broadcast and ReadReceipt: a consumer detached for longer than this loses its position
+    /// and receipts, as by `Command::RemoveConsumer` (counted from its detach, or from the
+    /// engine's start for a consumer not attached since). `None`: the engine's
+    /// `default_consumer_expiry` (off unless set); zero: never, whatever the default.
+    #[serde(default)]
+    pub consumer_expiry: Option<Duration>,
 }
 
 /// The options a front-end (the server's configuration file, gRPC) was given for a new
@@ -169,6 +175,9 @@ pub struct SubscriptionOptions {
     pub schema_versions: std::collections::BTreeMap<String, u32>,
     /// Refuse (dead-letter) events newer than the version asked for.
     pub strict_versions: bool,
+    /// Broadcast and ReadReceipt only: a consumer detached longer than this loses its
+    /// position (zero: never; `None`: the engine's default).
+    pub consumer_expiry: Option<Duration>,
 }
 
 impl SubscriptionConfig {
@@ -251,6 +260,7 @@ impl SubscriptionConfig {
             .unwrap_or(c.receipt_cleanup_interval);
         c.schema_versions = o.schema_versions;
         c.strict_versions = o.strict_versions;
+        c.consumer_expiry = o.consumer_expiry;
         c.validate()?;
         Ok(c)
     }
@@ -275,6 +285,7 @@ impl SubscriptionConfig {
             receipt_cleanup_interval: d.default_receipt_cleanup_interval,
             schema_versions: Default::default(),
             strict_versions: false,
+            consumer_expiry: None,
         }
     }
 
@@ -343,6 +354,12 @@ impl SubscriptionConfig {
                 value: v.into(),
                 min: 1,
                 max: u32::MAX as u64,
+            });
+        }
+        if self.consumer_expiry.is_some() && self.mode.shared_position() {
+            return Err(InvalidInput::Conflict {
+                field: "consumer_expiry",
+                reason: "only broadcast and read receipt subscriptions keep a position per consumer",
             });
         }
         if self.redeliver_unread && self.unread_timeout.is_none() {

@@ -9,7 +9,8 @@ use std::process::Command;
 
 on_both_stores!(
     client_commands_work_together,
-    declared_streams_exist_at_start
+    declared_streams_exist_at_start,
+    offsets_remove_drops_a_consumer_gone_for_good,
 );
 
 fn lines(out: &str) -> Vec<Value> {
@@ -352,5 +353,110 @@ async fn declared_streams_exist_at_start(b: Backend) {
     assert!(
         err.contains("\"fast\"") && err.contains("`full`") && err.contains("`normal`"),
         "{err}"
+    );
+}
+
+/// `tributary offsets remove` drops a detached broadcast consumer's position; refusals are one
+/// line naming the reason.
+async fn offsets_remove_drops_a_consumer_gone_for_good(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "cli_remove");
+    ok(&server, &["stream", "create", "feed"], None);
+    ok(
+        &server,
+        &["publish", "feed", "--type", "t"],
+        Some("{\"n\":0}\n{\"n\":1}\n"),
+    );
+    for (consumer, count) in [("keep", "2"), ("gone", "1")] {
+        let got = ok(
+            &server,
+            &[
+                "subscribe",
+                "feed",
+                "--subscription",
+                "fan",
+                "--consumer",
+                consumer,
+                "--count",
+                count,
+            ],
+            None,
+        );
+        assert_eq!(got.len(), count.parse::<usize>().expect("count"));
+    }
+    let shown = |s: &Server| -> Vec<(String, u64)> {
+        let v = ok(
+            s,
+            &["offsets", "show", "feed", "--subscription", "fan"],
+            None,
+        );
+        v[0]["cursors"]
+            .as_array()
+            .expect("cursors")
+            .iter()
+            .map(|c| {
+                let who = c["consumer"].as_str().unwrap_or_default().to_string();
+                (who, c["lag"].as_u64().unwrap_or(u64::MAX))
+            })
+            .collect()
+    };
+    // The subscribers have exited; the server notices their sessions end a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let v = ok(
+            &server,
+            &["offsets", "show", "feed", "--subscription", "fan"],
+            None,
+        );
+        if v[0]["attached"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still attached: {v:?}"
+        );
+    }
+    let mut before = shown(&server);
+    before.sort();
+    assert_eq!(before, vec![("gone".into(), 1), ("keep".into(), 0)]);
+
+    let remove = |consumer: &'static str, sub: &'static str| {
+        [
+            "offsets",
+            "remove",
+            "feed",
+            "--subscription",
+            sub,
+            "--consumer",
+            consumer,
+        ]
+    };
+    let e = fails(&server, &remove("ghost", "fan"), None);
+    assert!(e.contains("CONSUMER_NOT_FOUND"), "{e}");
+    ok(&server, &remove("gone", "fan"), None);
+    assert_eq!(shown(&server), vec![("keep".into(), 0)]);
+    let e = fails(&server, &remove("gone", "fan"), None);
+    assert!(e.contains("CONSUMER_NOT_FOUND"), "{e}");
+    // Exclusive subscriptions have no position per consumer.
+    ok(
+        &server,
+        &[
+            "subscribe",
+            "feed",
+            "--subscription",
+            "work",
+            "--mode",
+            "exclusive",
+            "--consumer",
+            "w",
+            "--count",
+            "2",
+        ],
+        None,
+    );
+    let e = fails(&server, &remove("w", "work"), None);
+    assert!(
+        e.contains("InvalidArgument") && e.contains("shared position"),
+        "{e}"
     );
 }

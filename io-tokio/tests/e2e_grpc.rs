@@ -23,6 +23,7 @@ on_both_stores!(
     server_streaming_variant_settles_by_session_id,
     sigterm_during_a_publish_storm_loses_no_acknowledged_event,
     consumer_group_shares_partitions_by_generation,
+    remove_consumer_drops_a_detached_broadcast_position,
     a_member_that_stops_heartbeating_loses_its_partitions,
     read_receipts_track_delivered_and_read,
     upcasting_on_delivery_and_replay,
@@ -1519,4 +1520,150 @@ async fn shutdown_takes_at_most_shutdown_timeout() {
     assert!(server.log().contains("\"code\":3"), "{}", server.log());
     drop((tx, http));
     let _ = call.await;
+}
+
+/// `RemoveConsumer`: refused with a typed status while attached, for a consumer without a
+/// position and for an exclusive subscription; once detached the position goes, for good.
+async fn remove_consumer_drops_a_detached_broadcast_position(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "remove");
+    let mut c = server.client().await;
+    create_stream(&mut c, "feed", 1).await;
+    publish(
+        &mut c,
+        "feed",
+        vec![json_event("t", "{}"), json_event("t", "{}")],
+    )
+    .await;
+    let mut o = open("feed", "fan", "keep");
+    o.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::ReadReceipt as i32,
+        ..Default::default()
+    });
+    let mut keep = Session::open(&mut c, o).await;
+    let got = keep.events(2).await;
+    keep.ack(&got).await;
+    let mut gone = Session::open(&mut c, open("feed", "fan", "gone")).await;
+    let got = gone.events(2).await;
+    gone.ack(&got[..1]).await;
+    let remove = |consumer: &str, subscription: &str| pb::RemoveConsumerRequest {
+        stream: "feed".into(),
+        subscription: subscription.into(),
+        consumer: consumer.into(),
+    };
+    let reason = |e: &tonic::Status| e.get_details_error_info().map(|i| i.reason);
+
+    let e = c
+        .remove_consumer(remove("gone", "fan"))
+        .await
+        .expect_err("attached");
+    assert_eq!(
+        (e.code(), reason(&e).as_deref()),
+        (Code::FailedPrecondition, Some("CONSUMER_ATTACHED")),
+        "{e:?}"
+    );
+    drop(gone);
+    wait_detached(&mut c, "feed", "fan", "gone").await;
+    let e = c
+        .remove_consumer(remove("ghost", "fan"))
+        .await
+        .expect_err("no position");
+    assert_eq!(
+        (e.code(), reason(&e).as_deref()),
+        (Code::NotFound, Some("CONSUMER_NOT_FOUND")),
+        "{e:?}"
+    );
+    let e = c
+        .remove_consumer(remove("Bad Name", "fan"))
+        .await
+        .expect_err("bad id");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    c.remove_consumer(remove("gone", "fan"))
+        .await
+        .expect("removed");
+    let info = c
+        .get_subscription(pb::SubscriptionRef {
+            stream: "feed".into(),
+            subscription: "fan".into(),
+        })
+        .await
+        .expect("describe")
+        .into_inner();
+    let who: Vec<&str> = info.cursors.iter().map(|c| c.consumer.as_str()).collect();
+    assert_eq!(who, vec!["keep"]);
+    let e = c
+        .remove_consumer(remove("gone", "fan"))
+        .await
+        .expect_err("gone already");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    // Exclusive: one shared position, nothing per consumer to remove.
+    let mut w = open("feed", "work", "w");
+    w.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::Exclusive as i32,
+        ..Default::default()
+    });
+    drop(Session::open(&mut c, w).await);
+    wait_detached(&mut c, "feed", "work", "w").await;
+    let e = c
+        .remove_consumer(remove("w", "work"))
+        .await
+        .expect_err("exclusive");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.get_details_bad_request().is_some(),
+        "names the field: {e:?}"
+    );
+    drop(keep);
+
+    // consumer_expiry_ms: a detached consumer's position goes by itself.
+    let mut o = open("feed", "brief", "short");
+    o.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::Broadcast as i32,
+        consumer_expiry_ms: Some(300),
+        ..Default::default()
+    });
+    let mut short = Session::open(&mut c, o).await;
+    let got = short.events(2).await;
+    short.ack(&got[..1]).await;
+    let describe = pb::SubscriptionRef {
+        stream: "feed".into(),
+        subscription: "brief".into(),
+    };
+    let info = c
+        .get_subscription(describe.clone())
+        .await
+        .expect("describe")
+        .into_inner();
+    assert_eq!(
+        info.config.as_ref().and_then(|c| c.consumer_expiry_ms),
+        Some(300)
+    );
+    assert_eq!(info.cursors.len(), 1);
+    drop(short);
+    within("the detached consumer's position expires", async {
+        loop {
+            let info = c
+                .get_subscription(describe.clone())
+                .await
+                .expect("describe");
+            if info.get_ref().cursors.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let e = c
+        .create_subscription(pb::SubscriptionConfig {
+            stream: "feed".into(),
+            name: "work2".into(),
+            mode: pb::SubscriptionMode::Exclusive as i32,
+            consumer_expiry_ms: Some(300),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no position per consumer");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 }

@@ -15,6 +15,8 @@ use tributary_grpc::pb;
 
 on_both_stores!(
     streams_subscriptions_consumers_and_resets,
+    shared_positions_reset_with_every_consumer_down,
+    a_consumer_gone_for_good_is_removed_and_health_recovers,
     dead_letters_are_listed_and_replayed_into_their_stream,
     health_follows_lag_and_stalls,
     metrics_count_a_known_workload,
@@ -1269,6 +1271,214 @@ async fn schemas_are_registered_listed_and_refused_over_http() {
     );
 }
 
+/// Exclusive and consumer group subscriptions are reset while no consumer is attached (the
+/// moment a reset is most needed), through the subscription-level reset; the consumer-level
+/// one says where to go instead.
+async fn shared_positions_reset_with_every_consumer_down(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "http_reset_down");
+    let http = Http::new(&server);
+    let mut c = server.client().await;
+    create_stream(&mut c, "orders", 1).await;
+    let events = (0..5)
+        .map(|i| json_event("entry", &format!("{i}")))
+        .collect();
+    publish(&mut c, "orders", events).await;
+    for (name, mode) in [
+        ("work", pb::SubscriptionMode::Exclusive),
+        ("group", pb::SubscriptionMode::ConsumerGroup),
+    ] {
+        let mut o = open("orders", name, "w1");
+        o.create = Some(pb::SubscriptionConfig {
+            mode: mode as i32,
+            commit: Some(pb::CommitStrategy {
+                kind: Some(pb::commit_strategy::Kind::AfterEach(pb::Empty {})),
+            }),
+            ..Default::default()
+        });
+        let mut session = Session::open(&mut c, o).await;
+        let got = session.events(5).await;
+        assert_eq!(session.ack(&got).await.acked, 5);
+        drop(session);
+        wait_detached(&mut c, "orders", name, "w1").await;
+        let base = format!("/api/event-streams/orders/subscriptions/{name}");
+        let (_, before) = http.get(&base).await;
+        assert_eq!(before["attached"], json!([]), "{before}");
+        assert_eq!(before["cursors"][0]["committed"], json!([5]), "{before}");
+
+        // The consumer-level reset has no consumer to name: 404, pointing at the other one.
+        let by_consumer = http
+            .post(
+                &format!("{base}/consumers/w1/reset-offset"),
+                json!({"offset": 1}),
+            )
+            .await;
+        is_error(&by_consumer, 404, "CONSUMER_NOT_FOUND");
+        let hint = by_consumer.1["message"].as_str().unwrap_or_default();
+        assert!(hint.contains(&format!("{base}/reset-offset")), "{hint}");
+
+        // Bad resets of the subscription change nothing.
+        let reset = format!("{base}/reset-offset");
+        is_error(
+            &http.post(&reset, json!({"offset": 6})).await,
+            400,
+            "OFFSET_OUT_OF_RANGE",
+        );
+        is_error(&http.post(&reset, json!({})).await, 400, "INVALID_INPUT");
+        is_error(
+            &http
+                .post(
+                    "/api/event-streams/orders/subscriptions/nope/reset-offset",
+                    json!({"offset": 1}),
+                )
+                .await,
+            404,
+            "SUBSCRIPTION_NOT_FOUND",
+        );
+        let (_, same) = http.get(&base).await;
+        assert_eq!(same["cursors"][0]["committed"], json!([5]), "{same}");
+
+        // The shared position moves with nobody attached, durably.
+        let (status, moved) = http.post(&reset, json!({"offset": 2})).await;
+        assert_eq!(status, 200, "{moved}");
+        assert_eq!(moved["name"], name);
+        assert_eq!(moved["cursors"][0]["committed"], json!([2]), "{moved}");
+        assert_eq!(moved["lag"], 3, "{moved}");
+
+        // The next consumer starts there.
+        let mut session = Session::open(&mut c, open("orders", name, "w2")).await;
+        assert_eq!(offsets(&session.events(3).await), vec![2, 3, 4]);
+        drop(session);
+        wait_detached(&mut c, "orders", name, "w2").await;
+    }
+}
+
+/// A broadcast consumer that left for good keeps /health unhealthy until its position is
+/// removed (`DELETE .../consumers/{consumer}`); then health recovers, also after a restart.
+async fn a_consumer_gone_for_good_is_removed_and_health_recovers(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(b, dir.path(), "http_remove");
+    let server = Server::start_on(
+        dir.path(),
+        &store,
+        &["--health-lag-degraded", "1", "--health-lag-unhealthy", "2"],
+    );
+    let http = Http::new(&server);
+    let mut c = server.client().await;
+    create_stream(&mut c, "jobs", 1).await;
+    let mut o = open("jobs", "fan", "stays");
+    o.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::Broadcast as i32,
+        ..Default::default()
+    });
+    let mut stays = Session::open(&mut c, o).await;
+    let leaves = Session::open(&mut c, open("jobs", "fan", "leaves")).await;
+    let events = (0..3).map(|i| json_event("job", &format!("{i}"))).collect();
+    publish(&mut c, "jobs", events).await;
+    let got = stays.events(3).await;
+    stays.ack(&got).await;
+    let gone = "/api/event-streams/jobs/subscriptions/fan/consumers/leaves";
+
+    // Attached: refused, nothing changes.
+    let attached = http.json(Method::DELETE, gone, None).await;
+    is_error(&attached, 409, "CONSUMER_ATTACHED");
+    drop(leaves);
+    wait_detached(&mut c, "jobs", "fan", "leaves").await;
+    // Gone with lag 3: unhealthy, and it stays so.
+    health_until(
+        &http,
+        "unhealthy by the lag of the consumer gone",
+        |st, h| st == 503 && h["status"] == "unhealthy",
+    )
+    .await;
+
+    // Refusals name what is wrong.
+    is_error(
+        &http
+            .json(
+                Method::DELETE,
+                "/api/event-streams/jobs/subscriptions/fan/consumers/ghost",
+                None,
+            )
+            .await,
+        404,
+        "CONSUMER_NOT_FOUND",
+    );
+    is_error(
+        &http
+            .json(
+                Method::DELETE,
+                "/api/event-streams/jobs/subscriptions/nope/consumers/leaves",
+                None,
+            )
+            .await,
+        404,
+        "SUBSCRIPTION_NOT_FOUND",
+    );
+    let mut w = open("jobs", "work", "w1");
+    w.create = Some(pb::SubscriptionConfig {
+        mode: pb::SubscriptionMode::Exclusive as i32,
+        ..Default::default()
+    });
+    let work = Session::open(&mut c, w).await;
+    drop(work);
+    wait_detached(&mut c, "jobs", "work", "w1").await;
+    let shared = http
+        .json(
+            Method::DELETE,
+            "/api/event-streams/jobs/subscriptions/work/consumers/w1",
+            None,
+        )
+        .await;
+    is_error(&shared, 400, "INVALID_INPUT");
+    assert_eq!(shared.1["field"], "consumer");
+    // (The exclusive subscription lags too: reset it past everything to leave only the
+    // broadcast consumer's lag.)
+    let (status, _) = http
+        .post(
+            "/api/event-streams/jobs/subscriptions/work/reset-offset",
+            json!({"offset": 3}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // Removed: 204, no longer listed, health recovers.
+    let (status, body) = http.json(Method::DELETE, gone, None).await;
+    assert_eq!(status, 204, "{body}");
+    is_error(&http.get(gone).await, 404, "CONSUMER_NOT_FOUND");
+    let (_, sub) = http.get("/api/event-streams/jobs/subscriptions/fan").await;
+    let who: Vec<&str> = sub["cursors"]
+        .as_array()
+        .expect("cursors")
+        .iter()
+        .filter_map(|c| c["consumer"].as_str())
+        .collect();
+    assert_eq!(who, vec!["stays"], "{sub}");
+    let h = health_until(&http, "healthy once the position is gone", |st, h| {
+        st == 200 && h["status"] == "healthy"
+    })
+    .await;
+    assert!(!h.to_string().contains("leaves"), "{h}");
+    is_error(
+        &http.json(Method::DELETE, gone, None).await,
+        404,
+        "CONSUMER_NOT_FOUND",
+    );
+    drop(stays);
+    wait_detached(&mut c, "jobs", "fan", "stays").await;
+
+    // Durable: after a restart it is still gone and health stays healthy.
+    let server = server.restart();
+    let http = Http::new(&server);
+    let (status, h) = http.get("/health").await;
+    assert_eq!(
+        (status, h["status"].as_str()),
+        (200, Some("healthy")),
+        "{h}"
+    );
+    is_error(&http.get(gone).await, 404, "CONSUMER_NOT_FOUND");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_is_valid_and_names_every_route() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1288,6 +1498,7 @@ async fn the_openapi_document_is_valid_and_names_every_route() {
         "/api/event-streams/{name}/subscriptions/{id}",
         "/api/event-streams/{name}/subscriptions/{id}/consumers/{consumer}",
         "/api/event-streams/{name}/subscriptions/{id}/consumers/{consumer}/reset-offset",
+        "/api/event-streams/{name}/subscriptions/{id}/reset-offset",
         "/api/event-streams/{name}/dead-letters",
         "/api/event-streams/{name}/dead-letters/replay",
         "/api/schemas",
@@ -1324,7 +1535,7 @@ async fn the_openapi_document_is_valid_and_names_every_route() {
             assert!(!text.contains("no route"), "{method} {path}: {text}");
         }
     }
-    assert_eq!(operations, 18);
+    assert_eq!(operations, 20);
     // And what is not documented is not served.
     let (status, text) = http.send(Method::GET, "/api/undocumented", None).await;
     assert_eq!(status, 404);

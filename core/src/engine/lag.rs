@@ -54,7 +54,7 @@ impl Engine {
         };
         let now = self.now.wall;
         let mut all = LagFigures::default();
-        for (c, ci) in sub.cursors.iter().zip(info.cursors.iter_mut()) {
+        for ((_, c), ci) in sub.live_cursors().zip(info.cursors.iter_mut()) {
             ci.figures = figures_of(c.parts.iter().enumerate(), stream, now);
             all = all.worst(ci.figures);
         }

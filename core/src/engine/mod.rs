@@ -106,6 +106,11 @@ pub(crate) enum Op {
     ExpireReceipts {
         sub: SubId,
     },
+    /// A consumer's cursor records and receipts are being deleted (`RemoveConsumer`).
+    DeleteCursor {
+        sub: SubId,
+        cursor: u32,
+    },
     SaveSchemas {
         event_type: String,
         /// The highest version the request saves (every one below it is saved too).
@@ -183,6 +188,8 @@ pub(crate) enum Timer {
     Cleanup,
     /// A cross-service stream's relay may send again after a failed publish.
     Relay(StreamName),
+    /// A detached broadcast or read receipt consumer's position expires (`consumer_expiry`).
+    ConsumerExpiry(SubId, ConsumerId),
 }
 
 /// How far the engine is in its life.
@@ -246,6 +253,9 @@ pub struct Engine {
     next_resolve: u64,
     ack_waits: BTreeMap<u64, AckWait>,
     next_ack_wait: u64,
+    /// Cursors being removed whose records are not being deleted yet: they wait until no
+    /// storage request about them is in flight.
+    removals: BTreeSet<(SubId, u32)>,
     /// Streams with queued appends whose write is built at the next `poll_output` (group
     /// commit: every append handled before the driver polls goes into one write).
     unflushed: BTreeSet<StreamName>,
@@ -304,6 +314,7 @@ impl Engine {
             next_resolve: 1,
             ack_waits: BTreeMap::new(),
             next_ack_wait: 1,
+            removals: BTreeSet::new(),
             unflushed: BTreeSet::new(),
             streams_made: 0,
             write_epoch: xxhash_rust::xxh3::xxh3_64_with_seed(
@@ -513,6 +524,11 @@ impl Engine {
                 consumer,
                 to,
             } => self.reset(origin, stream, subscription, consumer, to),
+            Command::RemoveConsumer {
+                stream,
+                subscription,
+                consumer,
+            } => self.remove_consumer(origin, stream, subscription, consumer),
             Command::Replay {
                 stream,
                 from,
@@ -669,6 +685,7 @@ impl Engine {
             Op::SaveCursor { key } | Op::Fetch { key, .. } => self.subs.contains_key(&key.sub),
             Op::SaveReceipts { sub, .. }
             | Op::ExpireReceipts { sub }
+            | Op::DeleteCursor { sub, .. }
             | Op::LoadReceipts { sub } => self.subs.contains_key(sub),
             Op::ReceiptFetch { key } => self.subs.contains_key(&key.key.sub),
             Op::RetentionFind { cut } => self.cuts.contains_key(cut),
@@ -685,6 +702,26 @@ impl Engine {
         let Some(p) = self.ops.remove(&op) else {
             return;
         };
+        // A cursor being removed may have waited for this request.
+        let about = match &p.op {
+            Op::SaveCursor { key } | Op::Fetch { key, .. } => Some(key.sub),
+            Op::ReceiptFetch { key } => Some(key.key.sub),
+            Op::SaveReceipts { sub, .. } => Some(*sub),
+            _ => None,
+        }
+        .filter(|id| {
+            self.removals
+                .range((*id, 0)..=(*id, u32::MAX))
+                .next()
+                .is_some()
+        });
+        self.storage_op_done(p, result);
+        if let Some(id) = about {
+            self.advance_removals(id);
+        }
+    }
+
+    fn storage_op_done(&mut self, p: PendingOp, result: StorageResult) {
         match p.op {
             Op::Recover | Op::LoadDedup { .. } => self.recovery_done(p, result),
             Op::CreateStream { .. } | Op::DeleteStream { .. } => self.stream_op_done(p, result),
@@ -695,6 +732,7 @@ impl Engine {
                 self.subscription_op_done(p, result)
             }
             Op::SaveCursor { .. } => self.save_cursor_done(p, result),
+            Op::DeleteCursor { .. } => self.delete_cursor_done(p, result),
             Op::SaveReceipts { .. } | Op::ExpireReceipts { .. } => self.receipts_op_done(p, result),
             Op::LoadReceipts { .. } | Op::LoadSchemas => self.recovery_done(p, result),
             Op::SaveSchemas { .. } => self.save_schemas_done(p, result),
@@ -730,6 +768,7 @@ impl Engine {
                 Timer::ReceiptCleanup(sub) => self.receipt_cleanup(sub),
                 Timer::Cleanup => self.cleanup_due_now(),
                 Timer::Relay(name) => self.relay_wake(&name),
+                Timer::ConsumerExpiry(sub, consumer) => self.consumer_expired(at, sub, consumer),
             }
         }
     }

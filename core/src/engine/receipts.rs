@@ -907,6 +907,19 @@ impl Engine {
         if full { last } else { None }
     }
 
+    /// Forgets the receipts of one cursor (its consumer's position is being removed), with
+    /// their unread timers.
+    pub(crate) fn forget_receipts(&mut self, id: SubId, ci: u32) {
+        let Some(cr) = self.receipts_mut(id).and_then(|r| r.of.remove(&ci)) else {
+            return;
+        };
+        for (&(p, o), h) in &cr.held {
+            if let Some(d) = h.unread_deadline {
+                self.timers.remove(&(d, unread_timer(id, ci, p, o)));
+            }
+        }
+    }
+
     /// Clears the timers of a subscription's receipts (it is being removed).
     pub(crate) fn clear_receipt_timers(&mut self, id: SubId, r: &Receipts) {
         for (&ci, cr) in &r.of {

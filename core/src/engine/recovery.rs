@@ -170,6 +170,11 @@ impl Engine {
     fn finish_recovery(&mut self) {
         self.phase = Phase::Ready;
         self.arm_cleanup();
+        // No consumer is attached yet: each position's expiry counts from now.
+        let subs: Vec<crate::ids::SubId> = self.subs.keys().copied().collect();
+        for id in subs {
+            self.arm_all_expiries(id);
+        }
         // Versions registered by the embedding code and not in the store yet are saved.
         self.save_unsaved_schemas();
         // Cross-service streams send again everything not confirmed before the restart.

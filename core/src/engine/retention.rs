@@ -261,7 +261,9 @@ impl Engine {
             .iter()
             .filter_map(|id| self.subs.get(id))
             .map(|sub| {
-                let floors = sub.cursors.iter().filter_map(|c| c.parts.get(partition));
+                let floors = sub
+                    .live_cursors()
+                    .filter_map(|(_, c)| c.parts.get(partition));
                 floors
                     .map(super::cursor::PartCursor::floor)
                     .min()

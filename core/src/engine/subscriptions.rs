@@ -41,11 +41,39 @@ pub(crate) struct Consumer {
     pub(crate) cursor: u32,
 }
 
+/// Where a cursor is in its life. Cursors are named by their index (`CursorKey::cursor`), so
+/// a removed one leaves a free slot rather than shifting the others; a new consumer's cursor
+/// takes the first free slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CursorState {
+    /// In use.
+    Live,
+    /// Being removed (`RemoveConsumer`, or its expiry): nothing pending, no new saves; once no
+    /// save or read of it is in flight its records are deleted (`deleting`), then the slot is
+    /// free. `origin`: the command to answer (`None`: an expiry).
+    Removing {
+        origin: Option<Origin>,
+        deleting: bool,
+    },
+    /// Removed: no consumer, no partitions.
+    Free,
+}
+
 /// A position in every partition of the stream.
 #[derive(Debug)]
 pub(crate) struct Cursor {
     pub(crate) consumer: Option<ConsumerId>,
     pub(crate) parts: Vec<PartCursor>,
+    pub(crate) state: CursorState,
+    /// When its detached consumer's position expires (`Timer::ConsumerExpiry`), if armed.
+    pub(crate) expires: Option<MonoNanos>,
+}
+
+impl Cursor {
+    /// Whether it is in use (not being removed, not a free slot).
+    pub(crate) fn live(&self) -> bool {
+        self.state == CursorState::Live
+    }
 }
 
 /// A subscription in the engine.
@@ -103,9 +131,8 @@ impl Subscription {
     /// Lowest offset of `partition` this subscription still needs (ephemeral trimming).
     pub(crate) fn retention_floor(&self, partition: usize) -> u64 {
         let floor = match self
-            .cursors
-            .iter()
-            .map(|c| c.parts[partition].floor())
+            .live_cursors()
+            .filter_map(|(_, c)| c.parts.get(partition).map(PartCursor::floor))
             .min()
         {
             Some(f) => f,
@@ -122,30 +149,62 @@ impl Subscription {
         }
     }
 
+    /// A cursor at the subscription's start, in the first free slot (or a new one).
     pub(crate) fn new_cursor(&mut self, consumer: Option<ConsumerId>) -> u32 {
         let parts = self
             .start_offsets
             .iter()
             .map(|&o| PartCursor::at(o, &[]))
             .collect();
-        self.cursors.push(Cursor {
+        let cursor = Cursor {
             consumer: consumer.clone(),
             parts,
-        });
-        let i = (self.cursors.len() - 1) as u32;
+            state: CursorState::Live,
+            expires: None,
+        };
+        let i = match self
+            .cursors
+            .iter()
+            .position(|c| c.state == CursorState::Free)
+        {
+            Some(free) => {
+                self.cursors[free] = cursor;
+                free as u32
+            }
+            None => {
+                self.cursors.push(cursor);
+                (self.cursors.len() - 1) as u32
+            }
+        };
         if let Some(c) = consumer {
             self.cursor_of.insert(c, i);
         }
         i
     }
 
+    /// The cursors in use, with their indices.
+    pub(crate) fn live_cursors(&self) -> impl Iterator<Item = (u32, &Cursor)> {
+        self.cursors
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.live())
+            .map(|(i, c)| (i as u32, c))
+    }
+
+    /// Cursors that take a consumer's room (every slot that is not free).
+    fn held_cursors(&self) -> usize {
+        self.cursors
+            .iter()
+            .filter(|c| c.state != CursorState::Free)
+            .count()
+    }
+
     fn info(&self) -> SubscriptionInfo {
         SubscriptionInfo {
             config: self.config.clone(),
             cursors: self
-                .cursors
-                .iter()
-                .map(|c| CursorInfo {
+                .live_cursors()
+                .map(|(_, c)| CursorInfo {
                     consumer: c.consumer.clone(),
                     floors: c.parts.iter().map(PartCursor::floor).collect(),
                     next: c.parts.iter().map(|p| p.next).collect(),
@@ -587,6 +646,21 @@ impl Engine {
             stream: sub.config.stream.clone(),
             subscription: sub.config.name.clone(),
         };
+        // Positions being removed are gone with their subscription.
+        self.removals.retain(|(s, _)| *s != id);
+        for cursor in &sub.cursors {
+            if let (Some(at), Some(c)) = (cursor.expires, &cursor.consumer) {
+                self.timers
+                    .remove(&(at, Timer::ConsumerExpiry(id, c.clone())));
+            }
+            if let CursorState::Removing {
+                origin: Some(origin),
+                ..
+            } = cursor.state
+            {
+                self.reply_to(origin, Ok(Reply::Done));
+            }
+        }
         for (ci, cursor) in sub.cursors.iter().enumerate() {
             for (p, pc) in cursor.parts.iter().enumerate() {
                 for slot in &pc.window {
@@ -690,8 +764,11 @@ impl Engine {
             }
             SubscriptionMode::Broadcast | SubscriptionMode::ReadReceipt => {
                 match sub.cursor_of.get(&consumer) {
+                    Some(&c) if !sub.cursors[c as usize].live() => {
+                        return self.reply_to(origin, Err(Error::ConsumerRemoving(consumer)));
+                    }
                     Some(&c) => c,
-                    None if sub.cursors.len() >= max_consumers => {
+                    None if sub.held_cursors() >= max_consumers => {
                         let limit = max_consumers as u64;
                         return self.reply_to(
                             origin,
@@ -715,6 +792,7 @@ impl Engine {
             },
         );
         let group = sub.group.is_some();
+        self.disarm_expiry(id, cursor);
         self.conn(origin.0).attached.insert((id, consumer.clone()));
         self.reply_to(origin, Ok(Reply::Done));
         if group {
@@ -821,6 +899,7 @@ impl Engine {
             self.timers.remove(&(deadline, Timer::AckWait(key)));
         }
         self.leave_group(id, consumer);
+        self.arm_expiry(id, ci);
     }
 
     // ---- delivery --------------------------------------------------------------------------
@@ -1677,11 +1756,14 @@ impl Engine {
             }
             (Some(c), SubscriptionMode::Broadcast | SubscriptionMode::ReadReceipt) => {
                 match sub.cursor_of.get(c) {
+                    Some(&i) if !sub.cursors[i as usize].live() => {
+                        return self.reply_to(origin, Err(Error::ConsumerRemoving(c.clone())));
+                    }
                     Some(&i) => vec![i],
                     None => return self.reply_to(origin, Err(Error::NotAttached(c.clone()))),
                 }
             }
-            (None, _) => (0..sub.cursors.len() as u32).collect(),
+            (None, _) => sub.live_cursors().map(|(i, _)| i).collect(),
         };
         self.resolve_start(
             &stream,
@@ -1716,7 +1798,7 @@ impl Engine {
             );
         };
         for &ci in &cursors {
-            let Some(cursor) = sub.cursors.get_mut(ci as usize) else {
+            let Some(cursor) = sub.cursors.get_mut(ci as usize).filter(|c| c.live()) else {
                 continue;
             };
             for (p, pc) in cursor.parts.iter_mut().enumerate() {
@@ -1749,6 +1831,297 @@ impl Engine {
             self.reply_to(origin, Ok(Reply::Done));
         }
         self.pump(id);
+    }
+}
+
+impl Engine {
+    // ---- removing one consumer's position ----------------------------------------------------
+
+    /// `Command::RemoveConsumer`.
+    pub(crate) fn remove_consumer(
+        &mut self,
+        origin: Origin,
+        stream: StreamName,
+        name: SubscriptionName,
+        consumer: ConsumerId,
+    ) {
+        let id = match self.sub_id(&stream, &name) {
+            Ok(id) => id,
+            Err(e) => return self.reply_to(origin, Err(e)),
+        };
+        let Some(sub) = self.subs.get(&id) else {
+            return;
+        };
+        if sub.config.mode.shared_position() {
+            let e = InvalidInput::Conflict {
+                field: "consumer",
+                reason: "an exclusive or consumer group subscription has one shared position and no position per consumer to remove (reset it instead)",
+            };
+            return self.reply_to(origin, Err(e.into()));
+        }
+        let Some(&ci) = sub.cursor_of.get(&consumer) else {
+            let e = Error::ConsumerNotFound {
+                stream,
+                subscription: name,
+                consumer,
+            };
+            return self.reply_to(origin, Err(e));
+        };
+        if sub.consumers.contains_key(&consumer) {
+            return self.reply_to(origin, Err(Error::ConsumerAttached(consumer)));
+        }
+        if !sub.cursors[ci as usize].live() {
+            return self.reply_to(origin, Err(Error::ConsumerRemoving(consumer)));
+        }
+        self.start_removal(id, ci, Some(origin));
+    }
+
+    /// Starts removing a detached consumer's cursor: what it had pending goes (with its
+    /// timers), its receipts go, it no longer counts anywhere; its records are deleted once no
+    /// save of it is in flight.
+    pub(crate) fn start_removal(&mut self, id: SubId, ci: u32, origin: Option<Origin>) {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        let stream = sub.config.stream.clone();
+        let Some(cursor) = sub.cursors.get_mut(ci as usize).filter(|c| c.live()) else {
+            return;
+        };
+        cursor.state = CursorState::Removing {
+            origin,
+            deleting: false,
+        };
+        if let (Some(at), Some(c)) = (cursor.expires.take(), &cursor.consumer) {
+            self.timers
+                .remove(&(at, Timer::ConsumerExpiry(id, c.clone())));
+        }
+        let mut dropped = Vec::new();
+        for (p, pc) in cursor.parts.iter_mut().enumerate() {
+            let floor = pc.floor();
+            for slot in pc.reset(floor) {
+                if let Some(pending) = slot.pending {
+                    let key = CursorKey {
+                        sub: id,
+                        cursor: ci,
+                        partition: p as u32,
+                    };
+                    dropped.push((
+                        SlotKey {
+                            key,
+                            offset: slot.offset,
+                        },
+                        pending.state,
+                    ));
+                }
+            }
+        }
+        for (key, state) in dropped {
+            self.clear_timer(key, &state);
+        }
+        self.forget_receipts(id, ci);
+        self.removals.insert((id, ci));
+        self.advance_removals(id);
+        self.trim_ephemeral(&stream);
+    }
+
+    /// The `consumer_expiry` in force for a subscription (its own, else the engine's; zero
+    /// and shared positions: none).
+    fn expiry_of(&self, sub: &Subscription) -> Option<std::time::Duration> {
+        if sub.config.mode.shared_position() {
+            return None;
+        }
+        sub.config
+            .consumer_expiry
+            .or(self.cfg.default_consumer_expiry)
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Arms the expiry of cursor `ci` of `id`, whose consumer is detached (from now).
+    fn arm_expiry(&mut self, id: SubId, ci: u32) {
+        let now = self.now.mono;
+        let Some(sub) = self.subs.get(&id) else {
+            return;
+        };
+        let Some(after) = self.expiry_of(sub) else {
+            return;
+        };
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        let Some(cursor) = sub.cursors.get_mut(ci as usize).filter(|c| c.live()) else {
+            return;
+        };
+        let Some(consumer) = cursor.consumer.clone() else {
+            return;
+        };
+        if sub.consumers.contains_key(&consumer) {
+            return;
+        }
+        let at = now.saturating_add(after);
+        if let Some(old) = cursor.expires.replace(at) {
+            self.timers
+                .remove(&(old, Timer::ConsumerExpiry(id, consumer.clone())));
+        }
+        self.timers
+            .insert((at, Timer::ConsumerExpiry(id, consumer)));
+    }
+
+    /// Arms the expiry of every detached consumer's position of `id` (after recovery).
+    pub(crate) fn arm_all_expiries(&mut self, id: SubId) {
+        let cursors: Vec<u32> = self
+            .subs
+            .get(&id)
+            .map(|s| s.live_cursors().map(|(ci, _)| ci).collect())
+            .unwrap_or_default();
+        for ci in cursors {
+            self.arm_expiry(id, ci);
+        }
+    }
+
+    /// Its consumer attached: the position no longer expires.
+    fn disarm_expiry(&mut self, id: SubId, ci: u32) {
+        let Some(cursor) = self
+            .subs
+            .get_mut(&id)
+            .and_then(|s| s.cursors.get_mut(ci as usize))
+        else {
+            return;
+        };
+        if let (Some(at), Some(c)) = (cursor.expires.take(), &cursor.consumer) {
+            self.timers
+                .remove(&(at, Timer::ConsumerExpiry(id, c.clone())));
+        }
+    }
+
+    /// `Timer::ConsumerExpiry`: the consumer stayed detached for `consumer_expiry`.
+    pub(crate) fn consumer_expired(&mut self, at: MonoNanos, id: SubId, consumer: ConsumerId) {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        if sub.status != SubStatus::Ready || sub.consumers.contains_key(&consumer) {
+            return;
+        }
+        let Some(&ci) = sub.cursor_of.get(&consumer) else {
+            return;
+        };
+        let Some(cursor) = sub.cursors.get_mut(ci as usize).filter(|c| c.live()) else {
+            return;
+        };
+        if cursor.expires != Some(at) {
+            return;
+        }
+        cursor.expires = None;
+        self.start_removal(id, ci, None);
+    }
+
+    /// Whether a storage request about cursor `ci` of `id` is in flight or waits to be sent
+    /// again (a save, a read, or a receipt save of its consumer).
+    fn cursor_busy(&self, id: SubId, ci: u32) -> bool {
+        let consumer = self
+            .subs
+            .get(&id)
+            .and_then(|s| s.cursors.get(ci as usize))
+            .and_then(|c| c.consumer.as_ref());
+        self.ops
+            .values()
+            .chain(self.retries.values())
+            .any(|p| match &p.op {
+                Op::SaveCursor { key } | Op::Fetch { key, .. } => key.sub == id && key.cursor == ci,
+                Op::ReceiptFetch { key } => key.key.sub == id && key.key.cursor == ci,
+                Op::SaveReceipts { sub, .. } => {
+                    *sub == id
+                        && matches!(&p.retry, Some(StorageRequest::SaveReceipts(list))
+                            if list.iter().any(|r| Some(&r.consumer) == consumer))
+                }
+                _ => false,
+            })
+    }
+
+    /// Deletes the records of the cursors of `id` being removed that nothing refers to any
+    /// more (ephemeral streams: frees them at once).
+    pub(crate) fn advance_removals(&mut self, id: SubId) {
+        let quiet: Vec<u32> = self
+            .removals
+            .range((id, 0)..=(id, u32::MAX))
+            .map(|&(_, ci)| ci)
+            .filter(|&ci| !self.cursor_busy(id, ci))
+            .collect();
+        for ci in quiet {
+            self.removals.remove(&(id, ci));
+            let Some(sub) = self.subs.get_mut(&id) else {
+                return;
+            };
+            let durable = sub.durable;
+            let Some(cursor) = sub.cursors.get_mut(ci as usize) else {
+                continue;
+            };
+            let (CursorState::Removing { origin, .. }, Some(consumer)) =
+                (cursor.state, cursor.consumer.clone())
+            else {
+                continue;
+            };
+            if durable {
+                cursor.state = CursorState::Removing {
+                    origin,
+                    deleting: true,
+                };
+                self.storage(
+                    Op::DeleteCursor {
+                        sub: id,
+                        cursor: ci,
+                    },
+                    StorageRequest::DeleteCursor { sub: id, consumer },
+                );
+            } else {
+                self.cursor_removed(id, ci);
+            }
+        }
+    }
+
+    pub(crate) fn delete_cursor_done(&mut self, mut p: PendingOp, result: StorageResult) {
+        let Op::DeleteCursor { sub, cursor } = p.op else {
+            return;
+        };
+        match result {
+            StorageResult::Ok(_)
+            | StorageResult::Err(crate::storage::StorageError::NotFound(_)) => {
+                self.cursor_removed(sub, cursor)
+            }
+            StorageResult::Err(e) => self.retry_later(p, "cursor removal", e.to_string()),
+            StorageResult::Unknown => {
+                p.uncertain = true;
+                self.retry_later(p, "cursor removal", "outcome unknown".into());
+            }
+        }
+    }
+
+    /// The cursor's records are gone: its slot is free, and whoever asked is answered.
+    fn cursor_removed(&mut self, id: SubId, ci: u32) {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            return;
+        };
+        let (stream, subscription) = (sub.config.stream.clone(), sub.config.name.clone());
+        let Some(cursor) = sub.cursors.get_mut(ci as usize) else {
+            return;
+        };
+        let CursorState::Removing { origin, .. } = cursor.state else {
+            return;
+        };
+        cursor.state = CursorState::Free;
+        cursor.parts = Vec::new();
+        let Some(consumer) = cursor.consumer.take() else {
+            return;
+        };
+        sub.cursor_of.remove(&consumer);
+        if let Some(origin) = origin {
+            self.reply_to(origin, Ok(Reply::Done));
+        }
+        self.notice(Notice::ConsumerRemoved {
+            stream,
+            subscription,
+            consumer,
+            expired: origin.is_none(),
+        });
     }
 }
 

@@ -149,6 +149,10 @@ pub struct FileConfig {
     pub retention: Option<RetentionSection>,
     /// The retention of dead letter streams.
     pub dead_letter_retention: Option<RetentionDecl>,
+    /// Broadcast and read receipt subscriptions without their own `consumer_expiry`: a
+    /// consumer detached longer than this loses its position and receipts (unset: never).
+    #[serde(default, with = "humantime_serde")]
+    pub consumer_expiry: Option<Duration>,
     /// Streams to create at start when missing.
     #[serde(default)]
     pub streams: Vec<StreamDecl>,
@@ -372,6 +376,10 @@ pub struct SubscriptionDecl {
     /// marked.
     #[serde(default)]
     pub strict_versions: bool,
+    /// Broadcast and read receipts: a consumer detached longer than this loses its position
+    /// (the file's top-level `consumer_expiry` when unset; `0s`: never).
+    #[serde(default, with = "humantime_serde")]
+    pub consumer_expiry: Option<Duration>,
 }
 
 /// A consumer group's commit strategy, as written in the file.
@@ -727,7 +735,10 @@ impl Settings {
             tokens,
             tls,
             health,
-            engine,
+            engine: Config {
+                default_consumer_expiry: file.consumer_expiry.filter(|d| !d.is_zero()),
+                ..engine
+            },
             schemas: file.schemas,
             streams,
             subscriptions,
@@ -898,6 +909,7 @@ impl SubscriptionDecl {
             receipt_cleanup_interval: self.receipt_cleanup_interval,
             schema_versions: self.schema_versions.clone(),
             strict_versions: self.strict_versions,
+            consumer_expiry: self.consumer_expiry,
         };
         SubscriptionConfig::from_options(stream, name, mode, options)
             .map_err(|e| ("", e.to_string()))
@@ -1067,6 +1079,61 @@ mod tests {
         assert!(s.streams[1].is_ephemeral());
         assert_eq!(s.subscriptions[0].start, StartPosition::Offset(42));
         assert_eq!(s.subscriptions[0].ack_wait, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn consumer_expiry_is_read_server_wide_and_per_subscription() {
+        let file = parse(
+            r#"
+            consumer_expiry = "30d"
+
+            [[subscriptions]]
+            stream = "orders"
+            name = "fan"
+            consumer_expiry = "2h"
+
+            [[subscriptions]]
+            stream = "orders"
+            name = "audit"
+            mode = "read-receipt"
+            consumer_expiry = "0s"
+
+            [[subscriptions]]
+            stream = "orders"
+            name = "plain"
+            "#,
+        )
+        .expect("valid");
+        let s = Settings::resolve(file, Overrides::default()).expect("valid");
+        assert_eq!(
+            s.engine.default_consumer_expiry,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        let expiries: Vec<Option<Duration>> =
+            s.subscriptions.iter().map(|c| c.consumer_expiry).collect();
+        assert_eq!(
+            expiries,
+            vec![Some(Duration::from_secs(7200)), Some(Duration::ZERO), None]
+        );
+        let off = Settings::resolve(FileConfig::default(), Overrides::default()).expect("valid");
+        assert_eq!(off.engine.default_consumer_expiry, None, "off by default");
+        let file = parse(
+            r#"
+            [[subscriptions]]
+            stream = "orders"
+            name = "work"
+            mode = "exclusive"
+            consumer_expiry = "1h"
+            "#,
+        )
+        .expect("parses");
+        let e = Settings::resolve(file, Overrides::default())
+            .expect_err("no position per consumer")
+            .to_string();
+        assert!(
+            e.contains("subscriptions[0] (work)") && e.contains("consumer_expiry"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -997,6 +997,184 @@ pub async fn read_receipts_merge_page_expire_and_go_with_their_subscription<S: S
     assert!(load_receipts(s, None, 100).await.is_empty());
 }
 
+/// `DeleteCursor` removes one consumer's cursor rows (every partition) and receipts of one
+/// subscription, and nothing else; repeating it, or naming a missing subscription, is `Done`.
+pub async fn one_consumers_cursor_and_receipts_are_deleted<S: Store>(s: &S) {
+    ok(s, StorageRequest::CreateStream(persistent("k", 2))).await;
+    for (id, sub) in [(6, "inbox"), (7, "other")] {
+        let config = SubscriptionConfig::new(
+            name("k"),
+            SubscriptionName::new(sub).expect("name"),
+            SubscriptionMode::ReadReceipt,
+        );
+        let rec = SubscriptionRecord {
+            id: SubId(id),
+            config,
+            start_offsets: vec![0, 0],
+        };
+        ok(s, StorageRequest::SaveSubscription(rec)).await;
+    }
+    let who = |c: &str| ConsumerId::new(c).expect("id");
+    let cursor = |sub: u64, c: &str, partition: u32| CursorRecord {
+        sub: SubId(sub),
+        consumer: Some(who(c)),
+        partition,
+        floor: 3,
+        acked: vec![5],
+    };
+    let receipt = |sub: u64, c: &str, offset: u64| ReceiptRecord {
+        sub: SubId(sub),
+        consumer: who(c),
+        partition: 0,
+        offset,
+        delivered_at: UnixMillis(100),
+        read_at: None,
+        timed_out: None,
+    };
+    for c in [
+        cursor(6, "alice", 0),
+        cursor(6, "alice", 1),
+        cursor(6, "bob", 0),
+        cursor(7, "alice", 0),
+    ] {
+        ok(s, StorageRequest::SaveCursor(c)).await;
+    }
+    for (sub, c) in [(6, "alice"), (6, "bob"), (7, "alice")] {
+        let list = vec![receipt(sub, c, 1), receipt(sub, c, 2)];
+        ok(s, StorageRequest::SaveReceipts(list)).await;
+    }
+    let delete = |sub: u64, c: &str| StorageRequest::DeleteCursor {
+        sub: SubId(sub),
+        consumer: who(c),
+    };
+    ok(s, delete(6, "alice")).await;
+    ok(s, delete(6, "alice")).await;
+    ok(s, delete(99, "alice")).await;
+    let mut cursors = recover(s).await.cursors;
+    cursors.sort_by_key(|c| (c.sub, c.consumer.clone(), c.partition));
+    assert_eq!(
+        cursors,
+        vec![cursor(6, "bob", 0), cursor(7, "alice", 0)],
+        "only alice's cursors of subscription 6 are gone"
+    );
+    let receipts = |sub: u64| StorageRequest::LoadReceipts {
+        sub: SubId(sub),
+        after: None,
+        limit: 100,
+    };
+    for (sub, left) in [(6, "bob"), (7, "alice")] {
+        match ok(s, receipts(sub)).await {
+            StorageReply::Receipts(r) => assert_eq!(
+                r,
+                vec![receipt(sub, left, 1), receipt(sub, left, 2)],
+                "subscription {sub}: only alice's receipts of subscription 6 are gone"
+            ),
+            other => panic!("LoadReceipts answered {other:?}"),
+        }
+    }
+}
+
+/// A consumer's position removed by `RemoveConsumer` stays removed after a restart: the
+/// engine recovers the other consumers only, and the consumer attaching again starts afresh.
+pub async fn a_removed_consumer_stays_removed_after_a_restart<S: Store>(s: &S) {
+    let wall = 1_767_225_600_000;
+    let stream = name("feed");
+    let sub = SubscriptionName::new("fan").expect("name");
+    let who = |c: &str| ConsumerId::new(c).expect("id");
+    let attach = |c: &str| Command::Attach {
+        stream: stream.clone(),
+        subscription: sub.clone(),
+        consumer: who(c),
+        max_in_flight: None,
+    };
+    let ack = |c: &str, offsets: &[u64]| Command::Ack {
+        stream: stream.clone(),
+        subscription: sub.clone(),
+        consumer: who(c),
+        positions: offsets
+            .iter()
+            .map(|&offset| Position {
+                partition: 0,
+                offset,
+            })
+            .collect(),
+    };
+    let detach = |c: &str| Command::Detach {
+        stream: stream.clone(),
+        subscription: sub.clone(),
+        consumer: who(c),
+    };
+    let describe = Command::DescribeSubscription {
+        stream: stream.clone(),
+        subscription: sub.clone(),
+    };
+    let consumers = |r: Result<Reply, Error>| match r {
+        Ok(Reply::Subscription(info)) => info
+            .cursors
+            .iter()
+            .map(|c| {
+                let who = c.consumer.as_ref().map(|c| c.to_string());
+                (who.unwrap_or_default(), c.floors[0])
+            })
+            .collect::<Vec<_>>(),
+        other => panic!("describe answered {other:?}"),
+    };
+    {
+        let mut d = Driver::start(s, Config::default(), wall).await;
+        let setup = vec![
+            Command::CreateStream(StreamConfig::persistent(stream.clone())),
+            Command::CreateSubscription(SubscriptionConfig::new(
+                stream.clone(),
+                sub.clone(),
+                SubscriptionMode::ReadReceipt,
+            )),
+        ];
+        for c in setup {
+            assert_eq!(d.cmd(c).await, Ok(Reply::Done));
+        }
+        let append = Command::Append(AppendRequest {
+            stream: stream.clone(),
+            events: (0..3).map(|_| NewEvent::new("t", b"{}".to_vec())).collect(),
+            expected_offset: None,
+        });
+        assert!(matches!(d.cmd(append).await, Ok(Reply::Appended(_))));
+        for (c, offsets) in [("keep", &[0u64, 1][..]), ("gone", &[0][..])] {
+            assert_eq!(d.cmd(attach(c)).await, Ok(Reply::Done));
+            let r = d.cmd(ack(c, offsets)).await;
+            assert!(matches!(r, Ok(Reply::Acked { .. })), "{r:?}");
+            assert_eq!(d.cmd(detach(c)).await, Ok(Reply::Done));
+        }
+        assert_eq!(
+            consumers(d.cmd(describe.clone()).await),
+            vec![("keep".to_string(), 2), ("gone".to_string(), 1)]
+        );
+        let remove = Command::RemoveConsumer {
+            stream: stream.clone(),
+            subscription: sub.clone(),
+            consumer: who("gone"),
+        };
+        assert_eq!(d.cmd(remove).await, Ok(Reply::Done));
+    }
+    let mut d = Driver::start(s, Config::default(), wall + 1000).await;
+    assert_eq!(
+        consumers(d.cmd(describe.clone()).await),
+        vec![("keep".to_string(), 2)],
+        "the removed consumer (with its receipts) did not come back"
+    );
+    d.outputs.clear();
+    assert_eq!(d.cmd(attach("gone")).await, Ok(Reply::Done));
+    let delivered: Vec<u64> = d
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Deliver { events, .. } => Some(events.iter().map(|e| e.event.offset)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(delivered, vec![0, 1, 2], "attaching again starts afresh");
+}
+
 /// A deleted stream is gone with its subscriptions, and a new stream of its name is empty.
 pub async fn deleting_a_stream_removes_it_and_frees_the_name<S: Store>(s: &S) {
     ok(s, StorageRequest::CreateStream(persistent("a", 1))).await;

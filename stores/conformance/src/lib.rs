@@ -35,6 +35,8 @@ macro_rules! conformance_tests {
             cursor_saves_in_flight_together_are_answered_each_on_its_own,
             a_consumer_group_subscription_round_trips,
             read_receipts_merge_page_expire_and_go_with_their_subscription,
+            one_consumers_cursor_and_receipts_are_deleted,
+            a_removed_consumer_stays_removed_after_a_restart,
             retention_cuts_truncates_prefixes_and_expires_dedup_ids,
             the_byte_cut_counts_from_the_head_across_many_appends,
             relay_positions_round_trip_and_go_with_their_stream,

@@ -326,6 +326,13 @@ impl MemoryStore {
                     .collect();
                 ok(StorageReply::Schemas(page))
             }
+            StorageRequest::DeleteCursor { sub, consumer } => {
+                self.cursors
+                    .retain(|(s, c, _), _| *s != *sub || c.as_ref() != Some(consumer));
+                self.receipts
+                    .retain(|(s, c, _, _), _| *s != *sub || c != consumer);
+                ok(StorageReply::Done)
+            }
             StorageRequest::ExpireReceipts { sub, before } => {
                 self.receipts.retain(|k, r| {
                     k.0 != *sub

@@ -82,6 +82,9 @@ impl PgStore {
             StorageRequest::ExpireReceipts { sub, before } => {
                 return self.expire_receipts(sub, before).await;
             }
+            StorageRequest::DeleteCursor { sub, consumer } => {
+                return self.delete_cursor(sub, &consumer).await;
+            }
             StorageRequest::SaveSchemas(list) => return self.save_schemas(&list).await,
             StorageRequest::LoadSchemas { after, limit } => self
                 .load_schemas(after, limit)
@@ -539,6 +542,19 @@ impl PgStore {
     }
 
     /// Removes receipts last changed before `before`, `DELETE_BATCH` rows per statement.
+    /// Deletes one consumer's cursor rows and receipts in one statement (atomic).
+    async fn delete_cursor(&self, sub: SubId, consumer: &ConsumerId) -> StorageResult {
+        self.write_one(
+            sqlx::query(
+                r#"WITH receipts AS (DELETE FROM tributary_receipts WHERE sub_id = $1 AND consumer = $2)
+                   DELETE FROM tributary_cursors WHERE sub_id = $1 AND consumer = $2"#,
+            )
+            .bind(i64_of(sub.0))
+            .bind(consumer.as_str()),
+        )
+        .await
+    }
+
     async fn expire_receipts(&self, sub: SubId, before: UnixMillis) -> StorageResult {
         loop {
             let r = sqlx::query(

@@ -169,6 +169,9 @@ impl SqliteStore {
             StorageRequest::ExpireReceipts { sub, before } => {
                 return self.expire_receipts(sub, before).await;
             }
+            StorageRequest::DeleteCursor { sub, consumer } => {
+                return self.delete_cursor(sub, &consumer).await;
+            }
             StorageRequest::SaveSchemas(list) => return self.save_schemas(&list).await,
             StorageRequest::LoadSchemas { after, limit } => self
                 .load_schemas(after, limit)
@@ -552,6 +555,32 @@ impl SqliteStore {
                                      ELSE max(tributary_receipts.timed_out, excluded.timed_out) END"#,
             );
             if let Err(e) = q.build().execute(&mut *tx).await {
+                return StorageResult::Err(failed(&e));
+            }
+        }
+        committed(tx.commit().await)
+    }
+
+    /// Deletes one consumer's cursor rows and receipts in one transaction.
+    async fn delete_cursor(&self, sub: SubId, consumer: &ConsumerId) -> StorageResult {
+        let mut c = match self.writer.hold().await {
+            Ok(c) => c,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        let mut tx = match c.begin().await {
+            Ok(tx) => tx,
+            Err(e) => return StorageResult::Err(failed(&e)),
+        };
+        for q in [
+            "DELETE FROM tributary_receipts WHERE sub_id = ? AND consumer = ?",
+            "DELETE FROM tributary_cursors WHERE sub_id = ? AND consumer = ?",
+        ] {
+            if let Err(e) = sqlx::query(q)
+                .bind(i64_of(sub.0))
+                .bind(consumer.as_str())
+                .execute(&mut *tx)
+                .await
+            {
                 return StorageResult::Err(failed(&e));
             }
         }

@@ -271,6 +271,7 @@ pub(crate) fn subscription_config(c: pb::SubscriptionConfig) -> Result<Subscript
         receipt_cleanup_interval: given(c.receipt_cleanup_interval_ms),
         schema_versions: c.schema_versions.into_iter().collect(),
         strict_versions: c.strict_versions,
+        consumer_expiry: c.consumer_expiry_ms.map(Duration::from_millis),
     };
     SubscriptionConfig::from_options(
         stream_name(&c.stream)?,
@@ -312,6 +313,7 @@ pub(crate) fn subscription_config_to_pb(c: &SubscriptionConfig) -> pb::Subscript
             }),
         }),
         unread_timeout_ms: c.unread_timeout.map(ms),
+        consumer_expiry_ms: c.consumer_expiry.map(ms),
         redeliver_unread: c.redeliver_unread,
         receipt_ttl_ms: when(receipts, ms(c.receipt_ttl)),
         receipt_cleanup_interval_ms: when(receipts, ms(c.receipt_cleanup_interval)),

@@ -786,6 +786,23 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn remove_consumer(
+        &self,
+        req: Request<pb::RemoveConsumerRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let r = req.into_inner();
+        let (stream, subscription) = (stream_name(&r.stream)?, subscription_name(&r.subscription)?);
+        let consumer = consumer_id(&r.consumer)?;
+        // Logged by the server as the engine's `ConsumerRemoved` notice (code 2003).
+        self.call(Command::RemoveConsumer {
+            stream,
+            subscription,
+            consumer,
+        })
+        .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn register_schema(
         &self,
         req: Request<pb::RegisterSchemaRequest>,

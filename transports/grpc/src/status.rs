@@ -40,7 +40,19 @@ fn metadata_of(e: &Error) -> HashMap<String, String> {
             put("stream", stream.to_string());
             put("subscription", subscription.to_string());
         }
-        Error::NotAttached(c) | Error::AlreadyAttached(c) => put("consumer", c.to_string()),
+        Error::NotAttached(c)
+        | Error::AlreadyAttached(c)
+        | Error::ConsumerAttached(c)
+        | Error::ConsumerRemoving(c) => put("consumer", c.to_string()),
+        Error::ConsumerNotFound {
+            stream,
+            subscription,
+            consumer,
+        } => {
+            put("stream", stream.to_string());
+            put("subscription", subscription.to_string());
+            put("consumer", consumer.to_string());
+        }
         Error::WrongExpectedOffset {
             partition,
             expected,

@@ -277,6 +277,9 @@ pub struct SubscriptionView {
     pub last_progress: Option<u64>,
     /// Consumer groups: the generation.
     pub generation: Option<u64>,
+    /// Broadcast and read receipts: a consumer detached longer than this (ms) loses its
+    /// position (`null`: the server's default; 0: never).
+    pub consumer_expiry_ms: Option<u64>,
     /// Its positions.
     pub cursors: Vec<CursorView>,
 }
@@ -313,6 +316,7 @@ impl From<&SubscriptionInfo> for SubscriptionView {
             lag: s.figures.lag,
             last_progress: s.figures.last_progress.map(|m| m.0),
             generation: s.group.as_ref().map(|g| g.generation),
+            consumer_expiry_ms: s.config.consumer_expiry.map(|d| d.as_millis() as u64),
             cursors: s.cursors.iter().map(cursor_view).collect(),
         }
     }
@@ -760,25 +764,44 @@ pub async fn get_consumer(
         .ok_or_else(|| consumer_not_found(&name, &id, &consumer))
 }
 
-/// Moves a consumer (broadcast, read receipts) or the subscription's shared position
-/// (exclusive, consumer group) to an offset or a time; the next delivery starts there.
-#[utoipa::path(post,
-    path = "/api/event-streams/{name}/subscriptions/{id}/consumers/{consumer}/reset-offset",
-    tag = "subscriptions", request_body = ResetOffset,
+/// Removes a broadcast or read receipt consumer's position (every partition) and its read
+/// receipts for good, so that a consumer gone for good no longer counts in lag and health. The
+/// consumer must be detached; if it attaches again it starts at the subscription's start.
+#[utoipa::path(delete, path = "/api/event-streams/{name}/subscriptions/{id}/consumers/{consumer}",
+    tag = "subscriptions",
     params(("name" = String, Path, description = "The stream"),
            ("id" = String, Path, description = "The subscription"),
            ("consumer" = String, Path, description = "The consumer")),
     responses(
-        (status = 200, description = "Moved; where it stands now", body = ConsumerView),
-        (status = 400, description = "Neither or both of offset and timestamp, an offset past the end, malformed JSON", body = ErrorBody),
+        (status = 204, description = "Removed"),
+        (status = 400, description = "An exclusive or consumer group subscription (one shared position, none per consumer)", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
-        (status = 404, description = "No such stream, subscription or consumer", body = ErrorBody)))]
-pub async fn reset_offset(
+        (status = 404, description = "No such stream, subscription or consumer position", body = ErrorBody),
+        (status = 409, description = "The consumer is attached (CONSUMER_ATTACHED)", body = ErrorBody),
+        (status = 503, description = "Its removal is under way (CONSUMER_REMOVING), or the store is away", body = ErrorBody)))]
+pub async fn remove_consumer(
     State(st): State<AppState>,
     Path((name, id, consumer)): Path<(String, String, String)>,
-    JsonBody(body): JsonBody<ResetOffset>,
-) -> Result<Json<ConsumerView>, ApiError> {
+) -> Result<StatusCode, ApiError> {
     let (stream, sub, c) = (stream_name(&name)?, sub_name(&id)?, consumer_id(&consumer)?);
+    st.engine
+        .call(Command::RemoveConsumer {
+            stream,
+            subscription: sub,
+            consumer: c,
+        })
+        .await?;
+    // Logged by the server as the engine's `ConsumerRemoved` notice (code 2003).
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The start position a reset body names: exactly one of `offset` and `timestamp`; an offset
+/// past the end of the stream is refused.
+async fn reset_target(
+    st: &AppState,
+    stream: &StreamName,
+    body: &ResetOffset,
+) -> Result<StartPosition, ApiError> {
     let to = match (body.offset, body.timestamp) {
         (Some(o), None) => StartPosition::Offset(o),
         (None, Some(t)) => StartPosition::Time(UnixMillis(t)),
@@ -789,12 +812,8 @@ pub async fn reset_offset(
             ));
         }
     };
-    let info = describe_subscription(&st, &stream, &sub).await?;
-    if consumer_view(&st, &info, &c).is_none() {
-        return Err(consumer_not_found(&name, &id, &consumer));
-    }
     if let StartPosition::Offset(o) = to {
-        let s = describe_stream(&st, &stream).await?;
+        let s = describe_stream(st, stream).await?;
         let end = s.partitions.iter().map(|p| p.next).max().unwrap_or(0);
         if o > end {
             return Err(ApiError::new(
@@ -805,10 +824,45 @@ pub async fn reset_offset(
             .field("offset"));
         }
     }
-    let one_consumer = matches!(
-        info.config.mode,
-        SubscriptionMode::Broadcast | SubscriptionMode::ReadReceipt
-    );
+    Ok(to)
+}
+
+/// Moves a consumer (broadcast, read receipts: its own position, attached or not) or the
+/// subscription's shared position (exclusive: named by an attached consumer; consumer group:
+/// by a member) to an offset or a time; the next delivery starts there. An exclusive or
+/// consumer group subscription with no such consumer attached is a 404 that names the
+/// subscription-level reset, which needs no consumer.
+#[utoipa::path(post,
+    path = "/api/event-streams/{name}/subscriptions/{id}/consumers/{consumer}/reset-offset",
+    tag = "subscriptions", request_body = ResetOffset,
+    params(("name" = String, Path, description = "The stream"),
+           ("id" = String, Path, description = "The subscription"),
+           ("consumer" = String, Path, description = "The consumer")),
+    responses(
+        (status = 200, description = "Moved; where it stands now", body = ConsumerView),
+        (status = 400, description = "Neither or both of offset and timestamp, an offset past the end, malformed JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such stream, subscription or consumer (exclusive and consumer group: not attached; use the subscription's reset-offset)", body = ErrorBody)))]
+pub async fn reset_offset(
+    State(st): State<AppState>,
+    Path((name, id, consumer)): Path<(String, String, String)>,
+    JsonBody(body): JsonBody<ResetOffset>,
+) -> Result<Json<ConsumerView>, ApiError> {
+    let (stream, sub, c) = (stream_name(&name)?, sub_name(&id)?, consumer_id(&consumer)?);
+    let info = describe_subscription(&st, &stream, &sub).await?;
+    let one_consumer = !info.config.mode.shared_position();
+    if consumer_view(&st, &info, &c).is_none() {
+        let mut e = consumer_not_found(&name, &id, &consumer);
+        if !one_consumer {
+            e.body.message = format!(
+                "{}; subscription {id} has one shared position: reset it without a consumer at \
+                 /api/event-streams/{name}/subscriptions/{id}/reset-offset",
+                e.body.message
+            );
+        }
+        return Err(e);
+    }
+    let to = reset_target(&st, &stream, &body).await?;
     st.engine
         .call(Command::ResetSubscription {
             stream: stream.clone(),
@@ -822,6 +876,41 @@ pub async fn reset_offset(
     consumer_view(&st, &info, &c)
         .map(Json)
         .ok_or_else(|| consumer_not_found(&name, &id, &consumer))
+}
+
+/// Moves a whole subscription to an offset or a time, with or without consumers attached:
+/// the shared position of an exclusive or consumer group subscription, and every consumer's
+/// position of a broadcast or read receipt one (consumers with no position yet still start at
+/// the subscription's start). The next delivery starts there.
+#[utoipa::path(post,
+    path = "/api/event-streams/{name}/subscriptions/{id}/reset-offset",
+    tag = "subscriptions", request_body = ResetOffset,
+    params(("name" = String, Path, description = "The stream"),
+           ("id" = String, Path, description = "The subscription")),
+    responses(
+        (status = 200, description = "Moved; the subscription now", body = SubscriptionView),
+        (status = 400, description = "Neither or both of offset and timestamp, an offset past the end, malformed JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such stream or subscription", body = ErrorBody)))]
+pub async fn reset_subscription_offset(
+    State(st): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<ResetOffset>,
+) -> Result<Json<SubscriptionView>, ApiError> {
+    let (stream, sub) = (stream_name(&name)?, sub_name(&id)?);
+    describe_subscription(&st, &stream, &sub).await?;
+    let to = reset_target(&st, &stream, &body).await?;
+    st.engine
+        .call(Command::ResetSubscription {
+            stream: stream.clone(),
+            subscription: sub.clone(),
+            consumer: None,
+            to,
+        })
+        .await?;
+    tracing::info!(code = 2002, stream = %stream, subscription = %sub, to = ?to, via = "http", "offset reset");
+    let info = describe_subscription(&st, &stream, &sub).await?;
+    Ok(Json(SubscriptionView::from(&info)))
 }
 
 // ---- schemas -------------------------------------------------------------------------------

@@ -684,6 +684,20 @@ pub enum OffsetsCmd {
         #[command(flatten)]
         server: ServerArg,
     },
+    /// Remove a detached consumer's position and read receipts (broadcast, read receipts) for
+    /// good: it no longer counts in lag and health; attaching again starts afresh.
+    Remove {
+        /// The stream.
+        stream: String,
+        /// The subscription.
+        #[arg(long)]
+        subscription: String,
+        /// The consumer.
+        #[arg(long)]
+        consumer: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
 }
 
 pub async fn offsets(cmd: OffsetsCmd) -> Result<(), String> {
@@ -731,6 +745,23 @@ pub async fn offsets(cmd: OffsetsCmd) -> Result<(), String> {
                     subscription,
                     consumer: consumer.unwrap_or_default(),
                     to: Some(start_position_to_pb(to)),
+                })
+                .await
+                .map_err(status)?;
+            Ok(())
+        }
+        OffsetsCmd::Remove {
+            stream,
+            subscription,
+            consumer,
+            server,
+        } => {
+            connect(&server)
+                .await?
+                .remove_consumer(pb::RemoveConsumerRequest {
+                    stream,
+                    subscription,
+                    consumer,
                 })
                 .await
                 .map_err(status)?;

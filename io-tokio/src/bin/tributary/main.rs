@@ -43,7 +43,7 @@ enum Cmd {
     Subscribe(client::SubscribeArgs),
     /// Replay a stream from an offset or a time, optionally to a time, at a rate.
     Replay(client::ReplayArgs),
-    /// Show or reset a subscription's positions.
+    /// Show, reset or remove a subscription's positions.
     #[command(subcommand)]
     Offsets(client::OffsetsCmd),
     /// Register or list event schemas and their upcasters.
