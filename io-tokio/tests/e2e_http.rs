@@ -1289,9 +1289,12 @@ async fn shared_positions_reset_with_every_consumer_down(b: Backend) {
         ("group", pb::SubscriptionMode::ConsumerGroup),
     ] {
         let mut o = open("orders", name, "w1");
+        // A group commits after each ack, so that the acks are saved when answered (a commit
+        // strategy is a consumer group's option only).
+        let group = mode == pb::SubscriptionMode::ConsumerGroup;
         o.create = Some(pb::SubscriptionConfig {
             mode: mode as i32,
-            commit: Some(pb::CommitStrategy {
+            commit: group.then_some(pb::CommitStrategy {
                 kind: Some(pb::commit_strategy::Kind::AfterEach(pb::Empty {})),
             }),
             ..Default::default()
