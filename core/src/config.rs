@@ -148,6 +148,10 @@ pub struct Config {
     pub max_upcaster_rules: usize,
     /// Largest JSON Schema, bytes.
     pub max_schema_bytes: usize,
+    /// Whether a broker publisher carries out the relay (a server with AMQP configured; the
+    /// simulator and embedders that handle `Output::Publish`). Without one, creating a
+    /// cross-service stream is refused rather than accepted with nothing ever leaving (true).
+    pub relay_enabled: bool,
     /// Most publishes of one cross-service stream waiting for the broker's confirm (100).
     pub relay_window: usize,
     /// First back-off after a failed publish (100 ms; doubles per failure in a row).
@@ -227,6 +231,7 @@ impl Default for Config {
             max_schema_versions: 1000,
             max_upcaster_rules: 256,
             max_schema_bytes: 256 << 10,
+            relay_enabled: true,
             relay_window: 100,
             relay_retry_base: Duration::from_millis(100),
             relay_retry_max: Duration::from_secs(30),

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tributary_core::{
-    Command, ConnEvent, ConnId, Engine, Error, Input, Notice, Now, OpId, Output, Reply, ReqId,
-    StorageResult,
+    Command, ConnEvent, ConnId, Engine, Error, Event, Input, Notice, Now, OpId, Output,
+    PublishResult, Reply, ReqId, StorageResult, StreamName,
 };
 use tributary_store_api::Store;
 
@@ -27,6 +27,21 @@ pub struct ExecutorConfig {
     pub journal: Option<Arc<Journal>>,
     /// Shown every input and output of the engine (metrics).
     pub observer: Option<Arc<dyn Observer>>,
+    /// Carries out the relay's publishes of cross-service streams (the AMQP transport).
+    /// Without one, a publish stays unconfirmed: the relay position does not move.
+    pub publisher: Option<Arc<dyn Publisher>>,
+}
+
+/// The broker side of the relay (SPEC 9): publishes one event of a cross-service stream and
+/// answers whether the broker confirmed it. The engine decides what goes out and when, and
+/// sends a failed publish again after its back-off; a publisher never retries by itself.
+pub trait Publisher: std::fmt::Debug + Send + Sync + 'static {
+    /// Publishes `event` of `stream`.
+    fn publish(
+        &self,
+        stream: StreamName,
+        event: Arc<Event>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = PublishResult> + Send>>;
 }
 
 /// Something that watches the engine's inputs and outputs as the engine task handles them,
@@ -46,6 +61,7 @@ impl Default for ExecutorConfig {
             budget: 64,
             journal: None,
             observer: None,
+            publisher: None,
         }
     }
 }
@@ -212,6 +228,7 @@ pub fn start<S: Store, R: Runtime>(
         budget: config.budget.max(1),
         journal: config.journal,
         observer: config.observer,
+        publisher: config.publisher,
         _alive: alive,
     };
     rt.spawn(task.run(rx));
@@ -228,6 +245,7 @@ struct EngineTask<S, R> {
     budget: usize,
     journal: Option<Arc<Journal>>,
     observer: Option<Arc<dyn Observer>>,
+    publisher: Option<Arc<dyn Publisher>>,
     /// Dropped with the task: closes `Handle::stopped`.
     _alive: async_channel::Sender<()>,
 }
@@ -247,8 +265,10 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
 
     async fn run(mut self, rx: async_channel::Receiver<Msg>) {
         let (done_tx, done_rx) = async_channel::unbounded::<(OpId, StorageResult)>();
+        // Publishes in flight are bounded by the relay window in the core.
+        let (pub_tx, pub_rx) = async_channel::unbounded::<(OpId, PublishResult)>();
         loop {
-            if self.drain(&done_tx) > 0 {
+            if self.drain(&done_tx, &pub_tx) > 0 {
                 // Replies went out: let their callers run and send their next commands, so
                 // that the appends they make are handled together (one write, group commit).
                 YieldNow(false).await;
@@ -261,6 +281,7 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                 });
             let input = select_biased! {
                 done = done_rx.recv().fuse() => done.ok().map(|(op, result)| Input::StorageDone { op, result }),
+                done = pub_rx.recv().fuse() => done.ok().map(|(op, result)| Input::PublishDone { op, result }),
                 msg = rx.recv().fuse() => match msg {
                     Ok(m) => self.message(m),
                     Err(_) => return,
@@ -279,9 +300,12 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
             // then, and they are handled together here instead of one wake-up each.
             let mut handled = 1;
             while handled < self.budget {
-                let next = match done_rx.try_recv() {
-                    Ok((op, result)) => Some(Input::StorageDone { op, result }),
-                    Err(_) => match rx.try_recv() {
+                let next = if let Ok((op, result)) = done_rx.try_recv() {
+                    Some(Input::StorageDone { op, result })
+                } else if let Ok((op, result)) = pub_rx.try_recv() {
+                    Some(Input::PublishDone { op, result })
+                } else {
+                    match rx.try_recv() {
                         Ok(m) => self.message(m),
                         Err(_) if from_clients => {
                             from_clients = false;
@@ -290,7 +314,7 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                             continue;
                         }
                         Err(_) => break,
-                    },
+                    }
                 };
                 handled += 1;
                 if let Some(i) = next {
@@ -323,7 +347,11 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
     }
 
     /// Carries out the engine's outputs; returns how many replies were sent.
-    fn drain(&mut self, done: &async_channel::Sender<(OpId, StorageResult)>) -> usize {
+    fn drain(
+        &mut self,
+        done: &async_channel::Sender<(OpId, StorageResult)>,
+        published: &async_channel::Sender<(OpId, PublishResult)>,
+    ) -> usize {
         let mut replies = 0;
         let now = self.clock.now();
         while let Some(o) = self.engine.poll_output() {
@@ -381,11 +409,17 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                         });
                     }
                 }
-                // No broker publisher is wired in yet (the AMQP transport comes later): the
-                // publish stays unconfirmed, so the relay position does not move and nothing
-                // is lost; the relay sends it again after a restart.
-                Output::Publish { op, stream, event } => {
-                    tracing::debug!(
+                Output::Publish { op, stream, event } => match &self.publisher {
+                    Some(p) => {
+                        let (sent, published) = (p.publish(stream, event), published.clone());
+                        self.rt.spawn(async move {
+                            let result = sent.await;
+                            let _ = published.send((op, result)).await;
+                        });
+                    }
+                    // No broker configured: the publish stays unconfirmed, so the relay
+                    // position does not move and nothing is lost.
+                    None => tracing::debug!(
                         code = 8001,
                         op = op.0,
                         stream = %stream,
@@ -394,8 +428,8 @@ impl<S: Store, R: Runtime> EngineTask<S, R> {
                         event_id = %event.event_id.0,
                         correlation_id = event.correlation_id.as_deref().unwrap_or(""),
                         "cross-service event waits for a broker publisher"
-                    );
-                }
+                    ),
+                },
                 Output::ConsumerNotice {
                     conn,
                     consumer,

@@ -25,7 +25,9 @@ mod runtime;
 pub mod server;
 
 pub use clock::Clock;
-pub use executor::{Connection, ExecutorConfig, Handle, NO_CONN, Observer, PendingReply, start};
+pub use executor::{
+    Connection, ExecutorConfig, Handle, NO_CONN, Observer, PendingReply, Publisher, start,
+};
 pub use journal::{Journal, JournalStatus};
 pub use runtime::Runtime;
 #[cfg(feature = "tokio")]

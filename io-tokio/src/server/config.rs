@@ -19,6 +19,11 @@
 //! # tls_cert = "cert.pem"           # TLS for gRPC and HTTP (with tls_key)
 //! # tls_key = "key.pem"
 //!
+//! [amqp]                            # the broker of cross-service streams (none: refused)
+//! url = "amqp://guest:guest@127.0.0.1:5672/%2f"   # or TRIBUTARY_AMQP_URL, --amqp-url
+//! prefix = "tributary"              # exchanges <prefix>.<stream>
+//! confirm_timeout = "10s"           # an unconfirmed publish is sent again after this
+//!
 //! [health]                          # when a consumer is degraded or unhealthy
 //! lag_degraded = 1000
 //! lag_unhealthy = 10000
@@ -143,6 +148,8 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// Health thresholds.
     pub health: Option<HealthDecl>,
+    /// The broker of cross-service streams (RabbitMQ).
+    pub amqp: Option<AmqpDecl>,
     /// How a PostgreSQL store is used.
     pub postgres: Option<PostgresDecl>,
     /// The default retention policy and the cleanup schedule.
@@ -162,6 +169,19 @@ pub struct FileConfig {
     /// Subscriptions to create at start when missing.
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionDecl>,
+}
+
+/// The `[amqp]` table: the broker that cross-service streams are relayed to.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpDecl {
+    /// `amqp://user:password@host:port/vhost` or `amqps://...`.
+    pub url: Option<String>,
+    /// Exchanges are named `<prefix>.<stream>` (`tributary`).
+    pub prefix: Option<String>,
+    /// A publish the broker has not confirmed within this fails and is sent again (10s).
+    #[serde(default, with = "humantime_serde")]
+    pub confirm_timeout: Option<Duration>,
 }
 
 /// The `[postgres]` table: the pool and timeouts of a PostgreSQL store.
@@ -508,6 +528,8 @@ pub struct Overrides {
     pub grpc_keepalive_interval: Option<Duration>,
     /// `--grpc-keepalive-timeout` / `TRIBUTARY_GRPC_KEEPALIVE_TIMEOUT`.
     pub grpc_keepalive_timeout: Option<Duration>,
+    /// `--amqp-url` / `TRIBUTARY_AMQP_URL`.
+    pub amqp_url: Option<String>,
 }
 
 /// The most appends of one stream that may be written at once (`append_writes_in_flight`).
@@ -550,6 +572,8 @@ pub struct Settings {
     pub health: HealthThresholds,
     /// The engine's configuration (limits and defaults, retention and cleanup).
     pub engine: Config,
+    /// The broker of cross-service streams, if any (without one they cannot be created).
+    pub amqp: Option<tributary_amqp::AmqpConfig>,
     /// Schema versions to register at start.
     pub schemas: Vec<SchemaRegistration>,
     /// Streams to create when missing.
@@ -693,6 +717,8 @@ impl Settings {
             }
             engine.max_payload_bytes = n;
         }
+        let amqp = amqp_config(over.amqp_url, file.amqp.as_ref())?;
+        engine.relay_enabled = amqp.is_some();
         let streams = file
             .streams
             .iter()
@@ -739,11 +765,55 @@ impl Settings {
                 default_consumer_expiry: file.consumer_expiry.filter(|d| !d.is_zero()),
                 ..engine
             },
+            amqp,
             schemas: file.schemas,
             streams,
             subscriptions,
         })
     }
+}
+
+/// The broker configuration: the URL from the flag, the environment or the file; the rest
+/// from the file. `None` without a URL.
+fn amqp_config(
+    url: Option<String>,
+    file: Option<&AmqpDecl>,
+) -> Result<Option<tributary_amqp::AmqpConfig>, ConfigError> {
+    let Some(url) = url.or_else(|| file.and_then(|f| f.url.clone())) else {
+        if file.is_some_and(|f| f.prefix.is_some() || f.confirm_timeout.is_some()) {
+            return Err(invalid(
+                "amqp.url".into(),
+                "needed with the other [amqp] settings (or --amqp-url, TRIBUTARY_AMQP_URL)",
+            ));
+        }
+        return Ok(None);
+    };
+    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        return Err(invalid(
+            "amqp.url".into(),
+            "must start with amqp:// or amqps:// (amqp://user:password@host:5672/vhost)",
+        ));
+    }
+    let mut c = tributary_amqp::AmqpConfig::new(url);
+    if let Some(p) = file.and_then(|f| f.prefix.clone()) {
+        let ok = (1..=100).contains(&p.len())
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(invalid(
+                "amqp.prefix".into(),
+                format!("{p:?}: 1 to 100 characters of a-z, A-Z, 0-9, '.', '_', '-'"),
+            ));
+        }
+        c.prefix = p;
+    }
+    if let Some(t) = file.and_then(|f| f.confirm_timeout) {
+        if t.is_zero() {
+            return Err(invalid("amqp.confirm_timeout".into(), "must be above 0"));
+        }
+        c.confirm_timeout = t;
+    }
+    Ok(Some(c))
 }
 
 /// A token must be usable in an `Authorization` header: 16 to 4096 visible ASCII characters.

@@ -104,3 +104,19 @@ impl crate::Observer for MetricsObserver {
         self.0.on_output(now, output);
     }
 }
+
+/// The AMQP transport as the executor's broker publisher.
+#[derive(Debug, Clone)]
+pub(crate) struct AmqpLink(pub(crate) tributary_amqp::AmqpPublisher);
+
+impl crate::Publisher for AmqpLink {
+    fn publish(
+        &self,
+        stream: tributary_core::StreamName,
+        event: std::sync::Arc<tributary_core::Event>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = tributary_core::PublishResult> + Send>>
+    {
+        // Queued now, in the order the engine asked: the future only waits for the answer.
+        Box::pin(self.0.publish(stream, event))
+    }
+}

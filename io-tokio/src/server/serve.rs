@@ -164,6 +164,10 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         ExecutorConfig {
             journal,
             observer: Some(Arc::new(MetricsObserver(metrics.clone()))),
+            publisher: settings.amqp.clone().map(|c| {
+                Arc::new(super::link::AmqpLink(tributary_amqp::AmqpPublisher::new(c)))
+                    as Arc<dyn crate::Publisher>
+            }),
             ..ExecutorConfig::default()
         },
     );

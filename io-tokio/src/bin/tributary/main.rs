@@ -29,6 +29,8 @@ struct Cli {
     command: Cmd,
 }
 
+// Parsed once at start: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server: gRPC on --grpc-listen, the embedded SQLite store in --data-dir unless
@@ -126,6 +128,10 @@ struct ServeArgs {
     /// [default: 10s].
     #[arg(long, env = "TRIBUTARY_GRPC_KEEPALIVE_TIMEOUT", value_parser = humantime::parse_duration)]
     grpc_keepalive_timeout: Option<Duration>,
+    /// The broker of cross-service streams, `amqp://user:password@host:5672/vhost` (or
+    /// `amqps://`) [default: none: cross-service streams are refused].
+    #[arg(long, env = "TRIBUTARY_AMQP_URL")]
+    amqp_url: Option<String>,
     /// Largest payload of one event, bytes [default: 1048576, 1 MiB; at most 4194304, the
     /// largest append].
     #[arg(long, env = "TRIBUTARY_MAX_PAYLOAD_BYTES")]
@@ -161,6 +167,7 @@ fn settings(a: ServeArgs) -> Result<Settings, ConfigError> {
             max_payload_bytes: a.max_payload_bytes,
             grpc_keepalive_interval: a.grpc_keepalive_interval,
             grpc_keepalive_timeout: a.grpc_keepalive_timeout,
+            amqp_url: a.amqp_url,
         },
     )
 }
