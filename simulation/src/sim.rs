@@ -892,7 +892,7 @@ impl Sim {
     fn commit_or_meddle(&mut self, node: usize, conn: ConnId, sub: usize, consumer: &ConsumerId) {
         let chaos = self.phase == Phase::Chaos;
         let w = &self.nodes[node].world;
-        let config = w.subs[sub].config.clone();
+        let config = &w.subs[sub].config;
         let (stream, subscription) = (config.stream.clone(), config.name.clone());
         match config.mode {
             SubscriptionMode::ConsumerGroup => {

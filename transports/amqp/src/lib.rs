@@ -69,7 +69,6 @@ impl AmqpConfig {
 pub struct AmqpPublisher {
     prefix: Arc<str>,
     queue: tokio::sync::mpsc::UnboundedSender<Job>,
-    connected: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for AmqpPublisher {
@@ -105,19 +104,9 @@ impl AmqpPublisher {
     pub fn new(config: AmqpConfig) -> AmqpPublisher {
         // Unbounded: what waits here is bounded by the relay window of each stream in the core.
         let (queue, jobs) = tokio::sync::mpsc::unbounded_channel();
-        let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let prefix: Arc<str> = config.prefix.as_str().into();
-        tokio::spawn(send_all(config, jobs, connected.clone()));
-        AmqpPublisher {
-            prefix,
-            queue,
-            connected,
-        }
-    }
-
-    /// Whether the connection was up at the last publish.
-    pub fn connected(&self) -> bool {
-        self.connected.load(std::sync::atomic::Ordering::Relaxed)
+        tokio::spawn(send_all(config, jobs));
+        AmqpPublisher { prefix, queue }
     }
 
     /// Queues one event of `stream` for publishing and returns the future of the broker's
@@ -149,23 +138,17 @@ impl AmqpPublisher {
 
 /// The sending task: publishes the queued events one after the other, each confirm awaited
 /// in a task of its own.
-async fn send_all(
-    config: AmqpConfig,
-    mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
-    connected: Arc<std::sync::atomic::AtomicBool>,
-) {
+async fn send_all(config: AmqpConfig, mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>) {
     let mut link = Link::default();
     while let Some(job) = jobs.recv().await {
         let exchange = config.exchange(&job.stream);
         let channel = match link.channel_for(&config, &exchange).await {
             Ok(c) => c,
             Err(e) => {
-                connected.store(false, std::sync::atomic::Ordering::Relaxed);
                 let _ = job.done.send(PublishResult::Failed(e));
                 continue;
             }
         };
-        connected.store(true, std::sync::atomic::Ordering::Relaxed);
         let (routing_key, properties) = message_of(&job.stream, &job.event);
         let sent = channel
             .basic_publish(
