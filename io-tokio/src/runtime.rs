@@ -1,22 +1,13 @@
-//! What the executor needs from an async runtime.
+//! The executor's [`Runtime`] on tokio.
 
 use std::future::Future;
 use std::time::Duration;
-
-/// Spawning and sleeping: all the executor asks of a runtime.
-pub trait Runtime: Clone + Send + Sync + 'static {
-    /// Runs a task in the background.
-    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, f: F);
-    /// Completes after `d`.
-    fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send;
-}
+use tributary_executor::Runtime;
 
 /// The tokio runtime (the current one when `spawn` is called).
-#[cfg(feature = "tokio")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TokioRuntime;
 
-#[cfg(feature = "tokio")]
 impl Runtime for TokioRuntime {
     fn spawn<F: Future<Output = ()> + Send + 'static>(&self, f: F) {
         tokio::spawn(f);

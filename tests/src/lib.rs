@@ -9,11 +9,11 @@ use std::sync::Arc;
 use tributary_core::{
     AppendWrite, Config, Engine, Event, EventId, NewEvent, StreamName, UnixMillis,
 };
-use tributary_io_tokio::server::store::{BadStoreSpec, StoreSpec};
 use tributary_io_tokio::{Clock, ExecutorConfig, Handle, TokioRuntime, start};
+use tributary_server::store::{BadStoreSpec, StoreSpec};
 use tributary_store_api::Store;
 
-pub use tributary_io_tokio::server::store::AnyStore;
+pub use tributary_server::store::AnyStore;
 
 /// Opens `sqlite:PATH` or `postgres:URL[#schema]` (fsync on for both); the server's
 /// [`StoreSpec`] forms are accepted too.

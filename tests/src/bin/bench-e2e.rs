@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tributary_grpc::pb;
 use tributary_grpc::pb::event_stream_client::EventStreamClient;
-use tributary_io_tokio::server::bind;
-use tributary_io_tokio::server::config::{FileConfig, Overrides, Settings};
+use tributary_server::bind;
+use tributary_server::config::{FileConfig, Overrides, Settings};
 
 #[derive(Parser)]
 struct Args {

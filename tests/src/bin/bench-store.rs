@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tributary_core::{StorageRequest, StorageResult, StreamConfig, StreamName};
-use tributary_io_tokio::server::store::{PgOptions, StoreSpec};
+use tributary_server::store::{PgOptions, StoreSpec};
 use tributary_store_api::{Durability, Store};
 use tributary_tests::bench_write;
 use tributary_tests::cpu::Usage;

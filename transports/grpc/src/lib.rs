@@ -6,7 +6,7 @@
 //! commands and never decides anything itself.
 //!
 //! The service reaches the engine through the small [`EngineLink`] trait, which an executor
-//! implements (the tokio one does, in `tributary-io-tokio`), so the same service runs on any
+//! implements (`Link` does, for `tributary-executor` on any runtime), so the same service runs on any
 //! runtime. The generated client is [`pb::event_stream_client::EventStreamClient`].
 
 #![forbid(unsafe_code)]
@@ -29,7 +29,7 @@ pub mod pb {
 
 pub use convert::{event_to_pb, ms, new_event_from_pb, start_position_to_pb};
 pub use limit::{LimitedBody, LimitedServer, MAX_REQUEST_MESSAGE_BYTES};
-pub use link::{EngineConn, EngineLink};
+pub use link::{EngineConn, EngineLink, Link};
 pub use service::{EventStreamService, ServiceConfig};
 pub use status::{ERROR_DOMAIN, error_to_status};
 

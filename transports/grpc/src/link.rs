@@ -1,8 +1,10 @@
-//! What the service needs from an executor: commands, client connections, spawning, sleeping.
+//! What the service needs from an executor: commands, client connections, spawning, sleeping;
+//! and [`Link`], which gives it `tributary-executor`'s on any runtime.
 
 use std::future::Future;
 use std::time::Duration;
 use tributary_core::{Command, ConnEvent, Error, Reply};
+use tributary_executor::{Connection, Handle, NO_CONN, Runtime};
 
 /// A way to reach a running engine, implemented by an executor.
 pub trait EngineLink: Clone + Send + Sync + 'static {
@@ -43,4 +45,54 @@ pub trait EngineConn: Send + Sync + 'static {
 
     /// Deliveries and replay items waiting to be taken with `next`.
     fn backlog(&self) -> usize;
+}
+
+/// An executor handle and its runtime, as the gRPC service needs them.
+#[derive(Debug, Clone)]
+pub struct Link<R> {
+    /// The engine task.
+    pub handle: Handle,
+    /// The runtime it runs on.
+    pub rt: R,
+}
+
+impl<R: Runtime> EngineLink for Link<R> {
+    type Conn = Connection;
+
+    fn call(&self, cmd: Command) -> impl Future<Output = Result<Reply, Error>> + Send {
+        self.handle.call(NO_CONN, cmd)
+    }
+
+    fn connect(&self) -> impl Future<Output = Result<Connection, Error>> + Send {
+        self.handle.connect()
+    }
+
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, f: F) {
+        self.rt.spawn(f);
+    }
+
+    fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send {
+        self.rt.sleep(d)
+    }
+}
+
+impl EngineConn for Connection {
+    fn call(&self, cmd: Command) -> impl Future<Output = Result<Reply, Error>> + Send {
+        Connection::call(self, cmd)
+    }
+
+    async fn submit(
+        &self,
+        cmd: Command,
+    ) -> Result<impl Future<Output = Result<Reply, Error>> + Send + 'static, Error> {
+        Connection::submit(self, cmd).await
+    }
+
+    async fn next(&self) -> Option<ConnEvent> {
+        self.events.recv().await.ok()
+    }
+
+    fn backlog(&self) -> usize {
+        self.events.len()
+    }
 }

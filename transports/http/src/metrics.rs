@@ -2,7 +2,7 @@
 //!
 //! Counters and the latency histogram count what the engine really did: [`Metrics`] is shown
 //! every input and output of the engine by the executor (it implements the executor's
-//! observer in `tributary-io-tokio`), and counts
+//! observer in `tributary-server`), and counts
 //!
 //! - `events_published_total{stream, event_type}`: events appended (a duplicate is not counted),
 //!   from the append's reply;

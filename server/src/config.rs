@@ -75,7 +75,7 @@
 //! rules = [{ op = "rename", from = "name", to = "customer" }, { op = "add", field = "currency", default = "EUR" }]
 //! ```
 
-use crate::server::store::{PgOptions, StoreSpec};
+use crate::store::{PgOptions, StoreSpec};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

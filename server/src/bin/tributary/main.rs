@@ -15,8 +15,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tributary_io_tokio::server::config::{ConfigError, FileConfig, LogFormat, Overrides, Settings};
-use tributary_io_tokio::server::{logging, serve};
+use tributary_server::config::{ConfigError, FileConfig, LogFormat, Overrides, Settings};
+use tributary_server::{logging, serve};
 
 #[derive(Parser)]
 #[command(

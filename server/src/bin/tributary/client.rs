@@ -8,7 +8,7 @@ use tonic::transport::Channel;
 use tributary_core::StartPosition;
 use tributary_grpc::pb::event_stream_client::EventStreamClient;
 use tributary_grpc::{ms, pb, start_position_to_pb};
-use tributary_io_tokio::server::config::parse_start;
+use tributary_server::config::parse_start;
 
 type Client =
     EventStreamClient<tonic::service::interceptor::InterceptedService<Channel, BearerToken>>;

@@ -2,7 +2,7 @@
 //! (default `info`). Every line about an event carries `stream`, `offset`, `event_id` and
 //! `correlation_id`, and each line a numeric `code` of its area (SPEC 11).
 
-use crate::server::config::LogFormat;
+use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber (once; later calls do nothing).

@@ -1,5 +1,5 @@
-//! An optional journal of the engine's inputs, in the simulator's format
-//! (`tributary_simulation::journal`, postcard), so that an incident recorded in production can
+//! An optional journal of the engine's inputs, in the journal format
+//! (`tributary_journal`, postcard), so that an incident recorded in production can
 //! be replayed and checked by the simulator (`tributary-simulation --journal FILE`).
 //!
 //! Records are encoded and written by a thread of their own; the engine task only hands them
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use tributary_core::{Input, Now};
-use tributary_simulation::journal::{JournalError, JournalHeader, JournalWriter};
+use tributary_journal::{JournalError, JournalHeader, JournalWriter};
 
 /// Records handed over and not yet written, at most.
 const QUEUE: usize = 65_536;

@@ -1,6 +1,6 @@
 //! Journals: the inputs of one engine, recorded so that an incident can be replayed.
 //!
-//! Any driver (the simulator, later the tokio executor) can record what it hands to
+//! Any driver (the simulator, the executor) can record what it hands to
 //! `Engine::handle_input`; the simulator replays a journal step by step and checks it with
 //! the oracles that need only inputs and outputs (`tributary-simulation --journal FILE`).
 //!

@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_stream::wrappers::TcpListenerStream;
 use tributary_core::{Command, Config, ConnEvent, Engine, Error, ReplayItem, Reply};
+use tributary_grpc::Link;
 use tributary_grpc::pb::event_stream_client::EventStreamClient;
 use tributary_grpc::{EngineConn, EngineLink, EventStreamService, ServiceConfig, pb};
-use tributary_io_tokio::server::Link;
-use tributary_io_tokio::server::store::StoreSpec;
 use tributary_io_tokio::{Clock, Connection, ExecutorConfig, TokioRuntime, start};
+use tributary_server::store::StoreSpec;
 
 /// What the server holds for a replay, as the [`Watch`] sees it.
 #[derive(Debug, Default)]

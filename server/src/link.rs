@@ -1,62 +1,8 @@
-//! The transports' way into this executor: the gRPC service's `EngineLink`, the HTTP
-//! transport's `EngineApi`, and the metrics observer.
+//! The transports' way into this executor: the HTTP transport's `EngineApi`, the metrics
+//! observer and the AMQP relay (the gRPC service's is `tributary_grpc::Link`).
 
-use crate::executor::{Connection, Handle, NO_CONN};
-use crate::runtime::Runtime;
-use std::future::Future;
-use std::time::Duration;
-use tributary_core::{Command, ConnEvent, Error, Reply};
-use tributary_grpc::{EngineConn, EngineLink};
-
-/// An executor handle and its runtime, as the gRPC service needs them.
-#[derive(Debug, Clone)]
-pub struct Link<R> {
-    /// The engine task.
-    pub handle: Handle,
-    /// The runtime it runs on.
-    pub rt: R,
-}
-
-impl<R: Runtime> EngineLink for Link<R> {
-    type Conn = Connection;
-
-    fn call(&self, cmd: Command) -> impl Future<Output = Result<Reply, Error>> + Send {
-        self.handle.call(NO_CONN, cmd)
-    }
-
-    fn connect(&self) -> impl Future<Output = Result<Connection, Error>> + Send {
-        self.handle.connect()
-    }
-
-    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, f: F) {
-        self.rt.spawn(f);
-    }
-
-    fn sleep(&self, d: Duration) -> impl Future<Output = ()> + Send {
-        self.rt.sleep(d)
-    }
-}
-
-impl EngineConn for Connection {
-    fn call(&self, cmd: Command) -> impl Future<Output = Result<Reply, Error>> + Send {
-        Connection::call(self, cmd)
-    }
-
-    async fn submit(
-        &self,
-        cmd: Command,
-    ) -> Result<impl Future<Output = Result<Reply, Error>> + Send + 'static, Error> {
-        Connection::submit(self, cmd).await
-    }
-
-    async fn next(&self) -> Option<ConnEvent> {
-        self.events.recv().await.ok()
-    }
-
-    fn backlog(&self) -> usize {
-        self.events.len()
-    }
-}
+use tributary_core::{Command, Error, Reply};
+use tributary_io_tokio::{Handle, NO_CONN};
 
 /// The executor and its store, as the HTTP transport needs them.
 #[derive(Debug, Clone)]
@@ -64,9 +10,9 @@ pub struct HttpLink {
     /// The engine task.
     pub handle: Handle,
     /// The store, for readiness.
-    pub store: crate::server::store::AnyStore,
+    pub store: crate::store::AnyStore,
     /// The engine's journal, when it keeps one, for health and metrics.
-    pub journal: Option<crate::JournalStatus>,
+    pub journal: Option<tributary_io_tokio::JournalStatus>,
 }
 
 impl tributary_http::EngineApi for HttpLink {
@@ -95,7 +41,7 @@ impl tributary_http::EngineApi for HttpLink {
 #[derive(Debug, Clone)]
 pub struct MetricsObserver(pub std::sync::Arc<tributary_http::Metrics>);
 
-impl crate::Observer for MetricsObserver {
+impl tributary_io_tokio::Observer for MetricsObserver {
     fn input(&self, now: tributary_core::Now, input: &tributary_core::Input) {
         self.0.on_input(now, input);
     }
@@ -109,7 +55,7 @@ impl crate::Observer for MetricsObserver {
 #[derive(Debug, Clone)]
 pub(crate) struct AmqpLink(pub(crate) tributary_amqp::AmqpPublisher);
 
-impl crate::Publisher for AmqpLink {
+impl tributary_io_tokio::Publisher for AmqpLink {
     fn publish(
         &self,
         stream: tributary_core::StreamName,

@@ -2,17 +2,18 @@
 //! (management API, health, metrics) on their sockets, tokens and TLS, and a clean stop on
 //! SIGINT or SIGTERM.
 
-use crate::server::config::Settings;
-use crate::server::store::AnyStore;
-use crate::server::{GrpcAuthLayer, HttpLink, Link, MetricsObserver};
-use crate::{Clock, ExecutorConfig, Handle, Journal, NO_CONN, TokioRuntime, start};
+use crate::config::Settings;
+use crate::store::AnyStore;
+use crate::{GrpcAuthLayer, HttpLink, MetricsObserver};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tributary_core::{Command, Config, Engine, Error, Reply};
+use tributary_grpc::Link;
 use tributary_grpc::{EventStreamService, ServiceConfig};
-use tributary_simulation::journal::JournalHeader;
+use tributary_io_tokio::{Clock, ExecutorConfig, Handle, Journal, NO_CONN, TokioRuntime, start};
+use tributary_journal::JournalHeader;
 use tributary_store_api::Store;
 
 /// Why the server could not start or stopped with an error.
@@ -166,7 +167,7 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
             observer: Some(Arc::new(MetricsObserver(metrics.clone()))),
             publisher: settings.amqp.clone().map(|c| {
                 Arc::new(super::link::AmqpLink(tributary_amqp::AmqpPublisher::new(c)))
-                    as Arc<dyn crate::Publisher>
+                    as Arc<dyn tributary_io_tokio::Publisher>
             }),
             ..ExecutorConfig::default()
         },
