@@ -62,6 +62,7 @@ pub use schema::{
 pub use storage::*;
 pub use stream_config::{
     DeliverySemantics, EphemeralLimits, Overflow, RetentionPolicy, Scope, StreamConfig, StreamKind,
+    StreamSpec,
 };
 pub use subscription_config::{
     CommitStrategy, StartPosition, SubscriptionConfig, SubscriptionMode, SubscriptionOptions,

@@ -128,6 +128,51 @@ pub struct StreamConfig {
     pub retention: Option<RetentionPolicy>,
 }
 
+/// A stream as a front-end asks for it (the configuration file, HTTP, gRPC): every field a
+/// client may leave unset is an `Option`, and [`StreamSpec::into_config`] is the one place
+/// where SPEC's defaults fill them in.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamSpec {
+    /// Number of partitions (default 1).
+    pub partitions: Option<u32>,
+    /// Delivery guarantee (default at-least-once).
+    pub delivery: Option<DeliverySemantics>,
+    /// Idempotent-append window (default `Config::default_dedup_window`; zero turns it off).
+    pub dedup_window: Option<Duration>,
+    /// Relayed to the message broker (default internal).
+    pub cross_service: bool,
+    /// In memory only, with these bounds (default persistent).
+    pub ephemeral: Option<EphemeralLimits>,
+    /// Retention of a persistent stream (default the engine's policy).
+    pub retention: Option<RetentionPolicy>,
+}
+
+impl StreamSpec {
+    /// The configuration of stream `name` this asks for, SPEC's defaults filling what is
+    /// unset. Nothing is checked here: the engine checks a configuration when it creates the
+    /// stream (`StreamConfig::validate`).
+    pub fn into_config(self, name: StreamName) -> StreamConfig {
+        let mut c = match self.ephemeral {
+            Some(e) => StreamConfig::ephemeral(name, e.max_events, e.max_bytes, e.overflow),
+            None => StreamConfig::persistent(name),
+        };
+        if let Some(p) = self.partitions {
+            c.partitions = p;
+        }
+        if let Some(d) = self.delivery {
+            c.delivery = d;
+        }
+        if let Some(w) = self.dedup_window {
+            c.dedup_window = w;
+        }
+        if self.cross_service {
+            c.scope = Scope::CrossService;
+        }
+        c.retention = self.retention;
+        c
+    }
+}
+
 impl StreamConfig {
     /// A persistent, single-partition, at-least-once stream with the default dedup window.
     pub fn persistent(name: StreamName) -> Self {
@@ -248,5 +293,61 @@ impl StreamConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name() -> StreamName {
+        StreamName::new("orders").expect("name")
+    }
+
+    #[test]
+    fn an_empty_spec_takes_the_defaults() {
+        let c = StreamSpec::default().into_config(name());
+        assert_eq!(c, StreamConfig::persistent(name()));
+        assert_eq!(c.partitions, 1);
+        assert_eq!(c.delivery, DeliverySemantics::AtLeastOnce);
+        assert_eq!(c.dedup_window, Config::default().default_dedup_window);
+        assert_eq!(c.scope, Scope::Internal);
+        assert_eq!(c.retention, None);
+    }
+
+    #[test]
+    fn every_field_set_is_kept() {
+        let retention = RetentionPolicy {
+            max_age: Some(Duration::from_secs(60)),
+            max_events: Some(5),
+            max_bytes: None,
+            keep_unconsumed: true,
+        };
+        let c = StreamSpec {
+            partitions: Some(4),
+            delivery: Some(DeliverySemantics::ExactlyOnce),
+            dedup_window: Some(Duration::ZERO),
+            cross_service: true,
+            ephemeral: None,
+            retention: Some(retention),
+        }
+        .into_config(name());
+        assert_eq!(c.partitions, 4);
+        assert_eq!(c.delivery, DeliverySemantics::ExactlyOnce);
+        assert_eq!(c.dedup_window, Duration::ZERO);
+        assert_eq!(c.scope, Scope::CrossService);
+        assert_eq!(c.retention, Some(retention));
+        let limits = EphemeralLimits {
+            max_events: 10,
+            max_bytes: 100,
+            overflow: Overflow::DropOldest,
+        };
+        let e = StreamSpec {
+            ephemeral: Some(limits),
+            ..StreamSpec::default()
+        }
+        .into_config(name());
+        assert_eq!(e.kind, StreamKind::Ephemeral(limits));
+        assert!(e.is_ephemeral());
     }
 }

@@ -81,9 +81,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tributary_core::{
-    CleanupWindow, CommitStrategy, Config, DeliverySemantics, Overflow, RetentionPolicy,
-    SchemaRegistration, Scope, StartPosition, StreamConfig, StreamName, SubscriptionConfig,
-    SubscriptionMode, SubscriptionName, SubscriptionOptions, UnixMillis,
+    CleanupWindow, CommitStrategy, Config, DeliverySemantics, EphemeralLimits, Overflow,
+    RetentionPolicy, SchemaRegistration, StartPosition, StreamConfig, StreamName, StreamSpec,
+    SubscriptionConfig, SubscriptionMode, SubscriptionName, SubscriptionOptions, UnixMillis,
 };
 use tributary_http::{HealthThresholds, TlsFiles, Tokens};
 use tributary_store_api::Durability;
@@ -869,35 +869,26 @@ impl StreamDecl {
     /// The stream configuration it declares.
     pub fn to_config(&self) -> Result<StreamConfig, DeclError> {
         let name = StreamName::new(&self.name).map_err(|e| ("name", e.to_string()))?;
-        let mut c = match &self.ephemeral {
-            Some(e) => StreamConfig::ephemeral(
-                name,
-                e.max_events,
-                e.max_bytes,
-                match e.overflow {
-                    OverflowDecl::Reject => Overflow::Reject,
-                    OverflowDecl::DropOldest => Overflow::DropOldest,
-                },
-            ),
-            None => StreamConfig::persistent(name),
-        };
-        if let Some(p) = self.partitions {
-            c.partitions = p;
-        }
-        if let Some(d) = self.delivery {
-            c.delivery = match d {
+        let c = StreamSpec {
+            partitions: self.partitions,
+            delivery: self.delivery.map(|d| match d {
                 Delivery::AtMostOnce => DeliverySemantics::AtMostOnce,
                 Delivery::AtLeastOnce => DeliverySemantics::AtLeastOnce,
                 Delivery::ExactlyOnce => DeliverySemantics::ExactlyOnce,
-            };
+            }),
+            dedup_window: self.dedup_window,
+            cross_service: self.cross_service,
+            ephemeral: self.ephemeral.as_ref().map(|e| EphemeralLimits {
+                max_events: e.max_events,
+                max_bytes: e.max_bytes,
+                overflow: match e.overflow {
+                    OverflowDecl::Reject => Overflow::Reject,
+                    OverflowDecl::DropOldest => Overflow::DropOldest,
+                },
+            }),
+            retention: self.retention.as_ref().map(RetentionDecl::policy),
         }
-        if let Some(w) = self.dedup_window {
-            c.dedup_window = w;
-        }
-        if self.cross_service {
-            c.scope = Scope::CrossService;
-        }
-        c.retention = self.retention.as_ref().map(RetentionDecl::policy);
+        .into_config(name);
         c.validate(&Config::default())
             .map_err(|e| ("", e.to_string()))?;
         Ok(c)

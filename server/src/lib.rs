@@ -8,12 +8,10 @@
 #![warn(missing_docs)]
 
 pub mod config;
-mod grpc_auth;
 mod link;
 pub mod logging;
 mod serve;
 pub mod store;
 
-pub use grpc_auth::{GrpcAuth, GrpcAuthLayer};
 pub use link::{HttpLink, MetricsObserver};
 pub use serve::{Bound, ServeError, bind, serve};

@@ -4,14 +4,14 @@
 
 use crate::config::Settings;
 use crate::store::AnyStore;
-use crate::{GrpcAuthLayer, HttpLink, MetricsObserver};
+use crate::{HttpLink, MetricsObserver};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tributary_core::{Command, Config, Engine, Error, Reply};
-use tributary_grpc::Link;
 use tributary_grpc::{EventStreamService, ServiceConfig};
+use tributary_grpc::{GrpcAuthLayer, Link};
 use tributary_io_tokio::{Clock, ExecutorConfig, Handle, Journal, NO_CONN, TokioRuntime, start};
 use tributary_journal::JournalHeader;
 use tributary_store_api::Store;

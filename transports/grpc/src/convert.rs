@@ -10,8 +10,8 @@ use tributary_core::{
     AppendOutcome, CommitStrategy, ConsumerId, CursorInfo, DeliverySemantics, EphemeralLimits,
     Error, Event, EventId, JSON, NewEvent, Overflow, Position, ReplayFrom, ReplayOptions,
     RetentionPolicy, Rule, SchemaInfo, SchemaRegistration, Scope, StartPosition, StreamConfig,
-    StreamInfo, StreamKind, StreamName, SubscriptionConfig, SubscriptionInfo, SubscriptionMode,
-    SubscriptionName, SubscriptionOptions, UnixMillis,
+    StreamInfo, StreamKind, StreamName, StreamSpec, SubscriptionConfig, SubscriptionInfo,
+    SubscriptionMode, SubscriptionName, SubscriptionOptions, UnixMillis,
 };
 
 fn core_err(e: impl Into<Error>) -> Status {
@@ -117,43 +117,40 @@ pub(crate) fn positions(ps: Vec<pb::Position>) -> Result<Vec<Position>, Status> 
 /// A stream configuration from a create request.
 pub(crate) fn stream_config(r: pb::CreateStreamRequest) -> Result<StreamConfig, Status> {
     let name = stream_name(&r.name)?;
-    let mut c = match r.ephemeral {
-        Some(e) => StreamConfig::ephemeral(
-            name,
-            e.max_events,
-            e.max_bytes,
-            match pb::Overflow::try_from(e.overflow) {
+    let ephemeral = match r.ephemeral {
+        Some(e) => Some(EphemeralLimits {
+            max_events: e.max_events,
+            max_bytes: e.max_bytes,
+            overflow: match pb::Overflow::try_from(e.overflow) {
                 Ok(pb::Overflow::DropOldest) => Overflow::DropOldest,
                 Ok(pb::Overflow::Reject | pb::Overflow::Unspecified) => Overflow::Reject,
                 Err(_) => return Err(invalid("ephemeral.overflow", "unknown value")),
             },
-        ),
-        None => StreamConfig::persistent(name),
+        }),
+        None => None,
     };
-    if r.partitions > 0 {
-        c.partitions = r.partitions;
-    }
-    c.delivery = match pb::DeliverySemantics::try_from(r.delivery) {
-        Ok(pb::DeliverySemantics::AtMostOnce) => DeliverySemantics::AtMostOnce,
-        Ok(pb::DeliverySemantics::AtLeastOnce | pb::DeliverySemantics::Unspecified) => {
-            DeliverySemantics::AtLeastOnce
-        }
-        Ok(pb::DeliverySemantics::ExactlyOnce) => DeliverySemantics::ExactlyOnce,
+    let delivery = match pb::DeliverySemantics::try_from(r.delivery) {
+        Ok(pb::DeliverySemantics::AtMostOnce) => Some(DeliverySemantics::AtMostOnce),
+        Ok(pb::DeliverySemantics::AtLeastOnce) => Some(DeliverySemantics::AtLeastOnce),
+        Ok(pb::DeliverySemantics::ExactlyOnce) => Some(DeliverySemantics::ExactlyOnce),
+        Ok(pb::DeliverySemantics::Unspecified) => None,
         Err(_) => return Err(invalid("delivery", "unknown value")),
     };
-    if let Some(ms) = r.dedup_window_ms {
-        c.dedup_window = Duration::from_millis(ms);
+    Ok(StreamSpec {
+        // Zero is proto3's "unset".
+        partitions: (r.partitions > 0).then_some(r.partitions),
+        delivery,
+        dedup_window: r.dedup_window_ms.map(Duration::from_millis),
+        cross_service: r.cross_service,
+        ephemeral,
+        retention: r.retention.map(|r| RetentionPolicy {
+            max_age: r.max_age_ms.map(Duration::from_millis),
+            max_events: r.max_events,
+            max_bytes: r.max_bytes,
+            keep_unconsumed: r.keep_unconsumed,
+        }),
     }
-    if r.cross_service {
-        c.scope = Scope::CrossService;
-    }
-    c.retention = r.retention.map(|r| RetentionPolicy {
-        max_age: r.max_age_ms.map(Duration::from_millis),
-        max_events: r.max_events,
-        max_bytes: r.max_bytes,
-        keep_unconsumed: r.keep_unconsumed,
-    });
-    Ok(c)
+    .into_config(name))
 }
 
 /// A stream configuration as a create request (what `GetStream` shows).

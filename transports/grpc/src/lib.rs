@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod auth;
 mod codec;
 mod convert;
 mod limit;
@@ -27,6 +28,7 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/client/tributary.v1.rs"));
 }
 
+pub use auth::{GrpcAuth, GrpcAuthLayer};
 pub use convert::{event_to_pb, ms, new_event_from_pb, start_position_to_pb};
 pub use limit::{LimitedBody, LimitedServer, MAX_REQUEST_MESSAGE_BYTES};
 pub use link::{EngineConn, EngineLink, Link};

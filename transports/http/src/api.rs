@@ -13,9 +13,10 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tributary_core::{
-    AppendOutcome, AppendRequest, Command, ConsumerId, CursorInfo, DeliverySemantics, Event,
-    Overflow, Reply, RetentionPolicy, SchemaRegistration, StartPosition, StreamConfig, StreamInfo,
-    StreamKind, StreamName, SubscriptionInfo, SubscriptionMode, SubscriptionName, UnixMillis,
+    AppendOutcome, AppendRequest, Command, ConsumerId, CursorInfo, DeliverySemantics,
+    EphemeralLimits, Event, Overflow, Reply, RetentionPolicy, SchemaRegistration, StartPosition,
+    StreamConfig, StreamInfo, StreamKind, StreamName, StreamSpec, SubscriptionInfo,
+    SubscriptionMode, SubscriptionName, UnixMillis,
 };
 use utoipa::{IntoParams, ToSchema};
 
@@ -201,41 +202,31 @@ pub struct CreateStream {
 impl CreateStream {
     fn config(self) -> Result<StreamConfig, ApiError> {
         let name = StreamName::new(&self.name).map_err(|e| ApiError::from(e).field("name"))?;
-        let mut c = match self.ephemeral {
-            Some(e) => StreamConfig::ephemeral(
-                name,
-                e.max_events,
-                e.max_bytes,
-                match e.overflow {
-                    OverflowView::Reject => Overflow::Reject,
-                    OverflowView::DropOldest => Overflow::DropOldest,
-                },
-            ),
-            None => StreamConfig::persistent(name),
-        };
-        if let Some(p) = self.partitions {
-            c.partitions = p;
-        }
-        if let Some(d) = self.delivery {
-            c.delivery = match d {
+        Ok(StreamSpec {
+            partitions: self.partitions,
+            delivery: self.delivery.map(|d| match d {
                 DeliveryView::AtMostOnce => DeliverySemantics::AtMostOnce,
                 DeliveryView::AtLeastOnce => DeliverySemantics::AtLeastOnce,
                 DeliveryView::ExactlyOnce => DeliverySemantics::ExactlyOnce,
-            };
+            }),
+            dedup_window: self.dedup_window_ms.map(Duration::from_millis),
+            cross_service: self.cross_service,
+            ephemeral: self.ephemeral.map(|e| EphemeralLimits {
+                max_events: e.max_events,
+                max_bytes: e.max_bytes,
+                overflow: match e.overflow {
+                    OverflowView::Reject => Overflow::Reject,
+                    OverflowView::DropOldest => Overflow::DropOldest,
+                },
+            }),
+            retention: self.retention.map(|r| RetentionPolicy {
+                max_age: r.max_age_ms.map(Duration::from_millis),
+                max_events: r.max_events,
+                max_bytes: r.max_bytes,
+                keep_unconsumed: r.keep_unconsumed,
+            }),
         }
-        if let Some(w) = self.dedup_window_ms {
-            c.dedup_window = Duration::from_millis(w);
-        }
-        if self.cross_service {
-            c.scope = tributary_core::Scope::CrossService;
-        }
-        c.retention = self.retention.map(|r| RetentionPolicy {
-            max_age: r.max_age_ms.map(Duration::from_millis),
-            max_events: r.max_events,
-            max_bytes: r.max_bytes,
-            keep_unconsumed: r.keep_unconsumed,
-        });
-        Ok(c)
+        .into_config(name))
     }
 }
 

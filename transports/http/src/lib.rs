@@ -23,10 +23,10 @@ mod error;
 pub mod health;
 pub mod metrics;
 
-pub use auth::{Access, Denied, Tokens, bearer};
 pub use error::{ApiError, ErrorBody};
 pub use health::HealthThresholds;
 pub use metrics::Metrics;
+pub use tributary_auth::{Access, Denied, Tokens, bearer};
 
 use axum::Json;
 use axum::extract::{Request, State};

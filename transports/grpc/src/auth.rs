@@ -1,5 +1,5 @@
 //! Bearer tokens on the gRPC server: a tower layer in front of the service. A call that writes
-//! (see `tributary_grpc::is_read_only`) needs the write token when one is configured; a read
+//! (see [`crate::is_read_only`]) needs the write token when one is configured; a read
 //! needs one of the tokens when a read token is configured. A missing or wrong token is
 //! `UNAUTHENTICATED`, the read token on a writing call `PERMISSION_DENIED`; the call never
 //! reaches the service, so nothing changes.
@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tonic::Status;
-use tributary_http::{Access, Denied, Tokens};
+use tributary_auth::{Access, Denied, Tokens};
 
 /// The layer.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ impl GrpcAuthLayer {
     }
 }
 
-impl<S> tower::Layer<S> for GrpcAuthLayer {
+impl<S> tower_layer::Layer<S> for GrpcAuthLayer {
     type Service = GrpcAuth<S>;
 
     fn layer(&self, inner: S) -> GrpcAuth<S> {
@@ -46,9 +46,9 @@ pub struct GrpcAuth<S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B, R> tower::Service<http::Request<B>> for GrpcAuth<S>
+impl<S, B, R> tower_service::Service<http::Request<B>> for GrpcAuth<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
     R: Default + Send + 'static,
 {
@@ -61,14 +61,14 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let access = if tributary_grpc::is_read_only(req.uri().path()) {
+        let access = if crate::is_read_only(req.uri().path()) {
             Access::Read
         } else {
             Access::Write
         };
         match self
             .tokens
-            .check(tributary_http::bearer(req.headers()), access)
+            .check(tributary_auth::bearer(req.headers()), access)
         {
             Ok(()) => Box::pin(self.inner.call(req)),
             Err(d) => {
