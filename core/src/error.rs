@@ -175,6 +175,17 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A schema version that does not fit the registry as it stands (SPEC 7): not the latest
+    /// plus one, or registered already with another schema or upcaster; nothing changed.
+    #[error("schema {event_type} v{version}: {reason}")]
+    SchemaVersionConflict {
+        /// The event type.
+        event_type: String,
+        /// The version refused.
+        version: u32,
+        /// Why, e.g. "the next version is 4".
+        reason: String,
+    },
     /// A broadcast or read receipt subscription has no position for this consumer.
     #[error(
         "subscription {subscription} on stream {stream} has no position for consumer {consumer}"
@@ -245,6 +256,7 @@ impl Error {
             Error::NotAssigned { .. } => "NOT_ASSIGNED",
             Error::NotHolder { .. } => "NOT_HOLDER",
             Error::SchemaIncompatible { .. } => "SCHEMA_INCOMPATIBLE",
+            Error::SchemaVersionConflict { .. } => "SCHEMA_VERSION_CONFLICT",
             Error::ConsumerNotFound { .. } => "CONSUMER_NOT_FOUND",
             Error::ConsumerAttached(_) => "CONSUMER_ATTACHED",
             Error::ConsumerRemoving(_) => "CONSUMER_REMOVING",
@@ -269,7 +281,8 @@ impl Error {
             | Error::NotAssigned { .. }
             | Error::NotHolder { .. }
             | Error::ConsumerAttached(_)
-            | Error::SchemaIncompatible { .. } => ErrorClass::FailedPrecondition,
+            | Error::SchemaIncompatible { .. }
+            | Error::SchemaVersionConflict { .. } => ErrorClass::FailedPrecondition,
             Error::StreamFull { .. } | Error::Busy { .. } => ErrorClass::ResourceExhausted,
             Error::Truncated { .. } => ErrorClass::OutOfRange,
             Error::Unavailable(_) | Error::ConsumerRemoving(_) => ErrorClass::Unavailable,

@@ -297,14 +297,21 @@ impl SchemaRegistry {
         if version >= 1 && version <= latest {
             return self.register_again(event_type, version, schema, upcaster);
         }
-        if version != latest + 1 {
+        if version == 0 {
             return Err(InvalidInput::Range {
                 field: "version",
-                value: version.into(),
-                min: u64::from(latest) + 1,
-                max: u64::from(latest) + 1,
+                value: 0,
+                min: 1,
+                max: u64::from(u32::MAX),
             }
             .into());
+        }
+        if version != latest + 1 {
+            return Err(Error::SchemaVersionConflict {
+                event_type: event_type.to_string(),
+                version,
+                reason: format!("not the next version: the next is {}", latest + 1),
+            });
         }
         if latest == 0 && self.types.len() >= limits.max_types {
             return Err(Error::Busy {
@@ -388,11 +395,11 @@ impl SchemaRegistry {
         upcaster: Option<Upcaster>,
     ) -> Result<Registered, Error> {
         let refused = || -> Result<Registered, Error> {
-            Err(InvalidInput::Conflict {
-                field: "version",
-                reason: "already registered with another schema or upcaster",
-            }
-            .into())
+            Err(Error::SchemaVersionConflict {
+                event_type: event_type.to_string(),
+                version,
+                reason: "already registered with another schema or upcaster".into(),
+            })
         };
         let Some(v) = self
             .types
@@ -987,11 +994,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             r.register("user", 4, None, None, limits()),
-            Err(Error::Invalid(InvalidInput::Range {
-                field: "version",
-                min: 3,
-                ..
-            }))
+            Err(Error::SchemaVersionConflict { version: 4, reason, .. }) if reason.contains("next is 3")
         ));
     }
 

@@ -245,12 +245,6 @@ impl StreamConfig {
                 });
             }
         }
-        if self.scope == Scope::CrossService && !config.relay_enabled {
-            return Err(InvalidInput::Conflict {
-                field: "scope",
-                reason: "a cross-service stream needs a broker, and none is configured (AMQP url)",
-            });
-        }
         if self.delivery == DeliverySemantics::ExactlyOnce && self.dedup_window.is_zero() {
             return Err(InvalidInput::Conflict {
                 field: "dedup_window",

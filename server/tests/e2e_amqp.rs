@@ -235,7 +235,7 @@ async fn without_a_broker_a_cross_service_stream_is_refused() {
         })
         .await
         .expect_err("no broker");
-    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("scope"), "{}", e.message());
     assert!(e.message().contains("broker"), "{}", e.message());
 }

@@ -124,7 +124,7 @@ async fn client_commands_work_together(b: Backend) {
         &["offsets", "show", "orders", "--subscription", "audit"],
         None,
     );
-    assert_eq!(offsets[0]["mode"], "SUBSCRIPTION_MODE_EXCLUSIVE");
+    assert_eq!(offsets[0]["mode"], "exclusive");
     assert_eq!(
         offsets[0]["cursors"][0]["lag"], 0,
         "everything acknowledged"
@@ -216,7 +216,7 @@ async fn client_commands_work_together(b: Backend) {
         &["offsets", "show", "orders", "--subscription", "r"],
         None,
     );
-    assert_eq!(shown[0]["mode"], "SUBSCRIPTION_MODE_READ_RECEIPT");
+    assert_eq!(shown[0]["mode"], "read_receipt");
     assert_eq!(
         shown[0]["cursors"][0]["lag"], 0,
         "marked read, so acknowledged"
@@ -265,7 +265,10 @@ async fn client_commands_work_together(b: Backend) {
     assert_eq!(schemas[0]["event_type"], "note");
     assert_eq!(schemas[0]["versions"].as_array().map(Vec::len), Some(2));
 
-    assert_eq!(ok(&server, &["stream", "list"], None).len(), 1);
+    let streams = ok(&server, &["stream", "list"], None);
+    assert_eq!(streams.len(), 1);
+    // Enum values are spelled as in the configuration and the HTTP API.
+    assert_eq!(streams[0]["delivery"], "at_least_once");
     ok(&server, &["stream", "delete", "orders"], None);
     let e = fails(&server, &["stream", "show", "orders"], None);
     assert!(e.contains("NotFound"), "{e}");
@@ -311,7 +314,7 @@ async fn declared_streams_exist_at_start(b: Backend) {
         &["offsets", "show", "declared", "--subscription", "reader"],
         None,
     );
-    assert_eq!(subs[0]["mode"], "SUBSCRIPTION_MODE_EXCLUSIVE");
+    assert_eq!(subs[0]["mode"], "exclusive");
     let published = ok(
         &server,
         &["publish", "declared", "--type", "t"],

@@ -16,7 +16,7 @@ use crate::event::{Event, NewEvent, validate_batch};
 use crate::ids::{EventId, SubId};
 use crate::names::StreamName;
 use crate::storage::{AppendWrite, DedupRecord, StorageReply, StorageRequest, StorageResult};
-use crate::stream_config::{DeliverySemantics, Overflow, StreamConfig, StreamKind};
+use crate::stream_config::{DeliverySemantics, Overflow, Scope, StreamConfig, StreamKind};
 use crate::time::{MonoNanos, UnixMillis};
 use rand_core::RngCore;
 use std::collections::{BTreeSet, VecDeque};
@@ -221,6 +221,17 @@ impl Engine {
     pub(crate) fn create_stream(&mut self, origin: Origin, config: StreamConfig) {
         if let Err(e) = config.validate(&self.cfg) {
             return self.reply_to(origin, Err(e.into()));
+        }
+        // A fact of this server, not of the request: the same request succeeds on a server
+        // with a broker.
+        if config.scope == Scope::CrossService && !self.cfg.relay_enabled {
+            return self.reply_to(
+                origin,
+                Err(Error::FailedPrecondition {
+                    stream: config.name,
+                    reason: "scope cross-service needs a broker, and none is configured (AMQP url)",
+                }),
+            );
         }
         if self.streams.contains_key(&config.name) {
             return self.reply_to(origin, Err(Error::StreamExists(config.name)));

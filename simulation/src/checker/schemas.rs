@@ -154,8 +154,9 @@ impl Checker {
             Err(Error::SchemaIncompatible { field, version, .. }) => {
                 self.judge_refusal(reg, *version, field);
             }
-            // Refused for its content (not for load: `Busy`, `Unavailable`).
-            Err(e @ Error::Invalid(_)) => {
+            // Refused for its content or for the registry's state (not for load: `Busy`,
+            // `Unavailable`).
+            Err(e @ (Error::Invalid(_) | Error::SchemaVersionConflict { .. })) => {
                 if let Some(a) = self.schemas_acked.get(&key)
                     && a.schema == reg.schema
                     && a.rules == reg.rules

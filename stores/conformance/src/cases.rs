@@ -1641,13 +1641,7 @@ pub async fn registered_schemas_survive_a_restart<S: Store>(s: &S) {
     };
     let r = d.cmd(Command::RegisterSchema(other)).await;
     assert!(
-        matches!(
-            r,
-            Err(Error::Invalid(InvalidInput::Conflict {
-                field: "version",
-                ..
-            }))
-        ),
+        matches!(r, Err(Error::SchemaVersionConflict { version: 2, .. })),
         "version 2 with other rules: {r:?}"
     );
     let stream = name("users");

@@ -91,6 +91,14 @@ fn metadata_of(e: &Error) -> HashMap<String, String> {
             put("version", version.to_string());
             put("field", field.clone());
         }
+        Error::SchemaVersionConflict {
+            event_type,
+            version,
+            ..
+        } => {
+            put("event_type", event_type.clone());
+            put("version", version.to_string());
+        }
         Error::NotAssigned {
             consumer,
             partition,

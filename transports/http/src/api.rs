@@ -2,10 +2,10 @@
 //! dead letters, as JSON. Every handler translates to the engine's commands; bad input is a 4xx
 //! with an [`ErrorBody`] and changes nothing.
 
-use crate::error::{ApiError, ErrorBody, JsonBody};
+use crate::error::{ApiError, ApiPath, ApiQuery, ErrorBody, JsonBody};
 use crate::{AppState, now_millis};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tributary_core::{
     AppendOutcome, AppendRequest, Command, ConsumerId, CursorInfo, DeliverySemantics,
-    EphemeralLimits, Event, Overflow, Reply, RetentionPolicy, SchemaRegistration, StartPosition,
-    StreamConfig, StreamInfo, StreamKind, StreamName, StreamSpec, SubscriptionInfo,
+    EphemeralLimits, Event, Overflow, Reply, RetentionPolicy, Rule, SchemaRegistration,
+    StartPosition, StreamConfig, StreamInfo, StreamKind, StreamName, StreamSpec, SubscriptionInfo,
     SubscriptionMode, SubscriptionName, UnixMillis,
 };
 use utoipa::{IntoParams, ToSchema};
@@ -42,8 +42,10 @@ pub struct PartitionView {
 #[serde(deny_unknown_fields)]
 pub struct EphemeralView {
     /// Most events held.
+    #[schema(minimum = 1)]
     pub max_events: u64,
     /// Most bytes held.
+    #[schema(minimum = 1)]
     pub max_bytes: u64,
     /// `reject` (default) or `drop_oldest` when full.
     #[serde(default)]
@@ -168,10 +170,13 @@ impl From<&StreamInfo> for StreamView {
 #[serde(deny_unknown_fields)]
 pub struct RetentionBody {
     /// Events older than this (ms) go.
+    #[schema(minimum = 1)]
     pub max_age_ms: Option<u64>,
     /// At most this many events per partition.
+    #[schema(minimum = 1)]
     pub max_events: Option<u64>,
     /// At most this many bytes per partition.
+    #[schema(minimum = 1)]
     pub max_bytes: Option<u64>,
     /// Never remove what a subscription has not acknowledged.
     #[serde(default)]
@@ -183,8 +188,15 @@ pub struct RetentionBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateStream {
     /// `[a-z0-9][a-z0-9._-]{0,127}`.
+    #[schema(
+        pattern = r"^[a-z0-9][a-z0-9._-]{0,127}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub name: String,
-    /// Partitions (1).
+    /// Partitions (1; at most the server's `max_partitions`, 1024 by default; ephemeral
+    /// streams have one).
+    #[schema(minimum = 1, maximum = 1024)]
     pub partitions: Option<u32>,
     /// Delivery semantics (`at_least_once`).
     pub delivery: Option<DeliveryView>,
@@ -353,8 +365,9 @@ pub struct ConsumerView {
     pub shared_position: bool,
 }
 
-/// Where to move a consumer: exactly one of `offset` and `timestamp`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// Where to move a consumer: exactly one of `offset` and `timestamp` (its OpenAPI schema is
+/// written out in `crate::doc`, as a `oneOf`).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResetOffset {
     /// The offset to read next, in every partition (at most the stream's last offset + 1).
@@ -391,19 +404,72 @@ pub struct SchemaView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterSchema {
-    /// The event type.
+    /// The event type (1 to 256 bytes, the server's `max_event_type_bytes`).
+    #[schema(min_length = 1, max_length = 256)]
     pub event_type: String,
-    /// The version.
+    /// The version: the latest registered plus one (1 for a new type); another is refused
+    /// with 409 `SCHEMA_VERSION_CONFLICT`, unless it is a registered version again, unchanged.
+    #[schema(minimum = 1)]
     pub version: u32,
     /// Its JSON Schema.
     #[schema(value_type = Option<Object>)]
     pub schema: Option<Value>,
-    /// Upcasting rules from the version before: `rename` (from, to), `add` (field, default),
-    /// `remove` (field), `set` (field, value), `copy` (from, to), e.g.
+    /// Upcasting rules from the version before (none for version 1), e.g.
     /// `{"op": "rename", "from": "name", "to": "customer"}`.
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
-    pub rules: Vec<Value>,
+    pub rules: Vec<RuleView>,
+}
+
+/// One upcasting rule (SPEC 7). Fields are top-level keys of the JSON object, or dotted paths
+/// (`"address.city"`) into nested objects.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RuleView {
+    /// Moves `from` to `to` (replacing `to`), if `from` is there.
+    Rename {
+        /// The old field.
+        from: String,
+        /// The new field.
+        to: String,
+    },
+    /// Sets `field` to `default` if it is missing.
+    Add {
+        /// The field.
+        field: String,
+        /// Its value when missing.
+        default: Value,
+    },
+    /// Removes `field`.
+    Remove {
+        /// The field.
+        field: String,
+    },
+    /// Sets `field` to `value`, always.
+    Set {
+        /// The field.
+        field: String,
+        /// Its value.
+        value: Value,
+    },
+    /// Copies `from` to `to` (replacing `to`), if `from` is there.
+    Copy {
+        /// The source field.
+        from: String,
+        /// The target field.
+        to: String,
+    },
+}
+
+impl From<RuleView> for Rule {
+    fn from(r: RuleView) -> Rule {
+        match r {
+            RuleView::Rename { from, to } => Rule::Rename { from, to },
+            RuleView::Add { field, default } => Rule::Add { field, default },
+            RuleView::Remove { field } => Rule::Remove { field },
+            RuleView::Set { field, value } => Rule::Set { field, value },
+            RuleView::Copy { from, to } => Rule::Copy { from, to },
+        }
+    }
 }
 
 /// A dead letter.
@@ -488,6 +554,7 @@ pub struct DeadLetterQuery {
     /// First offset in the dead letter stream (0).
     pub from: Option<u64>,
     /// Most dead letters (100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -496,11 +563,13 @@ pub struct DeadLetterQuery {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayDeadLetters {
-    /// These offsets of the dead letter stream.
+    /// These offsets of the dead letter stream (1 to 1000 of them).
+    #[schema(min_items = 1, max_items = 1000)]
     pub offsets: Option<Vec<u64>>,
     /// From this offset (0).
     pub from: Option<u64>,
     /// At most this many (100, at most 1000).
+    #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -605,7 +674,7 @@ pub async fn create_stream(
         (status = 404, description = "No such stream", body = ErrorBody)))]
 pub async fn get_stream(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<StreamView>, ApiError> {
     let info = describe_stream(&st, &stream_name(&name)?).await?;
     Ok(Json(StreamView::from(&info)))
@@ -620,7 +689,7 @@ pub async fn get_stream(
         (status = 404, description = "No such stream", body = ErrorBody)))]
 pub async fn delete_stream(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let name = stream_name(&name)?;
     st.engine.call(Command::DeleteStream(name.clone())).await?;
@@ -638,7 +707,7 @@ pub async fn delete_stream(
         (status = 404, description = "No such stream", body = ErrorBody)))]
 pub async fn list_subscriptions(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Vec<SubscriptionView>>, ApiError> {
     let name = stream_name(&name)?;
     match st.engine.call(Command::ListSubscriptions(name)).await? {
@@ -656,7 +725,7 @@ pub async fn list_subscriptions(
         (status = 404, description = "No such stream or subscription", body = ErrorBody)))]
 pub async fn get_subscription(
     State(st): State<AppState>,
-    Path((name, id)): Path<(String, String)>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
     let info = describe_subscription(&st, &stream_name(&name)?, &sub_name(&id)?).await?;
     Ok(Json(SubscriptionView::from(&info)))
@@ -746,7 +815,7 @@ fn all_partitions(c: &CursorInfo, only: Option<&[u32]>) -> Vec<PartitionOffset> 
         (status = 404, description = "No such stream, subscription or consumer", body = ErrorBody)))]
 pub async fn get_consumer(
     State(st): State<AppState>,
-    Path((name, id, consumer)): Path<(String, String, String)>,
+    ApiPath((name, id, consumer)): ApiPath<(String, String, String)>,
 ) -> Result<Json<ConsumerView>, ApiError> {
     let (stream, sub, c) = (stream_name(&name)?, sub_name(&id)?, consumer_id(&consumer)?);
     let info = describe_subscription(&st, &stream, &sub).await?;
@@ -772,7 +841,7 @@ pub async fn get_consumer(
         (status = 503, description = "Its removal is under way (CONSUMER_REMOVING), or the store is away", body = ErrorBody)))]
 pub async fn remove_consumer(
     State(st): State<AppState>,
-    Path((name, id, consumer)): Path<(String, String, String)>,
+    ApiPath((name, id, consumer)): ApiPath<(String, String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let (stream, sub, c) = (stream_name(&name)?, sub_name(&id)?, consumer_id(&consumer)?);
     st.engine
@@ -836,7 +905,7 @@ async fn reset_target(
         (status = 404, description = "No such stream, subscription or consumer (exclusive and consumer group: not attached; use the subscription's reset-offset)", body = ErrorBody)))]
 pub async fn reset_offset(
     State(st): State<AppState>,
-    Path((name, id, consumer)): Path<(String, String, String)>,
+    ApiPath((name, id, consumer)): ApiPath<(String, String, String)>,
     JsonBody(body): JsonBody<ResetOffset>,
 ) -> Result<Json<ConsumerView>, ApiError> {
     let (stream, sub, c) = (stream_name(&name)?, sub_name(&id)?, consumer_id(&consumer)?);
@@ -885,7 +954,7 @@ pub async fn reset_offset(
         (status = 404, description = "No such stream or subscription", body = ErrorBody)))]
 pub async fn reset_subscription_offset(
     State(st): State<AppState>,
-    Path((name, id)): Path<(String, String)>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
     JsonBody(body): JsonBody<ResetOffset>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
     let (stream, sub) = (stream_name(&name)?, sub_name(&id)?);
@@ -947,7 +1016,7 @@ pub async fn list_schemas(State(st): State<AppState>) -> Result<Json<Vec<SchemaV
         (status = 404, description = "Not registered", body = ErrorBody)))]
 pub async fn get_schema(
     State(st): State<AppState>,
-    Path(event_type): Path<String>,
+    ApiPath(event_type): ApiPath<String>,
 ) -> Result<Json<SchemaView>, ApiError> {
     schemas(&st)
         .await?
@@ -975,15 +1044,7 @@ pub async fn register_schema(
     State(st): State<AppState>,
     JsonBody(body): JsonBody<RegisterSchema>,
 ) -> Result<(StatusCode, Json<SchemaView>), ApiError> {
-    let rules = body
-        .rules
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            serde_json::from_value(r)
-                .map_err(|e| ApiError::bad_request(&format!("rules[{i}]"), e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let rules = body.rules.into_iter().map(Rule::from).collect();
     let event_type = body.event_type.clone();
     let version = body.version;
     st.engine
@@ -995,7 +1056,7 @@ pub async fn register_schema(
         }))
         .await?;
     tracing::info!(code = 6000, event_type = %event_type, version, via = "http", "schema registered");
-    let Json(view) = get_schema(State(st), Path(event_type)).await?;
+    let Json(view) = get_schema(State(st), ApiPath(event_type)).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -1066,8 +1127,8 @@ fn limit_of(limit: Option<u32>) -> Result<u32, ApiError> {
         (status = 404, description = "No such stream", body = ErrorBody)))]
 pub async fn list_dead_letters(
     State(st): State<AppState>,
-    Path(name): Path<String>,
-    Query(q): Query<DeadLetterQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeadLetterQuery>,
 ) -> Result<Json<DeadLetterPage>, ApiError> {
     let limit = limit_of(q.limit)?;
     let (stream, dlq) = dead_letter_stream(&st, &name).await?;
@@ -1096,7 +1157,7 @@ pub async fn list_dead_letters(
         (status = 404, description = "No such stream, or no dead letter at an offset named", body = ErrorBody)))]
 pub async fn replay_dead_letters(
     State(st): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     JsonBody(body): JsonBody<ReplayDeadLetters>,
 ) -> Result<Json<ReplayResult>, ApiError> {
     let (stream, dlq) = dead_letter_stream(&st, &name).await?;

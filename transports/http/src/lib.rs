@@ -19,6 +19,7 @@
 
 pub mod api;
 mod auth;
+mod doc;
 mod error;
 pub mod health;
 pub mod metrics;
@@ -104,8 +105,8 @@ pub(crate) fn now_millis() -> UnixMillis {
         title = "Tributary management API",
         description = "See and steer a running Tributary: streams, subscriptions, consumers, \
                        offset resets, schemas, dead letters, health and metrics (SPEC 11). \
-                       When a token is configured, mutating requests need \
-                       `Authorization: Bearer <token>`.",
+                       Each operation names the bearer token it needs, if any, for this \
+                       server's configuration.",
         license(name = "Apache-2.0")
     ),
     tags(
@@ -118,40 +119,8 @@ pub(crate) fn now_millis() -> UnixMillis {
 )]
 struct ApiDoc;
 
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-        let req =
-            utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new());
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            if !path.starts_with("/api") {
-                continue;
-            }
-            for op in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                op.security = Some(vec![req.clone()]);
-            }
-        }
-    }
-}
-
 /// Builds the routes and their OpenAPI document.
-fn routes(state: AppState, tokens: Arc<Tokens>) -> (axum::Router, utoipa::openapi::OpenApi) {
+fn routes(state: AppState, tokens: Arc<Tokens>) -> (axum::Router, serde_json::Value) {
     let api = OpenApiRouter::new()
         .routes(routes!(api::list_streams, api::create_stream))
         .routes(routes!(api::get_stream, api::delete_stream))
@@ -164,7 +133,10 @@ fn routes(state: AppState, tokens: Arc<Tokens>) -> (axum::Router, utoipa::openap
         .routes(routes!(api::get_schema))
         .routes(routes!(api::list_dead_letters))
         .routes(routes!(api::replay_dead_letters))
-        .layer(axum::middleware::from_fn_with_state(tokens, auth::require));
+        .layer(axum::middleware::from_fn_with_state(
+            tokens.clone(),
+            auth::require,
+        ));
     let ops = OpenApiRouter::new()
         .routes(routes!(live))
         .routes(routes!(ready))
@@ -177,12 +149,14 @@ fn routes(state: AppState, tokens: Arc<Tokens>) -> (axum::Router, utoipa::openap
         .fallback(not_found)
         .with_state(state)
         .split_for_parts();
-    utoipa::Modify::modify(&BearerAuth, &mut doc);
-    (router, doc)
+    utoipa::Modify::modify(&doc::Finish { tokens: &tokens }, &mut doc);
+    let mut doc = serde_json::to_value(&doc).unwrap_or_default();
+    doc::cross_field_rules(&mut doc);
+    (router.method_not_allowed_fallback(method_not_allowed), doc)
 }
 
-/// The OpenAPI document of everything [`router`] serves.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document of everything [`router`] serves (on a server without tokens).
+pub fn openapi() -> serde_json::Value {
     struct Nothing;
     impl EngineApi for Nothing {
         fn call(&self, _: Command) -> BoxFuture<Result<Reply, Error>> {
@@ -217,8 +191,16 @@ pub fn router(
         openapi: openapi.clone(),
     };
     let (router, doc) = routes(state, Arc::new(config.tokens));
-    let _ = openapi.set(doc.to_pretty_json().unwrap_or_default());
+    let _ = openapi.set(serde_json::to_string_pretty(&doc).unwrap_or_default());
     router
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("{} does not serve {}", req.uri().path(), req.method()),
+    )
 }
 
 async fn not_found(req: Request) -> ApiError {

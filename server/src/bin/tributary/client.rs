@@ -169,13 +169,22 @@ pub enum OverflowArg {
     DropOldest,
 }
 
+/// A proto enum value as people write it in the configuration and the HTTP API:
+/// `DELIVERY_SEMANTICS_AT_LEAST_ONCE` is `at_least_once`.
+fn spoken(proto_name: &str, prefix: &str) -> String {
+    proto_name
+        .strip_prefix(prefix)
+        .unwrap_or(proto_name)
+        .to_ascii_lowercase()
+}
+
 fn stream_json(s: &pb::StreamInfo) -> Value {
     let c = s.config.clone().unwrap_or_default();
     json!({
         "name": c.name,
         "kind": if c.ephemeral.is_some() { "ephemeral" } else { "persistent" },
         "partitions": s.partitions.iter().map(|p| json!({"partition": p.partition, "first": p.first, "next": p.next})).collect::<Vec<_>>(),
-        "delivery": pb::DeliverySemantics::try_from(c.delivery).map(|d| d.as_str_name()).unwrap_or("?"),
+        "delivery": pb::DeliverySemantics::try_from(c.delivery).map_or("?".into(), |d| spoken(d.as_str_name(), "DELIVERY_SEMANTICS_")),
         "dedup_window_ms": c.dedup_window_ms,
         "cross_service": c.cross_service,
         "length": s.length,
@@ -720,7 +729,7 @@ pub async fn offsets(cmd: OffsetsCmd) -> Result<(), String> {
             print(&json!({
                 "stream": c.stream,
                 "subscription": c.name,
-                "mode": pb::SubscriptionMode::try_from(c.mode).map(|m| m.as_str_name()).unwrap_or("?"),
+                "mode": pb::SubscriptionMode::try_from(c.mode).map_or("?".into(), |m| spoken(m.as_str_name(), "SUBSCRIPTION_MODE_")),
                 "attached": i.attached,
                 "cursors": i.cursors.iter().map(|c| json!({
                     "consumer": (!c.consumer.is_empty()).then_some(&c.consumer),
