@@ -7,7 +7,7 @@
 //!   versions before 6 are moved into record batches at open ([`UpgradeError`] if they cannot
 //!   be).
 //! - Events are stored in record batches: one row per partition and append, its events encoded
-//!   in one value (`tributary_store_api::batches`), so the database writes a row and an index
+//!   in one value (`tributary_store_sql::batches`), so the database writes a row and an index
 //!   entry per batch, not per event.
 //! - Appends are one statement each: the batches by a multi-row `INSERT ... SELECT` of unnested
 //!   arrays, written only if none overlaps a stored batch, then the dedup ids, then one
@@ -37,7 +37,7 @@ mod upgrade;
 
 pub use inbox::{Inbox, InboxKey};
 pub use notify::{Notifications, Wakeup};
-pub use tributary_store_api::UpgradeError;
+pub use tributary_store_sql::UpgradeError;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -46,8 +46,10 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tributary_core::{CursorRecord, StorageRequest, StorageResult, StreamName};
-pub use tributary_store_api::{DELETE_BATCH, Durability, PREDECESSOR_TIMEOUT};
-use tributary_store_api::{SaveQueue, Store, WriteChains};
+use tributary_store_api::Store;
+pub use tributary_store_api::{Durability, PREDECESSOR_TIMEOUT};
+pub use tributary_store_sql::DELETE_BATCH;
+use tributary_store_sql::{SaveQueue, WriteChains};
 
 /// A pooled connection idle this long is pinged before it is handed out again.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);

@@ -10,7 +10,7 @@ use tributary_core::{
     StorageError, StorageReply, StorageRequest, StorageResult, StreamConfig, StreamName, SubId,
     SubscriptionRecord, UnixMillis,
 };
-use tributary_store_api::{
+use tributary_store_sql::{
     CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS, RECOVER_SUBSCRIPTIONS,
     RelayRow, SqlBatches, SubscriptionRow, codec, committed, dedup_record, encode_acked,
     existing_stream, failed, i32_of, i64_of, receipt_record, recovered, to_json,
@@ -594,7 +594,7 @@ impl PgStore {
 
     /// Queues the save, then, with the turn to write cursor saves, writes every queued save
     /// (its own, unless a save before it took it) in one statement; see
-    /// [`tributary_store_api::SaveQueue`].
+    /// [`tributary_store_sql::SaveQueue`].
     async fn save_cursor(&self, c: &CursorRecord) -> StorageResult {
         let answer = self.cursor_saves.push(c.clone());
         {

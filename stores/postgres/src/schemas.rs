@@ -2,7 +2,7 @@
 
 use crate::PgStore;
 use tributary_core::{SchemaRecord, StorageError, StorageResult};
-use tributary_store_api::{SchemaRow, codec, committed, failed, schema_columns, schema_record};
+use tributary_store_sql::{SchemaRow, codec, committed, failed, schema_columns, schema_record};
 
 impl PgStore {
     /// Upserts schema versions in one transaction.

@@ -16,7 +16,7 @@
 //!   itself: the WAL stays within the threshold and an append or two, while no read holds an
 //!   older snapshot (`checkpoint.rs`).
 //! - Events are stored in record batches (migration 0007): one row per partition and append,
-//!   its events encoded together (`tributary_store_api::batches`). An append is one
+//!   its events encoded together (`tributary_store_sql::batches`). An append is one
 //!   transaction of multi-row `INSERT` statements, sent as one command when it is not large;
 //!   the core merges the appends of many producers into one request per stream (group commit).
 //!   A trigger refuses a batch that overlaps a stored one, so an append of taken offsets writes
@@ -47,8 +47,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tributary_core::{CursorRecord, StorageRequest, StorageResult, StreamName};
-pub use tributary_store_api::{DELETE_BATCH, Durability, PREDECESSOR_TIMEOUT, UpgradeError};
-use tributary_store_api::{SaveQueue, SqlBatches, Store, WriteChains};
+use tributary_store_api::Store;
+pub use tributary_store_api::{Durability, PREDECESSOR_TIMEOUT};
+pub use tributary_store_sql::{DELETE_BATCH, UpgradeError};
+use tributary_store_sql::{SaveQueue, SqlBatches, WriteChains};
 
 /// Where the database is and how it is used.
 #[derive(Debug, Clone)]

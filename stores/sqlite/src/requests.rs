@@ -15,7 +15,7 @@ use tributary_core::{
     RelayRecord, SchemaRecord, StorageError, StorageReply, StorageRequest, StorageResult,
     StreamConfig, StreamName, SubId, SubscriptionRecord, UnixMillis,
 };
-use tributary_store_api::{
+use tributary_store_sql::{
     CursorRow, EventBatch, HeadRow, RECOVER_CURSORS, RECOVER_HEADS, RECOVER_RELAYS,
     RECOVER_SUBSCRIPTIONS, RelayRow, SchemaRow, SqlBatches, SubscriptionRow, batches, codec,
     committed, dedup_record, existing_stream, failed, i64_of, receipt_record, recovered,
@@ -716,7 +716,7 @@ impl SqliteStore {
     }
 
     /// Queues the save, then, holding the writer connection, writes every queued save (its
-    /// own, unless a save before it took it); see [`tributary_store_api::SaveQueue`].
+    /// own, unless a save before it took it); see [`tributary_store_sql::SaveQueue`].
     async fn save_cursor(&self, c: &CursorRecord) -> StorageResult {
         let answer = self.cursor_saves.push(c.clone());
         match self.writer.hold().await {
