@@ -3,8 +3,10 @@
 //! What the SQL stores (SQLite, PostgreSQL) share, over sqlx's `Database` and without an async
 //! runtime of its own: the row codec (events, configurations and positions encoded the same
 //! way), the record batches and their statements ([`SqlBatches`]), the order of pipelined
-//! appends ([`WriteChains`]), cursor saves written together ([`SaveQueue`]), and the mapping of
-//! sqlx errors to the core's outcomes.
+//! appends ([`WriteChains`]), cursor saves written together ([`SaveQueue`]), the mapping of
+//! sqlx errors to the core's outcomes, and one store ([`SqlStore`]) that carries out every
+//! request, given a [`Dialect`]: the connections, the SQL that differs and the requests each
+//! database writes its own way (`tributary-store-sqlite`, `tributary-store-postgres`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -16,6 +18,7 @@ mod codec;
 mod records;
 mod save_queue;
 mod sql_errors;
+mod store;
 
 pub use batch::{BATCH_BYTES, EventBatch, batch, batches, decode_batch, retained_bytes};
 pub use batch_sql::{RECOVER_HEADS, SqlBatches, UpgradeError};
@@ -32,6 +35,7 @@ pub use records::{
 };
 pub use save_queue::{Answer, Batch, SaveQueue, Single};
 pub use sql_errors::{codec, committed, failed};
+pub use store::{Conn, DedupRow, Dialect, ReceiptRow, SqlStore};
 pub use tributary_store_api::PREDECESSOR_TIMEOUT;
 
 /// Rows removed per statement when a deleted stream's events are cleaned up, so that no
