@@ -1,8 +1,8 @@
 //! # tributary-store-api
 //!
-//! What every store shares: the [`Store`] trait that executors drive (runtime-neutral: it
-//! returns a `Send` future and names no runtime), and the row codec of the SQL stores, so that
-//! SQLite and PostgreSQL encode events, configurations and positions the same way.
+//! The [`Store`] trait that executors drive, and the contract every store keeps. It names no
+//! runtime and no database: a store returns a `Send` future, and the SQL stores' shared layer
+//! lives in `tributary-store-sql`.
 //!
 //! ## The contract a store keeps (see `tributary_core::StorageRequest`)
 //!
@@ -12,37 +12,18 @@
 //! - Writes are idempotent when repeated with the same content: an `Append` of events already
 //!   stored at those offsets with the same ids succeeds without writing; other events there
 //!   are a `Conflict`, and nothing of the request is written.
+//! - A pipelined append (`AppendWrite::after`) commits only once the append it names has
+//!   committed; when that one did not commit, or did not finish within
+//!   [`PREDECESSOR_TIMEOUT`], it fails (`Unavailable`) writing nothing.
 //! - A cursor of a subscription that does not exist is `NotFound`.
 //! - One engine owns a store's streams at a time.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod batch;
-mod batch_sql;
-mod chain;
-mod codec;
 mod durability;
-mod records;
-mod save_queue;
-mod sql_errors;
 
-pub use batch::{BATCH_BYTES, EventBatch, batch, batches, decode_batch, retained_bytes};
-pub use batch_sql::{RECOVER_HEADS, SqlBatches, UpgradeError};
-pub use chain::{Finish, PredecessorFailed, WriteChains};
-pub use codec::{
-    CodecError, EventRow, decode_acked, decode_event, encode_acked, encode_headers, from_json,
-    to_json,
-};
 pub use durability::{BadDurability, Durability};
-pub use records::{
-    CursorRow, HeadRow, RECOVER_CURSORS, RECOVER_RELAYS, RECOVER_SUBSCRIPTIONS, RelayRow,
-    SchemaRow, SubscriptionRow, cursor_record, dedup_record, existing_stream, i32_of, i64_of,
-    next_offset, partition_head, receipt_record, recovered, schema_columns, schema_record,
-    subscription_record, u64_of,
-};
-pub use save_queue::{Answer, Batch, SaveQueue, Single};
-pub use sql_errors::{codec, committed, failed};
 
 use std::future::Future;
 use std::time::Duration;
@@ -50,9 +31,6 @@ use tributary_core::{StorageRequest, StorageResult};
 
 /// Longest wait of a pipelined append for the one it follows (then it fails, writing nothing).
 pub const PREDECESSOR_TIMEOUT: Duration = Duration::from_secs(30);
-/// Rows removed per statement when a deleted stream's events are cleaned up, so that no
-/// statement holds its locks for long.
-pub const DELETE_BATCH: i64 = 10_000;
 
 /// A store: carries out the core's storage requests. Requests may run concurrently; the core
 /// never sends two that conflict (one append in flight per stream, one save per cursor).

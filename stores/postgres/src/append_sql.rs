@@ -1,5 +1,5 @@
 //! An append as one statement: its record batches (one per partition, see
-//! [`tributary_store_api::batches`]), its dedup ids and the notification.
+//! [`tributary_store_sql::batches`]), its dedup ids and the notification.
 //!
 //! The batches go in as one array per column, unnested by the server in the select list
 //! (`SELECT unnest($4), unnest($5), ...`, run in step), so the rows stream into the insert.
@@ -14,7 +14,7 @@ use sqlx::Postgres;
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use tributary_core::{AppendWrite, StorageError};
-use tributary_store_api::{EventBatch, batches, codec, i32_of, i64_of};
+use tributary_store_sql::{EventBatch, batches, codec, i32_of, i64_of};
 
 /// The statement without dedup ids.
 const APPEND: &str = r#"WITH new AS (

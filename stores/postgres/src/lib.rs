@@ -7,7 +7,7 @@
 //!   versions before 6 are moved into record batches at open ([`UpgradeError`] if they cannot
 //!   be).
 //! - Events are stored in record batches: one row per partition and append, its events encoded
-//!   in one value (`tributary_store_api::batches`), so the database writes a row and an index
+//!   in one value (`tributary_store_sql::batches`), so the database writes a row and an index
 //!   entry per batch, not per event.
 //! - Appends are one statement each: the batches by a multi-row `INSERT ... SELECT` of unnested
 //!   arrays, written only if none overlaps a stored batch, then the dedup ids, then one
@@ -29,31 +29,27 @@
 #![warn(missing_docs)]
 
 mod append_sql;
+mod dialect;
 mod inbox;
 mod notify;
-mod requests;
-mod schemas;
 mod upgrade;
 
 pub use inbox::{Inbox, InboxKey};
 pub use notify::{Notifications, Wakeup};
-pub use tributary_store_api::UpgradeError;
+pub use tributary_store_sql::UpgradeError;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tributary_core::{CursorRecord, StorageRequest, StorageResult, StreamName};
-pub use tributary_store_api::{DELETE_BATCH, Durability, PREDECESSOR_TIMEOUT};
-use tributary_store_api::{SaveQueue, Store, WriteChains};
+use tributary_core::{StorageRequest, StorageResult};
+use tributary_store_api::Store;
+pub use tributary_store_api::{Durability, PREDECESSOR_TIMEOUT};
+pub use tributary_store_sql::DELETE_BATCH;
+use tributary_store_sql::SqlStore;
 
 /// A pooled connection idle this long is pinged before it is handed out again.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
-
-/// The most cursor saves written in one statement (see [`SaveQueue`]).
-const CURSORS_PER_STATEMENT: usize = 64;
 
 /// The channel of the wake-up notifications sent after each append.
 pub const NOTIFY_CHANNEL: &str = "tributary_events";
@@ -118,21 +114,10 @@ pub enum OpenError {
     Upgrade(#[from] UpgradeError),
 }
 
-/// The PostgreSQL store. Cheap to clone (a pool handle).
+/// The PostgreSQL store: the shared SQL store (`tributary_store_sql::SqlStore`) on a pool.
+/// Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct PgStore {
-    pub(crate) pool: PgPool,
-    pub(crate) notify: bool,
-    /// Stream name to its surrogate id; one engine owns the streams, so it stays true.
-    pub(crate) ids: Arc<Mutex<HashMap<StreamName, i64>>>,
-    /// The order of pipelined appends: one commits only after the one it names.
-    pub(crate) chains: Arc<WriteChains>,
-    /// Cursor saves waiting to be written together.
-    pub(crate) cursor_saves: Arc<SaveQueue<CursorRecord>>,
-    /// The turn to write queued cursor saves: one statement of them at a time, while the
-    /// next ones queue.
-    pub(crate) cursor_turn: Arc<tokio::sync::Mutex<()>>,
-}
+pub struct PgStore(SqlStore<dialect::PgSql>);
 
 impl PgStore {
     /// Connects, applies the migrations (unless turned off) and resumes unfinished deletions.
@@ -202,28 +187,25 @@ impl PgStore {
                 "events of an earlier version moved into record batches"
             );
         }
-        let store = PgStore {
+        let store = SqlStore::new(dialect::PgSql {
             pool,
             notify: config.notify,
-            ids: Arc::default(),
-            chains: Arc::default(),
-            cursor_saves: Arc::new(SaveQueue::new(CURSORS_PER_STATEMENT)),
-            cursor_turn: Arc::default(),
-        };
+            cursor_turn: tokio::sync::Mutex::default(),
+        });
         store.resume_deletions().await;
-        Ok(store)
+        Ok(PgStore(store))
     }
 
     /// The pool, for callers that keep their own data next to Tributary's (the inbox). Its
     /// sessions run with `enable_seqscan = off` (see the crate's documentation).
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.0.dialect().pool
     }
 
     /// The versions of the migrations applied to the database, ascending.
     pub async fn applied_migrations(&self) -> Result<Vec<i64>, sqlx::Error> {
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-            .fetch_all(&self.pool)
+            .fetch_all(self.pool())
             .await
     }
 }
@@ -236,7 +218,7 @@ impl Store for PgStore {
         &self,
         req: StorageRequest,
     ) -> impl std::future::Future<Output = StorageResult> + Send {
-        let store = self.clone();
+        let store = self.0.clone();
         async move { store.run(req).await }
     }
 }

@@ -36,7 +36,7 @@ impl Notifications {
         store: &PgStore,
         poll_every: Duration,
     ) -> Result<Notifications, sqlx::Error> {
-        let mut listener = PgListener::connect_with(&store.pool).await?;
+        let mut listener = PgListener::connect_with(store.pool()).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
         Ok(Notifications {
             listener,

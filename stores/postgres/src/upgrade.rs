@@ -1,9 +1,9 @@
 //! Moving the events of stores written before schema version 6 (one row per event in
 //! `tributary_events`) into record batches, when the store opens (the move itself is
-//! `tributary_store_api::SqlBatches::move_event_rows`).
+//! `tributary_store_sql::SqlBatches::move_event_rows`).
 
 use sqlx::{PgPool, Postgres};
-use tributary_store_api::{SqlBatches, UpgradeError};
+use tributary_store_sql::{SqlBatches, UpgradeError};
 
 /// Moves every row of live streams from `tributary_events` into `tributary_batches`; answers
 /// how many were moved. Nothing to do when the schema has not both tables (migrations off on

@@ -494,7 +494,7 @@ async fn an_inbox_record_from_before_version_7_still_counts_for_its_subscription
 async fn a_commit_that_loses_its_connection_is_unknown() {
     // The mapping the stores apply to the outcome of COMMIT: a refusal by the server means
     // nothing was written; a lost connection means nobody knows.
-    use tributary_store_api::committed;
+    use tributary_store_sql::committed;
     assert_eq!(committed(Ok(())), StorageResult::Ok(StorageReply::Done));
     let lost = sqlx::Error::Io(std::io::Error::new(
         std::io::ErrorKind::ConnectionReset,

@@ -1,7 +1,7 @@
 //! The SQL of an append: statement texts, built once, and the arguments of each write.
 //!
 //! An append writes its record batches (one row per partition, cut again past
-//! [`tributary_store_api::BATCH_BYTES`], see `tributary_store_api::batches`) and its dedup
+//! [`tributary_store_sql::BATCH_BYTES`], see `tributary_store_sql::batches`) and its dedup
 //! records. Every multi-row INSERT has exactly [`BATCHES_PER_INSERT`] (or, for dedup records,
 //! [`ROWS_PER_INSERT`]) rows, the last one padded with rows of NULLs that it skips: an append
 //! of any size is then made of a few statement shapes, which stay prepared in the connection's
@@ -14,7 +14,7 @@ use sqlx::error::BoxDynError;
 use sqlx::sqlite::SqliteArguments;
 use std::sync::OnceLock;
 use tributary_core::DedupRecord;
-use tributary_store_api::{EventBatch, i64_of};
+use tributary_store_sql::{EventBatch, i64_of};
 
 /// Rows per multi-row INSERT of dedup records (and of read receipts).
 pub(crate) const ROWS_PER_INSERT: usize = 64;

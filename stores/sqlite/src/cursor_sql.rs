@@ -1,4 +1,4 @@
-//! The SQL of cursor saves written together (see [`tributary_store_api::SaveQueue`]): one
+//! The SQL of cursor saves written together (see [`tributary_store_sql::SaveQueue`]): one
 //! upsert of up to [`MAX_ROWS`] cursor records, a statement text per row count, built once.
 
 use sqlx::Arguments;
@@ -6,7 +6,7 @@ use sqlx::error::BoxDynError;
 use sqlx::sqlite::SqliteArguments;
 use std::sync::OnceLock;
 use tributary_core::CursorRecord;
-use tributary_store_api::{encode_acked, i64_of};
+use tributary_store_sql::{encode_acked, i64_of};
 
 /// The most cursor records in one statement (and the number of statement shapes kept).
 pub(crate) const MAX_ROWS: usize = 8;

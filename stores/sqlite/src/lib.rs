@@ -16,7 +16,7 @@
 //!   itself: the WAL stays within the threshold and an append or two, while no read holds an
 //!   older snapshot (`checkpoint.rs`).
 //! - Events are stored in record batches (migration 0007): one row per partition and append,
-//!   its events encoded together (`tributary_store_api::batches`). An append is one
+//!   its events encoded together (`tributary_store_sql::batches`). An append is one
 //!   transaction of multi-row `INSERT` statements, sent as one command when it is not large;
 //!   the core merges the appends of many producers into one request per stream (group commit).
 //!   A trigger refuses a batch that overlaps a stored one, so an append of taken offsets writes
@@ -36,19 +36,17 @@
 mod append_sql;
 mod checkpoint;
 mod cursor_sql;
-mod requests;
+mod dialect;
 mod single;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use std::collections::HashMap;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tributary_core::{CursorRecord, StorageRequest, StorageResult, StreamName};
-pub use tributary_store_api::{DELETE_BATCH, Durability, PREDECESSOR_TIMEOUT, UpgradeError};
-use tributary_store_api::{SaveQueue, SqlBatches, Store, WriteChains};
+use tributary_core::{StorageRequest, StorageResult};
+use tributary_store_api::Store;
+pub use tributary_store_api::{Durability, PREDECESSOR_TIMEOUT};
+pub use tributary_store_sql::{DELETE_BATCH, UpgradeError};
+use tributary_store_sql::{SqlBatches, SqlStore};
 
 /// Where the database is and how it is used.
 #[derive(Debug, Clone)]
@@ -115,19 +113,10 @@ pub enum OpenError {
     Upgrade(#[from] UpgradeError),
 }
 
-/// The SQLite store. Cheap to clone.
+/// The SQLite store: the shared SQL store (`tributary_store_sql::SqlStore`) on SQLite's
+/// connections. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct SqliteStore {
-    pub(crate) writer: Arc<single::SingleConnection>,
-    pub(crate) readers: SqlitePool,
-    pub(crate) ids: Arc<Mutex<HashMap<StreamName, i64>>>,
-    /// The order of pipelined appends: one commits only after the one it names.
-    pub(crate) chains: Arc<WriteChains>,
-    /// Cursor saves waiting to be written together.
-    pub(crate) cursor_saves: Arc<SaveQueue<CursorRecord>>,
-    /// Copies the WAL into the database beside the writer (see `checkpoint.rs`).
-    pub(crate) checkpointer: checkpoint::Checkpointer,
-}
+pub struct SqliteStore(SqlStore<dialect::SqliteSql>);
 
 /// Rows a reader connection's thread sends back ahead of the caller (sqlx's default: 50).
 const READ_ROW_BUFFER: usize = 1024;
@@ -211,22 +200,19 @@ impl SqliteStore {
             )
             .await
             .map_err(open_err)?;
-        let store = SqliteStore {
-            checkpointer,
-            writer: Arc::new(writer),
+        let store = SqlStore::new(dialect::SqliteSql {
+            writer,
             readers,
-            ids: Arc::default(),
-            chains: Arc::default(),
-            cursor_saves: Arc::new(SaveQueue::new(cursor_sql::MAX_ROWS)),
-        };
+            checkpointer,
+        });
         store.resume_deletions().await;
-        Ok(store)
+        Ok(SqliteStore(store))
     }
 
     /// The versions of the migrations applied to the database, ascending.
     pub async fn applied_migrations(&self) -> Result<Vec<i64>, sqlx::Error> {
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-            .fetch_all(&self.readers)
+            .fetch_all(&self.0.dialect().readers)
             .await
     }
 
@@ -234,7 +220,7 @@ impl SqliteStore {
     /// `EXTRA` is [`Durability::Full`], anything weaker [`Durability::Normal`]).
     pub async fn durability(&self) -> Result<Durability, sqlx::Error> {
         let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut *self.writer.hold().await?)
+            .fetch_one(&mut *self.0.dialect().writer.hold().await?)
             .await?;
         Ok(if level >= 2 {
             Durability::Full
@@ -246,14 +232,15 @@ impl SqliteStore {
     /// Background WAL checkpoint passes made since the store opened (a diagnostic: the WAL is
     /// copied into the database beside the writer, which then finds little left to copy).
     pub fn checkpoint_passes(&self) -> u64 {
-        self.checkpointer.passes()
+        self.0.dialect().checkpointer.passes()
     }
 
     /// Closes the connections (the file stays consistent either way).
     pub async fn close(&self) {
-        self.checkpointer.close().await;
-        self.readers.close().await;
-        self.writer.close().await;
+        let sqlite = self.0.dialect();
+        sqlite.checkpointer.close().await;
+        sqlite.readers.close().await;
+        sqlite.writer.close().await;
     }
 }
 
@@ -276,7 +263,7 @@ impl Store for SqliteStore {
         &self,
         req: StorageRequest,
     ) -> impl std::future::Future<Output = StorageResult> + Send {
-        let store = self.clone();
+        let store = self.0.clone();
         async move { store.run(req).await }
     }
 

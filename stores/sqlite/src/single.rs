@@ -6,8 +6,8 @@
 //! writes, on the path of every append. Here the turn is a fair async mutex, and a request
 //! gives the connection back by dropping its guard.
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteQueryResult};
-use sqlx::{ConnectOptions, Connection, Sqlite};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 /// The connection while a request holds it.
@@ -28,14 +28,6 @@ impl SingleConnection {
     pub(crate) async fn hold(&self) -> Result<Held<'_>, sqlx::Error> {
         MutexGuard::try_map(self.0.lock().await, Option::as_mut)
             .map_err(|_| sqlx::Error::PoolClosed)
-    }
-
-    /// Runs one statement in its turn.
-    pub(crate) async fn execute(
-        &self,
-        q: sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments>,
-    ) -> Result<SqliteQueryResult, sqlx::Error> {
-        q.execute(&mut *self.hold().await?).await
     }
 
     /// Closes the connection once the requests before have given it back.

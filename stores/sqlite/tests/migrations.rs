@@ -26,7 +26,7 @@ async fn insert_old_row(pool: &sqlx::SqlitePool, stream_id: i64, e: &Event) {
     .bind(e.key.as_ref().map(|k| k.to_vec()))
     .bind(&e.correlation_id)
     .bind(&e.causation_id)
-    .bind(tributary_store_api::encode_headers(&e.headers))
+    .bind(tributary_store_sql::encode_headers(&e.headers))
     .bind(&e.content_type)
     .bind(e.payload.to_vec())
     .execute(pool)
@@ -60,7 +60,7 @@ async fn events_written_one_row_each_survive_every_migration_into_batches() {
     }
     let mut stream = StreamConfig::persistent(name());
     stream.partitions = 2;
-    let config_json = match tributary_store_api::to_json(&stream) {
+    let config_json = match tributary_store_sql::to_json(&stream) {
         Ok(j) => j,
         Err(e) => panic!("config: {e}"),
     };

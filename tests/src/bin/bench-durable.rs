@@ -297,7 +297,7 @@ async fn tributary(h: &tributary_io_tokio::Handle, producers: usize, secs: u64) 
 
 /// The record batches (the stored form of events in both SQL stores) of the 1,000 events of
 /// one raw load, from `offset` on, all in partition 0 as the appends of the runs.
-fn raw_batches(offset: u64) -> Vec<tributary_store_api::EventBatch> {
+fn raw_batches(offset: u64) -> Vec<tributary_store_sql::EventBatch> {
     let stream = StreamName::new("bench-raw").expect("a valid name");
     let events: Vec<Event> = (offset..offset + BATCH as u64)
         .map(|o| {
@@ -313,7 +313,7 @@ fn raw_batches(offset: u64) -> Vec<tributary_store_api::EventBatch> {
             )
         })
         .collect();
-    tributary_store_api::batches(events.iter()).expect("encodes")
+    tributary_store_sql::batches(events.iter()).expect("encodes")
 }
 
 async fn raw_postgres(spec: &str, secs: u64) -> Vec<RawResult> {
@@ -336,7 +336,7 @@ async fn raw_postgres(spec: &str, secs: u64) -> Vec<RawResult> {
     while start.elapsed() < Duration::from_secs(secs) {
         let b = raw_batches(next);
         next += BATCH as u64;
-        let col = |f: fn(&tributary_store_api::EventBatch) -> u64| -> Vec<i64> {
+        let col = |f: fn(&tributary_store_sql::EventBatch) -> u64| -> Vec<i64> {
             b.iter().map(|x| f(x) as i64).collect()
         };
         let mut tx = c.begin().await.expect("begin");

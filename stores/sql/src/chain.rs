@@ -3,9 +3,28 @@
 //! nothing) when that one did not commit. Every store shares this bookkeeping.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::Poll;
 use std::time::Duration;
 use tributary_core::{AppendWrite, StorageError, StreamName};
+
+/// `fut`'s output, or `None` when `timeout` passes first. The timer needs no runtime (a
+/// thread of `futures-timer` keeps the time), so any executor can drive a store; it is set
+/// only once `fut` has to wait.
+async fn within<T>(timeout: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    let mut fut = std::pin::pin!(fut);
+    let mut delay: Option<futures_timer::Delay> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        let delay = delay.get_or_insert_with(|| futures_timer::Delay::new(timeout));
+        Pin::new(delay).poll(cx).map(|()| None)
+    })
+    .await
+}
 
 /// Outcomes remembered per stream (the core has at most a few writes in flight).
 const KEPT: usize = 256;
@@ -95,7 +114,7 @@ impl WriteChains {
                 notified.await;
             }
         };
-        tokio::time::timeout(timeout, wait).await.ok()
+        within(timeout, wait).await
     }
 
     /// Begins a write (or a new attempt of one, whose earlier outcome is forgotten): its
@@ -153,5 +172,53 @@ impl WriteChains {
                 "write {after} of stream {stream} did not finish in {timeout:?}"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_core::StreamName;
+
+    fn stream() -> StreamName {
+        StreamName::new("s").expect("a valid name")
+    }
+
+    #[tokio::test]
+    async fn a_successor_waits_for_its_predecessors_outcome() {
+        let chains = WriteChains::new();
+        let name = stream();
+        let mut first = chains.begin(&name, 1);
+        let wait = chains.wait_committed(&name, 1, Duration::from_secs(30));
+        let mut wait = std::pin::pin!(wait);
+        assert!(
+            futures_poll(wait.as_mut()).is_pending(),
+            "the predecessor is still running"
+        );
+        first.committed();
+        drop(first);
+        assert_eq!(wait.await, Ok(()));
+        drop(chains.begin(&stream(), 2));
+        let failed = chains
+            .wait_committed(&stream(), 2, Duration::from_secs(30))
+            .await;
+        assert!(failed.is_err_and(|e| e.0.contains("did not commit")));
+    }
+
+    #[tokio::test]
+    async fn a_predecessor_that_never_finishes_times_out() {
+        let chains = WriteChains::new();
+        let _running = chains.begin(&stream(), 1);
+        let r = chains
+            .wait_committed(&stream(), 1, Duration::from_millis(20))
+            .await;
+        assert!(r.is_err_and(|e| e.0.contains("did not finish")));
+        assert_eq!(within(Duration::from_millis(5), async { 7 }).await, Some(7));
+    }
+
+    /// Polls `f` once.
+    fn futures_poll<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        f.poll(&mut cx)
     }
 }

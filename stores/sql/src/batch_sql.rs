@@ -440,7 +440,7 @@ where
 
     /// Moves every row of live streams from `tributary_events` (one row per event, as schema
     /// versions before record batches stored them) into `tributary_batches`, answering how
-    /// many were moved. One partition's run of up to [`MOVE_ROWS`] rows per transaction: they
+    /// many were moved. One partition's run of up to `MOVE_ROWS` (4,096) rows per transaction: they
     /// are read in offset order, written as batches as an append writes them, and deleted, so
     /// a crash in between leaves each row either moved or not, and the next call carries on.
     /// Rows of deleted streams are left to the purge of deleted streams. The caller checks that
