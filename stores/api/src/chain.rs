@@ -95,7 +95,7 @@ impl WriteChains {
                 notified.await;
             }
         };
-        tokio::time::timeout(timeout, wait).await.ok()
+        sqlx_core::rt::timeout(timeout, wait).await.ok()
     }
 
     /// Begins a write (or a new attempt of one, whose earlier outcome is forgotten): its

@@ -262,7 +262,7 @@ impl PgStore {
         self.chains.forget(name);
         if matches!(r, StorageResult::Ok(_)) {
             let store = self.clone();
-            tokio::spawn(async move { store.purge(id).await });
+            sqlx_core::rt::spawn(async move { store.purge(id).await });
         }
         r
     }
@@ -275,7 +275,7 @@ impl PgStore {
             .unwrap_or_default();
         for id in ids {
             let store = self.clone();
-            tokio::spawn(async move { store.purge(id).await });
+            sqlx_core::rt::spawn(async move { store.purge(id).await });
         }
     }
 

@@ -356,7 +356,7 @@ impl SqliteStore {
         self.chains.forget(name);
         if matches!(r, StorageResult::Ok(_)) {
             let store = self.clone();
-            tokio::spawn(async move { store.purge(id).await });
+            sqlx_core::rt::spawn(async move { store.purge(id).await });
         }
         r
     }
@@ -371,7 +371,7 @@ impl SqliteStore {
         };
         for id in ids {
             let store = self.clone();
-            tokio::spawn(async move { store.purge(id).await });
+            sqlx_core::rt::spawn(async move { store.purge(id).await });
         }
     }
 
