@@ -49,9 +49,7 @@ impl Default for GrpcOptions {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RtExecutor<R>(pub R);
 
-impl<R: Runtime, F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F>
-    for RtExecutor<R>
-{
+impl<R: Runtime, F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for RtExecutor<R> {
     fn execute(&self, fut: F) {
         self.0.spawn(fut);
     }

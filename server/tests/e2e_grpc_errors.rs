@@ -113,7 +113,9 @@ async fn length(c: &mut Client, stream: &str) -> u64 {
     .length
 }
 
-async fn a_refused_batch_of_publish_stream_keeps_its_details_and_counts_what_went_before(b: Backend) {
+async fn a_refused_batch_of_publish_stream_keeps_its_details_and_counts_what_went_before(
+    b: Backend,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(b, dir.path(), "pubstream");
     let mut c = server.client().await;

@@ -277,7 +277,9 @@ pub async fn concurrent_appends_get_distinct_dense_offsets<R: Runtime>(rt: R, ba
     drop(tx);
     let mut seen = BTreeSet::new();
     for _ in 0..PRODUCERS {
-        let got = within(&rt, "a producer", rx.recv()).await.expect("producer");
+        let got = within(&rt, "a producer", rx.recv())
+            .await
+            .expect("producer");
         for p in got {
             assert!(seen.insert(p.offset), "offset {} given twice", p.offset);
         }
@@ -351,15 +353,16 @@ pub async fn broadcast_gives_each_consumer_every_event_and_redelivers_its_unacke
     let again = deliveries(&rt, &a, 2).await;
     assert_eq!(offsets(&again), [1, 2]);
     assert!(again.iter().all(|d| d.attempt == 2), "{again:?}");
-    assert!(other.events.is_empty(), "the other consumer acknowledged all");
+    assert!(
+        other.events.is_empty(),
+        "the other consumer acknowledged all"
+    );
 }
 
 /// Consumer group: the partitions are shared out, each member gets events of its own
 /// partitions only; acks commit (AfterEach); when a member leaves, the other takes its
 /// partitions and gets the events it had not acknowledged.
-pub async fn a_consumer_group_shares_partitions_commits_and_hands_over_the_unacked<
-    R: Runtime,
->(
+pub async fn a_consumer_group_shares_partitions_commits_and_hands_over_the_unacked<R: Runtime>(
     rt: R,
     backend: Backend,
 ) {
@@ -373,11 +376,17 @@ pub async fn a_consumer_group_shares_partitions_commits_and_hands_over_the_unack
     let b = attach(&rt, &h, "s", "g", "b", None).await;
     // Both members hold one partition each in the latest generation.
     eventually(&rt, "a generation with both members", async || {
-        let g = describe_sub(&rt, &h, "s", "g").await.group.expect("a group");
+        let g = describe_sub(&rt, &h, "s", "g")
+            .await
+            .group
+            .expect("a group");
         g.members.len() == 2 && g.members.iter().all(|m| m.partitions.len() == 1)
     })
     .await;
-    let group = describe_sub(&rt, &h, "s", "g").await.group.expect("a group");
+    let group = describe_sub(&rt, &h, "s", "g")
+        .await
+        .group
+        .expect("a group");
     let owned = |who: &str| -> Vec<u32> {
         group
             .members
@@ -394,7 +403,12 @@ pub async fn a_consumer_group_shares_partitions_commits_and_hands_over_the_unack
         Ok(Reply::Appended(o)) => positions_of(o),
         other => panic!("append: {other:?}"),
     };
-    let count = |ps: &[u32]| appended.iter().filter(|p| ps.contains(&p.partition)).count();
+    let count = |ps: &[u32]| {
+        appended
+            .iter()
+            .filter(|p| ps.contains(&p.partition))
+            .count()
+    };
     let (na, nb) = (count(&pa), count(&pb));
     assert_eq!(na + nb, 16);
     let to_a = deliveries(&rt, &a, na).await;
@@ -417,8 +431,14 @@ pub async fn a_consumer_group_shares_partitions_commits_and_hands_over_the_unack
     let mut got = positions(&handed);
     want.sort();
     got.sort();
-    assert_eq!(got, want, "b gets what a had not acknowledged, and only that");
-    let group = describe_sub(&rt, &h, "s", "g").await.group.expect("a group");
+    assert_eq!(
+        got, want,
+        "b gets what a had not acknowledged, and only that"
+    );
+    let group = describe_sub(&rt, &h, "s", "g")
+        .await
+        .group
+        .expect("a group");
     assert_eq!(group.members.len(), 1);
     assert_eq!(group.uncommitted, vec![0, 0], "acks committed after each");
 }
@@ -517,7 +537,10 @@ pub async fn a_nacked_event_comes_again_then_goes_to_the_dead_letter_stream<R: R
     })
     .await;
     let info = describe_sub(&rt, &h, "s", "q").await;
-    assert_eq!(info.cursors[0].pending, 0, "dead-lettered, no longer pending");
+    assert_eq!(
+        info.cursors[0].pending, 0,
+        "dead-lettered, no longer pending"
+    );
 }
 
 /// An event not acknowledged within its subscription's ack wait is delivered again.

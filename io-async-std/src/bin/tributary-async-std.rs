@@ -14,13 +14,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use tracing_subscriber::EnvFilter;
 use tributary_core::{Config, Engine, StorageRequest, StorageResult};
 use tributary_io_async_std::grpc::{self, GrpcOptions};
 use tributary_io_async_std::{AsyncStdRuntime, Clock, ExecutorConfig, Runtime, start};
 use tributary_store_api::Store;
 use tributary_store_postgres::{PgStore, PgStoreConfig};
 use tributary_store_sqlite::{SqliteStore, SqliteStoreConfig};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -66,7 +66,12 @@ struct ServeArgs {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     shutdown_timeout: Duration,
     /// Log lines for people or as JSON; filter with RUST_LOG.
-    #[arg(long, env = "TRIBUTARY_LOG_FORMAT", value_enum, default_value = "pretty")]
+    #[arg(
+        long,
+        env = "TRIBUTARY_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty"
+    )]
     log_format: LogFormat,
 }
 
@@ -137,10 +142,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         keepalive_timeout: args.grpc_keepalive_timeout,
         shutdown_timeout: args.shutdown_timeout,
     };
-    grpc::serve(listener, handle.clone(), AsyncStdRuntime, options, async move {
-        let _ = signals.next().await;
-        let _ = at.set(Instant::now());
-    })
+    grpc::serve(
+        listener,
+        handle.clone(),
+        AsyncStdRuntime,
+        options,
+        async move {
+            let _ = signals.next().await;
+            let _ = at.set(Instant::now());
+        },
+    )
     .await;
     let deadline = signalled.get().copied().unwrap_or_else(Instant::now) + args.shutdown_timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
