@@ -6,6 +6,10 @@
 //! cleanly on SIGINT or SIGTERM. The engine runs with its default configuration. The full
 //! server (HTTP management, tokens, TLS, a configuration file, AMQP) is `tributary`, on tokio.
 
+/// The same allocator as the `tributary` binary (BENCHMARKS.md compares them).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use futures_util::StreamExt;
 use std::io::Write;
