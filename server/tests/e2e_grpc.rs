@@ -30,6 +30,27 @@ on_both_stores!(
     pipelined_publish_answers_in_order_with_failures_in_place,
 );
 
+// The same service served by `tributary-async-std` (hyper on async-std sockets, sqlx on
+// async-std): every test above that needs only gRPC.
+on_async_std!(
+    publish_read_and_administer,
+    broadcast_gives_every_consumer_every_event,
+    exclusive_shares_events_among_consumers,
+    nack_redelivers_then_dead_letters,
+    term_dead_letters_at_once_and_ack_wait_redelivers,
+    replay_honours_its_rate_and_reports_progress,
+    offset_reset_is_seen_by_the_next_delivery,
+    bad_input_is_refused_with_its_code_and_changes_nothing,
+    server_streaming_variant_settles_by_session_id,
+    sigterm_during_a_publish_storm_loses_no_acknowledged_event,
+    consumer_group_shares_partitions_by_generation,
+    remove_consumer_drops_a_detached_broadcast_position,
+    a_member_that_stops_heartbeating_loses_its_partitions,
+    read_receipts_track_delivered_and_read,
+    upcasting_on_delivery_and_replay,
+    pipelined_publish_answers_in_order_with_failures_in_place,
+);
+
 async fn publish_read_and_administer(b: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(b, dir.path(), "admin");

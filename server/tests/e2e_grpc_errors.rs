@@ -52,6 +52,14 @@ impl Decoder for RawCodec {
     }
 }
 
+// On tokio and on the async-std server.
+on_sqlite_both_runtimes!(
+    a_refused_batch_of_publish_stream_keeps_its_details_and_counts_what_went_before,
+    malformed_protobuf_is_invalid_argument_with_details,
+    a_message_over_the_limit_is_resource_exhausted_with_details,
+    settle_on_an_unknown_session_is_not_found_with_error_info,
+);
+
 async fn raw_client(server: &Server) -> tonic::client::Grpc<Channel> {
     let channel = Channel::from_shared(server.url.clone())
         .expect("url")
@@ -105,10 +113,11 @@ async fn length(c: &mut Client, stream: &str) -> u64 {
     .length
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_batch_of_publish_stream_keeps_its_details_and_counts_what_went_before() {
+async fn a_refused_batch_of_publish_stream_keeps_its_details_and_counts_what_went_before(
+    b: Backend,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(Backend::Sqlite, dir.path(), "pubstream");
+    let server = Server::start(b, dir.path(), "pubstream");
     let mut c = server.client().await;
     create_stream(&mut c, "s", 1).await;
     let batch = |events: Vec<pb::NewEvent>, expected_offset| pb::PublishRequest {
@@ -176,10 +185,9 @@ async fn a_refused_batch_of_publish_stream_keeps_its_details_and_counts_what_wen
     assert_eq!(length(&mut c, "s").await, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_protobuf_is_invalid_argument_with_details() {
+async fn malformed_protobuf_is_invalid_argument_with_details(b: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(Backend::Sqlite, dir.path(), "malformed");
+    let server = Server::start(b, dir.path(), "malformed");
     let mut c = server.client().await;
     create_stream(&mut c, "s", 1).await;
     let mut raw = raw_client(&server).await;
@@ -262,10 +270,9 @@ async fn malformed_protobuf_is_invalid_argument_with_details() {
     assert_eq!(length(&mut c, "s").await, 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_over_the_limit_is_resource_exhausted_with_details() {
+async fn a_message_over_the_limit_is_resource_exhausted_with_details(b: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(Backend::Sqlite, dir.path(), "oversize");
+    let server = Server::start(b, dir.path(), "oversize");
     let mut c = server.client().await;
     create_stream(&mut c, "s", 1).await;
     let big = |n: usize| pb::PublishRequest {
@@ -312,10 +319,9 @@ async fn a_message_over_the_limit_is_resource_exhausted_with_details() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settle_on_an_unknown_session_is_not_found_with_error_info() {
+async fn settle_on_an_unknown_session_is_not_found_with_error_info(b: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(Backend::Sqlite, dir.path(), "settle404");
+    let server = Server::start(b, dir.path(), "settle404");
     let mut c = server.client().await;
     let e = within(
         "settle",

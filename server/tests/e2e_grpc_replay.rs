@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Backend, within};
+use common::{Backend, Store, within};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -120,9 +120,9 @@ impl EngineConn for WatchConn {
 static SCHEMAS: AtomicU64 = AtomicU64::new(0);
 
 fn store_spec(b: Backend, dir: &std::path::Path) -> StoreSpec {
-    match b {
-        Backend::Sqlite => StoreSpec::Sqlite(Some(dir.join("tributary.db"))),
-        Backend::Postgres => {
+    match b.store {
+        Store::Sqlite => StoreSpec::Sqlite(Some(dir.join("tributary.db"))),
+        Store::Postgres => {
             let url = std::env::var("TRIBUTARY_TEST_DATABASE_URL")
                 .expect("TRIBUTARY_TEST_DATABASE_URL must name a PostgreSQL for these tests");
             let t = std::time::SystemTime::now()

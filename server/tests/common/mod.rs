@@ -14,22 +14,75 @@ use tributary_grpc::pb::event_stream_client::EventStreamClient;
 
 pub type Client = EventStreamClient<Channel>;
 
-/// The store a test runs on.
+/// The store a test's server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum Store {
     Sqlite,
     Postgres,
 }
 
+/// The runtime a test's server runs on: `tributary serve` (tokio) or `tributary-async-std
+/// serve` (async-std, gRPC only: no HTTP transport, no tokens or TLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    Tokio,
+    AsyncStd,
+}
+
+/// The store and the runtime a test's server runs on. `Backend::Sqlite` and
+/// `Backend::Postgres` are on tokio; [`Backend::on_async_std`] moves one to async-std.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backend {
+    pub store: Store,
+    pub runtime: Runtime,
+}
+
+#[allow(non_upper_case_globals)]
+impl Backend {
+    pub const Sqlite: Backend = Backend {
+        store: Store::Sqlite,
+        runtime: Runtime::Tokio,
+    };
+    pub const Postgres: Backend = Backend {
+        store: Store::Postgres,
+        runtime: Runtime::Tokio,
+    };
+
+    /// The same store, served by `tributary-async-std`.
+    pub const fn on_async_std(self) -> Backend {
+        Backend {
+            store: self.store,
+            runtime: Runtime::AsyncStd,
+        }
+    }
+}
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_tributary");
+
+/// The async-std server binary (`tributary-io-async-std`), next to `tributary` in the target
+/// folder: `cargo nextest run --workspace` (scripts/test) builds it; running only this crate's
+/// tests uses whatever was built last (`cargo build -p tributary-io-async-std` refreshes it).
+pub fn async_std_bin() -> PathBuf {
+    let bin = Path::new(BIN).with_file_name(format!(
+        "tributary-async-std{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p tributary-io-async-std`",
+        bin.display()
+    );
+    bin
+}
 
 /// A running server. Killed (SIGKILL) on drop if still running.
 pub struct Server {
     child: Option<Child>,
     /// The gRPC URL (`https://` under TLS).
     pub url: String,
-    /// The HTTP transport's base URL (`https://` under TLS).
+    /// The HTTP transport's base URL (`https://` under TLS); empty on async-std (no HTTP).
     pub http: String,
+    pub runtime: Runtime,
     pub dir: PathBuf,
     store: String,
     extra: Vec<String>,
@@ -40,9 +93,9 @@ static SCHEMAS: AtomicU32 = AtomicU32::new(0);
 
 /// The `--store` of a new, empty store for `backend`, inside `dir` for SQLite.
 pub fn new_store(backend: Backend, dir: &Path, name: &str) -> String {
-    match backend {
-        Backend::Sqlite => format!("sqlite:{}", dir.join("tributary.db").display()),
-        Backend::Postgres => {
+    match backend.store {
+        Store::Sqlite => format!("sqlite:{}", dir.join("tributary.db").display()),
+        Store::Postgres => {
             let url = std::env::var("TRIBUTARY_TEST_DATABASE_URL").expect(
                 "TRIBUTARY_TEST_DATABASE_URL must name a PostgreSQL for these tests \
                  (scripts/pg-test-cluster start prints one)",
@@ -61,7 +114,7 @@ impl Server {
     /// Starts a server on a new store.
     pub fn start(backend: Backend, dir: &Path, name: &str) -> Server {
         let store = new_store(backend, dir, name);
-        Server::start_on(dir, &store, &[])
+        Server::start_with(backend.runtime, dir, &store, &[], "info")
     }
 
     /// Starts a server on `store` with extra arguments; waits until it listens.
@@ -71,20 +124,36 @@ impl Server {
 
     /// The same, with this `RUST_LOG`.
     pub fn start_env(dir: &Path, store: &str, extra: &[&str], rust_log: &str) -> Server {
+        Server::start_with(Runtime::Tokio, dir, store, extra, rust_log)
+    }
+
+    /// The same, on `runtime`.
+    pub fn start_with(
+        runtime: Runtime,
+        dir: &Path,
+        store: &str,
+        extra: &[&str],
+        rust_log: &str,
+    ) -> Server {
         let stderr = dir.join(format!(
             "server-{}.log",
             SCHEMAS.fetch_add(1, Ordering::Relaxed)
         ));
         let log = std::fs::File::create(&stderr).expect("log file");
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+        let mut cmd = match runtime {
+            Runtime::Tokio => {
+                let mut c = Command::new(BIN);
+                c.args(["serve", "--http-listen", "127.0.0.1:0"]);
+                c
+            }
+            Runtime::AsyncStd => {
+                let mut c = Command::new(async_std_bin());
+                c.arg("serve");
+                c
+            }
+        };
+        let mut child = cmd
+            .args(["--grpc-listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(["--store", store])
             .args(extra)
@@ -103,13 +172,18 @@ impl Server {
                 .find_map(|w| w.strip_prefix(name))
                 .map(str::to_string)
         };
-        let (Some(url), Some(http)) = (field("grpc="), field("http=")) else {
+        let http = match runtime {
+            Runtime::Tokio => field("http="),
+            Runtime::AsyncStd => Some(String::new()),
+        };
+        let (Some(url), Some(http)) = (field("grpc="), http) else {
             let log = std::fs::read_to_string(&stderr).unwrap_or_default();
             panic!("the server did not start; stdout {line:?}; stderr:\n{log}");
         };
         Server {
             url,
             http,
+            runtime,
             child: Some(child),
             dir: dir.to_path_buf(),
             store: store.to_string(),
@@ -122,7 +196,13 @@ impl Server {
     pub fn restart(mut self) -> Server {
         self.terminate();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        Server::start_on(&self.dir.clone(), &self.store.clone(), &extra)
+        Server::start_with(
+            self.runtime,
+            &self.dir.clone(),
+            &self.store.clone(),
+            &extra,
+            "info",
+        )
     }
 
     pub async fn client(&self) -> Client {
@@ -400,6 +480,54 @@ macro_rules! on_both_stores {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// Declares each test again on the async-std server (`tributary-async-std`), on SQLite and
+/// on PostgreSQL: modules `async_std_sqlite` and `async_std_postgres`.
+#[macro_export]
+macro_rules! on_async_std {
+    ($($name:ident),* $(,)?) => {
+        mod async_std_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite.on_async_std()).await
+                }
+            )*
+        }
+        mod async_std_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres.on_async_std()).await
+                }
+            )*
+        }
+    };
+}
+
+/// Declares each test on SQLite, on tokio (module `sqlite`) and on async-std
+/// (`async_std_sqlite`).
+#[macro_export]
+macro_rules! on_sqlite_both_runtimes {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod async_std_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite.on_async_std()).await
                 }
             )*
         }

@@ -194,6 +194,6 @@ impl Dialect for PgSql {
 
     fn purge_later(store: &SqlStore<Self>, id: i64) {
         let store = store.clone();
-        tokio::spawn(async move { store.purge(id).await });
+        sqlx_core::rt::spawn(async move { store.purge(id).await });
     }
 }

@@ -47,11 +47,11 @@ impl Notifications {
     /// The next reason to look: a notification, or `Poll` after `poll_every` without one.
     /// While the server is away it waits `poll_every` between attempts, then answers `Poll`.
     pub async fn next(&mut self) -> Wakeup {
-        match tokio::time::timeout(self.poll_every, self.listener.try_recv()).await {
+        match sqlx_core::rt::timeout(self.poll_every, self.listener.try_recv()).await {
             Ok(Ok(Some(n))) => Wakeup::Appended(n.payload().to_string()),
             Ok(Ok(None)) => Wakeup::Poll,
             Ok(Err(_)) => {
-                tokio::time::sleep(self.poll_every).await;
+                sqlx_core::rt::sleep(self.poll_every).await;
                 Wakeup::Poll
             }
             Err(_) => Wakeup::Poll,

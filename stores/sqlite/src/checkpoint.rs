@@ -96,7 +96,7 @@ impl Checkpointer {
             return;
         }
         let me = self.clone();
-        tokio::spawn(async move { me.run_passes().await });
+        sqlx_core::rt::spawn(async move { me.run_passes().await });
     }
 
     /// Makes passes while the WAL grows and is short of the hand-over, then clears `running`.

@@ -186,7 +186,7 @@ impl Dialect for SqliteSql {
 
     fn purge_later(store: &SqlStore<Self>, id: i64) {
         let store = store.clone();
-        tokio::spawn(async move { store.purge(id).await });
+        sqlx_core::rt::spawn(async move { store.purge(id).await });
     }
 }
 

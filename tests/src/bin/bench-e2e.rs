@@ -3,6 +3,11 @@
 //! them through one exclusive subscription and acknowledge every delivery. The server runs
 //! in this process on the store given (fsync on unless `--durability normal`), the client on the same cores.
 //!
+//! With `--server-bin PATH` the server is that binary instead, in a process of its own
+//! (`target/release/tributary` on tokio, `target/release/tributary-async-std` on async-std,
+//! each with its default durability, full), so the two runtimes can be compared in one run:
+//! the clients stay in this process.
+//!
 //! Consume only (`--backlog N`): N events are published first (unary calls of 1,000), then the
 //! consumers start and the bench measures how fast they read and acknowledge the backlog,
 //! with no producer running.
@@ -68,6 +73,105 @@ struct Args {
     /// read and acknowledge them (at most `--seconds`).
     #[arg(long, default_value_t = 0)]
     backlog: u64,
+    /// Serve with this binary (`tributary` or `tributary-async-std`) in a process of its own
+    /// instead of in this one; `--durability` and `--append-writes-in-flight` are then the
+    /// server's defaults.
+    #[arg(long)]
+    server_bin: Option<std::path::PathBuf>,
+}
+
+/// The server under test: in this process, or a child process.
+enum ServerUnderTest {
+    InProcess(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), tributary_server::ServeError>>,
+    ),
+    Process(std::process::Child),
+}
+
+impl ServerUnderTest {
+    /// Starts it; its gRPC URL.
+    async fn start(
+        args: &Args,
+        dir: &std::path::Path,
+    ) -> Result<(ServerUnderTest, String), String> {
+        if let Some(bin) = &args.server_bin {
+            use std::io::BufRead;
+            let is_tokio = bin.file_name().is_some_and(|n| n == "tributary");
+            let mut cmd = std::process::Command::new(bin);
+            cmd.arg("serve");
+            if is_tokio {
+                cmd.args(["--http-listen", "127.0.0.1:0"]);
+            }
+            let mut child = cmd
+                .args(["--grpc-listen", "127.0.0.1:0", "--data-dir"])
+                .arg(dir)
+                .args(["--store", &args.store])
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("{}: {e}", bin.display()))?;
+            let out = child.stdout.take().ok_or("no stdout")?;
+            let mut line = String::new();
+            std::io::BufReader::new(out)
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?;
+            let url = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("grpc="))
+                .ok_or_else(|| format!("the server did not start: {line:?}"))?
+                .to_string();
+            return Ok((ServerUnderTest::Process(child), url));
+        }
+        let settings = Settings::resolve(
+            FileConfig::default(),
+            Overrides {
+                data_dir: Some(dir.to_path_buf()),
+                store: Some(args.store.clone()),
+                durability: Some(args.durability),
+                append_writes_in_flight: (args.append_writes_in_flight > 0)
+                    .then_some(args.append_writes_in_flight),
+                grpc_listen: Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?),
+                http_listen: Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?),
+                ..Overrides::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let bound = bind(settings).await.map_err(|e| e.to_string())?;
+        let url = format!("http://{}", bound.addr());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(bound.run(async move {
+            let _ = stop_rx.await;
+        }));
+        Ok((ServerUnderTest::InProcess(stop_tx, server), url))
+    }
+
+    /// Asks it to stop.
+    fn signal(&mut self) {
+        match self {
+            ServerUnderTest::InProcess(stop, _) => {
+                let (tx, _) = tokio::sync::oneshot::channel();
+                let _ = std::mem::replace(stop, tx).send(());
+            }
+            ServerUnderTest::Process(child) => {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+            }
+        }
+    }
+
+    /// Waits for it to end.
+    async fn wait(self) {
+        match self {
+            ServerUnderTest::InProcess(_, task) => {
+                let _ = task.await;
+            }
+            ServerUnderTest::Process(mut child) => {
+                let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+            }
+        }
+    }
 }
 
 /// The same allocator as the `tributary` binary.
@@ -125,26 +229,7 @@ fn main() -> Result<(), String> {
 
 async fn run(args: Args) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("tributary-bench-{}", std::process::id()));
-    let settings = Settings::resolve(
-        FileConfig::default(),
-        Overrides {
-            data_dir: Some(dir.clone()),
-            store: Some(args.store.clone()),
-            durability: Some(args.durability),
-            append_writes_in_flight: (args.append_writes_in_flight > 0)
-                .then_some(args.append_writes_in_flight),
-            grpc_listen: Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?),
-            http_listen: Some("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?),
-            ..Overrides::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let bound = bind(settings).await.map_err(|e| e.to_string())?;
-    let url = format!("http://{}", bound.addr());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(bound.run(async move {
-        let _ = stop_rx.await;
-    }));
+    let (mut server, url) = ServerUnderTest::start(&args, &dir).await?;
 
     let mut clients: Vec<Client> = Vec::new();
     for _ in 0..args.connections.max(1) {
@@ -395,11 +480,11 @@ async fn run(args: Args) -> Result<(), String> {
             consume_start.elapsed().as_secs_f64(),
         );
         shared.running.store(false, Ordering::Relaxed);
-        let _ = stop_tx.send(());
+        server.signal();
         for c in consumers {
             let _ = c.await;
         }
-        let _ = server.await;
+        server.wait().await;
         let _ = std::fs::remove_dir_all(&dir);
         println!(
             "store {} ({} durability) | backlog {} events, consumers {} partitions {} connections {} workers {}",
@@ -439,14 +524,14 @@ async fn run(args: Args) -> Result<(), String> {
             let _ = publish_hist.add(&h);
         }
     }
-    let _ = stop_tx.send(());
+    server.signal();
     let mut e2e_hist = new_hist();
     for c in consumers {
         if let Ok(h) = c.await {
             let _ = e2e_hist.add(&h);
         }
     }
-    let _ = server.await;
+    server.wait().await;
     let _ = std::fs::remove_dir_all(&dir);
     let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
     println!(
