@@ -19,12 +19,17 @@ use hyper_util::service::TowerToHyperService;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 use std::future::Future;
 use std::time::Duration;
+use tower_layer::Layer;
+use tributary_auth::Tokens;
 use tributary_executor::{Handle, Runtime};
-use tributary_grpc::{EventStreamService, Link, ServiceConfig};
+use tributary_grpc::{EventStreamService, GrpcAuthLayer, Link, ServiceConfig};
 
-/// How the gRPC server treats its connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the gRPC server treats its connections and calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcOptions {
+    /// Bearer tokens the calls need (none: open), by the rule of the tokio server
+    /// (`tributary_grpc::GrpcAuthLayer`).
+    pub tokens: Tokens,
     /// HTTP/2 pings on idle connections, this often: a vanished or frozen client is noticed,
     /// and its connection closed (its consumers detach, a group rebalances).
     pub keepalive_interval: Duration,
@@ -35,9 +40,10 @@ pub struct GrpcOptions {
 }
 
 impl Default for GrpcOptions {
-    /// 10 s each, as the tokio server.
+    /// No tokens; 10 s each, as the tokio server.
     fn default() -> Self {
         GrpcOptions {
+            tokens: Tokens::default(),
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
@@ -77,6 +83,7 @@ pub async fn serve<R: Runtime>(
         stop_rx,
     )
     .into_server();
+    let service = GrpcAuthLayer::new(options.tokens.clone()).layer(service);
     // Closed past the shutdown timeout: the connections still open are dropped.
     let (kill_tx, kill_rx) = async_channel::bounded::<()>(1);
     let graceful = GracefulShutdown::new();

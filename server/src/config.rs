@@ -613,20 +613,9 @@ impl Settings {
             write: over.auth_token.or(file.auth_token),
             read: over.read_token.or(file.read_token),
         };
-        for (what, t) in [("auth_token", &tokens.write), ("read_token", &tokens.read)] {
-            if let Some(t) = t {
-                check_token(t).map_err(|e| invalid(what.into(), e))?;
-            }
-        }
-        if tokens.read.is_some() && tokens.write.is_none() {
-            return Err(invalid(
-                "read_token".into(),
-                "needs auth_token too (otherwise writes would be open while reads are not)",
-            ));
-        }
-        if tokens.read.is_some() && tokens.read == tokens.write {
-            return Err(invalid("read_token".into(), "must differ from auth_token"));
-        }
+        tokens
+            .validate()
+            .map_err(|(field, e)| invalid(field.into(), e))?;
         let tls = match (
             over.tls_cert.or(file.tls_cert),
             over.tls_key.or(file.tls_key),
@@ -814,17 +803,6 @@ fn amqp_config(
         c.confirm_timeout = t;
     }
     Ok(Some(c))
-}
-
-/// A token must be usable in an `Authorization` header: 16 to 4096 visible ASCII characters.
-fn check_token(t: &str) -> Result<(), String> {
-    if !(16..=4096).contains(&t.len()) {
-        return Err(format!("length {} is outside 16..=4096", t.len()));
-    }
-    if !t.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("must be visible ASCII characters (no spaces)".into());
-    }
-    Ok(())
 }
 
 /// The engine's configuration: SPEC's defaults, with the file's retention and cleanup.

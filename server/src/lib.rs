@@ -11,7 +11,8 @@ pub mod config;
 mod link;
 pub mod logging;
 mod serve;
-pub mod store;
+/// The store a server runs on (`tributary-store-any`).
+pub use tributary_store_any as store;
 
 pub use link::{HttpLink, MetricsObserver};
 pub use serve::{Bound, ServeError, bind, serve};

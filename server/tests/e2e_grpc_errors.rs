@@ -341,3 +341,68 @@ async fn settle_on_an_unknown_session_is_not_found_with_error_info(b: Backend) {
         Some("no-such-session")
     );
 }
+
+/// The async-std server keeps the tokio server's token rule: a write needs the write token
+/// (the read token is `PERMISSION_DENIED`), a read needs either, none is `UNAUTHENTICATED`;
+/// a refused call changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_async_std_server_checks_tokens() {
+    const WRITE: &str = "write-token-0123456789";
+    const READ: &str = "read-token-0123456789";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = new_store(Backend::Sqlite.on_async_std(), dir.path(), "tokens");
+    let server = Server::start_with(
+        Runtime::AsyncStd,
+        dir.path(),
+        &store,
+        &["--auth-token", WRITE, "--read-token", READ],
+        "info",
+    );
+    let mut c = server.client().await;
+    let with = |token: Option<&str>, req: pb::CreateStreamRequest| {
+        let mut r = tonic::Request::new(req);
+        if let Some(t) = token {
+            r.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("header"),
+            );
+        }
+        r
+    };
+    let create = || pb::CreateStreamRequest {
+        name: "guarded".into(),
+        ..Default::default()
+    };
+    let e = c
+        .create_stream(with(None, create()))
+        .await
+        .expect_err("no token");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let e = c
+        .create_stream(with(Some(READ), create()))
+        .await
+        .expect_err("read token");
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let list = |token: Option<&str>| {
+        let mut r = tonic::Request::new(pb::Empty {});
+        if let Some(t) = token {
+            r.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("header"),
+            );
+        }
+        r
+    };
+    let e = c.list_streams(list(None)).await.expect_err("no token");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let streams = c.list_streams(list(Some(READ))).await.expect("read token");
+    assert!(streams.get_ref().streams.is_empty(), "nothing was created");
+    c.create_stream(with(Some(WRITE), create()))
+        .await
+        .expect("write token");
+    let streams = c
+        .list_streams(list(Some(WRITE)))
+        .await
+        .expect("write token");
+    assert_eq!(streams.get_ref().streams.len(), 1);
+}

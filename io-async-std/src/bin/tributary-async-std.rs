@@ -19,12 +19,12 @@ use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tracing_subscriber::EnvFilter;
-use tributary_core::{Config, Engine, StorageRequest, StorageResult};
+use tributary_auth::Tokens;
+use tributary_core::{Config, Engine};
 use tributary_io_async_std::grpc::{self, GrpcOptions};
 use tributary_io_async_std::{AsyncStdRuntime, Clock, ExecutorConfig, Runtime, start};
+use tributary_store_any::{BadStoreSpec, StoreSpec};
 use tributary_store_api::Store;
-use tributary_store_postgres::{PgStore, PgStoreConfig};
-use tributary_store_sqlite::{SqliteStore, SqliteStoreConfig};
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +52,13 @@ struct ServeArgs {
     /// Where `--store sqlite` keeps its file.
     #[arg(long, env = "TRIBUTARY_DATA_DIR", default_value = "./tributary-data")]
     data_dir: PathBuf,
+    /// The bearer token that writing gRPC calls need (prefer the environment: a flag is
+    /// visible to other users of the machine).
+    #[arg(long, env = "TRIBUTARY_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+    /// A read-only bearer token; when set, reads need a token too (this or --auth-token).
+    #[arg(long, env = "TRIBUTARY_READ_TOKEN", hide_env_values = true)]
+    read_token: Option<String>,
     /// The gRPC address; port 0 picks a free port (printed).
     #[arg(
         long,
@@ -111,7 +118,19 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
-    let (store, shown) = open(&args.store, &args.data_dir).await?;
+    let tokens = Tokens {
+        write: args.auth_token.clone(),
+        read: args.read_token.clone(),
+    };
+    tokens
+        .validate()
+        .map_err(|(field, e)| format!("{field}: {e}"))?;
+    let spec: StoreSpec = args.store.parse().map_err(|e: BadStoreSpec| e.0)?;
+    let shown = spec.describe(&args.data_dir);
+    let store = spec
+        .open(&args.data_dir)
+        .await
+        .map_err(|e| format!("store {shown}: {e}"))?;
     let config = Config {
         max_append_writes_in_flight: store.writes_in_flight(),
         ..Config::default()
@@ -142,6 +161,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let signalled: Arc<OnceLock<Instant>> = Arc::default();
     let at = signalled.clone();
     let options = GrpcOptions {
+        tokens,
         keepalive_interval: args.grpc_keepalive_interval,
         keepalive_timeout: args.grpc_keepalive_timeout,
         shutdown_timeout: args.shutdown_timeout,
@@ -179,89 +199,5 @@ async fn within(d: Duration, f: impl std::future::Future<Output = ()>) -> bool {
     futures_util::select_biased! {
         _ = f.fuse() => true,
         _ = AsyncStdRuntime.sleep(d).fuse() => false,
-    }
-}
-
-/// Either SQL store.
-#[derive(Debug, Clone)]
-enum AnyStore {
-    Sqlite(SqliteStore),
-    Postgres(PgStore),
-}
-
-/// Opens the store named by `spec` (`sqlite`, `sqlite:PATH`, `postgres://...[#SCHEMA]`), with
-/// migrations applied and full durability; and what to print about it (no password).
-async fn open(spec: &str, data_dir: &std::path::Path) -> Result<(AnyStore, String), String> {
-    let sqlite = match spec {
-        "sqlite" => Some(data_dir.join("tributary.db")),
-        _ => spec
-            .strip_prefix("sqlite:")
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from),
-    };
-    if let Some(path) = sqlite {
-        let s = SqliteStore::open(&SqliteStoreConfig::new(&path))
-            .await
-            .map_err(|e| format!("store: {e}"))?;
-        return Ok((AnyStore::Sqlite(s), format!("sqlite:{}", path.display())));
-    }
-    if !(spec.starts_with("postgres://") || spec.starts_with("postgresql://")) {
-        return Err(format!(
-            "store {spec:?}: expected `sqlite`, `sqlite:PATH` or `postgres://USER@HOST:PORT/DB[#SCHEMA]`"
-        ));
-    }
-    let (url, schema) = match spec.split_once('#') {
-        Some((u, s)) => (u, Some(s.to_string())),
-        None => (spec, None),
-    };
-    let mut config = PgStoreConfig::new(url);
-    config.schema = schema;
-    // As the tokio server's default pool.
-    config.pool_size = 32;
-    let s = PgStore::open(&config)
-        .await
-        .map_err(|e| format!("store: {e}"))?;
-    Ok((AnyStore::Postgres(s), without_password(spec)))
-}
-
-/// `postgres://user:secret@host/db` shown as `postgres://user@host/db`.
-fn without_password(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let user = url[s + 3..at].split(':').next().unwrap_or("");
-            format!("{}{user}{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-impl AnyStore {
-    async fn close(&self) {
-        match self {
-            AnyStore::Sqlite(s) => s.close().await,
-            AnyStore::Postgres(s) => s.pool().close().await,
-        }
-    }
-}
-
-impl Store for AnyStore {
-    fn writes_in_flight(&self) -> usize {
-        match self {
-            AnyStore::Sqlite(s) => s.writes_in_flight(),
-            AnyStore::Postgres(s) => s.writes_in_flight(),
-        }
-    }
-
-    fn execute(
-        &self,
-        req: StorageRequest,
-    ) -> impl std::future::Future<Output = StorageResult> + Send {
-        let s = self.clone();
-        async move {
-            match s {
-                AnyStore::Sqlite(s) => s.execute(req).await,
-                AnyStore::Postgres(s) => s.execute(req).await,
-            }
-        }
     }
 }

@@ -22,7 +22,7 @@ pub enum Store {
 }
 
 /// The runtime a test's server runs on: `tributary serve` (tokio) or `tributary-async-std
-/// serve` (async-std, gRPC only: no HTTP transport, no tokens or TLS).
+/// serve` (async-std, gRPC only: no HTTP transport, no TLS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
     Tokio,

@@ -71,10 +71,43 @@ impl Tokens {
         }
     }
 
+    /// Checks the configured tokens: each usable in an `Authorization` header (16 to 4096
+    /// visible ASCII characters), and a read token only with a write token (otherwise writes
+    /// would be open while reads are not). The error names the field (`auth_token`,
+    /// `read_token`) and what is wrong.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        for (field, t) in [("auth_token", &self.write), ("read_token", &self.read)] {
+            if let Some(t) = t {
+                check_token(t).map_err(|e| (field, e))?;
+            }
+        }
+        if self.read.is_some() && self.write.is_none() {
+            return Err((
+                "read_token",
+                "needs auth_token too (otherwise writes would be open while reads are not)".into(),
+            ));
+        }
+        if self.read.is_some() && self.read == self.write {
+            return Err(("read_token", "must differ from auth_token".into()));
+        }
+        Ok(())
+    }
+
     /// Whether any token is configured.
     pub fn enabled(&self) -> bool {
         self.write.is_some() || self.read.is_some()
     }
+}
+
+/// A token must be usable in an `Authorization` header: 16 to 4096 visible ASCII characters.
+fn check_token(t: &str) -> Result<(), String> {
+    if !(16..=4096).contains(&t.len()) {
+        return Err(format!("length {} is outside 16..=4096", t.len()));
+    }
+    if !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be visible ASCII characters (no spaces)".into());
+    }
+    Ok(())
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one.
@@ -114,6 +147,35 @@ mod tests {
         assert_eq!(rw.check(Some("r"), Access::Read), Ok(()));
         assert_eq!(rw.check(Some("w"), Access::Read), Ok(()));
         assert_eq!(rw.check(Some("r"), Access::Write), Err(Denied::ReadOnly));
+    }
+
+    #[test]
+    fn tokens_are_checked() {
+        let good = "0123456789abcdef".to_string();
+        let t = |write: Option<&str>, read: Option<&str>| Tokens {
+            write: write.map(str::to_string),
+            read: read.map(str::to_string),
+        };
+        assert_eq!(t(None, None).validate(), Ok(()));
+        assert_eq!(
+            t(Some("short"), None).validate().map_err(|e| e.0),
+            Err("auth_token")
+        );
+        let spaced = "0123456789 abcdef";
+        assert_eq!(
+            t(Some(&good), Some(spaced)).validate().map_err(|e| e.0),
+            Err("read_token")
+        );
+        assert_eq!(
+            t(None, Some(&good)).validate().map_err(|e| e.0),
+            Err("read_token")
+        );
+        let other = "fedcba9876543210";
+        assert_eq!(t(Some(other), Some(&good)).validate(), Ok(()));
+        assert_eq!(
+            t(Some(&good), Some(&good)).validate().map_err(|e| e.0),
+            Err("read_token")
+        );
     }
 
     #[test]

@@ -1,6 +1,14 @@
+//! # tributary-store-any
+//!
 //! Which store a server runs on, named by one string: `sqlite` (the embedded default, in the
 //! data folder), `sqlite:PATH`, or a PostgreSQL URL (`postgres://...`, optionally ending in
-//! `#schema` to keep Tributary's tables in that schema).
+//! `#schema` to keep Tributary's tables in that schema); and [`AnyStore`], either of them
+//! behind the `Store` trait. Shared by the tokio server (`tributary-server`) and the
+//! async-std one (`tributary-io-async-std`): the feature `runtime-tokio` (default) or
+//! `runtime-async-std` picks sqlx's runtime.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
