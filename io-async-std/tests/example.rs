@@ -1,7 +1,7 @@
-//! The README's embedding example (`examples/embedded.rs`) runs and sees its events.
+//! The README's embedding example (`examples/embedded_async_std.rs`) runs and sees its events.
 
 #[allow(dead_code)]
-#[path = "../examples/embedded.rs"]
+#[path = "../examples/embedded_async_std.rs"]
 mod embedded;
 
 #[test]

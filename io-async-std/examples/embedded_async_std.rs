@@ -2,7 +2,7 @@
 //! executor on async-std (no tokio runtime anywhere), publishes three events through its
 //! handle and reads them through a subscription, acknowledging each.
 //!
-//! `cargo run -p tributary-io-async-std --example embedded [FOLDER]` (default: a new
+//! `cargo run -p tributary-io-async-std --example embedded_async_std [FOLDER]` (default: a new
 //! temporary folder). `tests/example.rs` runs it.
 
 use std::error::Error;
