@@ -15,5 +15,5 @@ mod serve;
 pub mod store;
 
 pub use grpc_auth::{GrpcAuth, GrpcAuthLayer};
-pub use link::{HttpLink, MetricsObserver};
+pub use link::{BrokerLinks, HttpLink, MetricsObserver};
 pub use serve::{Bound, ServeError, bind, serve};
