@@ -441,6 +441,84 @@ mod tests {
     }
 
     #[test]
+    fn the_relay_lag_and_a_disconnected_broker_degrade() {
+        let stream = |relay: Option<Vec<u64>>| tributary_core::StreamInfo {
+            config: tributary_core::StreamConfig::persistent(
+                tributary_core::StreamName::new("orders").expect("name"),
+            ),
+            partitions: vec![
+                tributary_core::PartitionInfo { first: 0, next: 8 },
+                tributary_core::PartitionInfo { first: 2, next: 9 },
+            ],
+            subscriptions: 0,
+            relay,
+        };
+        // 10 threshold: 8 + 9 = 17 not confirmed is degraded, 4 is not.
+        let r = report(
+            &[(stream(Some(vec![0, 0])), vec![])],
+            vec![],
+            &t(),
+            NOW,
+            START,
+        );
+        assert_eq!(r.streams[0].relay_lag, Some(17));
+        assert_eq!(r.streams[0].status, Status::Degraded);
+        assert!(r.streams[0].reasons[0].contains("relay lag 17 above 10"));
+        assert_eq!(r.status, Status::Degraded);
+        let r = report(
+            &[(stream(Some(vec![6, 7])), vec![])],
+            vec![],
+            &t(),
+            NOW,
+            START,
+        );
+        assert_eq!(
+            (r.streams[0].relay_lag, r.status),
+            (Some(4), Status::Healthy)
+        );
+        let r = report(&[(stream(None), vec![])], vec![], &t(), NOW, START);
+        assert_eq!((r.streams[0].relay_lag, r.status), (None, Status::Healthy));
+
+        let conn = |state| crate::ConnectionFigures {
+            state,
+            last_error: Some("connection refused".into()),
+        };
+        let figures = crate::BrokerFigures {
+            publisher: conn(crate::BrokerState::Idle),
+            inbound: vec![crate::InboundFigures {
+                remote_stream: "orders".into(),
+                subscription: "billing".into(),
+                stream: "orders-in".into(),
+                connection: conn(crate::BrokerState::Disconnected),
+                received: 0,
+                appended: 0,
+                duplicates: 0,
+                dead_lettered: vec![],
+            }],
+        };
+        let cs = broker(&figures);
+        assert_eq!(
+            cs.iter()
+                .map(|c| (c.component.as_str(), c.status, c.state))
+                .collect::<Vec<_>>(),
+            [
+                (
+                    "amqp-publisher",
+                    Status::Healthy,
+                    Some(crate::BrokerState::Idle)
+                ),
+                (
+                    "amqp-inbound orders:billing",
+                    Status::Degraded,
+                    Some(crate::BrokerState::Disconnected)
+                ),
+            ]
+        );
+        assert_eq!(cs[1].reasons, ["broker disconnected: connection refused"]);
+        assert_eq!(report(&[], cs, &t(), NOW, START).status, Status::Degraded);
+    }
+
+    #[test]
     fn unhealthy_below_degraded_is_refused() {
         let mut bad = t();
         bad.lag_unhealthy = 5;

@@ -1063,6 +1063,90 @@ mod tests {
     }
 
     #[test]
+    fn the_relay_and_the_broker_are_counted() {
+        let m = Metrics::new();
+        let e = Arc::new(delivered(0, 1).event.as_ref().clone());
+        let publish = |op| Output::Publish {
+            op: tributary_core::OpId(op),
+            stream: name("s"),
+            event: e.clone(),
+        };
+        let done = |op, result| Input::PublishDone {
+            op: tributary_core::OpId(op),
+            result,
+        };
+        for op in [1, 2, 3] {
+            m.on_output(now(0), &publish(op));
+        }
+        m.on_input(now(1), &done(1, tributary_core::PublishResult::Confirmed));
+        m.on_input(
+            now(1),
+            &done(2, tributary_core::PublishResult::Failed("x".into())),
+        );
+        m.on_input(now(1), &done(9, tributary_core::PublishResult::Confirmed));
+        let series = |n: &str| value(&m, &format!("tributary_relay_{n}_total{{stream=\"s\"}}"));
+        assert_eq!(
+            (series("published"), series("confirmed"), series("failed")),
+            (3.0, 1.0, 1.0),
+            "an answer to an unknown publish counts nothing"
+        );
+
+        let figures = |received, state| crate::BrokerFigures {
+            publisher: crate::ConnectionFigures {
+                state,
+                last_error: None,
+            },
+            inbound: vec![crate::InboundFigures {
+                remote_stream: "o".into(),
+                subscription: "b".into(),
+                stream: "l".into(),
+                connection: crate::ConnectionFigures {
+                    state: crate::BrokerState::Connected,
+                    last_error: None,
+                },
+                received,
+                appended: 4,
+                duplicates: 1,
+                dead_lettered: vec![("no_id".into(), 2), ("refused".into(), 0)],
+            }],
+        };
+        m.set_broker(&figures(7, crate::BrokerState::Disconnected));
+        // Totals are set, not added: a second scrape with the same totals changes nothing.
+        m.set_broker(&figures(7, crate::BrokerState::Connected));
+        let labels = "remote_stream=\"o\",subscription=\"b\",stream=\"l\"";
+        let inbound = |n: &str| value(&m, &format!("tributary_inbound_{n}_total{{{labels}}}"));
+        assert_eq!(
+            (
+                inbound("received"),
+                inbound("appended"),
+                inbound("duplicates")
+            ),
+            (7.0, 4.0, 1.0)
+        );
+        assert_eq!(
+            value(
+                &m,
+                &format!("tributary_inbound_dead_lettered_total{{{labels},reason=\"no_id\"}}")
+            ),
+            2.0
+        );
+        let state = |c: &str, s: &str| {
+            value(
+                &m,
+                &format!("tributary_broker_connection{{connection=\"{c}\",state=\"{s}\"}}"),
+            )
+        };
+        assert_eq!(
+            (
+                state("publisher", "connected"),
+                state("publisher", "disconnected"),
+                state("inbound:o:b", "connected")
+            ),
+            (1.0, 0.0, 1.0)
+        );
+    }
+
+    #[test]
     fn the_format_follows_accept() {
         let f = |a: &str| Format::from_accept(Some(a));
         assert_eq!(Format::from_accept(None), Format::Text);
