@@ -229,8 +229,12 @@ fn header<'a>(e: &'a pb::Event, k: &str) -> &'a str {
 }
 
 /// B holds every event of `published` exactly once, with A's envelope, each B partition
-/// holding one A partition's events in A's offset order.
-fn holds_exactly_once(events: &[pb::Event], published: &BTreeMap<String, (u32, u64)>) {
+/// holding one A partition's events, in A's offset order when `ordered`.
+fn holds_exactly_once(
+    events: &[pb::Event],
+    published: &BTreeMap<String, (u32, u64)>,
+    ordered: bool,
+) {
     let ids: BTreeSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids.len(), events.len(), "no event twice");
     let want: BTreeSet<&str> = published.keys().map(String::as_str).collect();
@@ -245,7 +249,9 @@ fn holds_exactly_once(events: &[pb::Event], published: &BTreeMap<String, (u32, u
             e.partition, pa,
             "same key, same partition count: same partition"
         );
-        if let Some(prev) = last.insert(e.partition, oa) {
+        if let Some(prev) = last.insert(e.partition, oa)
+            && ordered
+        {
             assert!(prev < oa, "partition {}: {prev} then {oa}", e.partition);
         }
     }
@@ -304,7 +310,7 @@ async fn b_consumes_a_stream_of_a_into_a_local_stream() {
         batch = more;
     }
     assert!(batch.is_empty(), "more than N: {batch:?}");
-    holds_exactly_once(&got, &published);
+    holds_exactly_once(&got, &published, true);
     check_envelope(&got, 1);
     // Nothing more in B once A's relay is at its heads and B has taken everything.
     let d = Deadline::new("A's relay at its heads", 60);
@@ -315,7 +321,7 @@ async fn b_consumes_a_stream_of_a_into_a_local_stream() {
         }
         d.tick().await;
     }
-    holds_exactly_once(&read_all(&mut cb, "orders-in").await, &published);
+    holds_exactly_once(&read_all(&mut cb, "orders-in").await, &published, true);
 
     // A: relay figures.
     let m = metrics(&a).await;
@@ -589,7 +595,7 @@ async fn b_killed_while_consuming_loses_nothing_and_doubles_nothing() {
         d.tick().await;
     }
     let events = read_all(&mut cb, "orders-in").await;
-    holds_exactly_once(&events, &published);
+    holds_exactly_once(&events, &published, true);
     let _ = conn.close(0, "done".into()).await;
 }
 
@@ -730,7 +736,9 @@ async fn a_broker_restart_during_a_publish_storm_loses_and_doubles_nothing() {
         }
         d.tick().await;
     }
-    holds_exactly_once(&read_all(&mut cb, "orders-in").await, &published);
+    // Order is not asked here: a publish that fails while a later one of its window is
+    // confirmed reaches the broker after it (docs/semantics.md, "Relay").
+    holds_exactly_once(&read_all(&mut cb, "orders-in").await, &published, false);
     // Both connections came back by themselves.
     wait_connected(&a, "amqp-publisher").await;
     wait_connected(&b, "amqp-inbound orders:r").await;
