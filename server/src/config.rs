@@ -24,6 +24,13 @@
 //! prefix = "tributary"              # exchanges <prefix>.<stream>
 //! confirm_timeout = "10s"           # an unconfirmed publish is sent again after this
 //!
+//! [[amqp.inbound]]                  # another service's cross-service stream, consumed
+//! remote_stream = "orders"          # its exchange <prefix>.orders
+//! subscription = "billing"          # the durable queue <prefix>.orders:billing (+ :dlx, :dlq)
+//! stream = "orders-in"              # the local stream (created when missing; needs dedup)
+//! routing_keys = ["#"]              # topic patterns over the event type (all)
+//! max_in_flight = 1000              # the prefetch: messages unacknowledged at most
+//!
 //! [health]                          # when a consumer is degraded or unhealthy
 //! lag_degraded = 1000
 //! lag_unhealthy = 10000
@@ -182,6 +189,58 @@ pub struct AmqpDecl {
     /// A publish the broker has not confirmed within this fails and is sent again (10s).
     #[serde(default, with = "humantime_serde")]
     pub confirm_timeout: Option<Duration>,
+    /// Other services' streams consumed into local streams.
+    #[serde(default)]
+    pub inbound: Vec<InboundDecl>,
+}
+
+/// An `[[amqp.inbound]]` entry: a remote cross-service stream consumed into a local stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundDecl {
+    /// The remote stream (its exchange is `<prefix>.<remote_stream>`).
+    pub remote_stream: String,
+    /// The subscription: names the durable queue `<prefix>.<remote_stream>:<subscription>`.
+    pub subscription: String,
+    /// The local stream the events are appended to.
+    pub stream: String,
+    /// Binding keys: topic patterns over the event type (`["#"]`: every type).
+    pub routing_keys: Option<Vec<String>>,
+    /// Messages delivered and not yet acknowledged at most, the AMQP prefetch (1000).
+    pub max_in_flight: Option<u32>,
+}
+
+impl InboundDecl {
+    /// The binding it declares.
+    pub fn to_binding(&self) -> Result<tributary_amqp::InboundBinding, DeclError> {
+        let remote =
+            StreamName::new(&self.remote_stream).map_err(|e| ("remote_stream", e.to_string()))?;
+        let subscription = SubscriptionName::new(&self.subscription)
+            .map_err(|e| ("subscription", e.to_string()))?;
+        let local = StreamName::new(&self.stream).map_err(|e| ("stream", e.to_string()))?;
+        let mut b = tributary_amqp::InboundBinding::new(remote, subscription, local);
+        if let Some(keys) = &self.routing_keys {
+            if keys.is_empty() {
+                return Err(("routing_keys", "at least one (\"#\": every type)".into()));
+            }
+            for k in keys {
+                if k.is_empty() || k.len() > 255 {
+                    return Err((
+                        "routing_keys",
+                        format!("{k:?}: length {} is outside 1..=255", k.len()),
+                    ));
+                }
+            }
+            b.routing_keys = keys.clone();
+        }
+        if let Some(n) = self.max_in_flight {
+            b.max_in_flight = u16::try_from(n)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(("max_in_flight", format!("{n} is outside 1..=65535")))?;
+        }
+        Ok(b)
+    }
 }
 
 /// The `[postgres]` table: the pool and timeouts of a PostgreSQL store.
@@ -574,6 +633,8 @@ pub struct Settings {
     pub engine: Config,
     /// The broker of cross-service streams, if any (without one they cannot be created).
     pub amqp: Option<tributary_amqp::AmqpConfig>,
+    /// Remote streams consumed into local streams (needs `amqp`).
+    pub amqp_inbound: Vec<tributary_amqp::InboundBinding>,
     /// Schema versions to register at start.
     pub schemas: Vec<SchemaRegistration>,
     /// Streams to create when missing.
@@ -708,6 +769,7 @@ impl Settings {
         }
         let amqp = amqp_config(over.amqp_url, file.amqp.as_ref())?;
         engine.relay_enabled = amqp.is_some();
+        let amqp_inbound = inbound_bindings(file.amqp.as_ref())?;
         let streams = file
             .streams
             .iter()
@@ -755,6 +817,7 @@ impl Settings {
                 ..engine
             },
             amqp,
+            amqp_inbound,
             schemas: file.schemas,
             streams,
             subscriptions,
@@ -769,7 +832,9 @@ fn amqp_config(
     file: Option<&AmqpDecl>,
 ) -> Result<Option<tributary_amqp::AmqpConfig>, ConfigError> {
     let Some(url) = url.or_else(|| file.and_then(|f| f.url.clone())) else {
-        if file.is_some_and(|f| f.prefix.is_some() || f.confirm_timeout.is_some()) {
+        if file.is_some_and(|f| {
+            f.prefix.is_some() || f.confirm_timeout.is_some() || !f.inbound.is_empty()
+        }) {
             return Err(invalid(
                 "amqp.url".into(),
                 "needed with the other [amqp] settings (or --amqp-url, TRIBUTARY_AMQP_URL)",
@@ -803,6 +868,30 @@ fn amqp_config(
         c.confirm_timeout = t;
     }
     Ok(Some(c))
+}
+
+/// The `[[amqp.inbound]]` bindings, checked: one queue per (remote stream, subscription).
+fn inbound_bindings(
+    file: Option<&AmqpDecl>,
+) -> Result<Vec<tributary_amqp::InboundBinding>, ConfigError> {
+    let mut out: Vec<tributary_amqp::InboundBinding> = Vec::new();
+    for (i, d) in file.map_or(&[][..], |f| &f.inbound).iter().enumerate() {
+        let name = format!("{}:{}", d.remote_stream, d.subscription);
+        let b = d
+            .to_binding()
+            .map_err(|(f, m)| invalid(entry("amqp.inbound", i, &name, f), m))?;
+        if out
+            .iter()
+            .any(|o| o.remote == b.remote && o.subscription == b.subscription)
+        {
+            return Err(invalid(
+                entry("amqp.inbound", i, &name, ""),
+                "a second binding of the same remote stream and subscription (they would share one queue)",
+            ));
+        }
+        out.push(b);
+    }
+    Ok(out)
 }
 
 /// The engine's configuration: SPEC's defaults, with the file's retention and cleanup.
@@ -1458,5 +1547,69 @@ mod tests {
             Ok(StartPosition::Time(UnixMillis(1000)))
         );
         assert!(parse_start("yesterday").is_err());
+    }
+
+    #[test]
+    fn inbound_bindings_are_read_and_checked() {
+        let file = parse(
+            r#"
+            [amqp]
+            url = "amqp://localhost"
+            [[amqp.inbound]]
+            remote_stream = "orders"
+            subscription = "billing"
+            stream = "orders-in"
+            [[amqp.inbound]]
+            remote_stream = "orders"
+            subscription = "audit"
+            stream = "audit"
+            routing_keys = ["order.*", "refund.#"]
+            max_in_flight = 50
+            "#,
+        )
+        .expect("valid");
+        let s = Settings::resolve(file, Overrides::default()).expect("valid");
+        let b = &s.amqp_inbound;
+        assert_eq!(b.len(), 2);
+        assert_eq!(
+            (
+                b[0].remote.as_str(),
+                b[0].subscription.as_str(),
+                b[0].local.as_str()
+            ),
+            ("orders", "billing", "orders-in")
+        );
+        assert_eq!(
+            (b[0].routing_keys.clone(), b[0].max_in_flight),
+            (vec!["#".to_string()], 1000)
+        );
+        assert_eq!(b[1].routing_keys, ["order.*", "refund.#"]);
+        assert_eq!(b[1].max_in_flight, 50);
+
+        let refused = |text: &str| {
+            let file = parse(text).expect("parses");
+            Settings::resolve(file, Overrides::default())
+                .expect_err("refused")
+                .to_string()
+        };
+        let e = refused(
+            "[[amqp.inbound]]\nremote_stream = \"a\"\nsubscription = \"s\"\nstream = \"b\"\n",
+        );
+        assert!(e.contains("amqp.url"), "{e}");
+        let one = "[amqp]\nurl = \"amqp://h\"\n[[amqp.inbound]]\nremote_stream = \"a\"\nsubscription = \"s\"\nstream = \"b\"\n";
+        let e = refused(&format!("{one}max_in_flight = 70000\n"));
+        assert!(
+            e.contains("amqp.inbound[0] (a:s).max_in_flight") && e.contains("1..=65535"),
+            "{e}"
+        );
+        let e = refused(&format!("{one}routing_keys = []\n"));
+        assert!(e.contains("routing_keys"), "{e}");
+        let e = refused(&one.replace("\"b\"", "\"Bad Name\""));
+        assert!(e.contains("amqp.inbound[0] (a:s).stream"), "{e}");
+        let e = refused(&format!("{one}{}", &one[one.find("[[").unwrap_or(0)..]));
+        assert!(
+            e.contains("amqp.inbound[1]") && e.contains("same remote stream"),
+            "{e}"
+        );
     }
 }

@@ -14,5 +14,5 @@ mod serve;
 /// The store a server runs on (`tributary-store-any`).
 pub use tributary_store_any as store;
 
-pub use link::{HttpLink, MetricsObserver};
+pub use link::{BrokerLinks, HttpLink, MetricsObserver};
 pub use serve::{Bound, ServeError, bind, serve};

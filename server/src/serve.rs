@@ -94,6 +94,7 @@ pub struct Bound {
     http_tls: Option<axum_server::tls_rustls::RustlsConfig>,
     grpc_tls: Option<tonic::transport::ServerTlsConfig>,
     tokens: tributary_http::Tokens,
+    inbound: Vec<tributary_amqp::Inbound>,
 }
 
 impl std::fmt::Debug for Bound {
@@ -157,6 +158,10 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
     let engine =
         Engine::new(config, seed, start_at).map_err(|e| ServeError::Engine(e.to_string()))?;
     let metrics = Arc::new(tributary_http::Metrics::new());
+    let publisher = settings
+        .amqp
+        .clone()
+        .map(tributary_amqp::AmqpPublisher::new);
     let handle = start(
         TokioRuntime,
         store.clone(),
@@ -165,26 +170,13 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         ExecutorConfig {
             journal,
             observer: Some(Arc::new(MetricsObserver(metrics.clone()))),
-            publisher: settings.amqp.clone().map(|c| {
-                Arc::new(super::link::AmqpLink(tributary_amqp::AmqpPublisher::new(c)))
-                    as Arc<dyn tributary_io_tokio::Publisher>
+            publisher: publisher.clone().map(|p| {
+                Arc::new(super::link::AmqpLink(p)) as Arc<dyn tributary_io_tokio::Publisher>
             }),
             ..ExecutorConfig::default()
         },
     );
     declare(&handle, &settings).await?;
-    let http_app = tributary_http::router(
-        Arc::new(HttpLink {
-            handle: handle.clone(),
-            store: store.clone(),
-            journal: journal_status,
-        }),
-        metrics,
-        tributary_http::HttpConfig {
-            tokens: settings.tokens.clone(),
-            health: settings.health,
-        },
-    );
     let http_bind_err = |source| ServeError::Bind {
         addr: settings.http_listen,
         source,
@@ -203,6 +195,31 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         addr: settings.grpc_listen,
         source,
     })?;
+    // Consuming starts once the sockets are bound: a start that fails leaves no task behind.
+    let inbound = match &settings.amqp {
+        Some(amqp) => start_inbound(&handle, &settings, amqp).await?,
+        None => Vec::new(),
+    };
+    let broker = publisher.as_ref().map(|p| crate::BrokerLinks {
+        publisher: p.status(),
+        inbound: inbound
+            .iter()
+            .map(tributary_amqp::Inbound::status)
+            .collect(),
+    });
+    let http_app = tributary_http::router(
+        Arc::new(HttpLink {
+            handle: handle.clone(),
+            store: store.clone(),
+            journal: journal_status,
+            broker,
+        }),
+        metrics,
+        tributary_http::HttpConfig {
+            tokens: settings.tokens.clone(),
+            health: settings.health,
+        },
+    );
     Ok(Bound {
         addr,
         store_name: settings.store.describe(&settings.data_dir),
@@ -217,6 +234,7 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         http_tls,
         grpc_tls,
         tokens: settings.tokens.clone(),
+        inbound,
     })
 }
 
@@ -252,6 +270,7 @@ impl Bound {
             http_tls,
             grpc_tls,
             tokens,
+            inbound,
         } = self;
         tracing::info!(code = 1, grpc = %addr, http = %http_addr, store = %store_name, tls = grpc_tls.is_some(), tokens = tokens.enabled(), "serving");
         let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -312,6 +331,11 @@ impl Bound {
         // Every step below shares one deadline: the whole shutdown takes at most
         // `shutdown_timeout` (the HTTP server's grace started with it, above).
         let deadline = tokio::time::Instant::now() + shutdown_timeout;
+        // Inbound bindings stop consuming and acknowledge what they appended; what is left
+        // stays in the broker for the next start.
+        let inbound = tokio::spawn(futures_util::future::join_all(
+            inbound.into_iter().map(tributary_amqp::Inbound::stop),
+        ));
         drop(stop_tx);
         let _ = signalled_tx.send(());
         let _ = http_stop_tx.send(());
@@ -348,6 +372,18 @@ impl Bound {
                 )
             }
             Ok(Ok(Ok(()))) => {}
+        }
+        let mut inbound = inbound;
+        if tokio::time::timeout_at(deadline, &mut inbound)
+            .await
+            .is_err()
+        {
+            inbound.abort();
+            tracing::warn!(
+                code = 3,
+                timeout = ?shutdown_timeout,
+                "inbound bindings still stopping after the shutdown timeout: stopping anyway"
+            );
         }
         // The engine task ends once the last handle is gone; then its journal is complete.
         let stopped = handle.stopped();
@@ -427,6 +463,86 @@ async fn declare(handle: &Handle, settings: &Settings) -> Result<(), ServeError>
         }
     }
     Ok(())
+}
+
+/// Makes sure the local stream of every inbound binding exists and deduplicates (creating a
+/// persistent one with the default dedup window when missing), then starts consuming.
+async fn start_inbound(
+    handle: &Handle,
+    settings: &Settings,
+    amqp: &tributary_amqp::AmqpConfig,
+) -> Result<Vec<tributary_amqp::Inbound>, ServeError> {
+    let mut started = Vec::new();
+    for b in &settings.amqp_inbound {
+        let what = || {
+            format!(
+                "stream {} of amqp.inbound {}:{}",
+                b.local, b.remote, b.subscription
+            )
+        };
+        let refuse = |reason: &'static str| ServeError::Declare {
+            what: what(),
+            error: Error::Invalid(tributary_core::InvalidInput::Conflict {
+                field: "stream",
+                reason,
+            }),
+        };
+        match handle
+            .call(NO_CONN, Command::DescribeStream(b.local.clone()))
+            .await
+        {
+            Ok(Reply::Stream(info)) => {
+                if info.config.is_ephemeral() {
+                    return Err(refuse(
+                        "an inbound stream must be persistent: the broker's acknowledgement follows the local commit",
+                    ));
+                }
+                if info.config.dedup_window.is_zero() {
+                    return Err(refuse(
+                        "an inbound stream needs a dedup window above 0: a redelivery from the broker is deduplicated by its message_id",
+                    ));
+                }
+            }
+            Err(Error::StreamNotFound(_)) => {
+                let mut c = tributary_core::StreamConfig::persistent(b.local.clone());
+                if !settings.engine.default_dedup_window.is_zero() {
+                    c.dedup_window = settings.engine.default_dedup_window;
+                }
+                if c.dedup_window.is_zero() {
+                    c.dedup_window = std::time::Duration::from_secs(600);
+                }
+                match handle.call(NO_CONN, Command::CreateStream(c)).await {
+                    Ok(_) | Err(Error::StreamExists(_)) => {
+                        tracing::info!(code = 1001, stream = %b.local, remote = %b.remote, "stream created for an inbound binding")
+                    }
+                    Err(error) => {
+                        return Err(ServeError::Declare {
+                            what: what(),
+                            error,
+                        });
+                    }
+                }
+            }
+            Ok(_) => {
+                return Err(ServeError::Declare {
+                    what: what(),
+                    error: Error::Unavailable("unexpected reply to DescribeStream".into()),
+                });
+            }
+            Err(error) => {
+                return Err(ServeError::Declare {
+                    what: what(),
+                    error,
+                });
+            }
+        }
+        started.push(tributary_amqp::Inbound::start(
+            amqp.clone(),
+            b.clone(),
+            Arc::new(crate::link::InboundLink(handle.clone())),
+        ));
+    }
+    Ok(started)
 }
 
 async fn wait_for_signal() {

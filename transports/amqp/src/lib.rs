@@ -11,14 +11,24 @@
 //! - the message: routing key = event type, body = payload, persistent (delivery mode 2),
 //!   properties `message_id` (the event id), `type`, `timestamp` (seconds), `correlation_id`,
 //!   `content_type`, and headers `x-stream`, `x-partition`, `x-offset`, `x-schema-version`,
-//!   `x-event-type`, `x-timestamp-ms`, `x-correlation-id`, `x-causation-id` where the event
-//!   has one, then the event's own headers (see [`message_of`]);
+//!   `x-event-type`, `x-timestamp-ms`, `x-correlation-id`, `x-causation-id` and `x-key`
+//!   (the partition key, bytes) where the event has one, then the event's own headers (see [`message_of`]);
 //! - the connection is made on first use and made again after it broke, with a back-off of
 //!   100 ms x 2^n capped at 30 s; while the broker is away a publish fails at once (the core
 //!   sends it again after its own back-off, within its relay window, so memory stays bounded);
 //! - a publish that the broker never answers fails after `confirm_timeout`.
 //!
+//! The other direction, another service's stream consumed into a local stream, is
+//! [`Inbound`] (see the [`inbound`] module). [`LinkStatus`] and [`InboundStatus`] say what the
+//! connections are doing, for health and metrics.
+//!
 //! Log lines carry stable codes in the 8000s (SPEC 11).
+
+pub mod inbound;
+mod status;
+
+pub use inbound::{AppendReply, Inbound, InboundBinding, LocalAppender, Poison, event_of};
+pub use status::{DeadReason, InboundStatus, LinkState, LinkStatus};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -31,9 +41,9 @@ use tributary_core::{Event, PublishResult, StreamName};
 /// The longest AMQP short string (routing keys, `type`, `message_id`, `correlation_id`).
 const SHORT: usize = 255;
 /// First reconnect delay; doubled after each failure.
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Longest reconnect delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// How the transport reaches the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +79,7 @@ impl AmqpConfig {
 pub struct AmqpPublisher {
     prefix: Arc<str>,
     queue: tokio::sync::mpsc::UnboundedSender<Job>,
+    status: Arc<LinkStatus>,
 }
 
 impl std::fmt::Debug for AmqpPublisher {
@@ -87,8 +98,8 @@ struct Job {
 }
 
 /// The connection as it stands (owned by the sending task).
-#[derive(Default)]
 struct Link {
+    status: Arc<LinkStatus>,
     open: Option<(Connection, Channel)>,
     /// Exchanges declared on this connection.
     declared: BTreeSet<String>,
@@ -105,8 +116,18 @@ impl AmqpPublisher {
         // Unbounded: what waits here is bounded by the relay window of each stream in the core.
         let (queue, jobs) = tokio::sync::mpsc::unbounded_channel();
         let prefix: Arc<str> = config.prefix.as_str().into();
-        tokio::spawn(send_all(config, jobs));
-        AmqpPublisher { prefix, queue }
+        let status = Arc::new(LinkStatus::default());
+        tokio::spawn(send_all(config, jobs, status.clone()));
+        AmqpPublisher {
+            prefix,
+            queue,
+            status,
+        }
+    }
+
+    /// Its connection's status.
+    pub fn status(&self) -> Arc<LinkStatus> {
+        self.status.clone()
     }
 
     /// Queues one event of `stream` for publishing and returns the future of the broker's
@@ -138,8 +159,18 @@ impl AmqpPublisher {
 
 /// The sending task: publishes the queued events one after the other, each confirm awaited
 /// in a task of its own.
-async fn send_all(config: AmqpConfig, mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>) {
-    let mut link = Link::default();
+async fn send_all(
+    config: AmqpConfig,
+    mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
+    status: Arc<LinkStatus>,
+) {
+    let mut link = Link {
+        status,
+        open: None,
+        declared: BTreeSet::new(),
+        failures: 0,
+        next_try: None,
+    };
     while let Some(job) = jobs.recv().await {
         let exchange = config.exchange(&job.stream);
         let channel = match link.channel_for(&config, &exchange).await {
@@ -198,6 +229,7 @@ impl Link {
             .as_ref()
             .is_some_and(|(c, ch)| c.status().connected() && ch.status().connected());
         if !up {
+            self.status.wanted();
             if let Some(t) = self.next_try
                 && Instant::now() < t
             {
@@ -206,15 +238,15 @@ impl Link {
             match connect(config).await {
                 Ok(open) => {
                     tracing::info!(code = 8010, failures = self.failures, "broker connected");
+                    self.status.up(&open.0);
                     self.open = Some(open);
                     self.declared.clear();
                     self.failures = 0;
                     self.next_try = None;
                 }
                 Err(e) => {
-                    let delay = BACKOFF_BASE
-                        .saturating_mul(1u32 << self.failures.min(16))
-                        .min(BACKOFF_MAX);
+                    let delay = inbound::backoff(self.failures);
+                    self.status.down(&e.to_string());
                     self.failures = self.failures.saturating_add(1);
                     self.next_try = Some(Instant::now() + delay);
                     self.open = None;
@@ -251,6 +283,7 @@ impl Link {
 
     /// The connection failed: the next publish connects again.
     fn broken(&mut self, why: &str) {
+        self.status.down(why);
         if self.open.take().is_some() {
             tracing::warn!(code = 8013, error = why, "broker connection lost");
         }
@@ -267,7 +300,7 @@ async fn connect(config: &AmqpConfig) -> Result<(Connection, Channel), lapin::Er
 }
 
 /// A string cut to an AMQP short string (at a character boundary).
-fn short(s: &str) -> ShortString {
+pub(crate) fn short(s: &str) -> ShortString {
     let mut end = s.len().min(SHORT);
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -307,6 +340,9 @@ pub fn message_of(stream: &StreamName, event: &Event) -> (ShortString, BasicProp
     if let Some(c) = &event.causation_id {
         put("x-causation-id", AMQPValue::LongString(c.as_str().into()));
     }
+    if let Some(k) = &event.key {
+        put("x-key", AMQPValue::LongString(k.to_vec().into()));
+    }
     for (k, v) in &event.headers {
         if !RESERVED.contains(&k.as_str()) {
             headers.insert(short(k), AMQPValue::LongString(v.as_str().into()));
@@ -326,7 +362,7 @@ pub fn message_of(stream: &StreamName, event: &Event) -> (ShortString, BasicProp
 }
 
 /// Headers the envelope owns: an event header of the same name does not replace them.
-const RESERVED: [&str; 8] = [
+pub(crate) const RESERVED: [&str; 9] = [
     "x-stream",
     "x-partition",
     "x-offset",
@@ -335,6 +371,7 @@ const RESERVED: [&str; 8] = [
     "x-timestamp-ms",
     "x-correlation-id",
     "x-causation-id",
+    "x-key",
 ];
 
 #[cfg(test)]

@@ -35,6 +35,10 @@ pub struct PartitionView {
     pub last_offset: Option<u64>,
     /// Events held.
     pub length: u64,
+    /// Cross-service streams: the relay position, every offset below it confirmed by the
+    /// broker (`null` for other streams).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_offset: Option<u64>,
 }
 
 /// An ephemeral stream's bounds.
@@ -101,6 +105,10 @@ pub struct StreamView {
     pub dedup_window_ms: u64,
     /// Mirrored to the message broker.
     pub cross_service: bool,
+    /// Cross-service streams: events not yet confirmed by the broker, over all partitions
+    /// (absent for other streams).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_lag: Option<u64>,
     /// An ephemeral stream's bounds.
     pub ephemeral: Option<EphemeralView>,
     /// Each partition.
@@ -127,6 +135,7 @@ impl From<&StreamInfo> for StreamView {
                 next_offset: p.next,
                 last_offset: (p.next > p.first).then(|| p.next - 1),
                 length: p.next - p.first,
+                relay_offset: s.relay.as_ref().and_then(|r| r.get(i).copied()),
             })
             .collect();
         let (kind, ephemeral) = match &s.config.kind {
@@ -159,6 +168,7 @@ impl From<&StreamInfo> for StreamView {
             delivery: delivery_view(s.config.delivery),
             dedup_window_ms: s.config.dedup_window.as_millis() as u64,
             cross_service: s.config.scope == tributary_core::Scope::CrossService,
+            relay_lag: crate::relay_lag(s),
             ephemeral,
             partition_detail,
         }

@@ -15,6 +15,10 @@
 //! to do is not stalled the moment an event arrives); when neither is known (nothing
 //! acknowledged since the server started and the event no longer in memory), from the server's
 //! start. A subscription, a stream and the whole server take the worst status below them.
+//!
+//! A cross-service stream also shows its relay lag (events not yet confirmed by the broker)
+//! and is `degraded` while it is above `lag_degraded`. The broker's connections are components
+//! (`amqp-publisher`, `amqp-inbound <remote>:<subscription>`), `degraded` while disconnected.
 
 use serde::Serialize;
 use std::time::Duration;
@@ -114,6 +118,12 @@ pub struct StreamHealth {
     pub status: Status,
     /// Events held.
     pub length: u64,
+    /// Cross-service streams: events not yet confirmed by the broker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_lag: Option<u64>,
+    /// Why the stream itself is not healthy (its relay).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
     /// Its subscriptions.
     pub subscriptions: Vec<SubscriptionHealth>,
 }
@@ -121,10 +131,13 @@ pub struct StreamHealth {
 /// The health of one of the server's own components (the journal).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ComponentHealth {
-    /// Which: `journal`.
+    /// Which: `journal`, `amqp-publisher`, `amqp-inbound <remote>:<subscription>`.
     pub component: String,
     /// Its status.
     pub status: Status,
+    /// A broker connection's state: `idle`, `connected` or `disconnected`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<crate::BrokerState>,
     /// Why it is not healthy.
     pub reasons: Vec<String>,
 }
@@ -162,8 +175,41 @@ pub fn journal(j: &crate::JournalFigures) -> ComponentHealth {
         } else {
             Status::Degraded
         },
+        state: None,
         reasons,
     }
+}
+
+/// The broker's connections: `degraded` while one is disconnected (what is relayed waits in
+/// the store and what is consumed waits in the broker, so never `unhealthy`).
+pub fn broker(b: &crate::BrokerFigures) -> Vec<ComponentHealth> {
+    let one = |component: String, c: &crate::ConnectionFigures| {
+        let mut reasons = Vec::new();
+        if c.state == crate::BrokerState::Disconnected {
+            reasons.push(format!(
+                "broker disconnected: {}",
+                c.last_error.as_deref().unwrap_or("not connected yet")
+            ));
+        }
+        ComponentHealth {
+            component,
+            status: if reasons.is_empty() {
+                Status::Healthy
+            } else {
+                Status::Degraded
+            },
+            state: Some(c.state),
+            reasons,
+        }
+    };
+    std::iter::once(one("amqp-publisher".into(), &b.publisher))
+        .chain(b.inbound.iter().map(|i| {
+            one(
+                format!("amqp-inbound {}:{}", i.remote_stream, i.subscription),
+                &i.connection,
+            )
+        }))
+        .collect()
 }
 
 /// Every position of a subscription with its figures: broadcast and read-receipt consumers
@@ -273,10 +319,25 @@ pub fn report(
                     }
                 })
                 .collect();
+            let relay_lag = crate::relay_lag(s);
+            let mut reasons = Vec::new();
+            if let Some(lag) = relay_lag.filter(|l| *l > t.lag_degraded) {
+                reasons.push(format!(
+                    "relay lag {lag} above {}: events not yet confirmed by the broker",
+                    t.lag_degraded
+                ));
+            }
+            let own = if reasons.is_empty() {
+                Status::Healthy
+            } else {
+                Status::Degraded
+            };
             StreamHealth {
                 stream: s.config.name.to_string(),
-                status: worst(subscriptions.iter().map(|s| s.status)),
+                status: worst(subscriptions.iter().map(|s| s.status).chain([own])),
                 length: s.length(),
+                relay_lag,
+                reasons,
                 subscriptions,
             }
         })
@@ -377,6 +438,84 @@ mod tests {
             report(&[], vec![fine], &t(), NOW, START).status,
             Status::Healthy
         );
+    }
+
+    #[test]
+    fn the_relay_lag_and_a_disconnected_broker_degrade() {
+        let stream = |relay: Option<Vec<u64>>| tributary_core::StreamInfo {
+            config: tributary_core::StreamConfig::persistent(
+                tributary_core::StreamName::new("orders").expect("name"),
+            ),
+            partitions: vec![
+                tributary_core::PartitionInfo { first: 0, next: 8 },
+                tributary_core::PartitionInfo { first: 2, next: 9 },
+            ],
+            subscriptions: 0,
+            relay,
+        };
+        // 10 threshold: 8 + 9 = 17 not confirmed is degraded, 4 is not.
+        let r = report(
+            &[(stream(Some(vec![0, 0])), vec![])],
+            vec![],
+            &t(),
+            NOW,
+            START,
+        );
+        assert_eq!(r.streams[0].relay_lag, Some(17));
+        assert_eq!(r.streams[0].status, Status::Degraded);
+        assert!(r.streams[0].reasons[0].contains("relay lag 17 above 10"));
+        assert_eq!(r.status, Status::Degraded);
+        let r = report(
+            &[(stream(Some(vec![6, 7])), vec![])],
+            vec![],
+            &t(),
+            NOW,
+            START,
+        );
+        assert_eq!(
+            (r.streams[0].relay_lag, r.status),
+            (Some(4), Status::Healthy)
+        );
+        let r = report(&[(stream(None), vec![])], vec![], &t(), NOW, START);
+        assert_eq!((r.streams[0].relay_lag, r.status), (None, Status::Healthy));
+
+        let conn = |state| crate::ConnectionFigures {
+            state,
+            last_error: Some("connection refused".into()),
+        };
+        let figures = crate::BrokerFigures {
+            publisher: conn(crate::BrokerState::Idle),
+            inbound: vec![crate::InboundFigures {
+                remote_stream: "orders".into(),
+                subscription: "billing".into(),
+                stream: "orders-in".into(),
+                connection: conn(crate::BrokerState::Disconnected),
+                received: 0,
+                appended: 0,
+                duplicates: 0,
+                dead_lettered: vec![],
+            }],
+        };
+        let cs = broker(&figures);
+        assert_eq!(
+            cs.iter()
+                .map(|c| (c.component.as_str(), c.status, c.state))
+                .collect::<Vec<_>>(),
+            [
+                (
+                    "amqp-publisher",
+                    Status::Healthy,
+                    Some(crate::BrokerState::Idle)
+                ),
+                (
+                    "amqp-inbound orders:billing",
+                    Status::Degraded,
+                    Some(crate::BrokerState::Disconnected)
+                ),
+            ]
+        );
+        assert_eq!(cs[1].reasons, ["broker disconnected: connection refused"]);
+        assert_eq!(report(&[], cs, &t(), NOW, START).status, Status::Degraded);
     }
 
     #[test]

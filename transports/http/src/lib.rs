@@ -58,6 +58,93 @@ pub trait EngineApi: Send + Sync + 'static {
     fn journal(&self) -> Option<JournalFigures> {
         None
     }
+    /// The message broker's connections, when one is configured (for `/health` and
+    /// `/metrics`).
+    fn broker(&self) -> Option<BrokerFigures> {
+        None
+    }
+}
+
+/// The state of one connection to the message broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerState {
+    /// Not needed yet (the relay connects on its first publish).
+    Idle,
+    /// Connected.
+    Connected,
+    /// Not connected: being tried again with back-off.
+    Disconnected,
+}
+
+impl BrokerState {
+    /// Every state, in a fixed order.
+    pub const ALL: [BrokerState; 3] = [
+        BrokerState::Idle,
+        BrokerState::Connected,
+        BrokerState::Disconnected,
+    ];
+
+    /// `idle`, `connected` or `disconnected`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrokerState::Idle => "idle",
+            BrokerState::Connected => "connected",
+            BrokerState::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// One connection to the broker, as `/health` and `/metrics` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionFigures {
+    /// Its state now.
+    pub state: BrokerState,
+    /// Why it last failed or was lost.
+    pub last_error: Option<String>,
+}
+
+/// One inbound binding (a remote stream consumed into a local stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundFigures {
+    /// The remote stream.
+    pub remote_stream: String,
+    /// The subscription (its queue).
+    pub subscription: String,
+    /// The local stream.
+    pub stream: String,
+    /// Its connection.
+    pub connection: ConnectionFigures,
+    /// Messages received (redeliveries included).
+    pub received: u64,
+    /// Messages appended as new events.
+    pub appended: u64,
+    /// Messages already appended (a redelivery), acknowledged without a second event.
+    pub duplicates: u64,
+    /// Messages sent to the dead-letter queue, per reason.
+    pub dead_lettered: Vec<(String, u64)>,
+}
+
+/// The message broker's connections: the relay's publisher and the inbound bindings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerFigures {
+    /// The relay's publisher.
+    pub publisher: ConnectionFigures,
+    /// Each inbound binding.
+    pub inbound: Vec<InboundFigures>,
+}
+
+/// A cross-service stream's events not yet confirmed by the broker, over its partitions
+/// (`None` for other streams).
+pub fn relay_lag(s: &StreamInfo) -> Option<u64> {
+    let relay = s.relay.as_ref()?;
+    Some(
+        s.partitions
+            .iter()
+            .zip(relay)
+            .map(|(p, r)| p.next.saturating_sub(*r))
+            .sum(),
+    )
 }
 
 /// What the engine's journal has lost so far, as `/health` and `/metrics` show it.
@@ -300,8 +387,11 @@ async fn health(
     State(st): State<AppState>,
 ) -> Result<(StatusCode, Json<health::HealthReport>), ApiError> {
     let snap = snapshot(&st).await?;
-    let components: Vec<health::ComponentHealth> =
+    let mut components: Vec<health::ComponentHealth> =
         st.engine.journal().iter().map(health::journal).collect();
+    if let Some(b) = st.engine.broker() {
+        components.extend(health::broker(&b));
+    }
     let report = health::report(&snap, components, &st.health, now_millis(), st.started);
     let code = if report.status == health::Status::Unhealthy {
         StatusCode::SERVICE_UNAVAILABLE
@@ -338,6 +428,9 @@ async fn metrics(
     st.metrics.set_gauges(&snap);
     if let Some(j) = st.engine.journal() {
         st.metrics.set_journal(&j);
+    }
+    if let Some(b) = st.engine.broker() {
+        st.metrics.set_broker(&b);
     }
     Ok((
         [

@@ -18,11 +18,22 @@
 //! - `unread_timeouts_total{stream, subscription, consumer}`: read-receipt deliveries not read
 //!   within `unread_timeout` (SPEC 6: the engine's `UnreadTimeout` notice, once per delivery);
 //! - `journal_write_failures_total` and `journal_dropped_records_total`: the journal's losses,
-//!   set from its own counts at each scrape (0 without a journal).
+//!   set from its own counts at each scrape (0 without a journal);
+//! - `relay_published_total{stream}`, `relay_confirmed_total{stream}` and
+//!   `relay_failed_total{stream}`: the relay's publishes to the broker (a publish sent again
+//!   counts again), and their answers;
+//! - `inbound_received_total`, `inbound_appended_total`, `inbound_duplicates_total` and
+//!   `inbound_dead_lettered_total{..., reason}`, labelled `remote_stream, subscription,
+//!   stream`: messages consumed from another service's stream, set from the transport's counts
+//!   at each scrape.
 //!
 //! Gauges are read from the engine when `/metrics` is scraped: `stream_length{stream}`,
 //! `consumer_lag{stream, subscription, consumer}` (`consumer` empty for the shared position of
-//! an exclusive subscription) and `active_consumers{stream, subscription}`.
+//! an exclusive subscription), `active_consumers{stream, subscription}`,
+//! `relay_lag{stream}` (cross-service streams: events not yet confirmed by the broker) and
+//! `broker_connection{connection, state}` (1 for the state each broker connection is in,
+//! `idle`, `connected` or `disconnected`; `connection` is `publisher` or
+//! `inbound:<remote>:<subscription>`).
 //!
 //! [`Metrics::render`] writes the Prometheus text format 0.0.4 or OpenMetrics 1.0.0
 //! ([`Format`], negotiated from `Accept` by [`Format::from_accept`]), with label values
@@ -92,6 +103,27 @@ struct StreamLabels {
     stream: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    connection: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InboundLabels {
+    remote_stream: String,
+    subscription: String,
+    stream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InboundReasonLabels {
+    remote_stream: String,
+    subscription: String,
+    stream: String,
+    reason: String,
+}
+
 /// A command whose reply decides what is counted.
 #[derive(Debug)]
 enum Pending {
@@ -156,6 +188,9 @@ struct State {
     /// When each unacknowledged delivery was sent (monotonic nanoseconds), and on which
     /// connection.
     delivered: FastMap<DeliveryKey, (ConnId, u64)>,
+    /// The stream of each publish to the broker not answered yet (bounded by the relay
+    /// windows).
+    publishes: FastMap<tributary_core::OpId, StreamName>,
 }
 
 /// The event types of `events` as runs of one type: one entry per run, not per event, with
@@ -202,6 +237,15 @@ pub struct Metrics {
     unread: Family<ConsumerLabels, Counter>,
     journal_failures: Counter,
     journal_dropped: Counter,
+    relay_published: Family<StreamLabels, Counter>,
+    relay_confirmed: Family<StreamLabels, Counter>,
+    relay_failed: Family<StreamLabels, Counter>,
+    relay_lag: Family<StreamLabels, Gauge>,
+    broker_connection: Family<ConnectionLabels, Gauge>,
+    inbound_received: Family<InboundLabels, Counter>,
+    inbound_appended: Family<InboundLabels, Counter>,
+    inbound_duplicates: Family<InboundLabels, Counter>,
+    inbound_dead: Family<InboundReasonLabels, Counter>,
     state: Mutex<State>,
 }
 
@@ -235,6 +279,15 @@ impl Metrics {
             unread: Family::default(),
             journal_failures: Counter::default(),
             journal_dropped: Counter::default(),
+            relay_published: Family::default(),
+            relay_confirmed: Family::default(),
+            relay_failed: Family::default(),
+            relay_lag: Family::default(),
+            broker_connection: Family::default(),
+            inbound_received: Family::default(),
+            inbound_appended: Family::default(),
+            inbound_duplicates: Family::default(),
+            inbound_dead: Family::default(),
             state: Mutex::new(State::default()),
             registry: Registry::default(),
         };
@@ -288,6 +341,51 @@ impl Metrics {
             "journal_dropped_records",
             "Inputs of the engine that its journal does not hold (after a write failure)",
             m.journal_dropped.clone(),
+        );
+        registry.register(
+            "relay_published",
+            "Events of cross-service streams handed to the broker (a publish sent again counts again)",
+            m.relay_published.clone(),
+        );
+        registry.register(
+            "relay_confirmed",
+            "Publishes of cross-service streams the broker confirmed",
+            m.relay_confirmed.clone(),
+        );
+        registry.register(
+            "relay_failed",
+            "Publishes of cross-service streams that failed (sent again after a back-off)",
+            m.relay_failed.clone(),
+        );
+        registry.register(
+            "relay_lag",
+            "Events of a cross-service stream not yet confirmed by the broker",
+            m.relay_lag.clone(),
+        );
+        registry.register(
+            "broker_connection",
+            "1 for the state each broker connection is in (idle, connected, disconnected)",
+            m.broker_connection.clone(),
+        );
+        registry.register(
+            "inbound_received",
+            "Messages received from another service's stream (redeliveries included)",
+            m.inbound_received.clone(),
+        );
+        registry.register(
+            "inbound_appended",
+            "Messages of another service's stream appended to the local stream",
+            m.inbound_appended.clone(),
+        );
+        registry.register(
+            "inbound_duplicates",
+            "Messages of another service's stream already appended (redeliveries), not appended again",
+            m.inbound_duplicates.clone(),
+        );
+        registry.register(
+            "inbound_dead_lettered",
+            "Messages of another service's stream moved to the dead-letter queue, by reason",
+            m.inbound_dead.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -361,6 +459,19 @@ impl Metrics {
             Input::ConnClosed { conn } => {
                 st.delivered.retain(|_, (c, _)| c != conn);
                 st.pending.retain(|(c, _), _| c != conn);
+            }
+            Input::PublishDone { op, result } => {
+                if let Some(stream) = st.publishes.remove(op) {
+                    let family = match result {
+                        tributary_core::PublishResult::Confirmed => &self.relay_confirmed,
+                        tributary_core::PublishResult::Failed(_) => &self.relay_failed,
+                    };
+                    family
+                        .get_or_create(&StreamLabels {
+                            stream: stream.to_string(),
+                        })
+                        .inc();
+                }
             }
             _ => {}
         }
@@ -497,6 +608,18 @@ impl Metrics {
                     }
                 }
             }
+            Output::Publish { op, stream, .. } => {
+                let mut st = self.state();
+                if st.publishes.len() < MAX_PENDING {
+                    st.publishes.insert(*op, stream.clone());
+                }
+                drop(st);
+                self.relay_published
+                    .get_or_create(&StreamLabels {
+                        stream: stream.to_string(),
+                    })
+                    .inc();
+            }
             Output::Notice(Notice::DeadLettered {
                 stream,
                 subscription,
@@ -554,8 +677,16 @@ impl Metrics {
         self.length.clear();
         self.lag.clear();
         self.active.clear();
+        self.relay_lag.clear();
         for (s, subs) in streams {
             let stream = s.config.name.to_string();
+            if let Some(lag) = crate::relay_lag(s) {
+                self.relay_lag
+                    .get_or_create(&StreamLabels {
+                        stream: stream.clone(),
+                    })
+                    .set(gauge_value(lag));
+            }
             self.length
                 .get_or_create(&StreamLabels {
                     stream: stream.clone(),
@@ -578,6 +709,53 @@ impl Metrics {
                         })
                         .set(gauge_value(figures.lag));
                 }
+            }
+        }
+    }
+
+    /// Sets the broker's gauges and the inbound counters to what the transport has counted
+    /// (the counters only grow).
+    pub fn set_broker(&self, b: &crate::BrokerFigures) {
+        // One scrape at a time moves them, so that two do not add the same difference.
+        let _st = self.state();
+        self.broker_connection.clear();
+        let state = |connection: String, c: &crate::ConnectionFigures| {
+            for s in crate::BrokerState::ALL {
+                self.broker_connection
+                    .get_or_create(&ConnectionLabels {
+                        connection: connection.clone(),
+                        state: s.as_str().into(),
+                    })
+                    .set(i64::from(c.state == s));
+            }
+        };
+        state("publisher".into(), &b.publisher);
+        for i in &b.inbound {
+            state(
+                format!("inbound:{}:{}", i.remote_stream, i.subscription),
+                &i.connection,
+            );
+            let labels = InboundLabels {
+                remote_stream: i.remote_stream.clone(),
+                subscription: i.subscription.clone(),
+                stream: i.stream.clone(),
+            };
+            for (family, total) in [
+                (&self.inbound_received, i.received),
+                (&self.inbound_appended, i.appended),
+                (&self.inbound_duplicates, i.duplicates),
+            ] {
+                let c = family.get_or_create(&labels);
+                c.inc_by(total.saturating_sub(c.get()));
+            }
+            for (reason, total) in &i.dead_lettered {
+                let c = self.inbound_dead.get_or_create(&InboundReasonLabels {
+                    remote_stream: i.remote_stream.clone(),
+                    subscription: i.subscription.clone(),
+                    stream: i.stream.clone(),
+                    reason: reason.clone(),
+                });
+                c.inc_by(total.saturating_sub(c.get()));
             }
         }
     }
@@ -881,6 +1059,90 @@ mod tests {
         assert!(
             m.render(Format::Text)
                 .contains("# TYPE tributary_unread_timeouts_total counter\n")
+        );
+    }
+
+    #[test]
+    fn the_relay_and_the_broker_are_counted() {
+        let m = Metrics::new();
+        let e = Arc::new(delivered(0, 1).event.as_ref().clone());
+        let publish = |op| Output::Publish {
+            op: tributary_core::OpId(op),
+            stream: name("s"),
+            event: e.clone(),
+        };
+        let done = |op, result| Input::PublishDone {
+            op: tributary_core::OpId(op),
+            result,
+        };
+        for op in [1, 2, 3] {
+            m.on_output(now(0), &publish(op));
+        }
+        m.on_input(now(1), &done(1, tributary_core::PublishResult::Confirmed));
+        m.on_input(
+            now(1),
+            &done(2, tributary_core::PublishResult::Failed("x".into())),
+        );
+        m.on_input(now(1), &done(9, tributary_core::PublishResult::Confirmed));
+        let series = |n: &str| value(&m, &format!("tributary_relay_{n}_total{{stream=\"s\"}}"));
+        assert_eq!(
+            (series("published"), series("confirmed"), series("failed")),
+            (3.0, 1.0, 1.0),
+            "an answer to an unknown publish counts nothing"
+        );
+
+        let figures = |received, state| crate::BrokerFigures {
+            publisher: crate::ConnectionFigures {
+                state,
+                last_error: None,
+            },
+            inbound: vec![crate::InboundFigures {
+                remote_stream: "o".into(),
+                subscription: "b".into(),
+                stream: "l".into(),
+                connection: crate::ConnectionFigures {
+                    state: crate::BrokerState::Connected,
+                    last_error: None,
+                },
+                received,
+                appended: 4,
+                duplicates: 1,
+                dead_lettered: vec![("no_id".into(), 2), ("refused".into(), 0)],
+            }],
+        };
+        m.set_broker(&figures(7, crate::BrokerState::Disconnected));
+        // Totals are set, not added: a second scrape with the same totals changes nothing.
+        m.set_broker(&figures(7, crate::BrokerState::Connected));
+        let labels = "remote_stream=\"o\",subscription=\"b\",stream=\"l\"";
+        let inbound = |n: &str| value(&m, &format!("tributary_inbound_{n}_total{{{labels}}}"));
+        assert_eq!(
+            (
+                inbound("received"),
+                inbound("appended"),
+                inbound("duplicates")
+            ),
+            (7.0, 4.0, 1.0)
+        );
+        assert_eq!(
+            value(
+                &m,
+                &format!("tributary_inbound_dead_lettered_total{{{labels},reason=\"no_id\"}}")
+            ),
+            2.0
+        );
+        let state = |c: &str, s: &str| {
+            value(
+                &m,
+                &format!("tributary_broker_connection{{connection=\"{c}\",state=\"{s}\"}}"),
+            )
+        };
+        assert_eq!(
+            (
+                state("publisher", "connected"),
+                state("publisher", "disconnected"),
+                state("inbound:o:b", "connected")
+            ),
+            (1.0, 0.0, 1.0)
         );
     }
 
