@@ -359,16 +359,7 @@ async fn the_async_std_server_checks_tokens() {
         "info",
     );
     let mut c = server.client().await;
-    let with = |token: Option<&str>, req: pb::CreateStreamRequest| {
-        let mut r = tonic::Request::new(req);
-        if let Some(t) = token {
-            r.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {t}").parse().expect("header"),
-            );
-        }
-        r
-    };
+    let with = authed::<pb::CreateStreamRequest>;
     let create = || pb::CreateStreamRequest {
         name: "guarded".into(),
         ..Default::default()
@@ -383,16 +374,7 @@ async fn the_async_std_server_checks_tokens() {
         .await
         .expect_err("read token");
     assert_eq!(e.code(), Code::PermissionDenied);
-    let list = |token: Option<&str>| {
-        let mut r = tonic::Request::new(pb::Empty {});
-        if let Some(t) = token {
-            r.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {t}").parse().expect("header"),
-            );
-        }
-        r
-    };
+    let list = |token| authed(token, pb::Empty {});
     let e = c.list_streams(list(None)).await.expect_err("no token");
     assert_eq!(e.code(), Code::Unauthenticated);
     let streams = c.list_streams(list(Some(READ))).await.expect("read token");
@@ -405,4 +387,16 @@ async fn the_async_std_server_checks_tokens() {
         .await
         .expect("write token");
     assert_eq!(streams.get_ref().streams.len(), 1);
+}
+
+/// `req` with `authorization: Bearer <token>` when there is a token.
+fn authed<T>(token: Option<&str>, req: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(req);
+    if let Some(t) = token {
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("header"),
+        );
+    }
+    r
 }
