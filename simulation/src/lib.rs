@@ -20,6 +20,7 @@
 pub mod checker;
 pub mod clock;
 mod finale;
+pub mod inbound;
 pub use tributary_journal as journal;
 pub mod queue;
 pub mod replay;

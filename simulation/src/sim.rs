@@ -5,6 +5,7 @@
 
 use crate::checker::{Checker, Violation};
 use crate::clock::Clock;
+use crate::inbound::{Created, InboundOptions, InboundW};
 use crate::journal::{JournalHeader, JournalWriter};
 use crate::queue::{EventQueue, VTime};
 use crate::rng::SimRng;
@@ -86,6 +87,8 @@ pub struct Outcome {
     pub journals: Vec<(String, Vec<u8>)>,
     /// The options drawn from the seed.
     pub swarm: Swarm,
+    /// What the inbound bindings did (`None`: the run has none).
+    pub inbound: Option<crate::inbound::InboundStats>,
 }
 
 #[derive(Debug)]
@@ -123,6 +126,10 @@ enum Ev {
     Beat {
         node: usize,
         life: u64,
+    },
+    /// The inbound binding's turn: the remote publishes, the broker delivers.
+    Inbound {
+        node: usize,
     },
 }
 
@@ -185,6 +192,9 @@ struct Sim {
     /// When the liveness phase healed the faults.
     healed: VTime,
     probe_id: u64,
+    /// The inbound bindings' options and draws.
+    inbound: InboundOptions,
+    inbound_rng: SimRng,
     #[cfg(feature = "planted-bugs")]
     plant: Option<tributary_core::PlantedBug>,
 }
@@ -230,15 +240,41 @@ pub fn run(opts: &RunOptions) -> Outcome {
         deadline: 0,
         healed: 0,
         probe_id: 0,
+        inbound: InboundOptions::draw(
+            opts.seed,
+            swarm.config.max_dedup_ids_per_stream,
+            swarm.max_partitions,
+        ),
+        inbound_rng: SimRng::new(opts.seed, "inbound-work"),
         #[cfg(feature = "planted-bugs")]
         plant: opts.plant,
         swarm,
     };
+    if sim.inbound.on {
+        for node in 0..sim.nodes.len() {
+            sim.nodes[node].world.inbound = Some(InboundW::new(node));
+            sim.queue.push(MS, Ev::Inbound { node });
+        }
+    }
     sim.run();
     let hash = sim.trace.hash();
     for n in 0..sim.nodes.len() {
         sim.close_journal(n);
     }
+    let inbound = sim.inbound.on.then(|| {
+        sim.nodes
+            .iter()
+            .filter_map(|n| n.world.inbound.as_ref().map(InboundW::stats))
+            .fold(crate::inbound::InboundStats::default(), |a, b| {
+                crate::inbound::InboundStats {
+                    published: a.published + b.published,
+                    appended: a.appended + b.appended,
+                    duplicates: a.duplicates + b.duplicates,
+                    requeues: a.requeues + b.requeues,
+                    dead: a.dead + b.dead,
+                }
+            })
+    });
     Outcome {
         seed: sim.seed,
         steps: sim.steps,
@@ -249,6 +285,7 @@ pub fn run(opts: &RunOptions) -> Outcome {
         trace: sim.trace.take_lines(),
         journals: sim.journals,
         swarm: sim.swarm,
+        inbound,
     }
 }
 
@@ -339,6 +376,7 @@ impl Sim {
                 }
                 Ev::Probe => self.probe(),
                 Ev::Beat { node, life } => self.beat(node, life),
+                Ev::Inbound { node } => self.inbound_turn(node),
             }
         }
         if self.failure.is_none() && self.phase != Phase::Done {
@@ -550,6 +588,14 @@ impl Sim {
         }
         self.ensure_beat(node);
         if let Some(v) = self.nodes[node].checker.take_violation() {
+            self.fail_at(node, v.oracle, v.detail);
+        }
+        if let Some(v) = self.nodes[node]
+            .world
+            .inbound
+            .as_mut()
+            .and_then(InboundW::take_violation)
+        {
             self.fail_at(node, v.oracle, v.detail);
         }
         self.schedule_tick(node);
@@ -1027,6 +1073,62 @@ impl Sim {
         }
     }
 
+    // ---- the inbound binding ---------------------------------------------------------------
+
+    /// The inbound binding's turn on `node`: in the chaos phase the remote service publishes
+    /// and the broker connection may drop; then, with the engine ready, the local stream is
+    /// created if it is not there yet and the broker delivers up to the prefetch.
+    fn inbound_turn(&mut self, node: usize) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        let o = self.inbound.clone();
+        let chaos = self.phase == Phase::Chaos;
+        let ready = self.nodes[node]
+            .engine
+            .as_ref()
+            .is_some_and(Engine::is_ready);
+        let r = &mut self.inbound_rng;
+        let (publish, drop) = (chaos && r.chance(o.publish), chaos && r.chance(o.drop));
+        let Some(ib) = self.nodes[node].world.inbound.as_mut() else {
+            return;
+        };
+        if publish {
+            ib.publish(&o, &mut self.inbound_rng);
+        }
+        if drop {
+            ib.requeue();
+            self.trace.note(self.steps, self.now, || {
+                format!("node {node} inbound: the broker connection drops; unacknowledged messages requeued")
+            });
+        }
+        if ready {
+            if ib.created == Created::No {
+                ib.created = Created::Asking;
+                let cmd = Command::CreateStream(ib.stream_config(&o));
+                self.send(node, ConnId(0), cmd, Pending::InboundCreate);
+            }
+            if let Some(ib) = self.nodes[node].world.inbound.as_mut() {
+                let generation = ib.generation;
+                let appends = ib.deliver(o.prefetch);
+                for (id, cmd) in appends {
+                    // A refusal answered at once may have requeued what follows.
+                    let still = self.nodes[node]
+                        .world
+                        .inbound
+                        .as_ref()
+                        .is_some_and(|i| i.generation == generation);
+                    let (Some(id), true) = (id, still) else {
+                        break;
+                    };
+                    self.send(node, ConnId(0), cmd, Pending::Inbound(id, generation));
+                }
+            }
+        }
+        self.queue
+            .push(self.now + o.every_ms.max(1) * MS, Ev::Inbound { node });
+    }
+
     // ---- liveness --------------------------------------------------------------------------
 
     fn start_liveness(&mut self) {
@@ -1100,6 +1202,7 @@ impl Sim {
                 .as_ref()
                 .filter(|p| {
                     !appending
+                        && w.inbound.as_ref().is_none_or(InboundW::idle)
                         && relays_saved
                         && p.outstanding == 0
                         && converged(&self.nodes[node].world, p)
@@ -1125,6 +1228,11 @@ impl Sim {
                     self.nodes[node].world.probe.as_ref(),
                     self.nodes[node].clock_went_back,
                 ) {
+                    self.fail_at(node, v.oracle, v.detail);
+                }
+                if let Some(v) = self.nodes[node].world.inbound.as_ref().and_then(|i| {
+                    i.final_check(&self.nodes[node].store.store, self.inbound.partitions)
+                }) {
                     self.fail_at(node, v.oracle, v.detail);
                 }
             }
@@ -1290,6 +1398,9 @@ fn describe_stuck(w: &World) -> String {
         return "no probe answered".into();
     };
     let mut out = Vec::new();
+    if let Some(i) = w.inbound.as_ref().filter(|i| !i.idle()) {
+        out.push(i.describe());
+    }
     for (name, r) in &p.relays {
         if p.heads.get(name) != Some(r) {
             out.push(format!(

@@ -51,6 +51,10 @@ pub enum Pending {
     ProbeList(u64),
     /// A liveness probe's describe of a subscription.
     ProbeSub(u64, usize),
+    /// The inbound binding's append of the message with this id, in this delivery generation.
+    Inbound(EventId, u64),
+    /// The creation of the inbound binding's local stream.
+    InboundCreate,
     /// Anything else.
     Other,
 }
@@ -104,6 +108,9 @@ pub struct World {
     /// Exclusive subscriptions: the last event delivered and to whom (another consumer of it
     /// may try to nack or term it).
     pub last_given: BTreeMap<usize, (ConsumerId, Position)>,
+    /// The inbound binding (another service's stream consumed into a local one), if the run
+    /// has one.
+    pub inbound: Option<crate::inbound::InboundW>,
 }
 
 const TYPES: [&str; 4] = ["created", "updated", "deleted", "audit"];
@@ -163,6 +170,13 @@ impl World {
         self.probe = None;
         self.hung.clear();
         self.beats.clear();
+        // The consumer's channel closed with the engine: the broker requeues.
+        if let Some(i) = self.inbound.as_mut() {
+            i.requeue();
+            if i.created == crate::inbound::Created::Asking {
+                i.created = crate::inbound::Created::No;
+            }
+        }
     }
 
     /// Consumer group members attached now: (subscription, consumer, connection).
@@ -236,6 +250,16 @@ impl World {
             }
             (Pending::Append(a), Err(_)) if a.events.iter().any(|e| e.event_id.is_some()) => {
                 self.history.push_front(a);
+            }
+            (Pending::Inbound(id, generation), r) => {
+                if let Some(i) = self.inbound.as_mut() {
+                    i.replied(id, generation, r);
+                }
+            }
+            (Pending::InboundCreate, r) => {
+                if let Some(i) = self.inbound.as_mut() {
+                    i.create_replied(r);
+                }
             }
             (Pending::Schema(reg), Ok(Reply::Done)) if !self.schemas.contains(&reg) => {
                 self.schemas.push(reg);
