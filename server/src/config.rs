@@ -23,6 +23,7 @@
 //! url = "amqp://guest:guest@127.0.0.1:5672/%2f"   # or TRIBUTARY_AMQP_URL, --amqp-url
 //! prefix = "tributary"              # exchanges <prefix>.<stream>
 //! confirm_timeout = "10s"           # an unconfirmed publish is sent again after this
+//! relay_window = 100                # publishes per stream awaiting the broker's confirm
 //!
 //! [[amqp.inbound]]                  # another service's cross-service stream, consumed
 //! remote_stream = "orders"          # its exchange <prefix>.orders
@@ -189,6 +190,9 @@ pub struct AmqpDecl {
     /// A publish the broker has not confirmed within this fails and is sent again (10s).
     #[serde(default, with = "humantime_serde")]
     pub confirm_timeout: Option<Duration>,
+    /// Publishes of one cross-service stream waiting for the broker's confirm at most
+    /// (1..=100000; 100). Bounds the relay's memory while the broker is slow or away.
+    pub relay_window: Option<usize>,
     /// Other services' streams consumed into local streams.
     #[serde(default)]
     pub inbound: Vec<InboundDecl>,
@@ -769,6 +773,15 @@ impl Settings {
         }
         let amqp = amqp_config(over.amqp_url, file.amqp.as_ref())?;
         engine.relay_enabled = amqp.is_some();
+        if let Some(n) = file.amqp.as_ref().and_then(|a| a.relay_window) {
+            if !(1..=MAX_RELAY_WINDOW).contains(&n) {
+                return Err(invalid(
+                    "amqp.relay_window".into(),
+                    format!("{n} is outside 1..={MAX_RELAY_WINDOW}"),
+                ));
+            }
+            engine.relay_window = n;
+        }
         let amqp_inbound = inbound_bindings(file.amqp.as_ref())?;
         let streams = file
             .streams
@@ -825,6 +838,10 @@ impl Settings {
     }
 }
 
+/// Largest `amqp.relay_window`: publishes awaiting confirms are held in memory, so the window
+/// bounds the relay's memory while the broker is slow or away.
+const MAX_RELAY_WINDOW: usize = 100_000;
+
 /// The broker configuration: the URL from the flag, the environment or the file; the rest
 /// from the file. `None` without a URL.
 fn amqp_config(
@@ -833,7 +850,10 @@ fn amqp_config(
 ) -> Result<Option<tributary_amqp::AmqpConfig>, ConfigError> {
     let Some(url) = url.or_else(|| file.and_then(|f| f.url.clone())) else {
         if file.is_some_and(|f| {
-            f.prefix.is_some() || f.confirm_timeout.is_some() || !f.inbound.is_empty()
+            f.prefix.is_some()
+                || f.confirm_timeout.is_some()
+                || f.relay_window.is_some()
+                || !f.inbound.is_empty()
         }) {
             return Err(invalid(
                 "amqp.url".into(),
@@ -1602,6 +1622,16 @@ mod tests {
             e.contains("amqp.inbound[0] (a:s).max_in_flight") && e.contains("1..=65535"),
             "{e}"
         );
+        let e = refused(&one.replace("url = ", "relay_window = 0\nurl = "));
+        assert!(
+            e.contains("amqp.relay_window") && e.contains("1..=100000"),
+            "{e}"
+        );
+        let e = refused("[amqp]\nrelay_window = 10\n");
+        assert!(e.contains("amqp.url"), "{e}");
+        let ok = parse(&one.replace("url = ", "relay_window = 5000\nurl = ")).expect("parses");
+        let s = Settings::resolve(ok, Overrides::default()).expect("accepted");
+        assert_eq!(s.engine.relay_window, 5000);
         let e = refused(&format!("{one}routing_keys = []\n"));
         assert!(e.contains("routing_keys"), "{e}");
         let e = refused(&one.replace("\"b\"", "\"Bad Name\""));
