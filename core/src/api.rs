@@ -531,6 +531,16 @@ pub enum Reply {
     Schemas(Vec<crate::schema::SchemaInfo>),
 }
 
+impl Reply {
+    /// `Settled`: how many positions were applied and how many skipped.
+    pub fn settled_counts(&self) -> Option<(usize, usize)> {
+        match self {
+            Reply::Settled(s) => Some((s.applied.len(), s.skipped.len())),
+            _ => None,
+        }
+    }
+}
+
 /// What an ack, nack or term did with each position it named, in the order named.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settlement {

@@ -374,7 +374,7 @@ async fn the_async_std_server_checks_tokens() {
         .await
         .expect_err("read token");
     assert_eq!(e.code(), Code::PermissionDenied);
-    let list = |token| authed(token, pb::Empty {});
+    let list = |token| authed(token, ());
     let e = c.list_streams(list(None)).await.expect_err("no token");
     assert_eq!(e.code(), Code::Unauthenticated);
     let streams = c.list_streams(list(Some(READ))).await.expect("read token");

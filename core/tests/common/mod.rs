@@ -51,10 +51,7 @@ pub fn pos(partition: u32, offset: u64) -> Position {
 }
 /// How many positions an ack, nack or term applied and skipped (`None`: another reply).
 pub fn counts(r: &Result<Reply, Error>) -> Option<(usize, usize)> {
-    match r {
-        Ok(Reply::Settled(s)) => Some((s.applied.len(), s.skipped.len())),
-        _ => None,
-    }
+    r.as_ref().ok().and_then(Reply::settled_counts)
 }
 /// The reply to an ack, nack or term that applied to `applied` and skipped `skipped`.
 pub fn settled(applied: Vec<Position>, skipped: Vec<(Position, SkipReason)>) -> Reply {

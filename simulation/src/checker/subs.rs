@@ -465,7 +465,7 @@ impl Checker {
         epoch: u64,
         r: &Result<Reply, Error>,
     ) {
-        let Ok(Reply::Acked { acked, ignored }) = r else {
+        let Some((acked, ignored)) = r.as_ref().ok().and_then(Reply::settled_counts) else {
             return;
         };
         let key = (stream.clone(), subscription.clone());
@@ -474,7 +474,7 @@ impl Checker {
         let uncertain = |p: &Position| reacked.contains(&(p.partition, p.offset));
         let mut errors = Vec::new();
         let name = format!("{stream}/{subscription} ({consumer})");
-        if (*acked + *ignored) as usize != positions.len() {
+        if acked + ignored != positions.len() {
             errors.push((
                 "ack-durable",
                 format!(
@@ -503,13 +503,13 @@ impl Checker {
                     cp.delivered_now.contains(&p.offset) && !cp.acked.contains(&p.offset)
                 })
                 .count();
-            if !ordered && *acked as usize > possible + reacked.len() {
+            if !ordered && acked > possible + reacked.len() {
                 errors.push((
                     "ack-durable",
                     format!("{name}: {acked} positions acknowledged, but only {possible} of them were delivered and not yet acknowledged"),
                 ));
             }
-            if *acked as usize == positions.len() && !positions.is_empty() {
+            if acked == positions.len() && !positions.is_empty() {
                 for p in positions.iter().filter(|p| !uncertain(p)) {
                     let cp = sub.part(cursor.clone(), p.partition);
                     if commits_later {

@@ -507,7 +507,7 @@ mod tests {
     fn stream_config_round_trips() {
         let r = pb::CreateStreamRequest {
             name: "orders".into(),
-            partitions: 4,
+            partitions: Some(4),
             delivery: pb::DeliverySemantics::ExactlyOnce as i32,
             dedup_window_ms: Some(60_000),
             cross_service: true,
