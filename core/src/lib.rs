@@ -54,8 +54,8 @@ pub use error::{Error, ErrorClass, InvalidInput};
 pub use event::{DEAD_LETTER_HEADERS, Event, JSON, NewEvent, validate_batch};
 pub use ids::{ConnId, EventId, OpId, ReplayId, ReqId, SubId};
 pub use names::{
-    ConsumerId, DLQ_SUFFIX, MAX_CONSUMER_ID_LEN, MAX_NAME_LEN, NAME_PATTERN, StreamName,
-    SubscriptionName,
+    ConsumerId, DLQ_SUFFIX, MAX_CONSUMER_ID_LEN, MAX_DLQ_SOURCE_NAME_LEN, MAX_NAME_LEN,
+    NAME_PATTERN, StreamName, SubscriptionName,
 };
 #[cfg(feature = "planted-bugs")]
 pub use planted::PlantedBug;

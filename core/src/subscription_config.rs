@@ -1,10 +1,10 @@
 //! How a subscription is configured (SPEC 3).
 
+use crate::api::Position;
 use crate::config::Config;
 use crate::error::InvalidInput;
 use crate::names::{StreamName, SubscriptionName};
 use crate::time::UnixMillis;
-use crate::api::Position;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 

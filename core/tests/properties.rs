@@ -999,7 +999,9 @@ fn check_floors(
                             // Every position named was delivered: none is skipped as not
                             // delivered.
                             prop_assert!(
-                                s.skipped.iter().all(|(_, r)| *r == SkipReason::AlreadySettled),
+                                s.skipped
+                                    .iter()
+                                    .all(|(_, r)| *r == SkipReason::AlreadySettled),
                                 "{:?}",
                                 s
                             );

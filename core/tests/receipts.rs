@@ -94,10 +94,7 @@ fn ack_all(h: &mut Harness, consumer: &str, offsets: std::ops::Range<u64>) {
         consumer,
         offsets.map(|o| pos(0, o)).collect(),
     );
-    assert_eq!(
-        counts(&r),
-        Some((n as usize, 0))
-    );
+    assert_eq!(counts(&r), Some((n as usize, 0)));
 }
 
 #[test]

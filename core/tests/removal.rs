@@ -231,10 +231,7 @@ fn the_removal_waits_for_saves_in_flight_so_none_lands_after_it() {
     );
     // The save lands, then the delete goes.
     h.complete(0, None);
-    assert_eq!(
-        h.reply(ack),
-        Some(Ok(settled(vec![pos(0, 0)], vec![])))
-    );
+    assert_eq!(h.reply(ack), Some(Ok(settled(vec![pos(0, 0)], vec![]))));
     let i = h
         .held
         .iter()

@@ -573,20 +573,14 @@ fn an_ack_is_answered_once_the_position_is_saved() {
     h.complete(0, Some(StorageResult::Unknown));
     h.advance(Duration::from_millis(60));
     h.complete(0, None);
-    assert_eq!(
-        h.reply(a1),
-        Some(Ok(settled(vec![pos(0, 0)], vec![])))
-    );
+    assert_eq!(h.reply(a1), Some(Ok(settled(vec![pos(0, 0)], vec![]))));
     assert!(h.reply(a2).is_none());
     let StorageRequest::SaveCursor(rec) = &h.held[0].1 else {
         panic!()
     };
     assert_eq!(rec.floor, 2);
     h.complete(0, None);
-    assert_eq!(
-        h.reply(a2),
-        Some(Ok(settled(vec![pos(0, 1)], vec![])))
-    );
+    assert_eq!(h.reply(a2), Some(Ok(settled(vec![pos(0, 1)], vec![]))));
 }
 
 #[test]
@@ -623,7 +617,10 @@ fn reset_to_an_offset_or_a_time_is_seen_by_the_next_delivery() {
     // Acks of deliveries made before the reset no longer count.
     assert_eq!(
         h.ack(1, "s", "q", "a", vec![pos(0, 1)]),
-        Ok(settled(vec![], vec![(pos(0, 1), SkipReason::AlreadySettled)]))
+        Ok(settled(
+            vec![],
+            vec![(pos(0, 1), SkipReason::AlreadySettled)]
+        ))
     );
     assert_eq!(h.store.cursors()[0].floor, 3, "the reset is durable");
     // Broadcast: one consumer, or an unknown one.
@@ -919,7 +916,10 @@ fn only_the_consumer_an_event_is_in_flight_to_may_nack_or_term_it() {
         h.nack(1, "s", "q", "a", vec![of_a], Some(Duration::ZERO)),
         Ok(settled(vec![of_a], vec![]))
     );
-    assert_eq!(h.cmd_on(2, term(vec![of_b])), Ok(settled(vec![of_b], vec![])));
+    assert_eq!(
+        h.cmd_on(2, term(vec![of_b])),
+        Ok(settled(vec![of_b], vec![]))
+    );
     // Settled already: a second term, and a nack of what waits for its redelivery.
     assert_eq!(
         h.cmd_on(2, term(vec![of_b])),
@@ -927,6 +927,9 @@ fn only_the_consumer_an_event_is_in_flight_to_may_nack_or_term_it() {
     );
     assert_eq!(
         h.nack(1, "s", "q", "a", vec![pos(0, 99)], None),
-        Ok(settled(vec![], vec![(pos(0, 99), SkipReason::NotDelivered)]))
+        Ok(settled(
+            vec![],
+            vec![(pos(0, 99), SkipReason::NotDelivered)]
+        ))
     );
 }

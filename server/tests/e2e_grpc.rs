@@ -89,11 +89,7 @@ async fn publish_read_and_administer(b: Backend) {
         .into_inner();
     assert_eq!(info.length, 1);
     assert_eq!(info.partitions.len(), 2);
-    let list = c
-        .list_streams(())
-        .await
-        .expect("list")
-        .into_inner();
+    let list = c.list_streams(()).await.expect("list").into_inner();
     assert_eq!(list.streams.len(), 1);
     // Survives a restart.
     let server = server.restart();
@@ -642,11 +638,7 @@ async fn bad_input_is_refused_with_its_code_and_changes_nothing(b: Backend) {
         .expect("get")
         .into_inner();
     assert_eq!(info.length, 1);
-    let list = c
-        .list_streams(())
-        .await
-        .expect("list")
-        .into_inner();
+    let list = c.list_streams(()).await.expect("list").into_inner();
     assert_eq!(list.streams.len(), 2);
 }
 
@@ -1284,11 +1276,7 @@ async fn upcasting_on_delivery_and_replay(b: Backend) {
         .await
         .expect_err("not next");
     assert_ne!(e.code(), Code::Ok);
-    let listed = c
-        .list_schemas(())
-        .await
-        .expect("list")
-        .into_inner();
+    let listed = c.list_schemas(()).await.expect("list").into_inner();
     assert_eq!(
         listed.schemas[0].versions.len(),
         3,

@@ -1258,11 +1258,7 @@ async fn tls_serves_grpc_and_http() {
     .await
     .expect("connect over TLS");
     let mut c = pb::event_stream_client::EventStreamClient::new(channel);
-    let list = c
-        .list_streams(())
-        .await
-        .expect("list")
-        .into_inner();
+    let list = c.list_streams(()).await.expect("list").into_inner();
     assert_eq!(list.streams.len(), 1);
     assert_eq!(
         list.streams[0].config.as_ref().map(|c| c.name.as_str()),

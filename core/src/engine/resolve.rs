@@ -52,10 +52,7 @@ fn time_in_memory(part: &Partition, all_in_memory: bool, t: UnixMillis) -> Optio
 /// Per-partition offsets given by a client, checked against a stream of `partitions`: each
 /// partition named exists and is named once. The offset of each partition, `None` where not
 /// named.
-pub fn partition_offsets(
-    partitions: usize,
-    given: &[Position],
-) -> Result<Vec<Option<u64>>, Error> {
+pub fn partition_offsets(partitions: usize, given: &[Position]) -> Result<Vec<Option<u64>>, Error> {
     let mut out = vec![None; partitions];
     for p in given {
         let Some(slot) = out.get_mut(p.partition as usize) else {

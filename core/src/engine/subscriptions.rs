@@ -12,7 +12,8 @@ use super::resolve::Purpose;
 use super::streams::Stream;
 use super::{AckWait, Engine, EventRef, Op, Origin, PendingOp, Timer};
 use crate::api::{
-    CursorInfo, Delivered, Notice, Output, Position, Reply, Settlement, SkipReason, SubscriptionInfo,
+    CursorInfo, Delivered, Notice, Output, Position, Reply, Settlement, SkipReason,
+    SubscriptionInfo,
 };
 use crate::config::Config;
 use crate::error::{Error, InvalidInput};

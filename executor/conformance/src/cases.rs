@@ -305,19 +305,13 @@ pub async fn exclusive_acks_and_redelivers_to_another_consumer<R: Runtime>(
     assert_eq!(offsets(&got), [0, 1]);
     assert!(got.iter().all(|d| d.attempt == 1));
     let r = ack(&rt, &a, "s", "q", "a", positions(&got[..1])).await;
-    assert_eq!(
-        r.settled_counts(),
-        Some((1, 0))
-    );
+    assert_eq!(r.settled_counts(), Some((1, 0)));
     let b = attach(&rt, &h, "s", "q", "b", None).await;
     drop(a);
     let again = deliveries(&rt, &b, 1).await;
     assert_eq!((again[0].event.offset, again[0].attempt), (1, 2));
     let r = ack(&rt, &b, "s", "q", "b", positions(&again)).await;
-    assert_eq!(
-        r.settled_counts(),
-        Some((1, 0))
-    );
+    assert_eq!(r.settled_counts(), Some((1, 0)));
     let info = describe_sub(&rt, &h, "s", "q").await;
     assert_eq!(info.cursors[0].pending, 0, "nothing left pending");
 }
@@ -411,10 +405,7 @@ pub async fn a_consumer_group_shares_partitions_commits_and_hands_over_the_unack
     assert!(to_b.iter().all(|d| pb.contains(&d.event.partition)));
     if nb > 0 {
         let r = ack(&rt, &b, "s", "g", "b", positions(&to_b)).await;
-        assert_eq!(
-            r.settled_counts(),
-            Some((nb as usize, 0))
-        );
+        assert_eq!(r.settled_counts(), Some((nb as usize, 0)));
     }
     drop(a);
     let handed = deliveries(&rt, &b, na).await;
@@ -445,10 +436,7 @@ pub async fn read_receipts_ack_mark_read_and_redeliver<R: Runtime>(rt: R, backen
     append(&rt, &h, "s", &["x", "y", "z"]).await;
     let got = deliveries(&rt, &a, 3).await;
     let r = ack(&rt, &a, "s", "r", "a", positions(&got[..2])).await;
-    assert_eq!(
-        r.settled_counts(),
-        Some((2, 0))
-    );
+    assert_eq!(r.settled_counts(), Some((2, 0)));
     let mark = Command::MarkRead {
         stream: name("s"),
         subscription: sub("r"),
@@ -702,10 +690,7 @@ pub async fn a_consumer_that_stops_reading_holds_no_more_than_its_credit<R: Runt
             "more than {CREDIT} events in flight to a consumer that stopped reading"
         );
         let r = ack(&rt, &a, "s", "q", "a", positions(&batch)).await;
-        assert_eq!(
-            r.settled_counts(),
-            Some((CREDIT as usize, 0))
-        );
+        assert_eq!(r.settled_counts(), Some((CREDIT as usize, 0)));
         received.extend(offsets(&batch));
     }
     assert_eq!(received, (0..EVENTS as u64).collect::<Vec<_>>());

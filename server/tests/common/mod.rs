@@ -364,8 +364,8 @@ impl Session {
         }
     }
 
-    /// The next message that is not a heartbeat: a kept one first, else from the server
-    /// within 30 s (heartbeats do not extend the wait).
+    /// The next message that is not the server's own heartbeat: a kept one first, else from
+    /// the server within 30 s (heartbeats do not extend the wait).
     pub async fn next(&mut self) -> pb::SubscribeResponse {
         match self.kept.pop_front() {
             Some(m) => m,
@@ -378,7 +378,9 @@ impl Session {
         within("next message", async {
             loop {
                 let m = rx.message().await.expect("stream ok").expect("stream open");
-                if !matches!(m.kind, Some(pb::subscribe_response::Kind::Heartbeat(_))) {
+                let own_heartbeat = m.request_id == 0
+                    && matches!(m.kind, Some(pb::subscribe_response::Kind::Heartbeat(_)));
+                if !own_heartbeat {
                     return m;
                 }
             }

@@ -364,10 +364,7 @@ async fn process_deliveries(
                         }],
                     })
                     .await;
-                assert_eq!(
-                    r.map(|r| r.settled_counts()),
-                    Ok(Some((1, 0)))
-                );
+                assert_eq!(r.map(|r| r.settled_counts()), Ok(Some((1, 0))));
             }
             done.push((subscription.to_string(), consumer.to_string(), first));
         }

@@ -395,7 +395,10 @@ pub(crate) fn replay(r: &pb::ReplayRequest) -> Result<(ReplayFrom, ReplayOptions
         Some(0) => Err(invalid(field, "above 0 when given (unset: the default)")),
         v => Ok(v),
     };
-    above_zero("max_events_per_second", r.max_events_per_second.map(u64::from))?;
+    above_zero(
+        "max_events_per_second",
+        r.max_events_per_second.map(u64::from),
+    )?;
     above_zero("progress_interval_ms", r.progress_interval_ms)?;
     let options = ReplayOptions {
         batch_size: r.batch_size,

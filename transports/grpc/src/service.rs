@@ -10,10 +10,10 @@ use crate::link::{EngineConn, EngineLink};
 use crate::pb;
 use crate::pb::event_stream_server::EventStream;
 use crate::session::{
-    Answer, Out, PIPELINED_COMMANDS, Sent, Session, Settle, answer_in_order, expect_open, forward,
-    Step, error_status, reply_kind, request_id_rule,
+    Answer, Out, PIPELINED_COMMANDS, Sent, Session, Settle, Step, answer_in_order, error_status,
+    expect_open, forward, reply_kind, request_id_rule,
 };
-use crate::status::{invalid, session_not_found};
+use crate::status::{invalid, session_not_found, with_context};
 use crate::{CORRELATION_HEADER, error_to_status, event_to_pb};
 use futures_util::{FutureExt, Stream, select_biased};
 use std::collections::BTreeMap;
@@ -112,6 +112,7 @@ fn server_info(c: &tributary_core::Config) -> pb::ServerInfo {
         max_message_bytes: MAX_REQUEST_MESSAGE_BYTES as u64,
         name_pattern: tributary_core::NAME_PATTERN.to_string(),
         max_name_bytes: n(tributary_core::MAX_NAME_LEN),
+        max_stream_name_bytes: n(tributary_core::MAX_DLQ_SOURCE_NAME_LEN),
         max_consumer_bytes: n(tributary_core::MAX_CONSUMER_ID_LEN),
         max_partitions: c.max_partitions,
         max_batch_events: n(c.max_batch_events),
@@ -339,8 +340,28 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         let mut out = pb::PublishStreamResponse::default();
         // A refused batch is an in-band `error` result and the stream goes on, as in
         // PublishPipelined. A message that cannot be read (not protobuf, too large) ends the
-        // call with its status: the batches after it cannot be known.
-        while let Some(r) = input.message().await? {
+        // call with its status, the batches and events appended before it added to its
+        // ErrorInfo's metadata (`batches_before`, `appended_before`).
+        loop {
+            let r = match input.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(s) => {
+                    let (batches, events) = (out.batches.len(), out.events);
+                    return Err(with_context(
+                        &s,
+                        format!(
+                            "message {batches} unreadable ({batches} batches, {events} events appended before it): {}",
+                            s.message()
+                        ),
+                        &[
+                            ("batches_before", batches.to_string()),
+                            ("appended_before", events.to_string()),
+                        ],
+                        "BATCH_REFUSED",
+                    ));
+                }
+            };
             use pb::publish_result::Kind;
             let kind = match self.append(r, corr.as_deref()).await {
                 Ok(b) => {
@@ -753,10 +774,7 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         Ok(Response::new(pb::ReadStreamResponse { events, next, end }))
     }
 
-    async fn get_server_info(
-        &self,
-        _req: Request<()>,
-    ) -> Result<Response<pb::ServerInfo>, Status> {
+    async fn get_server_info(&self, _req: Request<()>) -> Result<Response<pb::ServerInfo>, Status> {
         Ok(Response::new(server_info(&self.config.engine)))
     }
 

@@ -190,6 +190,30 @@ pub(crate) fn message_too_large(size: usize, limit: usize) -> Status {
     )
 }
 
+/// `status` with a new message and `extra` added to its `ErrorInfo` metadata, every other detail
+/// kept (a `BadRequest` stays). A status without `ErrorInfo` gets one, reason `fallback`.
+pub(crate) fn with_context(
+    status: &Status,
+    message: String,
+    extra: &[(&str, String)],
+    fallback: &str,
+) -> Status {
+    let mut details = status.get_error_details();
+    let (reason, domain, mut metadata) = match details.error_info() {
+        Some(i) => (i.reason.clone(), i.domain.clone(), i.metadata.clone()),
+        None => (
+            fallback.to_string(),
+            ERROR_DOMAIN.to_string(),
+            HashMap::new(),
+        ),
+    };
+    for (k, v) in extra {
+        metadata.insert((*k).to_string(), v.clone());
+    }
+    details.set_error_info(reason, domain, metadata);
+    Status::with_error_details(status.code(), message, details)
+}
+
 /// An in-band error as the call status it stands for: the same code, message and details, so
 /// that `tonic_types::StatusExt` reads its `ErrorInfo` and `BadRequest`.
 pub fn status_of(e: &crate::pb::ErrorStatus) -> Status {

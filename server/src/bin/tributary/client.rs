@@ -565,7 +565,9 @@ pub async fn subscribe(a: SubscribeArgs) -> Result<(), String> {
                             p.partition, p.offset, u.redelivered
                         );
                     }
-                    Some(N::MemberExpired(_)) => eprintln!("notice: consumer group session expired"),
+                    Some(N::MemberExpired(_)) => {
+                        eprintln!("notice: consumer group session expired")
+                    }
                     None => {}
                 }
             }
