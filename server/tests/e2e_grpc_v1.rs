@@ -23,6 +23,52 @@ on_both_stores!(
     server_info_tells_the_limits_the_server_enforces,
 );
 
+// A client from elsewhere, on both runtimes' servers.
+mod outsider {
+    on_sqlite_both_runtimes!(a_python_client_generated_from_the_proto_runs_a_session);
+    use super::*;
+}
+
+/// A client generated from the `.proto` in Python with grpcio-tools (`scripts/check-python-
+/// client`), sharing none of our code or assumptions, runs a session: publish, `ReadStream`,
+/// subscribe, ack with a position skipped and its reason, an in-band error and a call status
+/// decoded as `google.rpc.Status`, `GetServerInfo`. Skipped without the Python packages,
+/// unless `TRIBUTARY_REQUIRE_API_TOOLS` is set (CI installs them and sets it).
+async fn a_python_client_generated_from_the_proto_runs_a_session(b: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(b, dir.path(), "python");
+    let target = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/check-python-client"
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(script)
+            .arg(target)
+            .output()
+            .expect("run scripts/check-python-client")
+    })
+    .await
+    .expect("join");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.code() == Some(2) && std::env::var_os("TRIBUTARY_REQUIRE_API_TOOLS").is_none() {
+        eprintln!("scripts/check-python-client skipped: {log}");
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "scripts/check-python-client failed:\n{log}"
+    );
+}
+
 fn at(partition: u32, offset: u64) -> pb::Position {
     pb::Position { partition, offset }
 }

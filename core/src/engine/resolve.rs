@@ -193,3 +193,37 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(partition: u32, offset: u64) -> Position {
+        Position { partition, offset }
+    }
+
+    #[test]
+    fn partition_offsets_name_each_partition_at_most_once() {
+        assert_eq!(
+            partition_offsets(3, &[at(2, 7), at(0, 1)]),
+            Ok(vec![Some(1), None, Some(7)])
+        );
+        assert_eq!(partition_offsets(2, &[]), Ok(vec![None, None]));
+        assert_eq!(
+            partition_offsets(2, &[at(2, 0)]),
+            Err(Error::Invalid(InvalidInput::Range {
+                field: "offsets.partition",
+                value: 2,
+                min: 0,
+                max: 1,
+            }))
+        );
+        assert!(matches!(
+            partition_offsets(2, &[at(1, 0), at(1, 5)]),
+            Err(Error::Invalid(InvalidInput::Conflict {
+                field: "offsets",
+                ..
+            }))
+        ));
+    }
+}

@@ -494,10 +494,16 @@ pub async fn a_nacked_event_comes_again_then_goes_to_the_dead_letter_stream<R: R
     };
     let first = deliveries(&rt, &a, 1).await;
     assert_eq!(first[0].attempt, 1);
-    assert_eq!(on(&rt, &a, nack(&first)).await, Ok(Reply::Done));
+    let settled = |ds: &[Delivered]| {
+        Ok(Reply::Settled(Settlement {
+            applied: positions(ds),
+            skipped: Vec::new(),
+        }))
+    };
+    assert_eq!(on(&rt, &a, nack(&first)).await, settled(&first));
     let second = deliveries(&rt, &a, 1).await;
     assert_eq!((second[0].event.offset, second[0].attempt), (0, 2));
-    assert_eq!(on(&rt, &a, nack(&second)).await, Ok(Reply::Done));
+    assert_eq!(on(&rt, &a, nack(&second)).await, settled(&second));
     let dlq = name("s").dlq().expect("a dead letter stream name");
     eventually(&rt, "the event in the dead letter stream", async || {
         let cmd = Command::Read {
