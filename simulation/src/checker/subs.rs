@@ -262,6 +262,7 @@ impl Checker {
         consumer: &ConsumerId,
         positions: &[Position],
         delay: Option<Duration>,
+        judged: bool,
     ) {
         let key = (stream.clone(), subscription.clone());
         if !self.attached_on(conn, &key, consumer)
@@ -293,7 +294,11 @@ impl Checker {
                 } else {
                     delay.unwrap_or_else(|| Config::backoff(base, max, attempt.saturating_sub(1)))
                 };
-                cp.not_before.insert(o, now.saturating_add(wait));
+                // Seed 2303 (after a delete that failed): not judged, the nack may have been
+                // refused, so no redelivery delay is expected of it.
+                if judged {
+                    cp.not_before.insert(o, now.saturating_add(wait));
+                }
             }
         }
     }
@@ -305,6 +310,7 @@ impl Checker {
         subscription: &SubscriptionName,
         consumer: &ConsumerId,
         positions: &[Position],
+        judged: bool,
     ) {
         let key = (stream.clone(), subscription.clone());
         if !self.attached_on(conn, &key, consumer)
@@ -324,6 +330,7 @@ impl Checker {
             cp.not_before.remove(&pos.offset);
             if let Some(f) = cp.in_flight.remove(&pos.offset)
                 && f.deadline > now
+                && judged
             {
                 cp.not_before
                     .insert(pos.offset, now.saturating_add(retry_max));
