@@ -505,7 +505,7 @@ pub enum Reply {
     /// A page of events, ascending.
     Events(Vec<Arc<Event>>),
     /// A subscription.
-    Subscription(SubscriptionInfo),
+    Subscription(Box<SubscriptionInfo>),
     /// A stream's subscriptions, by name.
     Subscriptions(Vec<SubscriptionInfo>),
     /// What an ack, nack or term did with each position (acks: durable).

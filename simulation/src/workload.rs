@@ -292,7 +292,7 @@ impl World {
                     p.outstanding = p.outstanding.saturating_sub(1);
                     match r {
                         Ok(Reply::Subscription(info)) => {
-                            p.subs.insert(sub, Some(info.clone()));
+                            p.subs.insert(sub, Some((**info).clone()));
                         }
                         Err(Error::SubscriptionNotFound { .. } | Error::StreamNotFound(_)) => {
                             p.subs.insert(sub, None);

@@ -468,7 +468,7 @@ impl Engine {
             } => {
                 let r = self
                     .describe_subscription(&stream, &subscription)
-                    .map(Reply::Subscription);
+                    .map(|i| Reply::Subscription(Box::new(i)));
                 self.reply(conn, req, r);
             }
             Command::ListSubscriptions(stream) => {

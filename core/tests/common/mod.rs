@@ -377,7 +377,7 @@ impl Harness {
             stream: s(stream),
             subscription: sub(name),
         }) {
-            Ok(Reply::Subscription(i)) => i,
+            Ok(Reply::Subscription(i)) => *i,
             other => panic!("describe subscription: {other:?}"),
         }
     }

@@ -142,7 +142,7 @@ async fn describe_sub<R: Runtime>(rt: &R, h: &Handle, stream: &str, s: &str) -> 
         subscription: sub(s),
     };
     match call(rt, h, cmd).await {
-        Ok(Reply::Subscription(i)) => i,
+        Ok(Reply::Subscription(i)) => *i,
         other => panic!("describe subscription: {other:?}"),
     }
 }
@@ -405,7 +405,7 @@ pub async fn a_consumer_group_shares_partitions_commits_and_hands_over_the_unack
     assert!(to_b.iter().all(|d| pb.contains(&d.event.partition)));
     if nb > 0 {
         let r = ack(&rt, &b, "s", "g", "b", positions(&to_b)).await;
-        assert_eq!(r.settled_counts(), Some((nb as usize, 0)));
+        assert_eq!(r.settled_counts(), Some((nb, 0)));
     }
     drop(a);
     let handed = deliveries(&rt, &b, na).await;

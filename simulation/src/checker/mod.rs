@@ -434,7 +434,14 @@ impl Checker {
             } => {
                 holder = self.holder_check(conn, stream, subscription, consumer, positions);
                 if !holder.must_refuse {
-                    self.term_in(conn, stream, subscription, consumer, positions, holder.judged)
+                    self.term_in(
+                        conn,
+                        stream,
+                        subscription,
+                        consumer,
+                        positions,
+                        holder.judged,
+                    )
                 }
             }
             Command::Detach {

@@ -254,6 +254,7 @@ impl Checker {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn nack_in(
         &mut self,
         conn: ConnId,

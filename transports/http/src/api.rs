@@ -640,7 +640,7 @@ async fn describe_subscription(
         subscription: sub.clone(),
     };
     match st.engine.call(cmd).await? {
-        Reply::Subscription(s) => Ok(s),
+        Reply::Subscription(s) => Ok(*s),
         _ => Err(ApiError::unexpected()),
     }
 }
