@@ -78,7 +78,7 @@ pub struct Position {
 }
 
 /// Where a replay starts and ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplayFrom {
     /// From this offset of every partition.
     Offset(u64),
@@ -86,6 +86,9 @@ pub enum ReplayFrom {
     Time(UnixMillis),
     /// Events with `start <= timestamp < end`.
     TimeRange(UnixMillis, UnixMillis),
+    /// From an offset per partition named (each at most once); the others from their first
+    /// offset.
+    Offsets(Vec<Position>),
 }
 
 /// Options of a replay.
@@ -502,16 +505,11 @@ pub enum Reply {
     /// A page of events, ascending.
     Events(Vec<Arc<Event>>),
     /// A subscription.
-    Subscription(SubscriptionInfo),
+    Subscription(Box<SubscriptionInfo>),
     /// A stream's subscriptions, by name.
     Subscriptions(Vec<SubscriptionInfo>),
-    /// Acks taken (durable); `ignored` counts positions that were not pending.
-    Acked {
-        /// Positions acknowledged.
-        acked: u32,
-        /// Positions not pending (already acked, or never delivered).
-        ignored: u32,
-    },
+    /// What an ack, nack or term did with each position (acks: durable).
+    Settled(Settlement),
     /// A replay started.
     ReplayStarted(ReplayId),
     /// ConsumerGroup: a member's current assignment.
@@ -531,6 +529,38 @@ pub enum Reply {
     ReceiptStatus(ReceiptStatus),
     /// The schema registry.
     Schemas(Vec<crate::schema::SchemaInfo>),
+}
+
+impl Reply {
+    /// `Settled`: how many positions were applied and how many skipped.
+    pub fn settled_counts(&self) -> Option<(usize, usize)> {
+        match self {
+            Reply::Settled(s) => Some((s.applied.len(), s.skipped.len())),
+            _ => None,
+        }
+    }
+}
+
+/// What an ack, nack or term did with each position it named, in the order named.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    /// Positions the command applied to.
+    pub applied: Vec<Position>,
+    /// Positions it left alone, and why.
+    pub skipped: Vec<(Position, SkipReason)>,
+}
+
+/// Why an ack, nack or term left a position alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SkipReason {
+    /// Not delivered to the subscription yet (at or past its next offset).
+    NotDelivered,
+    /// Settled already: acknowledged, terminated, dead-lettered, or passed over by a reset.
+    AlreadySettled,
+    /// A nack of an event that is not in flight (it waits for its redelivery).
+    NotInFlight,
+    /// Being dead-lettered, or held back behind an event of the same key.
+    Unavailable,
 }
 
 /// One event delivered to a consumer.

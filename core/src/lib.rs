@@ -48,11 +48,15 @@ pub use api::*;
 pub use config::{CleanupWindow, Config};
 pub use engine::Engine;
 pub use engine::partition_of_key;
+pub use engine::partition_offsets;
 pub use engine::{NEWER_THAN_REQUESTED, UPCAST_ERROR};
 pub use error::{Error, ErrorClass, InvalidInput};
 pub use event::{DEAD_LETTER_HEADERS, Event, JSON, NewEvent, validate_batch};
 pub use ids::{ConnId, EventId, OpId, ReplayId, ReqId, SubId};
-pub use names::{ConsumerId, DLQ_SUFFIX, MAX_NAME_LEN, StreamName, SubscriptionName};
+pub use names::{
+    ConsumerId, DLQ_SUFFIX, MAX_CONSUMER_ID_LEN, MAX_DLQ_SOURCE_NAME_LEN, MAX_NAME_LEN,
+    NAME_PATTERN, StreamName, SubscriptionName,
+};
 #[cfg(feature = "planted-bugs")]
 pub use planted::PlantedBug;
 pub use schema::{

@@ -14,6 +14,9 @@ pub const MAX_DLQ_SOURCE_NAME_LEN: usize = MAX_NAME_LEN - DLQ_SUFFIX.len();
 /// Longest consumer id, in bytes.
 pub const MAX_CONSUMER_ID_LEN: usize = 256;
 
+/// The pattern of stream and subscription names.
+pub const NAME_PATTERN: &str = "[a-z0-9][a-z0-9._-]{0,127}";
+
 fn check_name(field: &'static str, s: &str) -> Result<(), InvalidInput> {
     let bytes = s.as_bytes();
     if bytes.is_empty() || bytes.len() > MAX_NAME_LEN {
@@ -31,7 +34,7 @@ fn check_name(field: &'static str, s: &str) -> Result<(), InvalidInput> {
     if !first_ok || !rest_ok {
         return Err(InvalidInput::Pattern {
             field,
-            pattern: "[a-z0-9][a-z0-9._-]{0,127}",
+            pattern: NAME_PATTERN,
         });
     }
     Ok(())

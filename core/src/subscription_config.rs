@@ -1,5 +1,6 @@
 //! How a subscription is configured (SPEC 3).
 
+use crate::api::Position;
 use crate::config::Config;
 use crate::error::InvalidInput;
 use crate::names::{StreamName, SubscriptionName};
@@ -75,7 +76,7 @@ impl SubscriptionMode {
 }
 
 /// Where a subscription (or a reset) starts, per partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StartPosition {
     /// The first available offset.
     Beginning,
@@ -85,6 +86,10 @@ pub enum StartPosition {
     Offset(u64),
     /// The first event with a timestamp at or after this time.
     Time(UnixMillis),
+    /// An offset per partition named (clamped as `Offset`), each partition at most once. A
+    /// new subscription starts the partitions not named at the beginning; a reset leaves them
+    /// where they are.
+    Offsets(Vec<Position>),
 }
 
 /// A subscription's configuration.

@@ -279,10 +279,10 @@ fn exactly_once_subscriptions_never_redeliver_an_acknowledged_event() {
     // A late ack from before the redelivery still counts; a second ack of the same event is ignored.
     assert_eq!(
         h.ack(1, "s", "q", "a", vec![pos(0, 1), pos(0, 0)]),
-        Ok(Reply::Acked {
-            acked: 1,
-            ignored: 1
-        })
+        Ok(settled(
+            vec![pos(0, 1)],
+            vec![(pos(0, 0), SkipReason::AlreadySettled)]
+        ))
     );
     let mut h = h.restart();
     h.attach(1, "s", "q", "a", None);

@@ -900,11 +900,14 @@ fn floors(h: &mut Harness) -> BTreeMap<Option<ConsumerId>, Vec<u64>> {
         .collect()
 }
 
-/// A nack or term of positions once delivered to `who`: done, or (where consumers share a
+/// A nack or term of positions once delivered to `who`: settled (every position applied or
+/// skipped as settled already, or as not in flight for a nack), or (where consumers share a
 /// position) refused because one of them is in flight to the other consumer now.
 fn done_or_not_holder(r: &Result<Reply, Error>, who: usize, mode: SubscriptionMode) -> bool {
     match r {
-        Ok(Reply::Done) => true,
+        Ok(Reply::Settled(s)) => s.skipped.iter().all(|(_, reason)| {
+            matches!(reason, SkipReason::AlreadySettled | SkipReason::NotInFlight)
+        }),
         Err(Error::NotHolder {
             consumer, holder, ..
         }) => {
@@ -991,7 +994,18 @@ fn check_floors(
                 );
                 if attached[who] {
                     match r {
-                        Ok(Reply::Acked { acked, ignored }) => prop_assert_eq!(acked + ignored, n),
+                        Ok(Reply::Settled(s)) => {
+                            prop_assert_eq!(s.applied.len() + s.skipped.len(), n as usize);
+                            // Every position named was delivered: none is skipped as not
+                            // delivered.
+                            prop_assert!(
+                                s.skipped
+                                    .iter()
+                                    .all(|(_, r)| *r == SkipReason::AlreadySettled),
+                                "{:?}",
+                                s
+                            );
+                        }
                         other => return Err(TestCaseError::fail(format!("ack: {other:?}"))),
                     }
                     // Every position was delivered to this cursor: acked now, or before.
@@ -1344,7 +1358,7 @@ fn check_ephemeral(
                 if !positions.is_empty() {
                     let r = h.ack(1, "live", "watchers", "w", positions);
                     if attached {
-                        prop_assert!(matches!(r, Ok(Reply::Acked { .. })), "ack: {:?}", r);
+                        prop_assert!(matches!(r, Ok(Reply::Settled(_))), "ack: {:?}", r);
                     } else {
                         prop_assert_eq!(r, Err(Error::NotAttached(c("w"))));
                     }
@@ -1358,11 +1372,18 @@ fn check_ephemeral(
                         "live",
                         "watchers",
                         "w",
-                        positions,
+                        positions.clone(),
                         Some(Duration::from_millis(500)),
                     );
-                    if attached {
-                        prop_assert_eq!(r, Ok(Reply::Done));
+                    if attached && delivery == DeliverySemantics::AtMostOnce {
+                        // Settled when delivered, so nothing is left to nack.
+                        let skipped = positions
+                            .iter()
+                            .map(|p| (*p, SkipReason::AlreadySettled))
+                            .collect();
+                        prop_assert_eq!(r, Ok(settled(vec![], skipped)));
+                    } else if attached {
+                        prop_assert_eq!(counts(&r).map(|(a, s)| a + s), Some(positions.len()));
                     } else {
                         prop_assert_eq!(r, Err(Error::NotAttached(c("w"))));
                     }

@@ -94,13 +94,7 @@ fn ack_all(h: &mut Harness, consumer: &str, offsets: std::ops::Range<u64>) {
         consumer,
         offsets.map(|o| pos(0, o)).collect(),
     );
-    assert_eq!(
-        r,
-        Ok(Reply::Acked {
-            acked: n as u32,
-            ignored: 0
-        })
-    );
+    assert_eq!(counts(&r), Some((n as usize, 0)));
 }
 
 #[test]
@@ -306,11 +300,8 @@ fn redeliver_unread_delivers_again_and_the_new_delivery_has_its_own_timeout() {
     // Acknowledged again: a new delivery, and its own timeout.
     let t = h.now.wall;
     assert_eq!(
-        h.ack(1, STREAM, SUB, "ann", vec![pos(0, 0)]),
-        Ok(Reply::Acked {
-            acked: 1,
-            ignored: 0
-        })
+        counts(&h.ack(1, STREAM, SUB, "ann", vec![pos(0, 0)])),
+        Some((1, 0))
     );
     assert_eq!(
         status(&mut h, "ann", Some(pos(0, 0)))
@@ -549,7 +540,7 @@ mod props {
                     Op::AckAll if attached && !to_ack.is_empty() => {
                         let list: Vec<Position> = to_ack.iter().map(|o| pos(0, *o)).collect();
                         let r = h.ack(1, STREAM, SUB, "ann", list.clone());
-                        if matches!(r, Ok(Reply::Acked { acked, .. }) if acked as usize == list.len()) {
+                        if matches!(r, Ok(Reply::Settled(s)) if s.applied.len() == list.len()) {
                             for o in &to_ack {
                                 if !read.contains(o) {
                                     acked_at.insert(*o, clock);

@@ -172,11 +172,8 @@ fn what_was_pending_goes_and_the_free_slot_is_taken_again() {
     assert!(d.iter().all(|x| x.0 == "z"));
     let acked: Vec<Position> = d.iter().map(|x| x.1).collect();
     assert_eq!(
-        h.ack(3, "s", "b", "z", acked),
-        Ok(Reply::Acked {
-            acked: 6,
-            ignored: 0
-        })
+        h.ack(3, "s", "b", "z", acked.clone()),
+        Ok(settled(acked, vec![]))
     );
     let info = h.describe_sub("s", "b");
     let view: Vec<(String, Vec<u64>)> = info
@@ -234,13 +231,7 @@ fn the_removal_waits_for_saves_in_flight_so_none_lands_after_it() {
     );
     // The save lands, then the delete goes.
     h.complete(0, None);
-    assert_eq!(
-        h.reply(ack),
-        Some(Ok(Reply::Acked {
-            acked: 1,
-            ignored: 0
-        }))
-    );
+    assert_eq!(h.reply(ack), Some(Ok(settled(vec![pos(0, 0)], vec![]))));
     let i = h
         .held
         .iter()

@@ -375,7 +375,7 @@ mod props {
                             .map(|(_, p)| *p)
                             .collect();
                         if !some.is_empty()
-                            && let Ok(Reply::Acked { .. }) = h.ack(1, "s", "q", "a", some.clone())
+                            && let Ok(Reply::Settled(_)) = h.ack(1, "s", "q", "a", some.clone())
                         {
                             acked.extend(some);
                         }

@@ -14,7 +14,7 @@ fn term(h: &mut Harness, offset: u64) {
         positions: vec![pos(0, offset)],
         reason: "poison".into(),
     });
-    assert_eq!(r, Ok(Reply::Done));
+    assert_eq!(r, Ok(settled(vec![pos(0, offset)], vec![])));
 }
 
 /// Seed 15: with dedup off a producer may append one id twice; both events were then

@@ -86,10 +86,7 @@ fn max_in_flight_is_credit_freed_by_acks() {
     assert_eq!(offsets(&h.deliveries()), vec![0, 1]);
     assert_eq!(
         h.ack(1, "s", "q", "a", vec![pos(0, 0)]),
-        Ok(Reply::Acked {
-            acked: 1,
-            ignored: 0
-        })
+        Ok(settled(vec![pos(0, 0)], vec![]))
     );
     assert_eq!(offsets(&h.deliveries()), vec![2]);
     h.ack(1, "s", "q", "a", vec![pos(0, 1), pos(0, 2)]).unwrap();
@@ -247,10 +244,7 @@ fn subscription_errors() {
     // Acking what was never delivered is ignored, not an error.
     assert_eq!(
         h.ack(1, "s", "q", "a", vec![pos(0, 7)]),
-        Ok(Reply::Acked {
-            acked: 0,
-            ignored: 1
-        })
+        Ok(settled(vec![], vec![(pos(0, 7), SkipReason::NotDelivered)]))
     );
 }
 
@@ -383,7 +377,7 @@ fn term_sends_to_the_dead_letter_stream_at_once() {
         positions: vec![pos(0, 1)],
         reason: "poison".into(),
     });
-    assert_eq!(r, Ok(Reply::Done));
+    assert_eq!(r, Ok(settled(vec![pos(0, 1)], vec![])));
     let dl = h.read("s.dlq", 0, 0, 10).unwrap();
     assert_eq!(
         (
@@ -579,26 +573,14 @@ fn an_ack_is_answered_once_the_position_is_saved() {
     h.complete(0, Some(StorageResult::Unknown));
     h.advance(Duration::from_millis(60));
     h.complete(0, None);
-    assert_eq!(
-        h.reply(a1),
-        Some(Ok(Reply::Acked {
-            acked: 1,
-            ignored: 0
-        }))
-    );
+    assert_eq!(h.reply(a1), Some(Ok(settled(vec![pos(0, 0)], vec![]))));
     assert!(h.reply(a2).is_none());
     let StorageRequest::SaveCursor(rec) = &h.held[0].1 else {
         panic!()
     };
     assert_eq!(rec.floor, 2);
     h.complete(0, None);
-    assert_eq!(
-        h.reply(a2),
-        Some(Ok(Reply::Acked {
-            acked: 1,
-            ignored: 0
-        }))
-    );
+    assert_eq!(h.reply(a2), Some(Ok(settled(vec![pos(0, 1)], vec![]))));
 }
 
 #[test]
@@ -635,10 +617,10 @@ fn reset_to_an_offset_or_a_time_is_seen_by_the_next_delivery() {
     // Acks of deliveries made before the reset no longer count.
     assert_eq!(
         h.ack(1, "s", "q", "a", vec![pos(0, 1)]),
-        Ok(Reply::Acked {
-            acked: 0,
-            ignored: 1
-        })
+        Ok(settled(
+            vec![],
+            vec![(pos(0, 1), SkipReason::AlreadySettled)]
+        ))
     );
     assert_eq!(h.store.cursors()[0].floor, 3, "the reset is durable");
     // Broadcast: one consumer, or an unknown one.
@@ -932,7 +914,22 @@ fn only_the_consumer_an_event_is_in_flight_to_may_nack_or_term_it() {
     // The holder may; so may b for its own event.
     assert_eq!(
         h.nack(1, "s", "q", "a", vec![of_a], Some(Duration::ZERO)),
-        Ok(Reply::Done)
+        Ok(settled(vec![of_a], vec![]))
     );
-    assert_eq!(h.cmd_on(2, term(vec![of_b])), Ok(Reply::Done));
+    assert_eq!(
+        h.cmd_on(2, term(vec![of_b])),
+        Ok(settled(vec![of_b], vec![]))
+    );
+    // Settled already: a second term, and a nack of what waits for its redelivery.
+    assert_eq!(
+        h.cmd_on(2, term(vec![of_b])),
+        Ok(settled(vec![], vec![(of_b, SkipReason::AlreadySettled)]))
+    );
+    assert_eq!(
+        h.nack(1, "s", "q", "a", vec![pos(0, 99)], None),
+        Ok(settled(
+            vec![],
+            vec![(pos(0, 99), SkipReason::NotDelivered)]
+        ))
+    );
 }

@@ -37,6 +37,8 @@ pub struct GrpcOptions {
     pub keepalive_timeout: Duration,
     /// After the shutdown future completes, calls in flight get this long to finish.
     pub shutdown_timeout: Duration,
+    /// The engine's configuration, whose limits and defaults `GetServerInfo` tells.
+    pub engine: tributary_core::Config,
 }
 
 impl Default for GrpcOptions {
@@ -47,6 +49,7 @@ impl Default for GrpcOptions {
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(10),
+            engine: tributary_core::Config::default(),
         }
     }
 }
@@ -79,7 +82,10 @@ pub async fn serve<R: Runtime>(
             handle,
             rt: rt.clone(),
         },
-        ServiceConfig::default(),
+        ServiceConfig {
+            engine: options.engine.clone(),
+            ..ServiceConfig::default()
+        },
         stop_rx,
     )
     .into_server();

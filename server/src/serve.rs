@@ -95,6 +95,8 @@ pub struct Bound {
     grpc_tls: Option<tonic::transport::ServerTlsConfig>,
     tokens: tributary_http::Tokens,
     inbound: Vec<tributary_amqp::Inbound>,
+    /// The engine's configuration, for `GetServerInfo`.
+    engine: Config,
 }
 
 impl std::fmt::Debug for Bound {
@@ -155,8 +157,8 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         None => (None, None),
     };
     let journal_status = journal.as_ref().map(|j| j.status());
-    let engine =
-        Engine::new(config, seed, start_at).map_err(|e| ServeError::Engine(e.to_string()))?;
+    let engine = Engine::new(config.clone(), seed, start_at)
+        .map_err(|e| ServeError::Engine(e.to_string()))?;
     let metrics = Arc::new(tributary_http::Metrics::new());
     let publisher = settings
         .amqp
@@ -235,6 +237,7 @@ pub async fn bind(settings: Settings) -> Result<Bound, ServeError> {
         grpc_tls,
         tokens: settings.tokens.clone(),
         inbound,
+        engine: config,
     })
 }
 
@@ -271,6 +274,7 @@ impl Bound {
             grpc_tls,
             tokens,
             inbound,
+            engine,
         } = self;
         tracing::info!(code = 1, grpc = %addr, http = %http_addr, store = %store_name, tls = grpc_tls.is_some(), tokens = tokens.enabled(), "serving");
         let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -298,7 +302,10 @@ impl Bound {
                 handle: handle.clone(),
                 rt: TokioRuntime,
             },
-            ServiceConfig::default(),
+            ServiceConfig {
+                engine,
+                ..ServiceConfig::default()
+            },
             stop_rx,
         );
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();

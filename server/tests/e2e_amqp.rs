@@ -109,7 +109,7 @@ async fn a_plain_amqp_consumer_reads_every_event_with_its_envelope() {
 
     c.create_stream(pb::CreateStreamRequest {
         name: "orders".into(),
-        partitions: 2,
+        partitions: Some(2),
         cross_service: true,
         ..Default::default()
     })

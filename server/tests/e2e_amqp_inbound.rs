@@ -165,7 +165,7 @@ async fn read_all(c: &mut Client, stream: &str) -> Vec<pb::Event> {
                     stream: stream.into(),
                     partition: p.partition,
                     from,
-                    max: 500,
+                    max: Some(500),
                 }),
             )
             .await
@@ -303,7 +303,7 @@ async fn b_consumes_a_stream_of_a_into_a_local_stream() {
         let id = reader.send(ack).await;
         let (answer, more) = reader.answer(id).await;
         assert!(
-            matches!(answer, pb::subscribe_response::Kind::AckResult(_)),
+            matches!(answer, pb::subscribe_response::Kind::Settled(_)),
             "{answer:?}"
         );
         got.extend(batch.drain(..).map(|d| d.event.expect("event")));

@@ -72,7 +72,7 @@ async fn publish_read_and_administer(b: Backend) {
             stream: "orders".into(),
             partition: p.partition,
             from: 0,
-            max: 10,
+            max: Some(10),
         })
         .await
         .expect("read")
@@ -89,11 +89,7 @@ async fn publish_read_and_administer(b: Backend) {
         .into_inner();
     assert_eq!(info.length, 1);
     assert_eq!(info.partitions.len(), 2);
-    let list = c
-        .list_streams(pb::Empty {})
-        .await
-        .expect("list")
-        .into_inner();
+    let list = c.list_streams(()).await.expect("list").into_inner();
     assert_eq!(list.streams.len(), 1);
     // Survives a restart.
     let server = server.restart();
@@ -141,8 +137,8 @@ async fn broadcast_gives_every_consumer_every_event(b: Backend) {
     let got_b = bb.events(5).await;
     assert_eq!(offsets(&got_a), vec![0, 1, 2, 3, 4]);
     assert_eq!(offsets(&got_b), vec![0, 1, 2, 3, 4]);
-    assert_eq!(a.ack(&got_a).await.acked, 5);
-    assert_eq!(bb.ack(&got_b[..2]).await.acked, 2);
+    assert_eq!(a.ack(&got_a).await.applied.len(), 5);
+    assert_eq!(bb.ack(&got_b[..2]).await.applied.len(), 2);
     let info = c
         .get_subscription(pb::SubscriptionRef {
             stream: "news".into(),
@@ -177,7 +173,7 @@ async fn exclusive_shares_events_among_consumers(b: Backend) {
     .await
     .expect("create subscription");
     let mut o = open("jobs", "workers", "w1");
-    o.max_in_flight = 3;
+    o.max_in_flight = Some(3);
     let mut w1 = Session::open(&mut c, o.clone()).await;
     o.consumer = "w2".into();
     let mut w2 = Session::open(&mut c, o).await;
@@ -208,15 +204,15 @@ async fn exclusive_shares_events_among_consumers(b: Backend) {
         match w2.answer(id).await {
             (Out::Error(e), extra) => {
                 assert_eq!(e.code, Code::FailedPrecondition as i32, "{e:?}");
-                assert_eq!(e.reason, "NOT_HOLDER", "{e:?}");
+                assert_eq!(reason(&e), "NOT_HOLDER", "{e:?}");
                 assert!(e.message.contains("w1"), "{e:?}");
                 assert!(extra.is_empty(), "nothing redelivered: {extra:?}");
             }
             other => panic!("a non-holder's settle answered {other:?}"),
         }
     }
-    assert_eq!(w1.ack(&a).await.acked, 3);
-    assert_eq!(w2.ack(&bb).await.acked, 3);
+    assert_eq!(w1.ack(&a).await.applied.len(), 3);
+    assert_eq!(w2.ack(&bb).await.applied.len(), 3);
 }
 
 async fn nack_redelivers_then_dead_letters(b: Backend) {
@@ -227,7 +223,7 @@ async fn nack_redelivers_then_dead_letters(b: Backend) {
     let mut o = open("pay", "billing", "c1");
     o.create = Some(pb::SubscriptionConfig {
         mode: pb::SubscriptionMode::Exclusive as i32,
-        max_deliveries: 2,
+        max_deliveries: Some(2),
         ..Default::default()
     });
     let mut s = Session::open(&mut c, o).await;
@@ -243,7 +239,11 @@ async fn nack_redelivers_then_dead_letters(b: Backend) {
     };
     let id = s.send(nack(&first)).await;
     let (answer, mut early) = s.answer(id).await;
-    assert!(matches!(answer, Out::Done(_)), "{answer:?}");
+    let Out::Settled(settled) = answer else {
+        panic!("nack answered {answer:?}")
+    };
+    assert_eq!(settled.applied, positions(&first), "the nack applied");
+    assert!(settled.skipped.is_empty());
     if early.is_empty() {
         early = s.events(1).await;
     }
@@ -258,7 +258,7 @@ async fn nack_redelivers_then_dead_letters(b: Backend) {
                     stream: "pay.dlq".into(),
                     partition: 0,
                     from: 0,
-                    max: 10,
+                    max: Some(10),
                 })
                 .await;
             if let Ok(r) = r {
@@ -290,7 +290,7 @@ async fn term_dead_letters_at_once_and_ack_wait_redelivers(b: Backend) {
     let mut o = open("mail", "senders", "c1");
     o.create = Some(pb::SubscriptionConfig {
         mode: pb::SubscriptionMode::Exclusive as i32,
-        ack_wait_ms: 300,
+        ack_wait_ms: Some(300),
         ..Default::default()
     });
     let mut s = Session::open(&mut c, o).await;
@@ -308,7 +308,10 @@ async fn term_dead_letters_at_once_and_ack_wait_redelivers(b: Backend) {
         }))
         .await;
     let (answer, mut more) = s.answer(id).await;
-    assert!(matches!(answer, Out::Done(_)), "{answer:?}");
+    let Out::Settled(settled) = answer else {
+        panic!("term answered {answer:?}")
+    };
+    assert_eq!(settled.applied, positions(&got[..1]));
     // The second event is not acknowledged: after ack_wait it comes again.
     if more.is_empty() {
         more = s.events(1).await;
@@ -350,9 +353,9 @@ async fn replay_honours_its_rate_and_reports_progress(b: Backend) {
         .replay(pb::ReplayRequest {
             stream: "log".into(),
             from: Some(pb::replay_request::From::Offset(5)),
-            batch_size: 5,
-            max_events_per_second: 20,
-            progress_interval_ms: 100,
+            batch_size: Some(5),
+            max_events_per_second: Some(20),
+            progress_interval_ms: Some(100),
             ..Default::default()
         })
         .await
@@ -424,7 +427,7 @@ async fn offset_reset_is_seen_by_the_next_delivery(b: Backend) {
     });
     let mut s = Session::open(&mut c, o.clone()).await;
     let got = s.events(5).await;
-    assert_eq!(s.ack(&got).await.acked, 5);
+    assert_eq!(s.ack(&got).await.applied.len(), 5);
     drop(s);
     wait_detached(&mut c, "ledger", "audit", "c1").await;
     c.reset_offset(pb::ResetOffsetRequest {
@@ -475,7 +478,7 @@ async fn bad_input_is_refused_with_its_code_and_changes_nothing(b: Backend) {
     let e = c
         .create_stream(pb::CreateStreamRequest {
             name: "s.dlq".into(),
-            partitions: 3,
+            partitions: Some(3),
             ..Default::default()
         })
         .await
@@ -488,7 +491,7 @@ async fn bad_input_is_refused_with_its_code_and_changes_nothing(b: Backend) {
         (
             pb::SubscriptionMode::Exclusive,
             pb::SubscriptionConfig {
-                heartbeat_interval_ms: 1000,
+                heartbeat_interval_ms: Some(1000),
                 ..Default::default()
             },
             "heartbeat_interval",
@@ -506,7 +509,7 @@ async fn bad_input_is_refused_with_its_code_and_changes_nothing(b: Backend) {
         (
             pb::SubscriptionMode::ConsumerGroup,
             pb::SubscriptionConfig {
-                receipt_ttl_ms: 1000,
+                receipt_ttl_ms: Some(1000),
                 ..Default::default()
             },
             "receipt_ttl",
@@ -635,11 +638,7 @@ async fn bad_input_is_refused_with_its_code_and_changes_nothing(b: Backend) {
         .expect("get")
         .into_inner();
     assert_eq!(info.length, 1);
-    let list = c
-        .list_streams(pb::Empty {})
-        .await
-        .expect("list")
-        .into_inner();
+    let list = c.list_streams(()).await.expect("list").into_inner();
     assert_eq!(list.streams.len(), 2);
 }
 
@@ -653,7 +652,7 @@ async fn server_streaming_variant_settles_by_session_id(b: Backend) {
         mode: pb::SubscriptionMode::Exclusive as i32,
         ..Default::default()
     });
-    o.initial_credit = 2;
+    o.initial_credit = Some(2);
     let mut rx = c
         .subscribe_server_stream(o)
         .await
@@ -694,10 +693,8 @@ async fn server_streaming_variant_settles_by_session_id(b: Backend) {
     assert!(
         matches!(
             r.kind,
-            Some(pb::settle_response::Kind::AckResult(pb::AckResult {
-                acked: 2,
-                ..
-            }))
+            Some(pb::settle_response::Kind::Settled(pb::Settled { ref applied, .. }))
+                if applied.len() == 2
         ),
         "{r:?}"
     );
@@ -781,7 +778,7 @@ async fn sigterm_during_a_publish_storm_loses_no_acknowledged_event(b: Backend) 
                 stream: "storm".into(),
                 partition: *partition,
                 from: *offset,
-                max: 1,
+                max: Some(1),
             })
             .await
             .expect("read back")
@@ -847,7 +844,7 @@ async fn a_served_journal_replays_in_the_simulator() {
     let events = (0..10).map(|i| json_event("t", &format!("{i}"))).collect();
     publish(&mut c, "j", events).await;
     let got = s.events(10).await;
-    assert_eq!(s.ack(&got).await.acked, 10);
+    assert_eq!(s.ack(&got).await.applied.len(), 10);
     drop(s);
     assert!(server.terminate(), "clean stop");
     let file = std::fs::File::open(&journal).expect("journal written");
@@ -903,7 +900,7 @@ async fn consumer_group_shares_partitions_by_generation(b: Backend) {
     o.create = Some(pb::SubscriptionConfig {
         mode: pb::SubscriptionMode::ConsumerGroup as i32,
         commit: Some(pb::CommitStrategy {
-            kind: Some(pb::commit_strategy::Kind::Manual(pb::Empty {})),
+            kind: Some(pb::commit_strategy::Kind::Manual(())),
         }),
         ..Default::default()
     });
@@ -941,7 +938,7 @@ async fn consumer_group_shares_partitions_by_generation(b: Backend) {
         }))
         .await;
     match m1.answer(id).await.0 {
-        Out::Error(e) => assert_eq!(e.reason, "STALE_GENERATION", "{e:?}"),
+        Out::Error(e) => assert_eq!(reason(&e), "STALE_GENERATION", "{e:?}"),
         other => panic!("stale commit answered {other:?}"),
     }
 
@@ -976,7 +973,7 @@ async fn consumer_group_shares_partitions_by_generation(b: Backend) {
         parts(&got2).iter().all(|p| a2.partitions.contains(p)),
         "m2 reads only its partitions"
     );
-    assert_eq!(m1.ack(&got1).await.acked as usize, got1.len());
+    assert_eq!(m1.ack(&got1).await.applied.len(), got1.len());
     let id = m1
         .send(In::Commit(pb::Commit {
             generation: a1.generation,
@@ -1033,10 +1030,10 @@ async fn a_member_that_stops_heartbeating_loses_its_partitions(b: Backend) {
     let mut o = open("clicks", "analytics", "hung");
     o.create = Some(pb::SubscriptionConfig {
         mode: pb::SubscriptionMode::ConsumerGroup as i32,
-        heartbeat_interval_ms: 300,
-        session_timeout_ms: 1500,
+        heartbeat_interval_ms: Some(300),
+        session_timeout_ms: Some(1500),
         commit: Some(pb::CommitStrategy {
-            kind: Some(pb::commit_strategy::Kind::Manual(pb::Empty {})),
+            kind: Some(pb::commit_strategy::Kind::Manual(())),
         }),
         ..Default::default()
     });
@@ -1091,8 +1088,8 @@ async fn a_frozen_member_process_loses_its_partitions_through_keepalive() {
         stream: "clicks".into(),
         name: "analytics".into(),
         mode: pb::SubscriptionMode::ConsumerGroup as i32,
-        heartbeat_interval_ms: 1000,
-        session_timeout_ms: 60_000,
+        heartbeat_interval_ms: Some(1000),
+        session_timeout_ms: Some(60_000),
         ..Default::default()
     })
     .await
@@ -1174,7 +1171,7 @@ async fn read_receipts_track_delivered_and_read(b: Backend) {
         .collect();
     publish(&mut c, "inbox", events).await;
     let got = s.events(3).await;
-    assert_eq!(s.ack(&got).await.acked, 3, "delivered");
+    assert_eq!(s.ack(&got).await.applied.len(), 3, "delivered");
     let pos = |o: u64| pb::Position {
         partition: 0,
         offset: o,
@@ -1193,8 +1190,10 @@ async fn read_receipts_track_delivered_and_read(b: Backend) {
     let mut timed_out = Vec::new();
     while timed_out.len() < 2 {
         if let Some(Out::Notice(n)) = s.next().await.kind {
-            assert_eq!(n.kind, "unread_timeout");
-            timed_out.push(n.position.expect("position").offset);
+            let Some(pb::consumer_notice::Kind::UnreadTimeout(u)) = n.kind else {
+                panic!("notice {n:?}")
+            };
+            timed_out.push(u.position.expect("position").offset);
         }
     }
     timed_out.sort();
@@ -1277,11 +1276,7 @@ async fn upcasting_on_delivery_and_replay(b: Backend) {
         .await
         .expect_err("not next");
     assert_ne!(e.code(), Code::Ok);
-    let listed = c
-        .list_schemas(pb::Empty {})
-        .await
-        .expect("list")
-        .into_inner();
+    let listed = c.list_schemas(()).await.expect("list").into_inner();
     assert_eq!(
         listed.schemas[0].versions.len(),
         3,
@@ -1290,7 +1285,7 @@ async fn upcasting_on_delivery_and_replay(b: Backend) {
 
     create_stream(&mut c, "orders", 1).await;
     let mut e = json_event("order.created", r#"{"name":"ann"}"#);
-    e.schema_version = 1;
+    e.schema_version = Some(1);
     publish(&mut c, "orders", vec![e]).await;
     let mut latest = open("orders", "billing", "c1");
     latest.create = Some(pb::SubscriptionConfig::default());
@@ -1322,7 +1317,7 @@ async fn upcasting_on_delivery_and_replay(b: Backend) {
             stream: "orders".into(),
             partition: 0,
             from: 0,
-            max: 1,
+            max: Some(1),
         })
         .await
         .expect("read")
@@ -1438,7 +1433,7 @@ async fn pipelined_publish_answers_in_order_with_failures_in_place(b: Backend) {
                 stream: "p".into(),
                 partition: 0,
                 from: read.len() as u64,
-                max: 100,
+                max: Some(100),
             })
             .await
             .expect("read")

@@ -54,7 +54,7 @@ impl Decoder for RawCodec {
 
 // On tokio and on the async-std server.
 on_sqlite_both_runtimes!(
-    a_refused_batch_of_publish_stream_keeps_its_details_and_counts_what_went_before,
+    a_refused_batch_of_publish_stream_is_an_in_band_error_with_its_details,
     malformed_protobuf_is_invalid_argument_with_details,
     a_message_over_the_limit_is_resource_exhausted_with_details,
     settle_on_an_unknown_session_is_not_found_with_error_info,
@@ -113,9 +113,7 @@ async fn length(c: &mut Client, stream: &str) -> u64 {
     .length
 }
 
-async fn a_refused_batch_of_publish_stream_keeps_its_details_and_counts_what_went_before(
-    b: Backend,
-) {
+async fn a_refused_batch_of_publish_stream_is_an_in_band_error_with_its_details(b: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(b, dir.path(), "pubstream");
     let mut c = server.client().await;
@@ -125,63 +123,48 @@ async fn a_refused_batch_of_publish_stream_keeps_its_details_and_counts_what_wen
         events,
         expected_offset,
     };
-    // Refused by the engine: a wrong expected offset, after two events in one batch.
-    let e = within(
+    let mut bad_id = json_event("t", "6");
+    bad_id.event_id = "42".into();
+    let r = within(
         "publish stream",
         c.publish_stream(tokio_stream::iter(vec![
             batch(vec![json_event("t", "1"), json_event("t", "2")], None),
+            // Refused by the engine: a wrong expected offset.
             batch(vec![json_event("t", "3")], Some(7)),
+            batch(vec![json_event("t", "4")], None),
+            // Refused by the core as bad input, and by the transport (a malformed id).
+            batch(vec![json_event(&"x".repeat(257), "5")], None),
+            batch(vec![bad_id], None),
         ])),
     )
     .await
-    .expect_err("second batch refused");
+    .expect("the call goes on past refusals")
+    .into_inner();
+    use pb::publish_result::Kind;
+    let kinds: Vec<Kind> = r.batches.into_iter().filter_map(|b| b.kind).collect();
+    assert_eq!(kinds.len(), 5, "one result per batch, in order: {kinds:?}");
+    assert!(matches!(&kinds[0], Kind::Published(p) if p.outcomes.len() == 2));
+    assert!(matches!(&kinds[2], Kind::Published(p) if p.outcomes.len() == 1));
+    assert_eq!(r.events, 3, "events appended over the published batches");
+    let status = |k: &Kind| match k {
+        Kind::Error(e) => tributary_grpc::status_of(e),
+        other => panic!("expected an error, got {other:?}"),
+    };
+    let e = status(&kinds[1]);
     assert_eq!(e.code(), Code::FailedPrecondition);
     let info = e.get_details_error_info().expect("error info");
     assert_eq!(info.reason, "WRONG_EXPECTED_OFFSET");
     let meta = |k: &str| info.metadata.get(k).map(String::as_str);
     assert_eq!(meta("actual"), Some("2"));
     assert_eq!(meta("expected"), Some("7"));
-    assert_eq!(meta("appended_before"), Some("2"));
-    assert_eq!(meta("batches_before"), Some("1"));
-    assert!(e.message().contains("2 events appended before it"), "{e:?}");
-
-    // Refused by the core as bad input: its BadRequest stays.
-    let e = within(
-        "publish stream",
-        c.publish_stream(tokio_stream::iter(vec![
-            batch(vec![json_event("t", "4")], None),
-            batch(vec![json_event(&"x".repeat(257), "5")], None),
-        ])),
-    )
-    .await
-    .expect_err("long type refused");
-    assert_eq!(e.code(), Code::InvalidArgument);
-    let info = e.get_details_error_info().expect("error info");
-    assert_eq!(info.reason, "INVALID_INPUT");
-    assert_eq!(
-        info.metadata.get("appended_before").map(String::as_str),
-        Some("1")
-    );
-    let bad = e.get_details_bad_request().expect("bad request kept");
-    assert_eq!(bad.field_violations[0].field, "event_type");
-
-    // Refused by the transport (a malformed id): its details stay too.
-    let mut bad_id = json_event("t", "6");
-    bad_id.event_id = "42".into();
-    let e = within(
-        "publish stream",
-        c.publish_stream(tokio_stream::iter(vec![batch(vec![bad_id], None)])),
-    )
-    .await
-    .expect_err("bad id refused");
-    assert_eq!(e.code(), Code::InvalidArgument);
-    let info = e.get_details_error_info().expect("error info");
-    assert_eq!(
-        info.metadata.get("appended_before").map(String::as_str),
-        Some("0")
-    );
-    assert!(e.get_details_bad_request().is_some(), "{e:?}");
-    // What went before each refusal was appended, the refused batches were not.
+    for (k, field) in [(&kinds[3], "event_type"), (&kinds[4], "event_id")] {
+        let e = status(k);
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.get_details_error_info().is_some(), "{e:?}");
+        let bad = e.get_details_bad_request().expect("bad request kept");
+        assert_eq!(bad.field_violations[0].field, field);
+    }
+    // The published batches were appended, the refused ones were not.
     assert_eq!(length(&mut c, "s").await, 3);
 }
 
@@ -374,7 +357,7 @@ async fn the_async_std_server_checks_tokens() {
         .await
         .expect_err("read token");
     assert_eq!(e.code(), Code::PermissionDenied);
-    let list = |token| authed(token, pb::Empty {});
+    let list = |token| authed(token, ());
     let e = c.list_streams(list(None)).await.expect_err("no token");
     assert_eq!(e.code(), Code::Unauthenticated);
     let streams = c.list_streams(list(Some(READ))).await.expect("read token");

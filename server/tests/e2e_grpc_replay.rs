@@ -192,7 +192,7 @@ async fn a_replay_to_a_stalled_reader_holds_its_window_and_finishes(b: Backend) 
 
     c.create_stream(pb::CreateStreamRequest {
         name: "big".into(),
-        partitions: 2,
+        partitions: Some(2),
         ..Default::default()
     })
     .await
@@ -221,8 +221,8 @@ async fn a_replay_to_a_stalled_reader_holds_its_window_and_finishes(b: Backend) 
         "replay",
         c.replay(pb::ReplayRequest {
             stream: "big".into(),
-            batch_size: 1,
-            progress_interval_ms: 3_600_000,
+            batch_size: Some(1),
+            progress_interval_ms: Some(3_600_000),
             ..Default::default()
         }),
     )

@@ -194,7 +194,7 @@ async fn streams_subscriptions_consumers_and_resets(b: Backend) {
         (Some(0), Some(5))
     );
     assert!(before["last_updated"].is_null());
-    assert_eq!(session.ack(&got).await.acked, 5);
+    assert_eq!(session.ack(&got).await.applied.len(), 5);
     let (status, consumer) = http
         .get("/api/event-streams/orders/subscriptions/audit/consumers/c1")
         .await;
@@ -312,7 +312,7 @@ async fn streams_subscriptions_consumers_and_resets(b: Backend) {
                 stream: "orders".into(),
                 partition: 0,
                 from: 0,
-                max: 1,
+                max: Some(1),
             })
             .await
             .expect("read")
@@ -370,7 +370,7 @@ async fn dead_letters_are_listed_and_replayed_into_their_stream(b: Backend) {
             reason: "card declined".into(),
         }))
         .await;
-    assert!(matches!(s.answer(id).await.0, Out::Done(_)));
+    assert!(matches!(s.answer(id).await.0, Out::Settled(_)));
     s.ack(&got[1..]).await;
 
     // Listed once the dead letter's append has committed.
@@ -1138,7 +1138,7 @@ async fn tokens_guard_http_and_grpc() {
     let mut none = client_with_token(&server, None).await;
     let e = none.publish(publish_req()).await.expect_err("no token");
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
-    let e = none.list_streams(pb::Empty {}).await.expect_err("no token");
+    let e = none.list_streams(()).await.expect_err("no token");
     assert_eq!(e.code(), Code::Unauthenticated);
     let mut bad = client_with_token(&server, Some("not-the-token-0123456789")).await;
     assert_eq!(
@@ -1258,11 +1258,7 @@ async fn tls_serves_grpc_and_http() {
     .await
     .expect("connect over TLS");
     let mut c = pb::event_stream_client::EventStreamClient::new(channel);
-    let list = c
-        .list_streams(pb::Empty {})
-        .await
-        .expect("list")
-        .into_inner();
+    let list = c.list_streams(()).await.expect("list").into_inner();
     assert_eq!(list.streams.len(), 1);
     assert_eq!(
         list.streams[0].config.as_ref().map(|c| c.name.as_str()),
@@ -1353,13 +1349,13 @@ async fn shared_positions_reset_with_every_consumer_down(b: Backend) {
         o.create = Some(pb::SubscriptionConfig {
             mode: mode as i32,
             commit: group.then_some(pb::CommitStrategy {
-                kind: Some(pb::commit_strategy::Kind::AfterEach(pb::Empty {})),
+                kind: Some(pb::commit_strategy::Kind::AfterEach(())),
             }),
             ..Default::default()
         });
         let mut session = Session::open(&mut c, o).await;
         let got = session.events(5).await;
-        assert_eq!(session.ack(&got).await.acked, 5);
+        assert_eq!(session.ack(&got).await.applied.len(), 5);
         drop(session);
         wait_detached(&mut c, "orders", name, "w1").await;
         let base = format!("/api/event-streams/orders/subscriptions/{name}");

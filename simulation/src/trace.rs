@@ -240,10 +240,10 @@ fn digest_reply(h: &mut Xxh3, r: &Reply) {
                 u(h, c.pending);
             }
         }
-        Reply::Acked { acked, ignored } => {
+        Reply::Settled(s) => {
             u(h, 16);
-            u(h, u64::from(*acked));
-            u(h, u64::from(*ignored));
+            u(h, s.applied.len() as u64);
+            u(h, s.skipped.len() as u64);
         }
         Reply::ReplayStarted(id) => {
             u(h, 17);

@@ -292,7 +292,7 @@ impl World {
                     p.outstanding = p.outstanding.saturating_sub(1);
                     match r {
                         Ok(Reply::Subscription(info)) => {
-                            p.subs.insert(sub, Some(info.clone()));
+                            p.subs.insert(sub, Some((**info).clone()));
                         }
                         Err(Error::SubscriptionNotFound { .. } | Error::StreamNotFound(_)) => {
                             p.subs.insert(sub, None);
@@ -582,6 +582,7 @@ impl Generator<'_> {
             0 => StartPosition::End,
             1 => StartPosition::Offset(r.below(5)),
             2 => StartPosition::Time(UnixMillis(self.wall.0.saturating_sub(r.below(5_000)))),
+            3 => StartPosition::Offsets(some_offsets(r, stream.partitions, 5)),
             _ => StartPosition::Beginning,
         };
         if let Some(w) = r.pick(&self.swarm.ack_waits) {
@@ -662,11 +663,12 @@ impl Generator<'_> {
         ))
     }
 
-    fn position(&mut self) -> StartPosition {
-        match self.rng.below(4) {
+    fn position(&mut self, partitions: u32) -> StartPosition {
+        match self.rng.below(5) {
             0 => StartPosition::Beginning,
             1 => StartPosition::End,
             2 => StartPosition::Offset(self.rng.below(10)),
+            3 => StartPosition::Offsets(some_offsets(self.rng, partitions, 10)),
             _ => StartPosition::Time(UnixMillis(
                 self.wall.0.saturating_sub(self.rng.below(3_000)),
             )),
@@ -680,7 +682,12 @@ impl Generator<'_> {
         let s = &world.subs[i];
         let consumer = (s.config.mode == SubscriptionMode::Broadcast && self.rng.coin())
             .then(|| consumer(self.rng.below(4)));
-        let to = self.position();
+        let partitions = world
+            .streams
+            .iter()
+            .find(|w| w.config.name == s.config.stream)
+            .map_or(1, |w| w.config.partitions);
+        let to = self.position(partitions);
         Some(Command::ResetSubscription {
             stream: s.config.stream.clone(),
             subscription: s.config.name.clone(),
@@ -694,8 +701,9 @@ impl Generator<'_> {
         let live = world.live_streams();
         let s = &world.streams[*self.rng.pick(&live)?];
         let r = &mut *self.rng;
-        let from = match r.below(4) {
+        let from = match r.below(5) {
             0 | 1 => ReplayFrom::Offset(r.below(4)),
+            4 => ReplayFrom::Offsets(some_offsets(r, s.config.partitions, 4)),
             2 => ReplayFrom::Time(UnixMillis(self.wall.0.saturating_sub(r.below(10_000)))),
             _ => {
                 let a = self.wall.0.saturating_sub(r.below(10_000));
@@ -966,4 +974,19 @@ impl Generator<'_> {
             }
         })
     }
+}
+
+/// Per-partition offsets below `max` for some of a stream's `partitions` (each named at most
+/// once, in partition order).
+fn some_offsets(r: &mut SimRng, partitions: u32, max: u64) -> Vec<Position> {
+    let mut out = Vec::new();
+    for partition in 0..partitions {
+        if r.coin() {
+            out.push(Position {
+                partition,
+                offset: r.below(max),
+            });
+        }
+    }
+    out
 }

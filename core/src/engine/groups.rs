@@ -671,12 +671,8 @@ impl Engine {
                 origin: Some(origin),
                 release: Vec::new(),
                 generations: Vec::new(),
-                acked: 0,
-                ignored: 0,
                 saves: keys.len() as u32,
-                done: false,
-                committed: Some(positions),
-                marked: false,
+                reply: Reply::Committed(positions),
             },
         );
         for key in keys {

@@ -49,6 +49,7 @@ use std::sync::Arc;
 pub(crate) use cursor::SlotKey;
 use replay::Replay;
 use resolve::Resolve;
+pub use resolve::partition_offsets;
 pub use schemas::{NEWER_THAN_REQUESTED, UPCAST_ERROR};
 pub use streams::partition_of_key;
 use streams::{AppendFlight, Stream};
@@ -208,24 +209,20 @@ struct Conn {
     replays: BTreeSet<ReplayId>,
 }
 
-/// Acks waiting for their cursor saves before they are answered.
+/// A save barrier: a reply (to an ack, commit, mark-read or reset) or held outputs waiting
+/// until cursor and receipt saves are durable.
 #[derive(Debug)]
 struct AckWait {
-    /// The ack or reset to answer (`None`: only outputs to release).
+    /// The command to answer (`None`: only outputs to release).
     origin: Option<Origin>,
     /// Outputs held until the saves are done (at-most-once deliveries), with the generation
     /// of each cursor they move: a reset meanwhile voids them.
     release: Vec<Output>,
     generations: Vec<(cursor::CursorKey, u64)>,
-    acked: u32,
-    ignored: u32,
+    /// Saves still to come.
     saves: u32,
-    /// Answer `Done` instead of `Acked` (resets).
-    done: bool,
-    /// Answer `Committed` with these positions (consumer group commits).
-    committed: Option<Vec<crate::api::Position>>,
-    /// Answer `MarkedRead { marked: acked, ignored }` (read receipts).
-    marked: bool,
+    /// The answer once they are done.
+    reply: Reply,
 }
 
 /// Tributary's engine. See the module documentation for how to drive it.
@@ -471,7 +468,7 @@ impl Engine {
             } => {
                 let r = self
                     .describe_subscription(&stream, &subscription)
-                    .map(Reply::Subscription);
+                    .map(|i| Reply::Subscription(Box::new(i)));
                 self.reply(conn, req, r);
             }
             Command::ListSubscriptions(stream) => {

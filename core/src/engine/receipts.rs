@@ -395,9 +395,7 @@ impl Engine {
         if durable && (!touched.is_empty() || !records.is_empty()) {
             self.wait_for_saves_and_receipts(
                 origin,
-                (marked, ignored),
-                false,
-                true,
+                Reply::MarkedRead { marked, ignored },
                 touched,
                 records,
             );

@@ -76,19 +76,29 @@ impl Engine {
         let Some(s) = self.streams.get(&stream) else {
             return;
         };
-        let mut positions = Vec::new();
-        if let ReplayFrom::Offset(n) = from {
-            for part in &s.parts {
-                if n < part.first && !o.from_first_available {
-                    return self.reply_to(
-                        origin,
-                        Err(Error::Truncated {
-                            first_available: part.first,
-                        }),
-                    );
+        let mut positions = Vec::with_capacity(s.parts.len());
+        // From offsets: known now (a partition not named from its first offset).
+        let named = match &from {
+            ReplayFrom::Offset(n) => Some(vec![Some(*n); s.parts.len()]),
+            ReplayFrom::Offsets(given) => {
+                match super::resolve::partition_offsets(s.parts.len(), given) {
+                    Ok(v) => Some(v),
+                    Err(e) => return self.reply_to(origin, Err(e)),
                 }
-                positions.push(n.clamp(part.first, part.next));
             }
+            ReplayFrom::Time(_) | ReplayFrom::TimeRange(..) => None,
+        };
+        for (part, n) in s.parts.iter().zip(named.into_iter().flatten()) {
+            let n = n.unwrap_or(part.first);
+            if n < part.first && !o.from_first_available {
+                return self.reply_to(
+                    origin,
+                    Err(Error::Truncated {
+                        first_available: part.first,
+                    }),
+                );
+            }
+            positions.push(n.clamp(part.first, part.next));
         }
         let id = ReplayId(self.next_replay);
         self.next_replay += 1;
@@ -130,7 +140,9 @@ impl Engine {
         self.conn(origin.0).replays.insert(id);
         self.reply_to(origin, Ok(Reply::ReplayStarted(id)));
         match from {
-            ReplayFrom::Offset(_) => self.replay_resolved(id, Ok(Vec::new())),
+            ReplayFrom::Offset(_) | ReplayFrom::Offsets(_) => {
+                self.replay_resolved(id, Ok(Vec::new()))
+            }
             ReplayFrom::Time(t) | ReplayFrom::TimeRange(t, _) => self.resolve_start(
                 &stream,
                 StartPosition::Time(t),

@@ -4,7 +4,8 @@
 
 use super::streams::Partition;
 use super::{Engine, Op, Origin, PendingOp};
-use crate::error::Error;
+use crate::api::Position;
+use crate::error::{Error, InvalidInput};
 use crate::ids::{ReplayId, SubId};
 use crate::names::StreamName;
 use crate::storage::{StorageReply, StorageRequest, StorageResult};
@@ -22,6 +23,8 @@ pub(crate) enum Purpose {
         sub: SubId,
         cursors: Vec<u32>,
         origin: Origin,
+        /// Per-partition offsets: only the partitions named move.
+        only: Option<Vec<u32>>,
     },
     Replay {
         replay: ReplayId,
@@ -46,6 +49,32 @@ fn time_in_memory(part: &Partition, all_in_memory: bool, t: UnixMillis) -> Optio
     decided.then(|| part.cache_start() + part.cache.partition_point(|e| e.timestamp < t) as u64)
 }
 
+/// Per-partition offsets given by a client, checked against a stream of `partitions`: each
+/// partition named exists and is named once. The offset of each partition, `None` where not
+/// named.
+pub fn partition_offsets(partitions: usize, given: &[Position]) -> Result<Vec<Option<u64>>, Error> {
+    let mut out = vec![None; partitions];
+    for p in given {
+        let Some(slot) = out.get_mut(p.partition as usize) else {
+            return Err(InvalidInput::Range {
+                field: "offsets.partition",
+                value: p.partition.into(),
+                min: 0,
+                max: partitions.saturating_sub(1) as u64,
+            }
+            .into());
+        };
+        if slot.replace(p.offset).is_some() {
+            return Err(InvalidInput::Conflict {
+                field: "offsets",
+                reason: "a partition is named more than once",
+            }
+            .into());
+        }
+    }
+    Ok(out)
+}
+
 impl Engine {
     pub(crate) fn resolve_start(
         &mut self,
@@ -56,6 +85,13 @@ impl Engine {
         let Some(s) = self.streams.get(stream) else {
             return self.resolved(purpose, Err(Error::StreamNotFound(stream.clone())));
         };
+        let named = match &start {
+            StartPosition::Offsets(given) => match partition_offsets(s.parts.len(), given) {
+                Ok(v) => v,
+                Err(e) => return self.resolved(purpose, Err(e)),
+            },
+            _ => Vec::new(),
+        };
         let ephemeral = s.config.is_ephemeral();
         let mut offsets = Vec::with_capacity(s.parts.len());
         let mut ask = Vec::new();
@@ -65,6 +101,13 @@ impl Engine {
                 StartPosition::End => Some(part.next),
                 StartPosition::Offset(n) => Some(n.clamp(part.first, part.next)),
                 StartPosition::Time(t) => time_in_memory(part, ephemeral, t),
+                StartPosition::Offsets(_) => Some(
+                    named
+                        .get(p)
+                        .copied()
+                        .flatten()
+                        .map_or(part.first, |n| n.clamp(part.first, part.next)),
+                ),
             };
             if o.is_none() {
                 ask.push(p as u32);
@@ -144,8 +187,43 @@ impl Engine {
                 sub,
                 cursors,
                 origin,
-            } => self.reset_resolved(sub, cursors, origin, offsets),
+                only,
+            } => self.reset_resolved(sub, cursors, origin, only, offsets),
             Purpose::Replay { replay } => self.replay_resolved(replay, offsets),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(partition: u32, offset: u64) -> Position {
+        Position { partition, offset }
+    }
+
+    #[test]
+    fn partition_offsets_name_each_partition_at_most_once() {
+        assert_eq!(
+            partition_offsets(3, &[at(2, 7), at(0, 1)]),
+            Ok(vec![Some(1), None, Some(7)])
+        );
+        assert_eq!(partition_offsets(2, &[]), Ok(vec![None, None]));
+        assert_eq!(
+            partition_offsets(2, &[at(2, 0)]),
+            Err(Error::Invalid(InvalidInput::Range {
+                field: "offsets.partition",
+                value: 2,
+                min: 0,
+                max: 1,
+            }))
+        );
+        assert!(matches!(
+            partition_offsets(2, &[at(1, 0), at(1, 5)]),
+            Err(Error::Invalid(InvalidInput::Conflict {
+                field: "offsets",
+                ..
+            }))
+        ));
     }
 }

@@ -11,7 +11,10 @@ use super::cursor::{CursorKey, PartCursor, Pending, SlotKey, SlotState};
 use super::resolve::Purpose;
 use super::streams::Stream;
 use super::{AckWait, Engine, EventRef, Op, Origin, PendingOp, Timer};
-use crate::api::{CursorInfo, Delivered, Notice, Output, Position, Reply, SubscriptionInfo};
+use crate::api::{
+    CursorInfo, Delivered, Notice, Output, Position, Reply, Settlement, SkipReason,
+    SubscriptionInfo,
+};
 use crate::config::Config;
 use crate::error::{Error, InvalidInput};
 use crate::event::NewEvent;
@@ -503,7 +506,7 @@ impl Engine {
         }
         let id = SubId(self.next_sub);
         self.next_sub += 1;
-        let start = config.start;
+        let start = config.start.clone();
         let sub = Subscription::new(id, config, stream, SubStatus::Creating);
         self.sub_names.insert(key.clone(), id);
         self.subs.insert(id, sub);
@@ -948,12 +951,8 @@ impl Engine {
                 origin: None,
                 release,
                 generations,
-                acked: 0,
-                ignored: 0,
                 saves: saves.len() as u32,
-                done: true,
-                committed: None,
-                marked: false,
+                reply: Reply::Done,
             };
             self.ack_waits.insert(w, then);
             for key in &saves {
@@ -1144,7 +1143,7 @@ impl Engine {
         }
         let receipts = self.subs.get(&id).is_some_and(|s| s.receipts.is_some());
         self.touch_member(id, &consumer);
-        let (mut acked, mut ignored) = (0u32, 0u32);
+        let mut settlement = Settlement::default();
         let mut touched = BTreeSet::new();
         let mut settled: BTreeMap<u32, u64> = BTreeMap::new();
         let mut delivered = Vec::new();
@@ -1165,22 +1164,27 @@ impl Engine {
                     .and_then(|pc| pc.slot_mut(key.offset))
                     .is_some_and(|s| s.pending.is_some())
             {
-                acked += 1;
+                settlement.applied.push(pos);
                 continue;
             }
-            if self.settle(key, |s| {
-                !matches!(s, SlotState::Blocked | SlotState::DeadLettering)
-            }) {
-                acked += 1;
+            let skip = self.skip_reason(key, false);
+            if skip.is_none()
+                && self.settle(key, |s| {
+                    !matches!(s, SlotState::Blocked | SlotState::DeadLettering)
+                })
+            {
+                settlement.applied.push(pos);
                 touched.insert(key.key);
                 *settled.entry(key.key.partition).or_default() += 1;
                 delivered.push(pos);
             } else if receipts && self.receipt_reacked(id, ci, pos) {
                 // Delivered again after an unread timeout: a new delivery is recorded.
-                acked += 1;
+                settlement.applied.push(pos);
                 delivered.push(pos);
             } else {
-                ignored += 1;
+                settlement
+                    .skipped
+                    .push((pos, skip.unwrap_or(SkipReason::AlreadySettled)));
             }
         }
         let records = if receipts {
@@ -1191,36 +1195,23 @@ impl Engine {
         let durable = self.subs.get(&id).is_some_and(|s| s.durable);
         // Consumer groups commit as their strategy says; only `AfterEach` waits here.
         let wait = self.group_acked(id, &settled);
+        let reply = Reply::Settled(settlement);
         if durable && ((wait && !touched.is_empty()) || !records.is_empty()) {
             let keys = if wait { touched } else { BTreeSet::new() };
-            self.wait_for_saves_and_receipts(origin, (acked, ignored), false, false, keys, records);
+            self.wait_for_saves_and_receipts(origin, reply, keys, records);
         } else {
-            self.reply_to(origin, Ok(Reply::Acked { acked, ignored }));
+            self.reply_to(origin, Ok(reply));
         }
         self.trim_ephemeral(&stream);
         self.pump(id);
     }
 
-    /// Answers `origin` once every cursor in `keys` is saved.
-    fn wait_for_saves(
-        &mut self,
-        origin: Origin,
-        acked: u32,
-        ignored: u32,
-        done: bool,
-        keys: BTreeSet<CursorKey>,
-    ) {
-        self.wait_for_saves_and_receipts(origin, (acked, ignored), done, false, keys, Vec::new());
-    }
-
-    /// Answers `origin` once every cursor in `keys` is saved and `receipts` (all of one
-    /// subscription) are stored; `marked`: with `MarkedRead`.
+    /// Answers `origin` with `reply` once every cursor in `keys` is saved and `receipts` (all
+    /// of one subscription) are stored.
     pub(crate) fn wait_for_saves_and_receipts(
         &mut self,
         origin: Origin,
-        (acked, ignored): (u32, u32),
-        done: bool,
-        marked: bool,
+        reply: Reply,
         keys: BTreeSet<CursorKey>,
         receipts: Vec<crate::storage::ReceiptRecord>,
     ) {
@@ -1232,12 +1223,8 @@ impl Engine {
                 origin: Some(origin),
                 release: Vec::new(),
                 generations: Vec::new(),
-                acked,
-                ignored,
                 saves: keys.len() as u32 + u32::from(!receipts.is_empty()),
-                done,
-                committed: None,
-                marked,
+                reply,
             },
         );
         if let Some(sub) = receipts.first().map(|r| r.sub) {
@@ -1402,23 +1389,8 @@ impl Engine {
         let Some(aw) = self.ack_waits.remove(&w) else {
             return;
         };
-        let reply = if let Some(positions) = aw.committed {
-            Reply::Committed(positions)
-        } else if aw.marked {
-            Reply::MarkedRead {
-                marked: aw.acked,
-                ignored: aw.ignored,
-            }
-        } else if aw.done {
-            Reply::Done
-        } else {
-            Reply::Acked {
-                acked: aw.acked,
-                ignored: aw.ignored,
-            }
-        };
         if let Some(origin) = aw.origin {
-            self.reply_to(origin, Ok(reply));
+            self.reply_to(origin, Ok(aw.reply));
         }
         // Held at-most-once deliveries go to consumers still attached, unless a reset moved
         // their position meanwhile; otherwise they are lost (delivered at most once: none).
@@ -1464,6 +1436,7 @@ impl Engine {
             Err(e) => return self.reply_to(origin, Err(e)),
         };
         self.touch_member(id, &consumer);
+        let mut settlement = Settlement::default();
         for pos in positions {
             let key = SlotKey {
                 key: CursorKey {
@@ -1473,9 +1446,15 @@ impl Engine {
                 },
                 offset: pos.offset,
             };
-            self.failed_delivery(key, delay, &error);
+            match self.skip_reason(key, true) {
+                Some(reason) => settlement.skipped.push((pos, reason)),
+                None => {
+                    self.failed_delivery(key, delay, &error);
+                    settlement.applied.push(pos);
+                }
+            }
         }
-        self.reply_to(origin, Ok(Reply::Done));
+        self.reply_to(origin, Ok(Reply::Settled(settlement)));
         self.pump(id);
     }
 
@@ -1498,6 +1477,7 @@ impl Engine {
             Err(e) => return self.reply_to(origin, Err(e)),
         };
         self.touch_member(id, &consumer);
+        let mut settlement = Settlement::default();
         for pos in positions {
             let key = SlotKey {
                 key: CursorKey {
@@ -1507,6 +1487,11 @@ impl Engine {
                 },
                 offset: pos.offset,
             };
+            if let Some(reason) = self.skip_reason(key, false) {
+                settlement.skipped.push((pos, reason));
+                continue;
+            }
+            settlement.applied.push(pos);
             let state = self
                 .part_cursor(key.key)
                 .and_then(|pc| pc.slot_mut(key.offset))
@@ -1523,8 +1508,32 @@ impl Engine {
                 self.dead_letter(key, reason.clone());
             }
         }
-        self.reply_to(origin, Ok(Reply::Done));
+        self.reply_to(origin, Ok(Reply::Settled(settlement)));
         self.pump(id);
+    }
+
+    /// Why an ack or term (`nack`: a nack) leaves the event at `key` alone; `None` when it
+    /// applies. The one place that says which pending states each command may settle.
+    fn skip_reason(&mut self, key: SlotKey, nack: bool) -> Option<SkipReason> {
+        let Some(pc) = self.part_cursor(key.key) else {
+            return Some(SkipReason::NotDelivered);
+        };
+        if key.offset >= pc.next {
+            return Some(if pc.skip.contains(&key.offset) {
+                SkipReason::AlreadySettled
+            } else {
+                SkipReason::NotDelivered
+            });
+        }
+        let Some(pending) = pc.slot_mut(key.offset).and_then(|s| s.pending.as_ref()) else {
+            return Some(SkipReason::AlreadySettled);
+        };
+        match pending.state {
+            SlotState::Blocked | SlotState::DeadLettering => Some(SkipReason::Unavailable),
+            SlotState::InFlight { .. } => None,
+            SlotState::Waiting { .. } | SlotState::Ready if nack => Some(SkipReason::NotInFlight),
+            SlotState::Waiting { .. } | SlotState::Ready => None,
+        }
     }
 
     /// A nack: redeliver after `delay` (or the back-off), or dead-letter the event once it was
@@ -1765,6 +1774,10 @@ impl Engine {
             }
             (None, _) => sub.live_cursors().map(|(i, _)| i).collect(),
         };
+        let only = match &to {
+            StartPosition::Offsets(given) => Some(given.iter().map(|p| p.partition).collect()),
+            _ => None,
+        };
         self.resolve_start(
             &stream,
             to,
@@ -1772,6 +1785,7 @@ impl Engine {
                 sub: id,
                 cursors,
                 origin,
+                only,
             },
         );
     }
@@ -1781,6 +1795,7 @@ impl Engine {
         id: SubId,
         cursors: Vec<u32>,
         origin: Origin,
+        only: Option<Vec<u32>>,
         offsets: Result<Vec<u64>, Error>,
     ) {
         let offsets = match offsets {
@@ -1802,6 +1817,9 @@ impl Engine {
                 continue;
             };
             for (p, pc) in cursor.parts.iter_mut().enumerate() {
+                if only.as_ref().is_some_and(|o| !o.contains(&(p as u32))) {
+                    continue;
+                }
                 let key = CursorKey {
                     sub: id,
                     cursor: ci,
@@ -1826,7 +1844,7 @@ impl Engine {
             self.release(key, &state);
         }
         if durable && !touched.is_empty() {
-            self.wait_for_saves(origin, 0, 0, true, touched);
+            self.wait_for_saves_and_receipts(origin, Reply::Done, touched, Vec::new());
         } else {
             self.reply_to(origin, Ok(Reply::Done));
         }

@@ -49,6 +49,14 @@ pub fn ev_id(t: &str, n: u8) -> NewEvent {
 pub fn pos(partition: u32, offset: u64) -> Position {
     Position { partition, offset }
 }
+/// How many positions an ack, nack or term applied and skipped (`None`: another reply).
+pub fn counts(r: &Result<Reply, Error>) -> Option<(usize, usize)> {
+    r.as_ref().ok().and_then(Reply::settled_counts)
+}
+/// The reply to an ack, nack or term that applied to `applied` and skipped `skipped`.
+pub fn settled(applied: Vec<Position>, skipped: Vec<(Position, SkipReason)>) -> Reply {
+    Reply::Settled(Settlement { applied, skipped })
+}
 
 pub struct Harness {
     pub engine: Engine,
@@ -369,7 +377,7 @@ impl Harness {
             stream: s(stream),
             subscription: sub(name),
         }) {
-            Ok(Reply::Subscription(i)) => i,
+            Ok(Reply::Subscription(i)) => *i,
             other => panic!("describe subscription: {other:?}"),
         }
     }

@@ -142,7 +142,7 @@ async fn describe_sub<R: Runtime>(rt: &R, h: &Handle, stream: &str, s: &str) -> 
         subscription: sub(s),
     };
     match call(rt, h, cmd).await {
-        Ok(Reply::Subscription(i)) => i,
+        Ok(Reply::Subscription(i)) => *i,
         other => panic!("describe subscription: {other:?}"),
     }
 }
@@ -305,25 +305,13 @@ pub async fn exclusive_acks_and_redelivers_to_another_consumer<R: Runtime>(
     assert_eq!(offsets(&got), [0, 1]);
     assert!(got.iter().all(|d| d.attempt == 1));
     let r = ack(&rt, &a, "s", "q", "a", positions(&got[..1])).await;
-    assert_eq!(
-        r,
-        Reply::Acked {
-            acked: 1,
-            ignored: 0
-        }
-    );
+    assert_eq!(r.settled_counts(), Some((1, 0)));
     let b = attach(&rt, &h, "s", "q", "b", None).await;
     drop(a);
     let again = deliveries(&rt, &b, 1).await;
     assert_eq!((again[0].event.offset, again[0].attempt), (1, 2));
     let r = ack(&rt, &b, "s", "q", "b", positions(&again)).await;
-    assert_eq!(
-        r,
-        Reply::Acked {
-            acked: 1,
-            ignored: 0
-        }
-    );
+    assert_eq!(r.settled_counts(), Some((1, 0)));
     let info = describe_sub(&rt, &h, "s", "q").await;
     assert_eq!(info.cursors[0].pending, 0, "nothing left pending");
 }
@@ -417,13 +405,7 @@ pub async fn a_consumer_group_shares_partitions_commits_and_hands_over_the_unack
     assert!(to_b.iter().all(|d| pb.contains(&d.event.partition)));
     if nb > 0 {
         let r = ack(&rt, &b, "s", "g", "b", positions(&to_b)).await;
-        assert_eq!(
-            r,
-            Reply::Acked {
-                acked: nb as u32,
-                ignored: 0
-            }
-        );
+        assert_eq!(r.settled_counts(), Some((nb, 0)));
     }
     drop(a);
     let handed = deliveries(&rt, &b, na).await;
@@ -454,13 +436,7 @@ pub async fn read_receipts_ack_mark_read_and_redeliver<R: Runtime>(rt: R, backen
     append(&rt, &h, "s", &["x", "y", "z"]).await;
     let got = deliveries(&rt, &a, 3).await;
     let r = ack(&rt, &a, "s", "r", "a", positions(&got[..2])).await;
-    assert_eq!(
-        r,
-        Reply::Acked {
-            acked: 2,
-            ignored: 0
-        }
-    );
+    assert_eq!(r.settled_counts(), Some((2, 0)));
     let mark = Command::MarkRead {
         stream: name("s"),
         subscription: sub("r"),
@@ -518,10 +494,16 @@ pub async fn a_nacked_event_comes_again_then_goes_to_the_dead_letter_stream<R: R
     };
     let first = deliveries(&rt, &a, 1).await;
     assert_eq!(first[0].attempt, 1);
-    assert_eq!(on(&rt, &a, nack(&first)).await, Ok(Reply::Done));
+    let settled = |ds: &[Delivered]| {
+        Ok(Reply::Settled(Settlement {
+            applied: positions(ds),
+            skipped: Vec::new(),
+        }))
+    };
+    assert_eq!(on(&rt, &a, nack(&first)).await, settled(&first));
     let second = deliveries(&rt, &a, 1).await;
     assert_eq!((second[0].event.offset, second[0].attempt), (0, 2));
-    assert_eq!(on(&rt, &a, nack(&second)).await, Ok(Reply::Done));
+    assert_eq!(on(&rt, &a, nack(&second)).await, settled(&second));
     let dlq = name("s").dlq().expect("a dead letter stream name");
     eventually(&rt, "the event in the dead letter stream", async || {
         let cmd = Command::Read {
@@ -714,13 +696,7 @@ pub async fn a_consumer_that_stops_reading_holds_no_more_than_its_credit<R: Runt
             "more than {CREDIT} events in flight to a consumer that stopped reading"
         );
         let r = ack(&rt, &a, "s", "q", "a", positions(&batch)).await;
-        assert_eq!(
-            r,
-            Reply::Acked {
-                acked: CREDIT,
-                ignored: 0
-            }
-        );
+        assert_eq!(r.settled_counts(), Some((CREDIT as usize, 0)));
         received.extend(offsets(&batch));
     }
     assert_eq!(received, (0..EVENTS as u64).collect::<Vec<_>>());

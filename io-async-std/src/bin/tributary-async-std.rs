@@ -136,8 +136,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         ..Config::default()
     };
     let clock = Clock::default();
-    let engine =
-        Engine::new(config, rand::random(), clock.now()).map_err(|e| format!("engine: {e}"))?;
+    let engine = Engine::new(config.clone(), rand::random(), clock.now())
+        .map_err(|e| format!("engine: {e}"))?;
     let handle = start(
         AsyncStdRuntime,
         store.clone(),
@@ -165,6 +165,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         keepalive_interval: args.grpc_keepalive_interval,
         keepalive_timeout: args.grpc_keepalive_timeout,
         shutdown_timeout: args.shutdown_timeout,
+        engine: config,
     };
     grpc::serve(
         listener,

@@ -287,7 +287,7 @@ pub fn json_event(t: &str, body: &str) -> pb::NewEvent {
 pub async fn create_stream(c: &mut Client, name: &str, partitions: u32) {
     c.create_stream(pb::CreateStreamRequest {
         name: name.into(),
-        partitions,
+        partitions: Some(partitions),
         ..Default::default()
     })
     .await
@@ -364,8 +364,8 @@ impl Session {
         }
     }
 
-    /// The next message that is not a heartbeat: a kept one first, else from the server
-    /// within 30 s (heartbeats do not extend the wait).
+    /// The next message that is not the server's own heartbeat: a kept one first, else from
+    /// the server within 30 s (heartbeats do not extend the wait).
     pub async fn next(&mut self) -> pb::SubscribeResponse {
         match self.kept.pop_front() {
             Some(m) => m,
@@ -378,7 +378,9 @@ impl Session {
         within("next message", async {
             loop {
                 let m = rx.message().await.expect("stream ok").expect("stream open");
-                if !matches!(m.kind, Some(pb::subscribe_response::Kind::Heartbeat(_))) {
+                let own_heartbeat = m.request_id == 0
+                    && matches!(m.kind, Some(pb::subscribe_response::Kind::Heartbeat(_)));
+                if !own_heartbeat {
                     return m;
                 }
             }
@@ -433,16 +435,23 @@ impl Session {
         }
     }
 
-    pub async fn ack(&mut self, ds: &[pb::Delivery]) -> pb::AckResult {
+    pub async fn ack(&mut self, ds: &[pb::Delivery]) -> pb::Settled {
         let positions = positions(ds);
         let id = self
             .send(pb::subscribe_request::Kind::Ack(pb::Ack { positions }))
             .await;
         match self.answer(id).await.0 {
-            pb::subscribe_response::Kind::AckResult(r) => r,
+            pb::subscribe_response::Kind::Settled(r) => r,
             other => panic!("ack answered {other:?}"),
         }
     }
+}
+
+/// The `ErrorInfo` reason of an in-band error.
+pub fn reason(e: &pb::ErrorStatus) -> String {
+    tonic_types::StatusExt::get_details_error_info(&tributary_grpc::status_of(e))
+        .map(|i| i.reason)
+        .unwrap_or_default()
 }
 
 pub fn positions(ds: &[pb::Delivery]) -> Vec<pb::Position> {

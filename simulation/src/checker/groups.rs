@@ -27,6 +27,10 @@ pub(super) struct HolderCheck {
     /// (The model forgets deliveries made while a reset was unanswered, so where it knows of
     /// no flight it does not judge.)
     pub(super) must_take: bool,
+    /// The model knows enough to judge: no reset unanswered, no delete of the subscription
+    /// that may have happened. When it does not, the engine may refuse the command with
+    /// `NotHolder` or take it, so the model applies neither.
+    pub(super) judged: bool,
 }
 
 impl Checker {
@@ -171,6 +175,7 @@ impl Checker {
         let mut check = HolderCheck {
             must_refuse: false,
             must_take: true,
+            judged: true,
         };
         for p in positions {
             let flight = sub

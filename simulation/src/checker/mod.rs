@@ -421,7 +421,8 @@ impl Checker {
             } => {
                 holder = self.holder_check(conn, stream, subscription, consumer, positions);
                 if !holder.must_refuse {
-                    self.nack_in(conn, stream, subscription, consumer, positions, *delay)
+                    let (judged, d) = (holder.judged, *delay);
+                    self.nack_in(conn, stream, subscription, consumer, positions, d, judged)
                 }
             }
             Command::Term {
@@ -433,7 +434,14 @@ impl Checker {
             } => {
                 holder = self.holder_check(conn, stream, subscription, consumer, positions);
                 if !holder.must_refuse {
-                    self.term_in(conn, stream, subscription, consumer, positions)
+                    self.term_in(
+                        conn,
+                        stream,
+                        subscription,
+                        consumer,
+                        positions,
+                        holder.judged,
+                    )
                 }
             }
             Command::Detach {

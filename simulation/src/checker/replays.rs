@@ -78,10 +78,14 @@ impl Checker {
                         ));
                     }
                     let ts = e.timestamp;
-                    let in_range = match r.from {
-                        ReplayFrom::Offset(n) => e.offset >= n,
-                        ReplayFrom::Time(t) => ts >= t,
-                        ReplayFrom::TimeRange(a, b) => a <= ts && ts < b,
+                    let in_range = match &r.from {
+                        ReplayFrom::Offset(n) => e.offset >= *n,
+                        ReplayFrom::Offsets(given) => given
+                            .iter()
+                            .find(|p| p.partition == e.partition)
+                            .is_none_or(|p| e.offset >= p.offset),
+                        ReplayFrom::Time(t) => ts >= *t,
+                        ReplayFrom::TimeRange(a, b) => *a <= ts && ts < *b,
                     };
                     if !in_range {
                         errors.push(format!(
@@ -165,7 +169,7 @@ impl Checker {
                     && r.options.event_types.is_empty()
                     && r.options.max_events.is_none()
                     && cuts.iter().all(|&c| c == 0);
-                if let (true, ReplayFrom::Offset(n)) = (complete_expected, r.from) {
+                if let (true, &ReplayFrom::Offset(n)) = (complete_expected, &r.from) {
                     for (p, &h) in r.heads.iter().enumerate() {
                         if h <= n {
                             continue;

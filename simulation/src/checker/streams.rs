@@ -430,7 +430,7 @@ impl Checker {
                     options,
                 },
                 Ok(Reply::ReplayStarted(id)),
-            ) => self.replay_started(conn, *id, stream, *from, options, sent.heads),
+            ) => self.replay_started(conn, *id, stream, from.clone(), options, sent.heads),
             (Command::CancelReplay(id), Ok(Reply::Done)) => {
                 self.replays.remove(id);
             }

@@ -254,6 +254,7 @@ impl Checker {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn nack_in(
         &mut self,
         conn: ConnId,
@@ -262,6 +263,7 @@ impl Checker {
         consumer: &ConsumerId,
         positions: &[Position],
         delay: Option<Duration>,
+        judged: bool,
     ) {
         let key = (stream.clone(), subscription.clone());
         if !self.attached_on(conn, &key, consumer)
@@ -293,7 +295,11 @@ impl Checker {
                 } else {
                     delay.unwrap_or_else(|| Config::backoff(base, max, attempt.saturating_sub(1)))
                 };
-                cp.not_before.insert(o, now.saturating_add(wait));
+                // Seed 2303 (after a delete that failed): not judged, the nack may have been
+                // refused, so no redelivery delay is expected of it.
+                if judged {
+                    cp.not_before.insert(o, now.saturating_add(wait));
+                }
             }
         }
     }
@@ -305,6 +311,7 @@ impl Checker {
         subscription: &SubscriptionName,
         consumer: &ConsumerId,
         positions: &[Position],
+        judged: bool,
     ) {
         let key = (stream.clone(), subscription.clone());
         if !self.attached_on(conn, &key, consumer)
@@ -324,6 +331,7 @@ impl Checker {
             cp.not_before.remove(&pos.offset);
             if let Some(f) = cp.in_flight.remove(&pos.offset)
                 && f.deadline > now
+                && judged
             {
                 cp.not_before
                     .insert(pos.offset, now.saturating_add(retry_max));
@@ -465,7 +473,7 @@ impl Checker {
         epoch: u64,
         r: &Result<Reply, Error>,
     ) {
-        let Ok(Reply::Acked { acked, ignored }) = r else {
+        let Some((acked, ignored)) = r.as_ref().ok().and_then(Reply::settled_counts) else {
             return;
         };
         let key = (stream.clone(), subscription.clone());
@@ -474,7 +482,7 @@ impl Checker {
         let uncertain = |p: &Position| reacked.contains(&(p.partition, p.offset));
         let mut errors = Vec::new();
         let name = format!("{stream}/{subscription} ({consumer})");
-        if (*acked + *ignored) as usize != positions.len() {
+        if acked + ignored != positions.len() {
             errors.push((
                 "ack-durable",
                 format!(
@@ -503,13 +511,13 @@ impl Checker {
                     cp.delivered_now.contains(&p.offset) && !cp.acked.contains(&p.offset)
                 })
                 .count();
-            if !ordered && *acked as usize > possible + reacked.len() {
+            if !ordered && acked > possible + reacked.len() {
                 errors.push((
                     "ack-durable",
                     format!("{name}: {acked} positions acknowledged, but only {possible} of them were delivered and not yet acknowledged"),
                 ));
             }
-            if *acked as usize == positions.len() && !positions.is_empty() {
+            if acked == positions.len() && !positions.is_empty() {
                 for p in positions.iter().filter(|p| !uncertain(p)) {
                     let cp = sub.part(cursor.clone(), p.partition);
                     if commits_later {

@@ -386,7 +386,7 @@ async fn latency_phase(
         stream: "orders-in".into(),
         subscription: "reader".into(),
         consumer: "bench".into(),
-        max_in_flight: 1000,
+        max_in_flight: Some(1000),
         ..Default::default()
     };
     tx.send(pb::SubscribeRequest {

@@ -244,7 +244,7 @@ async fn run(args: Args) -> Result<(), String> {
     clients[0]
         .create_stream(pb::CreateStreamRequest {
             name: stream.clone(),
-            partitions: args.partitions,
+            partitions: Some(args.partitions),
             dedup_window_ms: Some(0),
             ..Default::default()
         })
@@ -285,7 +285,7 @@ async fn run(args: Args) -> Result<(), String> {
                 stream,
                 subscription: "bench".into(),
                 consumer: format!("c{c}"),
-                max_in_flight: 1000,
+                max_in_flight: Some(1000),
                 ..Default::default()
             };
             let _ = tx

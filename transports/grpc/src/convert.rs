@@ -43,10 +43,13 @@ pub fn new_event_from_pb(e: pb::NewEvent, correlation: Option<&str>) -> Result<N
             .map_err(|err| invalid("event_id", format!("not a UUID: {err}")))?;
         Some(EventId(id))
     };
+    if e.schema_version == Some(0) {
+        return Err(invalid("schema_version", "above 0 (unset: 1)"));
+    }
     Ok(NewEvent {
         event_id,
         event_type: e.event_type,
-        schema_version: e.schema_version.max(1),
+        schema_version: e.schema_version.unwrap_or(1),
         key: e.key,
         correlation_id: e.correlation_id.or_else(|| correlation.map(str::to_string)),
         causation_id: e.causation_id,
@@ -101,17 +104,19 @@ pub(crate) fn position_to_pb(p: &Position) -> pb::Position {
     }
 }
 
+/// A position from the request.
+pub(crate) fn position(p: &pb::Position) -> Position {
+    Position {
+        partition: p.partition,
+        offset: p.offset,
+    }
+}
+
 pub(crate) fn positions(ps: Vec<pb::Position>) -> Result<Vec<Position>, Status> {
     if ps.is_empty() {
         return Err(invalid("positions", "at least one position is needed"));
     }
-    Ok(ps
-        .into_iter()
-        .map(|p| Position {
-            partition: p.partition,
-            offset: p.offset,
-        })
-        .collect())
+    Ok(ps.iter().map(position).collect())
 }
 
 /// A stream configuration from a create request.
@@ -137,8 +142,7 @@ pub(crate) fn stream_config(r: pb::CreateStreamRequest) -> Result<StreamConfig, 
         Err(_) => return Err(invalid("delivery", "unknown value")),
     };
     Ok(StreamSpec {
-        // Zero is proto3's "unset".
-        partitions: (r.partitions > 0).then_some(r.partitions),
+        partitions: r.partitions,
         delivery,
         dedup_window: r.dedup_window_ms.map(Duration::from_millis),
         cross_service: r.cross_service,
@@ -157,7 +161,7 @@ pub(crate) fn stream_config(r: pb::CreateStreamRequest) -> Result<StreamConfig, 
 pub(crate) fn stream_config_to_pb(c: &StreamConfig) -> pb::CreateStreamRequest {
     pb::CreateStreamRequest {
         name: c.name.to_string(),
-        partitions: c.partitions,
+        partitions: Some(c.partitions),
         delivery: match c.delivery {
             DeliverySemantics::AtMostOnce => pb::DeliverySemantics::AtMostOnce,
             DeliverySemantics::AtLeastOnce => pb::DeliverySemantics::AtLeastOnce,
@@ -210,20 +214,26 @@ pub(crate) fn stream_info_to_pb(i: &StreamInfo) -> pb::StreamInfo {
 
 pub(crate) fn start_position(p: Option<pb::StartPosition>) -> StartPosition {
     match p.and_then(|p| p.at) {
-        None | Some(pb::start_position::At::Beginning(_)) => StartPosition::Beginning,
-        Some(pb::start_position::At::End(_)) => StartPosition::End,
+        None | Some(pb::start_position::At::Beginning(())) => StartPosition::Beginning,
+        Some(pb::start_position::At::End(())) => StartPosition::End,
         Some(pb::start_position::At::Offset(o)) => StartPosition::Offset(o),
         Some(pb::start_position::At::Time(t)) => StartPosition::Time(UnixMillis(t)),
+        Some(pb::start_position::At::Offsets(o)) => {
+            StartPosition::Offsets(o.positions.iter().map(position).collect())
+        }
     }
 }
 
 /// A start position as the request gives it.
-pub fn start_position_to_pb(p: StartPosition) -> pb::StartPosition {
+pub fn start_position_to_pb(p: &StartPosition) -> pb::StartPosition {
     let at = match p {
-        StartPosition::Beginning => pb::start_position::At::Beginning(pb::Empty {}),
-        StartPosition::End => pb::start_position::At::End(pb::Empty {}),
-        StartPosition::Offset(o) => pb::start_position::At::Offset(o),
+        StartPosition::Beginning => pb::start_position::At::Beginning(()),
+        StartPosition::End => pb::start_position::At::End(()),
+        StartPosition::Offset(o) => pb::start_position::At::Offset(*o),
         StartPosition::Time(t) => pb::start_position::At::Time(t.0),
+        StartPosition::Offsets(ps) => pb::start_position::At::Offsets(pb::PartitionOffsets {
+            positions: ps.iter().map(position_to_pb).collect(),
+        }),
     };
     pb::StartPosition { at: Some(at) }
 }
@@ -244,7 +254,7 @@ pub(crate) fn subscription_config(c: pb::SubscriptionConfig) -> Result<Subscript
         Ok(pb::SubscriptionMode::ReadReceipt) => SubscriptionMode::ReadReceipt,
         Err(_) => return Err(invalid("mode", "unknown value")),
     };
-    let given = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+    let given = |ms: Option<u64>| ms.map(Duration::from_millis);
     let commit = c.commit.and_then(|c| c.kind).map(|k| {
         use pb::commit_strategy::Kind;
         match k {
@@ -257,7 +267,7 @@ pub(crate) fn subscription_config(c: pb::SubscriptionConfig) -> Result<Subscript
     let options = SubscriptionOptions {
         start: Some(start_position(c.start)),
         ack_wait: given(c.ack_wait_ms),
-        max_deliveries: (c.max_deliveries > 0).then_some(c.max_deliveries),
+        max_deliveries: c.max_deliveries,
         ordered_by_key: Some(c.ordered_by_key),
         heartbeat_interval: given(c.heartbeat_interval_ms),
         session_timeout: given(c.session_timeout_ms),
@@ -280,12 +290,12 @@ pub(crate) fn subscription_config(c: pb::SubscriptionConfig) -> Result<Subscript
 }
 
 /// A subscription's configuration as the protocol carries it: the options of other modes
-/// are left unset (zero), so that the message can be sent back to create it again.
+/// are left unset, so that the message can be sent back to create it again.
 pub(crate) fn subscription_config_to_pb(c: &SubscriptionConfig) -> pb::SubscriptionConfig {
     use pb::commit_strategy::Kind;
     let group = c.mode == SubscriptionMode::ConsumerGroup;
     let receipts = c.mode == SubscriptionMode::ReadReceipt;
-    let when = |yes: bool, ms: u64| if yes { ms } else { 0 };
+    let when = |yes: bool, ms: u64| yes.then_some(ms);
     pb::SubscriptionConfig {
         stream: c.stream.to_string(),
         name: c.name.to_string(),
@@ -295,16 +305,16 @@ pub(crate) fn subscription_config_to_pb(c: &SubscriptionConfig) -> pb::Subscript
             SubscriptionMode::ConsumerGroup => pb::SubscriptionMode::ConsumerGroup,
             SubscriptionMode::ReadReceipt => pb::SubscriptionMode::ReadReceipt,
         } as i32,
-        start: Some(start_position_to_pb(c.start)),
-        ack_wait_ms: ms(c.ack_wait),
-        max_deliveries: c.max_deliveries,
+        start: Some(start_position_to_pb(&c.start)),
+        ack_wait_ms: Some(ms(c.ack_wait)),
+        max_deliveries: Some(c.max_deliveries),
         ordered_by_key: c.ordered_by_key,
         heartbeat_interval_ms: when(group, ms(c.heartbeat_interval)),
         session_timeout_ms: when(group, ms(c.session_timeout)),
         commit: group.then(|| pb::CommitStrategy {
             kind: Some(match c.commit {
-                CommitStrategy::Manual => Kind::Manual(pb::Empty {}),
-                CommitStrategy::AfterEach => Kind::AfterEach(pb::Empty {}),
+                CommitStrategy::Manual => Kind::Manual(()),
+                CommitStrategy::AfterEach => Kind::AfterEach(()),
                 CommitStrategy::AfterBatch(n) => Kind::AfterBatch(n),
                 CommitStrategy::Periodic(d) => Kind::PeriodicMs(ms(d)),
             }),
@@ -373,18 +383,29 @@ pub(crate) fn replay(r: &pb::ReplayRequest) -> Result<(ReplayFrom, ReplayOptions
     let from = match &r.from {
         None => ReplayFrom::Offset(0),
         Some(pb::replay_request::From::Offset(o)) => ReplayFrom::Offset(*o),
+        Some(pb::replay_request::From::Offsets(o)) => {
+            ReplayFrom::Offsets(o.positions.iter().map(position).collect())
+        }
         Some(pb::replay_request::From::Time(t)) => ReplayFrom::Time(UnixMillis(*t)),
         Some(pb::replay_request::From::Range(pb::TimeRange { start, end })) => {
             ReplayFrom::TimeRange(UnixMillis(*start), UnixMillis(*end))
         }
     };
+    let above_zero = |field: &'static str, v: Option<u64>| match v {
+        Some(0) => Err(invalid(field, "above 0 when given (unset: the default)")),
+        v => Ok(v),
+    };
+    above_zero(
+        "max_events_per_second",
+        r.max_events_per_second.map(u64::from),
+    )?;
+    above_zero("progress_interval_ms", r.progress_interval_ms)?;
     let options = ReplayOptions {
-        batch_size: (r.batch_size > 0).then_some(r.batch_size),
+        batch_size: r.batch_size,
         max_events: r.max_events,
-        max_events_per_second: (r.max_events_per_second > 0).then_some(r.max_events_per_second),
+        max_events_per_second: r.max_events_per_second,
         event_types: r.event_types.clone(),
-        progress_interval: (r.progress_interval_ms > 0)
-            .then(|| Duration::from_millis(r.progress_interval_ms)),
+        progress_interval: r.progress_interval_ms.map(Duration::from_millis),
         from_first_available: r.from_first_available,
         schema_versions: r
             .schema_versions
@@ -489,7 +510,7 @@ mod tests {
     fn stream_config_round_trips() {
         let r = pb::CreateStreamRequest {
             name: "orders".into(),
-            partitions: 4,
+            partitions: Some(4),
             delivery: pb::DeliverySemantics::ExactlyOnce as i32,
             dedup_window_ms: Some(60_000),
             cross_service: true,

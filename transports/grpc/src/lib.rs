@@ -33,7 +33,7 @@ pub use convert::{event_to_pb, ms, new_event_from_pb, start_position_to_pb};
 pub use limit::{LimitedBody, LimitedServer, MAX_REQUEST_MESSAGE_BYTES};
 pub use link::{EngineConn, EngineLink, Link};
 pub use service::{EventStreamService, ServiceConfig};
-pub use status::{ERROR_DOMAIN, error_to_status};
+pub use status::{ERROR_DOMAIN, error_to_status, status_of};
 
 /// The request metadata whose value becomes the correlation id of published events.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";

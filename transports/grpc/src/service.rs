@@ -1,17 +1,17 @@
 //! The `tributary.v1.EventStream` service over an [`EngineLink`].
 
 use crate::convert::{
-    consumer_id, new_event_from_pb, outcome_to_pb, replay, schema_registration, schemas_to_pb,
-    start_position, stream_config, stream_info_to_pb, stream_name, subscription_config,
-    subscription_info_to_pb, subscription_name,
+    consumer_id, ms, new_event_from_pb, outcome_to_pb, position, replay, schema_registration,
+    schemas_to_pb, start_position, stream_config, stream_info_to_pb, stream_name,
+    subscription_config, subscription_info_to_pb, subscription_name,
 };
 use crate::limit::{LimitedServer, MAX_REQUEST_MESSAGE_BYTES};
 use crate::link::{EngineConn, EngineLink};
 use crate::pb;
 use crate::pb::event_stream_server::EventStream;
 use crate::session::{
-    Answer, Out, PIPELINED_COMMANDS, Sent, Session, Settle, answer_in_order, expect_open, forward,
-    reply_kind, session_error,
+    Answer, Out, PIPELINED_COMMANDS, Sent, Session, Settle, Step, answer_in_order, error_status,
+    expect_open, forward, reply_kind, request_id_rule,
 };
 use crate::status::{invalid, session_not_found, with_context};
 use crate::{CORRELATION_HEADER, error_to_status, event_to_pb};
@@ -42,6 +42,8 @@ pub struct ServiceConfig {
     /// it send). A slow reader holds at most this many batches on the server; the replay
     /// waits for it. At least 1.
     pub replay_window: u32,
+    /// The engine's limits and defaults, as `GetServerInfo` tells them.
+    pub engine: tributary_core::Config,
 }
 
 impl Default for ServiceConfig {
@@ -50,6 +52,7 @@ impl Default for ServiceConfig {
             heartbeat_interval: Duration::from_secs(10),
             response_buffer: 64,
             replay_window: 8,
+            engine: tributary_core::Config::default(),
         }
     }
 }
@@ -96,6 +99,42 @@ fn correlation<T>(req: &Request<T>) -> Option<String> {
         .get(CORRELATION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// Events of a Read page when the request does not say.
+const DEFAULT_READ_MAX: u32 = 100;
+
+/// What `GetServerInfo` answers: the engine's limits and defaults.
+fn server_info(c: &tributary_core::Config) -> pb::ServerInfo {
+    let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    pb::ServerInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        max_message_bytes: MAX_REQUEST_MESSAGE_BYTES as u64,
+        name_pattern: tributary_core::NAME_PATTERN.to_string(),
+        max_name_bytes: n(tributary_core::MAX_NAME_LEN),
+        max_stream_name_bytes: n(tributary_core::MAX_DLQ_SOURCE_NAME_LEN),
+        max_consumer_bytes: n(tributary_core::MAX_CONSUMER_ID_LEN),
+        max_partitions: c.max_partitions,
+        max_batch_events: n(c.max_batch_events),
+        max_batch_bytes: c.max_batch_bytes as u64,
+        max_payload_bytes: c.max_payload_bytes as u64,
+        max_event_type_bytes: n(c.max_event_type_bytes),
+        max_key_bytes: n(c.max_key_bytes),
+        max_headers: n(c.max_headers),
+        max_headers_bytes: c.max_headers_bytes as u64,
+        max_positions: u32::try_from(c.max_ack_pending).unwrap_or(u32::MAX),
+        max_read_events: c.max_read_events,
+        defaults: Some(pb::ServerDefaults {
+            ack_wait_ms: ms(c.default_ack_wait),
+            max_deliveries: c.default_max_deliveries,
+            max_in_flight: c.default_max_in_flight,
+            dedup_window_ms: ms(c.default_dedup_window),
+            replay_batch_size: c.default_replay_batch,
+            read_max: DEFAULT_READ_MAX,
+            heartbeat_interval_ms: ms(c.default_heartbeat_interval),
+            session_timeout_ms: ms(c.default_session_timeout),
+        }),
+    }
 }
 
 fn unexpected(r: Reply) -> Status {
@@ -191,6 +230,26 @@ impl<L: EngineLink> EventStreamService<L> {
         }
     }
 
+    /// One page of one partition: `max` events at most (unset: 100).
+    async fn read_page(
+        &self,
+        stream: StreamName,
+        partition: u32,
+        from: u64,
+        max: Option<u32>,
+    ) -> Result<Vec<Arc<tributary_core::Event>>, Status> {
+        let cmd = Command::Read {
+            stream,
+            partition,
+            from,
+            max: max.unwrap_or(DEFAULT_READ_MAX),
+        };
+        match self.call(cmd).await? {
+            Reply::Events(events) => Ok(events),
+            r => Err(unexpected(r)),
+        }
+    }
+
     async fn append(
         &self,
         r: pb::PublishRequest,
@@ -222,7 +281,7 @@ impl<L: EngineLink> EventStreamService<L> {
             stream: stream.clone(),
             subscription: subscription.clone(),
             consumer: consumer.clone(),
-            max_in_flight: (o.max_in_flight > 0).then_some(o.max_in_flight),
+            max_in_flight: o.max_in_flight,
         })
         .await
         .map_err(|e| error_to_status(&e))?;
@@ -279,38 +338,39 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         let corr = correlation(&req);
         let mut input = req.into_inner();
         let mut out = pb::PublishStreamResponse::default();
-        // A refused batch (bad input, too large, not protobuf, refused by the engine) ends the
-        // call with its own status (code, ErrorInfo, BadRequest), what was appended before it
-        // added to the ErrorInfo's metadata and to the text.
-        let refused = |out: &pb::PublishStreamResponse, s: Status| {
-            with_context(
-                &s,
-                format!(
-                    "batch {} refused ({} batches, {} events appended before it): {}",
-                    out.batches.len(),
-                    out.batches.len(),
-                    out.events,
-                    s.message()
-                ),
-                &[
-                    ("batches_before", out.batches.len().to_string()),
-                    ("appended_before", out.events.to_string()),
-                ],
-                "BATCH_REFUSED",
-            )
-        };
+        // A refused batch is an in-band `error` result and the stream goes on, as in
+        // PublishPipelined. A message that cannot be read (not protobuf, too large) ends the
+        // call with its status, the batches and events appended before it added to its
+        // ErrorInfo's metadata (`batches_before`, `appended_before`).
         loop {
             let r = match input.message().await {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
-                Err(s) => return Err(refused(&out, s)),
+                Err(s) => {
+                    let (batches, events) = (out.batches.len(), out.events);
+                    return Err(with_context(
+                        &s,
+                        format!(
+                            "message {batches} unreadable ({batches} batches, {events} events appended before it): {}",
+                            s.message()
+                        ),
+                        &[
+                            ("batches_before", batches.to_string()),
+                            ("appended_before", events.to_string()),
+                        ],
+                        "BATCH_REFUSED",
+                    ));
+                }
             };
-            let batch = match self.append(r, corr.as_deref()).await {
-                Ok(b) => b,
-                Err(s) => return Err(refused(&out, s)),
+            use pb::publish_result::Kind;
+            let kind = match self.append(r, corr.as_deref()).await {
+                Ok(b) => {
+                    out.events += b.outcomes.len() as u64;
+                    Kind::Published(b)
+                }
+                Err(s) => Kind::Error(error_status(&s)),
             };
-            out.events += batch.outcomes.len() as u64;
-            out.batches.push(batch);
+            out.batches.push(pb::PublishResult { kind: Some(kind) });
         }
         Ok(Response::new(out))
     }
@@ -335,7 +395,7 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
             while let Ok((id, answer)) = pending_rx.recv().await {
                 let kind = match answer.await {
                     Ok(p) => pb::pipelined_answer::Kind::Published(p),
-                    Err(s) => pb::pipelined_answer::Kind::Error(session_error(&s)),
+                    Err(s) => pb::pipelined_answer::Kind::Error(error_status(&s)),
                 };
                 let msg = pb::PipelinedAnswer {
                     request_id: id,
@@ -396,7 +456,7 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let mut input = req.into_inner();
         let (request_id, open) = expect_open(input.message().await?)?;
-        let credit = (open.initial_credit > 0).then_some(u64::from(open.initial_credit));
+        let credit = open.initial_credit.map(u64::from);
         let (session, grants, grants_rx) = self.open(open).await?;
         let (out, rx) = response_channel(&self.config);
         let _ = out.send(self.subscribed(request_id, &session)).await;
@@ -417,6 +477,7 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         self.link.spawn(async move {
             // One wait for the stop for the whole stream, not one per message.
             let mut stopped = std::pin::pin!(stop.recv().fuse());
+            let mut last_id = request_id;
             loop {
                 let m = select_biased! {
                     _ = stopped.as_mut() => return,
@@ -429,6 +490,14 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
                     Ok(None) | Err(_) => return,
                 };
                 use pb::subscribe_request::Kind;
+                if m.request_id <= last_id {
+                    let e = request_id_rule(m.request_id, last_id);
+                    let _ = answers_tx
+                        .send((m.request_id, Box::pin(std::future::ready(Err(e)))))
+                        .await;
+                    continue;
+                }
+                last_id = m.request_id;
                 let settle = match m.kind {
                     Some(Kind::Ack(a)) => Settle::Ack(a),
                     Some(Kind::Nack(n)) => Settle::Nack(n),
@@ -448,13 +517,10 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
                 };
                 let reply: Answer = match session.command(settle, &grants).await {
                     Err(e) => (m.request_id, Box::pin(std::future::ready(Err(e)))),
-                    Ok(None) => (
-                        m.request_id,
-                        Box::pin(std::future::ready(Ok(pb::subscribe_response::Kind::Done(
-                            pb::Empty {},
-                        )))),
-                    ),
-                    Ok(Some(cmd)) => match session.conn.submit(cmd).await {
+                    Ok(Step::Answered(kind)) => {
+                        (m.request_id, Box::pin(std::future::ready(Ok(kind))))
+                    }
+                    Ok(Step::Engine(cmd)) => match session.conn.submit(cmd).await {
                         Ok(pending) => (
                             m.request_id,
                             Box::pin(async move { reply_kind(pending.await) }),
@@ -480,7 +546,7 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         req: Request<pb::OpenSubscription>,
     ) -> Result<Response<Self::SubscribeServerStreamStream>, Status> {
         let open = req.into_inner();
-        let credit = (open.initial_credit > 0).then_some(u64::from(open.initial_credit));
+        let credit = open.initial_credit.map(u64::from);
         let (session, grants, grants_rx) = self.open(open).await?;
         let (out, rx) = response_channel(&self.config);
         let _ = out.send(self.subscribed(0, &session)).await;
@@ -529,12 +595,14 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         use pb::settle_response::Kind as S;
         use pb::subscribe_response::Kind as K;
         let kind = match session.settle(settle, &grants).await? {
-            K::AckResult(a) => S::AckResult(a),
+            K::Settled(a) => S::Settled(a),
+            K::Credited(c) => S::Credited(c),
             K::Assignment(a) => S::Assignment(a),
             K::Committed(c) => S::Committed(c),
             K::MarkedRead(m) => S::MarkedRead(m),
             K::ReceiptStatus(r) => S::ReceiptStatus(r),
-            _ => S::Done(pb::Empty {}),
+            K::Heartbeat(h) => S::Heartbeat(h),
+            k => return Err(Status::internal(format!("unexpected answer: {k:?}"))),
         };
         Ok(Response::new(pb::SettleResponse { kind: Some(kind) }))
     }
@@ -656,18 +724,58 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         req: Request<pb::ReadRequest>,
     ) -> Result<Response<pb::ReadResponse>, Status> {
         let r = req.into_inner();
-        let cmd = Command::Read {
-            stream: stream_name(&r.stream)?,
-            partition: r.partition,
-            from: r.from,
-            max: if r.max == 0 { 100 } else { r.max },
-        };
-        match self.call(cmd).await? {
-            Reply::Events(events) => Ok(Response::new(pb::ReadResponse {
-                events: events.iter().map(|e| event_to_pb(e)).collect(),
-            })),
-            r => Err(unexpected(r)),
+        let events = self
+            .read_page(stream_name(&r.stream)?, r.partition, r.from, r.max)
+            .await?;
+        Ok(Response::new(pb::ReadResponse {
+            events: events.iter().map(|e| event_to_pb(e)).collect(),
+        }))
+    }
+
+    async fn read_stream(
+        &self,
+        req: Request<pb::ReadStreamRequest>,
+    ) -> Result<Response<pb::ReadStreamResponse>, Status> {
+        let r = req.into_inner();
+        let stream = stream_name(&r.stream)?;
+        let max = r.max.unwrap_or(DEFAULT_READ_MAX);
+        let limit = self.config.engine.max_read_events;
+        if !(1..=limit).contains(&max) {
+            return Err(invalid("max", format!("{max} is outside 1..={limit}")));
         }
+        let info = match self.call(Command::DescribeStream(stream.clone())).await? {
+            Reply::Stream(i) => i,
+            r => return Err(unexpected(r)),
+        };
+        let given = tributary_core::partition_offsets(
+            info.partitions.len(),
+            &r.from.iter().map(position).collect::<Vec<_>>(),
+        )
+        .map_err(|e| error_to_status(&e))?;
+        let mut events = Vec::new();
+        let mut next = Vec::with_capacity(info.partitions.len());
+        let mut end = true;
+        for ((p, part), from) in (0u32..).zip(&info.partitions).zip(given) {
+            let mut at = from.unwrap_or(part.first).max(part.first);
+            let room = max.saturating_sub(events.len() as u32);
+            if at < part.next && room > 0 {
+                let page = self.read_page(stream.clone(), p, at, Some(room)).await?;
+                if let Some(last) = page.last() {
+                    at = last.offset + 1;
+                }
+                events.extend(page.iter().map(|e| event_to_pb(e)));
+            }
+            end &= at >= part.next;
+            next.push(pb::Position {
+                partition: p,
+                offset: at,
+            });
+        }
+        Ok(Response::new(pb::ReadStreamResponse { events, next, end }))
+    }
+
+    async fn get_server_info(&self, _req: Request<()>) -> Result<Response<pb::ServerInfo>, Status> {
+        Ok(Response::new(server_info(&self.config.engine)))
     }
 
     async fn create_stream(
@@ -687,11 +795,11 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
     async fn delete_stream(
         &self,
         req: Request<pb::DeleteStreamRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    ) -> Result<Response<()>, Status> {
         let name = stream_name(&req.into_inner().name)?;
         self.call(Command::DeleteStream(name.clone())).await?;
         tracing::info!(code = 1003, stream = %name, "stream deleted");
-        Ok(Response::new(pb::Empty {}))
+        Ok(Response::new(()))
     }
 
     async fn get_stream(
@@ -707,7 +815,7 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
 
     async fn list_streams(
         &self,
-        _req: Request<pb::Empty>,
+        _req: Request<()>,
     ) -> Result<Response<pb::ListStreamsResponse>, Status> {
         match self.call(Command::ListStreams).await? {
             Reply::Streams(s) => Ok(Response::new(pb::ListStreamsResponse {
@@ -720,18 +828,18 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
     async fn create_subscription(
         &self,
         req: Request<pb::SubscriptionConfig>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    ) -> Result<Response<()>, Status> {
         let config = subscription_config(req.into_inner())?;
         let (stream, name) = (config.stream.clone(), config.name.clone());
         self.call(Command::CreateSubscription(config)).await?;
         tracing::info!(code = 2000, stream = %stream, subscription = %name, "subscription created");
-        Ok(Response::new(pb::Empty {}))
+        Ok(Response::new(()))
     }
 
     async fn delete_subscription(
         &self,
         req: Request<pb::SubscriptionRef>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
         let (stream, subscription) = (stream_name(&r.stream)?, subscription_name(&r.subscription)?);
         self.call(Command::DeleteSubscription {
@@ -740,7 +848,7 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         })
         .await?;
         tracing::info!(code = 2001, stream = %stream, subscription = %subscription, "subscription deleted");
-        Ok(Response::new(pb::Empty {}))
+        Ok(Response::new(()))
     }
 
     async fn get_subscription(
@@ -762,13 +870,30 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         }
     }
 
+    async fn list_subscriptions(
+        &self,
+        req: Request<pb::ListSubscriptionsRequest>,
+    ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+        let stream = stream_name(&req.into_inner().stream)?;
+        match self.call(Command::ListSubscriptions(stream)).await? {
+            Reply::Subscriptions(list) => Ok(Response::new(pb::ListSubscriptionsResponse {
+                subscriptions: list.iter().map(subscription_info_to_pb).collect(),
+            })),
+            r => Err(unexpected(r)),
+        }
+    }
+
     async fn reset_offset(
         &self,
         req: Request<pb::ResetOffsetRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
-        let to =
-            r.to.ok_or_else(|| invalid("to", "an offset, a time, beginning or end is needed"))?;
+        let to = r.to.ok_or_else(|| {
+            invalid(
+                "to",
+                "beginning, end, an offset, per-partition offsets or a time is needed",
+            )
+        })?;
         let (stream, subscription) = (stream_name(&r.stream)?, subscription_name(&r.subscription)?);
         let consumer = if r.consumer.is_empty() {
             None
@@ -783,13 +908,13 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         })
         .await?;
         tracing::info!(code = 2002, stream = %stream, subscription = %subscription, consumer = r.consumer, "offset reset");
-        Ok(Response::new(pb::Empty {}))
+        Ok(Response::new(()))
     }
 
     async fn remove_consumer(
         &self,
         req: Request<pb::RemoveConsumerRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
         let (stream, subscription) = (stream_name(&r.stream)?, subscription_name(&r.subscription)?);
         let consumer = consumer_id(&r.consumer)?;
@@ -800,23 +925,23 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
             consumer,
         })
         .await?;
-        Ok(Response::new(pb::Empty {}))
+        Ok(Response::new(()))
     }
 
     async fn register_schema(
         &self,
         req: Request<pb::RegisterSchemaRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    ) -> Result<Response<()>, Status> {
         let r = schema_registration(req.into_inner())?;
         let (t, v) = (r.event_type.clone(), r.version);
         self.call(Command::RegisterSchema(r)).await?;
         tracing::info!(code = 6000, event_type = %t, version = v, "schema registered");
-        Ok(Response::new(pb::Empty {}))
+        Ok(Response::new(()))
     }
 
     async fn list_schemas(
         &self,
-        _req: Request<pb::Empty>,
+        _req: Request<()>,
     ) -> Result<Response<pb::ListSchemasResponse>, Status> {
         match self.call(Command::ListSchemas).await? {
             Reply::Schemas(list) => Ok(Response::new(schemas_to_pb(&list))),

@@ -3,7 +3,7 @@
 //! with heartbeats, and its commands (ack, nack, term, commit, mark-read, receipt queries,
 //! heartbeats) carried out in the order the client sent them.
 
-use crate::convert::{event_to_pb, positions};
+use crate::convert::{event_to_pb, position, position_to_pb, positions};
 use crate::link::{EngineConn, EngineLink};
 use crate::pb;
 use crate::pb::subscribe_response::Kind;
@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::Status;
 use tributary_core::{
-    Command, ConnEvent, ConsumerId, GroupAssignment, MarkRead, Notice, Position, Reply, StreamName,
-    SubscriptionMode, SubscriptionName,
+    Command, ConnEvent, ConsumerId, GroupAssignment, MarkRead, Notice, Reply, Settlement,
+    SkipReason, StreamName, SubscriptionMode, SubscriptionName,
 };
 
 /// What a response channel carries.
@@ -48,13 +48,6 @@ pub(crate) enum Settle {
     ReceiptStatus(pb::ReceiptQuery),
 }
 
-fn position(p: pb::Position) -> Position {
-    Position {
-        partition: p.partition,
-        offset: p.offset,
-    }
-}
-
 /// A group assignment as a message kind.
 pub(crate) fn assignment_to_pb(a: &GroupAssignment) -> Kind {
     Kind::Assignment(pb::Assignment {
@@ -64,30 +57,53 @@ pub(crate) fn assignment_to_pb(a: &GroupAssignment) -> Kind {
     })
 }
 
-/// A notice about a consumer as a message kind.
-fn notice_to_pb(n: &Notice) -> Kind {
-    let mut out = pb::ConsumerNotice {
-        text: format!("{n:?}"),
-        ..Default::default()
-    };
-    match n {
+/// A notice about a consumer as a message kind; `None` for notices that are not a consumer's.
+fn notice_to_pb(n: &Notice) -> Option<Kind> {
+    use pb::consumer_notice::Kind as N;
+    let kind = match n {
         Notice::UnreadTimeout {
             position,
             redelivered,
             ..
-        } => {
-            out.kind = "unread_timeout".into();
-            out.position = Some(crate::convert::position_to_pb(position));
-            out.redelivered = *redelivered;
-        }
-        Notice::SessionExpired { .. } => out.kind = "session_expired".into(),
-        _ => out.kind = "other".into(),
+        } => N::UnreadTimeout(pb::UnreadTimeout {
+            position: Some(position_to_pb(position)),
+            redelivered: *redelivered,
+        }),
+        Notice::SessionExpired { .. } => N::MemberExpired(pb::MemberExpired {}),
+        _ => return None,
+    };
+    Some(Kind::Notice(pb::ConsumerNotice { kind: Some(kind) }))
+}
+
+/// What an ack, nack or term did, as the protocol says it.
+fn settled_to_pb(s: &Settlement) -> pb::Settled {
+    pb::Settled {
+        applied: s.applied.iter().map(position_to_pb).collect(),
+        skipped: s
+            .skipped
+            .iter()
+            .map(|(p, reason)| pb::SkippedPosition {
+                position: Some(position_to_pb(p)),
+                reason: match reason {
+                    SkipReason::NotDelivered => pb::SkipReason::NotDelivered,
+                    SkipReason::AlreadySettled => pb::SkipReason::AlreadySettled,
+                    SkipReason::NotInFlight => pb::SkipReason::NotInFlight,
+                    SkipReason::Unavailable => pb::SkipReason::Unavailable,
+                } as i32,
+            })
+            .collect(),
     }
-    Kind::Notice(out)
+}
+
+/// What a client command of a session becomes.
+pub(crate) enum Step {
+    /// A command for the engine; its reply is the answer.
+    Engine(Command),
+    /// Carried out here: the answer.
+    Answered(Kind),
 }
 
 impl<C: EngineConn> Session<C> {
-    /// Carries out one command; the answer to send back.
     /// Carries out one command and waits for its answer. Credit goes to the forwarding task
     /// through `grants`.
     pub(crate) async fn settle(
@@ -96,28 +112,31 @@ impl<C: EngineConn> Session<C> {
         grants: &async_channel::Sender<u32>,
     ) -> Result<Kind, Status> {
         match self.command(s, grants).await? {
-            None => Ok(Kind::Done(pb::Empty {})),
-            Some(cmd) => reply_kind(self.conn.call(cmd).await),
+            Step::Answered(k) => Ok(k),
+            Step::Engine(cmd) => reply_kind(self.conn.call(cmd).await),
         }
     }
 
-    /// The engine command of a client command, or `None` when it was carried out here
-    /// (credit, handed to the forwarding task through `grants`).
+    /// What a client command becomes: an engine command, or an answer when it was carried
+    /// out here (credit, handed to the forwarding task through `grants`; a heartbeat outside
+    /// a consumer group).
     pub(crate) async fn command(
         &self,
         s: Settle,
         grants: &async_channel::Sender<u32>,
-    ) -> Result<Option<Command>, Status> {
+    ) -> Result<Step, Status> {
         let (stream, subscription, consumer) = (
             self.stream.clone(),
             self.subscription.clone(),
             self.consumer.clone(),
         );
-        Ok(Some(match s {
+        Ok(Step::Engine(match s {
             Settle::Credit(c) => {
                 // The forwarding task has ended when this fails: nothing left to grant to.
                 let _ = grants.send(c.events).await;
-                return Ok(None);
+                return Ok(Step::Answered(Kind::Credited(pb::Credited {
+                    granted: c.events,
+                })));
             }
             Settle::Ack(a) => Command::Ack {
                 stream,
@@ -140,7 +159,11 @@ impl<C: EngineConn> Session<C> {
                 positions: positions(t.positions)?,
                 reason: t.reason,
             },
-            Settle::Heartbeat if self.mode != SubscriptionMode::ConsumerGroup => return Ok(None),
+            Settle::Heartbeat if self.mode != SubscriptionMode::ConsumerGroup => {
+                return Ok(Step::Answered(Kind::Heartbeat(pb::Heartbeat {
+                    time: unix_now(),
+                })));
+            }
             Settle::Heartbeat => Command::Heartbeat {
                 stream,
                 subscription,
@@ -151,14 +174,14 @@ impl<C: EngineConn> Session<C> {
                 subscription,
                 consumer,
                 generation: c.generation,
-                offsets: c.offsets.into_iter().map(position).collect(),
+                offsets: c.offsets.iter().map(position).collect(),
             },
             Settle::MarkRead(m) => Command::MarkRead {
                 stream,
                 subscription,
                 consumer,
                 read: match (m.up_to, m.positions.is_empty()) {
-                    (Some(p), true) => MarkRead::UpTo(position(p)),
+                    (Some(p), true) => MarkRead::UpTo(position(&p)),
                     (None, false) => MarkRead::Positions(positions(m.positions)?),
                     _ => {
                         return Err(invalid(
@@ -172,7 +195,7 @@ impl<C: EngineConn> Session<C> {
                 stream,
                 subscription,
                 consumer,
-                position: q.position.map(position),
+                position: q.position.as_ref().map(position),
             },
         }))
     }
@@ -181,12 +204,10 @@ impl<C: EngineConn> Session<C> {
 /// The engine's reply to a session command as the message kind that answers it.
 pub(crate) fn reply_kind(r: Result<Reply, tributary_core::Error>) -> Result<Kind, Status> {
     match r {
-        Ok(Reply::Acked { acked, ignored }) => {
-            Ok(Kind::AckResult(pb::AckResult { acked, ignored }))
-        }
+        Ok(Reply::Settled(s)) => Ok(Kind::Settled(settled_to_pb(&s))),
         Ok(Reply::Assignment(a)) => Ok(assignment_to_pb(&a)),
         Ok(Reply::Committed(ps)) => Ok(Kind::Committed(pb::Committed {
-            positions: ps.iter().map(crate::convert::position_to_pb).collect(),
+            positions: ps.iter().map(position_to_pb).collect(),
         })),
         Ok(Reply::MarkedRead { marked, ignored }) => {
             Ok(Kind::MarkedRead(pb::MarkedRead { marked, ignored }))
@@ -203,7 +224,9 @@ pub(crate) fn reply_kind(r: Result<Reply, tributary_core::Error>) -> Result<Kind
                 read_at: x.read_at.map(|t| t.0),
             }),
         })),
-        Ok(_) => Ok(Kind::Done(pb::Empty {})),
+        Ok(r) => Err(Status::internal(format!(
+            "unexpected reply from the engine: {r:?}"
+        ))),
         Err(e) => Err(error_to_status(&e)),
     }
 }
@@ -232,7 +255,7 @@ pub(crate) async fn answer_in_order(answers: async_channel::Receiver<Answer>, ou
 pub(crate) fn answer(request_id: u64, r: Result<Kind, Status>) -> pb::SubscribeResponse {
     let kind = match r {
         Ok(k) => k,
-        Err(s) => Kind::Error(session_error(&s)),
+        Err(s) => Kind::Error(error_status(&s)),
     };
     pb::SubscribeResponse {
         request_id,
@@ -240,14 +263,17 @@ pub(crate) fn answer(request_id: u64, r: Result<Kind, Status>) -> pb::SubscribeR
     }
 }
 
-/// A status as an error message inside a stream that goes on.
-pub(crate) fn session_error(s: &Status) -> pb::SessionError {
-    pb::SessionError {
+/// A status as an error message inside a stream that goes on: the same code, message and
+/// details. A status's details are an encoded `google.rpc.Status`, which `ErrorStatus` is on
+/// the wire.
+pub(crate) fn error_status(s: &Status) -> pb::ErrorStatus {
+    let details = <pb::ErrorStatus as prost::Message>::decode(s.details())
+        .map(|d| d.details)
+        .unwrap_or_default();
+    pb::ErrorStatus {
         code: s.code() as i32,
-        reason: tonic_types::StatusExt::get_details_error_info(s)
-            .map(|i| i.reason)
-            .unwrap_or_default(),
         message: s.message().to_string(),
+        details,
     }
 }
 
@@ -317,7 +343,8 @@ pub(crate) async fn forward<L: EngineLink>(
                 }
                 Some(ConnEvent::Replay { .. }) => {}
                 Some(ConnEvent::Notice { notice, .. }) => {
-                    let msg = pb::SubscribeResponse { request_id: 0, kind: Some(notice_to_pb(&notice)) };
+                    let Some(kind) = notice_to_pb(&notice) else { continue };
+                    let msg = pb::SubscribeResponse { request_id: 0, kind: Some(kind) };
                     if out.send(Ok(msg)).await.is_err() {
                         return;
                     }
@@ -355,6 +382,7 @@ pub(crate) fn expect_open(
     m: Option<pb::SubscribeRequest>,
 ) -> Result<(u64, pb::OpenSubscription), Status> {
     match m {
+        Some(pb::SubscribeRequest { request_id: 0, .. }) => Err(request_id_rule(0, 0)),
         Some(pb::SubscribeRequest {
             request_id,
             kind: Some(pb::subscribe_request::Kind::Open(o)),
@@ -364,4 +392,15 @@ pub(crate) fn expect_open(
             "the first message of a subscribe stream must be `open`",
         )),
     }
+}
+
+/// The error for a client message whose request id breaks the correlation rule: above 0 and
+/// greater than the previous one (`last`; 0 before the first).
+pub(crate) fn request_id_rule(given: u64, last: u64) -> Status {
+    invalid(
+        "request_id",
+        format!(
+            "{given}: every message of a session carries a request_id above 0 and greater than the previous one ({last})"
+        ),
+    )
 }

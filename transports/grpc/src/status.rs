@@ -214,6 +214,16 @@ pub(crate) fn with_context(
     Status::with_error_details(status.code(), message, details)
 }
 
+/// An in-band error as the call status it stands for: the same code, message and details, so
+/// that `tonic_types::StatusExt` reads its `ErrorInfo` and `BadRequest`.
+pub fn status_of(e: &crate::pb::ErrorStatus) -> Status {
+    Status::with_details(
+        Code::from(e.code),
+        e.message.clone(),
+        prost::Message::encode_to_vec(e).into(),
+    )
+}
+
 /// A session id the server does not know (never opened, or ended): `NOT_FOUND`, reason
 /// `SESSION_NOT_FOUND`, the id in the metadata.
 pub(crate) fn session_not_found(id: &str) -> Status {

@@ -640,7 +640,7 @@ async fn describe_subscription(
         subscription: sub.clone(),
     };
     match st.engine.call(cmd).await? {
-        Reply::Subscription(s) => Ok(s),
+        Reply::Subscription(s) => Ok(*s),
         _ => Err(ApiError::unexpected()),
     }
 }
@@ -938,7 +938,7 @@ pub async fn reset_offset(
             stream: stream.clone(),
             subscription: sub.clone(),
             consumer: one_consumer.then(|| c.clone()),
-            to,
+            to: to.clone(),
         })
         .await?;
     tracing::info!(code = 2002, stream = %stream, subscription = %sub, consumer = %c, to = ?to, via = "http", "offset reset");
@@ -975,7 +975,7 @@ pub async fn reset_subscription_offset(
             stream: stream.clone(),
             subscription: sub.clone(),
             consumer: None,
-            to,
+            to: to.clone(),
         })
         .await?;
     tracing::info!(code = 2002, stream = %stream, subscription = %sub, to = ?to, via = "http", "offset reset");

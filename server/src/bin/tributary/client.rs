@@ -220,7 +220,7 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
                 });
             let req = pb::CreateStreamRequest {
                 name,
-                partitions,
+                partitions: Some(partitions),
                 delivery: match delivery {
                     DeliveryArg::AtMostOnce => pb::DeliverySemantics::AtMostOnce,
                     DeliveryArg::AtLeastOnce => pb::DeliverySemantics::AtLeastOnce,
@@ -250,7 +250,7 @@ pub async fn stream(cmd: StreamCmd) -> Result<(), String> {
         StreamCmd::List { server } => {
             let r = connect(&server)
                 .await?
-                .list_streams(pb::Empty {})
+                .list_streams(())
                 .await
                 .map_err(status)?;
             r.get_ref()
@@ -309,7 +309,7 @@ fn new_event(a: &PublishArgs, data: &str, what: &str) -> Result<pb::NewEvent, St
     Ok(pb::NewEvent {
         event_id: a.id.clone().unwrap_or_default(),
         event_type: a.event_type.clone(),
-        schema_version: 1,
+        schema_version: Some(1),
         key: a.key.clone().map(|k| k.into_bytes().into()),
         correlation_id: a.correlation_id.clone(),
         content_type: "application/json".into(),
@@ -441,11 +441,11 @@ pub async fn subscribe(a: SubscribeArgs) -> Result<(), String> {
             .consumer
             .clone()
             .unwrap_or_else(|| format!("cli-{}", std::process::id())),
-        max_in_flight: 0,
-        initial_credit: a.count.unwrap_or(0),
+        max_in_flight: None,
+        initial_credit: a.count,
         create: Some(pb::SubscriptionConfig {
             mode: mode as i32,
-            start: Some(start_position_to_pb(a.from)),
+            start: Some(start_position_to_pb(&a.from)),
             ..Default::default()
         }),
     };
@@ -477,7 +477,8 @@ pub async fn subscribe(a: SubscribeArgs) -> Result<(), String> {
                 .into_inner();
             let ms = info
                 .config
-                .map_or(0, |c| c.heartbeat_interval_ms)
+                .and_then(|c| c.heartbeat_interval_ms)
+                .unwrap_or(0)
                 .clamp(1, 10_000);
             Some(std::time::Duration::from_millis(ms))
         }
@@ -536,11 +537,13 @@ pub async fn subscribe(a: SubscribeArgs) -> Result<(), String> {
                 .map_err(|_| closed())?;
                 next_id += 1;
             }
-            Some(Out::AckResult(pb::AckResult {
-                acked: done,
-                ignored,
-            }))
-            | Some(Out::MarkedRead(pb::MarkedRead {
+            Some(Out::Settled(s)) => {
+                acked += (s.applied.len() + s.skipped.len()) as u64;
+                if want.is_some_and(|w| acked >= w && received >= w) {
+                    return Ok(());
+                }
+            }
+            Some(Out::MarkedRead(pb::MarkedRead {
                 marked: done,
                 ignored,
             })) => {
@@ -550,10 +553,23 @@ pub async fn subscribe(a: SubscribeArgs) -> Result<(), String> {
                 }
             }
             Some(Out::Error(e)) => {
-                return Err(format!("{} [{}]: {}", e.code, e.reason, e.message));
+                return Err(status(tributary_grpc::status_of(&e)));
             }
             Some(Out::Notice(n)) => {
-                eprintln!("notice: {} {}", n.kind, n.text);
+                use pb::consumer_notice::Kind as N;
+                match n.kind {
+                    Some(N::UnreadTimeout(u)) => {
+                        let p = u.position.unwrap_or_default();
+                        eprintln!(
+                            "notice: unread timeout at {}/{} (delivered again: {})",
+                            p.partition, p.offset, u.redelivered
+                        );
+                    }
+                    Some(N::MemberExpired(_)) => {
+                        eprintln!("notice: consumer group session expired")
+                    }
+                    None => {}
+                }
             }
             Some(Out::Assignment(g)) if !g.member => {
                 return Err(
@@ -615,7 +631,7 @@ pub async fn replay(a: ReplayArgs) -> Result<(), String> {
         stream: a.stream.clone(),
         from: Some(from),
         max_events: a.max,
-        max_events_per_second: a.rate.unwrap_or(0),
+        max_events_per_second: a.rate,
         from_first_available: a.from_first_available,
         ..Default::default()
     };
@@ -753,7 +769,7 @@ pub async fn offsets(cmd: OffsetsCmd) -> Result<(), String> {
                     stream,
                     subscription,
                     consumer: consumer.unwrap_or_default(),
-                    to: Some(start_position_to_pb(to)),
+                    to: Some(start_position_to_pb(&to)),
                 })
                 .await
                 .map_err(status)?;
@@ -838,7 +854,7 @@ pub async fn schema(cmd: SchemaCmd) -> Result<(), String> {
         SchemaCmd::List { server } => {
             let r = connect(&server)
                 .await?
-                .list_schemas(pb::Empty {})
+                .list_schemas(())
                 .await
                 .map_err(status)?;
             r.get_ref().schemas.iter().try_for_each(|s| {
