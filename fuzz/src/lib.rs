@@ -21,8 +21,11 @@ use tributary_core::{
     StreamInfo, StreamSpec, SubscriptionConfig, UnixMillis,
 };
 
+/// A target's body: any bytes in, a panic when a check fails.
+pub type Target = fn(&[u8]);
+
 /// The targets, by the name of their corpus folder and AFL binary (`fuzz-<name>`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("journal", journal),
     ("config", config),
     ("http", http),

@@ -21,8 +21,11 @@
 //!   across every crash), and after the drain every event has been acknowledged by the
 //!   consumer (none lost to the subscription).
 //!
-//! The kill moments, ids and samples come from a seed printed at the start (`--seed` replays
-//! the same choices; the interleaving of a real server is not replayable).
+//! Each round's kill comes a random time after the restarted server answered its first
+//! publish (a restart first recovers streams, dedup ids and cursors, which takes longer as
+//! the data grows; the time is printed). The kill moments, ids and samples come from a seed
+//! printed at the start (`--seed` replays the same choices; the interleaving of a real server
+//! is not replayable).
 //!
 //! ```text
 //! cargo build --release -p tributary-server -p tributary-tests --bin tributary --bin kill-loop
@@ -32,7 +35,7 @@
 
 use clap::Parser;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -84,6 +87,10 @@ struct Args {
     /// it again, then kills the server as usual (0: never). Needs the private cluster.
     #[arg(long, default_value_t = 0)]
     kill_postgres_every: u32,
+    /// After PostgreSQL is started again, the load runs this long (milliseconds, drawn up to
+    /// twice this) before the server is killed: the server must find its database again.
+    #[arg(long, default_value_t = 3000)]
+    pg_back_ms: u64,
     /// The folder for the data and the server's log (default: a new one under /tmp, removed
     /// at the end when every check passed).
     #[arg(long)]
@@ -106,10 +113,15 @@ impl Violations {
 struct State {
     /// Publishes answered: event id -> (partition, offset).
     acked: BTreeMap<String, (u32, u64)>,
+    /// The same ids in the order they were answered (to sample from).
+    acked_order: Vec<String>,
     /// Sent, answer never received (and not answered since): may or may not be stored.
     in_doubt: BTreeSet<String>,
     /// Ids to publish again, taken by the publishers before fresh ones.
     republish: VecDeque<String>,
+    /// Ids queued in `republish` or in a publish in flight: an id is never in two requests at
+    /// once, so that the answer that wrote it is the one recorded.
+    busy: HashSet<String>,
     /// Positions whose consumer ack was answered (every position of the ack acked).
     consumer_acked: BTreeSet<(u32, u64)>,
     /// Positions whose consumer ack was sent and never answered: the server may or may not
@@ -123,7 +135,20 @@ struct State {
     in_doubt_found: u64,
     /// Acks answered with some positions ignored.
     acks_partly_ignored: u64,
+    /// Publish calls answered, over every round.
+    answers: u64,
+    /// Per round: from the server's start to the first publish answered.
+    ready_after: Vec<Duration>,
     violations: Violations,
+}
+
+impl State {
+    /// Queues `id` to be published again, unless it is queued or in flight already.
+    fn queue_again(&mut self, id: String) {
+        if self.busy.insert(id.clone()) {
+            self.republish.push_back(id);
+        }
+    }
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -170,6 +195,7 @@ async fn publisher(
             while ids.len() < batch {
                 let id = fresh_id(&mut rng);
                 s.in_doubt.insert(id.clone());
+                s.busy.insert(id.clone());
                 ids.push(id);
             }
             ids
@@ -199,7 +225,10 @@ async fn publish_batch(
             // round if the server is still there, e.g. PostgreSQL was down).
             let mut s = lock(state);
             for id in ids {
-                if !s.acked.contains_key(&id) {
+                if s.acked.contains_key(&id) {
+                    s.busy.remove(&id);
+                } else {
+                    // Still busy: queued again.
                     s.republish.push_back(id);
                 }
             }
@@ -207,6 +236,10 @@ async fn publish_batch(
         }
     };
     let mut s = lock(state);
+    s.answers += 1;
+    for id in &ids {
+        s.busy.remove(id);
+    }
     if outcomes.len() != ids.len() {
         s.violations.push(format!(
             "{} outcomes for {} events",
@@ -241,6 +274,7 @@ async fn publish_batch(
                 }
                 s.in_doubt.remove(id);
                 s.acked.insert(id.clone(), pos);
+                s.acked_order.push(id.clone());
             }
         }
     }
@@ -351,10 +385,11 @@ async fn session(
     Ok(())
 }
 
-/// A server process and its gRPC URL.
+/// A server process, its gRPC URL and when it was started.
 struct Server {
     child: Child,
     url: String,
+    started: Instant,
 }
 
 fn start_server(args: &Args, dir: &Path, store: &str) -> Result<Server, String> {
@@ -363,6 +398,7 @@ fn start_server(args: &Args, dir: &Path, store: &str) -> Result<Server, String> 
         .append(true)
         .open(dir.join("server.log"))
         .map_err(|e| format!("server.log: {e}"))?;
+    let started = Instant::now();
     let mut child = Command::new(&args.server_bin)
         .args([
             "serve",
@@ -398,7 +434,11 @@ fn start_server(args: &Args, dir: &Path, store: &str) -> Result<Server, String> 
     };
     // Whatever else it prints is drained, so that it never blocks on a full pipe.
     std::thread::spawn(move || for _ in reader.lines().map_while(Result::ok) {});
-    Ok(Server { child, url })
+    Ok(Server {
+        child,
+        url,
+        started,
+    })
 }
 
 async fn connect(url: &str) -> Result<EventStreamClient<Channel>, String> {
@@ -494,6 +534,22 @@ async fn round(
         state.clone(),
         stop.clone(),
     )));
+    // The round's clock starts once the server serves (its first publish answered): a
+    // restart recovers the stream, the dedup ids and the cursors first, which takes longer
+    // as the data grows.
+    let answers = lock(state).answers;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if lock(state).answers > answers {
+            let ready = server.started.elapsed();
+            lock(state).ready_after.push(ready);
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err("the server answered no publish within 120 s of its start".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     // The moment of the kill is the point of the harness: a sleep here is the schedule.
     tokio::time::sleep(run_for).await;
     if let Some(pg) = pg_crash {
@@ -501,8 +557,17 @@ async fn round(
         let down = Duration::from_millis(rng.random_range(100..2000));
         tokio::time::sleep(down).await;
         pg.run("start")?;
-        // Load goes on against the server after PostgreSQL is back.
-        tokio::time::sleep(Duration::from_millis(rng.random_range(500..2000))).await;
+        // Load goes on against the server after PostgreSQL is back: it must serve again.
+        let before = lock(state).acked.len();
+        let back = args.pg_back_ms.max(1);
+        let wait = Duration::from_millis(rng.random_range(back..=2 * back));
+        tokio::time::sleep(wait).await;
+        let answered = lock(state).acked.len() - before;
+        println!(
+            "round with PostgreSQL crashed: down {} ms, then {answered} events acknowledged in the {} ms after its start",
+            down.as_millis(),
+            wait.as_millis()
+        );
     }
     // Killed under load: calls in flight are never answered.
     kill(server);
@@ -562,7 +627,9 @@ async fn finish(url: &str, state: &Shared, args: &Args) -> Result<(), String> {
     {
         let mut s = lock(state);
         let doubt: Vec<String> = s.in_doubt.iter().cloned().collect();
-        s.republish.extend(doubt);
+        for id in doubt {
+            s.queue_again(id);
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut c = client.clone();
@@ -729,13 +796,17 @@ async fn run(args: Args) -> Result<bool, String> {
         {
             let mut s = lock(&state);
             let doubt: Vec<String> = s.in_doubt.iter().cloned().collect();
-            s.republish.extend(doubt);
-            let n = s.acked.len();
+            for id in doubt {
+                s.queue_again(id);
+            }
+            let n = s.acked_order.len();
             if n > 0 {
                 let picks: Vec<String> = (0..args.republish_sample.min(n))
-                    .filter_map(|_| s.acked.keys().nth(rng.random_range(0..n)).cloned())
+                    .map(|_| s.acked_order[rng.random_range(0..n)].clone())
                     .collect();
-                s.republish.extend(picks);
+                for id in picks {
+                    s.queue_again(id);
+                }
             }
         }
         let run_for = Duration::from_millis(rng.random_range(args.min_ms..=args.max_ms));
@@ -748,7 +819,7 @@ async fn run(args: Args) -> Result<bool, String> {
         {
             let s = lock(&state);
             println!(
-                "round {r}: killed after {} ms{}; {} acknowledged, {} in doubt, {} consumer-acked, {} violations",
+                "round {r}: killed {} ms after serving{}; {} acknowledged, {} in doubt, {} consumer-acked, {} violations",
                 run_for.as_millis(),
                 if crash_pg {
                     " (and PostgreSQL crashed)"
@@ -781,6 +852,20 @@ async fn run(args: Args) -> Result<bool, String> {
         s.acks_partly_ignored,
         s.violations.0.len()
     );
+    if let Some(c) = &pg {
+        // The private cluster goes (its data stays in /tmp/tributary-pg-killloop).
+        c.run("stop")?;
+    }
+    let mut ready = s.ready_after.clone();
+    ready.sort();
+    if let (Some(first), Some(last)) = (ready.first(), ready.last()) {
+        println!(
+            "restart to first publish answered: min {} ms, median {} ms, max {} ms",
+            first.as_millis(),
+            ready[ready.len() / 2].as_millis(),
+            last.as_millis()
+        );
+    }
     let ok = s.violations.0.is_empty();
     if ok && own_dir {
         let _ = std::fs::remove_dir_all(&dir);
