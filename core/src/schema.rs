@@ -930,6 +930,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Found by the fuzz target `schema`: serde_json's default float parser is best-effort, and
+    /// a number in a schema (here 2.22e38) came back one unit off from its own JSON text. The
+    /// text is how journals (`json_in_binary`) and the SQL stores keep a schema, so a version
+    /// recovered after a restart differed from the one registered, and registering it again
+    /// unchanged was a conflict. The workspace turns on serde_json's `float_roundtrip`.
+    #[test]
+    fn schema_numbers_survive_their_json_text() {
+        let reg: SchemaRegistration = serde_json::from_str(
+            r#"{"event_type":"t","version":1,"schema":{"maximum":222222222222222222222222222222222222222,"minimum":0.30000000000000004e-300}}"#,
+        )
+        .unwrap();
+        let text = serde_json::to_string(&reg).unwrap();
+        let back: SchemaRegistration = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, reg);
+    }
+
     fn limits() -> Limits {
         Limits {
             max_event_type_bytes: 256,

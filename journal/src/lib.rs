@@ -194,8 +194,11 @@ fn read_frame<R: Read>(input: &mut R, record: u64) -> Result<Option<Vec<u8>>, Jo
     if len > MAX_RECORD_BYTES {
         return Err(JournalError::TooLong { record, len });
     }
-    let mut bytes = vec![0u8; len as usize];
-    if read_full(input, &mut bytes)? < bytes.len() {
+    // Grown as the bytes arrive, not allocated from the length: a damaged length must not cost
+    // `MAX_RECORD_BYTES` of memory when the journal ends a few bytes later.
+    let mut bytes = Vec::new();
+    input.take(u64::from(len)).read_to_end(&mut bytes)?;
+    if bytes.len() < len as usize {
         return Ok(None);
     }
     Ok(Some(bytes))
@@ -259,6 +262,42 @@ mod tests {
         // A torn last record is dropped, not an error.
         let (_, recs) = read_all(&bytes[..bytes.len() - 1]).unwrap();
         assert_eq!(recs.len(), 1);
+    }
+
+    /// A reader that ends at once and records the largest buffer it was asked to fill.
+    struct Probe<'a> {
+        data: &'a [u8],
+        largest: usize,
+    }
+
+    impl Read for Probe<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.largest = self.largest.max(buf.len());
+            self.data.read(buf)
+        }
+    }
+
+    /// Found while writing the fuzz target: a record whose length says 64 MiB, in a journal
+    /// that ends right after it, used to allocate (and ask the reader to fill) 64 MiB first.
+    #[test]
+    fn a_damaged_length_does_not_allocate_what_it_says() {
+        let mut bytes = JournalWriter::new(Vec::new(), &header())
+            .unwrap()
+            .finish()
+            .unwrap();
+        bytes.extend_from_slice(&MAX_RECORD_BYTES.to_le_bytes());
+        bytes.extend_from_slice(b"abc");
+        let mut probe = Probe {
+            data: &bytes,
+            largest: 0,
+        };
+        let mut r = JournalReader::new(&mut probe).unwrap();
+        assert!(r.next_record().unwrap().is_none(), "a torn end");
+        assert!(
+            probe.largest < 1 << 20,
+            "asked to fill {} bytes",
+            probe.largest
+        );
     }
 
     #[test]

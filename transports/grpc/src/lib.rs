@@ -15,6 +15,7 @@
 mod auth;
 mod codec;
 mod convert;
+pub mod fuzzing;
 mod limit;
 mod link;
 mod service;
