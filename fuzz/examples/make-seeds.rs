@@ -113,7 +113,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut create = vec![1u8];
     pb::CreateStreamRequest {
         name: "orders".into(),
-        partitions: 4,
+        partitions: Some(4),
         delivery: pb::DeliverySemantics::ExactlyOnce as i32,
         dedup_window_ms: Some(60_000),
         ..Default::default()
@@ -124,8 +124,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stream: "orders".into(),
         name: "workers".into(),
         mode: pb::SubscriptionMode::ConsumerGroup as i32,
-        session_timeout_ms: 30_000,
-        heartbeat_interval_ms: 3_000,
+        session_timeout_ms: Some(30_000),
+        heartbeat_interval_ms: Some(3_000),
         ..Default::default()
     };
     let mut create_sub = vec![2u8];
@@ -144,7 +144,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut replay = vec![4u8];
     pb::ReplayRequest {
         stream: "orders".into(),
-        batch_size: 10,
+        batch_size: Some(10),
         event_types: vec!["order.created".into()],
         ..Default::default()
     }

@@ -300,7 +300,7 @@ async fn session(
         stream: STREAM.into(),
         subscription: SUBSCRIPTION.into(),
         consumer: "c1".into(),
-        max_in_flight: 500,
+        max_in_flight: Some(500),
         ..Default::default()
     };
     let _ = tx
@@ -361,10 +361,10 @@ async fn session(
                     return Ok(());
                 }
             }
-            Some(Kind::AckResult(a)) => {
+            Some(Kind::Settled(a)) => {
                 if let Some(positions) = pending.remove(&m.request_id) {
                     let mut s = lock(state);
-                    if a.ignored == 0 && a.acked as usize == positions.len() {
+                    if a.skipped.is_empty() && a.applied.len() == positions.len() {
                         for p in &positions {
                             s.consumer_ack_in_doubt.remove(p);
                         }
@@ -377,7 +377,10 @@ async fn session(
             Some(Kind::Error(e)) => {
                 // The session goes on; an ack refused leaves its events unacknowledged.
                 pending.remove(&m.request_id);
-                eprintln!("consumer: session error {}: {}", e.reason, e.message);
+                eprintln!(
+                    "consumer: session error {}",
+                    tributary_grpc::status_of(&e).message()
+                );
             }
             _ => {}
         }
@@ -457,7 +460,7 @@ async fn connect(url: &str) -> Result<EventStreamClient<Channel>, String> {
 async fn declare(client: &mut EventStreamClient<Channel>) -> Result<(), String> {
     let stream = pb::CreateStreamRequest {
         name: STREAM.into(),
-        partitions: PARTITIONS,
+        partitions: Some(PARTITIONS),
         delivery: pb::DeliverySemantics::AtLeastOnce as i32,
         dedup_window_ms: Some(24 * 3600 * 1000),
         ..Default::default()
@@ -471,7 +474,7 @@ async fn declare(client: &mut EventStreamClient<Channel>) -> Result<(), String> 
         stream: STREAM.into(),
         name: SUBSCRIPTION.into(),
         mode: pb::SubscriptionMode::Exclusive as i32,
-        max_deliveries: 1_000_000,
+        max_deliveries: Some(1_000_000),
         ..Default::default()
     };
     match client.create_subscription(sub).await {
@@ -601,7 +604,7 @@ async fn read_stream(url: &str) -> Result<Vec<(u32, u64, String)>, String> {
                     stream: STREAM.into(),
                     partition,
                     from,
-                    max: 1000,
+                    max: Some(1000),
                 })
                 .await
                 .map_err(|s| format!("read: {s}"))?

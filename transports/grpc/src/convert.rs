@@ -224,6 +224,17 @@ pub(crate) fn start_position(p: Option<pb::StartPosition>) -> StartPosition {
     }
 }
 
+/// Where a reset moves to: one is needed.
+pub(crate) fn reset_target(to: Option<pb::StartPosition>) -> Result<StartPosition, Status> {
+    let to = to.ok_or_else(|| {
+        invalid(
+            "to",
+            "beginning, end, an offset, per-partition offsets or a time is needed",
+        )
+    })?;
+    Ok(start_position(Some(to)))
+}
+
 /// A start position as the request gives it.
 pub fn start_position_to_pb(p: &StartPosition) -> pb::StartPosition {
     let at = match p {

@@ -4,7 +4,7 @@
 //! message, each calling the conversion its RPC calls.
 
 use crate::convert::{
-    consumer_id, new_event_from_pb, positions, replay, schema_registration, start_position,
+    consumer_id, new_event_from_pb, positions, replay, reset_target, schema_registration,
     stream_config, stream_name, subscription_config, subscription_name,
 };
 use crate::pb;
@@ -94,8 +94,7 @@ pub fn decode_and_convert(kind: u8, bytes: &[u8]) -> Result<Option<Command>, Sta
         )?)?))),
         6 => {
             let r: pb::ResetOffsetRequest = decode(bytes)?;
-            let to =
-                r.to.ok_or_else(|| invalid("to", "an offset, a time, beginning or end is needed"))?;
+            let to = reset_target(r.to)?;
             let consumer = if r.consumer.is_empty() {
                 None
             } else {
@@ -105,7 +104,7 @@ pub fn decode_and_convert(kind: u8, bytes: &[u8]) -> Result<Option<Command>, Sta
                 stream: stream_name(&r.stream)?,
                 subscription: subscription_name(&r.subscription)?,
                 consumer,
-                to: start_position(Some(to)),
+                to,
             }))
         }
         7 => {
@@ -114,7 +113,7 @@ pub fn decode_and_convert(kind: u8, bytes: &[u8]) -> Result<Option<Command>, Sta
                 stream: stream_name(&r.stream)?,
                 partition: r.partition,
                 from: r.from,
-                max: if r.max == 0 { 100 } else { r.max },
+                max: r.max.unwrap_or(crate::service::DEFAULT_READ_MAX),
             }))
         }
         _ => {

@@ -1,8 +1,8 @@
 //! The `tributary.v1.EventStream` service over an [`EngineLink`].
 
 use crate::convert::{
-    consumer_id, ms, new_event_from_pb, outcome_to_pb, position, replay, schema_registration,
-    schemas_to_pb, start_position, stream_config, stream_info_to_pb, stream_name,
+    consumer_id, ms, new_event_from_pb, outcome_to_pb, position, replay, reset_target,
+    schema_registration, schemas_to_pb, stream_config, stream_info_to_pb, stream_name,
     subscription_config, subscription_info_to_pb, subscription_name,
 };
 use crate::limit::{LimitedServer, MAX_REQUEST_MESSAGE_BYTES};
@@ -102,7 +102,7 @@ fn correlation<T>(req: &Request<T>) -> Option<String> {
 }
 
 /// Events of a Read page when the request does not say.
-const DEFAULT_READ_MAX: u32 = 100;
+pub(crate) const DEFAULT_READ_MAX: u32 = 100;
 
 /// What `GetServerInfo` answers: the engine's limits and defaults.
 fn server_info(c: &tributary_core::Config) -> pb::ServerInfo {
@@ -888,12 +888,6 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
         req: Request<pb::ResetOffsetRequest>,
     ) -> Result<Response<()>, Status> {
         let r = req.into_inner();
-        let to = r.to.ok_or_else(|| {
-            invalid(
-                "to",
-                "beginning, end, an offset, per-partition offsets or a time is needed",
-            )
-        })?;
         let (stream, subscription) = (stream_name(&r.stream)?, subscription_name(&r.subscription)?);
         let consumer = if r.consumer.is_empty() {
             None
@@ -904,7 +898,7 @@ impl<L: EngineLink> EventStream for EventStreamService<L> {
             stream: stream.clone(),
             subscription: subscription.clone(),
             consumer,
-            to: start_position(Some(to)),
+            to: reset_target(r.to)?,
         })
         .await?;
         tracing::info!(code = 2002, stream = %stream, subscription = %subscription, consumer = r.consumer, "offset reset");
