@@ -5,9 +5,11 @@
 //!    `--payload` bytes to a durable topic exchange with a durable queue bound to it, at most
 //!    `--window` unconfirmed: what a hand-written publisher gets from this broker.
 //! 2. **Relay**: a Tributary server in this process (SQLite, fsync on) with a cross-service
-//!    stream whose exchange has a durable queue bound the same way; N events of the same size
-//!    are published over gRPC (calls of 1,000) and the clock stops when the queue holds all N
-//!    (polled every 10 ms): appending, relaying and the broker's confirms, end to end.
+//!    stream whose exchange has a durable queue bound the same way, the clock stopping when
+//!    the queue holds all N (polled every 10 ms). (a) The relay alone, draining a backlog: the
+//!    N events were taken while the broker was away, and the server starts again with it
+//!    back. (b) End to end: N events of the same size are published over gRPC (calls of 1,000)
+//!    while the relay runs: appending, relaying and the broker's confirms.
 //! 3. **Latency**: a second server B consumes A's stream into a local stream
 //!    (`[[amqp.inbound]]`); a subscriber on B acknowledges what it receives. Events are
 //!    published on A one per call at `--rate` events/s on a fixed schedule (open loop) for
@@ -21,7 +23,7 @@ use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::collections::VecDeque;
 use std::path::Path;
@@ -87,9 +89,16 @@ async fn run(args: Args) -> Result<(), String> {
         args.events, args.payload, args.window, args.partitions, args.worker_threads
     );
 
-    let raw = raw_publisher(&conn, &ch, &prefix, &args).await?;
+    let bare = raw_publisher(&conn, &ch, &prefix, &args, false).await?;
     println!(
-        "raw lapin publisher with confirms: {:.0} messages/s ({} in {:.2} s)",
+        "raw lapin publisher with confirms, bare messages: {:.0} messages/s ({} in {:.2} s)",
+        args.events as f64 / bare.as_secs_f64(),
+        args.events,
+        bare.as_secs_f64()
+    );
+    let raw = raw_publisher(&conn, &ch, &prefix, &args, true).await?;
+    println!(
+        "raw lapin publisher with confirms, the relay's envelope: {:.0} messages/s ({} in {:.2} s)",
         args.events as f64 / raw.as_secs_f64(),
         args.events,
         raw.as_secs_f64()
@@ -102,6 +111,14 @@ async fn run(args: Args) -> Result<(), String> {
     let a_config = format!(
         "{amqp}\n[[streams]]\nname = \"orders\"\npartitions = {}\ncross_service = true\n",
         args.partitions
+    );
+    let drained = backlog_phase(&ch, &prefix, &dir, &args).await?;
+    println!(
+        "Tributary relay draining a backlog (SQLite, fsync on): {:.0} events/s ({} in {:.2} s), {:.2}x the raw publisher",
+        args.events as f64 / drained.as_secs_f64(),
+        args.events,
+        drained.as_secs_f64(),
+        raw.as_secs_f64() / drained.as_secs_f64()
     );
     let (a_stop, a_task, a_url) = start_server(&dir.join("a"), &a_config).await?;
     let mut a = connect(&a_url).await?;
@@ -216,12 +233,16 @@ async fn queued(ch: &Channel, queue: &str) -> Result<u64, String> {
     Ok(u64::from(q.message_count()))
 }
 
-/// Phase 1: the time a raw lapin publisher takes for every message to be confirmed.
+/// Phase 1: the time a raw lapin publisher takes for every message to be confirmed. Bare: a
+/// message id and persistence only. `envelope`: the properties and headers the relay sets
+/// (docs/server.md, "Cross-service streams"), written out here by hand, so that the broker
+/// does the same work per message in both.
 async fn raw_publisher(
     conn: &Connection,
     ch: &Channel,
     prefix: &str,
     args: &Args,
+    envelope: bool,
 ) -> Result<Duration, String> {
     let (exchange, queue) = (format!("{prefix}.raw"), format!("{prefix}.raw-count"));
     declare_counted(ch, &exchange, &queue).await?;
@@ -237,9 +258,30 @@ async fn raw_publisher(
         if waiting.len() >= args.window.max(1) {
             confirmed(waiting.pop_front()).await?;
         }
-        let props = BasicProperties::default()
-            .with_message_id(format!("raw-{i}").as_str().into())
+        let mut props = BasicProperties::default()
+            .with_message_id(uuid_like(i).as_str().into())
             .with_delivery_mode(2);
+        if envelope {
+            let mut h = FieldTable::default();
+            let mut put = |k: &str, v: AMQPValue| {
+                h.insert(k.into(), v);
+            };
+            put("x-stream", AMQPValue::LongString("orders".into()));
+            put("x-partition", AMQPValue::LongUInt((i % 4) as u32));
+            put("x-offset", AMQPValue::LongLongInt(i as i64));
+            put("x-schema-version", AMQPValue::LongUInt(1));
+            put("x-event-type", AMQPValue::LongString("bench".into()));
+            put("x-timestamp-ms", AMQPValue::LongLongInt(1_765_000_000_000));
+            put(
+                "x-key",
+                AMQPValue::LongString(format!("{}", i % 1024).into()),
+            );
+            props = props
+                .with_type("bench".into())
+                .with_timestamp(1_765_000_000)
+                .with_content_type("application/octet-stream".into())
+                .with_headers(h);
+        }
         let confirm = publisher
             .basic_publish(
                 exchange.as_str().into(),
@@ -265,6 +307,11 @@ async fn raw_publisher(
         .await
         .map_err(|e| e.to_string())?;
     Ok(took)
+}
+
+/// A message id the length of the relay's (a UUID's text).
+fn uuid_like(i: u64) -> String {
+    format!("00000000-0000-4000-8000-{i:012}")
 }
 
 async fn confirmed(c: Option<lapin::PublisherConfirm>) -> Result<(), String> {
@@ -331,7 +378,74 @@ fn events(args: &Args, n: u64, first: u64, stamp: u64) -> Vec<pb::NewEvent> {
         .collect()
 }
 
-/// Phase 2: from the first append until the broker's queue holds every event.
+/// Phase 2a: the relay alone. A server whose broker is away (an address nobody listens on)
+/// takes the N events; it is stopped and started again on the same store with the broker
+/// back, and the clock runs from that start (recovery included) until the broker's queue
+/// holds every event: what the relay does after an outage, with nothing else to do.
+async fn backlog_phase(
+    ch: &Channel,
+    prefix: &str,
+    dir: &Path,
+    args: &Args,
+) -> Result<Duration, String> {
+    let prefix = format!("{prefix}-backlog");
+    let config = |url: &str| {
+        format!(
+            "[amqp]\nurl = \"{url}\"\nprefix = \"{prefix}\"\nrelay_window = {}\n\n\
+             [[streams]]\nname = \"orders\"\npartitions = {}\ncross_service = true\n",
+            args.window, args.partitions
+        )
+    };
+    let dir = dir.join("backlog");
+    let (stop, task, url) =
+        start_server(&dir, &config("amqp://guest:guest@127.0.0.1:1/%2f")).await?;
+    let mut a = connect(&url).await?;
+    let mut sent = 0;
+    while sent < args.events {
+        let n = (args.events - sent).min(1000);
+        a.publish(pb::PublishRequest {
+            stream: "orders".into(),
+            events: events(args, n, sent, 0),
+            expected_offset: None,
+        })
+        .await
+        .map_err(|e| format!("publishing the backlog: {e}"))?;
+        sent += n;
+    }
+    drop(a);
+    let _ = stop.send(());
+    let _ = task.await;
+    let (exchange, queue) = (format!("{prefix}.orders"), format!("{prefix}.count"));
+    declare_counted(ch, &exchange, &queue).await?;
+    let t0 = Instant::now();
+    let (stop, task, _) = start_server(&dir, &config(&args.amqp_url)).await?;
+    wait_for(ch, &queue, args.events).await?;
+    let took = t0.elapsed();
+    let _ = stop.send(());
+    let _ = task.await;
+    delete_queue(ch, &queue).await?;
+    ch.exchange_delete(exchange.as_str().into(), Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(took)
+}
+
+/// Polls (every 10 ms, for at most 10 minutes) until `queue` holds `n` messages.
+async fn wait_for(ch: &Channel, queue: &str, n: u64) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let held = queued(ch, queue).await?;
+        if held >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the relay delivered {held} of {n}"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Phase 2b: from the first append until the broker's queue holds every event.
 async fn relay_phase(
     a: &mut EventStreamClient<GrpcChannel>,
     ch: &Channel,
@@ -353,17 +467,7 @@ async fn relay_phase(
         sent += n;
     }
     let appended = t0.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let held = queued(ch, queue).await?;
-        if held >= args.events {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(format!("the relay delivered {held} of {}", args.events));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(ch, queue, args.events).await?;
     let took = t0.elapsed();
     println!(
         "  (appending the {} events on A took {:.2} s of it)",
