@@ -901,24 +901,15 @@ fn sample_labels<V: Clone + openmetrics_parser::RenderableMetricValue>(
 /// and each of `values` found as a label value). Without those tools the check is skipped,
 /// unless `TRIBUTARY_REQUIRE_METRICS_TOOLS` is set (CI installs them and sets it).
 fn outside_parsers(base: &str, values: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check-metrics");
-    let out = std::process::Command::new(script)
-        .arg(base)
-        .args(values)
-        .output()
-        .expect("run scripts/check-metrics");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let args: Vec<&str> = std::iter::once(base)
+        .chain(values.iter().copied())
+        .collect();
+    outside_check(
+        "check-metrics",
+        &args,
+        &[],
+        "TRIBUTARY_REQUIRE_METRICS_TOOLS",
     );
-    // Exit 2: a tool is missing.
-    if out.status.code() == Some(2) && std::env::var_os("TRIBUTARY_REQUIRE_METRICS_TOOLS").is_none()
-    {
-        eprintln!("scripts/check-metrics skipped: {log}");
-        return;
-    }
-    assert!(out.status.success(), "scripts/check-metrics failed:\n{log}");
 }
 
 /// The HTTP API holds to its own OpenAPI document under schemathesis (a fuzzer no one here
@@ -947,29 +938,13 @@ async fn the_http_api_holds_to_its_openapi_document() {
 
 /// Runs `scripts/check-openapi` against `base`; false when it was skipped (no schemathesis).
 fn schemathesis(base: &str, token: Option<&str>, examples: u32) -> bool {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check-openapi");
-    let out = std::process::Command::new(script)
-        .arg(base)
-        .args(token)
-        .env("TRIBUTARY_OPENAPI_EXAMPLES", examples.to_string())
-        .output()
-        .expect("run scripts/check-openapi");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Exit 2: the tool is missing.
-    if out.status.code() == Some(2) && std::env::var_os("TRIBUTARY_REQUIRE_API_TOOLS").is_none() {
-        eprintln!("scripts/check-openapi skipped: {log}");
-        return false;
-    }
-    assert!(
-        out.status.success(),
-        "scripts/check-openapi {base} (token: {}) failed:\n{log}",
-        token.is_some()
-    );
-    true
+    let args: Vec<&str> = std::iter::once(base).chain(token).collect();
+    outside_check(
+        "check-openapi",
+        &args,
+        &[("TRIBUTARY_OPENAPI_EXAMPLES", examples.to_string())],
+        "TRIBUTARY_REQUIRE_API_TOOLS",
+    )
 }
 
 /// A journal whose writes fail (`/dev/full`: no space left) is reported when it happens: a log

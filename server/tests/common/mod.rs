@@ -447,6 +447,32 @@ impl Session {
     }
 }
 
+/// Runs `scripts/<script>` with `args` and `envs`: a check by a tool no one here wrote. False
+/// when it was skipped: a script exits 2 when its tool is missing, which fails the test only
+/// when the environment variable `require` is set (CI installs the tools and sets it).
+pub fn outside_check(script: &str, args: &[&str], envs: &[(&str, String)], require: &str) -> bool {
+    let path = format!("{}/../scripts/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(&path)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.code() == Some(2) && std::env::var_os(require).is_none() {
+        eprintln!("scripts/{script} skipped: {log}");
+        return false;
+    }
+    assert!(
+        out.status.success(),
+        "scripts/{script} {args:?} failed:\n{log}"
+    );
+    true
+}
+
 /// The `ErrorInfo` reason of an in-band error.
 pub fn reason(e: &pb::ErrorStatus) -> String {
     tonic_types::StatusExt::get_details_error_info(&tributary_grpc::status_of(e))
