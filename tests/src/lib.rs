@@ -15,6 +15,17 @@ use tributary_store_api::Store;
 
 pub use tributary_server::store::AnyStore;
 
+/// Runs `f` to its end on a multi-threaded tokio runtime of `workers` worker threads (at
+/// least 1): the main of each bench and harness.
+pub fn block_on<F: std::future::Future>(workers: usize, f: F) -> Result<F::Output, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .build()
+        .map(|rt| rt.block_on(f))
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
 /// Opens `sqlite:PATH` or `postgres:URL[#schema]` (fsync on for both); the server's
 /// [`StoreSpec`] forms are accepted too.
 pub async fn open_store(spec: &str) -> Result<AnyStore, String> {

@@ -30,16 +30,9 @@ fn main() {
         .ok()
         .and_then(|w| w.parse().ok())
         .unwrap_or(2);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build();
-    match rt {
-        Ok(rt) => rt.block_on(run()),
-        Err(e) => {
-            eprintln!("bench-durable: cannot start the runtime: {e}");
-            std::process::exit(1);
-        }
+    if let Err(e) = tributary_tests::block_on(workers, run()) {
+        eprintln!("bench-durable: {e}");
+        std::process::exit(1);
     }
 }
 

@@ -219,12 +219,7 @@ fn new_hist() -> Histogram<u64> {
 
 fn main() -> Result<(), String> {
     let args = Args::parse();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.worker_threads.max(1))
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?
-        .block_on(run(args))
+    tributary_tests::block_on(args.worker_threads, run(args))?
 }
 
 async fn run(args: Args) -> Result<(), String> {
