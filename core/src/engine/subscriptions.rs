@@ -1167,12 +1167,9 @@ impl Engine {
                 settlement.applied.push(pos);
                 continue;
             }
-            let skip = self.skip_reason(key, false);
-            if skip.is_none()
-                && self.settle(key, |s| {
-                    !matches!(s, SlotState::Blocked | SlotState::DeadLettering)
-                })
-            {
+            if self.settle(key, |s| {
+                !matches!(s, SlotState::Blocked | SlotState::DeadLettering)
+            }) {
                 settlement.applied.push(pos);
                 touched.insert(key.key);
                 *settled.entry(key.key.partition).or_default() += 1;
@@ -1182,9 +1179,11 @@ impl Engine {
                 settlement.applied.push(pos);
                 delivered.push(pos);
             } else {
+                // Not settled, so unchanged: the reason is read off the slot as it stands.
+                let reason = self.skip_reason(key, false);
                 settlement
                     .skipped
-                    .push((pos, skip.unwrap_or(SkipReason::AlreadySettled)));
+                    .push((pos, reason.unwrap_or(SkipReason::AlreadySettled)));
             }
         }
         let records = if receipts {
